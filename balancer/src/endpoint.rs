@@ -1,0 +1,167 @@
+//! One upstream endpoint: what the source of truth says about it ([`EndpointSpec`]) and
+//! the live state the data path accumulates for it ([`EndpointState`]).
+
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// An endpoint as the source of truth describes it (EndpointSlice entry x port).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct EndpointSpec {
+    pub addr: SocketAddr,
+    /// EndpointSlice `conditions.ready` (absent = true).
+    pub ready: bool,
+    /// EndpointSlice `conditions.serving` (absent = same as ready).
+    pub serving: bool,
+    /// EndpointSlice `conditions.terminating` (absent = false).
+    pub terminating: bool,
+    /// Topology zone, when the slice says.
+    pub zone: Option<String>,
+    /// Relative weight; 1 unless something says otherwise.
+    pub weight: u32,
+}
+
+impl EndpointSpec {
+    /// A ready, serving, non-terminating endpoint of weight 1.
+    pub fn ready(addr: SocketAddr) -> Self {
+        EndpointSpec {
+            addr,
+            ready: true,
+            serving: true,
+            terminating: false,
+            zone: None,
+            weight: 1,
+        }
+    }
+
+    /// Takes new requests while any such endpoint exists.
+    pub fn is_routable(&self) -> bool {
+        self.ready && !self.terminating
+    }
+
+    /// Finishing its work: used for new requests only when nothing routable is left
+    /// (kube-proxy's fallback to `serving && terminating`).
+    pub fn is_draining(&self) -> bool {
+        !self.is_routable() && self.serving && self.terminating
+    }
+}
+
+/// Live state of one endpoint, shared by every pool that contains its address.
+///
+/// Survives configuration updates for as long as any pool (or any in-flight guard) holds it,
+/// so in-flight counts stay exact across reloads.
+#[derive(Debug)]
+pub struct EndpointState {
+    addr: SocketAddr,
+    in_flight: AtomicU64,
+    draining: AtomicBool,
+    weight: AtomicU32,
+    requests: AtomicU64,
+}
+
+impl EndpointState {
+    pub(crate) fn new(spec: &EndpointSpec) -> Self {
+        let state = EndpointState {
+            addr: spec.addr,
+            in_flight: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            weight: AtomicU32::new(1),
+            requests: AtomicU64::new(0),
+        };
+        state.apply(spec);
+        state
+    }
+
+    /// Takes the source-of-truth view of this endpoint without touching live counters.
+    pub(crate) fn apply(&self, spec: &EndpointSpec) {
+        self.draining.store(spec.is_draining(), Ordering::Relaxed);
+        self.weight.store(spec.weight.max(1), Ordering::Relaxed);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests currently between pick and completion.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests ever started on this endpoint (by any pool).
+    pub fn requests_total(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Starts a request: the count drops again when the guard is dropped, whatever path
+    /// the request takes (success, error, client gone, panic unwinding).
+    pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            endpoint: Arc::clone(self),
+        }
+    }
+}
+
+/// Holds one in-flight slot on an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    endpoint: Arc<EndpointState>,
+}
+
+impl InFlightGuard {
+    pub fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.endpoint
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn guard_releases_on_drop() {
+        let ep = Arc::new(EndpointState::new(&EndpointSpec::ready(addr(1))));
+        let g1 = ep.start_request();
+        let g2 = ep.start_request();
+        assert_eq!(ep.in_flight(), 2);
+        drop(g1);
+        assert_eq!(ep.in_flight(), 1);
+        drop(g2);
+        assert_eq!(ep.in_flight(), 0);
+        assert_eq!(ep.requests_total(), 2);
+    }
+
+    #[test]
+    fn conditions_classify_endpoints() {
+        let mut s = EndpointSpec::ready(addr(1));
+        assert!(s.is_routable() && !s.is_draining());
+        s.ready = false;
+        s.terminating = true;
+        assert!(!s.is_routable() && s.is_draining());
+        s.serving = false;
+        assert!(
+            !s.is_routable() && !s.is_draining(),
+            "not serving: unusable"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! weir-balancer: the endpoint registry and the load-balancing algorithms.
+//!
+//! Owns: per-endpoint state shared by every route that uses an endpoint
+//! ([`EndpointRegistry`], [`EndpointState`]), per-route pools ([`Pool`]) that pick an
+//! endpoint and say why ([`Pick`], [`PickReason`]), and the in-flight accounting guard
+//! ([`InFlightGuard`]).
+//!
+//! Must not: do I/O, know about Pingora or Kubernetes, read the wall clock on its own, or
+//! take a lock on the pick path that a second core would wait on. Everything here is
+//! deterministic given its inputs so it can be unit-tested and simulated.
+
+mod endpoint;
+mod pool;
+mod registry;
+
+pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};
+pub use pool::{Algorithm, Pick, PickReason, Pool};
+pub use registry::EndpointRegistry;

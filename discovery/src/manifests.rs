@@ -1,0 +1,329 @@
+//! The manifests source: Kubernetes objects from YAML files on disk (`--manifests`).
+//!
+//! Owns reading and re-reading files, and remembering each file's last good content: a
+//! file that becomes unreadable or invalid YAML keeps contributing what it had, so one bad
+//! edit never takes routes down. A file that disappears from a watched directory is a
+//! deletion and its objects go. [`ManifestWatcher`] turns file-system events into debounced
+//! "something changed" signals; it does not read files itself.
+//!
+//! Must not: translate objects into routes (that is [`crate::translate()`]) or touch the
+//! proxy.
+
+use crate::objects::{parse_manifest, ClusterObjects, ParsedManifest};
+use crate::snapshot::Rejection;
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A manifests problem that stops weir from starting.
+#[derive(Debug, thiserror::Error)]
+#[error("--manifests {path}: {reason}")]
+pub struct ManifestError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What one (re)load found.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Files read successfully.
+    pub files: usize,
+    /// Files that could not be read or parsed; their last good content was kept.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+impl LoadReport {
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct ManifestSource {
+    roots: Vec<PathBuf>,
+    files: BTreeMap<PathBuf, ParsedManifest>,
+}
+
+impl ManifestSource {
+    /// Loads every manifest under `roots`, strictly: a missing path, an unreadable file or
+    /// invalid YAML is an error here, because at start there is no last good config to
+    /// fall back on and the operator is watching.
+    pub fn open(roots: Vec<PathBuf>) -> Result<Self, ManifestError> {
+        let mut files = BTreeMap::new();
+        for root in &roots {
+            let listed = list_manifest_files(root).map_err(|reason| ManifestError {
+                path: root.display().to_string(),
+                reason,
+            })?;
+            for file in listed {
+                let parsed = read_manifest(&file).map_err(|reason| ManifestError {
+                    path: file.display().to_string(),
+                    reason,
+                })?;
+                files.insert(file, parsed);
+            }
+        }
+        Ok(ManifestSource { roots, files })
+    }
+
+    /// Re-reads every manifest, keeping the last good content of files that fail.
+    pub fn reload(&mut self) -> LoadReport {
+        let mut report = LoadReport::default();
+        let mut next = BTreeMap::new();
+        for root in &self.roots {
+            let listed = match list_manifest_files(root) {
+                Ok(listed) => listed,
+                Err(reason) => {
+                    // The root itself is gone or unreadable: keep all it had.
+                    report.failed.push((root.clone(), reason));
+                    for (path, parsed) in &self.files {
+                        if path.starts_with(root) {
+                            next.insert(path.clone(), parsed.clone());
+                        }
+                    }
+                    continue;
+                }
+            };
+            for file in listed {
+                match read_manifest(&file) {
+                    Ok(parsed) => {
+                        report.files += 1;
+                        next.insert(file, parsed);
+                    }
+                    Err(reason) => {
+                        if let Some(previous) = self.files.get(&file) {
+                            next.insert(file.clone(), previous.clone());
+                        }
+                        report.failed.push((file, reason));
+                    }
+                }
+            }
+        }
+        self.files = next;
+        report
+    }
+
+    /// All objects of all files.
+    pub fn objects(&self) -> ClusterObjects {
+        let mut all = ClusterObjects::default();
+        for parsed in self.files.values() {
+            all.extend(parsed.objects.clone());
+        }
+        all
+    }
+
+    /// Documents rejected while parsing (not valid objects of a kind weir reads).
+    pub fn rejected(&self) -> Vec<Rejection> {
+        self.files
+            .values()
+            .flat_map(|p| p.rejected.iter().cloned())
+            .collect()
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+}
+
+fn read_manifest(path: &Path) -> Result<ParsedManifest, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    parse_manifest(&text).map_err(|e| e.to_string())
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// The manifest files under `root`: the file itself, or every `*.yaml`, `*.yml` and
+/// `*.json` below a directory, skipping hidden entries (editor swap files, and the
+/// `..data` folders of mounted ConfigMaps, whose files are also linked from the top).
+pub fn list_manifest_files(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(root).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+                .path();
+            if is_hidden(&path) {
+                continue;
+            }
+            // Follows symlinks; a dangling one is skipped.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                pending.push(path);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Debounced change notifications for a set of manifest roots.
+pub struct ManifestWatcher {
+    _watcher: notify::RecommendedWatcher,
+    events: mpsc::Receiver<()>,
+    debounce: Duration,
+}
+
+impl std::fmt::Debug for ManifestWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestWatcher")
+            .field("debounce", &self.debounce)
+            .finish()
+    }
+}
+
+impl ManifestWatcher {
+    /// Watches directories recursively and files through their parent directory (so
+    /// editors and ConfigMap updates that replace a file by renaming are seen).
+    pub fn new(roots: &[PathBuf], debounce: Duration) -> Result<Self, String> {
+        let (tx, events) = mpsc::channel(1);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(e) => !e.kind.is_access(),
+                    Err(_) => true, // a watch error: re-read to be safe
+                };
+                if relevant {
+                    // Full channel = a change is already pending: coalesce.
+                    let _ = tx.try_send(());
+                }
+            })
+            .map_err(|e| format!("cannot watch files: {e}"))?;
+        for root in roots {
+            let (target, mode) = if root.is_dir() {
+                (root.clone(), RecursiveMode::Recursive)
+            } else {
+                let parent = root
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf();
+                (parent, RecursiveMode::NonRecursive)
+            };
+            watcher
+                .watch(&target, mode)
+                .map_err(|e| format!("cannot watch {}: {e}", target.display()))?;
+        }
+        Ok(ManifestWatcher {
+            _watcher: watcher,
+            events,
+            debounce,
+        })
+    }
+
+    /// Waits for a change, then for the files to settle: returns once no event arrived
+    /// for `debounce`, or after `4 x debounce` of continuous writing. `None` when the
+    /// watcher is gone.
+    pub async fn changed(&mut self) -> Option<()> {
+        self.events.recv().await?;
+        let deadline = tokio::time::Instant::now() + self.debounce * 4;
+        loop {
+            let quiet = tokio::time::sleep(self.debounce);
+            tokio::select! {
+                _ = quiet => return Some(()),
+                _ = tokio::time::sleep_until(deadline) => return Some(()),
+                more = self.events.recv() => more?,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: a}\nspec: {defaultBackend: {service: {name: s, port: {number: 80}}}}\n";
+
+    #[test]
+    fn directory_listing_skips_hidden_and_other_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), INGRESS).expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+        std::fs::write(dir.path().join(".a.yaml.swp"), "x").expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/b.yml"), INGRESS).expect("write");
+        let files = list_manifest_files(dir.path()).expect("list");
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .expect("prefix")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, vec!["a.yaml", "sub/b.yml"]);
+    }
+
+    #[test]
+    fn open_is_strict() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope");
+        let err = ManifestSource::open(vec![missing]).expect_err("missing");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        std::fs::write(dir.path().join("bad.yaml"), "a: [").expect("write");
+        let err = ManifestSource::open(vec![dir.path().to_path_buf()]).expect_err("bad");
+        assert!(err.to_string().contains("bad.yaml"), "{err}");
+        assert!(err.to_string().contains("invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn reload_keeps_last_good_content_of_a_broken_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, INGRESS).expect("write");
+        let mut source = ManifestSource::open(vec![dir.path().to_path_buf()]).expect("open");
+        assert_eq!(source.objects().ingresses.len(), 1);
+        std::fs::write(&file, "kind: [broken").expect("write");
+        let report = source.reload();
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(source.objects().ingresses.len(), 1, "last good kept");
+        std::fs::remove_file(&file).expect("rm");
+        let report = source.reload();
+        assert!(report.is_clean());
+        assert_eq!(source.objects().ingresses.len(), 0, "deletion applies");
+    }
+
+    #[test]
+    fn reload_keeps_everything_when_a_root_file_vanishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, INGRESS).expect("write");
+        let mut source = ManifestSource::open(vec![file.clone()]).expect("open");
+        std::fs::remove_file(&file).expect("rm");
+        let report = source.reload();
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(source.objects().ingresses.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn watcher_reports_a_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, INGRESS).expect("write");
+        let mut watcher =
+            ManifestWatcher::new(&[file.clone()], Duration::from_millis(50)).expect("watch");
+        std::fs::write(&file, INGRESS.replace("name: a", "name: b")).expect("write");
+        let changed = tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await;
+        assert_eq!(changed.ok().flatten(), Some(()));
+    }
+}

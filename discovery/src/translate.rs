@@ -1,0 +1,416 @@
+//! Objects -> [`RoutingSnapshot`]: a pure function, shared by every source.
+//!
+//! Order of work: select the Ingresses of our class, validate each one as a whole (an
+//! invalid Ingress is rejected alone, with a reason), lay out their rules in precedence
+//! order (oldest Ingress first, as ingress-nginx does), then resolve every referenced
+//! Service port to endpoints through Service ports and EndpointSlices.
+
+use crate::objects::{meta_ref, ClusterObjects};
+use crate::snapshot::{
+    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
+    RoutingSnapshot,
+};
+use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use weir_balancer::EndpointSpec;
+
+/// `IngressClass.spec.controller` value that designates weir.
+pub const CONTROLLER_NAME: &str = "weir.dev/ingress-controller";
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+const PATH_REGEX_ANNOTATION: &str = "weir.dev/path-regex";
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Clone, Debug)]
+pub struct TranslateOptions {
+    /// The class this instance serves (`--ingress-class`).
+    pub ingress_class: String,
+    /// Only objects of this namespace (`--watch-namespace`); `None` = all.
+    pub watch_namespace: Option<String>,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            ingress_class: "weir".to_string(),
+            watch_namespace: None,
+        }
+    }
+}
+
+/// Builds the snapshot for `objects`. Never fails: problems become [`Rejection`]s or
+/// backend `problem`s, and everything else is still routed.
+pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSnapshot {
+    let mut snapshot = RoutingSnapshot::default();
+    let in_scope = |ns: Option<&str>| match &opts.watch_namespace {
+        None => true,
+        Some(watched) => ns == Some(watched.as_str()),
+    };
+
+    let mut ours: Vec<&Ingress> = objects
+        .ingresses
+        .iter()
+        .filter(|ing| in_scope(ing.metadata.namespace.as_deref()))
+        .filter(|ing| is_our_class(ing, &objects.ingress_classes, &opts.ingress_class))
+        .collect();
+    ours.sort_by(|a, b| {
+        let key = |i: &Ingress| {
+            (
+                i.metadata.creation_timestamp.clone().map(|t| t.0),
+                i.metadata.namespace.clone(),
+                i.metadata.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+
+    let mut claimed: HashMap<(HostMatch, PathMatch), ObjectRef> = HashMap::new();
+    for ingress in ours {
+        let ingress_ref = meta_ref("Ingress", &ingress.metadata);
+        let (routes, default_backend) = match ingress_routes(ingress, &ingress_ref) {
+            Ok(r) => r,
+            Err(reason) => {
+                snapshot.rejected.push(Rejection {
+                    object: ingress_ref,
+                    reason,
+                });
+                continue;
+            }
+        };
+        for route in routes {
+            let key = (route.host.clone(), route.path.clone());
+            if let Some(owner) = claimed.get(&key) {
+                snapshot.rejected.push(Rejection {
+                    object: ingress_ref.clone(),
+                    reason: format!(
+                        "rule {:?} {:?} is already defined by {owner}, which is older; this rule is ignored",
+                        route.host, route.path
+                    ),
+                });
+                continue;
+            }
+            claimed.insert(key, ingress_ref.clone());
+            snapshot.routes.push(route);
+        }
+        if let Some(default) = default_backend {
+            if snapshot.default_backend.is_none() {
+                snapshot.default_backend = Some(default);
+            }
+        }
+        snapshot.ingresses.push(ingress_ref);
+    }
+
+    let keys: BTreeSet<BackendKey> = snapshot
+        .routes
+        .iter()
+        .chain(snapshot.default_backend.iter())
+        .map(|r| r.backend.clone())
+        .collect();
+    let index = ObjectIndex::new(objects);
+    snapshot.backends = keys
+        .into_iter()
+        .map(|key| {
+            let backend = index.resolve(&key);
+            (key, backend)
+        })
+        .collect::<BTreeMap<_, _>>();
+    snapshot
+}
+
+/// Class selection (DESIGN §3): `spec.ingressClassName` naming our class (whose
+/// IngressClass, if present, must name our controller), else the legacy annotation, else —
+/// for class-less Ingresses — our IngressClass marked as the cluster default.
+fn is_our_class(ingress: &Ingress, classes: &[IngressClass], ours: &str) -> bool {
+    let class_named = |name: &str| {
+        classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+    };
+    let spec_class = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    if let Some(name) = spec_class {
+        if name != ours {
+            return false;
+        }
+        return match class_named(name) {
+            Some(class) => {
+                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+            }
+            None => true,
+        };
+    }
+    if let Some(annotation) = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+    {
+        return annotation == ours;
+    }
+    class_named(ours).is_some_and(|class| {
+        class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+            && class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .map(String::as_str)
+                == Some("true")
+    })
+}
+
+type IngressRoutes = (Vec<RouteSnapshot>, Option<RouteSnapshot>);
+
+/// Every rule of one Ingress, or the first reason it is invalid.
+fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressRoutes, String> {
+    let namespace = ingress_ref.namespace.as_str();
+    let spec = ingress.spec.as_ref().ok_or("spec is missing")?;
+    let rules = spec.rules.as_deref().unwrap_or_default();
+    if rules.is_empty() && spec.default_backend.is_none() {
+        return Err("spec needs rules or a defaultBackend".to_string());
+    }
+    let annotations = ingress.metadata.annotations.as_ref();
+    let path_regex = parse_bool_annotation(
+        PATH_REGEX_ANNOTATION,
+        annotations
+            .and_then(|a| a.get(PATH_REGEX_ANNOTATION))
+            .map(String::as_str),
+        false,
+    )?;
+
+    let mut routes = Vec::new();
+    for rule in rules {
+        let host = parse_host(rule.host.as_deref())?;
+        let Some(http) = &rule.http else { continue };
+        for path in &http.paths {
+            let written = path.path.as_deref().unwrap_or("");
+            let matcher = match path.path_type.as_str() {
+                "Exact" => {
+                    check_strict_path(written)?;
+                    PathMatch::Exact(written.to_string())
+                }
+                "Prefix" => {
+                    check_strict_path(written)?;
+                    PathMatch::Prefix(written.to_string())
+                }
+                "ImplementationSpecific" => implementation_specific(written, path_regex)?,
+                "" => return Err(format!("path {written:?}: pathType is required")),
+                other => {
+                    return Err(format!(
+                        "path {written:?}: pathType {other:?} is not Exact, Prefix or ImplementationSpecific"
+                    ))
+                }
+            };
+            let backend = backend_key(namespace, &path.backend)
+                .map_err(|e| format!("path {written:?}: {e}"))?;
+            routes.push(RouteSnapshot {
+                host: host.clone(),
+                path: matcher,
+                backend,
+                ingress: ingress_ref.clone(),
+            });
+        }
+    }
+    let default_backend = match &spec.default_backend {
+        None => None,
+        Some(b) => Some(RouteSnapshot {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".to_string()),
+            backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
+            ingress: ingress_ref.clone(),
+        }),
+    };
+    Ok((routes, default_backend))
+}
+
+/// weir's documented meaning of `ImplementationSpecific`: Prefix, or with
+/// `weir.dev/path-regex: "true"` a regular expression anchored at the path's start.
+fn implementation_specific(written: &str, regex: bool) -> Result<PathMatch, String> {
+    if written.is_empty() {
+        return Ok(PathMatch::Prefix("/".to_string()));
+    }
+    if !written.starts_with('/') {
+        return Err(format!("path {written:?} must begin with '/'"));
+    }
+    if regex {
+        regex::Regex::new(&format!("^(?:{written})"))
+            .map_err(|e| format!("path {written:?} is not a valid regular expression: {e}"))?;
+        return Ok(PathMatch::Regex(written.to_string()));
+    }
+    check_strict_path(written)?;
+    Ok(PathMatch::Prefix(written.to_string()))
+}
+
+fn backend_key(namespace: &str, backend: &IngressBackend) -> Result<BackendKey, String> {
+    if backend.resource.is_some() {
+        return Err(
+            "resource backends are not supported by weir; use a service backend".to_string(),
+        );
+    }
+    let service = backend.service.as_ref().ok_or("backend needs a service")?;
+    if service.name.is_empty() {
+        return Err("backend service name is empty".to_string());
+    }
+    let port = service
+        .port
+        .as_ref()
+        .ok_or("backend service port is required")?;
+    let port = match (&port.name, port.number) {
+        (Some(_), Some(_)) => return Err("cannot set both port name & port number".to_string()),
+        (Some(name), None) if !name.is_empty() => name.clone(),
+        (None, Some(n)) if (1..=65535).contains(&n) => n.to_string(),
+        (None, Some(n)) => return Err(format!("port number {n} is out of range")),
+        _ => return Err("port name or number is required".to_string()),
+    };
+    Ok(BackendKey {
+        namespace: namespace.to_string(),
+        service: service.name.clone(),
+        port,
+    })
+}
+
+/// Services and EndpointSlices by namespace and Service name.
+struct ObjectIndex<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> ObjectIndex<'a> {
+    fn new(objects: &'a ClusterObjects) -> Self {
+        let mut services = HashMap::new();
+        for svc in &objects.services {
+            if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
+                services.insert((ns.as_str(), name.as_str()), svc);
+            }
+        }
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for slice in &objects.endpoint_slices {
+            let ns = slice.metadata.namespace.as_deref();
+            let owner = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(ns), Some(owner)) = (ns, owner) {
+                slices.entry((ns, owner.as_str())).or_default().push(slice);
+            }
+        }
+        ObjectIndex { services, slices }
+    }
+
+    /// Ingress backend -> Service port -> EndpointSlice ports -> endpoints.
+    fn resolve(&self, key: &BackendKey) -> BackendSnapshot {
+        let problem = |p: String| BackendSnapshot {
+            endpoints: Vec::new(),
+            problem: Some(p),
+        };
+        let Some(service) = self
+            .services
+            .get(&(key.namespace.as_str(), key.service.as_str()))
+        else {
+            return problem(format!(
+                "Service {}/{} not found",
+                key.namespace, key.service
+            ));
+        };
+        let spec = service.spec.clone().unwrap_or_default();
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return problem(format!(
+                "Service {}/{} is of type ExternalName, which weir does not route to",
+                key.namespace, key.service
+            ));
+        }
+        let ports = spec.ports.unwrap_or_default();
+        let service_port = match key.port.parse::<i32>() {
+            Ok(number) => ports.iter().find(|p| p.port == number),
+            Err(_) => ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(key.port.as_str())),
+        };
+        let Some(service_port) = service_port else {
+            return problem(format!(
+                "Service {}/{} has no port {}",
+                key.namespace, key.service, key.port
+            ));
+        };
+        let slices = self
+            .slices
+            .get(&(key.namespace.as_str(), key.service.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        BackendSnapshot {
+            endpoints: endpoints_of(service_port, slices),
+            problem: None,
+        }
+    }
+}
+
+/// The endpoints of one Service port across all its slices, deduplicated by address.
+fn endpoints_of(service_port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<EndpointSpec> {
+    let wanted_name = service_port.name.as_deref().unwrap_or("");
+    let mut by_addr: BTreeMap<SocketAddr, EndpointSpec> = BTreeMap::new();
+    for slice in slices {
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        let slice_port = slice
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == wanted_name)
+            .and_then(|p| p.port);
+        let port = match slice_port {
+            Some(p) => p,
+            // A slice without ports: fall back to a numeric targetPort (ingress-nginx does).
+            None if slice.ports.as_deref().unwrap_or_default().is_empty() => {
+                match &service_port.target_port {
+                    Some(IntOrString::Int(p)) => *p,
+                    None => service_port.port,
+                    Some(IntOrString::String(_)) => continue,
+                }
+            }
+            None => continue,
+        };
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            // Controller-made endpoints have exactly one address; extra ones are ignored, as
+            // kube-proxy does.
+            let Some(ip) = endpoint
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            let ready = conditions.ready.unwrap_or(true);
+            let spec = EndpointSpec {
+                addr: SocketAddr::new(ip, port),
+                ready,
+                serving: conditions.serving.unwrap_or(ready),
+                terminating: conditions.terminating.unwrap_or(false),
+                zone: endpoint.zone.clone(),
+                weight: 1,
+            };
+            by_addr
+                .entry(spec.addr)
+                .and_modify(|existing| {
+                    if spec.is_routable() && !existing.is_routable() {
+                        *existing = spec.clone();
+                    }
+                })
+                .or_insert(spec);
+        }
+    }
+    by_addr.into_values().collect()
+}

@@ -1,0 +1,141 @@
+//! The admin listener (`--admin-listen`): `/healthz`, `/readyz`, `/metrics`,
+//! `/debug/routes`, `/debug/endpoints`.
+//!
+//! Must not: change routing state. Everything here is read-only except the shutdown flag,
+//! which only the shutdown watcher sets.
+
+use crate::metrics::Metrics;
+use crate::routing::LiveRouting;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Set once SIGTERM arrives: `/readyz` fails from then on so load balancers stop sending.
+#[derive(Debug, Default)]
+pub struct ShutdownFlag(AtomicBool);
+
+impl ShutdownFlag {
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+pub struct AdminApp {
+    routing: Arc<LiveRouting>,
+    metrics: Metrics,
+    shutdown: Arc<ShutdownFlag>,
+}
+
+impl AdminApp {
+    pub fn new(routing: Arc<LiveRouting>, metrics: Metrics, shutdown: Arc<ShutdownFlag>) -> Self {
+        AdminApp {
+            routing,
+            metrics,
+            shutdown,
+        }
+    }
+
+    fn readyz(&self) -> (u16, String) {
+        if self.shutdown.is_shutting_down() {
+            (503, "shutting down\n".into())
+        } else if !self.routing.is_ready() {
+            (503, "no routing snapshot yet\n".into())
+        } else {
+            (200, "ready\n".into())
+        }
+    }
+
+    fn routes_json(&self) -> serde_json::Value {
+        let table = self.routing.load_full();
+        let snapshot = &table.snapshot;
+        let backends: serde_json::Map<String, serde_json::Value> = snapshot
+            .backends
+            .iter()
+            .map(|(key, backend)| {
+                (
+                    key.to_string(),
+                    json!({ "endpoints": backend.endpoints, "problem": backend.problem }),
+                )
+            })
+            .collect();
+        json!({
+            "generation": table.generation,
+            "routes": snapshot.routes,
+            "default_backend": snapshot.default_backend,
+            "backends": backends,
+            "rejected": snapshot.rejected,
+        })
+    }
+
+    fn endpoints_json(&self) -> serde_json::Value {
+        let endpoints: Vec<_> = self
+            .routing
+            .registry()
+            .snapshot()
+            .iter()
+            .map(|e| {
+                json!({
+                    "address": e.addr().to_string(),
+                    "in_flight": e.in_flight(),
+                    "requests_total": e.requests_total(),
+                    "weight": e.weight(),
+                    "draining": e.is_draining(),
+                })
+            })
+            .collect();
+        json!({ "endpoints": endpoints })
+    }
+}
+
+fn response(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Vec<u8>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => response(200, "application/json", body),
+        Err(e) => response(
+            500,
+            "text/plain",
+            format!("encoding failed: {e}\n").into_bytes(),
+        ),
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => response(200, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                let (code, body) = self.readyz();
+                response(code, "text/plain", body.into_bytes())
+            }
+            "/metrics" => response(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/debug/routes" => json_response(&self.routes_json()),
+            "/debug/endpoints" => json_response(&self.endpoints_json()),
+            _ => response(404, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}

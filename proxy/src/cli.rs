@@ -1,0 +1,127 @@
+//! Command line of the `weir` binary (DESIGN §2). Every flag also reads `WEIR_<FLAG>`.
+//!
+//! Only flags whose feature exists are accepted; the rest of DESIGN §2 (Kubernetes, TLS,
+//! zones, tracing, status publishing) is added with those features, so an operator never
+//! sets a flag that silently does nothing.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "weir: a Kubernetes ingress router on Pingora"
+)]
+pub struct Cli {
+    /// Ingress/IngressClass/Service/EndpointSlice/Secret YAML files or directories
+    /// (multi-document); reloaded when they change. Repeatable; comma-separated in the
+    /// environment variable.
+    #[arg(
+        long = "manifests",
+        env = "WEIR_MANIFESTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub manifests: Vec<PathBuf>,
+
+    /// The Ingress class this instance serves.
+    #[arg(long, env = "WEIR_INGRESS_CLASS", default_value = "weir")]
+    pub ingress_class: String,
+
+    /// Only read objects of this namespace (default: all).
+    #[arg(long, env = "WEIR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Plaintext listener (HTTP/1.1 and h2c).
+    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz, /metrics, /debug/routes, /debug/endpoints.
+    #[arg(long, env = "WEIR_ADMIN_LISTEN", default_value = "0.0.0.0:9911")]
+    pub admin_listen: SocketAddr,
+
+    /// Worker threads of the proxy (default: number of CPUs).
+    #[arg(long, env = "WEIR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// After SIGTERM: fail /readyz and keep serving this long before closing listeners.
+    #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Upper bound for in-flight requests after the listeners close.
+    #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How long manifest files must be quiet before a change is applied.
+    #[arg(long, env = "WEIR_RELOAD_DEBOUNCE", default_value = "500ms", value_parser = parse_duration)]
+    pub reload_debounce: Duration,
+
+    /// Log format (default: text on a terminal, JSON otherwise). Level: RUST_LOG.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 500ms or 10s ({e})"))
+}
+
+/// Parses the command line. On bad input: one line on stderr and exit code 2.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid command line")
+                .trim_start_matches("error: ");
+            eprintln!("weir: {line} (see weir --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let cli = Cli::try_parse_from(["weir", "--manifests", "a.yaml", "--manifests", "dir"])
+            .expect("valid");
+        assert_eq!(cli.manifests.len(), 2);
+        assert_eq!(cli.ingress_class, "weir");
+        assert_eq!(cli.http_listen, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(cli.shutdown_delay, Duration::from_secs(10));
+        assert_eq!(cli.reload_debounce, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        for args in [
+            vec!["weir"],
+            vec!["weir", "--manifests", "a", "--shutdown-delay", "soon"],
+            vec!["weir", "--manifests", "a", "--http-listen", "nowhere"],
+            vec!["weir", "--manifests", "a", "--threads", "0"],
+            vec!["weir", "--manifests", "a", "--bogus"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+    }
+}

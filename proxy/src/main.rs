@@ -1,0 +1,110 @@
+//! The `weir` binary: wires the command line, the manifests source, the routing state, the
+//! Pingora data path and the admin listener together. No logic of its own beyond startup
+//! order: load config (fail fast on bad input), publish the first snapshot, then serve.
+
+mod admin;
+mod cli;
+mod config;
+mod dataplane;
+mod logging;
+mod metrics;
+mod router;
+mod routing;
+mod shutdown;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use weir_discovery::manifests::ManifestSource;
+use weir_discovery::TranslateOptions;
+
+/// One line on stderr and exit code 2: how weir reports bad input at start.
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("weir: {message}");
+    std::process::exit(2)
+}
+
+/// Binding is Pingora's job, but it reports a busy port with a panic deep in startup;
+/// trying first gives the operator one clear line instead.
+fn check_bindable(flag: &str, addr: SocketAddr) {
+    if let Err(e) = TcpListener::bind(addr) {
+        fail(format!("{flag} {addr}: cannot listen: {e}"));
+    }
+}
+
+fn main() {
+    let cli = cli::parse();
+    logging::init(cli.log_format);
+
+    let source = ManifestSource::open(cli.manifests.clone()).unwrap_or_else(|e| fail(e));
+    check_bindable("--http-listen", cli.http_listen);
+    check_bindable("--admin-listen", cli.admin_listen);
+
+    let metrics = metrics::Metrics::new().unwrap_or_else(|e| fail(format!("metrics: {e}")));
+    let routing = Arc::new(routing::LiveRouting::new());
+    let applier = Arc::new(config::ConfigApplier::new(
+        Arc::clone(&routing),
+        metrics.clone(),
+        TranslateOptions {
+            ingress_class: cli.ingress_class.clone(),
+            watch_namespace: cli.watch_namespace.clone(),
+        },
+    ));
+    let manifests =
+        config::ManifestsService::new(source, Arc::clone(&applier), cli.reload_debounce);
+    manifests.reload();
+
+    let threads = cli
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let conf = ServerConf {
+        threads,
+        // Pingora waits this long after closing listeners before stopping runtimes.
+        grace_period_seconds: Some(cli.drain_timeout.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        dataplane::WeirProxy::new(Arc::clone(&routing), metrics.clone()),
+        "weir proxy",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    proxy.add_tcp(&cli.http_listen.to_string());
+
+    let shutdown_flag = Arc::new(admin::ShutdownFlag::default());
+    let mut admin = Service::new(
+        "weir admin".to_string(),
+        admin::AdminApp::new(Arc::clone(&routing), metrics, Arc::clone(&shutdown_flag)),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&cli.admin_listen.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service("weir manifests", manifests));
+
+    tracing::info!(
+        http = %cli.http_listen,
+        admin = %cli.admin_listen,
+        threads,
+        "weir listening"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(shutdown::DelayedShutdownWatch::new(
+            shutdown_flag,
+            cli.shutdown_delay,
+        )),
+    });
+}

@@ -1,0 +1,152 @@
+//! Prometheus metrics of weir (names and labels: DESIGN §5).
+//!
+//! Owns the registry and every metric handle. Label values are bounded: methods outside
+//! the standard set become `_OTHER`, routes are identified by namespace/ingress/service,
+//! never by raw path or host.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub routes: IntGauge,
+    pub config_reloads_total: IntCounterVec,
+    pub config_errors_total: IntCounterVec,
+    pub config_last_reload: Gauge,
+}
+
+/// Edge-proxy latencies: 0.5 ms to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new(
+                "weir_requests_total",
+                "HTTP requests answered, by route and status code.",
+            ),
+            &["namespace", "ingress", "service", "method", "code"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_request_duration_seconds",
+                "Time from request received to response completed, in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["namespace", "ingress", "service", "method", "code_class"],
+        )?;
+        let routes = IntGauge::new("weir_routes", "Routes in the live routing table.")?;
+        let config_reloads_total = IntCounterVec::new(
+            Opts::new(
+                "weir_config_reloads_total",
+                "Configuration reloads, by result (success: every source read cleanly; error: some source failed and its last good content was kept).",
+            ),
+            &["result"],
+        )?;
+        let config_errors_total = IntCounterVec::new(
+            Opts::new(
+                "weir_config_errors_total",
+                "Configuration problems found while reloading, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let config_last_reload = Gauge::new(
+            "weir_config_last_reload_timestamp_seconds",
+            "Unix time of the last configuration reload that was applied.",
+        )?;
+        registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(routes.clone()))?;
+        registry.register(Box::new(config_reloads_total.clone()))?;
+        registry.register(Box::new(config_errors_total.clone()))?;
+        registry.register(Box::new(config_last_reload.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        // Make the result labels visible from the start (a scrape shows 0, not nothing).
+        for result in ["success", "error"] {
+            config_reloads_total.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests_total,
+            request_duration,
+            routes,
+            config_reloads_total,
+            config_errors_total,
+            config_last_reload,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// A bounded label value for an HTTP method.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// `2xx`, `4xx`, ...; `0xx` when no response was sent (the client went away first).
+pub fn code_class(code: u16) -> &'static str {
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "0xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_metrics() {
+        let m = Metrics::new().expect("metrics");
+        m.requests_total
+            .with_label_values(&["ns", "ing", "svc", "GET", "200"])
+            .inc();
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(text.contains(
+            r#"weir_requests_total{code="200",ingress="ing",method="GET",namespace="ns",service="svc"} 1"#
+        ));
+        assert!(text.contains(r#"weir_config_reloads_total{result="error"} 0"#));
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let odd = http::Method::from_bytes(b"BREW").expect("method");
+        assert_eq!(method_label(&odd), "_OTHER");
+        assert_eq!(code_class(503), "5xx");
+        assert_eq!(code_class(0), "0xx");
+    }
+}

@@ -1,0 +1,211 @@
+//! [`LiveRouting`]: the routing table the data path reads, and how a new
+//! [`RoutingSnapshot`] becomes live.
+//!
+//! Applying a snapshot updates the balancer pools **in place** (an endpoint that survives
+//! keeps its in-flight count and other state), compiles a new [`Router`], and publishes
+//! both with one atomic swap. Requests in flight keep the table they started with.
+//!
+//! Must not: do I/O or decide what the snapshot contains.
+
+use crate::router::Router;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use weir_balancer::{Algorithm, EndpointRegistry, Pool};
+use weir_discovery::{BackendKey, RouteSnapshot, RoutingSnapshot};
+
+/// What a matched request is sent to, with its metric labels prepared once per reload.
+#[derive(Debug)]
+pub struct RouteTarget {
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+    pub pool: Arc<Pool>,
+}
+
+/// One published generation of routing.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub router: Router<Arc<RouteTarget>>,
+    pub snapshot: Arc<RoutingSnapshot>,
+    pub generation: u64,
+}
+
+impl RoutingTable {
+    fn empty() -> Self {
+        RoutingTable {
+            router: Router::new(),
+            snapshot: Arc::new(RoutingSnapshot::default()),
+            generation: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LiveRouting {
+    table: ArcSwap<RoutingTable>,
+    /// Pools by backend, kept across snapshots. Locked only while applying a snapshot.
+    pools: Mutex<HashMap<BackendKey, Arc<Pool>>>,
+    registry: EndpointRegistry,
+    ready: AtomicBool,
+}
+
+impl Default for LiveRouting {
+    fn default() -> Self {
+        LiveRouting {
+            table: ArcSwap::from_pointee(RoutingTable::empty()),
+            pools: Mutex::new(HashMap::new()),
+            registry: EndpointRegistry::new(),
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl LiveRouting {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current table; cheap, lock-free, safe to hold for a whole request.
+    pub fn load(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    pub fn load_full(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn registry(&self) -> &EndpointRegistry {
+        &self.registry
+    }
+
+    /// True once a snapshot has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Makes `snapshot` live. Returns the number of routes compiled (rules plus a default
+    /// backend, if any).
+    pub fn apply(&self, snapshot: RoutingSnapshot) -> usize {
+        let snapshot = Arc::new(snapshot);
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, backend) in &snapshot.backends {
+            let pool = pools
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(Pool::new(Algorithm::RoundRobin)));
+            pool.update(&backend.endpoints, &self.registry);
+        }
+        pools.retain(|key, _| snapshot.backends.contains_key(key));
+
+        let target_for = |route: &RouteSnapshot| -> Option<Arc<RouteTarget>> {
+            let pool = pools.get(&route.backend)?;
+            Some(Arc::new(RouteTarget {
+                namespace: route.ingress.namespace.clone(),
+                ingress: route.ingress.name.clone(),
+                service: route.backend.service.clone(),
+                pool: Arc::clone(pool),
+            }))
+        };
+        let mut router = Router::new();
+        let mut count = 0;
+        for route in &snapshot.routes {
+            let Some(target) = target_for(route) else {
+                continue;
+            };
+            match router.insert(&route.host, &route.path, target) {
+                Ok(()) => count += 1,
+                // Translation validated every rule already; this only guards against a
+                // source that skipped it.
+                Err(e) => tracing::warn!(ingress = %route.ingress, error = %e, "rule not compiled"),
+            }
+        }
+        if let Some(target) = snapshot.default_backend.as_ref().and_then(target_for) {
+            router.set_default(target);
+            count += 1;
+        }
+        drop(pools);
+
+        let generation = self.table.load().generation + 1;
+        self.table.store(Arc::new(RoutingTable {
+            router,
+            snapshot,
+            generation,
+        }));
+        self.registry.prune();
+        self.ready.store(true, Ordering::Release);
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use weir_balancer::EndpointSpec;
+    use weir_discovery::{BackendSnapshot, HostMatch, ObjectRef, PathMatch};
+
+    fn snapshot(ports: &[u16]) -> RoutingSnapshot {
+        let key = BackendKey {
+            namespace: "ns".into(),
+            service: "svc".into(),
+            port: "80".into(),
+        };
+        let mut s = RoutingSnapshot::default();
+        s.routes.push(RouteSnapshot {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".into()),
+            backend: key.clone(),
+            ingress: ObjectRef {
+                kind: "Ingress",
+                namespace: "ns".into(),
+                name: "ing".into(),
+            },
+        });
+        s.backends.insert(
+            key,
+            BackendSnapshot {
+                endpoints: ports
+                    .iter()
+                    .map(|p| EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], *p))))
+                    .collect(),
+                problem: None,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn apply_publishes_and_keeps_endpoint_state() {
+        let live = LiveRouting::new();
+        assert!(!live.is_ready());
+        assert_eq!(live.apply(snapshot(&[1, 2])), 1);
+        assert!(live.is_ready());
+        let table = live.load_full();
+        let target = table.router.lookup("any", "/x").expect("route");
+        let ep = target.pool.pick(&[]).endpoint.expect("endpoint");
+        let guard = ep.start_request();
+
+        live.apply(snapshot(&[1, 2, 3]));
+        let table2 = live.load_full();
+        assert_eq!(table2.generation, table.generation + 1);
+        let target2 = table2.router.lookup("any", "/x").expect("route");
+        assert!(
+            Arc::ptr_eq(&target.pool, &target2.pool),
+            "pool updated in place"
+        );
+        let same = target2
+            .pool
+            .endpoints()
+            .into_iter()
+            .find(|e| e.addr() == ep.addr())
+            .expect("survivor");
+        assert_eq!(same.in_flight(), 1);
+        drop(guard);
+        assert_eq!(same.in_flight(), 0);
+        assert_eq!(target2.pool.counts(), (3, 0));
+    }
+}

@@ -1,0 +1,62 @@
+//! `weir-echo`: the echo upstream as a process (see `weir_testsupport::echo`).
+
+use clap::Parser;
+use weir_testsupport::echo::{serve, EchoIdentity};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir-echo",
+    about = "HTTP echo upstream for weir's tests, quickstart and benchmarks"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: std::net::SocketAddr,
+    /// Value of the `service` field.
+    #[arg(long, default_value = "echo")]
+    service: String,
+    /// Value of the `pod` field (default: service-port).
+    #[arg(long)]
+    pod: Option<String>,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let pod = args
+        .pod
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", args.service, args.listen.port()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir-echo: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        eprintln!(
+            "weir-echo: {} ({}) listening on {}",
+            args.service, pod, args.listen
+        );
+        serve(
+            listener,
+            EchoIdentity {
+                service: args.service,
+                pod,
+            },
+        )
+        .await
+    });
+    if let Err(e) = result {
+        eprintln!("weir-echo: {}: {e}", args.listen);
+        std::process::exit(1);
+    }
+}

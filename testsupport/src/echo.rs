@@ -1,0 +1,122 @@
+//! The echo upstream: answers every request with JSON describing it:
+//! `{"service", "pod", "method", "path", "host", "headers", "proto", "connection"}`.
+//!
+//! `path` is the request target as received (path and query), `headers` maps each
+//! lowercase header name to its values joined by ", ", `proto` is `HTTP/1.1` or `HTTP/2.0`,
+//! and `connection` numbers the TCP connection the request came on (1 for the first one this
+//! process accepted), so tests can see whether a proxy reuses upstream connections.
+//! Query parameters `status=NNN` and `delay_ms=N` make it answer with that status or after
+//! that delay. Speaks HTTP/1.1 and h2c on one port.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Map, Value};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Who this echo server says it is.
+#[derive(Debug, Clone)]
+pub struct EchoIdentity {
+    pub service: String,
+    pub pod: String,
+}
+
+/// Serves until the listener fails. One task per connection.
+pub async fn serve(listener: TcpListener, identity: EchoIdentity) -> std::io::Result<()> {
+    let identity = Arc::new(identity);
+    let connections = Arc::new(AtomicU64::new(0));
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let connection = connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let identity = Arc::clone(&identity);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let identity = Arc::clone(&identity);
+                async move { Ok::<_, Infallible>(answer(req, &identity, connection).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    identity: &EchoIdentity,
+    connection: u64,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    // Drain the request body so the connection stays usable.
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let query = parts.uri.query();
+    if let Some(ms) = query_param(query, "delay_ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    let status = query_param(query, "status")
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+
+    let mut headers = Map::new();
+    for name in parts.headers.keys() {
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("<non-utf8>"))
+            .collect();
+        headers.insert(name.as_str().to_string(), Value::String(values.join(", ")));
+    }
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let body = json!({
+        "service": identity.service,
+        "pod": identity.pod,
+        "method": parts.method.as_str(),
+        "path": path,
+        "host": host,
+        "headers": headers,
+        "proto": format!("{:?}", parts.version),
+        "connection": connection,
+        "body_bytes": body_bytes,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,10 @@
+//! weir-testsupport: the pieces weir's tests, quickstart and benchmarks run against.
+//!
+//! Owns the echo upstream ([`echo`], binary `weir-echo`) and helpers that start real
+//! processes on 127.0.0.1 and wait for them ([`process`]). Later: the fake Kubernetes API
+//! server.
+//!
+//! Must not: be a dependency of the shipped crates (only of tests and tools).
+
+pub mod echo;
+pub mod process;

@@ -1,0 +1,118 @@
+//! Real processes for tests: start them, wait until they listen, kill them on drop.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_listen(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A child process killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, command: &mut Command) -> ChildGuard {
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildGuard {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The target directory profile folder the running test binary lives in
+/// (`target/debug` for `target/debug/deps/test-xxxx`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a binary of this workspace, built with the same profile as the running test.
+/// `cargo test --workspace` builds every binary first; when a single package is tested the
+/// binary may be missing, and is then built here.
+pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", name]);
+        if profile_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(status.success(), "building {name} failed");
+    }
+    path
+}
+
+/// Starts `weir-echo` on a free port and waits for it.
+pub fn start_echo(service: &str, pod: &str) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let bin = workspace_binary("weir-testsupport", "weir-echo");
+    let guard = ChildGuard::spawn(
+        "weir-echo",
+        Command::new(bin)
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--service",
+                service,
+                "--pod",
+                pod,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_for_listen(addr, Duration::from_secs(10)),
+        "weir-echo did not listen on {addr}"
+    );
+    (guard, addr)
+}
