@@ -327,3 +327,24 @@ mod tests {
         assert_eq!(changed.ok().flatten(), Some(()));
     }
 }
+
+#[cfg(test)]
+mod directory_watch_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watcher_sees_changes_in_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, "x: 1\n").expect("write");
+        let mut watcher =
+            ManifestWatcher::new(&[dir.path().to_path_buf()], Duration::from_millis(50))
+                .expect("watch");
+        std::fs::write(&file, "x: 2\n").expect("write");
+        let changed = tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await;
+        assert_eq!(changed.ok().flatten(), Some(()));
+        std::fs::write(dir.path().join("new.yaml"), "x: 3\n").expect("write");
+        let changed = tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await;
+        assert_eq!(changed.ok().flatten(), Some(()), "second change");
+    }
+}

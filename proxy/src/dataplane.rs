@@ -215,6 +215,12 @@ impl ProxyHttp for WeirProxy {
         }
     }
 
+    /// weir's own answers (503 for an empty pool) are decisions, not proxy failures:
+    /// keep them out of Pingora's error log.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        matches!(error.etype(), ErrorType::HTTPStatus(_))
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.guard = None;
         let code = session
