@@ -56,7 +56,7 @@ fn request_host(req: &RequestHeader) -> &str {
     req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
 }
 
@@ -204,6 +204,10 @@ impl ProxyHttp for WeirProxy {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = error_answer(e);
+        // Pingora does not reuse the client connection after a failed proxy attempt; say so
+        // (`Connection: close`), or a keep-alive client sends its next request into a
+        // connection that is about to close.
+        session.set_keepalive(None);
         if code > 0 {
             if let Err(write_error) = respond_plain(session, code, body).await {
                 tracing::debug!(error = %write_error, "could not send error response");

@@ -1,0 +1,267 @@
+//! End to end: the real `weir` binary routing real requests to real echo upstreams.
+
+mod support;
+
+use std::collections::HashSet;
+use support::{client, service_yaml, Echo, ManifestDir, Weir};
+
+const SHOP: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: weir}
+spec: {controller: weir.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: demo}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /api/health, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
+  - host: "*.preview.example.com"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+  - host: empty.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: empty, port: {number: 80}}}}
+      - {path: /dead, pathType: Prefix, backend: {service: {name: dead, port: {number: 80}}}}
+      - {path: /missing, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+---
+"#;
+
+struct Setup {
+    weir: Weir,
+    _web: Echo,
+    _api: Echo,
+    _dir: ManifestDir,
+}
+
+fn setup(extra_manifest: &str) -> Setup {
+    let web = Echo::start("web");
+    let api = Echo::start("api");
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], weir_testsupport::process::free_port()));
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(SHOP.to_string()
+            + &service_yaml("demo", "web", &[web.addr])
+            + &service_yaml("demo", "api", &[api.addr])
+            + &service_yaml("demo", "empty", &[])
+            + &service_yaml("demo", "dead", &[dead])
+            + extra_manifest),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    Setup {
+        weir,
+        _web: web,
+        _api: api,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn hosts_and_paths_route_to_the_right_service() {
+    let s = setup("");
+    let c = client();
+    let cases = [
+        ("shop.example.com", "/", "web"),
+        ("shop.example.com", "/cart/1", "web"),
+        ("shop.example.com", "/api", "api"),
+        ("shop.example.com", "/api/", "api"),
+        ("shop.example.com", "/api/items?id=3", "api"),
+        ("shop.example.com", "/api/health", "web"), // Exact beats the shorter Prefix
+        ("shop.example.com", "/api/health/deep", "api"),
+        ("shop.example.com", "/apix", "web"), // element-wise, not string prefix
+        ("SHOP.example.com:8080", "/api", "api"), // host case and port ignored
+        ("pr-7.preview.example.com", "/x", "api"), // wildcard: one label
+    ];
+    for (host, path, service) in cases {
+        let echo = s.weir.echo(&c, host, path);
+        assert_eq!(echo["service"], service, "{host}{path}");
+        assert_eq!(echo["path"], path, "path forwarded unchanged");
+    }
+}
+
+#[test]
+fn unmatched_requests_get_404_without_a_default_backend() {
+    let s = setup("");
+    let c = client();
+    for (host, path) in [
+        ("unknown.example.org", "/"),
+        ("a.b.preview.example.com", "/"), // wildcard does not match two labels
+        ("preview.example.com", "/"),     // nor the bare suffix
+    ] {
+        let (status, body) = s.weir.get(&c, host, path);
+        assert_eq!(status, 404, "{host}{path}: {body}");
+        assert_eq!(body, "no route for this host and path\n");
+    }
+}
+
+#[test]
+fn default_backend_takes_unmatched_requests() {
+    let extra = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: fallback, namespace: demo}
+spec:
+  ingressClassName: weir
+  defaultBackend: {service: {name: api, port: {name: http}}}
+---
+"#;
+    let s = setup(extra);
+    let c = client();
+    assert_eq!(
+        s.weir.echo(&c, "unknown.example.org", "/x")["service"],
+        "api"
+    );
+    assert_eq!(s.weir.echo(&c, "shop.example.com", "/")["service"], "web");
+}
+
+#[test]
+fn backend_failures_answer_503_and_502() {
+    let s = setup("");
+    let c = client();
+    let (status, body) = s.weir.get(&c, "empty.example.com", "/");
+    assert_eq!((status, body.as_str()), (503, "no endpoints available\n"));
+    let (status, body) = s.weir.get(&c, "empty.example.com", "/missing");
+    assert_eq!((status, body.as_str()), (503, "no endpoints available\n"));
+    let (status, body) = s.weir.get(&c, "empty.example.com", "/dead");
+    assert_eq!(
+        (status, body.as_str()),
+        (502, "upstream connection failed\n")
+    );
+    // The same keep-alive client goes on working after those errors.
+    assert_eq!(
+        s.weir.echo(&c, "shop.example.com", "/api")["service"],
+        "api"
+    );
+    // The problems are visible to the operator.
+    let (_, routes) = s.weir.admin_get("/debug/routes");
+    assert!(
+        routes.contains("Service demo/missing not found"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn forwarded_headers_host_and_hop_by_hop() {
+    let s = setup("");
+    let c = client();
+    let resp = c
+        .get(s.weir.url("/api/x"))
+        .header("host", "shop.example.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https") // spoofed: weir says what it saw
+        .header("connection", "keep-alive, x-secret-hop")
+        .header("x-secret-hop", "must not pass")
+        .header("keep-alive", "timeout=5")
+        .header("x-app", "kept")
+        .send()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let echo: serde_json::Value = resp.json().expect("json");
+    let h = &echo["headers"];
+    assert_eq!(echo["host"], "shop.example.com", "Host preserved");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example.com");
+    assert_eq!(h["x-app"], "kept");
+    assert!(
+        h.get("x-secret-hop").is_none(),
+        "connection-nominated header leaked: {h}"
+    );
+    assert!(h.get("keep-alive").is_none(), "keep-alive leaked: {h}");
+}
+
+#[test]
+fn h2c_clients_are_served() {
+    let s = setup("");
+    // Prior-knowledge h2 over plaintext; the host name resolves to weir, so the request
+    // carries it as :authority (with the port), as a real h2c client would.
+    let c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("shop.example.com", s.weir.http)
+        .build()
+        .expect("h2c client");
+    let resp = c
+        .get(format!(
+            "http://shop.example.com:{}/api/h2",
+            s.weir.http.port()
+        ))
+        .send()
+        .expect("h2c request");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let echo: serde_json::Value = resp.json().expect("json");
+    assert_eq!(echo["service"], "api");
+    assert_eq!(echo["path"], "/api/h2");
+    let authority = format!("shop.example.com:{}", s.weir.http.port());
+    assert_eq!(
+        echo["host"],
+        authority.as_str(),
+        "h1 upstream gets Host from :authority"
+    );
+    assert_eq!(echo["headers"]["x-forwarded-host"], authority.as_str());
+}
+
+#[test]
+fn upstream_connections_are_reused() {
+    let s = setup("");
+    let mut connections = HashSet::new();
+    // A fresh client connection per request: only weir's upstream pool can keep the
+    // upstream connection count low.
+    for _ in 0..30 {
+        let c = client();
+        let echo = s.weir.echo(&c, "shop.example.com", "/api/reuse");
+        connections.insert(echo["connection"].as_u64().expect("connection id"));
+    }
+    // Two proxy threads may each hold one pooled connection.
+    assert!(
+        connections.len() <= 2,
+        "30 sequential requests used {} upstream connections",
+        connections.len()
+    );
+}
+
+#[test]
+fn admin_endpoints_and_request_metrics() {
+    let s = setup("");
+    let c = client();
+    assert_eq!(s.weir.admin_get("/healthz").0, 200);
+    assert_eq!(s.weir.admin_get("/readyz").0, 200);
+    for _ in 0..3 {
+        s.weir.echo(&c, "shop.example.com", "/api/m");
+    }
+    s.weir.get(&c, "nowhere.example.org", "/");
+    let series = r#"weir_requests_total{code="200",ingress="shop",method="GET",namespace="demo",service="api"}"#;
+    assert_eq!(s.weir.metric(series), Some(3.0));
+    let not_found =
+        r#"weir_requests_total{code="404",ingress="",method="GET",namespace="",service=""}"#;
+    assert_eq!(s.weir.metric(not_found), Some(1.0));
+    let histogram = r#"weir_request_duration_seconds_count{code_class="2xx",ingress="shop",method="GET",namespace="demo",service="api"}"#;
+    assert_eq!(s.weir.metric(histogram), Some(3.0));
+    assert_eq!(s.weir.metric("weir_routes"), Some(7.0));
+    assert!(
+        s.weir
+            .metric(r#"weir_config_reloads_total{result="success"}"#)
+            >= Some(1.0)
+    );
+
+    let (status, routes) = s.weir.admin_get("/debug/routes");
+    assert_eq!(status, 200);
+    let routes: serde_json::Value = serde_json::from_str(&routes).expect("json");
+    assert_eq!(routes["routes"].as_array().map(Vec::len), Some(7));
+    let (status, endpoints) = s.weir.admin_get("/debug/endpoints");
+    assert_eq!(status, 200);
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints).expect("json");
+    assert!(endpoints["endpoints"]
+        .as_array()
+        .is_some_and(|e| e.len() == 3));
+    assert_eq!(s.weir.admin_get("/nope").0, 404);
+}

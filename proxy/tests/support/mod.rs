@@ -1,0 +1,190 @@
+//! Shared harness of weir's end-to-end tests: the real `weir` binary, real `weir-echo`
+//! upstream processes, manifests written to a temporary directory, real HTTP clients.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use reqwest::blocking::Client;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_testsupport::process::{free_port, start_echo, wait_for_listen, ChildGuard};
+
+pub use weir_testsupport::process::ChildGuard as Process;
+
+/// A running echo upstream.
+pub struct Echo {
+    pub addr: SocketAddr,
+    _process: ChildGuard,
+}
+
+impl Echo {
+    pub fn start(service: &str) -> Echo {
+        let (process, addr) = start_echo(service, &format!("{service}-pod"));
+        Echo {
+            addr,
+            _process: process,
+        }
+    }
+}
+
+/// A running weir.
+pub struct Weir {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub process: ChildGuard,
+    pub log: PathBuf,
+}
+
+impl Weir {
+    /// Starts weir on `manifests` with free ports and waits for `/readyz`.
+    pub fn start(manifests: &Path, extra: &[&str]) -> Weir {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = manifests
+            .parent()
+            .unwrap_or(manifests)
+            .join(format!("weir-{}.log", http.port()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let process = ChildGuard::spawn(
+            "weir",
+            Command::new(env!("CARGO_BIN_EXE_weir"))
+                .arg("--manifests")
+                .arg(manifests)
+                .args(["--http-listen", &http.to_string()])
+                .args(["--admin-listen", &admin.to_string()])
+                .args(["--threads", "2", "--log-format", "json"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(log_file),
+        );
+        let weir = Weir {
+            http,
+            admin,
+            process,
+            log,
+        };
+        assert!(
+            wait_for_listen(http, Duration::from_secs(15)),
+            "weir did not listen; log:\n{}",
+            weir.log_text()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while weir.admin_get("/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "weir never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        weir
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// GET through the proxy with a Host header: (status, body).
+    pub fn get(&self, client: &Client, host: &str, path: &str) -> (u16, String) {
+        match client.get(self.url(path)).header("host", host).send() {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.text().unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// GET through the proxy, expecting an echo answer.
+    pub fn echo(&self, client: &Client, host: &str, path: &str) -> Value {
+        let (status, body) = self.get(client, host, path);
+        assert_eq!(status, 200, "GET {host}{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not echo JSON ({e}): {body}"))
+    }
+
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        match client()
+            .get(format!("http://{}{}", self.admin, path))
+            .send()
+        {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.text().unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// The value of one Prometheus sample, by its exact `name{labels}` text.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// Manifests of a Service `name` (port 80 named `http`, in `namespace`) and one
+/// EndpointSlice per address in `addrs` (local echoes differ by port, and a slice has one
+/// port per name). With no addresses, the Service has no endpoints.
+pub fn service_yaml(namespace: &str, name: &str, addrs: &[SocketAddr]) -> String {
+    let mut out = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+"
+    );
+    for (i, a) in addrs.iter().enumerate() {
+        out.push_str(&format!(
+            "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{i}
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+---
+",
+            port = a.port(),
+            ip = a.ip()
+        ));
+    }
+    out
+}
+
+/// A temporary manifests directory (plus room for logs beside it).
+pub struct ManifestDir {
+    pub root: tempfile::TempDir,
+}
+
+impl ManifestDir {
+    pub fn new() -> ManifestDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("manifests")).expect("mkdir");
+        ManifestDir { root }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.root.path().join("manifests")
+    }
+
+    /// Writes a file atomically (write + rename), as editors and ConfigMap updates do.
+    pub fn write(&self, name: &str, content: &str) {
+        let tmp = self.root.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).expect("write manifest");
+        std::fs::rename(&tmp, self.path().join(name)).expect("rename manifest");
+    }
+}
