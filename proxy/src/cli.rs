@@ -85,12 +85,21 @@ pub fn parse() -> Cli {
                 let _ = e.print();
                 std::process::exit(0);
             }
+            // clap's message may continue on indented lines ("...not provided:\n  --manifests");
+            // keep all of it, on one line, and drop the usage block and tips after it.
             let rendered = e.render().to_string();
-            let line = rendered
+            let message: Vec<&str> = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid command line")
-                .trim_start_matches("error: ");
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("tip:")
+                        && !l.starts_with("For more information")
+                })
+                .collect();
+            let line = message.join(" ");
+            let line = line.trim_start_matches("error: ");
             eprintln!("weir: {line} (see weir --help)");
             std::process::exit(2);
         }

@@ -1,0 +1,107 @@
+//! The `weir` command line: bad input gives one clear line on stderr and a non-zero exit;
+//! every flag also reads its `WEIR_*` environment variable.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::{client, ManifestDir};
+use weir_testsupport::process::{free_port, wait_for_listen, ChildGuard};
+
+/// Runs weir expecting it to refuse to start: returns its stderr.
+fn refuses(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run weir");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {stderr}");
+    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line expected for {args:?}, got: {stderr}"
+    );
+    assert!(lines[0].starts_with("weir: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_flags_and_files_are_one_line_errors() {
+    let dir = ManifestDir::new();
+    let good = dir.path();
+    let good = good.to_str().expect("utf8 path");
+
+    assert!(refuses(&[], &[]).contains("--manifests"));
+    assert!(refuses(&["--manifests", good, "--bogus"], &[]).contains("--bogus"));
+    assert!(refuses(&["--manifests", good, "--shutdown-delay", "soon"], &[]).contains("soon"));
+    assert!(refuses(&["--manifests", good, "--http-listen", "nowhere"], &[]).contains("nowhere"));
+    assert!(refuses(&["--manifests", good, "--threads", "0"], &[]).contains("0"));
+    assert!(refuses(&["--manifests", good, "--log-format", "xml"], &[]).contains("xml"));
+
+    let missing = dir.root.path().join("missing.yaml");
+    let stderr = refuses(&["--manifests", missing.to_str().expect("utf8")], &[]);
+    assert!(
+        stderr.contains("missing.yaml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+
+    dir.write("broken.yaml", "kind: Ingress\nspec: [unclosed\n");
+    let stderr = refuses(&["--manifests", good], &[]);
+    assert!(
+        stderr.contains("broken.yaml") && stderr.contains("invalid YAML"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_busy_port_is_a_one_line_error() {
+    let dir = ManifestDir::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let stderr = refuses(
+        &[
+            "--manifests",
+            dir.path().to_str().expect("utf8"),
+            "--http-listen",
+            &addr,
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("--http-listen") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flags_fall_back_to_environment_variables() {
+    let dir = ManifestDir::new();
+    let http = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _weir = ChildGuard::spawn(
+        "weir",
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .env("WEIR_MANIFESTS", dir.path())
+            .env("WEIR_HTTP_LISTEN", &http)
+            .env("WEIR_ADMIN_LISTEN", &admin)
+            .env("WEIR_THREADS", "1")
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(wait_for_listen(
+        http.parse().expect("addr"),
+        Duration::from_secs(15)
+    ));
+    let resp = client()
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .expect("readyz");
+    assert_eq!(resp.status().as_u16(), 200);
+    // No Ingress at all: every request is a 404, and weir keeps running.
+    let resp = client()
+        .get(format!("http://{http}/"))
+        .send()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+}

@@ -1,0 +1,259 @@
+//! End to end: manifests change under a running weir while requests flow.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{client, service_yaml, Echo, ManifestDir, Weir};
+
+fn ingress(name: &str, paths: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: app.example.com\n    http:\n      paths:\n"
+    );
+    for (path, service) in paths {
+        out.push_str(&format!(
+            "      - {{path: {path}, pathType: Prefix, backend: {{service: {{name: {service}, port: {{name: http}}}}}}}}\n"
+        ));
+    }
+    out + "---\n"
+}
+
+/// Requests sent by background clients, and how many did not get a 200 from `service`.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Traffic {
+    /// Two clients hammering `path` until stopped (at most 30 s or 20,000 requests each).
+    fn start(weir: &Weir, path: &'static str, services: &'static [&'static str]) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let url = weir.url(path);
+                std::thread::spawn(move || {
+                    let c = client();
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut errors = Vec::new();
+                    for _ in 0..20_000 {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let outcome = c.get(&url).header("host", "app.example.com").send();
+                        let ok = match outcome {
+                            Ok(r) if r.status() == 200 => {
+                                let body = r.text().unwrap_or_default();
+                                services
+                                    .iter()
+                                    .any(|s| body.contains(&format!("\"service\":\"{s}\"")))
+                            }
+                            Ok(r) => {
+                                errors.push(format!("status {}", r.status()));
+                                false
+                            }
+                            Err(e) => {
+                                errors.push(e.to_string());
+                                false
+                            }
+                        };
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            sent,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops the clients: (sent, failed, first errors).
+    fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for t in self.threads {
+            errors.extend(t.join().unwrap_or_default());
+        }
+        errors.truncate(5);
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+/// Polls until `check` holds; returns how long that took.
+fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn manifest_edits_go_live_within_two_seconds_without_failing_requests() {
+    let blue = Echo::start("blue");
+    let green = Echo::start("green");
+    let other = Echo::start("other");
+    let dir = ManifestDir::new();
+    let services =
+        service_yaml("demo", "app", &[blue.addr]) + &service_yaml("demo", "other", &[other.addr]);
+    dir.write("services.yaml", &services);
+    dir.write("ingress.yaml", &ingress("app", &[("/", "app")]));
+    // Default debounce (500 ms): the 2 s promise holds with what operators get.
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    assert_eq!(
+        weir.get(&c, "app.example.com", "/new").0,
+        200,
+        "served by / for now"
+    );
+
+    let traffic = Traffic::start(&weir, "/", &["blue", "green"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1. A new route.
+    dir.write(
+        "ingress.yaml",
+        &ingress("app", &[("/", "app"), ("/new", "other")]),
+    );
+    let took = time_until(Duration::from_secs(5), || {
+        weir.get(&c, "app.example.com", "/new")
+            .1
+            .contains("\"service\":\"other\"")
+    })
+    .expect("new route never went live");
+    assert!(took < Duration::from_secs(2), "new route took {took:?}");
+    eprintln!("new route live after {took:?}");
+
+    // 2. The backend's endpoints move from blue to green (a deploy).
+    dir.write(
+        "services.yaml",
+        &(service_yaml("demo", "app", &[green.addr])
+            + &service_yaml("demo", "other", &[other.addr])),
+    );
+    let took = time_until(Duration::from_secs(5), || {
+        (0..3).all(|_| {
+            weir.get(&c, "app.example.com", "/")
+                .1
+                .contains("\"service\":\"green\"")
+        })
+    })
+    .expect("endpoint change never went live");
+    assert!(
+        took < Duration::from_secs(2),
+        "endpoint change took {took:?}"
+    );
+    eprintln!("endpoint change live after {took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (sent, failed, errors) = traffic.finish();
+    eprintln!("{sent} requests during the reloads, {failed} failed");
+    assert!(sent > 50, "too little traffic to prove anything: {sent}");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during reloads: {errors:?}"
+    );
+    assert!(weir.metric(r#"weir_config_reloads_total{result="success"}"#) >= Some(3.0));
+}
+
+#[test]
+fn a_broken_manifest_keeps_the_previous_routes() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write("services.yaml", &service_yaml("demo", "app", &[app.addr]));
+    dir.write("ingress.yaml", &ingress("app", &[("/", "app")]));
+    let weir = Weir::start(&dir.path(), &["--reload-debounce", "100ms"]);
+    let c = client();
+    let traffic = Traffic::start(&weir, "/", &["app"]);
+
+    dir.write(
+        "ingress.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nspec: [unclosed\n",
+    );
+    let errors = r#"weir_config_reloads_total{result="error"}"#;
+    time_until(Duration::from_secs(5), || weir.metric(errors) >= Some(1.0))
+        .expect("the broken file was never noticed");
+    assert_eq!(weir.echo(&c, "app.example.com", "/x")["service"], "app");
+    assert_eq!(
+        weir.metric(r#"weir_config_errors_total{kind="yaml"}"#),
+        Some(1.0)
+    );
+    let log = weir.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("invalid YAML"))
+        .unwrap_or_else(|| panic!("no log line for the broken file:\n{log}"));
+    assert!(
+        line.contains("ingress.yaml") && line.contains("keeping its last good content"),
+        "{line}"
+    );
+
+    // Fixing the file applies the fix.
+    dir.write(
+        "ingress.yaml",
+        &ingress("app", &[("/", "app"), ("/fixed", "app")]),
+    );
+    time_until(Duration::from_secs(5), || {
+        weir.metric("weir_routes") == Some(2.0)
+    })
+    .expect("the fixed file was never applied");
+
+    let (sent, failed, errors) = traffic.finish();
+    assert_eq!(failed, 0, "{failed} of {sent} failed: {errors:?}");
+}
+
+#[test]
+fn an_invalid_ingress_is_skipped_and_the_others_serve() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: broken, namespace: demo}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: app.example.com\n    http: {paths: [{path: /x/../admin, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n---\n";
+    let not_an_object = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: garbled, namespace: demo}\nspec: {rules: 42}\n---\n";
+    dir.write(
+        "all.yaml",
+        &(service_yaml("demo", "app", &[app.addr])
+            + &ingress("app", &[("/", "app")])
+            + bad
+            + not_an_object),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    assert_eq!(weir.echo(&c, "app.example.com", "/")["service"], "app");
+    assert_eq!(
+        weir.metric(r#"weir_config_errors_total{kind="invalid_object"}"#),
+        Some(2.0)
+    );
+    let log = weir.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Ingress demo/broken skipped") && l.contains("must not contain")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Ingress demo/garbled skipped")),
+        "{log}"
+    );
+    let (_, routes) = weir.admin_get("/debug/routes");
+    assert!(
+        routes.contains("demo") && routes.contains("broken"),
+        "{routes}"
+    );
+}
