@@ -247,6 +247,7 @@ mod tests {
             .find(|e| e.addr() == addr(1))
             .expect("survivor");
         assert_eq!(survivor.in_flight(), 1);
+        drop(survivor);
         // Removal: the guard keeps the removed endpoint's state valid.
         pool.update(&[EndpointSpec::ready(addr(2))], &reg);
         assert_eq!(guard.endpoint().in_flight(), 1);

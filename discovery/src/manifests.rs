@@ -321,16 +321,12 @@ mod tests {
         let file = dir.path().join("a.yaml");
         std::fs::write(&file, INGRESS).expect("write");
         let mut watcher =
-            ManifestWatcher::new(&[file.clone()], Duration::from_millis(50)).expect("watch");
+            ManifestWatcher::new(std::slice::from_ref(&file), Duration::from_millis(50))
+                .expect("watch");
         std::fs::write(&file, INGRESS.replace("name: a", "name: b")).expect("write");
         let changed = tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await;
         assert_eq!(changed.ok().flatten(), Some(()));
     }
-}
-
-#[cfg(test)]
-mod directory_watch_tests {
-    use super::*;
 
     #[tokio::test]
     async fn watcher_sees_changes_in_a_directory() {

@@ -2,6 +2,9 @@
 //! endpoint conditions. Matching itself (which rule a request hits) is tested with the
 //! router in weir-proxy.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use weir_discovery::objects::parse_manifest;
 use weir_discovery::{

@@ -1,6 +1,9 @@
 //! The `weir` command line: bad input gives one clear line on stderr and a non-zero exit;
 //! every flag also reads its `WEIR_*` environment variable.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::process::Command;

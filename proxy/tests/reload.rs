@@ -1,5 +1,8 @@
 //! End to end: manifests change under a running weir while requests flow.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

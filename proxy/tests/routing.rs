@@ -1,5 +1,8 @@
 //! End to end: the real `weir` binary routing real requests to real echo upstreams.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashSet;

@@ -7,4 +7,6 @@
 //! Must not: be a dependency of the shipped crates (only of tests and tools).
 
 pub mod echo;
+// Test helpers fail the test that called them by panicking, with a message saying why.
+#[allow(clippy::panic, clippy::expect_used)]
 pub mod process;

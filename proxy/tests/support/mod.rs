@@ -1,7 +1,9 @@
 //! Shared harness of weir's end-to-end tests: the real `weir` binary, real `weir-echo`
 //! upstream processes, manifests written to a temporary directory, real HTTP clients.
 
-#![allow(dead_code)] // each test file uses a different part of the harness
+// Each test file uses a different part of the harness; helpers fail the calling test by
+// panicking with a message.
+#![allow(dead_code, clippy::expect_used, clippy::panic)]
 
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -10,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weir_testsupport::process::{free_port, start_echo, wait_for_listen, ChildGuard};
-
-pub use weir_testsupport::process::ChildGuard as Process;
 
 /// A running echo upstream.
 pub struct Echo {
