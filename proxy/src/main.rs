@@ -2,16 +2,6 @@
 //! Pingora data path and the admin listener together. No logic of its own beyond startup
 //! order: load config (fail fast on bad input), publish the first snapshot, then serve.
 
-mod admin;
-mod cli;
-mod config;
-mod dataplane;
-mod logging;
-mod metrics;
-mod router;
-mod routing;
-mod shutdown;
-
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -20,6 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
+use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutdown};
 
 /// One line on stderr and exit code 2: how weir reports bad input at start.
 fn fail(message: impl std::fmt::Display) -> ! {

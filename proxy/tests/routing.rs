@@ -154,6 +154,23 @@ fn backend_failures_answer_503_and_502() {
 }
 
 #[test]
+fn an_upstream_that_never_answers_the_connect_gets_504() {
+    let hole = weir_testsupport::process::unresponsive_port();
+    let extra = service_yaml("demo", "slow", &[hole.addr])
+        + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: slow, namespace: demo}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: slow.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: slow, port: {number: 80}}}}]}\n---\n";
+    let s = setup(&extra);
+    let started = std::time::Instant::now();
+    let (status, body) = s.weir.get(&client(), "slow.example.com", "/");
+    assert_eq!((status, body.as_str()), (504, "upstream timed out\n"));
+    // The 2 s connect timeout (DESIGN §4 default) is what ended it.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn forwarded_headers_host_and_hop_by_hop() {
     let s = setup("");
     let c = client();

@@ -25,6 +25,44 @@ pub fn wait_for_listen(addr: SocketAddr, timeout: Duration) -> bool {
     false
 }
 
+/// A port on 127.0.0.1 that never answers a connection attempt: its listener's accept
+/// queue is full, so the kernel drops further SYNs and a client's connect times out. The
+/// port stays that way while the value lives.
+#[derive(Debug)]
+pub struct Unresponsive {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+pub fn unresponsive_port() -> Unresponsive {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local address");
+    let mut queued = Vec::new();
+    for _ in 0..64 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => {
+                return Unresponsive {
+                    addr,
+                    _listener: listener,
+                    _queued: queued,
+                }
+            }
+        }
+    }
+    panic!("the accept queue of {addr} never filled")
+}
+
 /// A child process killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {

@@ -1,0 +1,20 @@
+//! weir-proxy: the weir ingress router.
+//!
+//! Owns everything that touches the network or the process: the router compiled from a
+//! snapshot ([`router`]), the live routing state ([`routing`]), the Pingora data path
+//! ([`dataplane`]), the configuration pipeline ([`config`]), the admin listener
+//! ([`admin`]), metrics, logging, signals and the command line. The binary `weir`
+//! (`src/main.rs`) only wires these together.
+//!
+//! Must not: contain balancing algorithms (they live in `weir-balancer`) or translation of
+//! Kubernetes objects (in `weir-discovery`).
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod dataplane;
+pub mod logging;
+pub mod metrics;
+pub mod router;
+pub mod routing;
+pub mod shutdown;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building weir needs on a fresh Debian machine with a Rust toolchain:
+# Pingora's zlib-ng needs cmake, ring and zstd need a C compiler. Sourced by the other
+# scripts; installs only what is missing.
+set -euo pipefail
+
+weir_need_packages() {
+    local missing=()
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "weir needs a Rust toolchain (cargo); install it with rustup first" >&2
+        exit 1
+    fi
+}
+
+weir_need_packages
