@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::Metadata;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -72,86 +74,101 @@ pub fn parse_manifest(text: &str) -> Result<ParsedManifest, YamlError> {
     Ok(parsed)
 }
 
-fn add_value(value: Value, parsed: &mut ParsedManifest) {
+fn add_value(mut value: Value, parsed: &mut ParsedManifest) {
     if value.is_null() {
         return; // empty document, e.g. a trailing `---`
     }
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
-        .unwrap_or("");
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
-        if let Some(Value::Array(items)) = value.get("items") {
-            for item in items.clone() {
+        .unwrap_or("")
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if kind.ends_with("List") {
+        if let Some(Value::Array(items)) = value.get_mut("items").map(Value::take) {
+            for item in items {
                 add_value(item, parsed);
             }
         }
         return;
     }
-    let reject = |parsed: &mut ParsedManifest, kind: &'static str, reason: String| {
-        parsed.rejected.push(Rejection {
-            object: object_ref_of(kind, &value),
-            reason,
-        });
-    };
-    match (api_version, kind) {
-        ("networking.k8s.io/v1", "Ingress") => match decode::<Ingress>(&value) {
-            Ok(mut o) => {
-                default_namespace(&mut o.metadata);
-                parsed.objects.ingresses.push(o)
-            }
-            Err(e) => reject(parsed, "Ingress", e),
-        },
-        ("networking.k8s.io/v1", "IngressClass") => match decode::<IngressClass>(&value) {
-            Ok(o) => parsed.objects.ingress_classes.push(o),
-            Err(e) => reject(parsed, "IngressClass", e),
-        },
-        ("v1", "Service") => match decode::<Service>(&value) {
-            Ok(mut o) => {
-                default_namespace(&mut o.metadata);
-                parsed.objects.services.push(o)
-            }
-            Err(e) => reject(parsed, "Service", e),
-        },
-        ("discovery.k8s.io/v1", "EndpointSlice") => match decode::<EndpointSlice>(&value) {
-            Ok(mut o) => {
-                default_namespace(&mut o.metadata);
-                parsed.objects.endpoint_slices.push(o)
-            }
-            Err(e) => reject(parsed, "EndpointSlice", e),
-        },
-        ("v1", "Secret") => match decode::<Secret>(&value) {
-            Ok(mut o) => {
-                default_namespace(&mut o.metadata);
-                parsed.objects.secrets.push(o)
-            }
-            Err(e) => reject(parsed, "Secret", e),
-        },
-        (_, "Ingress") | (_, "IngressClass") | (_, "EndpointSlice") => {
-            let kind = match kind {
-                "Ingress" => "Ingress",
-                "IngressClass" => "IngressClass",
-                _ => "EndpointSlice",
-            };
-            reject(
-                parsed,
-                kind,
-                format!("unsupported apiVersion {api_version:?} (weir reads networking.k8s.io/v1 and discovery.k8s.io/v1)"),
-            )
+    let objects = &mut parsed.objects;
+    let rejected = &mut parsed.rejected;
+    match (api_version.as_str(), kind.as_str()) {
+        ("networking.k8s.io/v1", "Ingress") => {
+            take(value, "Ingress", true, &mut objects.ingresses, rejected)
         }
-        ("", _) | (_, "") => reject(parsed, "document", "missing apiVersion or kind".to_string()),
+        ("networking.k8s.io/v1", "IngressClass") => take(
+            value,
+            "IngressClass",
+            false,
+            &mut objects.ingress_classes,
+            rejected,
+        ),
+        ("v1", "Service") => take(value, "Service", true, &mut objects.services, rejected),
+        ("discovery.k8s.io/v1", "EndpointSlice") => take(
+            value,
+            "EndpointSlice",
+            true,
+            &mut objects.endpoint_slices,
+            rejected,
+        ),
+        ("v1", "Secret") => take(value, "Secret", true, &mut objects.secrets, rejected),
+        (_, "Ingress") => unsupported_version("Ingress", &api_version, &value, rejected),
+        (_, "IngressClass") => unsupported_version("IngressClass", &api_version, &value, rejected),
+        (_, "EndpointSlice") => {
+            unsupported_version("EndpointSlice", &api_version, &value, rejected)
+        }
+        ("", _) | (_, "") => rejected.push(Rejection {
+            object: object_ref_of("document", &value),
+            reason: "missing apiVersion or kind".to_string(),
+        }),
         _ => parsed.ignored += 1,
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
-    serde_json::from_value(value.clone()).map_err(|e| format!("not a valid object: {e}"))
+fn unsupported_version(
+    kind: &'static str,
+    api_version: &str,
+    value: &Value,
+    rejected: &mut Vec<Rejection>,
+) {
+    rejected.push(Rejection {
+        object: object_ref_of(kind, value),
+        reason: format!(
+            "unsupported apiVersion {api_version:?} (weir reads networking.k8s.io/v1 and discovery.k8s.io/v1)"
+        ),
+    });
 }
 
-fn default_namespace(meta: &mut ObjectMeta) {
-    if meta.namespace.as_deref().is_none_or(str::is_empty) {
-        meta.namespace = Some("default".to_string());
+/// Decodes one object of a kind weir reads into `list`, or records why it is not one.
+/// Namespaced objects without a namespace are in `default`, where `kubectl apply` would put them.
+fn take<T>(
+    value: Value,
+    kind: &'static str,
+    namespaced: bool,
+    list: &mut Vec<T>,
+    rejected: &mut Vec<Rejection>,
+) where
+    T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
+{
+    let object_ref = object_ref_of(kind, &value);
+    match serde_json::from_value::<T>(value) {
+        Ok(mut object) => {
+            let meta = object.metadata_mut();
+            if namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
+                meta.namespace = Some("default".to_string());
+            }
+            list.push(object);
+        }
+        Err(e) => rejected.push(Rejection {
+            object: object_ref,
+            reason: format!("not a valid object: {e}"),
+        }),
     }
 }
 
@@ -245,6 +262,7 @@ metadata: {name: old}
         assert_eq!(parsed.rejected.len(), 2);
         assert_eq!(parsed.rejected[0].object.to_string(), "Ingress ns/bad");
         assert!(parsed.rejected[1].reason.contains("unsupported apiVersion"));
+        assert_eq!(parsed.rejected[1].object.to_string(), "Ingress old");
     }
 
     #[test]
