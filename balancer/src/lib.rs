@@ -12,6 +12,7 @@
 mod endpoint;
 mod pool;
 mod registry;
+pub mod ring;
 
 pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};
 pub use pool::{Algorithm, Pick, PickReason, Pool};
