@@ -9,6 +9,7 @@
 //! take a lock on the pick path that a second core would wait on. Everything here is
 //! deterministic given its inputs so it can be unit-tested and simulated.
 
+mod algorithms;
 mod endpoint;
 mod pool;
 mod registry;

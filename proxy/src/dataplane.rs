@@ -139,11 +139,12 @@ impl ProxyHttp for WeirProxy {
                 "no route selected",
             ));
         };
-        let mut pick = target.pool.pick(&ctx.tried);
+        let mut rng = rand::rng();
+        let mut pick = target.pool.pick(&ctx.tried, &mut rng);
         if pick.endpoint.is_none() && !ctx.tried.is_empty() {
             // Pingora retries a request whose pooled connection turned out stale; with
             // every endpoint tried, the same one over a fresh connection is the right call.
-            pick = target.pool.pick(&[]);
+            pick = target.pool.pick(&[], &mut rng);
             pick.reason = PickReason::Retry;
         }
         ctx.reason = Some(pick.reason);

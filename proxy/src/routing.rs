@@ -96,7 +96,7 @@ impl LiveRouting {
         for (key, backend) in &snapshot.backends {
             let pool = pools
                 .entry(key.clone())
-                .or_insert_with(|| Arc::new(Pool::new(Algorithm::RoundRobin)));
+                .or_insert_with(|| Arc::new(Pool::new(Algorithm::default())));
             pool.update(&backend.endpoints, &self.registry);
         }
         pools.retain(|key, _| snapshot.backends.contains_key(key));
@@ -186,7 +186,11 @@ mod tests {
         assert!(live.is_ready());
         let table = live.load_full();
         let target = table.router.lookup("any", "/x").expect("route");
-        let ep = target.pool.pick(&[]).endpoint.expect("endpoint");
+        let ep = target
+            .pool
+            .pick(&[], &mut rand::rng())
+            .endpoint
+            .expect("endpoint");
         let guard = ep.start_request();
 
         live.apply(snapshot(&[1, 2, 3]));

@@ -1,0 +1,120 @@
+//! The pick functions behind [`crate::Pool`], each over a slice of candidates.
+//!
+//! Load score of an endpoint = `(in_flight + 1) / weight`, compared by cross-multiplying
+//! integers (no floats, no division on the pick path). Must not: filter candidates (the
+//! pool decides who is eligible) or allocate.
+
+use crate::endpoint::EndpointState;
+use rand::Rng;
+use std::cmp::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Orders two endpoints by `(in_flight + 1) / weight`.
+fn compare_load(a: &EndpointState, b: &EndpointState) -> Ordering {
+    let lhs = (a.in_flight() + 1) * u64::from(b.weight());
+    let rhs = (b.in_flight() + 1) * u64::from(a.weight());
+    lhs.cmp(&rhs)
+}
+
+/// Least request by the power of two choices: two **distinct** random candidates (as
+/// Tower does; Envoy draws with replacement, which sends a busy endpoint 1/N² of picks),
+/// the less loaded wins, the first drawn on a tie.
+pub fn power_of_two<'a, R: Rng + ?Sized>(
+    candidates: &'a [Arc<EndpointState>],
+    rng: &mut R,
+) -> Option<&'a Arc<EndpointState>> {
+    let n = candidates.len();
+    match n {
+        0 => None,
+        1 => candidates.first(),
+        _ => {
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (ea, eb) = (&candidates[a], &candidates[b]);
+            Some(if compare_load(eb, ea) == Ordering::Less {
+                eb
+            } else {
+                ea
+            })
+        }
+    }
+}
+
+/// Least connections: a full scan for the least loaded; among equals, the first at or
+/// after `rotation` (so ties take turns).
+pub fn least_loaded(
+    candidates: &[Arc<EndpointState>],
+    rotation: usize,
+) -> Option<&Arc<EndpointState>> {
+    let n = candidates.len();
+    let mut best: Option<&Arc<EndpointState>> = None;
+    for offset in 0..n {
+        let e = &candidates[(rotation + offset) % n];
+        if best.is_none_or(|b| compare_load(e, b) == Ordering::Less) {
+            best = Some(e);
+        }
+    }
+    best
+}
+
+/// Weighted random.
+pub fn random_weighted<'a, R: Rng + ?Sized>(
+    candidates: &'a [Arc<EndpointState>],
+    rng: &mut R,
+) -> Option<&'a Arc<EndpointState>> {
+    let total: u64 = candidates.iter().map(|e| u64::from(e.weight())).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut ticket = rng.random_range(0..total);
+    for e in candidates {
+        let w = u64::from(e.weight());
+        if ticket < w {
+            return Some(e);
+        }
+        ticket -= w;
+    }
+    candidates.last()
+}
+
+/// nginx's smooth weighted round robin state for one member set: each pick adds every
+/// weight to its current value, takes the largest and subtracts the total from it. Weights
+/// 5:1:1 give `a a b a c a a`. One short lock per pick; the state is per pool.
+#[derive(Debug, Default)]
+pub struct SmoothWeights {
+    current: Mutex<Vec<i64>>,
+}
+
+impl SmoothWeights {
+    pub fn new(members: usize) -> Self {
+        SmoothWeights {
+            current: Mutex::new(vec![0; members]),
+        }
+    }
+
+    pub fn next<'a>(&self, members: &'a [Arc<EndpointState>]) -> Option<&'a Arc<EndpointState>> {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.len() != members.len() {
+            *current = vec![0; members.len()];
+        }
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for (i, e) in members.iter().enumerate() {
+            let w = i64::from(e.weight());
+            current[i] += w;
+            total += w;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        current[best] -= total;
+        members.get(best)
+    }
+}
