@@ -104,18 +104,28 @@ impl EndpointState {
     /// Starts a request: the count drops again when the guard is dropped, whatever path
     /// the request takes (success, error, client gone, panic unwinding).
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.start(None)
+    }
+
+    /// Like [`Self::start_request`], also counting the request in a pool-wide total.
+    pub(crate) fn start(self: &Arc<Self>, pool_total: Option<&Arc<AtomicU64>>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(total) = pool_total {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
         InFlightGuard {
             endpoint: Arc::clone(self),
+            pool_total: pool_total.cloned(),
         }
     }
 }
 
-/// Holds one in-flight slot on an endpoint until dropped.
+/// Holds one in-flight slot on an endpoint (and in its pool's total) until dropped.
 #[derive(Debug)]
 pub struct InFlightGuard {
     endpoint: Arc<EndpointState>,
+    pool_total: Option<Arc<AtomicU64>>,
 }
 
 impl InFlightGuard {
@@ -127,6 +137,9 @@ impl InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(total) = &self.pool_total {
+            total.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

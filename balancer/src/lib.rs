@@ -16,5 +16,5 @@ mod registry;
 pub mod ring;
 
 pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};
-pub use pool::{Algorithm, Pick, PickReason, Pool};
+pub use pool::{Algorithm, Pick, PickReason, PickRequest, Pool, PoolConfig, BOUNDED_WALK};
 pub use registry::EndpointRegistry;

@@ -11,12 +11,14 @@
 use crate::algorithms::{least_loaded, power_of_two, random_weighted, SmoothWeights};
 use crate::endpoint::{EndpointSpec, EndpointState};
 use crate::registry::EndpointRegistry;
+use crate::ring::HashRing;
+use crate::InFlightGuard;
 use arc_swap::ArcSwap;
 use rand::Rng;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// How a pool chooses among its routable endpoints (annotation `weir.dev/load-balancer`).
@@ -33,6 +35,9 @@ pub enum Algorithm {
     RoundRobin,
     /// Weighted random.
     Random,
+    /// Skipper-compatible consistent hash ring, optionally with bounded load
+    /// ([`PoolConfig::hash_balance_factor`]).
+    ConsistentHash,
 }
 
 impl Algorithm {
@@ -42,6 +47,7 @@ impl Algorithm {
             Algorithm::LeastConnections => "least-connections",
             Algorithm::RoundRobin => "round-robin",
             Algorithm::Random => "random",
+            Algorithm::ConsistentHash => "consistent-hash",
         }
     }
 }
@@ -55,11 +61,12 @@ impl FromStr for Algorithm {
             Algorithm::LeastConnections,
             Algorithm::RoundRobin,
             Algorithm::Random,
+            Algorithm::ConsistentHash,
         ]
         .into_iter()
         .find(|a| a.name() == s)
         .ok_or_else(|| {
-            format!("{s:?} is not one of least-request, least-connections, round-robin, random")
+            format!("{s:?} is not one of least-request, least-connections, round-robin, random, consistent-hash")
         })
     }
 }
@@ -70,6 +77,9 @@ impl FromStr for Algorithm {
 pub enum PickReason {
     /// The algorithm's first choice among routable endpoints.
     Primary,
+    /// Consistent hash with bounded load: the key's endpoint was over its share, so the
+    /// walk went on along the ring.
+    BoundedLoadSpill,
     /// A retry: chosen among endpoints not yet tried by this request.
     Retry,
     /// No routable endpoint exists; a draining (`serving && terminating`) one was used.
@@ -82,6 +92,7 @@ impl PickReason {
     pub fn as_str(self) -> &'static str {
         match self {
             PickReason::Primary => "primary",
+            PickReason::BoundedLoadSpill => "bounded_load_spill",
             PickReason::Retry => "retry",
             PickReason::DrainingFallback => "draining_fallback",
             PickReason::NoneAvailable => "none_available",
@@ -105,6 +116,28 @@ impl Pick {
     }
 }
 
+/// How one pool balances (from the Ingress annotations).
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize)]
+pub struct PoolConfig {
+    pub algorithm: Algorithm,
+    /// Consistent hash only: cap every endpoint at `factor x` the average load (>= 1.0);
+    /// `None` = unbounded.
+    pub hash_balance_factor: Option<f64>,
+}
+
+/// Ring walk cap for bounded load: after this many distinct endpoints over target, the
+/// least loaded of them is taken (DESIGN §4.2).
+pub const BOUNDED_WALK: usize = 10;
+
+/// What the pool needs to know about one request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PickRequest<'a> {
+    /// Endpoints this request already went to (retries never repeat one).
+    pub tried: &'a [SocketAddr],
+    /// [`crate::ring::key_hash`] of the request's hash key (consistent hash only).
+    pub key_hash: u64,
+}
+
 #[derive(Debug, Default)]
 struct Members {
     /// Endpoints that take new requests.
@@ -113,27 +146,47 @@ struct Members {
     draining: Vec<Arc<EndpointState>>,
     /// Smooth round-robin state over `routable`; new members start a new cycle.
     smooth: SmoothWeights,
+    /// Ring over `routable` (consistent hash only; empty otherwise).
+    ring: HashRing,
 }
 
 #[derive(Debug)]
 pub struct Pool {
-    algorithm: Algorithm,
+    config: PoolConfig,
     members: ArcSwap<Members>,
+    /// Requests in flight through this pool (the bounded-load average, in O(1)).
+    in_flight: Arc<AtomicU64>,
     /// Rotates ties (least-connections) and retries (round-robin).
     cursor: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(algorithm: Algorithm) -> Self {
+    pub fn new(config: PoolConfig) -> Self {
         Pool {
-            algorithm,
+            config,
             members: ArcSwap::from_pointee(Members::default()),
+            in_flight: Arc::new(AtomicU64::new(0)),
             cursor: AtomicUsize::new(0),
         }
     }
 
+    pub fn config(&self) -> PoolConfig {
+        self.config
+    }
+
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.config.algorithm
+    }
+
+    /// Starts a request on a picked endpoint: counted on the endpoint and in this pool
+    /// until the guard drops.
+    pub fn start_request(&self, endpoint: &Arc<EndpointState>) -> InFlightGuard {
+        endpoint.start(Some(&self.in_flight))
+    }
+
+    /// Requests in flight through this pool.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Replaces the member set. Endpoints neither routable nor draining are dropped from
@@ -151,10 +204,17 @@ impl Pool {
         routable.sort_by_key(|e| e.addr());
         draining.sort_by_key(|e| e.addr());
         let smooth = SmoothWeights::new(routable.len());
+        let ring = if self.config.algorithm == Algorithm::ConsistentHash {
+            let addrs: Vec<SocketAddr> = routable.iter().map(|e| e.addr()).collect();
+            HashRing::new(&addrs)
+        } else {
+            HashRing::default()
+        };
         self.members.store(Arc::new(Members {
             routable,
             draining,
             smooth,
+            ring,
         }));
     }
 
@@ -174,15 +234,18 @@ impl Pool {
             .collect()
     }
 
-    /// Chooses an endpoint for a request that has already tried `tried` (empty on the
-    /// first attempt). Never returns an endpoint in `tried`.
-    pub fn pick<R: Rng + ?Sized>(&self, tried: &[SocketAddr], rng: &mut R) -> Pick {
+    /// Chooses an endpoint for `request`. Never returns an endpoint in `request.tried`.
+    pub fn pick<R: Rng + ?Sized>(&self, request: &PickRequest<'_>, rng: &mut R) -> Pick {
         let members = self.members.load();
+        let tried = request.tried;
         if members.routable.is_empty() {
             return self.pick_among(&members.draining, tried, PickReason::DrainingFallback, rng);
         }
+        if self.config.algorithm == Algorithm::ConsistentHash {
+            return self.pick_hashed(&members, request);
+        }
         if tried.is_empty() {
-            let endpoint = match self.algorithm {
+            let endpoint = match self.config.algorithm {
                 Algorithm::RoundRobin => members.smooth.next(&members.routable),
                 _ => self.choose(&members.routable, rng),
             };
@@ -192,6 +255,64 @@ impl Pool {
             };
         }
         self.pick_among(&members.routable, tried, PickReason::Retry, rng)
+    }
+
+    /// Consistent hash: the key's endpoint, or with bounded load the first endpoint along
+    /// the ring whose in-flight count is at most `factor x (1 + pool in-flight) / n`
+    /// (Skipper's average, counting this request); after [`BOUNDED_WALK`] endpoints over
+    /// target, the least loaded of them. Retries walk on from the key's endpoint, so they
+    /// keep locality.
+    fn pick_hashed(&self, members: &Members, request: &PickRequest<'_>) -> Pick {
+        let start = members.ring.position(request.key_hash);
+        let mut walk = members
+            .ring
+            .walk(start)
+            .map(|i| &members.routable[i])
+            .filter(|e| !request.tried.contains(&e.addr()));
+        let retry = !request.tried.is_empty();
+        let Some(factor) = self.config.hash_balance_factor else {
+            return match walk.next() {
+                Some(e) => Pick {
+                    endpoint: Some(Arc::clone(e)),
+                    reason: if retry {
+                        PickReason::Retry
+                    } else {
+                        PickReason::Primary
+                    },
+                },
+                None => Pick::none(),
+            };
+        };
+        let n = members.routable.len() as f64;
+        let target = factor * (1.0 + self.in_flight() as f64) / n;
+        let mut least: Option<&Arc<EndpointState>> = None;
+        for (step, endpoint) in walk.take(BOUNDED_WALK).enumerate() {
+            if endpoint.in_flight() as f64 <= target {
+                let reason = match (retry, step) {
+                    (true, _) => PickReason::Retry,
+                    (false, 0) => PickReason::Primary,
+                    (false, _) => PickReason::BoundedLoadSpill,
+                };
+                return Pick {
+                    endpoint: Some(Arc::clone(endpoint)),
+                    reason,
+                };
+            }
+            if least.is_none_or(|l| endpoint.in_flight() < l.in_flight()) {
+                least = Some(endpoint);
+            }
+        }
+        match least {
+            Some(e) => Pick {
+                endpoint: Some(Arc::clone(e)),
+                reason: if retry {
+                    PickReason::Retry
+                } else {
+                    PickReason::BoundedLoadSpill
+                },
+            },
+            None => Pick::none(),
+        }
     }
 
     /// Picks among `candidates` less `tried` (a retry or the draining fallback: rare, so
@@ -209,7 +330,7 @@ impl Pool {
             .filter(|e| !tried.contains(&e.addr()))
             .cloned()
             .collect();
-        let endpoint = match self.algorithm {
+        let endpoint = match self.config.algorithm {
             Algorithm::RoundRobin => {
                 let n = eligible.len();
                 (n > 0).then(|| &eligible[self.cursor.fetch_add(1, Ordering::Relaxed) % n])
@@ -230,12 +351,14 @@ impl Pool {
         candidates: &'a [Arc<EndpointState>],
         rng: &mut R,
     ) -> Option<&'a Arc<EndpointState>> {
-        match self.algorithm {
+        match self.config.algorithm {
             Algorithm::LeastRequest => power_of_two(candidates, rng),
             Algorithm::LeastConnections => {
                 least_loaded(candidates, self.cursor.fetch_add(1, Ordering::Relaxed))
             }
             Algorithm::Random => random_weighted(candidates, rng),
+            // Only reached for the draining fallback: no ring is kept for draining members.
+            Algorithm::ConsistentHash => least_loaded(candidates, 0),
             Algorithm::RoundRobin => {
                 let n = candidates.len();
                 (n > 0).then(|| &candidates[self.cursor.fetch_add(1, Ordering::Relaxed) % n])
@@ -257,7 +380,10 @@ mod tests {
 
     fn pool_of(algorithm: Algorithm, specs: &[EndpointSpec]) -> (Pool, EndpointRegistry) {
         let reg = EndpointRegistry::new();
-        let pool = Pool::new(algorithm);
+        let pool = Pool::new(PoolConfig {
+            algorithm,
+            hash_balance_factor: None,
+        });
         pool.update(specs, &reg);
         (pool, reg)
     }
@@ -273,12 +399,19 @@ mod tests {
             Algorithm::LeastConnections,
             Algorithm::RoundRobin,
             Algorithm::Random,
+            Algorithm::ConsistentHash,
         ] {
             let (pool, _reg) = pool_of(algorithm, &ready(1..=3));
             let mut rng = SmallRng::seed_from_u64(7);
             let mut tried = Vec::new();
             for attempt in 0..3 {
-                let pick = pool.pick(&tried, &mut rng);
+                let pick = pool.pick(
+                    &PickRequest {
+                        tried: &tried,
+                        key_hash: 42,
+                    },
+                    &mut rng,
+                );
                 let expected = if attempt == 0 {
                     PickReason::Primary
                 } else {
@@ -292,7 +425,13 @@ mod tests {
                 );
                 tried.push(ep.addr());
             }
-            let last = pool.pick(&tried, &mut rng);
+            let last = pool.pick(
+                &PickRequest {
+                    tried: &tried,
+                    key_hash: 42,
+                },
+                &mut rng,
+            );
             assert!(last.endpoint.is_none());
             assert_eq!(last.reason, PickReason::NoneAvailable);
         }
@@ -309,11 +448,11 @@ mod tests {
         );
         let mut rng = SmallRng::seed_from_u64(1);
         for _ in 0..50 {
-            let pick = pool.pick(&[], &mut rng);
+            let pick = pool.pick(&PickRequest::default(), &mut rng);
             assert_eq!(pick.endpoint.expect("endpoint").addr(), addr(1));
         }
         pool.update(std::slice::from_ref(&draining), &reg);
-        let pick = pool.pick(&[], &mut rng);
+        let pick = pool.pick(&PickRequest::default(), &mut rng);
         assert_eq!(pick.reason, PickReason::DrainingFallback);
         assert_eq!(pick.endpoint.expect("endpoint").addr(), addr(2));
     }
@@ -323,7 +462,7 @@ mod tests {
         let (pool, reg) = pool_of(Algorithm::LeastRequest, &ready(1..=1));
         let mut rng = SmallRng::seed_from_u64(1);
         let guard = pool
-            .pick(&[], &mut rng)
+            .pick(&PickRequest::default(), &mut rng)
             .endpoint
             .expect("endpoint")
             .start_request();
@@ -346,7 +485,7 @@ mod tests {
     #[test]
     fn empty_pool_picks_nothing() {
         let (pool, _reg) = pool_of(Algorithm::LeastRequest, &[]);
-        let pick = pool.pick(&[], &mut SmallRng::seed_from_u64(1));
+        let pick = pool.pick(&PickRequest::default(), &mut SmallRng::seed_from_u64(1));
         assert!(pick.endpoint.is_none());
         assert_eq!(pick.reason, PickReason::NoneAvailable);
     }
@@ -371,7 +510,12 @@ mod tests {
         let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
         for _ in 0..300 {
             *counts
-                .entry(pool.pick(&[], &mut rng).endpoint.expect("ep").addr())
+                .entry(
+                    pool.pick(&PickRequest::default(), &mut rng)
+                        .endpoint
+                        .expect("ep")
+                        .addr(),
+                )
                 .or_default() += 1;
         }
         assert!(counts.values().all(|&c| c == 100), "{counts:?}");

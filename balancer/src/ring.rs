@@ -82,16 +82,21 @@ impl HashRing {
     }
 
     /// Endpoint indices in ring order from point `start`, each endpoint once (the order
-    /// bounded load walks in).
+    /// bounded load walks in). Does not allocate for the first [`INLINE_SEEN`] endpoints.
     pub fn walk(&self, start: usize) -> RingWalk<'_> {
         RingWalk {
             ring: self,
             next: start,
             visited_points: 0,
-            seen: Vec::new(),
+            inline: [0; INLINE_SEEN],
+            inline_len: 0,
+            spill: Vec::new(),
         }
     }
 }
+
+/// Endpoints a walk remembers without allocating.
+pub const INLINE_SEEN: usize = 16;
 
 /// See [`HashRing::walk`].
 #[derive(Debug)]
@@ -99,8 +104,25 @@ pub struct RingWalk<'a> {
     ring: &'a HashRing,
     next: usize,
     visited_points: usize,
-    /// Endpoints already yielded; small (walks stop after a few endpoints).
-    seen: Vec<u32>,
+    /// Endpoints already yielded: the first few inline, the rest in `spill`.
+    inline: [u32; INLINE_SEEN],
+    inline_len: usize,
+    spill: Vec<u32>,
+}
+
+impl RingWalk<'_> {
+    fn seen(&self, owner: u32) -> bool {
+        self.inline[..self.inline_len].contains(&owner) || self.spill.contains(&owner)
+    }
+
+    fn remember(&mut self, owner: u32) {
+        if self.inline_len < INLINE_SEEN {
+            self.inline[self.inline_len] = owner;
+            self.inline_len += 1;
+        } else {
+            self.spill.push(owner);
+        }
+    }
 }
 
 impl Iterator for RingWalk<'_> {
@@ -108,12 +130,13 @@ impl Iterator for RingWalk<'_> {
 
     fn next(&mut self) -> Option<usize> {
         let len = self.ring.owners.len();
-        while self.visited_points < len && self.seen.len() < self.ring.endpoints {
+        while self.visited_points < len && self.inline_len + self.spill.len() < self.ring.endpoints
+        {
             let owner = self.ring.owners[self.next % len];
             self.next = (self.next + 1) % len;
             self.visited_points += 1;
-            if !self.seen.contains(&owner) {
-                self.seen.push(owner);
+            if !self.seen(owner) {
+                self.remember(owner);
                 return Some(owner as usize);
             }
         }
@@ -144,12 +167,13 @@ mod tests {
 
     #[test]
     fn walk_visits_every_endpoint_once() {
-        let ring = HashRing::new(&addrs(7));
+        // 40 endpoints: more than the walk remembers inline.
+        let ring = HashRing::new(&addrs(40));
         let mut seen: Vec<usize> = ring.walk(ring.position(key_hash(b"k"))).collect();
-        assert_eq!(seen.len(), 7);
+        assert_eq!(seen.len(), 40);
         assert_eq!(seen[0], ring.owner(key_hash(b"k")).unwrap_or(usize::MAX));
         seen.sort_unstable();
-        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
     }
 
     #[test]

@@ -10,8 +10,10 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use weir_balancer::ring::{key_hash, HashRing};
 use weir_balancer::{
-    Algorithm, EndpointRegistry, EndpointSpec, EndpointState, InFlightGuard, Pool,
+    Algorithm, EndpointRegistry, EndpointSpec, EndpointState, InFlightGuard, PickReason,
+    PickRequest, Pool, PoolConfig, BOUNDED_WALK,
 };
 
 const PICKS: usize = 100_000;
@@ -30,7 +32,10 @@ fn pool_with(algorithm: Algorithm, weights: &[u32]) -> (Pool, Vec<Arc<EndpointSt
             ..EndpointSpec::ready(addr(i + 1))
         })
         .collect();
-    let pool = Pool::new(algorithm);
+    let pool = Pool::new(PoolConfig {
+        algorithm,
+        hash_balance_factor: None,
+    });
     pool.update(&specs, &registry);
     let endpoints = pool.endpoints();
     (pool, endpoints)
@@ -41,7 +46,10 @@ fn shares(pool: &Pool, endpoints: &[Arc<EndpointState>], picks: usize, seed: u64
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
     for _ in 0..picks {
-        let ep = pool.pick(&[], &mut rng).endpoint.expect("endpoint");
+        let ep = pool
+            .pick(&PickRequest::default(), &mut rng)
+            .endpoint
+            .expect("endpoint");
         *counts.entry(ep.addr()).or_default() += 1;
     }
     endpoints
@@ -95,7 +103,7 @@ fn p2c_held_load_follows_weights() {
     let mut rng = SmallRng::seed_from_u64(4);
     let guards: Vec<_> = (0..300)
         .map(|_| {
-            pool.pick(&[], &mut rng)
+            pool.pick(&PickRequest::default(), &mut rng)
                 .endpoint
                 .expect("endpoint")
                 .start_request()
@@ -117,7 +125,10 @@ fn smooth_round_robin_is_exact() {
     let mut rng = SmallRng::seed_from_u64(5);
     let names: Vec<usize> = (0..7)
         .map(|_| {
-            let ep = pool.pick(&[], &mut rng).endpoint.expect("endpoint");
+            let ep = pool
+                .pick(&PickRequest::default(), &mut rng)
+                .endpoint
+                .expect("endpoint");
             eps.iter()
                 .position(|e| Arc::ptr_eq(e, &ep))
                 .expect("member")
@@ -147,7 +158,10 @@ fn least_connections_never_picks_a_strictly_busier_endpoint() {
             let i = rng.random_range(0..held.len());
             held.swap_remove(i);
         }
-        let picked = pool.pick(&[], &mut rng).endpoint.expect("endpoint");
+        let picked = pool
+            .pick(&PickRequest::default(), &mut rng)
+            .endpoint
+            .expect("endpoint");
         let score = |e: &EndpointState| (e.in_flight() + 1) as f64 / f64::from(e.weight());
         let best = eps.iter().map(|e| score(e)).fold(f64::INFINITY, f64::min);
         assert!(
@@ -170,4 +184,180 @@ fn random_follows_weights() {
     let (pool, eps) = pool_with(Algorithm::Random, &[3, 1]);
     let s = shares(&pool, &eps, PICKS, 9);
     assert_shares(&s, &[0.75, 0.25], 1.0, "weights 3:1");
+}
+
+/// A pool of `n` consistent-hash endpoints with bounded load `factor`.
+fn bounded_pool(n: usize, factor: Option<f64>) -> (Pool, EndpointRegistry) {
+    let registry = EndpointRegistry::new();
+    let specs: Vec<_> = (1..=n).map(|i| EndpointSpec::ready(addr(i))).collect();
+    let pool = Pool::new(PoolConfig {
+        algorithm: Algorithm::ConsistentHash,
+        hash_balance_factor: factor,
+    });
+    pool.update(&specs, &registry);
+    (pool, registry)
+}
+
+#[test]
+fn bounded_load_caps_every_endpoint_at_ceil_factor_times_average_plus_one() {
+    // Worst case: every request carries the same key, and all stay in flight. After each
+    // pick no endpoint may hold more than ceil(f x average) + 1, average = in flight / n.
+    for (n, factor) in [(3, 1.25), (5, 1.25), (10, 1.5), (10, 1.0), (20, 2.0)] {
+        let (pool, _registry) = bounded_pool(n, Some(factor));
+        let mut rng = SmallRng::seed_from_u64(11);
+        let hot = key_hash(b"the-one-hot-key");
+        let mut guards = Vec::new();
+        let mut spills = 0;
+        for i in 1..=(n * 40) {
+            let pick = pool.pick(
+                &PickRequest {
+                    tried: &[],
+                    key_hash: hot,
+                },
+                &mut rng,
+            );
+            if pick.reason == PickReason::BoundedLoadSpill {
+                spills += 1;
+            }
+            let ep = pick.endpoint.expect("endpoint");
+            guards.push(pool.start_request(&ep));
+            let average = i as f64 / n as f64;
+            let cap = (factor * average).ceil() as u64 + 1;
+            let max = pool
+                .endpoints()
+                .iter()
+                .map(|e| e.in_flight())
+                .max()
+                .unwrap_or(0);
+            assert!(
+                max <= cap,
+                "n={n} f={factor}: after {i} picks an endpoint holds {max} > {cap}"
+            );
+        }
+        assert!(spills > 0, "the hot key must spill");
+        assert_eq!(pool.in_flight(), (n * 40) as u64);
+        drop(guards);
+        assert_eq!(pool.in_flight(), 0, "guards release the pool total");
+    }
+}
+
+#[test]
+fn unbounded_hashing_piles_a_hot_key_onto_one_endpoint() {
+    let (pool, _registry) = bounded_pool(5, None);
+    let mut rng = SmallRng::seed_from_u64(12);
+    let hot = key_hash(b"the-one-hot-key");
+    let guards: Vec<_> = (0..100)
+        .map(|_| {
+            let pick = pool.pick(
+                &PickRequest {
+                    tried: &[],
+                    key_hash: hot,
+                },
+                &mut rng,
+            );
+            assert_eq!(pick.reason, PickReason::Primary);
+            pool.start_request(&pick.endpoint.expect("endpoint"))
+        })
+        .collect();
+    let max = pool
+        .endpoints()
+        .iter()
+        .map(|e| e.in_flight())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(max, 100);
+    drop(guards);
+}
+
+#[test]
+fn bounded_load_walks_at_most_the_cap_then_takes_the_least_loaded_seen() {
+    let n = 30;
+    let (pool, _registry) = bounded_pool(n, Some(1.25));
+    let mut rng = SmallRng::seed_from_u64(13);
+    let key = key_hash(b"k");
+    // The pool's members are sorted by address, as `addr(1..=n)` is: the same ring.
+    let addrs: Vec<SocketAddr> = (1..=n).map(addr).collect();
+    let ring = HashRing::new(&addrs);
+    let walk: Vec<usize> = ring.walk(ring.position(key)).collect();
+    let endpoints = pool.endpoints();
+    let owner = pool.pick(
+        &PickRequest {
+            tried: &[],
+            key_hash: key,
+        },
+        &mut rng,
+    );
+    assert_eq!(owner.reason, PickReason::Primary);
+    assert_eq!(owner.endpoint.expect("owner").addr(), addrs[walk[0]]);
+
+    // Overload exactly the first BOUNDED_WALK endpoints along the key's walk, the k-th
+    // with 110 - k requests; everything after them is idle. Average = 1 + 1045 / 30 ~ 35,
+    // target ~ 44: all ten are over it, so the walk stops there (the idle eleventh is never
+    // reached) and takes the least loaded of the ten, the tenth.
+    let mut guards = Vec::new();
+    for (k, &i) in walk.iter().take(BOUNDED_WALK).enumerate() {
+        for _ in 0..(110 - k) {
+            guards.push(pool.start_request(&endpoints[i]));
+        }
+    }
+    let pick = pool.pick(
+        &PickRequest {
+            tried: &[],
+            key_hash: key,
+        },
+        &mut rng,
+    );
+    assert_eq!(pick.reason, PickReason::BoundedLoadSpill);
+    assert_eq!(
+        pick.endpoint.expect("endpoint").addr(),
+        addrs[walk[BOUNDED_WALK - 1]]
+    );
+
+    // Relieve the third endpoint along the walk below target: the walk stops there.
+    let third = addrs[walk[2]];
+    guards.retain(|g| g.endpoint().addr() != third);
+    let pick = pool.pick(
+        &PickRequest {
+            tried: &[],
+            key_hash: key,
+        },
+        &mut rng,
+    );
+    assert_eq!(pick.reason, PickReason::BoundedLoadSpill);
+    assert_eq!(pick.endpoint.expect("endpoint").addr(), third);
+    drop(guards);
+}
+
+#[test]
+fn consistent_hash_retries_walk_on_along_the_ring() {
+    let (pool, _registry) = bounded_pool(4, None);
+    let mut rng = SmallRng::seed_from_u64(14);
+    let key = key_hash(b"user-7");
+    let mut tried = Vec::new();
+    for _ in 0..4 {
+        let ep = pool
+            .pick(
+                &PickRequest {
+                    tried: &tried,
+                    key_hash: key,
+                },
+                &mut rng,
+            )
+            .endpoint
+            .expect("endpoint");
+        assert!(!tried.contains(&ep.addr()));
+        tried.push(ep.addr());
+    }
+    // Deterministic: the same key walks the same way.
+    let again = pool
+        .pick(
+            &PickRequest {
+                tried: &tried[..1],
+                key_hash: key,
+            },
+            &mut rng,
+        )
+        .endpoint
+        .expect("endpoint");
+    assert_eq!(again.addr(), tried[1]);
 }

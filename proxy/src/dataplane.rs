@@ -20,7 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_balancer::{InFlightGuard, PickReason};
+use weir_balancer::{InFlightGuard, PickReason, PickRequest};
 
 /// Annotation defaults of DESIGN §4 (`connect-timeout`, `read-timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -140,11 +140,15 @@ impl ProxyHttp for WeirProxy {
             ));
         };
         let mut rng = rand::rng();
-        let mut pick = target.pool.pick(&ctx.tried, &mut rng);
+        let request = PickRequest {
+            tried: &ctx.tried,
+            key_hash: 0,
+        };
+        let mut pick = target.pool.pick(&request, &mut rng);
         if pick.endpoint.is_none() && !ctx.tried.is_empty() {
             // Pingora retries a request whose pooled connection turned out stale; with
             // every endpoint tried, the same one over a fresh connection is the right call.
-            pick = target.pool.pick(&[], &mut rng);
+            pick = target.pool.pick(&PickRequest::default(), &mut rng);
             pick.reason = PickReason::Retry;
         }
         ctx.reason = Some(pick.reason);
@@ -156,7 +160,7 @@ impl ProxyHttp for WeirProxy {
         };
         let addr = endpoint.addr();
         // Replacing the guard releases the slot of a previous attempt.
-        ctx.guard = Some(endpoint.start_request());
+        ctx.guard = Some(target.pool.start_request(&endpoint));
         ctx.tried.push(addr);
 
         // A SocketAddr, never a name: `HttpPeer::new` would resolve names with blocking DNS

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use weir_balancer::{Algorithm, EndpointRegistry, Pool};
+use weir_balancer::{EndpointRegistry, Pool, PoolConfig};
 use weir_discovery::{BackendKey, RouteSnapshot, RoutingSnapshot};
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
@@ -96,7 +96,7 @@ impl LiveRouting {
         for (key, backend) in &snapshot.backends {
             let pool = pools
                 .entry(key.clone())
-                .or_insert_with(|| Arc::new(Pool::new(Algorithm::default())));
+                .or_insert_with(|| Arc::new(Pool::new(PoolConfig::default())));
             pool.update(&backend.endpoints, &self.registry);
         }
         pools.retain(|key, _| snapshot.backends.contains_key(key));
@@ -188,7 +188,7 @@ mod tests {
         let target = table.router.lookup("any", "/x").expect("route");
         let ep = target
             .pool
-            .pick(&[], &mut rand::rng())
+            .pick(&weir_balancer::PickRequest::default(), &mut rand::rng())
             .endpoint
             .expect("endpoint");
         let guard = ep.start_request();
