@@ -148,6 +148,8 @@ struct Members {
     smooth: SmoothWeights,
     /// Ring over `routable` (consistent hash only; empty otherwise).
     ring: HashRing,
+    /// Every routable endpoint has the same weight: weighted choices reduce to uniform ones.
+    uniform: bool,
 }
 
 #[derive(Debug)]
@@ -178,13 +180,20 @@ impl Pool {
         self.config.algorithm
     }
 
-    /// Starts a request on a picked endpoint: counted on the endpoint and in this pool
-    /// until the guard drops.
+    /// Starts a request on a picked endpoint: counted on the endpoint until the guard
+    /// drops, and in this pool's total when bounded load needs it (a pool-wide counter is
+    /// one cache line every core writes, so it is kept only where it is read).
     pub fn start_request(&self, endpoint: &Arc<EndpointState>) -> InFlightGuard {
-        endpoint.start(Some(&self.in_flight))
+        let total = self.counts_total().then_some(&self.in_flight);
+        endpoint.start(total)
     }
 
-    /// Requests in flight through this pool.
+    fn counts_total(&self) -> bool {
+        self.config.algorithm == Algorithm::ConsistentHash
+            && self.config.hash_balance_factor.is_some()
+    }
+
+    /// Requests in flight through this pool (counted for bounded load only; 0 otherwise).
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -210,11 +219,13 @@ impl Pool {
         } else {
             HashRing::default()
         };
+        let uniform = routable.windows(2).all(|w| w[0].weight() == w[1].weight());
         self.members.store(Arc::new(Members {
             routable,
             draining,
             smooth,
             ring,
+            uniform,
         }));
     }
 
@@ -245,9 +256,13 @@ impl Pool {
             return self.pick_hashed(&members, request);
         }
         if tried.is_empty() {
+            let routable = &members.routable;
             let endpoint = match self.config.algorithm {
-                Algorithm::RoundRobin => members.smooth.next(&members.routable),
-                _ => self.choose(&members.routable, rng),
+                Algorithm::RoundRobin => members.smooth.next(routable),
+                Algorithm::Random if members.uniform => {
+                    routable.get(rng.random_range(0..routable.len()))
+                }
+                _ => self.choose(routable, rng),
             };
             return Pick {
                 endpoint: endpoint.cloned(),
