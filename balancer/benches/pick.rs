@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use weir_balancer::ring::key_hash;
-use weir_balancer::{Algorithm, EndpointRegistry, EndpointSpec, PickRequest, Pool, PoolConfig};
+use weir_balancer::{
+    Algorithm, EndpointRegistry, EndpointSpec, Nanos, PickRequest, Pool, PoolConfig,
+};
 
 fn specs(n: usize) -> Vec<EndpointSpec> {
     (0..n)
@@ -33,6 +35,7 @@ fn configs() -> Vec<(&'static str, PoolConfig)> {
     let of = |algorithm, hash_balance_factor| PoolConfig {
         algorithm,
         hash_balance_factor,
+        ..PoolConfig::default()
     };
     vec![
         ("least_request_p2c", of(Algorithm::LeastRequest, None)),
@@ -56,7 +59,7 @@ fn bench_pick(c: &mut Criterion, contended: bool) {
         for n in [10usize, 100, 1_000] {
             let registry = EndpointRegistry::new();
             let pool = Arc::new(Pool::new(config));
-            pool.update(&specs(n), &registry);
+            pool.update(&specs(n), &registry, Nanos::ZERO);
             let mut rng = SmallRng::seed_from_u64(1);
             let held: Vec<_> = pool
                 .endpoints()
@@ -78,6 +81,7 @@ fn bench_pick(c: &mut Criterion, contended: bool) {
                             &PickRequest {
                                 tried: &[],
                                 key_hash: key,
+                                now: Nanos::ZERO,
                             },
                             &mut rng,
                         );
@@ -98,6 +102,7 @@ fn bench_pick(c: &mut Criterion, contended: bool) {
                     let request = PickRequest {
                         tried: &[],
                         key_hash: keys[i],
+                        now: Nanos::ZERO,
                     };
                     let pick = pool.pick(black_box(&request), &mut rng);
                     black_box(pick.endpoint.map(|e| pool.start_request(&e)))
@@ -134,7 +139,7 @@ fn update(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(label, 1_000), |bench| {
             bench.iter(|| {
                 flip = !flip;
-                pool.update(if flip { &a } else { &b }, &registry);
+                pool.update(if flip { &a } else { &b }, &registry, Nanos::ZERO);
                 registry.prune();
             })
         });

@@ -1,18 +1,23 @@
 //! The pick functions behind [`crate::Pool`], each over a slice of candidates.
 //!
-//! Load score of an endpoint = `(in_flight + 1) / weight`, compared by cross-multiplying
-//! integers (no floats, no division on the pick path). Must not: filter candidates (the
-//! pool decides who is eligible) or allocate.
+//! Weights come from a function (`weight_of`, in thousandths) so slow start and
+//! `Retry-After` penalties apply to every weighted algorithm. Load score of an endpoint =
+//! `(in_flight + 1) / weight`, compared by cross-multiplying integers. Must not: filter
+//! candidates (the pool decides who is eligible) or allocate.
 
 use crate::endpoint::EndpointState;
 use rand::Rng;
 use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 
+/// An endpoint's effective weight in thousandths (>= 1).
+pub trait WeightOf: Fn(&EndpointState) -> u64 {}
+impl<F: Fn(&EndpointState) -> u64> WeightOf for F {}
+
 /// Orders two endpoints by `(in_flight + 1) / weight`.
-fn compare_load(a: &EndpointState, b: &EndpointState) -> Ordering {
-    let lhs = (a.in_flight() + 1) * u64::from(b.weight());
-    let rhs = (b.in_flight() + 1) * u64::from(a.weight());
+fn compare_load(a: &EndpointState, b: &EndpointState, weight_of: &impl WeightOf) -> Ordering {
+    let lhs = u128::from(a.in_flight() + 1) * u128::from(weight_of(b));
+    let rhs = u128::from(b.in_flight() + 1) * u128::from(weight_of(a));
     lhs.cmp(&rhs)
 }
 
@@ -21,6 +26,7 @@ fn compare_load(a: &EndpointState, b: &EndpointState) -> Ordering {
 /// the less loaded wins, the first drawn on a tie.
 pub fn power_of_two<'a, R: Rng + ?Sized>(
     candidates: &'a [Arc<EndpointState>],
+    weight_of: &impl WeightOf,
     rng: &mut R,
 ) -> Option<&'a Arc<EndpointState>> {
     let n = candidates.len();
@@ -34,7 +40,7 @@ pub fn power_of_two<'a, R: Rng + ?Sized>(
                 b += 1;
             }
             let (ea, eb) = (&candidates[a], &candidates[b]);
-            Some(if compare_load(eb, ea) == Ordering::Less {
+            Some(if compare_load(eb, ea, weight_of) == Ordering::Less {
                 eb
             } else {
                 ea
@@ -45,15 +51,16 @@ pub fn power_of_two<'a, R: Rng + ?Sized>(
 
 /// Least connections: a full scan for the least loaded; among equals, the first at or
 /// after `rotation` (so ties take turns).
-pub fn least_loaded(
-    candidates: &[Arc<EndpointState>],
+pub fn least_loaded<'a>(
+    candidates: &'a [Arc<EndpointState>],
+    weight_of: &impl WeightOf,
     rotation: usize,
-) -> Option<&Arc<EndpointState>> {
+) -> Option<&'a Arc<EndpointState>> {
     let n = candidates.len();
     let mut best: Option<&Arc<EndpointState>> = None;
     for offset in 0..n {
         let e = &candidates[(rotation + offset) % n];
-        if best.is_none_or(|b| compare_load(e, b) == Ordering::Less) {
+        if best.is_none_or(|b| compare_load(e, b, weight_of) == Ordering::Less) {
             best = Some(e);
         }
     }
@@ -63,15 +70,16 @@ pub fn least_loaded(
 /// Weighted random.
 pub fn random_weighted<'a, R: Rng + ?Sized>(
     candidates: &'a [Arc<EndpointState>],
+    weight_of: &impl WeightOf,
     rng: &mut R,
 ) -> Option<&'a Arc<EndpointState>> {
-    let total: u64 = candidates.iter().map(|e| u64::from(e.weight())).sum();
+    let total: u64 = candidates.iter().map(|e| weight_of(e)).sum();
     if total == 0 {
         return None;
     }
     let mut ticket = rng.random_range(0..total);
     for e in candidates {
-        let w = u64::from(e.weight());
+        let w = weight_of(e);
         if ticket < w {
             return Some(e);
         }
@@ -95,7 +103,11 @@ impl SmoothWeights {
         }
     }
 
-    pub fn next<'a>(&self, members: &'a [Arc<EndpointState>]) -> Option<&'a Arc<EndpointState>> {
+    pub fn next<'a>(
+        &self,
+        members: &'a [Arc<EndpointState>],
+        weight_of: &impl WeightOf,
+    ) -> Option<&'a Arc<EndpointState>> {
         let mut current = self
             .current
             .lock()
@@ -106,7 +118,7 @@ impl SmoothWeights {
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, e) in members.iter().enumerate() {
-            let w = i64::from(e.weight());
+            let w = i64::try_from(weight_of(e)).unwrap_or(i64::MAX / 4);
             current[i] += w;
             total += w;
             if best.is_none_or(|b| current[i] > current[b]) {

@@ -1,6 +1,7 @@
 //! One upstream endpoint: what the source of truth says about it ([`EndpointSpec`]) and
 //! the live state the data path accumulates for it ([`EndpointState`]).
 
+use crate::clock::Nanos;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -20,6 +21,9 @@ pub struct EndpointSpec {
     pub zone: Option<String>,
     /// Relative weight; 1 unless something says otherwise.
     pub weight: u32,
+    /// When the endpoint became ready (Pod `Ready` condition time) if the source knows;
+    /// otherwise the time weir first sees it routable. Slow start counts from here.
+    pub ready_since: Option<Nanos>,
 }
 
 impl EndpointSpec {
@@ -32,6 +36,7 @@ impl EndpointSpec {
             terminating: false,
             zone: None,
             weight: 1,
+            ready_since: None,
         }
     }
 
@@ -56,27 +61,51 @@ pub struct EndpointState {
     addr: SocketAddr,
     in_flight: AtomicU64,
     draining: AtomicBool,
+    routable: AtomicBool,
     weight: AtomicU32,
     requests: AtomicU64,
+    /// Start of slow start, in [`Nanos`].
+    ready_since: AtomicU64,
+    pub(crate) outlier: crate::outlier::OutlierState,
 }
 
 impl EndpointState {
-    pub(crate) fn new(spec: &EndpointSpec) -> Self {
+    pub(crate) fn new(spec: &EndpointSpec, now: Nanos) -> Self {
         let state = EndpointState {
             addr: spec.addr,
             in_flight: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            routable: AtomicBool::new(false),
             weight: AtomicU32::new(1),
             requests: AtomicU64::new(0),
+            ready_since: AtomicU64::new(now.0),
+            outlier: Default::default(),
         };
-        state.apply(spec);
+        state.apply(spec, now);
         state
     }
 
-    /// Takes the source-of-truth view of this endpoint without touching live counters.
-    pub(crate) fn apply(&self, spec: &EndpointSpec) {
+    /// Takes the source-of-truth view of this endpoint without touching live counters. An
+    /// endpoint that becomes routable (new, or back from not ready) starts its slow start.
+    pub(crate) fn apply(&self, spec: &EndpointSpec, now: Nanos) {
         self.draining.store(spec.is_draining(), Ordering::Relaxed);
         self.weight.store(spec.weight.max(1), Ordering::Relaxed);
+        let was_routable = self.routable.swap(spec.is_routable(), Ordering::Relaxed);
+        if let Some(since) = spec.ready_since {
+            self.ready_since.store(since.0, Ordering::Relaxed);
+        } else if spec.is_routable() && !was_routable {
+            self.ready_since.store(now.0, Ordering::Relaxed);
+        }
+    }
+
+    /// When slow start began for this endpoint.
+    pub fn ready_since(&self) -> Nanos {
+        Nanos(self.ready_since.load(Ordering::Relaxed))
+    }
+
+    /// Until when the endpoint is ejected (`None` when it is not at `now`).
+    pub fn ejected_until(&self, now: Nanos) -> Option<Nanos> {
+        self.outlier.ejected_until(now)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -153,7 +182,10 @@ mod tests {
 
     #[test]
     fn guard_releases_on_drop() {
-        let ep = Arc::new(EndpointState::new(&EndpointSpec::ready(addr(1))));
+        let ep = Arc::new(EndpointState::new(
+            &EndpointSpec::ready(addr(1)),
+            Nanos::ZERO,
+        ));
         let g1 = ep.start_request();
         let g2 = ep.start_request();
         assert_eq!(ep.in_flight(), 2);

@@ -10,11 +10,15 @@
 //! deterministic given its inputs so it can be unit-tested and simulated.
 
 mod algorithms;
+pub mod clock;
 mod endpoint;
+pub mod outlier;
 mod pool;
 mod registry;
 pub mod ring;
 
+pub use clock::Nanos;
 pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};
+pub use outlier::{Outcome, OutlierConfig, SlowStart};
 pub use pool::{Algorithm, Pick, PickReason, PickRequest, Pool, PoolConfig, BOUNDED_WALK};
 pub use registry::EndpointRegistry;

@@ -5,11 +5,19 @@
 //! update never waits for picks. Updates are applied in place: an address present before
 //! and after keeps its [`EndpointState`] (in-flight count and everything else).
 //!
-//! Randomness comes from the caller (`pick(.., rng)`), so every algorithm is deterministic
-//! under a seeded RNG in tests and the simulator; the proxy passes a thread-local RNG.
+//! Randomness and time come from the caller (`pick(request, rng)` with `request.now`), so
+//! every algorithm is deterministic under a seeded RNG and an injected clock in tests and
+//! the simulator; the proxy passes a thread-local RNG and the wall clock.
+//!
+//! Eligibility, in order: routable endpoints (draining ones only when none is routable),
+//! less those tried by this request, less ejected outliers — unless fewer than half the
+//! routable endpoints would remain (panic: ejection is ignored). The fast path (nothing
+//! ejected, first attempt) neither allocates nor locks.
 
-use crate::algorithms::{least_loaded, power_of_two, random_weighted, SmoothWeights};
+use crate::algorithms::{least_loaded, power_of_two, random_weighted, SmoothWeights, WeightOf};
+use crate::clock::Nanos;
 use crate::endpoint::{EndpointSpec, EndpointState};
+use crate::outlier::{Outcome, OutlierConfig, SlowStart, RETRY_AFTER_WEIGHT};
 use crate::registry::EndpointRegistry;
 use crate::ring::HashRing;
 use crate::InFlightGuard;
@@ -82,6 +90,8 @@ pub enum PickReason {
     BoundedLoadSpill,
     /// A retry: chosen among endpoints not yet tried by this request.
     Retry,
+    /// Too many endpoints are ejected (fewer than half would remain): ejection is ignored.
+    Panic,
     /// No routable endpoint exists; a draining (`serving && terminating`) one was used.
     DrainingFallback,
     /// Nothing could be picked.
@@ -94,6 +104,7 @@ impl PickReason {
             PickReason::Primary => "primary",
             PickReason::BoundedLoadSpill => "bounded_load_spill",
             PickReason::Retry => "retry",
+            PickReason::Panic => "panic",
             PickReason::DrainingFallback => "draining_fallback",
             PickReason::NoneAvailable => "none_available",
         }
@@ -123,6 +134,9 @@ pub struct PoolConfig {
     /// Consistent hash only: cap every endpoint at `factor x` the average load (>= 1.0);
     /// `None` = unbounded.
     pub hash_balance_factor: Option<f64>,
+    /// Weight ramp for new endpoints (weighted algorithms; not consistent hash).
+    pub slow_start: Option<SlowStart>,
+    pub outlier: OutlierConfig,
 }
 
 /// Ring walk cap for bounded load: after this many distinct endpoints over target, the
@@ -136,6 +150,8 @@ pub struct PickRequest<'a> {
     pub tried: &'a [SocketAddr],
     /// [`crate::ring::key_hash`] of the request's hash key (consistent hash only).
     pub key_hash: u64,
+    /// The current time (the injected clock).
+    pub now: Nanos,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +176,11 @@ pub struct Pool {
     in_flight: Arc<AtomicU64>,
     /// Rotates ties (least-connections) and retries (round-robin).
     cursor: AtomicUsize,
+    /// Latest ejection end of any member: while `now` is before it, picks check ejections.
+    ejection_horizon: AtomicU64,
+    /// Latest `Retry-After` penalty end of any member: while `now` is before it, weights
+    /// are not uniform.
+    penalty_horizon: AtomicU64,
 }
 
 impl Pool {
@@ -169,6 +190,8 @@ impl Pool {
             members: ArcSwap::from_pointee(Members::default()),
             in_flight: Arc::new(AtomicU64::new(0)),
             cursor: AtomicUsize::new(0),
+            ejection_horizon: AtomicU64::new(0),
+            penalty_horizon: AtomicU64::new(0),
         }
     }
 
@@ -200,16 +223,26 @@ impl Pool {
 
     /// Replaces the member set. Endpoints neither routable nor draining are dropped from
     /// the pool (their in-flight requests keep their guards and finish normally).
-    pub fn update(&self, specs: &[EndpointSpec], registry: &EndpointRegistry) {
+    /// `now` starts the slow start of endpoints that become routable without a readiness
+    /// time of their own.
+    pub fn update(&self, specs: &[EndpointSpec], registry: &EndpointRegistry, now: Nanos) {
         let mut routable = Vec::new();
         let mut draining = Vec::new();
         for spec in specs {
             if spec.is_routable() {
-                routable.push(registry.resolve(spec));
+                routable.push(registry.resolve(spec, now));
             } else if spec.is_draining() {
-                draining.push(registry.resolve(spec));
+                draining.push(registry.resolve(spec, now));
             }
         }
+        // Members ejected through another pool that shares them must be checked here too.
+        let horizon = routable
+            .iter()
+            .filter_map(|e| e.ejected_until(now))
+            .max()
+            .unwrap_or(Nanos::ZERO);
+        self.ejection_horizon
+            .fetch_max(horizon.0, Ordering::Relaxed);
         routable.sort_by_key(|e| e.addr());
         draining.sort_by_key(|e| e.addr());
         let smooth = SmoothWeights::new(routable.len());
@@ -248,28 +281,119 @@ impl Pool {
     /// Chooses an endpoint for `request`. Never returns an endpoint in `request.tried`.
     pub fn pick<R: Rng + ?Sized>(&self, request: &PickRequest<'_>, rng: &mut R) -> Pick {
         let members = self.members.load();
-        let tried = request.tried;
+        let (tried, now) = (request.tried, request.now);
+        let weight_of = |e: &EndpointState| self.effective_weight(e, now);
         if members.routable.is_empty() {
-            return self.pick_among(&members.draining, tried, PickReason::DrainingFallback, rng);
+            return self.pick_among(
+                &members.draining,
+                tried,
+                PickReason::DrainingFallback,
+                &weight_of,
+                rng,
+            );
         }
-        if self.config.algorithm == Algorithm::ConsistentHash {
-            return self.pick_hashed(&members, request);
-        }
-        if tried.is_empty() {
+        // Outliers: only looked at while some member may be ejected.
+        let mut panic = false;
+        let mut available: Option<Vec<Arc<EndpointState>>> = None;
+        if self.ejection_horizon.load(Ordering::Relaxed) > now.0 {
             let routable = &members.routable;
-            let endpoint = match self.config.algorithm {
-                Algorithm::RoundRobin => members.smooth.next(routable),
-                Algorithm::Random if members.uniform => {
-                    routable.get(rng.random_range(0..routable.len()))
-                }
-                _ => self.choose(routable, rng),
-            };
-            return Pick {
-                endpoint: endpoint.cloned(),
-                reason: PickReason::Primary,
-            };
+            let left: Vec<_> = routable
+                .iter()
+                .filter(|e| e.ejected_until(now).is_none())
+                .cloned()
+                .collect();
+            if left.len() * 2 < routable.len() {
+                panic = true;
+            } else if left.len() < routable.len() {
+                available = Some(left);
+            }
         }
-        self.pick_among(&members.routable, tried, PickReason::Retry, rng)
+        let candidates: &[Arc<EndpointState>] = available.as_deref().unwrap_or(&members.routable);
+        let first = if panic {
+            PickReason::Panic
+        } else {
+            PickReason::Primary
+        };
+
+        if self.config.algorithm == Algorithm::ConsistentHash {
+            return self.pick_hashed(&members, request, panic, first);
+        }
+        if !tried.is_empty() {
+            return self.pick_among(candidates, tried, PickReason::Retry, &weight_of, rng);
+        }
+        let whole_set = available.is_none();
+        let endpoint = match self.config.algorithm {
+            Algorithm::RoundRobin if whole_set => members.smooth.next(candidates, &weight_of),
+            Algorithm::Random if members.uniform && !self.dynamic_weights(now) => {
+                candidates.get(rng.random_range(0..candidates.len()))
+            }
+            _ => self.choose(candidates, &weight_of, rng),
+        };
+        match endpoint {
+            Some(e) => Pick {
+                endpoint: Some(Arc::clone(e)),
+                reason: first,
+            },
+            None => Pick::none(),
+        }
+    }
+
+    /// Weight in thousandths after slow start and `Retry-After` penalties.
+    fn effective_weight(&self, endpoint: &EndpointState, now: Nanos) -> u64 {
+        let base = u64::from(endpoint.weight()) * 1000;
+        let mut factor = 1.0;
+        if let Some(slow_start) = &self.config.slow_start {
+            factor = slow_start.factor(now.since(endpoint.ready_since()));
+        }
+        if endpoint.outlier.penalized(now) {
+            factor *= RETRY_AFTER_WEIGHT;
+        }
+        if factor >= 1.0 {
+            return base;
+        }
+        ((base as f64 * factor) as u64).max(1)
+    }
+
+    /// Whether weights may differ from the configured ones right now.
+    fn dynamic_weights(&self, now: Nanos) -> bool {
+        self.config.slow_start.is_some() || self.penalty_horizon.load(Ordering::Relaxed) > now.0
+    }
+
+    /// Feeds the outcome of one attempt on `endpoint` back: clears or counts failures and
+    /// ejects per [`OutlierConfig`] and max-ejection-percent. Returns the ejection end when
+    /// this outcome ejected the endpoint.
+    pub fn record(&self, endpoint: &EndpointState, outcome: Outcome, now: Nanos) -> Option<Nanos> {
+        let config = &self.config.outlier;
+        match outcome {
+            Outcome::ClientCancelled => return None,
+            Outcome::Success => {
+                endpoint.outlier.success();
+                return None;
+            }
+            Outcome::Overloaded { retry_after } => {
+                let until = now.after(retry_after.min(config.max_ejection));
+                endpoint.outlier.penalize(until);
+                self.penalty_horizon.fetch_max(until.0, Ordering::Relaxed);
+            }
+            Outcome::Failure => {}
+        }
+        if !endpoint.outlier.failure(now, config) {
+            return None;
+        }
+        let members = self.members.load();
+        let n = members.routable.len();
+        let ejected = members
+            .routable
+            .iter()
+            .filter(|e| e.ejected_until(now).is_some())
+            .count();
+        let allowed = (n * config.max_ejection_percent as usize / 100).max(1);
+        if ejected >= allowed {
+            return None; // stays suspect; ejected once others return
+        }
+        let until = endpoint.outlier.eject(now, config);
+        self.ejection_horizon.fetch_max(until.0, Ordering::Relaxed);
+        Some(until)
     }
 
     /// Consistent hash: the key's endpoint, or with bounded load the first endpoint along
@@ -277,13 +401,21 @@ impl Pool {
     /// (Skipper's average, counting this request); after [`BOUNDED_WALK`] endpoints over
     /// target, the least loaded of them. Retries walk on from the key's endpoint, so they
     /// keep locality.
-    fn pick_hashed(&self, members: &Members, request: &PickRequest<'_>) -> Pick {
+    fn pick_hashed(
+        &self,
+        members: &Members,
+        request: &PickRequest<'_>,
+        panic: bool,
+        first: PickReason,
+    ) -> Pick {
         let start = members.ring.position(request.key_hash);
+        let now = request.now;
         let mut walk = members
             .ring
             .walk(start)
             .map(|i| &members.routable[i])
-            .filter(|e| !request.tried.contains(&e.addr()));
+            .filter(|e| !request.tried.contains(&e.addr()))
+            .filter(|e| panic || e.ejected_until(now).is_none());
         let retry = !request.tried.is_empty();
         let Some(factor) = self.config.hash_balance_factor else {
             return match walk.next() {
@@ -305,7 +437,7 @@ impl Pool {
             if endpoint.in_flight() as f64 <= target {
                 let reason = match (retry, step) {
                     (true, _) => PickReason::Retry,
-                    (false, 0) => PickReason::Primary,
+                    (false, 0) => first,
                     (false, _) => PickReason::BoundedLoadSpill,
                 };
                 return Pick {
@@ -338,6 +470,7 @@ impl Pool {
         candidates: &[Arc<EndpointState>],
         tried: &[SocketAddr],
         reason: PickReason,
+        weight_of: &impl WeightOf,
         rng: &mut R,
     ) -> Pick {
         let eligible: Vec<Arc<EndpointState>> = candidates
@@ -350,7 +483,7 @@ impl Pool {
                 let n = eligible.len();
                 (n > 0).then(|| &eligible[self.cursor.fetch_add(1, Ordering::Relaxed) % n])
             }
-            _ => self.choose(&eligible, rng),
+            _ => self.choose(&eligible, weight_of, rng),
         };
         match endpoint {
             Some(e) => Pick {
@@ -364,16 +497,19 @@ impl Pool {
     fn choose<'a, R: Rng + ?Sized>(
         &self,
         candidates: &'a [Arc<EndpointState>],
+        weight_of: &impl WeightOf,
         rng: &mut R,
     ) -> Option<&'a Arc<EndpointState>> {
         match self.config.algorithm {
-            Algorithm::LeastRequest => power_of_two(candidates, rng),
-            Algorithm::LeastConnections => {
-                least_loaded(candidates, self.cursor.fetch_add(1, Ordering::Relaxed))
-            }
-            Algorithm::Random => random_weighted(candidates, rng),
+            Algorithm::LeastRequest => power_of_two(candidates, weight_of, rng),
+            Algorithm::LeastConnections => least_loaded(
+                candidates,
+                weight_of,
+                self.cursor.fetch_add(1, Ordering::Relaxed),
+            ),
+            Algorithm::Random => random_weighted(candidates, weight_of, rng),
             // Only reached for the draining fallback: no ring is kept for draining members.
-            Algorithm::ConsistentHash => least_loaded(candidates, 0),
+            Algorithm::ConsistentHash => least_loaded(candidates, weight_of, 0),
             Algorithm::RoundRobin => {
                 let n = candidates.len();
                 (n > 0).then(|| &candidates[self.cursor.fetch_add(1, Ordering::Relaxed) % n])
@@ -397,9 +533,9 @@ mod tests {
         let reg = EndpointRegistry::new();
         let pool = Pool::new(PoolConfig {
             algorithm,
-            hash_balance_factor: None,
+            ..PoolConfig::default()
         });
-        pool.update(specs, &reg);
+        pool.update(specs, &reg, Nanos::ZERO);
         (pool, reg)
     }
 
@@ -424,6 +560,7 @@ mod tests {
                     &PickRequest {
                         tried: &tried,
                         key_hash: 42,
+                        now: Nanos::ZERO,
                     },
                     &mut rng,
                 );
@@ -444,6 +581,7 @@ mod tests {
                 &PickRequest {
                     tried: &tried,
                     key_hash: 42,
+                    now: Nanos::ZERO,
                 },
                 &mut rng,
             );
@@ -466,7 +604,7 @@ mod tests {
             let pick = pool.pick(&PickRequest::default(), &mut rng);
             assert_eq!(pick.endpoint.expect("endpoint").addr(), addr(1));
         }
-        pool.update(std::slice::from_ref(&draining), &reg);
+        pool.update(std::slice::from_ref(&draining), &reg, Nanos::ZERO);
         let pick = pool.pick(&PickRequest::default(), &mut rng);
         assert_eq!(pick.reason, PickReason::DrainingFallback);
         assert_eq!(pick.endpoint.expect("endpoint").addr(), addr(2));
@@ -481,7 +619,7 @@ mod tests {
             .endpoint
             .expect("endpoint")
             .start_request();
-        pool.update(&ready(1..=2), &reg);
+        pool.update(&ready(1..=2), &reg, Nanos::ZERO);
         let survivor = pool
             .endpoints()
             .into_iter()
@@ -490,7 +628,7 @@ mod tests {
         assert_eq!(survivor.in_flight(), 1);
         drop(survivor);
         // Removal: the guard keeps the removed endpoint's state valid.
-        pool.update(&ready(2..=2), &reg);
+        pool.update(&ready(2..=2), &reg, Nanos::ZERO);
         assert_eq!(guard.endpoint().in_flight(), 1);
         drop(guard);
         reg.prune();

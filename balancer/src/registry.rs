@@ -3,6 +3,7 @@
 //! The registry is touched only when configuration changes (under a mutex); the request
 //! path reads pool members that already hold `Arc`s to their states.
 
+use crate::clock::Nanos;
 use crate::endpoint::{EndpointSpec, EndpointState};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,17 +20,17 @@ impl EndpointRegistry {
     }
 
     /// The live state for `spec.addr`, created if no pool holds it yet; the spec's
-    /// conditions (draining, weight) are applied to it either way.
-    pub fn resolve(&self, spec: &EndpointSpec) -> Arc<EndpointState> {
+    /// conditions (draining, weight, readiness time) are applied to it either way.
+    pub fn resolve(&self, spec: &EndpointSpec, now: Nanos) -> Arc<EndpointState> {
         let mut map = self
             .endpoints
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(existing) = map.get(&spec.addr).and_then(Weak::upgrade) {
-            existing.apply(spec);
+            existing.apply(spec, now);
             return existing;
         }
-        let state = Arc::new(EndpointState::new(spec));
+        let state = Arc::new(EndpointState::new(spec, now));
         map.insert(spec.addr, Arc::downgrade(&state));
         state
     }
@@ -71,8 +72,8 @@ mod tests {
     fn same_address_same_state_until_unused() {
         let reg = EndpointRegistry::new();
         let spec = EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], 9)));
-        let a = reg.resolve(&spec);
-        let b = reg.resolve(&spec);
+        let a = reg.resolve(&spec, Nanos::ZERO);
+        let b = reg.resolve(&spec, Nanos::ZERO);
         assert!(Arc::ptr_eq(&a, &b));
         let _g = a.start_request();
         drop(a);
@@ -80,14 +81,14 @@ mod tests {
         // The guard still holds the state: it stays registered.
         reg.prune();
         assert_eq!(reg.len(), 1);
-        assert_eq!(reg.resolve(&spec).in_flight(), 1);
+        assert_eq!(reg.resolve(&spec, Nanos::ZERO).in_flight(), 1);
     }
 
     #[test]
     fn prune_forgets_unused() {
         let reg = EndpointRegistry::new();
         let spec = EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], 9)));
-        drop(reg.resolve(&spec));
+        drop(reg.resolve(&spec, Nanos::ZERO));
         reg.prune();
         assert!(reg.is_empty());
     }

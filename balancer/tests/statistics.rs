@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use weir_balancer::ring::{key_hash, HashRing};
 use weir_balancer::{
-    Algorithm, EndpointRegistry, EndpointSpec, EndpointState, InFlightGuard, PickReason,
+    Algorithm, EndpointRegistry, EndpointSpec, EndpointState, InFlightGuard, Nanos, PickReason,
     PickRequest, Pool, PoolConfig, BOUNDED_WALK,
 };
 
@@ -34,9 +34,9 @@ fn pool_with(algorithm: Algorithm, weights: &[u32]) -> (Pool, Vec<Arc<EndpointSt
         .collect();
     let pool = Pool::new(PoolConfig {
         algorithm,
-        hash_balance_factor: None,
+        ..PoolConfig::default()
     });
-    pool.update(&specs, &registry);
+    pool.update(&specs, &registry, Nanos::ZERO);
     let endpoints = pool.endpoints();
     (pool, endpoints)
 }
@@ -193,8 +193,9 @@ fn bounded_pool(n: usize, factor: Option<f64>) -> (Pool, EndpointRegistry) {
     let pool = Pool::new(PoolConfig {
         algorithm: Algorithm::ConsistentHash,
         hash_balance_factor: factor,
+        ..PoolConfig::default()
     });
-    pool.update(&specs, &registry);
+    pool.update(&specs, &registry, Nanos::ZERO);
     (pool, registry)
 }
 
@@ -213,6 +214,7 @@ fn bounded_load_caps_every_endpoint_at_ceil_factor_times_average_plus_one() {
                 &PickRequest {
                     tried: &[],
                     key_hash: hot,
+                    now: Nanos::ZERO,
                 },
                 &mut rng,
             );
@@ -252,6 +254,7 @@ fn unbounded_hashing_piles_a_hot_key_onto_one_endpoint() {
                 &PickRequest {
                     tried: &[],
                     key_hash: hot,
+                    now: Nanos::ZERO,
                 },
                 &mut rng,
             );
@@ -284,6 +287,7 @@ fn bounded_load_walks_at_most_the_cap_then_takes_the_least_loaded_seen() {
         &PickRequest {
             tried: &[],
             key_hash: key,
+            now: Nanos::ZERO,
         },
         &mut rng,
     );
@@ -304,6 +308,7 @@ fn bounded_load_walks_at_most_the_cap_then_takes_the_least_loaded_seen() {
         &PickRequest {
             tried: &[],
             key_hash: key,
+            now: Nanos::ZERO,
         },
         &mut rng,
     );
@@ -320,6 +325,7 @@ fn bounded_load_walks_at_most_the_cap_then_takes_the_least_loaded_seen() {
         &PickRequest {
             tried: &[],
             key_hash: key,
+            now: Nanos::ZERO,
         },
         &mut rng,
     );
@@ -340,6 +346,7 @@ fn consistent_hash_retries_walk_on_along_the_ring() {
                 &PickRequest {
                     tried: &tried,
                     key_hash: key,
+                    now: Nanos::ZERO,
                 },
                 &mut rng,
             )
@@ -354,6 +361,7 @@ fn consistent_hash_retries_walk_on_along_the_ring() {
             &PickRequest {
                 tried: &tried[..1],
                 key_hash: key,
+                now: Nanos::ZERO,
             },
             &mut rng,
         )

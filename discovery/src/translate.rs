@@ -401,6 +401,9 @@ fn endpoints_of(service_port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<En
                 terminating: conditions.terminating.unwrap_or(false),
                 zone: endpoint.zone.clone(),
                 weight: 1,
+                // EndpointSlices carry no readiness time; the Kubernetes source will take it
+                // from the Pod's Ready condition. Until then: first seen routable.
+                ready_since: None,
             };
             by_addr
                 .entry(spec.addr)

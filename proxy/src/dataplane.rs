@@ -20,7 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_balancer::{InFlightGuard, PickReason, PickRequest};
+use weir_balancer::{InFlightGuard, Nanos, PickReason, PickRequest};
 
 /// Annotation defaults of DESIGN §4 (`connect-timeout`, `read-timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -143,12 +143,19 @@ impl ProxyHttp for WeirProxy {
         let request = PickRequest {
             tried: &ctx.tried,
             key_hash: 0,
+            now: Nanos::now(),
         };
         let mut pick = target.pool.pick(&request, &mut rng);
         if pick.endpoint.is_none() && !ctx.tried.is_empty() {
             // Pingora retries a request whose pooled connection turned out stale; with
             // every endpoint tried, the same one over a fresh connection is the right call.
-            pick = target.pool.pick(&PickRequest::default(), &mut rng);
+            pick = target.pool.pick(
+                &PickRequest {
+                    now: request.now,
+                    ..PickRequest::default()
+                },
+                &mut rng,
+            );
             pick.reason = PickReason::Retry;
         }
         ctx.reason = Some(pick.reason);

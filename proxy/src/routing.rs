@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use weir_balancer::{EndpointRegistry, Pool, PoolConfig};
+use weir_balancer::{EndpointRegistry, Nanos, Pool, PoolConfig};
 use weir_discovery::{BackendKey, RouteSnapshot, RoutingSnapshot};
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
@@ -97,7 +97,7 @@ impl LiveRouting {
             let pool = pools
                 .entry(key.clone())
                 .or_insert_with(|| Arc::new(Pool::new(PoolConfig::default())));
-            pool.update(&backend.endpoints, &self.registry);
+            pool.update(&backend.endpoints, &self.registry, Nanos::now());
         }
         pools.retain(|key, _| snapshot.backends.contains_key(key));
 
