@@ -5,6 +5,7 @@
 //! `(in_flight + 1) / weight`, compared by cross-multiplying integers. Must not: filter
 //! candidates (the pool decides who is eligible) or allocate.
 
+use crate::clock::Nanos;
 use crate::endpoint::EndpointState;
 use rand::Rng;
 use std::cmp::Ordering;
@@ -47,6 +48,53 @@ pub fn power_of_two<'a, R: Rng + ?Sized>(
             })
         }
     }
+}
+
+/// Peak EWMA (DESIGN §4.3): two distinct random candidates, the lower
+/// `latency x (in_flight + 1) / weight` wins. An endpoint without a latency sample yet is
+/// valued at the median of the measured candidates (computed only when such an endpoint is
+/// drawn), so a new endpoint is neither flooded nor starved.
+pub fn peak_ewma<'a, R: Rng + ?Sized>(
+    candidates: &'a [Arc<EndpointState>],
+    weight_of: &impl WeightOf,
+    now: Nanos,
+    rng: &mut R,
+) -> Option<&'a Arc<EndpointState>> {
+    let n = candidates.len();
+    if n < 2 {
+        return candidates.first();
+    }
+    let a = rng.random_range(0..n);
+    let mut b = rng.random_range(0..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    let (ea, eb) = (&candidates[a], &candidates[b]);
+    let (la, lb) = (ea.latency_estimate(now), eb.latency_estimate(now));
+    let median = if la.is_none() || lb.is_none() {
+        median_latency(candidates, now)
+    } else {
+        0.0
+    };
+    let cost = |e: &EndpointState, latency: Option<f64>| {
+        latency.unwrap_or(median) * (e.in_flight() + 1) as f64 / weight_of(e) as f64
+    };
+    Some(if cost(eb, lb) < cost(ea, la) { eb } else { ea })
+}
+
+/// Median latency estimate of the measured candidates (1.0 when none is measured, which
+/// makes the cost plain in-flight per weight).
+fn median_latency(candidates: &[Arc<EndpointState>], now: Nanos) -> f64 {
+    let mut measured: Vec<f64> = candidates
+        .iter()
+        .filter_map(|e| e.latency_estimate(now))
+        .collect();
+    if measured.is_empty() {
+        return 1.0;
+    }
+    let mid = measured.len() / 2;
+    let (_, median, _) = measured.select_nth_unstable_by(mid, f64::total_cmp);
+    *median
 }
 
 /// Least connections: a full scan for the least loaded; among equals, the first at or

@@ -6,6 +6,10 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Decay time of the peak-EWMA latency estimate (Finagle's and Linkerd's 10 s).
+pub const LATENCY_DECAY: Duration = Duration::from_secs(10);
 
 /// An endpoint as the source of truth describes it (EndpointSlice entry x port).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -66,6 +70,10 @@ pub struct EndpointState {
     requests: AtomicU64,
     /// Start of slow start, in [`Nanos`].
     ready_since: AtomicU64,
+    /// Peak-EWMA latency estimate (f64 nanoseconds as bits) and when it was last updated
+    /// (0 = never measured).
+    latency_ewma: AtomicU64,
+    latency_stamp: AtomicU64,
     pub(crate) outlier: crate::outlier::OutlierState,
 }
 
@@ -79,6 +87,8 @@ impl EndpointState {
             weight: AtomicU32::new(1),
             requests: AtomicU64::new(0),
             ready_since: AtomicU64::new(now.0),
+            latency_ewma: AtomicU64::new(0),
+            latency_stamp: AtomicU64::new(0),
             outlier: Default::default(),
         };
         state.apply(spec, now);
@@ -101,6 +111,43 @@ impl EndpointState {
     /// When slow start began for this endpoint.
     pub fn ready_since(&self) -> Nanos {
         Nanos(self.ready_since.load(Ordering::Relaxed))
+    }
+
+    /// Records the time to response headers of one request (peak EWMA, DESIGN §4.3): a
+    /// sample above the decayed estimate replaces it at once (peak), otherwise
+    /// `estimate = estimate x w + sample x (1 - w)` with `w = e^(-dt/decay)`. Concurrent updates may lose one sample (a benign
+    /// race on an estimate; the pick path never locks).
+    pub fn observe_latency(&self, latency: Duration, now: Nanos) {
+        let sample = latency.as_nanos() as f64;
+        let stamp = self.latency_stamp.load(Ordering::Relaxed);
+        let next = if stamp == 0 {
+            sample
+        } else {
+            let decayed = self.decayed_latency(now, stamp);
+            if sample > decayed {
+                sample
+            } else {
+                // `decayed` is already `estimate x w`: the EWMA step adds the new sample's part.
+                let w =
+                    (-(now.since(Nanos(stamp)).as_secs_f64()) / LATENCY_DECAY.as_secs_f64()).exp();
+                decayed + sample * (1.0 - w)
+            }
+        };
+        self.latency_ewma.store(next.to_bits(), Ordering::Relaxed);
+        self.latency_stamp.store(now.0.max(1), Ordering::Relaxed);
+    }
+
+    /// The peak-EWMA latency estimate at `now` in nanoseconds, decayed since its last
+    /// update; `None` before the first sample.
+    pub fn latency_estimate(&self, now: Nanos) -> Option<f64> {
+        let stamp = self.latency_stamp.load(Ordering::Relaxed);
+        (stamp != 0).then(|| self.decayed_latency(now, stamp))
+    }
+
+    fn decayed_latency(&self, now: Nanos, stamp: u64) -> f64 {
+        let value = f64::from_bits(self.latency_ewma.load(Ordering::Relaxed));
+        let elapsed = now.since(Nanos(stamp)).as_secs_f64();
+        value * (-elapsed / LATENCY_DECAY.as_secs_f64()).exp()
     }
 
     /// Until when the endpoint is ejected (`None` when it is not at `now`).
@@ -194,6 +241,31 @@ mod tests {
         drop(g2);
         assert_eq!(ep.in_flight(), 0);
         assert_eq!(ep.requests_total(), 2);
+    }
+
+    #[test]
+    fn peak_ewma_takes_peaks_at_once_and_decays() {
+        let ep = EndpointState::new(&EndpointSpec::ready(addr(1)), Nanos::ZERO);
+        let t = Nanos::from_secs(100);
+        assert_eq!(ep.latency_estimate(t), None);
+        ep.observe_latency(Duration::from_millis(10), t);
+        assert_eq!(ep.latency_estimate(t), Some(10e6));
+        // A peak replaces the estimate at once.
+        ep.observe_latency(Duration::from_millis(500), t);
+        assert_eq!(ep.latency_estimate(t), Some(500e6));
+        // Decay: one decay time later the estimate is e^-1 of it.
+        let later = t.after(LATENCY_DECAY);
+        let decayed = ep.latency_estimate(later).unwrap_or(0.0);
+        assert!(
+            (decayed - 500e6 / std::f64::consts::E).abs() < 1.0,
+            "{decayed}"
+        );
+        // A low sample is blended in with weight 1 - e^-1.
+        ep.observe_latency(Duration::from_millis(10), later);
+        let w = (-1.0f64).exp();
+        let expected = 500e6 * w + 10e6 * (1.0 - w);
+        let got = ep.latency_estimate(later).unwrap_or(0.0);
+        assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
     }
 
     #[test]

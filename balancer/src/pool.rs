@@ -14,7 +14,9 @@
 //! routable endpoints would remain (panic: ejection is ignored). The fast path (nothing
 //! ejected, first attempt) neither allocates nor locks.
 
-use crate::algorithms::{least_loaded, power_of_two, random_weighted, SmoothWeights, WeightOf};
+use crate::algorithms::{
+    least_loaded, peak_ewma, power_of_two, random_weighted, SmoothWeights, WeightOf,
+};
 use crate::clock::Nanos;
 use crate::endpoint::{EndpointSpec, EndpointState};
 use crate::outlier::{Outcome, OutlierConfig, SlowStart, RETRY_AFTER_WEIGHT};
@@ -43,6 +45,8 @@ pub enum Algorithm {
     RoundRobin,
     /// Weighted random.
     Random,
+    /// Power of two choices on peak-EWMA latency x (in-flight + 1).
+    PeakEwma,
     /// Skipper-compatible consistent hash ring, optionally with bounded load
     /// ([`PoolConfig::hash_balance_factor`]).
     ConsistentHash,
@@ -55,6 +59,7 @@ impl Algorithm {
             Algorithm::LeastConnections => "least-connections",
             Algorithm::RoundRobin => "round-robin",
             Algorithm::Random => "random",
+            Algorithm::PeakEwma => "peak-ewma",
             Algorithm::ConsistentHash => "consistent-hash",
         }
     }
@@ -69,12 +74,13 @@ impl FromStr for Algorithm {
             Algorithm::LeastConnections,
             Algorithm::RoundRobin,
             Algorithm::Random,
+            Algorithm::PeakEwma,
             Algorithm::ConsistentHash,
         ]
         .into_iter()
         .find(|a| a.name() == s)
         .ok_or_else(|| {
-            format!("{s:?} is not one of least-request, least-connections, round-robin, random, consistent-hash")
+            format!("{s:?} is not one of least-request, least-connections, round-robin, random, peak-ewma, consistent-hash")
         })
     }
 }
@@ -289,6 +295,7 @@ impl Pool {
                 tried,
                 PickReason::DrainingFallback,
                 &weight_of,
+                now,
                 rng,
             );
         }
@@ -319,7 +326,7 @@ impl Pool {
             return self.pick_hashed(&members, request, panic, first);
         }
         if !tried.is_empty() {
-            return self.pick_among(candidates, tried, PickReason::Retry, &weight_of, rng);
+            return self.pick_among(candidates, tried, PickReason::Retry, &weight_of, now, rng);
         }
         let whole_set = available.is_none();
         let endpoint = match self.config.algorithm {
@@ -327,7 +334,7 @@ impl Pool {
             Algorithm::Random if members.uniform && !self.dynamic_weights(now) => {
                 candidates.get(rng.random_range(0..candidates.len()))
             }
-            _ => self.choose(candidates, &weight_of, rng),
+            _ => self.choose(candidates, &weight_of, now, rng),
         };
         match endpoint {
             Some(e) => Pick {
@@ -471,6 +478,7 @@ impl Pool {
         tried: &[SocketAddr],
         reason: PickReason,
         weight_of: &impl WeightOf,
+        now: Nanos,
         rng: &mut R,
     ) -> Pick {
         let eligible: Vec<Arc<EndpointState>> = candidates
@@ -483,7 +491,7 @@ impl Pool {
                 let n = eligible.len();
                 (n > 0).then(|| &eligible[self.cursor.fetch_add(1, Ordering::Relaxed) % n])
             }
-            _ => self.choose(&eligible, weight_of, rng),
+            _ => self.choose(&eligible, weight_of, now, rng),
         };
         match endpoint {
             Some(e) => Pick {
@@ -498,10 +506,12 @@ impl Pool {
         &self,
         candidates: &'a [Arc<EndpointState>],
         weight_of: &impl WeightOf,
+        now: Nanos,
         rng: &mut R,
     ) -> Option<&'a Arc<EndpointState>> {
         match self.config.algorithm {
             Algorithm::LeastRequest => power_of_two(candidates, weight_of, rng),
+            Algorithm::PeakEwma => peak_ewma(candidates, weight_of, now, rng),
             Algorithm::LeastConnections => least_loaded(
                 candidates,
                 weight_of,
@@ -550,6 +560,7 @@ mod tests {
             Algorithm::LeastConnections,
             Algorithm::RoundRobin,
             Algorithm::Random,
+            Algorithm::PeakEwma,
             Algorithm::ConsistentHash,
         ] {
             let (pool, _reg) = pool_of(algorithm, &ready(1..=3));

@@ -369,3 +369,57 @@ fn consistent_hash_retries_walk_on_along_the_ring() {
         .expect("endpoint");
     assert_eq!(again.addr(), tried[1]);
 }
+
+#[test]
+fn peak_ewma_prefers_fast_endpoints_until_they_queue() {
+    let (pool, eps) = pool_with(Algorithm::PeakEwma, &[1, 1]);
+    let now = Nanos::from_secs(100);
+    eps[0].observe_latency(std::time::Duration::from_millis(10), now);
+    eps[1].observe_latency(std::time::Duration::from_millis(30), now);
+    let pick = |seed| {
+        pool.pick(
+            &PickRequest {
+                now,
+                ..PickRequest::default()
+            },
+            &mut SmallRng::seed_from_u64(seed),
+        )
+        .endpoint
+        .expect("endpoint")
+        .addr()
+    };
+    assert_eq!(pick(1), eps[0].addr(), "10 ms x 1 beats 30 ms x 1");
+    let _queue = hold(&eps[0], 3);
+    assert_eq!(pick(2), eps[1].addr(), "10 ms x 4 loses to 30 ms x 1");
+}
+
+#[test]
+fn peak_ewma_values_unmeasured_endpoints_at_the_median() {
+    // A = 10 ms, B = 20 ms, C = 30 ms, U unmeasured (= median 20 ms). Over the six equally
+    // likely pairs: A wins 3, B wins B-C and half of B-U, U wins U-C and half of B-U, C none.
+    let (pool, eps) = pool_with(Algorithm::PeakEwma, &[1, 1, 1, 1]);
+    let now = Nanos::from_secs(100);
+    for (ep, ms) in eps.iter().zip([10u64, 20, 30]) {
+        ep.observe_latency(std::time::Duration::from_millis(ms), now);
+    }
+    let mut rng = SmallRng::seed_from_u64(15);
+    let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
+    for _ in 0..PICKS {
+        let ep = pool
+            .pick(
+                &PickRequest {
+                    now,
+                    ..PickRequest::default()
+                },
+                &mut rng,
+            )
+            .endpoint
+            .expect("endpoint");
+        *counts.entry(ep.addr()).or_default() += 1;
+    }
+    let share: Vec<f64> = eps
+        .iter()
+        .map(|e| *counts.get(&e.addr()).unwrap_or(&0) as f64 / PICKS as f64)
+        .collect();
+    assert_shares(&share, &[0.5, 0.25, 0.0, 0.25], 1.0, "A, B, C, unmeasured");
+}
