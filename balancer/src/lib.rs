@@ -12,6 +12,7 @@
 mod algorithms;
 pub mod clock;
 mod endpoint;
+pub mod fade;
 pub mod outlier;
 mod pool;
 mod registry;

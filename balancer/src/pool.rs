@@ -19,9 +19,9 @@ use crate::algorithms::{
 };
 use crate::clock::Nanos;
 use crate::endpoint::{EndpointSpec, EndpointState};
+use crate::fade::FadeRings;
 use crate::outlier::{Outcome, OutlierConfig, SlowStart, RETRY_AFTER_WEIGHT};
 use crate::registry::EndpointRegistry;
-use crate::ring::HashRing;
 use crate::InFlightGuard;
 use arc_swap::ArcSwap;
 use rand::Rng;
@@ -94,6 +94,9 @@ pub enum PickReason {
     /// Consistent hash with bounded load: the key's endpoint was over its share, so the
     /// walk went on along the ring.
     BoundedLoadSpill,
+    /// Consistent hash with fade-in: an older ring was used because newer endpoints are
+    /// still warming.
+    FadeInRing,
     /// A retry: chosen among endpoints not yet tried by this request.
     Retry,
     /// Too many endpoints are ejected (fewer than half would remain): ejection is ignored.
@@ -109,6 +112,7 @@ impl PickReason {
         match self {
             PickReason::Primary => "primary",
             PickReason::BoundedLoadSpill => "bounded_load_spill",
+            PickReason::FadeInRing => "fade_in_ring",
             PickReason::Retry => "retry",
             PickReason::Panic => "panic",
             PickReason::DrainingFallback => "draining_fallback",
@@ -168,8 +172,9 @@ struct Members {
     draining: Vec<Arc<EndpointState>>,
     /// Smooth round-robin state over `routable`; new members start a new cycle.
     smooth: SmoothWeights,
-    /// Ring over `routable` (consistent hash only; empty otherwise).
-    ring: HashRing,
+    /// Rings over `routable` (consistent hash only; empty otherwise): one, or with slow
+    /// start the N-ring fade-in set.
+    rings: FadeRings,
     /// Every routable endpoint has the same weight: weighted choices reduce to uniform ones.
     uniform: bool,
 }
@@ -252,18 +257,17 @@ impl Pool {
         routable.sort_by_key(|e| e.addr());
         draining.sort_by_key(|e| e.addr());
         let smooth = SmoothWeights::new(routable.len());
-        let ring = if self.config.algorithm == Algorithm::ConsistentHash {
-            let addrs: Vec<SocketAddr> = routable.iter().map(|e| e.addr()).collect();
-            HashRing::new(&addrs)
+        let rings = if self.config.algorithm == Algorithm::ConsistentHash {
+            FadeRings::build(&routable, self.config.slow_start.map(|s| s.window), now)
         } else {
-            HashRing::default()
+            FadeRings::default()
         };
         let uniform = routable.windows(2).all(|w| w[0].weight() == w[1].weight());
         self.members.store(Arc::new(Members {
             routable,
             draining,
             smooth,
-            ring,
+            rings,
             uniform,
         }));
     }
@@ -323,7 +327,7 @@ impl Pool {
         };
 
         if self.config.algorithm == Algorithm::ConsistentHash {
-            return self.pick_hashed(&members, request, panic, first);
+            return self.pick_hashed(&members, request, panic, first, rng);
         }
         if !tried.is_empty() {
             return self.pick_among(candidates, tried, PickReason::Retry, &weight_of, now, rng);
@@ -403,23 +407,32 @@ impl Pool {
         Some(until)
     }
 
-    /// Consistent hash: the key's endpoint, or with bounded load the first endpoint along
+    /// Consistent hash (on the ring N-ring fade-in chooses): the key's endpoint, or with
+    /// bounded load the first endpoint along
     /// the ring whose in-flight count is at most `factor x (1 + pool in-flight) / n`
     /// (Skipper's average, counting this request); after [`BOUNDED_WALK`] endpoints over
     /// target, the least loaded of them. Retries walk on from the key's endpoint, so they
     /// keep locality.
-    fn pick_hashed(
+    fn pick_hashed<R: Rng + ?Sized>(
         &self,
         members: &Members,
         request: &PickRequest<'_>,
         panic: bool,
         first: PickReason,
+        rng: &mut R,
     ) -> Pick {
-        let start = members.ring.position(request.key_hash);
         let now = request.now;
-        let mut walk = members
-            .ring
-            .walk(start)
+        let Some((ring, newest)) = members.rings.choose(now, rng) else {
+            return Pick::none();
+        };
+        // Steered to an older ring because newer endpoints are still warming.
+        let first = if newest {
+            first
+        } else {
+            PickReason::FadeInRing
+        };
+        let mut walk = ring
+            .walk_from(request.key_hash)
             .map(|i| &members.routable[i])
             .filter(|e| !request.tried.contains(&e.addr()))
             .filter(|e| panic || e.ejected_until(now).is_none());
@@ -428,11 +441,7 @@ impl Pool {
             return match walk.next() {
                 Some(e) => Pick {
                     endpoint: Some(Arc::clone(e)),
-                    reason: if retry {
-                        PickReason::Retry
-                    } else {
-                        PickReason::Primary
-                    },
+                    reason: if retry { PickReason::Retry } else { first },
                 },
                 None => Pick::none(),
             };
