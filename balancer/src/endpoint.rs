@@ -75,6 +75,8 @@ pub struct EndpointState {
     latency_ewma: AtomicU64,
     latency_stamp: AtomicU64,
     pub(crate) outlier: crate::outlier::OutlierState,
+    /// Topology zone, as first reported.
+    zone: Option<Box<str>>,
 }
 
 impl EndpointState {
@@ -90,6 +92,7 @@ impl EndpointState {
             latency_ewma: AtomicU64::new(0),
             latency_stamp: AtomicU64::new(0),
             outlier: Default::default(),
+            zone: spec.zone.as_deref().map(Box::from),
         };
         state.apply(spec, now);
         state
@@ -106,6 +109,11 @@ impl EndpointState {
         } else if spec.is_routable() && !was_routable {
             self.ready_since.store(now.0, Ordering::Relaxed);
         }
+    }
+
+    /// The endpoint's topology zone.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
     }
 
     /// When slow start began for this endpoint.

@@ -17,6 +17,7 @@ pub mod outlier;
 mod pool;
 mod registry;
 pub mod ring;
+pub mod zone;
 
 pub use clock::Nanos;
 pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};

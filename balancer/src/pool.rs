@@ -22,6 +22,7 @@ use crate::endpoint::{EndpointSpec, EndpointState};
 use crate::fade::FadeRings;
 use crate::outlier::{Outcome, OutlierConfig, SlowStart, RETRY_AFTER_WEIGHT};
 use crate::registry::EndpointRegistry;
+use crate::zone::ZonePlan;
 use crate::InFlightGuard;
 use arc_swap::ArcSwap;
 use rand::Rng;
@@ -101,6 +102,8 @@ pub enum PickReason {
     Retry,
     /// Too many endpoints are ejected (fewer than half would remain): ejection is ignored.
     Panic,
+    /// Zone-aware routing sent the request out of the local zone (its share was used up).
+    ZoneSpill,
     /// No routable endpoint exists; a draining (`serving && terminating`) one was used.
     DrainingFallback,
     /// Nothing could be picked.
@@ -115,6 +118,7 @@ impl PickReason {
             PickReason::FadeInRing => "fade_in_ring",
             PickReason::Retry => "retry",
             PickReason::Panic => "panic",
+            PickReason::ZoneSpill => "zone_spill",
             PickReason::DrainingFallback => "draining_fallback",
             PickReason::NoneAvailable => "none_available",
         }
@@ -147,6 +151,8 @@ pub struct PoolConfig {
     /// Weight ramp for new endpoints (weighted algorithms; not consistent hash).
     pub slow_start: Option<SlowStart>,
     pub outlier: OutlierConfig,
+    /// Prefer the proxy's own zone (needs the pool built with [`Pool::in_zone`]).
+    pub zone_aware: bool,
 }
 
 /// Ring walk cap for bounded load: after this many distinct endpoints over target, the
@@ -177,11 +183,15 @@ struct Members {
     rings: FadeRings,
     /// Every routable endpoint has the same weight: weighted choices reduce to uniform ones.
     uniform: bool,
+    /// Zone-aware routing plan (when it applies).
+    zones: Option<ZonePlan>,
 }
 
 #[derive(Debug)]
 pub struct Pool {
     config: PoolConfig,
+    /// This proxy's zone (`--zone`).
+    local_zone: Option<Box<str>>,
     members: ArcSwap<Members>,
     /// Requests in flight through this pool (the bounded-load average, in O(1)).
     in_flight: Arc<AtomicU64>,
@@ -196,8 +206,14 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(config: PoolConfig) -> Self {
+        Self::in_zone(config, None)
+    }
+
+    /// A pool of a proxy running in `local_zone` (for zone-aware routing).
+    pub fn in_zone(config: PoolConfig, local_zone: Option<&str>) -> Self {
         Pool {
             config,
+            local_zone: local_zone.map(Box::from),
             members: ArcSwap::from_pointee(Members::default()),
             in_flight: Arc::new(AtomicU64::new(0)),
             cursor: AtomicUsize::new(0),
@@ -263,12 +279,19 @@ impl Pool {
             FadeRings::default()
         };
         let uniform = routable.windows(2).all(|w| w[0].weight() == w[1].weight());
+        let zones = match (&self.local_zone, self.config.zone_aware) {
+            (Some(zone), true) if self.config.algorithm != Algorithm::ConsistentHash => {
+                ZonePlan::build(&routable, zone)
+            }
+            _ => None,
+        };
         self.members.store(Arc::new(Members {
             routable,
             draining,
             smooth,
             rings,
             uniform,
+            zones,
         }));
     }
 
@@ -306,7 +329,8 @@ impl Pool {
         // Outliers: only looked at while some member may be ejected.
         let mut panic = false;
         let mut available: Option<Vec<Arc<EndpointState>>> = None;
-        if self.ejection_horizon.load(Ordering::Relaxed) > now.0 {
+        let ejecting = self.ejection_horizon.load(Ordering::Relaxed) > now.0;
+        if ejecting {
             let routable = &members.routable;
             let left: Vec<_> = routable
                 .iter()
@@ -332,7 +356,30 @@ impl Pool {
         if !tried.is_empty() {
             return self.pick_among(candidates, tried, PickReason::Retry, &weight_of, now, rng);
         }
-        let whole_set = available.is_none();
+        // Zones: pick the zone first, then the algorithm within it (not in panic). The
+        // zone's member list is used as is unless endpoints are ejected right now.
+        let mut first = first;
+        let mut zone_slice: Option<&[Arc<EndpointState>]> = None;
+        let mut zone_usable: Option<Vec<Arc<EndpointState>>> = None;
+        if let (Some(plan), false) = (&members.zones, panic) {
+            let (zone, spilled) = plan.choose(rng);
+            if spilled {
+                first = PickReason::ZoneSpill;
+            }
+            if ejecting {
+                let usable: Vec<_> = zone
+                    .iter()
+                    .filter(|e| e.ejected_until(now).is_none())
+                    .cloned()
+                    .collect();
+                zone_usable = (!usable.is_empty()).then_some(usable);
+            } else if !zone.is_empty() {
+                zone_slice = Some(zone);
+            }
+        }
+        let whole_set = available.is_none() && zone_slice.is_none() && zone_usable.is_none();
+        let candidates: &[Arc<EndpointState>] =
+            zone_usable.as_deref().or(zone_slice).unwrap_or(candidates);
         let endpoint = match self.config.algorithm {
             Algorithm::RoundRobin if whole_set => members.smooth.next(candidates, &weight_of),
             Algorithm::Random if members.uniform && !self.dynamic_weights(now) => {
