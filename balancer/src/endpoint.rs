@@ -77,6 +77,7 @@ pub struct EndpointState {
     pub(crate) outlier: crate::outlier::OutlierState,
     /// Topology zone, as first reported.
     zone: Option<Box<str>>,
+    pub(crate) occupancy: crate::occupancy::Occupancy,
 }
 
 impl EndpointState {
@@ -93,6 +94,7 @@ impl EndpointState {
             latency_stamp: AtomicU64::new(0),
             outlier: Default::default(),
             zone: spec.zone.as_deref().map(Box::from),
+            occupancy: Default::default(),
         };
         state.apply(spec, now);
         state
@@ -109,6 +111,11 @@ impl EndpointState {
         } else if spec.is_routable() && !was_routable {
             self.ready_since.store(now.0, Ordering::Relaxed);
         }
+    }
+
+    /// Seconds of work per second over the last 150 ms (see [`crate::occupancy`]).
+    pub fn occupancy(&self, now: Nanos) -> f64 {
+        self.occupancy.value(now)
     }
 
     /// The endpoint's topology zone.

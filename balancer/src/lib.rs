@@ -13,6 +13,7 @@ mod algorithms;
 pub mod clock;
 mod endpoint;
 pub mod fade;
+pub mod occupancy;
 pub mod outlier;
 mod pool;
 mod registry;
@@ -22,5 +23,7 @@ pub mod zone;
 pub use clock::Nanos;
 pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};
 pub use outlier::{Outcome, OutlierConfig, SlowStart};
-pub use pool::{Algorithm, Pick, PickReason, PickRequest, Pool, PoolConfig, BOUNDED_WALK};
+pub use pool::{
+    Algorithm, LoadSignal, Pick, PickReason, PickRequest, Pool, PoolConfig, BOUNDED_WALK,
+};
 pub use registry::EndpointRegistry;

@@ -153,6 +153,20 @@ pub struct PoolConfig {
     pub outlier: OutlierConfig,
     /// Prefer the proxy's own zone (needs the pool built with [`Pool::in_zone`]).
     pub zone_aware: bool,
+    /// What bounded load measures (`weir.dev/hash-load-signal`).
+    pub hash_load_signal: LoadSignal,
+}
+
+/// The load bounded load compares (DESIGN §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadSignal {
+    /// Requests in flight.
+    #[default]
+    InFlight,
+    /// Seconds of work per second over 150 ms, max'd with requests in flight: also sees
+    /// load that comes and goes between two picks (short requests at high rates).
+    Occupancy,
 }
 
 /// Ring walk cap for bounded load: after this many distinct endpoints over target, the
@@ -195,6 +209,8 @@ pub struct Pool {
     members: ArcSwap<Members>,
     /// Requests in flight through this pool (the bounded-load average, in O(1)).
     in_flight: Arc<AtomicU64>,
+    /// The pool's total occupancy (bounded load on occupancy only).
+    occupancy: crate::occupancy::Occupancy,
     /// Rotates ties (least-connections) and retries (round-robin).
     cursor: AtomicUsize,
     /// Latest ejection end of any member: while `now` is before it, picks check ejections.
@@ -216,6 +232,7 @@ impl Pool {
             local_zone: local_zone.map(Box::from),
             members: ArcSwap::from_pointee(Members::default()),
             in_flight: Arc::new(AtomicU64::new(0)),
+            occupancy: Default::default(),
             cursor: AtomicUsize::new(0),
             ejection_horizon: AtomicU64::new(0),
             penalty_horizon: AtomicU64::new(0),
@@ -417,6 +434,21 @@ impl Pool {
         self.config.slow_start.is_some() || self.penalty_horizon.load(Ordering::Relaxed) > now.0
     }
 
+    /// Records how long one request kept `endpoint` busy (time to response headers): its
+    /// peak-EWMA latency and, for bounded load on occupancy, its and the pool's occupancy.
+    pub fn observe_latency(
+        &self,
+        endpoint: &EndpointState,
+        latency: std::time::Duration,
+        now: Nanos,
+    ) {
+        endpoint.observe_latency(latency, now);
+        if self.config.hash_load_signal == LoadSignal::Occupancy && self.counts_total() {
+            endpoint.occupancy.add(latency, now);
+            self.occupancy.add(latency, now);
+        }
+    }
+
     /// Feeds the outcome of one attempt on `endpoint` back: clears or counts failures and
     /// ejects per [`OutlierConfig`] and max-ejection-percent. Returns the ejection end when
     /// this outcome ejected the endpoint.
@@ -494,10 +526,24 @@ impl Pool {
             };
         };
         let n = members.routable.len() as f64;
-        let target = factor * (1.0 + self.in_flight() as f64) / n;
+        let occupancy = self.config.hash_load_signal == LoadSignal::Occupancy;
+        let load = |e: &EndpointState| {
+            let in_flight = e.in_flight() as f64;
+            if occupancy {
+                in_flight.max(e.occupancy(now))
+            } else {
+                in_flight
+            }
+        };
+        let pool_load = if occupancy {
+            (self.in_flight() as f64).max(self.occupancy.value(now))
+        } else {
+            self.in_flight() as f64
+        };
+        let target = factor * (1.0 + pool_load) / n;
         let mut least: Option<&Arc<EndpointState>> = None;
         for (step, endpoint) in walk.take(BOUNDED_WALK).enumerate() {
-            if endpoint.in_flight() as f64 <= target {
+            if load(endpoint) <= target {
                 let reason = match (retry, step) {
                     (true, _) => PickReason::Retry,
                     (false, 0) => first,
@@ -508,7 +554,7 @@ impl Pool {
                     reason,
                 };
             }
-            if least.is_none_or(|l| endpoint.in_flight() < l.in_flight()) {
+            if least.is_none_or(|l| load(endpoint) < load(l)) {
                 least = Some(endpoint);
             }
         }

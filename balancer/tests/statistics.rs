@@ -423,3 +423,41 @@ fn peak_ewma_values_unmeasured_endpoints_at_the_median() {
         .collect();
     assert_shares(&share, &[0.5, 0.25, 0.0, 0.25], 1.0, "A, B, C, unmeasured");
 }
+
+#[test]
+fn bounded_load_on_occupancy_sees_short_requests_that_in_flight_misses() {
+    // The key's owner just served 100 requests of 10 ms each: nothing in flight, but
+    // 100 x 10 ms / 150 ms = 6.7 seconds of work per second. On in-flight it still looks
+    // idle; on occupancy it is over 1.25 x the average and the key spills.
+    for (signal, expected) in [
+        (weir_balancer::LoadSignal::InFlight, PickReason::Primary),
+        (
+            weir_balancer::LoadSignal::Occupancy,
+            PickReason::BoundedLoadSpill,
+        ),
+    ] {
+        let registry = EndpointRegistry::new();
+        let specs: Vec<_> = (1..=10).map(|i| EndpointSpec::ready(addr(i))).collect();
+        let pool = Pool::new(PoolConfig {
+            algorithm: Algorithm::ConsistentHash,
+            hash_balance_factor: Some(1.25),
+            hash_load_signal: signal,
+            ..PoolConfig::default()
+        });
+        pool.update(&specs, &registry, Nanos::ZERO);
+        let now = Nanos::from_secs(100);
+        let key = key_hash(b"busy-key");
+        let request = PickRequest {
+            tried: &[],
+            key_hash: key,
+            now,
+        };
+        let mut rng = SmallRng::seed_from_u64(16);
+        let owner = pool.pick(&request, &mut rng).endpoint.expect("owner");
+        for _ in 0..100 {
+            pool.observe_latency(&owner, std::time::Duration::from_millis(10), now);
+        }
+        let pick = pool.pick(&request, &mut rng);
+        assert_eq!(pick.reason, expected, "{signal:?}");
+    }
+}

@@ -418,7 +418,7 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                     pool.record(guard.endpoint(), outcome, nanos(now));
                     if !request.failed {
                         let rtt = std::time::Duration::from_secs_f64(now - request.arrived);
-                        guard.endpoint().observe_latency(rtt, nanos(now));
+                        pool.observe_latency(guard.endpoint(), rtt, nanos(now));
                     }
                 }
                 drop(guard);

@@ -6,7 +6,7 @@ use crate::plot::{line_chart, Series};
 use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
-use weir_balancer::{Algorithm, OutlierConfig, PoolConfig, SlowStart};
+use weir_balancer::{Algorithm, LoadSignal, OutlierConfig, PoolConfig, SlowStart};
 
 fn weir(algorithm: Algorithm) -> Policy {
     Policy::Weir(PoolConfig {
@@ -213,9 +213,16 @@ pub fn zipf_bounded(_out: &Path) -> Result<String, String> {
             ..PoolConfig::default()
         })
     };
+    let occupancy = Policy::Weir(PoolConfig {
+        algorithm: Algorithm::ConsistentHash,
+        hash_balance_factor: Some(1.25),
+        hash_load_signal: LoadSignal::Occupancy,
+        ..PoolConfig::default()
+    });
     let policies = [
         ("consistent hash, unbounded", hash(None)),
         ("consistent hash, bounded f = 1.25", hash(Some(1.25))),
+        ("consistent hash, bounded f = 1.25 on occupancy", occupancy),
         ("least-request (no affinity)", weir(Algorithm::LeastRequest)),
     ];
     let mut table = String::from(
