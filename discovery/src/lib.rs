@@ -3,12 +3,13 @@
 //! Owns: the [`RoutingSnapshot`] (an immutable description of every route and backend),
 //! the pure translation from Kubernetes objects to a snapshot ([`translate()`]), the parsing
 //! of YAML manifests into those objects ([`objects`]), and the manifests source that
-//! watches files on disk ([`manifests::ManifestSource`]). The Kubernetes watch source
-//! (a later addition) feeds the same translation.
+//! watches files on disk ([`manifests::ManifestSource`]), and the Kubernetes watch source
+//! ([`kubernetes::run`]) that feeds the same translation.
 //!
 //! Must not: serve traffic, pick endpoints, or keep live per-request state. Translation is
 //! a pure function of its inputs; all I/O lives in the source modules.
 
+pub mod kubernetes;
 pub mod manifests;
 pub mod objects;
 pub mod snapshot;

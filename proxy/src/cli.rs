@@ -24,14 +24,14 @@ pub enum LogFormat {
 pub struct Cli {
     /// Ingress/IngressClass/Service/EndpointSlice/Secret YAML files or directories
     /// (multi-document); reloaded when they change. Repeatable; comma-separated in the
-    /// environment variable.
-    #[arg(
-        long = "manifests",
-        env = "WEIR_MANIFESTS",
-        value_delimiter = ',',
-        required = true
-    )]
+    /// environment variable. Without it, weir watches Kubernetes.
+    #[arg(long = "manifests", env = "WEIR_MANIFESTS", value_delimiter = ',')]
     pub manifests: Vec<PathBuf>,
+
+    /// Kubeconfig for the API server (default: the in-cluster service account, then
+    /// KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "WEIR_KUBECONFIG", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
 
     /// The Ingress class this instance serves.
     #[arg(long, env = "WEIR_INGRESS_CLASS", default_value = "weir")]
@@ -61,7 +61,7 @@ pub struct Cli {
     #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// How long manifest files must be quiet before a change is applied.
+    /// How long manifest files (or Kubernetes objects) must be quiet before a change is applied.
     #[arg(long, env = "WEIR_RELOAD_DEBOUNCE", default_value = "500ms", value_parser = parse_duration)]
     pub reload_debounce: Duration,
 
@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         for args in [
-            vec!["weir"],
+            vec!["weir", "--manifests", "a", "--kubeconfig", "k"],
             vec!["weir", "--manifests", "a", "--shutdown-delay", "soon"],
             vec!["weir", "--manifests", "a", "--http-listen", "nowhere"],
             vec!["weir", "--manifests", "a", "--threads", "0"],

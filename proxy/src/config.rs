@@ -2,7 +2,7 @@
 //! the logging and metrics operators need to see what happened.
 //!
 //! [`ConfigApplier`] is the one place a snapshot is published from; [`ManifestsService`]
-//! is the background task that re-reads manifests when files change. Problems are logged
+//! re-reads manifests when files change and [`KubernetesService`] watches the API server. Problems are logged
 //! once when they appear (not on every reload) and counted in `weir_config_errors_total`.
 
 use crate::metrics::Metrics;
@@ -186,6 +186,85 @@ impl BackgroundService for ManifestsService {
                 }
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+}
+
+/// Watches Kubernetes and applies what it sees (when weir runs without `--manifests`).
+pub struct KubernetesService {
+    kubeconfig: Option<std::path::PathBuf>,
+    namespace: Option<String>,
+    applier: Arc<ConfigApplier>,
+    debounce: Duration,
+}
+
+impl KubernetesService {
+    pub fn new(
+        kubeconfig: Option<std::path::PathBuf>,
+        namespace: Option<String>,
+        applier: Arc<ConfigApplier>,
+        debounce: Duration,
+    ) -> Self {
+        KubernetesService {
+            kubeconfig,
+            namespace,
+            applier,
+            debounce,
+        }
+    }
+
+    async fn client(&self) -> Result<kube::Client, String> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+        };
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for KubernetesService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The client lives on this service's runtime (its workers are spawned here).
+        let client = loop {
+            match self.client().await {
+                Ok(client) => break client,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot configure the Kubernetes client; retrying in 5s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        let applier = Arc::clone(&self.applier);
+        let metrics = applier.metrics.clone();
+        let watch = weir_discovery::kubernetes::run(
+            client,
+            self.namespace.clone(),
+            self.debounce,
+            move |objects| applier.apply(&objects, Vec::new(), &LoadReport::default()),
+            move |error| {
+                tracing::warn!(
+                    kind = "watch",
+                    "{error}; keeping the last good routes and retrying"
+                );
+                metrics
+                    .config_errors_total
+                    .with_label_values(&["watch"])
+                    .inc();
+            },
+        );
+        tokio::select! {
+            _ = watch => tracing::error!("Kubernetes watches ended"),
+            _ = shutdown.changed() => {}
         }
     }
 }

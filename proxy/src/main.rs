@@ -1,6 +1,8 @@
-//! The `weir` binary: wires the command line, the manifests source, the routing state, the
-//! Pingora data path and the admin listener together. No logic of its own beyond startup
-//! order: load config (fail fast on bad input), publish the first snapshot, then serve.
+//! The `weir` binary: wires the command line, the configuration source (manifests or
+//! Kubernetes), the routing state, the Pingora data path and the admin listener together.
+//! No logic of its own beyond startup order: check inputs (fail fast on bad ones), publish
+//! the first snapshot where it is at hand (manifests), then serve; `/readyz` turns 200 once
+//! a snapshot is live.
 
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -14,7 +16,9 @@ use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutd
 
 /// One line on stderr and exit code 2: how weir reports bad input at start.
 fn fail(message: impl std::fmt::Display) -> ! {
-    eprintln!("weir: {message}");
+    // Some parsers add a source excerpt on further lines; the first line states the problem.
+    let text = message.to_string();
+    eprintln!("weir: {}", text.lines().next().unwrap_or("failed"));
     std::process::exit(2)
 }
 
@@ -26,11 +30,42 @@ fn check_bindable(flag: &str, addr: SocketAddr) {
     }
 }
 
+/// Whether `kube::Config::infer` has anything to find: in-cluster variables, `KUBECONFIG`
+/// or `~/.kube/config`.
+fn kubernetes_config_available() -> bool {
+    let home_config = std::env::var_os("HOME")
+        .map(|home| std::path::Path::new(&home).join(".kube/config"))
+        .is_some_and(|p| p.exists());
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some()
+        || home_config
+}
+
 fn main() {
     let cli = cli::parse();
     logging::init(cli.log_format);
 
-    let source = ManifestSource::open(cli.manifests.clone()).unwrap_or_else(|e| fail(e));
+    // kube and Pingora both use rustls: one process-wide crypto provider, installed before
+    // either builds a TLS configuration (DESIGN §8).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Manifests are read now so that bad files stop the start with one clear line.
+    let source = if cli.manifests.is_empty() {
+        match &cli.kubeconfig {
+            Some(path) => {
+                if let Err(e) = kube::config::Kubeconfig::read_from(path) {
+                    fail(format!("--kubeconfig {}: {e}", path.display()));
+                }
+            }
+            None if !kubernetes_config_available() => fail(
+                "no configuration source: give --manifests PATH, or --kubeconfig FILE, or run in a cluster",
+            ),
+            None => {}
+        }
+        None
+    } else {
+        Some(ManifestSource::open(cli.manifests.clone()).unwrap_or_else(|e| fail(e)))
+    };
     check_bindable("--http-listen", cli.http_listen);
     check_bindable("--admin-listen", cli.admin_listen);
 
@@ -44,9 +79,12 @@ fn main() {
             watch_namespace: cli.watch_namespace.clone(),
         },
     ));
-    let manifests =
-        config::ManifestsService::new(source, Arc::clone(&applier), cli.reload_debounce);
-    manifests.reload();
+    let manifests = source.map(|source| {
+        let service =
+            config::ManifestsService::new(source, Arc::clone(&applier), cli.reload_debounce);
+        service.reload();
+        service
+    });
 
     let threads = cli
         .threads
@@ -84,7 +122,22 @@ fn main() {
 
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(background_service("weir manifests", manifests));
+    match manifests {
+        Some(service) => {
+            server.add_service(background_service("weir manifests", service));
+        }
+        None => {
+            server.add_service(background_service(
+                "weir kubernetes",
+                config::KubernetesService::new(
+                    cli.kubeconfig.clone(),
+                    cli.watch_namespace.clone(),
+                    Arc::clone(&applier),
+                    cli.reload_debounce,
+                ),
+            ));
+        }
+    }
 
     tracing::info!(
         http = %cli.http_listen,

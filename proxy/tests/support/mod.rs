@@ -40,22 +40,32 @@ pub struct Weir {
 impl Weir {
     /// Starts weir on `manifests` with free ports and waits for `/readyz`.
     pub fn start(manifests: &Path, extra: &[&str]) -> Weir {
+        let log_dir = manifests.parent().unwrap_or(manifests);
+        let mut args = vec!["--manifests", manifests.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Weir::launch(log_dir, &args)
+    }
+
+    /// Starts weir watching the API server of `kubeconfig` and waits for `/readyz`.
+    pub fn start_kubernetes(kubeconfig: &Path, extra: &[&str]) -> Weir {
+        let log_dir = kubeconfig.parent().unwrap_or(kubeconfig);
+        let mut args = vec!["--kubeconfig", kubeconfig.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Weir::launch(log_dir, &args)
+    }
+
+    fn launch(log_dir: &Path, source_args: &[&str]) -> Weir {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = manifests
-            .parent()
-            .unwrap_or(manifests)
-            .join(format!("weir-{}.log", http.port()));
+        let log = log_dir.join(format!("weir-{}.log", http.port()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let process = ChildGuard::spawn(
             "weir",
             Command::new(env!("CARGO_BIN_EXE_weir"))
-                .arg("--manifests")
-                .arg(manifests)
+                .args(source_args)
                 .args(["--http-listen", &http.to_string()])
                 .args(["--admin-listen", &admin.to_string()])
                 .args(["--threads", "2", "--log-format", "json"])
-                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log_file),
         );
@@ -70,9 +80,13 @@ impl Weir {
             "weir did not listen; log:\n{}",
             weir.log_text()
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while weir.admin_get("/readyz").0 != 200 {
-            assert!(Instant::now() < deadline, "weir never became ready");
+            assert!(
+                Instant::now() < deadline,
+                "weir never became ready; log:\n{}",
+                weir.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         weir

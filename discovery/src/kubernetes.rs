@@ -1,0 +1,155 @@
+//! The Kubernetes source: watches Ingresses, IngressClasses, Services, EndpointSlices and
+//! TLS Secrets with kube-rs reflectors and publishes [`ClusterObjects`] — first once every
+//! kind has finished its initial sync, then after each debounced burst of changes. The
+//! objects go through the same [`crate::translate()`] as manifests.
+//!
+//! Resilience comes from kube-rs's watcher: relist on 410 Gone, re-watch when a stream ends,
+//! exponential backoff on errors. While the API server is unreachable nothing is published,
+//! so the proxy keeps its last good snapshot. Errors are reported through `on_error`,
+//! repeated identical errors once.
+//!
+//! Must not: translate, touch the proxy, or write to the API server (status and events come
+//! with the rest of the Kubernetes issue).
+
+use crate::objects::ClusterObjects;
+use futures::stream::{select_all, BoxStream};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::time::Duration;
+
+/// What happened on one of the watched kinds.
+enum Progress {
+    Changed,
+    Synced(&'static str),
+    Failed(&'static str, String),
+}
+
+fn watch_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    name: &'static str,
+) -> (Store<K>, BoxStream<'static, Progress>)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .map(move |event| match event {
+            Ok(watcher::Event::InitDone) => Progress::Synced(name),
+            Ok(_) => Progress::Changed,
+            Err(e) => Progress::Failed(name, e.to_string()),
+        })
+        .boxed();
+    (reader, stream)
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn snapshot<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<K> {
+    store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// Watches until the watch streams end (they do not, short of the runtime stopping).
+/// `publish` receives every object after the initial sync and after each burst of changes
+/// has been quiet for `debounce` (at most `4 x debounce` of continuous churn).
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    debounce: Duration,
+    mut publish: impl FnMut(ClusterObjects),
+    mut on_error: impl FnMut(String),
+) {
+    let ns = namespace.as_deref();
+    let (ingresses, s1) = watch_kind(
+        api::<Ingress>(&client, ns),
+        watcher::Config::default(),
+        "Ingress",
+    );
+    let (classes, s2) = watch_kind(
+        Api::<IngressClass>::all(client.clone()),
+        watcher::Config::default(),
+        "IngressClass",
+    );
+    let (services, s3) = watch_kind(
+        api::<Service>(&client, ns),
+        watcher::Config::default(),
+        "Service",
+    );
+    let (slices, s4) = watch_kind(
+        api::<EndpointSlice>(&client, ns),
+        watcher::Config::default(),
+        "EndpointSlice",
+    );
+    let (secrets, s5) = watch_kind(
+        api::<Secret>(&client, ns),
+        watcher::Config::default().fields("type=kubernetes.io/tls"),
+        "Secret",
+    );
+    let mut events = select_all([s1, s2, s3, s4, s5]);
+    let mut synced: Vec<&'static str> = Vec::new();
+    let mut last_error: Option<String> = None;
+    let mut dirty_since: Option<tokio::time::Instant> = None;
+    let collect = || ClusterObjects {
+        ingresses: snapshot(&ingresses),
+        ingress_classes: snapshot(&classes),
+        services: snapshot(&services),
+        endpoint_slices: snapshot(&slices),
+        secrets: snapshot(&secrets),
+    };
+    loop {
+        let next = match dirty_since {
+            Some(since) => {
+                let quiet = tokio::time::sleep(debounce);
+                let cap = tokio::time::sleep_until(since + debounce * 4);
+                tokio::select! {
+                    e = events.next() => e,
+                    _ = quiet => { publish(collect()); dirty_since = None; continue; }
+                    _ = cap => { publish(collect()); dirty_since = None; continue; }
+                }
+            }
+            None => events.next().await,
+        };
+        let Some(progress) = next else { return };
+        match progress {
+            Progress::Failed(kind, error) => {
+                let message = format!("watching {kind}s: {error}");
+                if last_error.as_ref() != Some(&message) {
+                    on_error(message.clone());
+                    last_error = Some(message);
+                }
+                continue;
+            }
+            Progress::Synced(kind) => {
+                last_error = None;
+                if !synced.contains(&kind) {
+                    synced.push(kind);
+                    if synced.len() == 5 {
+                        // Ready: publish at once, no debounce.
+                        publish(collect());
+                        continue;
+                    }
+                }
+            }
+            Progress::Changed => last_error = None,
+        }
+        if synced.len() == 5 && dirty_since.is_none() {
+            dirty_since = Some(tokio::time::Instant::now());
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! End to end: the real `weir` binary watching a fake Kubernetes API server (real HTTP,
+//! real list/watch protocol) through the real kube client, routing to real echo upstreams.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{client, service_yaml, Echo, Weir};
+use weir_testsupport::fakeapi::FakeApiServer;
+
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: weir}
+spec: {controller: weir.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app, namespace: demo}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}
+"#;
+
+fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
+}
+
+fn served_by(weir: &Weir, service: &str) -> bool {
+    let (status, body) = weir.get(&client(), "app.example.com", "/");
+    status == 200 && body.contains(&format!("\"service\":\"{service}\""))
+}
+
+#[test]
+fn routes_follow_the_api_server_and_survive_its_outages() {
+    let blue = Echo::start("blue");
+    let green = Echo::start("green");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(INGRESS).expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[blue.addr]))
+        .expect("service");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "200ms"]);
+    assert!(served_by(&weir, "blue"), "routes from the initial list");
+
+    // A deploy: the EndpointSlice moves to green.
+    api.apply_yaml(&service_yaml("demo", "app", &[green.addr]))
+        .expect("update");
+    let took = wait_until(Duration::from_secs(5), || served_by(&weir, "green"))
+        .expect("watch event applied");
+    eprintln!("endpoint change live after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // History compacted and watches dropped: the client gets 410 Gone, relists, and goes on.
+    api.compact();
+    api.drop_watches();
+    api.apply_yaml(&service_yaml("demo", "app", &[blue.addr]))
+        .expect("update");
+    wait_until(Duration::from_secs(15), || served_by(&weir, "blue")).expect("relisted after 410");
+
+    // The API server goes away: the last good routes keep serving and weir stays ready.
+    api.set_down(true);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(served_by(&weir, "blue"));
+    assert_eq!(weir.admin_get("/readyz").0, 200);
+    let watch_errors = weir
+        .metric(r#"weir_config_errors_total{kind="watch"}"#)
+        .unwrap_or(0.0);
+    assert!(
+        watch_errors >= 1.0,
+        "outage not counted: {}",
+        weir.log_text()
+    );
+
+    // Back: changes flow again.
+    api.set_down(false);
+    api.apply_yaml(&service_yaml("demo", "app", &[green.addr]))
+        .expect("update");
+    wait_until(Duration::from_secs(40), || served_by(&weir, "green"))
+        .expect("watching again after the outage");
+
+    // Deleting the Ingress removes the route.
+    assert!(api.delete("Ingress", "demo", "app"));
+    wait_until(Duration::from_secs(5), || {
+        weir.get(&client(), "app.example.com", "/").0 == 404
+    })
+    .expect("route removed");
+}
+
+#[test]
+fn readiness_waits_for_the_initial_sync() {
+    let api = FakeApiServer::start().expect("fake API server");
+    api.set_down(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let http = weir_testsupport::process::free_port();
+    let admin = weir_testsupport::process::free_port();
+    let _weir = weir_testsupport::process::ChildGuard::spawn(
+        "weir",
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["--kubeconfig", kubeconfig.to_str().expect("utf-8")])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .stderr(std::process::Stdio::null()),
+    );
+    let admin_addr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    assert!(weir_testsupport::process::wait_for_listen(
+        admin_addr,
+        Duration::from_secs(15)
+    ));
+    let readyz = || {
+        client()
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(readyz(), 503, "not ready before the first sync");
+    api.set_down(false);
+    wait_until(Duration::from_secs(40), || readyz() == 200)
+        .expect("ready after the API server came up");
+}
