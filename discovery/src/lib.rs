@@ -13,6 +13,7 @@ pub mod kubernetes;
 pub mod manifests;
 pub mod objects;
 pub mod snapshot;
+pub mod status;
 mod translate;
 mod validate;
 

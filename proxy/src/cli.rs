@@ -33,6 +33,19 @@ pub struct Cli {
     #[arg(long, env = "WEIR_KUBECONFIG", conflicts_with = "manifests")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Service whose load-balancer address is written to the status of the Ingresses weir
+    /// serves (Kubernetes mode; one elected replica writes).
+    #[arg(long, env = "WEIR_PUBLISH_SERVICE", value_parser = parse_namespaced_name)]
+    pub publish_service: Option<(String, String)>,
+
+    /// Name of the Lease that elects the replica writing Ingress status.
+    #[arg(long, env = "WEIR_ELECTION_ID", default_value = "weir-leader")]
+    pub election_id: String,
+
+    /// Namespace of that Lease (in a pod: its own namespace, from the downward API).
+    #[arg(long, env = "WEIR_ELECTION_NAMESPACE", default_value = "default")]
+    pub election_namespace: String,
+
     /// The Ingress class this instance serves.
     #[arg(long, env = "WEIR_INGRESS_CLASS", default_value = "weir")]
     pub ingress_class: String,
@@ -68,6 +81,15 @@ pub struct Cli {
     /// Log format (default: text on a terminal, JSON otherwise). Level: RUST_LOG.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+}
+
+fn parse_namespaced_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -128,6 +150,7 @@ mod tests {
             vec!["weir", "--manifests", "a", "--shutdown-delay", "soon"],
             vec!["weir", "--manifests", "a", "--http-listen", "nowhere"],
             vec!["weir", "--manifests", "a", "--threads", "0"],
+            vec!["weir", "--manifests", "a", "--publish-service", "no-slash"],
             vec!["weir", "--manifests", "a", "--bogus"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");

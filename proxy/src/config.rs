@@ -8,13 +8,14 @@
 use crate::metrics::Metrics;
 use crate::routing::LiveRouting;
 use async_trait::async_trait;
+use k8s_openapi::api::networking::v1::Ingress;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_discovery::manifests::{LoadReport, ManifestSource, ManifestWatcher};
-use weir_discovery::{translate, ClusterObjects, Rejection, TranslateOptions};
+use weir_discovery::{translate, ClusterObjects, ObjectRef, Rejection, TranslateOptions};
 
 pub struct ConfigApplier {
     routing: Arc<LiveRouting>,
@@ -36,12 +37,13 @@ impl ConfigApplier {
 
     /// Translates `objects` and makes the result live. `parse_rejected` are documents the
     /// source could not turn into objects; `report` says which files failed to load.
+    /// Returns the Ingresses now served.
     pub fn apply(
         &self,
         objects: &ClusterObjects,
         parse_rejected: Vec<Rejection>,
         report: &LoadReport,
-    ) {
+    ) -> Vec<ObjectRef> {
         let snapshot = translate(objects, &self.options);
 
         let mut problems: Vec<(&'static str, String)> = Vec::new();
@@ -75,7 +77,8 @@ impl ConfigApplier {
         }
         self.report_new_problems(&problems);
 
-        let ingresses = snapshot.ingresses.len();
+        let served = snapshot.ingresses.clone();
+        let ingresses = served.len();
         let routes = self.routing.apply(snapshot);
         self.metrics
             .routes
@@ -101,6 +104,7 @@ impl ConfigApplier {
             generation = self.routing.load().generation,
             "routing snapshot applied"
         );
+        served
     }
 
     fn report_new_problems(&self, problems: &[(&'static str, String)]) {
@@ -190,12 +194,23 @@ impl BackgroundService for ManifestsService {
     }
 }
 
-/// Watches Kubernetes and applies what it sees (when weir runs without `--manifests`).
+/// Who writes Ingress status: the Service to publish and the Lease to elect the writer.
+#[derive(Debug, Clone)]
+pub struct StatusPublishing {
+    pub service: (String, String),
+    pub election_namespace: String,
+    pub election_id: String,
+    pub identity: String,
+}
+
+/// Watches Kubernetes and applies what it sees (when weir runs without `--manifests`), and
+/// with `--publish-service` writes Ingress status when elected.
 pub struct KubernetesService {
     kubeconfig: Option<std::path::PathBuf>,
     namespace: Option<String>,
     applier: Arc<ConfigApplier>,
     debounce: Duration,
+    publishing: Option<StatusPublishing>,
 }
 
 impl KubernetesService {
@@ -204,12 +219,14 @@ impl KubernetesService {
         namespace: Option<String>,
         applier: Arc<ConfigApplier>,
         debounce: Duration,
+        publishing: Option<StatusPublishing>,
     ) -> Self {
         KubernetesService {
             kubeconfig,
             namespace,
             applier,
             debounce,
+            publishing,
         }
     }
 
@@ -246,11 +263,26 @@ impl BackgroundService for KubernetesService {
         };
         let applier = Arc::clone(&self.applier);
         let metrics = applier.metrics.clone();
+        let served: Arc<Mutex<Vec<Ingress>>> = Arc::default();
+        let served_by_watch = Arc::clone(&served);
         let watch = weir_discovery::kubernetes::run(
-            client,
+            client.clone(),
             self.namespace.clone(),
             self.debounce,
-            move |objects| applier.apply(&objects, Vec::new(), &LoadReport::default()),
+            move |objects| {
+                let refs = applier.apply(&objects, Vec::new(), &LoadReport::default());
+                let ours: Vec<Ingress> = objects
+                    .ingresses
+                    .into_iter()
+                    .filter(|i| {
+                        refs.iter().any(|r| {
+                            Some(&r.namespace) == i.metadata.namespace.as_ref()
+                                && Some(&r.name) == i.metadata.name.as_ref()
+                        })
+                    })
+                    .collect();
+                *served_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = ours;
+            },
             move |error| {
                 tracing::warn!(
                     kind = "watch",
@@ -262,9 +294,67 @@ impl BackgroundService for KubernetesService {
                     .inc();
             },
         );
+        let status = async {
+            match &self.publishing {
+                Some(publishing) => publish_status(client.clone(), publishing, served).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = watch => tracing::error!("Kubernetes watches ended"),
+            _ = status => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Every 2 s: take part in the election; while leading, bring the status of the served
+/// Ingresses to the publish Service's addresses.
+async fn publish_status(
+    client: kube::Client,
+    publishing: &StatusPublishing,
+    served: Arc<Mutex<Vec<Ingress>>>,
+) {
+    use weir_discovery::status::{published_addresses, update_ingress_status, LeaderElector};
+    let elector = LeaderElector::new(
+        client.clone(),
+        &publishing.election_namespace,
+        &publishing.election_id,
+        &publishing.identity,
+        Duration::from_secs(15),
+    );
+    let (service_ns, service_name) = &publishing.service;
+    let mut leading = false;
+    let mut last_error = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let round = async {
+            let now_leading = elector.try_lead().await?;
+            if now_leading != leading {
+                tracing::info!(leading = now_leading, identity = %publishing.identity, "Ingress status leadership changed");
+                leading = now_leading;
+            }
+            if leading {
+                let addresses =
+                    published_addresses(client.clone(), service_ns, service_name).await?;
+                let ingresses = served.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let written = update_ingress_status(client.clone(), &ingresses, &addresses).await?;
+                if written > 0 {
+                    tracing::info!(written, "Ingress status updated");
+                }
+            }
+            Ok::<(), kube::Error>(())
+        };
+        match round.await {
+            Ok(()) => last_error.clear(),
+            Err(e) => {
+                let message = e.to_string();
+                if message != last_error {
+                    tracing::warn!(error = %message, "Ingress status round failed; retrying");
+                    last_error = message;
+                }
+            }
         }
     }
 }

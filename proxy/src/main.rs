@@ -134,6 +134,15 @@ fn main() {
                     cli.watch_namespace.clone(),
                     Arc::clone(&applier),
                     cli.reload_debounce,
+                    cli.publish_service
+                        .clone()
+                        .map(|service| config::StatusPublishing {
+                            service,
+                            election_namespace: cli.election_namespace.clone(),
+                            election_id: cli.election_id.clone(),
+                            identity: std::env::var("POD_NAME")
+                                .unwrap_or_else(|_| format!("weir-{}", std::process::id())),
+                        }),
                 ),
             ));
         }

@@ -138,3 +138,100 @@ fn readiness_waits_for_the_initial_sync() {
     wait_until(Duration::from_secs(40), || readyz() == 200)
         .expect("ready after the API server came up");
 }
+
+const PUBLISHED: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: weir-lb, namespace: ingress}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+status: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: not-ours, namespace: demo}
+spec:
+  ingressClassName: nginx
+  defaultBackend: {service: {name: app, port: {number: 80}}}
+"#;
+
+fn status_ips(api: &FakeApiServer, name: &str) -> Vec<String> {
+    api.get("Ingress", "demo", name)
+        .and_then(|i| i.pointer("/status/loadBalancer/ingress").cloned())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.get("ip").and_then(|ip| ip.as_str()).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn one_elected_replica_writes_ingress_status_only_when_it_changes() {
+    let app = Echo::start("app");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(INGRESS).expect("ingress");
+    api.apply_yaml(PUBLISHED).expect("published service");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let args = [
+        "--publish-service",
+        "ingress/weir-lb",
+        "--election-namespace",
+        "ingress",
+    ];
+    let first = Weir::start_kubernetes(&kubeconfig, &args);
+    let second = Weir::start_kubernetes(&kubeconfig, &args);
+
+    wait_until(Duration::from_secs(15), || {
+        status_ips(&api, "app") == ["203.0.113.7"]
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "status not written; logs:\n{}\n{}",
+            first.log_text(),
+            second.log_text()
+        )
+    });
+    let lease = api.get("Lease", "ingress", "weir-leader").expect("lease");
+    let holder = lease
+        .pointer("/spec/holderIdentity")
+        .and_then(|h| h.as_str())
+        .expect("holder")
+        .to_string();
+    let pids = [first.process.pid(), second.process.pid()].map(|p| format!("weir-{p}"));
+    assert!(pids.contains(&holder), "holder {holder} is one of {pids:?}");
+    assert!(
+        api.get("Ingress", "demo", "not-ours")
+            .and_then(|i| i.get("status").cloned())
+            .is_none(),
+        "another class's Ingress was touched"
+    );
+
+    // Written once; rounds every 2 s write nothing more while nothing changes.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(api.status_writes("Ingress", "demo", "app"), 1);
+    assert_eq!(api.status_writes("Ingress", "demo", "not-ours"), 0);
+
+    // The leader dies; once its 15 s lease expires the other replica takes over and
+    // publishes the new address.
+    let (leader, follower) = if holder == pids[0] {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    drop(leader);
+    api.apply_yaml(&PUBLISHED.replace("203.0.113.7", "203.0.113.8"))
+        .expect("new address");
+    wait_until(Duration::from_secs(30), || {
+        status_ips(&api, "app") == ["203.0.113.8"]
+    })
+    .expect("the follower took over");
+    let holder = api.get("Lease", "ingress", "weir-leader").and_then(|l| {
+        l.pointer("/spec/holderIdentity")
+            .and_then(|h| h.as_str())
+            .map(str::to_string)
+    });
+    assert_eq!(holder, Some(format!("weir-{}", follower.process.pid())));
+}

@@ -10,7 +10,11 @@
 //! `metadata.resourceVersion`s. Tests create, update and delete objects, compact history,
 //! drop every open watch, or take the whole server down (every request then gets 503).
 //!
-//! Not here yet (the Kubernetes issue adds them): `/status` writes, Leases, Events.
+//! Writes: `GET` of one object, `POST` to create (409 `AlreadyExists`), `PUT` to replace (409
+//! `Conflict` when `metadata.resourceVersion` is stale — what leader election relies on), and
+//! `PUT .../status` (replaces only `status`; counted per object so tests can check that a
+//! controller writes only when something changed). Leases and Events are served like the
+//! other kinds.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -56,6 +60,20 @@ const KINDS: &[KindEntry] = &[
         "networking.k8s.io/v1",
         false,
     ),
+    (
+        "/apis/coordination.k8s.io/v1",
+        "leases",
+        "Lease",
+        "coordination.k8s.io/v1",
+        true,
+    ),
+    (
+        "/apis/events.k8s.io/v1",
+        "events",
+        "Event",
+        "events.k8s.io/v1",
+        true,
+    ),
 ];
 
 type Key = (&'static str, String, String); // (resource, namespace, name)
@@ -77,6 +95,8 @@ struct Store {
     /// Versions at or below this were compacted: watching from them gets 410.
     compacted: u64,
     down: bool,
+    /// `PUT .../status` calls per object.
+    status_writes: BTreeMap<Key, u64>,
 }
 
 #[derive(Clone)]
@@ -281,6 +301,40 @@ impl FakeApiServer {
         }
     }
 
+    /// An object as stored, by kind, namespace (empty for cluster-scoped) and name.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let &(_, resource, ..) = KINDS.iter().find(|k| k.2 == kind)?;
+        lock(&self.shared)
+            .objects
+            .get(&(resource, namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every object of a kind.
+    pub fn list(&self, kind: &str) -> Vec<Value> {
+        let Some(&(_, resource, ..)) = KINDS.iter().find(|k| k.2 == kind) else {
+            return Vec::new();
+        };
+        lock(&self.shared)
+            .objects
+            .iter()
+            .filter(|((r, ..), _)| *r == resource)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// How many `PUT .../status` calls an object received.
+    pub fn status_writes(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+        let Some(&(_, resource, ..)) = KINDS.iter().find(|k| k.2 == kind) else {
+            return 0;
+        };
+        lock(&self.shared)
+            .status_writes
+            .get(&(resource, namespace.to_string(), name.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         lock(&self.shared).rv
@@ -288,6 +342,151 @@ impl FakeApiServer {
 }
 
 type Body = BoxBody<Bytes, Infallible>;
+
+async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|_| {
+            full(
+                StatusCode::BAD_REQUEST,
+                status(400, "BadRequest", "unreadable body"),
+            )
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        full(
+            StatusCode::BAD_REQUEST,
+            status(400, "BadRequest", &e.to_string()),
+        )
+    })
+}
+
+/// Sets a new resourceVersion on `object`, stores it and broadcasts the change.
+fn commit(
+    shared: &Shared,
+    store: &mut Store,
+    key: Key,
+    mut object: Value,
+    change: &'static str,
+) -> Value {
+    store.rv += 1;
+    let rv = store.rv;
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        if !key.1.is_empty() {
+            meta.insert("namespace".into(), json!(key.1));
+        }
+    }
+    store.objects.insert(key.clone(), object.clone());
+    let c = Change {
+        rv,
+        resource: key.0,
+        namespace: key.1,
+        kind: change,
+        object: object.clone(),
+    };
+    store.history.push(c.clone());
+    let _ = shared.signals.send(Signal::Change(c));
+    object
+}
+
+async fn create(
+    req: Request<Incoming>,
+    shared: &Shared,
+    resource: &'static str,
+    namespace: Option<String>,
+    namespaced: bool,
+) -> Response<Body> {
+    let object = match read_json(req).await {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
+    let Some(name) = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return full(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            status(422, "Invalid", "metadata.name is required"),
+        );
+    };
+    let ns = if namespaced {
+        namespace.unwrap_or_else(|| "default".into())
+    } else {
+        String::new()
+    };
+    let key = (resource, ns, name);
+    let mut store = lock(shared);
+    if store.objects.contains_key(&key) {
+        return full(
+            StatusCode::CONFLICT,
+            status(409, "AlreadyExists", "object already exists"),
+        );
+    }
+    let stored = commit(shared, &mut store, key, object, "ADDED");
+    full(StatusCode::CREATED, stored)
+}
+
+async fn object_request(
+    req: Request<Incoming>,
+    shared: &Shared,
+    key: Key,
+    status_only: bool,
+) -> Response<Body> {
+    match *req.method() {
+        http::Method::GET => match lock(shared).objects.get(&key) {
+            Some(o) => full(StatusCode::OK, o.clone()),
+            None => full(
+                StatusCode::NOT_FOUND,
+                status(404, "NotFound", "no such object"),
+            ),
+        },
+        http::Method::PUT => {
+            let body = match read_json(req).await {
+                Ok(o) => o,
+                Err(resp) => return resp,
+            };
+            let mut store = lock(shared);
+            let Some(current) = store.objects.get(&key).cloned() else {
+                return full(
+                    StatusCode::NOT_FOUND,
+                    status(404, "NotFound", "no such object"),
+                );
+            };
+            let sent_rv = body
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str);
+            let stored_rv = current
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str);
+            if sent_rv.is_some() && sent_rv != stored_rv {
+                return full(
+                    StatusCode::CONFLICT,
+                    status(409, "Conflict", "the object has been modified; please apply your changes to the latest version"),
+                );
+            }
+            let next = if status_only {
+                *store.status_writes.entry(key.clone()).or_insert(0) += 1;
+                let mut next = current;
+                if let (Some(obj), Some(st)) = (next.as_object_mut(), body.get("status")) {
+                    obj.insert("status".into(), st.clone());
+                }
+                next
+            } else {
+                body
+            };
+            let stored = commit(shared, &mut store, key, next, "MODIFIED");
+            full(StatusCode::OK, stored)
+        }
+        _ => full(
+            StatusCode::METHOD_NOT_ALLOWED,
+            status(405, "MethodNotAllowed", "not supported by the fake"),
+        ),
+    }
+}
 
 fn full(status: StatusCode, body: Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
@@ -304,23 +503,47 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "reason": reason, "message": message, "code": code})
 }
 
-/// (kind entry, namespace filter) for a request path.
-fn route(path: &str) -> Option<(&'static KindEntry, Option<String>)> {
+/// A parsed request path.
+struct Target {
+    kind: &'static KindEntry,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+/// `…/{resource}`, `…/namespaces/{ns}/{resource}`, then optionally `/{name}` and `/status`.
+fn route(path: &str) -> Option<Target> {
     for kind in KINDS {
         let (prefix, resource, ..) = kind;
         let Some(rest) = path.strip_prefix(prefix) else {
             continue;
         };
-        if rest == format!("/{resource}") {
-            return Some((kind, None));
-        }
-        if let Some(ns_rest) = rest.strip_prefix("/namespaces/") {
-            if let Some((ns, r)) = ns_rest.split_once('/') {
-                if r == *resource {
-                    return Some((kind, Some(ns.to_string())));
-                }
+        let (namespace, rest) = match rest.strip_prefix("/namespaces/") {
+            Some(ns_rest) => {
+                let (ns, r) = ns_rest.split_once('/')?;
+                (Some(ns.to_string()), format!("/{r}"))
             }
+            None => (None, rest.to_string()),
+        };
+        let Some(rest) = rest.strip_prefix(&format!("/{resource}")) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            continue;
         }
+        let mut parts = rest.split('/').filter(|p| !p.is_empty());
+        let name = parts.next().map(str::to_string);
+        let status = match parts.next() {
+            None => false,
+            Some("status") => true,
+            Some(_) => return None,
+        };
+        return Some(Target {
+            kind,
+            namespace,
+            name,
+            status,
+        });
     }
     None
 }
@@ -349,18 +572,29 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             status(503, "ServiceUnavailable", "fake API server is down"),
         );
     }
+    let Some(target) = route(req.uri().path()) else {
+        let message = format!("unknown path {}", req.uri().path());
+        return full(StatusCode::NOT_FOUND, status(404, "NotFound", &message));
+    };
+    let &(_, resource, kind, api_version, namespaced) = target.kind;
+    let namespace = target.namespace.clone();
+    if let Some(name) = target.name.clone() {
+        let ns = if namespaced {
+            namespace.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        return object_request(req, &shared, (resource, ns, name), target.status).await;
+    }
+    if req.method() == http::Method::POST {
+        return create(req, &shared, resource, namespace, namespaced).await;
+    }
     if req.method() != http::Method::GET {
         return full(
             StatusCode::METHOD_NOT_ALLOWED,
-            status(405, "MethodNotAllowed", "not supported by the fake yet"),
+            status(405, "MethodNotAllowed", "not supported by the fake"),
         );
     }
-    let Some((&(_, resource, kind, api_version, _), namespace)) = route(req.uri().path()) else {
-        return full(
-            StatusCode::NOT_FOUND,
-            status(404, "NotFound", "unknown path"),
-        );
-    };
     let q = query(&req);
     let field_selector = q.get("fieldSelector");
     let in_scope = |ns: &str, object: &Value| {

@@ -1,0 +1,205 @@
+//! Writing back to Kubernetes: leader election with a `coordination.k8s.io` Lease, and the
+//! `status.loadBalancer.ingress` of the Ingresses weir serves.
+//!
+//! Exactly one replica writes status: the holder of the Lease. A replica takes a Lease that
+//! is missing or expired (renew time + duration in the past) and renews its own; every
+//! write carries the Lease's resourceVersion, so when two replicas race the API server's 409
+//! decides and the loser stays a follower. Status is written only to Ingresses that weir
+//! serves (the caller passes them) and only when it differs from what is there.
+//!
+//! Must not: decide which Ingresses are ours (translation does) or hold state beyond the
+//! Lease's identity.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::Client;
+use std::time::Duration;
+
+/// One replica's side of leader election.
+#[derive(Debug, Clone)]
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 409)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404)
+}
+
+impl LeaderElector {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            duration,
+        }
+    }
+
+    fn spec(&self, now: Timestamp, acquire: Timestamp, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX),
+            ),
+            acquire_time: Some(MicroTime(acquire)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// One election round: acquire or renew. `Ok(true)` while this replica leads.
+    pub async fn try_lead(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let current = match self.api.get(&self.name).await {
+            Ok(lease) => lease,
+            Err(e) if is_not_found(&e) => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(self.spec(now, now, 0)),
+                };
+                return match self.api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_conflict(&e) => Ok(false),
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(renewed), Some(seconds)) => {
+                let until = renewed.0.as_second().saturating_add(i64::from(seconds));
+                until < now.as_second()
+            }
+            _ => true,
+        };
+        if !ours && !expired {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        let acquired = match (ours, &spec.acquire_time) {
+            (true, Some(t)) => t.0,
+            _ => now,
+        };
+        let mut next = current;
+        next.spec = Some(self.spec(now, acquired, transitions));
+        // `next` carries the resourceVersion we read: a concurrent writer makes this a 409.
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The addresses Ingresses should show: the load-balancer ingress points of the publish
+/// Service, its external IPs, else its cluster IP (as ingress-nginx does).
+pub async fn published_addresses(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<IngressLoadBalancerIngress>, kube::Error> {
+    let service = Api::<Service>::namespaced(client, namespace)
+        .get(name)
+        .await?;
+    let mut out = Vec::new();
+    if let Some(points) = service
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+    {
+        for p in points {
+            out.push(IngressLoadBalancerIngress {
+                ip: p.ip,
+                hostname: p.hostname,
+                ..IngressLoadBalancerIngress::default()
+            });
+        }
+    }
+    let spec = service.spec.unwrap_or_default();
+    for ip in spec.external_ips.unwrap_or_default() {
+        out.push(IngressLoadBalancerIngress {
+            ip: Some(ip),
+            ..IngressLoadBalancerIngress::default()
+        });
+    }
+    if out.is_empty() {
+        if let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") {
+            out.push(IngressLoadBalancerIngress {
+                ip: Some(ip),
+                ..IngressLoadBalancerIngress::default()
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.hostname, &a.ip).cmp(&(&b.hostname, &b.ip)));
+    Ok(out)
+}
+
+/// Writes `addresses` into the status of each Ingress whose status differs. Returns how
+/// many were written. A 409 (the Ingress changed meanwhile) is left for the next round.
+pub async fn update_ingress_status(
+    client: Client,
+    ingresses: &[Ingress],
+    addresses: &[IngressLoadBalancerIngress],
+) -> Result<usize, kube::Error> {
+    let mut written = 0;
+    for ingress in ingresses {
+        let current = ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.clone())
+            .unwrap_or_default();
+        if current == addresses {
+            continue;
+        }
+        let (Some(namespace), Some(name)) = (&ingress.metadata.namespace, &ingress.metadata.name)
+        else {
+            continue;
+        };
+        let mut next = ingress.clone();
+        next.status = Some(IngressStatus {
+            load_balancer: Some(IngressLoadBalancerStatus {
+                ingress: Some(addresses.to_vec()),
+            }),
+        });
+        let api = Api::<Ingress>::namespaced(client.clone(), namespace);
+        match api
+            .replace_status(name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
