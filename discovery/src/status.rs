@@ -1,5 +1,6 @@
 //! Writing back to Kubernetes: leader election with a `coordination.k8s.io` Lease, and the
-//! `status.loadBalancer.ingress` of the Ingresses weir serves.
+//! `status.loadBalancer.ingress` of the Ingresses weir serves, and Events on the Ingresses it
+//! rejects.
 //!
 //! Exactly one replica writes status: the holder of the Lease. A replica takes a Lease that
 //! is missing or expired (renew time + duration in the past) and renews its own; every
@@ -202,4 +203,41 @@ pub async fn update_ingress_status(
         }
     }
     Ok(written)
+}
+
+/// Posts a `Warning` Event (`events.k8s.io/v1`) saying why an Ingress was rejected.
+pub async fn report_rejection(
+    client: Client,
+    rejection: &crate::snapshot::Rejection,
+    identity: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event;
+    let object = &rejection.object;
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", object.name)),
+            namespace: Some(object.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(Timestamp::now())),
+        type_: Some("Warning".to_string()),
+        reason: Some("Rejected".to_string()),
+        action: Some("Translate".to_string()),
+        note: Some(rejection.reason.chars().take(1000).collect()),
+        reporting_controller: Some(crate::CONTROLLER_NAME.to_string()),
+        reporting_instance: Some(identity.to_string()),
+        regarding: Some(ObjectReference {
+            api_version: Some("networking.k8s.io/v1".to_string()),
+            kind: Some(object.kind.to_string()),
+            namespace: Some(object.namespace.clone()),
+            name: Some(object.name.clone()),
+            ..ObjectReference::default()
+        }),
+        ..Event::default()
+    };
+    Api::<Event>::namespaced(client, &object.namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }

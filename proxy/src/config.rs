@@ -17,6 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_discovery::manifests::{LoadReport, ManifestSource, ManifestWatcher};
 use weir_discovery::{translate, ClusterObjects, ObjectRef, Rejection, TranslateOptions};
 
+/// The outcome of one apply: Ingresses served, objects rejected.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub served: Vec<ObjectRef>,
+    pub rejected: Vec<Rejection>,
+}
+
 pub struct ConfigApplier {
     routing: Arc<LiveRouting>,
     metrics: Metrics,
@@ -37,13 +44,13 @@ impl ConfigApplier {
 
     /// Translates `objects` and makes the result live. `parse_rejected` are documents the
     /// source could not turn into objects; `report` says which files failed to load.
-    /// Returns the Ingresses now served.
+    /// Returns what was served and what was rejected.
     pub fn apply(
         &self,
         objects: &ClusterObjects,
         parse_rejected: Vec<Rejection>,
         report: &LoadReport,
-    ) -> Vec<ObjectRef> {
+    ) -> Applied {
         let snapshot = translate(objects, &self.options);
 
         let mut problems: Vec<(&'static str, String)> = Vec::new();
@@ -77,8 +84,15 @@ impl ConfigApplier {
         }
         self.report_new_problems(&problems);
 
-        let served = snapshot.ingresses.clone();
-        let ingresses = served.len();
+        let applied = Applied {
+            served: snapshot.ingresses.clone(),
+            rejected: parse_rejected
+                .iter()
+                .chain(snapshot.rejected.iter())
+                .cloned()
+                .collect(),
+        };
+        let ingresses = applied.served.len();
         let routes = self.routing.apply(snapshot);
         self.metrics
             .routes
@@ -104,7 +118,7 @@ impl ConfigApplier {
             generation = self.routing.load().generation,
             "routing snapshot applied"
         );
-        served
+        applied
     }
 
     fn report_new_problems(&self, problems: &[(&'static str, String)]) {
@@ -264,13 +278,22 @@ impl BackgroundService for KubernetesService {
         let applier = Arc::clone(&self.applier);
         let metrics = applier.metrics.clone();
         let served: Arc<Mutex<Vec<Ingress>>> = Arc::default();
+        // Rejections go to a task that posts Events, so the watch loop never waits on writes.
+        let (rejections, rejected_rx) = tokio::sync::watch::channel(Vec::<Rejection>::new());
+        let identity = self.publishing.as_ref().map_or_else(
+            || format!("weir-{}", std::process::id()),
+            |p| p.identity.clone(),
+        );
+        let events = report_rejections(client.clone(), identity, rejected_rx);
         let served_by_watch = Arc::clone(&served);
         let watch = weir_discovery::kubernetes::run(
             client.clone(),
             self.namespace.clone(),
             self.debounce,
             move |objects| {
-                let refs = applier.apply(&objects, Vec::new(), &LoadReport::default());
+                let applied = applier.apply(&objects, Vec::new(), &LoadReport::default());
+                let refs = &applied.served;
+                let _ = rejections.send(applied.rejected);
                 let ours: Vec<Ingress> = objects
                     .ingresses
                     .into_iter()
@@ -303,7 +326,33 @@ impl BackgroundService for KubernetesService {
         tokio::select! {
             _ = watch => tracing::error!("Kubernetes watches ended"),
             _ = status => {}
+            _ = events => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Posts a `Warning` Event on each rejected Ingress, once per distinct reason while this
+/// process runs.
+async fn report_rejections(
+    client: kube::Client,
+    identity: String,
+    mut rejected: tokio::sync::watch::Receiver<Vec<Rejection>>,
+) {
+    let mut reported: std::collections::BTreeSet<(ObjectRef, String)> = Default::default();
+    while rejected.changed().await.is_ok() {
+        let current = rejected.borrow_and_update().clone();
+        for r in current.into_iter().filter(|r| r.object.kind == "Ingress") {
+            let key = (r.object.clone(), r.reason.clone());
+            if reported.contains(&key) {
+                continue;
+            }
+            match weir_discovery::status::report_rejection(client.clone(), &r, &identity).await {
+                Ok(()) => {
+                    reported.insert(key);
+                }
+                Err(e) => tracing::warn!(error = %e, object = %r.object, "could not post an Event"),
+            }
         }
     }
 }

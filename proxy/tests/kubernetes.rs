@@ -235,3 +235,32 @@ fn one_elected_replica_writes_ingress_status_only_when_it_changes() {
     });
     assert_eq!(holder, Some(format!("weir-{}", follower.process.pid())));
 }
+
+#[test]
+fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
+    let app = Echo::start("app");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(INGRESS).expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr])).expect("service");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    api.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: demo}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: bad.example.com\n    http: {paths: [{path: /a//b, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n",
+    )
+    .expect("bad ingress");
+    let event = wait_until(Duration::from_secs(10), || !api.list("Event").is_empty())
+        .and_then(|_| api.list("Event").into_iter().next())
+        .unwrap_or_else(|| panic!("no Event; log:\n{}", weir.log_text()));
+    assert_eq!(event.pointer("/regarding/name").and_then(|v| v.as_str()), Some("bad"));
+    assert_eq!(event.pointer("/type").and_then(|v| v.as_str()), Some("Warning"));
+    assert_eq!(event.pointer("/reason").and_then(|v| v.as_str()), Some("Rejected"));
+    let note = event.pointer("/note").and_then(|v| v.as_str()).unwrap_or("");
+    assert!(note.contains("must not contain"), "{note}");
+    assert!(served_by(&weir, "app"));
+    // Reported once, not on every later snapshot.
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr])).expect("touch");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(api.list("Event").len(), 1);
+}

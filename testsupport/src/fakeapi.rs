@@ -403,6 +403,17 @@ async fn create(
         Ok(o) => o,
         Err(resp) => return resp,
     };
+    let mut object = object;
+    let generated = object
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .map(|prefix| format!("{prefix}{}", lock(shared).rv + 1));
+    if let (Some(name), Some(meta)) = (
+        generated,
+        object.get_mut("metadata").and_then(Value::as_object_mut),
+    ) {
+        meta.entry("name").or_insert(json!(name));
+    }
     let Some(name) = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
