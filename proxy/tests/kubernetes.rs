@@ -241,7 +241,8 @@ fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let app = Echo::start("app");
     let api = FakeApiServer::start().expect("fake API server");
     api.apply_yaml(INGRESS).expect("ingress");
-    api.apply_yaml(&service_yaml("demo", "app", &[app.addr])).expect("service");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
@@ -253,14 +254,55 @@ fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let event = wait_until(Duration::from_secs(10), || !api.list("Event").is_empty())
         .and_then(|_| api.list("Event").into_iter().next())
         .unwrap_or_else(|| panic!("no Event; log:\n{}", weir.log_text()));
-    assert_eq!(event.pointer("/regarding/name").and_then(|v| v.as_str()), Some("bad"));
-    assert_eq!(event.pointer("/type").and_then(|v| v.as_str()), Some("Warning"));
-    assert_eq!(event.pointer("/reason").and_then(|v| v.as_str()), Some("Rejected"));
-    let note = event.pointer("/note").and_then(|v| v.as_str()).unwrap_or("");
+    assert_eq!(
+        event.pointer("/regarding/name").and_then(|v| v.as_str()),
+        Some("bad")
+    );
+    assert_eq!(
+        event.pointer("/type").and_then(|v| v.as_str()),
+        Some("Warning")
+    );
+    assert_eq!(
+        event.pointer("/reason").and_then(|v| v.as_str()),
+        Some("Rejected")
+    );
+    let note = event
+        .pointer("/note")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     assert!(note.contains("must not contain"), "{note}");
     assert!(served_by(&weir, "app"));
     // Reported once, not on every later snapshot.
-    api.apply_yaml(&service_yaml("demo", "app", &[app.addr])).expect("touch");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("touch");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(api.list("Event").len(), 1);
+}
+
+#[test]
+fn errors_and_a_stalled_api_server_are_ridden_out() {
+    let blue = Echo::start("blue");
+    let green = Echo::start("green");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(INGRESS).expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[blue.addr]))
+        .expect("service");
+    // The first requests fail with 500: the watchers back off and retry until they sync.
+    api.fail_next(8);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    assert!(served_by(&weir, "blue"));
+
+    // Stalled: nothing answers, the last good routes keep serving.
+    api.set_stalled(true);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(served_by(&weir, "blue"));
+    assert_eq!(weir.admin_get("/readyz").0, 200);
+    api.set_stalled(false);
+    api.apply_yaml(&service_yaml("demo", "app", &[green.addr]))
+        .expect("update");
+    wait_until(Duration::from_secs(40), || served_by(&weir, "green"))
+        .unwrap_or_else(|| panic!("not watching after the stall; log:\n{}", weir.log_text()));
 }

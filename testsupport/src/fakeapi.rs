@@ -8,7 +8,8 @@
 //! event with a 410 `Status` when the version was compacted away), cluster-wide and per
 //! namespace, `fieldSelector=type=...` for Secrets. Objects get increasing
 //! `metadata.resourceVersion`s. Tests create, update and delete objects, compact history,
-//! drop every open watch, or take the whole server down (every request then gets 503).
+//! drop every open watch, answer the next requests with 500, stall (accept, never answer),
+//! or take the whole server down (every request then gets 503).
 //!
 //! Writes: `GET` of one object, `POST` to create (409 `AlreadyExists`), `PUT` to replace (409
 //! `Conflict` when `metadata.resourceVersion` is stale — what leader election relies on), and
@@ -97,6 +98,10 @@ struct Store {
     down: bool,
     /// `PUT .../status` calls per object.
     status_writes: BTreeMap<Key, u64>,
+    /// Answer this many more requests with 500.
+    fail_next: u64,
+    /// Hold new requests unanswered until unstalled.
+    stalled: bool,
 }
 
 #[derive(Clone)]
@@ -333,6 +338,20 @@ impl FakeApiServer {
             .get(&(resource, namespace.to_string(), name.to_string()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Answers the next `n` requests with 500.
+    pub fn fail_next(&self, n: u64) {
+        lock(&self.shared).fail_next = n;
+    }
+
+    /// Stalls (accepts requests, answers none) or resumes. Open watches are dropped when
+    /// stalling, so clients have to come back and wait.
+    pub fn set_stalled(&self, stalled: bool) {
+        lock(&self.shared).stalled = stalled;
+        if stalled {
+            self.drop_watches();
+        }
     }
 
     /// The current resourceVersion.
@@ -577,6 +596,19 @@ fn selected(object: &Value, field_selector: Option<&String>) -> bool {
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    while lock(&shared).stalled {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let mut store = lock(&shared);
+        if store.fail_next > 0 {
+            store.fail_next -= 1;
+            return full(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status(500, "InternalError", "injected failure"),
+            );
+        }
+    }
     if lock(&shared).down {
         return full(
             StatusCode::SERVICE_UNAVAILABLE,
