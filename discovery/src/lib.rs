@@ -9,6 +9,7 @@
 //! Must not: serve traffic, pick endpoints, or keep live per-request state. Translation is
 //! a pure function of its inputs; all I/O lives in the source modules.
 
+pub mod annotations;
 pub mod kubernetes;
 pub mod manifests;
 pub mod objects;
@@ -17,6 +18,7 @@ pub mod status;
 mod translate;
 mod validate;
 
+pub use annotations::{HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,

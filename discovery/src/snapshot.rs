@@ -84,13 +84,15 @@ pub struct BackendSnapshot {
 }
 
 /// One host+path rule of one Ingress (or an Ingress's `defaultBackend`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteSnapshot {
     pub host: HostMatch,
     pub path: PathMatch,
     pub backend: BackendKey,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
+    /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
+    pub policy: crate::annotations::RoutePolicy,
 }
 
 /// An object that was left out of the snapshot, and why.
@@ -101,7 +103,7 @@ pub struct Rejection {
 }
 
 /// Every route and backend, as of one consistent view of the objects.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RoutingSnapshot {
     /// Rules in precedence order of their Ingresses (oldest first, then namespace/name):
     /// when two Ingresses claim the same host and path, the earlier one wins.

@@ -177,6 +177,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
         return Err("spec needs rules or a defaultBackend".to_string());
     }
     let annotations = ingress.metadata.annotations.as_ref();
+    let policy = crate::annotations::route_policy(annotations)?;
     let path_regex = parse_bool_annotation(
         PATH_REGEX_ANNOTATION,
         annotations
@@ -215,6 +216,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
                 path: matcher,
                 backend,
                 ingress: ingress_ref.clone(),
+                policy: policy.clone(),
             });
         }
     }
@@ -225,6 +227,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             path: PathMatch::Prefix("/".to_string()),
             backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
             ingress: ingress_ref.clone(),
+            policy: policy.clone(),
         }),
     };
     Ok((routes, default_backend))

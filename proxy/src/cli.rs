@@ -62,6 +62,10 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ADMIN_LISTEN", default_value = "0.0.0.0:9911")]
     pub admin_listen: SocketAddr,
 
+    /// This instance's topology zone (for `weir.dev/zone-aware` routes).
+    #[arg(long, env = "WEIR_ZONE")]
+    pub zone: Option<String>,
+
     /// Worker threads of the proxy (default: number of CPUs).
     #[arg(long, env = "WEIR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,

@@ -1,10 +1,13 @@
 //! The request path: [`WeirProxy`], Pingora's `ProxyHttp` for weir.
 //!
 //! Phases used, in order: `request_filter` matches the route (404 here when none);
-//! `upstream_peer` asks the route's pool for an endpoint and takes an in-flight slot
-//! (503 when the pool has nothing); `upstream_request_filter` sets the `X-Forwarded-*`
-//! headers; `fail_to_proxy` turns errors into short 502/503/504 answers; `logging` records
-//! metrics and releases the in-flight slot.
+//! `upstream_peer` asks the route's pool for an endpoint (with the request's hash key for
+//! hashing pools) and takes an in-flight slot (503 when the pool has nothing);
+//! `fail_to_connect` reports a connect failure to the pool at once;
+//! `upstream_request_filter` sets the `X-Forwarded-*` headers; `upstream_response_filter`
+//! notes the status, `Retry-After` and time to headers; `fail_to_proxy` turns errors into
+//! short 502/503/504 answers; `logging` feeds the outcome and latency back to the pool,
+//! records metrics and releases the in-flight slot.
 //!
 //! Must not: block, do file or API I/O, or lock shared state; routing state is read through
 //! one atomic load per request.
@@ -20,7 +23,9 @@ use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_balancer::{InFlightGuard, Nanos, PickReason, PickRequest};
+use weir_balancer::ring::key_hash;
+use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
+use weir_discovery::HashKey;
 
 /// Annotation defaults of DESIGN §4 (`connect-timeout`, `read-timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,6 +54,11 @@ pub struct RequestCtx {
     reason: Option<PickReason>,
     /// In-flight slot on the current endpoint; released when the request ends.
     guard: Option<InFlightGuard>,
+    /// When the current attempt started, and when its response headers arrived.
+    attempt_start: Option<Instant>,
+    upstream_headers: Option<(Instant, u16, Option<Duration>)>,
+    /// The current attempt's outcome was already fed back (connect failure).
+    outcome_recorded: bool,
 }
 
 /// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
@@ -105,6 +115,9 @@ impl ProxyHttp for WeirProxy {
             tried: Vec::new(),
             reason: None,
             guard: None,
+            attempt_start: None,
+            upstream_headers: None,
+            outcome_recorded: false,
         }
     }
 
@@ -130,7 +143,7 @@ impl ProxyHttp for WeirProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(target) = ctx.target.as_ref() else {
@@ -140,9 +153,14 @@ impl ProxyHttp for WeirProxy {
             ));
         };
         let mut rng = rand::rng();
+        let key_hash = if target.pool.algorithm() == Algorithm::ConsistentHash {
+            hash_key(session, &target.hash_key)
+        } else {
+            0
+        };
         let request = PickRequest {
             tried: &ctx.tried,
-            key_hash: 0,
+            key_hash,
             now: Nanos::now(),
         };
         let mut pick = target.pool.pick(&request, &mut rng);
@@ -151,6 +169,7 @@ impl ProxyHttp for WeirProxy {
             // every endpoint tried, the same one over a fresh connection is the right call.
             pick = target.pool.pick(
                 &PickRequest {
+                    key_hash,
                     now: request.now,
                     ..PickRequest::default()
                 },
@@ -159,6 +178,14 @@ impl ProxyHttp for WeirProxy {
             pick.reason = PickReason::Retry;
         }
         ctx.reason = Some(pick.reason);
+        self.metrics
+            .balancer_picks_total
+            .with_label_values(&[
+                &target.service,
+                target.pool.algorithm().name(),
+                pick.reason.as_str(),
+            ])
+            .inc();
         let Some(endpoint) = pick.endpoint else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -169,6 +196,9 @@ impl ProxyHttp for WeirProxy {
         // Replacing the guard releases the slot of a previous attempt.
         ctx.guard = Some(target.pool.start_request(&endpoint));
         ctx.tried.push(addr);
+        ctx.attempt_start = Some(Instant::now());
+        ctx.upstream_headers = None;
+        ctx.outcome_recorded = false;
 
         // A SocketAddr, never a name: `HttpPeer::new` would resolve names with blocking DNS
         // and panic on failure; a SocketAddr converts without either.
@@ -177,6 +207,37 @@ impl ProxyHttp for WeirProxy {
         peer.options.read_timeout = Some(READ_TIMEOUT);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        // Reported now: a retry (Pingora's, for a stale pooled connection) replaces the guard.
+        self.feed_back(ctx, Outcome::Failure);
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream.status.as_u16();
+        let retry_after = (status == 503)
+            .then(|| upstream.headers.get(http::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if ctx.upstream_headers.is_none() && !upstream.status.is_informational() {
+            ctx.upstream_headers = Some((Instant::now(), status, retry_after));
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -238,6 +299,14 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let outcome = match (e, ctx.upstream_headers) {
+            (_, Some((_, 503, Some(retry_after)))) => Outcome::Overloaded { retry_after },
+            (_, Some((_, status, _))) if status >= 500 => Outcome::Failure,
+            (_, Some(_)) => Outcome::Success,
+            (Some(e), None) if e.esource() == &ErrorSource::Upstream => Outcome::Failure,
+            _ => Outcome::ClientCancelled,
+        };
+        self.feed_back(ctx, outcome);
         ctx.guard = None;
         let code = session
             .response_written()
@@ -264,6 +333,87 @@ impl ProxyHttp for WeirProxy {
                 reason = ctx.reason.map(PickReason::as_str),
                 "request failed"
             );
+        }
+    }
+}
+
+impl WeirProxy {
+    /// Tells the pool how the current attempt went (once per attempt): outcome for outlier
+    /// ejection, time to response headers for peak EWMA and occupancy.
+    fn feed_back(&self, ctx: &mut RequestCtx, outcome: Outcome) {
+        if ctx.outcome_recorded {
+            return;
+        }
+        let (Some(target), Some(guard)) = (&ctx.target, &ctx.guard) else {
+            return;
+        };
+        ctx.outcome_recorded = true;
+        let now = Nanos::now();
+        let endpoint = guard.endpoint();
+        if let (Some(start), Some((headers_at, ..))) = (ctx.attempt_start, ctx.upstream_headers) {
+            target
+                .pool
+                .observe_latency(endpoint, headers_at.duration_since(start), now);
+        }
+        if let Some(until) = target.pool.record(endpoint, outcome, now) {
+            self.metrics
+                .outlier_ejections_total
+                .with_label_values(&[&target.service])
+                .inc();
+            tracing::warn!(
+                endpoint = %endpoint.addr(),
+                service = %target.service,
+                ejected_for_secs = until.since(now).as_secs(),
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+}
+
+/// The request's consistent-hash key, hashed (DESIGN §4 `hash-key`). A missing header,
+/// cookie or query parameter falls back to the client address, as Skipper does.
+fn hash_key(session: &Session, key: &HashKey) -> u64 {
+    let req = session.req_header();
+    let found: Option<&[u8]> = match key {
+        HashKey::ClientIp => None,
+        HashKey::Path => Some(req.uri.path().as_bytes()),
+        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
+        HashKey::Query(name) => req.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_bytes())
+        }),
+        HashKey::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_bytes()),
+    };
+    if let Some(bytes) = found {
+        return key_hash(bytes);
+    }
+    // First X-Forwarded-For address if it is an IP, else the peer address.
+    let forwarded = req
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+    match forwarded {
+        Some(ip) => key_hash(ip.as_bytes()),
+        None => {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            key_hash(peer.as_bytes())
         }
     }
 }

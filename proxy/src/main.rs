@@ -70,7 +70,7 @@ fn main() {
     check_bindable("--admin-listen", cli.admin_listen);
 
     let metrics = metrics::Metrics::new().unwrap_or_else(|e| fail(format!("metrics: {e}")));
-    let routing = Arc::new(routing::LiveRouting::new());
+    let routing = Arc::new(routing::LiveRouting::in_zone(cli.zone.clone()));
     let applier = Arc::new(config::ConfigApplier::new(
         Arc::clone(&routing),
         metrics.clone(),

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub config_reloads_total: IntCounterVec,
     pub config_errors_total: IntCounterVec,
     pub config_last_reload: Gauge,
+    pub balancer_picks_total: IntCounterVec,
+    pub outlier_ejections_total: IntCounterVec,
 }
 
 /// Edge-proxy latencies: 0.5 ms to 10 s.
@@ -62,6 +64,22 @@ impl Metrics {
             "weir_config_last_reload_timestamp_seconds",
             "Unix time of the last configuration reload that was applied.",
         )?;
+        let balancer_picks_total = IntCounterVec::new(
+            Opts::new(
+                "weir_balancer_picks_total",
+                "Endpoint picks, by why the balancer chose as it did.",
+            ),
+            &["service", "algorithm", "reason"],
+        )?;
+        let outlier_ejections_total = IntCounterVec::new(
+            Opts::new(
+                "weir_outlier_ejections_total",
+                "Endpoints ejected after consecutive failures.",
+            ),
+            &["service"],
+        )?;
+        registry.register(Box::new(balancer_picks_total.clone()))?;
+        registry.register(Box::new(outlier_ejections_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(routes.clone()))?;
@@ -84,6 +102,8 @@ impl Metrics {
             config_reloads_total,
             config_errors_total,
             config_last_reload,
+            balancer_picks_total,
+            outlier_ejections_total,
         })
     }
 

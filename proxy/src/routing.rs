@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use weir_balancer::{EndpointRegistry, Nanos, Pool, PoolConfig};
-use weir_discovery::{BackendKey, RouteSnapshot, RoutingSnapshot};
+use weir_balancer::{EndpointRegistry, Nanos, Pool};
+use weir_discovery::{BackendKey, HashKey, RouteSnapshot, RoutingSnapshot};
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
 #[derive(Debug)]
@@ -22,6 +22,8 @@ pub struct RouteTarget {
     pub ingress: String,
     pub service: String,
     pub pool: Arc<Pool>,
+    /// Where the consistent-hash key comes from (used only by hashing pools).
+    pub hash_key: HashKey,
 }
 
 /// One published generation of routing.
@@ -45,8 +47,12 @@ impl RoutingTable {
 #[derive(Debug)]
 pub struct LiveRouting {
     table: ArcSwap<RoutingTable>,
-    /// Pools by backend, kept across snapshots. Locked only while applying a snapshot.
-    pools: Mutex<HashMap<BackendKey, Arc<Pool>>>,
+    /// Pools by backend and balancing policy, kept across snapshots (two Ingresses that
+    /// send one Service different annotations get two pools over the same endpoint states).
+    /// Locked only while applying a snapshot.
+    pools: Mutex<HashMap<(BackendKey, String), Arc<Pool>>>,
+    /// This proxy's zone (`--zone`), for zone-aware pools.
+    zone: Option<String>,
     registry: EndpointRegistry,
     ready: AtomicBool,
 }
@@ -56,6 +62,7 @@ impl Default for LiveRouting {
         LiveRouting {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             pools: Mutex::new(HashMap::new()),
+            zone: None,
             registry: EndpointRegistry::new(),
             ready: AtomicBool::new(false),
         }
@@ -65,6 +72,14 @@ impl Default for LiveRouting {
 impl LiveRouting {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Live routing for a proxy in `zone`.
+    pub fn in_zone(zone: Option<String>) -> Self {
+        LiveRouting {
+            zone,
+            ..Self::default()
+        }
     }
 
     /// The current table; cheap, lock-free, safe to hold for a whole request.
@@ -93,21 +108,40 @@ impl LiveRouting {
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (key, backend) in &snapshot.backends {
-            let pool = pools
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(Pool::new(PoolConfig::default())));
-            pool.update(&backend.endpoints, &self.registry, Nanos::now());
+        let policy_key = |route: &RouteSnapshot| {
+            (
+                route.backend.clone(),
+                serde_json::to_string(&route.policy.pool).unwrap_or_default(),
+            )
+        };
+        let now = Nanos::now();
+        let mut live_keys = std::collections::HashSet::new();
+        for route in snapshot
+            .routes
+            .iter()
+            .chain(snapshot.default_backend.iter())
+        {
+            let key = policy_key(route);
+            let Some(backend) = snapshot.backends.get(&route.backend) else {
+                continue;
+            };
+            if live_keys.insert(key.clone()) {
+                let pool = pools.entry(key).or_insert_with(|| {
+                    Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
+                });
+                pool.update(&backend.endpoints, &self.registry, now);
+            }
         }
-        pools.retain(|key, _| snapshot.backends.contains_key(key));
+        pools.retain(|key, _| live_keys.contains(key));
 
         let target_for = |route: &RouteSnapshot| -> Option<Arc<RouteTarget>> {
-            let pool = pools.get(&route.backend)?;
+            let pool = pools.get(&policy_key(route))?;
             Some(Arc::new(RouteTarget {
                 namespace: route.ingress.namespace.clone(),
                 ingress: route.ingress.name.clone(),
                 service: route.backend.service.clone(),
                 pool: Arc::clone(pool),
+                hash_key: route.policy.hash_key.clone(),
             }))
         };
         let mut router = Router::new();
@@ -164,6 +198,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: "ing".into(),
             },
+            policy: Default::default(),
         });
         s.backends.insert(
             key,

@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 pub struct EchoIdentity {
     pub service: String,
     pub pod: String,
+    /// Status of every answer unless the request asks for another (`?status=`).
+    pub status: u16,
 }
 
 /// Serves until the listener fails. One task per connection.
@@ -77,6 +79,7 @@ async fn answer(
     let status = query_param(query, "status")
         .and_then(|v| v.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
+        .or_else(|| StatusCode::from_u16(identity.status).ok())
         .unwrap_or(StatusCode::OK);
 
     let mut headers = Map::new();

@@ -110,14 +110,16 @@ fn profile_dir() -> PathBuf {
 }
 
 /// Path of a binary of this workspace, built with the same profile as the running test.
-/// `cargo test --workspace` builds every binary first; when a single package is tested the
-/// binary may be missing, and is then built here.
+/// Built (or found up to date) once per test process: `cargo test -p <one package>` does
+/// not rebuild other packages' binaries, and a stale one would test old code.
 pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let path = profile_dir().join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", package, "--bin", name]);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
         if profile_dir().ends_with("release") {
             cmd.arg("--release");
         }
@@ -125,12 +127,18 @@ pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
             .status()
             .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
         assert!(status.success(), "building {name} failed");
+        built.push(name.to_string());
     }
     path
 }
 
 /// Starts `weir-echo` on a free port and waits for it.
 pub fn start_echo(service: &str, pod: &str) -> (ChildGuard, SocketAddr) {
+    start_echo_with(service, pod, &[])
+}
+
+/// Like [`start_echo`], with more `weir-echo` flags (e.g. `--status 500`).
+pub fn start_echo_with(service: &str, pod: &str, extra: &[&str]) -> (ChildGuard, SocketAddr) {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let bin = workspace_binary("weir-testsupport", "weir-echo");
@@ -145,6 +153,7 @@ pub fn start_echo(service: &str, pod: &str) -> (ChildGuard, SocketAddr) {
                 "--pod",
                 pod,
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weir_testsupport::process::{free_port, start_echo, wait_for_listen, ChildGuard};
+use weir_testsupport::process::{free_port, wait_for_listen, ChildGuard};
 
 /// A running echo upstream.
 pub struct Echo {
@@ -21,7 +21,13 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(service: &str) -> Echo {
-        let (process, addr) = start_echo(service, &format!("{service}-pod"));
+        Echo::start_with(service, &[])
+    }
+
+    /// An echo upstream with more `weir-echo` flags (e.g. `--status 500`).
+    pub fn start_with(service: &str, extra: &[&str]) -> Echo {
+        let (process, addr) =
+            weir_testsupport::process::start_echo_with(service, &format!("{service}-pod"), extra);
         Echo {
             addr,
             _process: process,

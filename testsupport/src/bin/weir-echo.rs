@@ -18,6 +18,9 @@ struct Args {
     /// Value of the `pod` field (default: service-port).
     #[arg(long)]
     pod: Option<String>,
+    /// Answer every request with this status (a failing backend); `?status=` still wins.
+    #[arg(long, default_value_t = 200)]
+    status: u16,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -51,6 +54,7 @@ fn main() {
             EchoIdentity {
                 service: args.service,
                 pod,
+                status: args.status,
             },
         )
         .await

@@ -1,0 +1,240 @@
+//! `weir.dev/*` annotations (DESIGN §4) -> how a route balances ([`RoutePolicy`]).
+//!
+//! Every value is validated; the first bad one rejects the whole Ingress with a reason that
+//! names the annotation. Absent annotations take DESIGN's defaults.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use weir_balancer::{Algorithm, LoadSignal, OutlierConfig, PoolConfig, SlowStart};
+
+const PREFIX: &str = "weir.dev/";
+
+/// Where a consistent-hash key comes from (`weir.dev/hash-key`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(tag = "from", content = "name", rename_all = "kebab-case")]
+pub enum HashKey {
+    /// First `X-Forwarded-For` address, else the peer address (Skipper's default).
+    #[default]
+    ClientIp,
+    Header(String),
+    Cookie(String),
+    Query(String),
+    Path,
+}
+
+/// Balancing of one route: the pool configuration and the hash key.
+#[derive(Clone, Debug, PartialEq, Default, Serialize)]
+pub struct RoutePolicy {
+    pub pool: PoolConfig,
+    pub hash_key: HashKey,
+}
+
+fn duration(name: &str, value: &str) -> Result<Duration, String> {
+    humantime_like(value).ok_or_else(|| {
+        format!("annotation {PREFIX}{name}: {value:?} is not a duration like 30s or 500ms")
+    })
+}
+
+/// Durations as `500ms`, `30s`, `5m`, `1h` (one unit, as Kubernetes annotations usually are).
+fn humantime_like(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn number<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("annotation {PREFIX}{name}: {value:?} is not {what}"))
+}
+
+/// The policy an Ingress's annotations ask for.
+pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<RoutePolicy, String> {
+    let get = |name: &str| {
+        annotations
+            .and_then(|a| a.get(&format!("{PREFIX}{name}")))
+            .map(String::as_str)
+    };
+    let mut policy = RoutePolicy::default();
+    let pool = &mut policy.pool;
+    if let Some(v) = get("load-balancer") {
+        pool.algorithm = v
+            .parse::<Algorithm>()
+            .map_err(|e| format!("annotation {PREFIX}load-balancer: {e}"))?;
+    }
+    if let Some(v) = get("hash-key") {
+        policy.hash_key = match v.split_once(':') {
+            None if v == "client-ip" => HashKey::ClientIp,
+            None if v == "path" => HashKey::Path,
+            Some(("header", n)) if !n.is_empty() => HashKey::Header(n.to_ascii_lowercase()),
+            Some(("cookie", n)) if !n.is_empty() => HashKey::Cookie(n.to_string()),
+            Some(("query", n)) if !n.is_empty() => HashKey::Query(n.to_string()),
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}hash-key: {v:?} is not client-ip, path, header:NAME, cookie:NAME or query:NAME"
+                ))
+            }
+        };
+    }
+    if let Some(v) = get("hash-balance-factor") {
+        let f: f64 = number("hash-balance-factor", v, "a number")?;
+        if !(f >= 1.0 && f.is_finite()) {
+            return Err(format!(
+                "annotation {PREFIX}hash-balance-factor: {v:?} must be at least 1.0"
+            ));
+        }
+        pool.hash_balance_factor = Some(f);
+    }
+    if let Some(v) = get("hash-load-signal") {
+        pool.hash_load_signal = match v {
+            "in-flight" => LoadSignal::InFlight,
+            "occupancy" => LoadSignal::Occupancy,
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}hash-load-signal: {v:?} is not in-flight or occupancy"
+                ))
+            }
+        };
+    }
+    if let Some(v) = get("slow-start") {
+        let mut slow = SlowStart::new(duration("slow-start", v)?);
+        if let Some(a) = get("slow-start-aggression") {
+            slow.aggression = number("slow-start-aggression", a, "a number")?;
+            if !(slow.aggression > 0.0 && slow.aggression.is_finite()) {
+                return Err(format!(
+                    "annotation {PREFIX}slow-start-aggression: {a:?} must be above 0"
+                ));
+            }
+        }
+        if let Some(m) = get("slow-start-min-weight") {
+            slow.min_weight = number("slow-start-min-weight", m, "a number")?;
+            if !(0.0..=1.0).contains(&slow.min_weight) {
+                return Err(format!(
+                    "annotation {PREFIX}slow-start-min-weight: {m:?} must be between 0 and 1"
+                ));
+            }
+        }
+        pool.slow_start = Some(slow);
+    }
+    let mut outlier = OutlierConfig::default();
+    if let Some(v) = get("outlier-consecutive-failures") {
+        outlier.consecutive_failures = number("outlier-consecutive-failures", v, "a whole number")?;
+        if outlier.consecutive_failures == 0 {
+            return Err(format!(
+                "annotation {PREFIX}outlier-consecutive-failures: must be at least 1"
+            ));
+        }
+    }
+    if let Some(v) = get("outlier-base-ejection") {
+        outlier.base_ejection = duration("outlier-base-ejection", v)?;
+    }
+    if let Some(v) = get("outlier-max-ejection") {
+        outlier.max_ejection = duration("outlier-max-ejection", v)?;
+    }
+    if let Some(v) = get("outlier-max-ejection-percent") {
+        outlier.max_ejection_percent = number("outlier-max-ejection-percent", v, "a whole number")?;
+        if outlier.max_ejection_percent > 100 {
+            return Err(format!(
+                "annotation {PREFIX}outlier-max-ejection-percent: {v:?} is over 100"
+            ));
+        }
+    }
+    pool.outlier = outlier;
+    if let Some(v) = get("zone-aware") {
+        pool.zone_aware = match v {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}zone-aware: {v:?} is not \"true\" or \"false\""
+                ))
+            }
+        };
+    }
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(pairs: &[(&str, &str)]) -> Result<RoutePolicy, String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{PREFIX}{k}"), (*v).to_string()))
+            .collect();
+        route_policy(Some(&map))
+    }
+
+    #[test]
+    fn defaults_without_annotations() {
+        let p = route_policy(None).expect("valid");
+        assert_eq!(p.pool.algorithm, Algorithm::LeastRequest);
+        assert_eq!(p.hash_key, HashKey::ClientIp);
+        assert_eq!(p.pool.outlier, OutlierConfig::default());
+    }
+
+    #[test]
+    fn every_annotation_is_read() {
+        let p = of(&[
+            ("load-balancer", "consistent-hash"),
+            ("hash-key", "header:X-User"),
+            ("hash-balance-factor", "1.25"),
+            ("hash-load-signal", "occupancy"),
+            ("slow-start", "30s"),
+            ("slow-start-aggression", "2"),
+            ("slow-start-min-weight", "0.05"),
+            ("outlier-consecutive-failures", "3"),
+            ("outlier-base-ejection", "10s"),
+            ("outlier-max-ejection", "2m"),
+            ("outlier-max-ejection-percent", "50"),
+            ("zone-aware", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(p.pool.algorithm, Algorithm::ConsistentHash);
+        assert_eq!(p.hash_key, HashKey::Header("x-user".into()));
+        assert_eq!(p.pool.hash_balance_factor, Some(1.25));
+        assert_eq!(p.pool.hash_load_signal, LoadSignal::Occupancy);
+        let slow = p.pool.slow_start.expect("slow start");
+        assert_eq!(
+            (slow.window, slow.aggression, slow.min_weight),
+            (Duration::from_secs(30), 2.0, 0.05)
+        );
+        assert_eq!(p.pool.outlier.consecutive_failures, 3);
+        assert_eq!(p.pool.outlier.base_ejection, Duration::from_secs(10));
+        assert_eq!(p.pool.outlier.max_ejection, Duration::from_secs(120));
+        assert_eq!(p.pool.outlier.max_ejection_percent, 50);
+        assert!(p.pool.zone_aware);
+    }
+
+    #[test]
+    fn bad_values_name_the_annotation() {
+        for (name, value) in [
+            ("load-balancer", "fastest"),
+            ("hash-key", "header:"),
+            ("hash-key", "ip"),
+            ("hash-balance-factor", "0.9"),
+            ("hash-balance-factor", "lots"),
+            ("hash-load-signal", "cpu"),
+            ("slow-start", "soon"),
+            ("outlier-consecutive-failures", "0"),
+            ("outlier-base-ejection", "-1s"),
+            ("outlier-max-ejection-percent", "150"),
+            ("zone-aware", "yes"),
+        ] {
+            let err = of(&[(name, value)]).expect_err("invalid");
+            assert!(err.contains(&format!("{PREFIX}{name}")), "{err}");
+        }
+    }
+}
