@@ -75,6 +75,7 @@ impl AdminApp {
     }
 
     fn endpoints_json(&self) -> serde_json::Value {
+        let now = weir_balancer::Nanos::now();
         let endpoints: Vec<_> = self
             .routing
             .registry()
@@ -83,10 +84,15 @@ impl AdminApp {
             .map(|e| {
                 json!({
                     "address": e.addr().to_string(),
+                    "zone": e.zone(),
                     "in_flight": e.in_flight(),
                     "requests_total": e.requests_total(),
                     "weight": e.weight(),
                     "draining": e.is_draining(),
+                    "ready_since_unix_seconds": e.ready_since().0 / 1_000_000_000,
+                    "ejected_for_seconds": e.ejected_until(now).map(|u| u.since(now).as_secs_f64()),
+                    "latency_ewma_ms": e.latency_estimate(now).map(|ns| ns / 1e6),
+                    "occupancy": e.occupancy(now),
                 })
             })
             .collect();

@@ -326,14 +326,28 @@ impl ProxyHttp for WeirProxy {
             .request_duration
             .with_label_values(&[namespace, ingress, service, method, code_class(code)])
             .observe(ctx.start.elapsed().as_secs_f64());
-        if let Some(e) = e {
-            tracing::debug!(
-                error = %e,
-                upstream = ?ctx.tried.last(),
-                reason = ctx.reason.map(PickReason::as_str),
-                "request failed"
-            );
-        }
+        // The access log: one line per request (JSON with --log-format json), target
+        // `weir::access` so operators can filter or silence it with RUST_LOG.
+        let req = session.req_header();
+        let upstream = ctx.tried.last().map(|a| a.to_string());
+        tracing::info!(
+            target: "weir::access",
+            method = %req.method,
+            host = request_host(req),
+            path = req.uri.path(),
+            status = code,
+            duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
+            upstream = upstream.as_deref().unwrap_or(""),
+            pick_reason = ctx.reason.map_or("", PickReason::as_str),
+            attempts = ctx.tried.len(),
+            namespace,
+            ingress,
+            service,
+            bytes_in = session.body_bytes_read(),
+            bytes_out = session.body_bytes_sent(),
+            error = e.map(|e| e.to_string()).unwrap_or_default(),
+            "request"
+        );
     }
 }
 

@@ -283,5 +283,28 @@ fn admin_endpoints_and_request_metrics() {
     assert!(endpoints["endpoints"]
         .as_array()
         .is_some_and(|e| e.len() == 3));
+    assert!(endpoints["endpoints"][0].get("latency_ewma_ms").is_some());
     assert_eq!(s.weir.admin_get("/nope").0, 404);
+
+    // One access-log line per request, with the balancer's reason and the upstream.
+    let access: Vec<serde_json::Value> = s
+        .weir
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "weir::access")
+        .collect();
+    assert_eq!(access.len(), 4, "3 proxied + 1 unrouted");
+    let line = &access[0];
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["host"], "shop.example.com");
+    assert_eq!(line["path"], "/api/m");
+    assert_eq!(line["pick_reason"], "primary");
+    assert_eq!(line["attempts"], 1);
+    assert_eq!(line["namespace"], "demo");
+    assert_eq!(line["ingress"], "shop");
+    assert!(line["upstream"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("127.0.0.1:")));
+    assert_eq!(access[3]["status"], 404);
 }
