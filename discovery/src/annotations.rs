@@ -23,11 +23,28 @@ pub enum HashKey {
     Path,
 }
 
-/// Balancing of one route: the pool configuration and the hash key.
-#[derive(Clone, Debug, PartialEq, Default, Serialize)]
+/// Balancing of one route: the pool configuration, the hash key, retries and timeouts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RoutePolicy {
     pub pool: PoolConfig,
     pub hash_key: HashKey,
+    /// Extra attempts for idempotent requests, each to another endpoint (`retries`, 1).
+    pub retries: u32,
+    /// `connect-timeout` (2 s) and `read-timeout` (60 s).
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            pool: PoolConfig::default(),
+            hash_key: HashKey::default(),
+            retries: 1,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 fn duration(name: &str, value: &str) -> Result<Duration, String> {
@@ -151,6 +168,24 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
         }
     }
     pool.outlier = outlier;
+    if let Some(v) = get("retries") {
+        policy.retries = number("retries", v, "a whole number")?;
+        if policy.retries > 10 {
+            return Err(format!("annotation {PREFIX}retries: {v:?} is over 10"));
+        }
+    }
+    for (name, slot) in [
+        ("connect-timeout", &mut policy.connect_timeout),
+        ("read-timeout", &mut policy.read_timeout),
+    ] {
+        if let Some(v) = get(name) {
+            let d = duration(name, v)?;
+            if d.is_zero() {
+                return Err(format!("annotation {PREFIX}{name}: must be above 0"));
+            }
+            *slot = d;
+        }
+    }
     if let Some(v) = get("zone-aware") {
         pool.zone_aware = match v {
             "true" => true,
@@ -200,8 +235,14 @@ mod tests {
             ("outlier-max-ejection", "2m"),
             ("outlier-max-ejection-percent", "50"),
             ("zone-aware", "true"),
+            ("retries", "2"),
+            ("connect-timeout", "500ms"),
+            ("read-timeout", "5s"),
         ])
         .expect("valid");
+        assert_eq!(p.retries, 2);
+        assert_eq!(p.connect_timeout, Duration::from_millis(500));
+        assert_eq!(p.read_timeout, Duration::from_secs(5));
         assert_eq!(p.pool.algorithm, Algorithm::ConsistentHash);
         assert_eq!(p.hash_key, HashKey::Header("x-user".into()));
         assert_eq!(p.pool.hash_balance_factor, Some(1.25));
@@ -232,6 +273,10 @@ mod tests {
             ("outlier-base-ejection", "-1s"),
             ("outlier-max-ejection-percent", "150"),
             ("zone-aware", "yes"),
+            ("retries", "-1"),
+            ("retries", "11"),
+            ("read-timeout", "0s"),
+            ("connect-timeout", "fast"),
         ] {
             let err = of(&[(name, value)]).expect_err("invalid");
             assert!(err.contains(&format!("{PREFIX}{name}")), "{err}");

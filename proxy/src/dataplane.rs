@@ -20,6 +20,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::RetryType;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +28,6 @@ use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
 use weir_discovery::HashKey;
 
-/// Annotation defaults of DESIGN §4 (`connect-timeout`, `read-timeout`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle upstream connection stays pooled. Below the 60 s keep-alive timeout
 /// common to nginx-, Go- and Java-based backends, so we close first.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
@@ -59,6 +57,10 @@ pub struct RequestCtx {
     upstream_headers: Option<(Instant, u16, Option<Duration>)>,
     /// The current attempt's outcome was already fed back (connect failure).
     outcome_recorded: bool,
+    /// Counts this request (and its retry, if any) against the route's retry budget.
+    budget: Vec<crate::retry::BudgetGuard>,
+    /// The retry under way is for a stale pooled connection, not a failed endpoint.
+    stale_connection_retry: bool,
 }
 
 /// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
@@ -118,6 +120,8 @@ impl ProxyHttp for WeirProxy {
             attempt_start: None,
             upstream_headers: None,
             outcome_recorded: false,
+            budget: Vec::new(),
+            stale_connection_retry: false,
         }
     }
 
@@ -164,9 +168,9 @@ impl ProxyHttp for WeirProxy {
             now: Nanos::now(),
         };
         let mut pick = target.pool.pick(&request, &mut rng);
-        if pick.endpoint.is_none() && !ctx.tried.is_empty() {
-            // Pingora retries a request whose pooled connection turned out stale; with
-            // every endpoint tried, the same one over a fresh connection is the right call.
+        if pick.endpoint.is_none() && ctx.stale_connection_retry {
+            // A pooled connection turned out stale (the endpoint itself is fine): with every
+            // endpoint tried, the same one over a fresh connection is the right call.
             pick = target.pool.pick(
                 &PickRequest {
                     key_hash,
@@ -193,6 +197,9 @@ impl ProxyHttp for WeirProxy {
             ));
         };
         let addr = endpoint.addr();
+        if ctx.tried.is_empty() {
+            ctx.budget.push(target.retry_budget.start());
+        }
         // Replacing the guard releases the slot of a previous attempt.
         ctx.guard = Some(target.pool.start_request(&endpoint));
         ctx.tried.push(addr);
@@ -203,21 +210,63 @@ impl ProxyHttp for WeirProxy {
         // A SocketAddr, never a name: `HttpPeer::new` would resolve names with blocking DNS
         // and panic on failure; a SocketAddr converts without either.
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(READ_TIMEOUT);
+        peer.options.connection_timeout = Some(target.connect_timeout);
+        peer.options.read_timeout = Some(target.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
-        // Reported now: a retry (Pingora's, for a stale pooled connection) replaces the guard.
+        // Reported now: a retry replaces the guard. Nothing was sent, so the request can go
+        // to another endpoint if it is idempotent and the budget allows.
         self.feed_back(ctx, Outcome::Failure);
+        ctx.stale_connection_retry = false;
+        let retry = self.may_retry(session, ctx);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Pingora marks errors on a reused pooled connection `ReusedOnly`: the connection
+        // was stale, which says nothing about the endpoint.
+        let stale = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+        ctx.stale_connection_retry = stale;
+        if e.esource() == &ErrorSource::Upstream && !stale {
+            self.feed_back(ctx, Outcome::Failure);
+        }
+        // Pingora's rule (a stale pooled connection is retried on a fresh one), limited to
+        // idempotent requests whose body is still in the retry buffer, no response byte
+        // sent, and within attempts and budget.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let retry = ctx.upstream_headers.is_none()
+            && if stale {
+                replayable
+            } else {
+                self.may_retry(session, ctx)
+            };
+        if retry {
+            e.retry.decide_reuse(client_reused);
+            if !stale {
+                e.set_retry(true);
+            }
+        } else {
+            e.set_retry(false);
+        }
         e
     }
 
@@ -352,6 +401,28 @@ impl ProxyHttp for WeirProxy {
 }
 
 impl WeirProxy {
+    /// Whether the request may be sent again: idempotent, its body still replayable, attempts
+    /// left on its route, and room in the route's retry budget (which then counts it).
+    fn may_retry(&self, session: &Session, ctx: &mut RequestCtx) -> bool {
+        let Some(target) = &ctx.target else {
+            return false;
+        };
+        let attempts = ctx.tried.len();
+        if attempts > target.retries as usize
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            return false;
+        }
+        match target.retry_budget.try_retry() {
+            Some(slot) => {
+                ctx.budget.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Tells the pool how the current attempt went (once per attempt): outcome for outlier
     /// ejection, time to response headers for peak EWMA and occupancy.
     fn feed_back(&self, ctx: &mut RequestCtx, outcome: Outcome) {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod dataplane;
 pub mod logging;
 pub mod metrics;
+pub mod retry;
 pub mod router;
 pub mod routing;
 pub mod shutdown;

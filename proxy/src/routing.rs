@@ -24,6 +24,10 @@ pub struct RouteTarget {
     pub pool: Arc<Pool>,
     /// Where the consistent-hash key comes from (used only by hashing pools).
     pub hash_key: HashKey,
+    pub retries: u32,
+    pub connect_timeout: std::time::Duration,
+    pub read_timeout: std::time::Duration,
+    pub retry_budget: Arc<crate::retry::RetryBudget>,
 }
 
 /// One published generation of routing.
@@ -142,6 +146,10 @@ impl LiveRouting {
                 service: route.backend.service.clone(),
                 pool: Arc::clone(pool),
                 hash_key: route.policy.hash_key.clone(),
+                retries: route.policy.retries,
+                connect_timeout: route.policy.connect_timeout,
+                read_timeout: route.policy.read_timeout,
+                retry_budget: Arc::default(),
             }))
         };
         let mut router = Router::new();

@@ -122,3 +122,76 @@ fn a_bad_annotation_rejects_only_its_ingress() {
         "{log}"
     );
 }
+
+#[test]
+fn idempotent_requests_are_retried_on_another_endpoint_others_are_not() {
+    let live = Echo::start("live");
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], weir_testsupport::process::free_port()));
+    let dir = ManifestDir::new();
+    // Ejection effectively off, so the dead endpoint keeps being picked.
+    let annotations = "    weir.dev/outlier-consecutive-failures: \"1000\"\n";
+    let mut yaml = support::service_yaml("demo", "app", &[live.addr, dead]);
+    yaml += &ingress(annotations);
+    yaml += &ingress(&format!("{annotations}    weir.dev/retries: \"0\"\n"))
+        .replace("name: app\n", "name: no-retries\n")
+        .replace("app.example.com", "noretry.example.com");
+    dir.write("all.yaml", &yaml);
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    let statuses = |host: &str, method: reqwest::Method| -> Vec<u16> {
+        (0..40)
+            .map(|_| {
+                c.request(method.clone(), weir.url("/"))
+                    .header("host", host)
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let gets = statuses("app.example.com", reqwest::Method::GET);
+    assert!(
+        gets.iter().all(|&s| s == 200),
+        "GETs are retried on the live endpoint: {gets:?}"
+    );
+    let retries = weir
+        .metric(
+            r#"weir_balancer_picks_total{algorithm="least-request",reason="retry",service="app"}"#,
+        )
+        .unwrap_or(0.0);
+    assert!(
+        retries >= 5.0,
+        "about half the first picks hit the dead endpoint: {retries} retries"
+    );
+    let posts = statuses("app.example.com", reqwest::Method::POST);
+    assert!(
+        posts.contains(&502) && posts.contains(&200),
+        "POSTs are not retried: {posts:?}"
+    );
+    let no_retries = statuses("noretry.example.com", reqwest::Method::GET);
+    assert!(
+        no_retries.contains(&502),
+        "retries: 0 turns them off: {no_retries:?}"
+    );
+}
+
+#[test]
+fn read_timeout_comes_from_the_annotation() {
+    let slow = Echo::start("slow");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&[&slow])
+            + &ingress("    weir.dev/read-timeout: 300ms\n    weir.dev/retries: \"0\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let started = std::time::Instant::now();
+    let (status, body) = weir.get(&client(), "app.example.com", "/?delay_ms=3000");
+    let took = started.elapsed();
+    assert_eq!((status, body.as_str()), (504, "upstream timed out\n"));
+    assert!(took < std::time::Duration::from_millis(2500), "{took:?}");
+    assert_eq!(
+        weir.echo(&client(), "app.example.com", "/?delay_ms=50")["service"],
+        "slow"
+    );
+}
