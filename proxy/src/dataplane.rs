@@ -408,6 +408,11 @@ impl WeirProxy {
             return false;
         };
         let attempts = ctx.tried.len();
+        // Nothing left to try: answer with this failure (502/504), not "no endpoints".
+        let (routable, draining) = target.pool.counts();
+        if routable.max(draining) <= attempts {
+            return false;
+        }
         if attempts > target.retries as usize
             || !session.req_header().method.is_idempotent()
             || session.as_ref().retry_buffer_truncated()
