@@ -195,3 +195,58 @@ fn read_timeout_comes_from_the_annotation() {
         "slow"
     );
 }
+
+#[test]
+fn in_flight_counts_return_to_zero_whatever_happened_to_the_requests() {
+    let live = Echo::start("live");
+    let failing = Echo::start_with("failing", &["--status", "500"]);
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], weir_testsupport::process::free_port()));
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(support::service_yaml("demo", "app", &[live.addr, failing.addr, dead])
+            + &ingress("    weir.dev/outlier-consecutive-failures: \"1000\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    // Successes, 500s, connect failures with retries, POSTs without retries...
+    for i in 0..30 {
+        let method = if i % 3 == 0 {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
+        let _ = c
+            .request(method, weir.url("/"))
+            .header("host", "app.example.com")
+            .send();
+    }
+    // ...and clients that give up while the upstream is still working on their request.
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .expect("client");
+    for _ in 0..6 {
+        let result = impatient
+            .get(weir.url("/?delay_ms=600"))
+            .header("host", "app.example.com")
+            .send();
+        assert!(
+            result.is_err() || result.is_ok_and(|r| r.status() != 200),
+            "should have timed out"
+        );
+    }
+    let settled = (0..60).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (_, body) = weir.admin_get("/debug/endpoints");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["endpoints"]
+            .as_array()
+            .is_some_and(|eps| !eps.is_empty() && eps.iter().all(|e| e["in_flight"] == 0))
+    });
+    assert!(
+        settled,
+        "in-flight counts leaked: {}",
+        weir.admin_get("/debug/endpoints").1
+    );
+}
