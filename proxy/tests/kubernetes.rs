@@ -6,8 +6,8 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-use support::{client, service_yaml, Echo, Weir};
+use std::time::Duration;
+use support::{client, kubeconfig_file, service_yaml, wait_until, Echo, Weir};
 use weir_testsupport::fakeapi::FakeApiServer;
 
 const INGRESS: &str = r#"
@@ -28,17 +28,6 @@ spec:
       - {path: /, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}
 "#;
 
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    None
-}
-
 fn served_by(weir: &Weir, service: &str) -> bool {
     let (status, body) = weir.get(&client(), "app.example.com", "/");
     status == 200 && body.contains(&format!("\"service\":\"{service}\""))
@@ -52,9 +41,7 @@ fn routes_follow_the_api_server_and_survive_its_outages() {
     api.apply_yaml(INGRESS).expect("ingress");
     api.apply_yaml(&service_yaml("demo", "app", &[blue.addr]))
         .expect("service");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
 
     let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "200ms"]);
     assert!(served_by(&weir, "blue"), "routes from the initial list");
@@ -107,9 +94,7 @@ fn routes_follow_the_api_server_and_survive_its_outages() {
 fn readiness_waits_for_the_initial_sync() {
     let api = FakeApiServer::start().expect("fake API server");
     api.set_down(true);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
     let http = weir_testsupport::process::free_port();
     let admin = weir_testsupport::process::free_port();
     let _weir = weir_testsupport::process::ChildGuard::spawn(
@@ -172,9 +157,7 @@ fn one_elected_replica_writes_ingress_status_only_when_it_changes() {
     api.apply_yaml(PUBLISHED).expect("published service");
     api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
         .expect("service");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
     let args = [
         "--publish-service",
         "ingress/weir-lb",
@@ -243,9 +226,7 @@ fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     api.apply_yaml(INGRESS).expect("ingress");
     api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
         .expect("service");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
     let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
     api.apply_yaml(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: demo}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: bad.example.com\n    http: {paths: [{path: /a//b, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n",
@@ -289,9 +270,7 @@ fn errors_and_a_stalled_api_server_are_ridden_out() {
         .expect("service");
     // The first requests fail with 500: the watchers back off and retry until they sync.
     api.fail_next(8);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).expect("kubeconfig");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
     let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
     assert!(served_by(&weir, "blue"));
 

@@ -8,7 +8,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{client, service_yaml, Echo, ManifestDir, Weir};
+use support::{client, service_yaml, wait_until, Echo, ManifestDir, Weir};
 
 fn ingress(name: &str, paths: &[(&str, &str)]) -> String {
     let mut out = format!(
@@ -98,18 +98,6 @@ impl Traffic {
     }
 }
 
-/// Polls until `check` holds; returns how long that took.
-fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[test]
 fn manifest_edits_go_live_within_two_seconds_without_failing_requests() {
     let blue = Echo::start("blue");
@@ -137,7 +125,7 @@ fn manifest_edits_go_live_within_two_seconds_without_failing_requests() {
         "ingress.yaml",
         &ingress("app", &[("/", "app"), ("/new", "other")]),
     );
-    let took = time_until(Duration::from_secs(5), || {
+    let took = wait_until(Duration::from_secs(5), || {
         weir.get(&c, "app.example.com", "/new")
             .1
             .contains("\"service\":\"other\"")
@@ -152,7 +140,7 @@ fn manifest_edits_go_live_within_two_seconds_without_failing_requests() {
         &(service_yaml("demo", "app", &[green.addr])
             + &service_yaml("demo", "other", &[other.addr])),
     );
-    let took = time_until(Duration::from_secs(5), || {
+    let took = wait_until(Duration::from_secs(5), || {
         (0..3).all(|_| {
             weir.get(&c, "app.example.com", "/")
                 .1
@@ -192,7 +180,7 @@ fn a_broken_manifest_keeps_the_previous_routes() {
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nspec: [unclosed\n",
     );
     let errors = r#"weir_config_reloads_total{result="error"}"#;
-    time_until(Duration::from_secs(5), || weir.metric(errors) >= Some(1.0))
+    wait_until(Duration::from_secs(5), || weir.metric(errors) >= Some(1.0))
         .expect("the broken file was never noticed");
     assert_eq!(weir.echo(&c, "app.example.com", "/x")["service"], "app");
     assert_eq!(
@@ -214,7 +202,7 @@ fn a_broken_manifest_keeps_the_previous_routes() {
         "ingress.yaml",
         &ingress("app", &[("/", "app"), ("/fixed", "app")]),
     );
-    time_until(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), || {
         weir.metric("weir_routes") == Some(2.0)
     })
     .expect("the fixed file was never applied");

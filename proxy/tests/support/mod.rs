@@ -208,3 +208,23 @@ impl ManifestDir {
         std::fs::rename(&tmp, self.path().join(name)).expect("rename manifest");
     }
 }
+
+/// Polls `check` every 20 ms until it holds; how long that took, or `None` after `limit`.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A kubeconfig file for the fake API server at `server` (keep the directory alive).
+pub fn kubeconfig_file(kubeconfig: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig).expect("kubeconfig");
+    (dir, path)
+}
