@@ -134,11 +134,20 @@ impl ServeHttp for AdminApp {
                 let (code, body) = self.readyz();
                 response(code, "text/plain", body.into_bytes())
             }
-            "/metrics" => response(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
+            "/metrics" => {
+                self.metrics.endpoints.reset();
+                for (service, state, n) in self.routing.endpoint_states() {
+                    self.metrics
+                        .endpoints
+                        .with_label_values(&[&service, state])
+                        .set(n);
+                }
+                response(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
             "/debug/routes" => json_response(&self.routes_json()),
             "/debug/endpoints" => json_response(&self.endpoints_json()),
             _ => response(404, "text/plain", b"not found\n".to_vec()),

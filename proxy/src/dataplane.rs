@@ -12,7 +12,7 @@
 //! Must not: block, do file or API I/O, or lock shared state; routing state is read through
 //! one atomic load per request.
 
-use crate::metrics::{code_class, method_label, Metrics};
+use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::routing::{LiveRouting, RouteTarget};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -226,6 +226,7 @@ impl ProxyHttp for WeirProxy {
         // Reported now: a retry replaces the guard. Nothing was sent, so the request can go
         // to another endpoint if it is idempotent and the budget allows.
         self.feed_back(ctx, Outcome::Failure);
+        self.count_upstream_error(ctx, &e);
         ctx.stale_connection_retry = false;
         let retry = self.may_retry(session, ctx);
         e.set_retry(retry);
@@ -247,6 +248,7 @@ impl ProxyHttp for WeirProxy {
         ctx.stale_connection_retry = stale;
         if e.esource() == &ErrorSource::Upstream && !stale {
             self.feed_back(ctx, Outcome::Failure);
+            self.count_upstream_error(ctx, &e);
         }
         // Pingora's rule (a stale pooled connection is retried on a fresh one), limited to
         // idempotent requests whose body is still in the retry buffer, no response byte
@@ -401,6 +403,15 @@ impl ProxyHttp for WeirProxy {
 }
 
 impl WeirProxy {
+    fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
+        if let Some(target) = &ctx.target {
+            self.metrics
+                .upstream_errors_total
+                .with_label_values(&[&target.service, upstream_error_kind(e)])
+                .inc();
+        }
+    }
+
     /// Whether the request may be sent again: idempotent, its body still replayable, attempts
     /// left on its route, and room in the route's retry budget (which then counts it).
     fn may_retry(&self, session: &Session, ctx: &mut RequestCtx) -> bool {

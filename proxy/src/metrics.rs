@@ -20,6 +20,8 @@ pub struct Metrics {
     pub config_last_reload: Gauge,
     pub balancer_picks_total: IntCounterVec,
     pub outlier_ejections_total: IntCounterVec,
+    pub upstream_errors_total: IntCounterVec,
+    pub endpoints: prometheus::IntGaugeVec,
 }
 
 /// Edge-proxy latencies: 0.5 ms to 10 s.
@@ -78,6 +80,22 @@ impl Metrics {
             ),
             &["service"],
         )?;
+        let upstream_errors_total = IntCounterVec::new(
+            Opts::new(
+                "weir_upstream_errors_total",
+                "Failed upstream attempts, by kind (connect, timeout, reset, protocol).",
+            ),
+            &["service", "kind"],
+        )?;
+        let endpoints = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "weir_endpoints",
+                "Endpoints of the live routes, by state (ready, draining, ejected, slow_start).",
+            ),
+            &["service", "state"],
+        )?;
+        registry.register(Box::new(upstream_errors_total.clone()))?;
+        registry.register(Box::new(endpoints.clone()))?;
         registry.register(Box::new(balancer_picks_total.clone()))?;
         registry.register(Box::new(outlier_ejections_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -104,6 +122,8 @@ impl Metrics {
             config_last_reload,
             balancer_picks_total,
             outlier_ejections_total,
+            upstream_errors_total,
+            endpoints,
         })
     }
 
@@ -114,6 +134,26 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         out
+    }
+}
+
+/// The `kind` label of `weir_upstream_errors_total` for a Pingora error.
+pub fn upstream_error_kind(e: &pingora::Error) -> &'static str {
+    use pingora::ErrorType as T;
+    match e.etype() {
+        T::ConnectTimedout | T::ReadTimedout | T::WriteTimedout | T::TLSHandshakeTimedout => {
+            "timeout"
+        }
+        T::ConnectRefused
+        | T::ConnectNoRoute
+        | T::ConnectError
+        | T::TLSHandshakeFailure
+        | T::HandshakeError
+        | T::InvalidCert
+        | T::SocketError
+        | T::BindError => "connect",
+        T::ConnectionClosed | T::ReadError | T::WriteError => "reset",
+        _ => "protocol",
     }
 }
 

@@ -99,6 +99,32 @@ impl LiveRouting {
         &self.registry
     }
 
+    /// Endpoint counts per (service, state) over the live pools, for `weir_endpoints`.
+    /// An endpoint counts once per pool it is in; states: ready, draining, ejected,
+    /// slow_start (ready but younger than its pool's slow-start window).
+    pub fn endpoint_states(&self) -> Vec<(String, &'static str, i64)> {
+        let now = Nanos::now();
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts: std::collections::BTreeMap<(String, &'static str), i64> =
+            Default::default();
+        for ((backend, _), pool) in pools.iter() {
+            let window = pool.config().slow_start.map(|s| s.window);
+            for e in pool.endpoints() {
+                let state = if e.is_draining() {
+                    "draining"
+                } else if e.ejected_until(now).is_some() {
+                    "ejected"
+                } else if window.is_some_and(|w| now.since(e.ready_since()) < w) {
+                    "slow_start"
+                } else {
+                    "ready"
+                };
+                *counts.entry((backend.service.clone(), state)).or_default() += 1;
+            }
+        }
+        counts.into_iter().map(|((s, st), n)| (s, st, n)).collect()
+    }
+
     /// True once a snapshot has been applied.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

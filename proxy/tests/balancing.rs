@@ -94,6 +94,14 @@ fn a_failing_backend_is_ejected_after_consecutive_failures() {
         weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
         Some(1.0)
     );
+    assert_eq!(
+        weir.metric(r#"weir_endpoints{service="app",state="ejected"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        weir.metric(r#"weir_endpoints{service="app",state="ready"}"#),
+        Some(1.0)
+    );
     let log = weir.log_text();
     assert!(
         log.contains("endpoint ejected after consecutive failures")
@@ -162,6 +170,13 @@ fn idempotent_requests_are_retried_on_another_endpoint_others_are_not() {
     assert!(
         retries >= 5.0,
         "about half the first picks hit the dead endpoint: {retries} retries"
+    );
+    let connect_errors = weir
+        .metric(r#"weir_upstream_errors_total{kind="connect",service="app"}"#)
+        .unwrap_or(0.0);
+    assert!(
+        connect_errors >= retries,
+        "{connect_errors} connect errors counted"
     );
     let posts = statuses("app.example.com", reqwest::Method::POST);
     assert!(
