@@ -533,6 +533,56 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "reason": reason, "message": message, "code": code})
 }
 
+/// API discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`), built
+/// from [`KINDS`], so that generic clients such as kubectl find the resources.
+fn discovery(path: &str) -> Option<Value> {
+    let resources = |prefix: &str| -> Vec<Value> {
+        KINDS
+            .iter()
+            .filter(|k| k.0 == prefix)
+            .map(|&(_, resource, kind, _, namespaced)| {
+                json!({"name": resource, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced,
+                       "kind": kind, "verbs": ["get", "list", "watch", "create", "update"]})
+            })
+            .collect()
+    };
+    let groups: Vec<(&str, &str)> = {
+        let mut g: Vec<(&str, &str)> = KINDS
+            .iter()
+            .filter_map(|k| k.0.strip_prefix("/apis/"))
+            .filter_map(|gv| gv.split_once('/'))
+            .collect();
+        g.dedup();
+        g
+    };
+    match path {
+        "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"],
+                              "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+        "/apis" => Some(
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.iter().map(|(g, v)| {
+            let gv = format!("{g}/{v}");
+            json!({"name": g, "versions": [{"groupVersion": gv, "version": v}],
+                   "preferredVersion": {"groupVersion": gv, "version": v}})
+        }).collect::<Vec<_>>()}),
+        ),
+        "/api/v1" => Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+                                 "resources": resources("/api/v1")}),
+        ),
+        _ => {
+            let gv = path.strip_prefix("/apis/")?;
+            if gv.matches('/').count() != 1 || !groups.iter().any(|(g, v)| format!("{g}/{v}") == gv)
+            {
+                return None;
+            }
+            Some(
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                        "resources": resources(&format!("/apis/{gv}"))}),
+            )
+        }
+    }
+}
+
 /// A parsed request path.
 struct Target {
     kind: &'static KindEntry,
@@ -614,6 +664,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
             status(503, "ServiceUnavailable", "fake API server is down"),
         );
+    }
+    if let Some(document) = discovery(req.uri().path()) {
+        return full(StatusCode::OK, document);
     }
     let Some(target) = route(req.uri().path()) else {
         let message = format!("unknown path {}", req.uri().path());

