@@ -285,3 +285,59 @@ fn errors_and_a_stalled_api_server_are_ridden_out() {
     wait_until(Duration::from_secs(40), || served_by(&weir, "green"))
         .unwrap_or_else(|| panic!("not watching after the stall; log:\n{}", weir.log_text()));
 }
+
+/// EndpointSlice for Service demo/app with explicit conditions per endpoint.
+fn slice(name: &str, endpoint: std::net::SocketAddr, ready: bool, terminating: bool) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: demo, labels: {{kubernetes.io/service-name: app}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"], conditions: {{ready: {ready}, serving: true, terminating: {terminating}}}}}]\n",
+        endpoint.port(),
+        endpoint.ip()
+    )
+}
+
+#[test]
+fn a_created_ingress_is_routable_within_two_seconds_and_terminating_endpoints_drain() {
+    let blue = Echo::start("blue");
+    let green = Echo::start("green");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml("apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: demo}\nspec: {ports: [{name: http, port: 80}]}\n")
+        .expect("service");
+    api.apply_yaml(&slice("app-green", green.addr, true, false))
+        .expect("slice");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
+    let weir = Weir::start_kubernetes(&kubeconfig, &[]);
+    assert_eq!(weir.get(&client(), "app.example.com", "/").0, 404);
+
+    // A new Ingress, with the default debounce: routable within 2 s.
+    api.apply_yaml(INGRESS).expect("ingress");
+    let took = wait_until(Duration::from_secs(5), || served_by(&weir, "green")).expect("routable");
+    eprintln!("created Ingress routable after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A long request is in flight on green when green starts terminating and blue arrives.
+    let url = weir.url("/?delay_ms=1500");
+    let long = std::thread::spawn(move || {
+        client()
+            .get(url)
+            .header("host", "app.example.com")
+            .send()
+            .and_then(|r| r.text())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    api.apply_yaml(&slice("app-green", green.addr, false, true))
+        .expect("terminating");
+    api.apply_yaml(&slice("app-blue", blue.addr, true, false))
+        .expect("blue");
+    wait_until(Duration::from_secs(5), || served_by(&weir, "blue")).expect("blue serving");
+    for _ in 0..20 {
+        assert!(
+            served_by(&weir, "blue"),
+            "a terminating endpoint got a new request"
+        );
+    }
+    let body = long
+        .join()
+        .expect("thread")
+        .expect("the in-flight request completed");
+    assert!(body.contains("\"service\":\"green\""), "{body}");
+}
