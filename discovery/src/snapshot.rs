@@ -116,3 +116,26 @@ pub struct RoutingSnapshot {
     /// Ingresses of our class that made it in.
     pub ingresses: Vec<ObjectRef>,
 }
+
+impl RoutingSnapshot {
+    /// The JSON view of the snapshot that `/debug/routes` shows and the golden tests compare:
+    /// routes, default backend, backends (by `namespace/service:port`) and rejections.
+    pub fn to_json(&self) -> serde_json::Value {
+        let backends: serde_json::Map<String, serde_json::Value> = self
+            .backends
+            .iter()
+            .map(|(key, backend)| {
+                (
+                    key.to_string(),
+                    serde_json::json!({ "endpoints": backend.endpoints, "problem": backend.problem }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "routes": self.routes,
+            "default_backend": self.default_backend,
+            "backends": backends,
+            "rejected": self.rejected,
+        })
+    }
+}

@@ -54,24 +54,9 @@ impl AdminApp {
 
     fn routes_json(&self) -> serde_json::Value {
         let table = self.routing.load_full();
-        let snapshot = &table.snapshot;
-        let backends: serde_json::Map<String, serde_json::Value> = snapshot
-            .backends
-            .iter()
-            .map(|(key, backend)| {
-                (
-                    key.to_string(),
-                    json!({ "endpoints": backend.endpoints, "problem": backend.problem }),
-                )
-            })
-            .collect();
-        json!({
-            "generation": table.generation,
-            "routes": snapshot.routes,
-            "default_backend": snapshot.default_backend,
-            "backends": backends,
-            "rejected": snapshot.rejected,
-        })
+        let mut view = table.snapshot.to_json();
+        view["generation"] = json!(table.generation);
+        view
     }
 
     fn endpoints_json(&self) -> serde_json::Value {
