@@ -265,3 +265,119 @@ fn in_flight_counts_return_to_zero_whatever_happened_to_the_requests() {
         weir.admin_get("/debug/endpoints").1
     );
 }
+
+/// Sends `per_thread` GETs from each of `threads` concurrent clients; counts answers by pod
+/// (and failures under "failed").
+fn load(weir: &Weir, threads: usize, per_thread: usize) -> HashMap<String, usize> {
+    let url = weir.url("/");
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                for _ in 0..per_thread {
+                    let key = match c.get(&url).header("host", "app.example.com").send() {
+                        Ok(r) if r.status() == 200 => pod_of(&r.text().unwrap_or_default()),
+                        Ok(r) => format!("failed: {}", r.status()),
+                        Err(e) => format!("failed: {e}"),
+                    };
+                    *seen.entry(key).or_default() += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut total: HashMap<String, usize> = HashMap::new();
+    for h in handles {
+        for (k, v) in h.join().expect("client thread") {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+#[test]
+fn least_request_sends_a_slow_upstream_well_under_its_round_robin_share() {
+    let fast_a = Echo::start("fast-a");
+    let fast_b = Echo::start("fast-b");
+    let slow = Echo::start_with("slow", &["--delay-ms", "50"]);
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&[&fast_a, &fast_b, &slow]) + &ingress("    weir.dev/retries: \"0\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let seen = load(&weir, 16, 25);
+    let total: usize = seen.values().sum();
+    let slow_share = *seen.get("slow-pod").unwrap_or(&0) as f64 / total as f64;
+    eprintln!(
+        "slow upstream share at concurrency 16: {:.1} % of {total} ({seen:?})",
+        slow_share * 100.0
+    );
+    assert!(!seen.keys().any(|k| k.starts_with("failed")), "{seen:?}");
+    // Round robin would give it 1/3; least request must stay well under: at most 1/6.
+    assert!(slow_share <= 1.0 / 6.0, "slow share {slow_share:.3}");
+}
+
+#[test]
+fn an_upstream_killed_under_get_load_fails_no_client_request() {
+    let a = Echo::start("a");
+    let b = Echo::start("b");
+    let mut victim = Echo::start("victim");
+    let dir = ManifestDir::new();
+    dir.write("all.yaml", &(service(&[&a, &b, &victim]) + &ingress("")));
+    let weir = Weir::start(&dir.path(), &[]);
+    let loader = {
+        let url = weir.url("/?delay_ms=5");
+        std::thread::spawn(move || {
+            let c = client();
+            (0..400)
+                .map(|_| {
+                    c.get(&url)
+                        .header("host", "app.example.com")
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+                .collect::<Vec<u16>>()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    victim.kill();
+    let statuses = loader.join().expect("loader");
+    let failed: Vec<_> = statuses.iter().filter(|&&s| s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+}
+
+#[test]
+fn an_ejected_upstream_returns_after_its_ejection_time() {
+    let good = Echo::start("good");
+    let bad = Echo::start_with("bad", &["--status", "500"]);
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&[&good, &bad])
+            + &ingress("    weir.dev/outlier-consecutive-failures: \"2\"\n    weir.dev/outlier-base-ejection: 1s\n    weir.dev/outlier-max-ejection-percent: \"50\"\n    weir.dev/retries: \"0\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    let failures = |n: usize| {
+        (0..n)
+            .filter(|_| weir.get(&c, "app.example.com", "/").0 == 500)
+            .count()
+    };
+    assert_eq!(failures(30), 2, "ejected after two failures");
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    // Back after 1 s, quarantined: its first failure ejects it again (for 2 s).
+    assert_eq!(failures(30), 1);
+    assert_eq!(
+        weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
+        Some(2.0)
+    );
+}

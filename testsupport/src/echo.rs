@@ -29,6 +29,8 @@ pub struct EchoIdentity {
     pub pod: String,
     /// Status of every answer unless the request asks for another (`?status=`).
     pub status: u16,
+    /// Delay before every answer unless the request asks for another (`?delay_ms=`).
+    pub delay: Duration,
 }
 
 /// Serves until the listener fails. One task per connection.
@@ -73,8 +75,11 @@ async fn answer(
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     let query = parts.uri.query();
-    if let Some(ms) = query_param(query, "delay_ms").and_then(|v| v.parse::<u64>().ok()) {
-        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    let delay = query_param(query, "delay_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(identity.delay, |ms| Duration::from_millis(ms.min(60_000)));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let status = query_param(query, "status")
         .and_then(|v| v.parse::<u16>().ok())

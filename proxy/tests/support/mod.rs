@@ -20,6 +20,12 @@ pub struct Echo {
 }
 
 impl Echo {
+    /// Kills the upstream process (the port then refuses connections).
+    pub fn kill(&mut self) {
+        let _ = self._process.child.kill();
+        let _ = self._process.child.wait();
+    }
+
     pub fn start(service: &str) -> Echo {
         Echo::start_with(service, &[])
     }

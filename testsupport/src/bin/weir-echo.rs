@@ -21,6 +21,9 @@ struct Args {
     /// Answer every request with this status (a failing backend); `?status=` still wins.
     #[arg(long, default_value_t = 200)]
     status: u16,
+    /// Wait this long before every answer (a slow backend); `?delay_ms=` still wins.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -55,6 +58,7 @@ fn main() {
                 service: args.service,
                 pod,
                 status: args.status,
+                delay: std::time::Duration::from_millis(args.delay_ms),
             },
         )
         .await
