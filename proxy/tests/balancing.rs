@@ -381,3 +381,69 @@ fn an_ejected_upstream_returns_after_its_ejection_time() {
         Some(2.0)
     );
 }
+
+#[test]
+fn retry_after_on_503_lowers_the_upstreams_share_for_that_time() {
+    let good = Echo::start("good");
+    let busy = Echo::start_with("busy", &["--status", "503", "--retry-after", "30"]);
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&[&good, &busy]) + &ingress("    weir.dev/retries: \"0\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    // Weight x 0.1 for 30 s: between two idle endpoints least request never prefers it, so
+    // only the answer that carried Retry-After came from it (5xx, but one failure is not an
+    // ejection).
+    let busy_answers = (0..40)
+        .filter(|_| weir.get(&c, "app.example.com", "/").0 == 503)
+        .count();
+    assert_eq!(busy_answers, 1);
+    assert_eq!(
+        weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
+        None
+    );
+}
+
+#[test]
+fn slow_start_ramps_a_new_endpoints_share_along_the_curve() {
+    let old = Echo::start("old");
+    let new = Echo::start("new");
+    let dir = ManifestDir::new();
+    let annotations = "    weir.dev/load-balancer: round-robin\n    weir.dev/slow-start: 2s\n";
+    dir.write("all.yaml", &(service(&[&old]) + &ingress(annotations)));
+    let weir = Weir::start(&dir.path(), &["--reload-debounce", "100ms"]);
+    let c = client();
+    // weir first saw `old` at its start: let its own 2 s window pass.
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    dir.write(
+        "all.yaml",
+        &(service(&[&old, &new]) + &ingress(annotations)),
+    );
+    support::wait_until(std::time::Duration::from_secs(5), || {
+        weir.get(&c, "app.example.com", "/").1.contains("new-pod")
+    })
+    .expect("the new endpoint joined");
+    // Share of the new endpoint per half second of its 2 s window, then after it. Weight =
+    // max(0.1, age / 2 s): smooth round robin gives it w / (1 + w), i.e. 9-20 %, 20-33 %,
+    // 33-43 %, 43-50 %, then 50 %. Tolerance: each window's share exceeds the one before
+    // (~0.5 s of sequential requests each) and the last is 50 % ± 5 points.
+    let mut shares = Vec::new();
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let (mut total, mut to_new) = (0usize, 0usize);
+        while start.elapsed() < std::time::Duration::from_millis(500) {
+            total += 1;
+            to_new += usize::from(weir.get(&c, "app.example.com", "/").1.contains("new-pod"));
+        }
+        shares.push(to_new as f64 / total as f64);
+    }
+    eprintln!("new endpoint's share per half second: {shares:?}");
+    assert!(shares[0] < 0.3, "{shares:?}");
+    assert!(
+        shares.windows(2).take(3).all(|w| w[1] > w[0]),
+        "not ramping: {shares:?}"
+    );
+    assert!((shares[4] - 0.5).abs() <= 0.05, "{shares:?}");
+}

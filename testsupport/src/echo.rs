@@ -31,6 +31,8 @@ pub struct EchoIdentity {
     pub status: u16,
     /// Delay before every answer unless the request asks for another (`?delay_ms=`).
     pub delay: Duration,
+    /// `Retry-After` seconds on 503 answers.
+    pub retry_after: Option<u64>,
 }
 
 /// Serves until the listener fails. One task per connection.
@@ -126,5 +128,9 @@ async fn answer(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    if let (StatusCode::SERVICE_UNAVAILABLE, Some(seconds)) = (status, identity.retry_after) {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    }
     resp
 }

@@ -21,6 +21,9 @@ struct Args {
     /// Answer every request with this status (a failing backend); `?status=` still wins.
     #[arg(long, default_value_t = 200)]
     status: u16,
+    /// Add `Retry-After: N` to 503 answers.
+    #[arg(long)]
+    retry_after: Option<u64>,
     /// Wait this long before every answer (a slow backend); `?delay_ms=` still wins.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -59,6 +62,7 @@ fn main() {
                 pod,
                 status: args.status,
                 delay: std::time::Duration::from_millis(args.delay_ms),
+                retry_after: args.retry_after,
             },
         )
         .await
