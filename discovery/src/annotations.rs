@@ -23,6 +23,17 @@ pub enum HashKey {
     Path,
 }
 
+/// How weir talks to a route's upstreams (`weir.dev/backend-protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (default).
+    #[default]
+    Http,
+    /// HTTP/2 over plaintext with prior knowledge (gRPC without TLS).
+    H2c,
+}
+
 /// Balancing of one route: the pool configuration, the hash key, retries and timeouts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RoutePolicy {
@@ -33,6 +44,7 @@ pub struct RoutePolicy {
     /// `connect-timeout` (2 s) and `read-timeout` (60 s).
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub backend_protocol: BackendProtocol,
 }
 
 impl Default for RoutePolicy {
@@ -43,6 +55,7 @@ impl Default for RoutePolicy {
             retries: 1,
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(60),
+            backend_protocol: BackendProtocol::Http,
         }
     }
 }
@@ -186,6 +199,20 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
             *slot = d;
         }
     }
+    if let Some(v) = get("backend-protocol") {
+        policy.backend_protocol = match v {
+            "http" => BackendProtocol::Http,
+            "h2c" => BackendProtocol::H2c,
+            "https" => return Err(format!(
+                "annotation {PREFIX}backend-protocol: \"https\" is not supported yet (http or h2c)"
+            )),
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}backend-protocol: {v:?} is not http or h2c"
+                ))
+            }
+        };
+    }
     if let Some(v) = get("zone-aware") {
         pool.zone_aware = match v {
             "true" => true,
@@ -273,6 +300,8 @@ mod tests {
             ("outlier-base-ejection", "-1s"),
             ("outlier-max-ejection-percent", "150"),
             ("zone-aware", "yes"),
+            ("backend-protocol", "https"),
+            ("backend-protocol", "grpc"),
             ("retries", "-1"),
             ("retries", "11"),
             ("read-timeout", "0s"),

@@ -18,7 +18,7 @@ pub mod status;
 mod translate;
 mod validate;
 
-pub use annotations::{HashKey, RoutePolicy};
+pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,

@@ -26,11 +26,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
-use weir_discovery::HashKey;
+use weir_discovery::{BackendProtocol, HashKey};
 
 /// How long an idle upstream connection stays pooled. Below the 60 s keep-alive timeout
 /// common to nginx-, Go- and Java-based backends, so we close first.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+/// Concurrent streams weir opens on one upstream h2 connection.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 pub struct WeirProxy {
     routing: Arc<LiveRouting>,
@@ -213,6 +215,12 @@ impl ProxyHttp for WeirProxy {
         peer.options.connection_timeout = Some(target.connect_timeout);
         peer.options.read_timeout = Some(target.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if target.backend_protocol == BackendProtocol::H2c {
+            // Prior-knowledge h2 over plaintext; Pingora's default of 1 stream per connection
+            // would open a connection per concurrent request.
+            peer.options.alpn = pingora::protocols::ALPN::H2;
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
         Ok(Box::new(peer))
     }
 

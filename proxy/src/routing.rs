@@ -28,6 +28,7 @@ pub struct RouteTarget {
     pub connect_timeout: std::time::Duration,
     pub read_timeout: std::time::Duration,
     pub retry_budget: Arc<crate::retry::RetryBudget>,
+    pub backend_protocol: weir_discovery::BackendProtocol,
 }
 
 /// One published generation of routing.
@@ -176,6 +177,7 @@ impl LiveRouting {
                 connect_timeout: route.policy.connect_timeout,
                 read_timeout: route.policy.read_timeout,
                 retry_budget: Arc::default(),
+                backend_protocol: route.policy.backend_protocol,
             }))
         };
         let mut router = Router::new();

@@ -447,3 +447,22 @@ fn slow_start_ramps_a_new_endpoints_share_along_the_curve() {
     );
     assert!((shares[4] - 0.5).abs() <= 0.05, "{shares:?}");
 }
+
+#[test]
+fn backend_protocol_h2c_speaks_http2_to_the_upstream() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&[&app]) + &ingress("    weir.dev/backend-protocol: h2c\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    let first = weir.echo(&c, "app.example.com", "/one");
+    assert_eq!(first["proto"], "HTTP/2.0", "the upstream saw: {first}");
+    assert_eq!(first["path"], "/one");
+    assert_eq!(first["host"], "app.example.com");
+    // Streams share one connection.
+    let second = weir.echo(&client(), "app.example.com", "/two");
+    assert_eq!(second["connection"], first["connection"]);
+}
