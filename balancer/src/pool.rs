@@ -54,6 +54,16 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm, in the order the annotation documentation lists them.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::LeastRequest,
+        Algorithm::LeastConnections,
+        Algorithm::RoundRobin,
+        Algorithm::Random,
+        Algorithm::PeakEwma,
+        Algorithm::ConsistentHash,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::LeastRequest => "least-request",
@@ -70,15 +80,8 @@ impl FromStr for Algorithm {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Algorithm::LeastRequest,
-            Algorithm::LeastConnections,
-            Algorithm::RoundRobin,
-            Algorithm::Random,
-            Algorithm::PeakEwma,
-            Algorithm::ConsistentHash,
-        ]
-        .into_iter()
+        Algorithm::ALL
+            .into_iter()
         .find(|a| a.name() == s)
         .ok_or_else(|| {
             format!("{s:?} is not one of least-request, least-connections, round-robin, random, peak-ewma, consistent-hash")
@@ -657,14 +660,7 @@ mod tests {
 
     #[test]
     fn every_algorithm_retries_without_repeating_and_then_gives_up() {
-        for algorithm in [
-            Algorithm::LeastRequest,
-            Algorithm::LeastConnections,
-            Algorithm::RoundRobin,
-            Algorithm::Random,
-            Algorithm::PeakEwma,
-            Algorithm::ConsistentHash,
-        ] {
+        for algorithm in Algorithm::ALL {
             let (pool, _reg) = pool_of(algorithm, &ready(1..=3));
             let mut rng = SmallRng::seed_from_u64(7);
             let mut tried = Vec::new();
@@ -758,12 +754,7 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for a in [
-            Algorithm::LeastRequest,
-            Algorithm::LeastConnections,
-            Algorithm::RoundRobin,
-            Algorithm::Random,
-        ] {
+        for a in Algorithm::ALL {
             assert_eq!(a.name().parse::<Algorithm>(), Ok(a));
         }
         assert!("fastest".parse::<Algorithm>().is_err());

@@ -203,9 +203,11 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
         policy.backend_protocol = match v {
             "http" => BackendProtocol::Http,
             "h2c" => BackendProtocol::H2c,
-            "https" => return Err(format!(
+            "https" => {
+                return Err(format!(
                 "annotation {PREFIX}backend-protocol: \"https\" is not supported yet (http or h2c)"
-            )),
+            ))
+            }
             _ => {
                 return Err(format!(
                     "annotation {PREFIX}backend-protocol: {v:?} is not http or h2c"
