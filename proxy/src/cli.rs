@@ -78,9 +78,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// How long manifest files (or Kubernetes objects) must be quiet before a change is applied.
-    #[arg(long, env = "WEIR_RELOAD_DEBOUNCE", default_value = "500ms", value_parser = parse_duration)]
-    pub reload_debounce: Duration,
+    /// How long manifest files or Kubernetes objects must be quiet before a change is
+    /// applied (default: 500ms for manifests, 1s for Kubernetes, where changes come in
+    /// bursts from many controllers).
+    #[arg(long, env = "WEIR_RELOAD_DEBOUNCE", value_parser = parse_duration)]
+    pub reload_debounce: Option<Duration>,
 
     /// Log format (default: text on a terminal, JSON otherwise). Level: RUST_LOG.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
@@ -144,7 +146,7 @@ mod tests {
         assert_eq!(cli.ingress_class, "weir");
         assert_eq!(cli.http_listen, "0.0.0.0:8080".parse().expect("addr"));
         assert_eq!(cli.shutdown_delay, Duration::from_secs(10));
-        assert_eq!(cli.reload_debounce, Duration::from_millis(500));
+        assert_eq!(cli.reload_debounce, None);
     }
 
     #[test]

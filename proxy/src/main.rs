@@ -10,6 +10,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
 use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutdown};
@@ -80,8 +81,11 @@ fn main() {
         },
     ));
     let manifests = source.map(|source| {
-        let service =
-            config::ManifestsService::new(source, Arc::clone(&applier), cli.reload_debounce);
+        let service = config::ManifestsService::new(
+            source,
+            Arc::clone(&applier),
+            cli.reload_debounce.unwrap_or(Duration::from_millis(500)),
+        );
         service.reload();
         service
     });
@@ -133,7 +137,7 @@ fn main() {
                     cli.kubeconfig.clone(),
                     cli.watch_namespace.clone(),
                     Arc::clone(&applier),
-                    cli.reload_debounce,
+                    cli.reload_debounce.unwrap_or(Duration::from_secs(1)),
                     cli.publish_service
                         .clone()
                         .map(|service| config::StatusPublishing {
