@@ -292,17 +292,22 @@ impl BackgroundService for KubernetesService {
             self.debounce,
             move |objects| {
                 let applied = applier.apply(&objects, Vec::new(), &LoadReport::default());
-                let refs = &applied.served;
                 let _ = rejections.send(applied.rejected);
+                // A set, not a scan per Ingress: snapshots may hold tens of thousands.
+                let served: std::collections::HashSet<(&str, &str)> = applied
+                    .served
+                    .iter()
+                    .map(|r| (r.namespace.as_str(), r.name.as_str()))
+                    .collect();
                 let ours: Vec<Ingress> = objects
                     .ingresses
-                    .into_iter()
+                    .iter()
                     .filter(|i| {
-                        refs.iter().any(|r| {
-                            Some(&r.namespace) == i.metadata.namespace.as_ref()
-                                && Some(&r.name) == i.metadata.name.as_ref()
-                        })
+                        let ns = i.metadata.namespace.as_deref().unwrap_or_default();
+                        let name = i.metadata.name.as_deref().unwrap_or_default();
+                        served.contains(&(ns, name))
                     })
+                    .cloned()
                     .collect();
                 *served_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = ours;
             },

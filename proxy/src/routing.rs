@@ -146,18 +146,20 @@ impl LiveRouting {
             )
         };
         let now = Nanos::now();
-        let mut live_keys = std::collections::HashSet::new();
-        for route in snapshot
+        // Each route's pool key, computed once (the routes of a snapshot are many).
+        let keyed: Vec<(&RouteSnapshot, (BackendKey, String))> = snapshot
             .routes
             .iter()
             .chain(snapshot.default_backend.iter())
-        {
-            let key = policy_key(route);
+            .map(|route| (route, policy_key(route)))
+            .collect();
+        let mut live_keys = std::collections::HashSet::new();
+        for (route, key) in &keyed {
             let Some(backend) = snapshot.backends.get(&route.backend) else {
                 continue;
             };
             if live_keys.insert(key.clone()) {
-                let pool = pools.entry(key).or_insert_with(|| {
+                let pool = pools.entry(key.clone()).or_insert_with(|| {
                     Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
                 });
                 pool.update(&backend.endpoints, &self.registry, now);
@@ -165,25 +167,28 @@ impl LiveRouting {
         }
         pools.retain(|key, _| live_keys.contains(key));
 
-        let target_for = |route: &RouteSnapshot| -> Option<Arc<RouteTarget>> {
-            let pool = pools.get(&policy_key(route))?;
-            Some(Arc::new(RouteTarget {
-                namespace: route.ingress.namespace.clone(),
-                ingress: route.ingress.name.clone(),
-                service: route.backend.service.clone(),
-                pool: Arc::clone(pool),
-                hash_key: route.policy.hash_key.clone(),
-                retries: route.policy.retries,
-                connect_timeout: route.policy.connect_timeout,
-                read_timeout: route.policy.read_timeout,
-                retry_budget: Arc::default(),
-                backend_protocol: route.policy.backend_protocol,
-            }))
-        };
+        let target_for =
+            |route: &RouteSnapshot, key: &(BackendKey, String)| -> Option<Arc<RouteTarget>> {
+                let pool = pools.get(key)?;
+                Some(Arc::new(RouteTarget {
+                    namespace: route.ingress.namespace.clone(),
+                    ingress: route.ingress.name.clone(),
+                    service: route.backend.service.clone(),
+                    pool: Arc::clone(pool),
+                    hash_key: route.policy.hash_key.clone(),
+                    retries: route.policy.retries,
+                    connect_timeout: route.policy.connect_timeout,
+                    read_timeout: route.policy.read_timeout,
+                    retry_budget: Arc::default(),
+                    backend_protocol: route.policy.backend_protocol,
+                }))
+            };
         let mut router = Router::new();
         let mut count = 0;
-        for route in &snapshot.routes {
-            let Some(target) = target_for(route) else {
+        // `keyed` holds the rules in order, then the default backend if there is one.
+        let (rules, default) = keyed.split_at(snapshot.routes.len());
+        for (route, key) in rules {
+            let Some(target) = target_for(route, key) else {
                 continue;
             };
             match router.insert(&route.host, &route.path, target) {
@@ -193,7 +198,10 @@ impl LiveRouting {
                 Err(e) => tracing::warn!(ingress = %route.ingress, error = %e, "rule not compiled"),
             }
         }
-        if let Some(target) = snapshot.default_backend.as_ref().and_then(target_for) {
+        if let Some(target) = default
+            .first()
+            .and_then(|(route, key)| target_for(route, key))
+        {
             router.set_default(target);
             count += 1;
         }
