@@ -31,6 +31,9 @@ fn specs(n: usize) -> Vec<EndpointSpec> {
         .collect()
 }
 
+/// The injected time of every pick (latency samples are taken just before it).
+const NOW: Nanos = Nanos(1_000_000_000);
+
 fn configs() -> Vec<(&'static str, PoolConfig)> {
     let of = |algorithm, hash_balance_factor| PoolConfig {
         algorithm,
@@ -39,7 +42,21 @@ fn configs() -> Vec<(&'static str, PoolConfig)> {
     };
     vec![
         ("least_request_p2c", of(Algorithm::LeastRequest, None)),
+        (
+            "least_request_p2c_no_health_factor",
+            PoolConfig {
+                latency_health_factor: false,
+                ..of(Algorithm::LeastRequest, None)
+            },
+        ),
         ("least_connections", of(Algorithm::LeastConnections, None)),
+        (
+            "least_connections_no_health_factor",
+            PoolConfig {
+                latency_health_factor: false,
+                ..of(Algorithm::LeastConnections, None)
+            },
+        ),
         ("round_robin_smooth", of(Algorithm::RoundRobin, None)),
         ("random", of(Algorithm::Random, None)),
         ("consistent_hash", of(Algorithm::ConsistentHash, None)),
@@ -61,6 +78,17 @@ fn bench_pick(c: &mut Criterion, contended: bool) {
             let pool = Arc::new(Pool::new(config));
             pool.update(&specs(n), &registry, Nanos::ZERO);
             let mut rng = SmallRng::seed_from_u64(1);
+            // Latency samples of 5–40 ms on every endpoint, so the latency health factor is
+            // computed as in production (a median exists, some endpoints are over it).
+            for e in pool.endpoints() {
+                let ms = rng.random_range(5..40);
+                pool.observe_latency(&e, std::time::Duration::from_millis(ms), NOW);
+            }
+            pool.observe_latency(
+                &pool.endpoints()[0],
+                std::time::Duration::from_millis(10),
+                Nanos(NOW.0 + 200_000_000),
+            );
             let held: Vec<_> = pool
                 .endpoints()
                 .iter()
@@ -81,7 +109,7 @@ fn bench_pick(c: &mut Criterion, contended: bool) {
                             &PickRequest {
                                 tried: &[],
                                 key_hash: key,
-                                now: Nanos::ZERO,
+                                now: NOW,
                             },
                             &mut rng,
                         );
@@ -102,7 +130,7 @@ fn bench_pick(c: &mut Criterion, contended: bool) {
                     let request = PickRequest {
                         tried: &[],
                         key_hash: keys[i],
-                        now: Nanos::ZERO,
+                        now: NOW,
                     };
                     let pick = pool.pick(black_box(&request), &mut rng);
                     black_box(pick.endpoint.map(|e| pool.start_request(&e)))

@@ -105,14 +105,19 @@ pub fn least_loaded<'a>(
     rotation: usize,
 ) -> Option<&'a Arc<EndpointState>> {
     let n = candidates.len();
-    let mut best: Option<&Arc<EndpointState>> = None;
+    // Each endpoint's weight is computed once (it may involve slow start and the latency
+    // health factor), not once per comparison.
+    let mut best: Option<(&Arc<EndpointState>, u128, u128)> = None;
     for offset in 0..n {
         let e = &candidates[(rotation + offset) % n];
-        if best.is_none_or(|b| compare_load(e, b, weight_of) == Ordering::Less) {
-            best = Some(e);
+        let (load, weight) = (u128::from(e.in_flight() + 1), u128::from(weight_of(e)));
+        let better =
+            best.is_none_or(|(_, best_load, best_weight)| load * best_weight < best_load * weight);
+        if better {
+            best = Some((e, load, weight));
         }
     }
-    best
+    best.map(|(e, ..)| e)
 }
 
 /// Weighted random.

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Time constant of the smoothed latency behind the latency health factor: long enough
+/// to average a burst of mixed requests, short enough to follow a pod that turns slow.
+pub const HEALTH_SMOOTHING: Duration = Duration::from_secs(1);
+
 /// Decay time of the peak-EWMA latency estimate (Finagle's and Linkerd's 10 s).
 pub const LATENCY_DECAY: Duration = Duration::from_secs(10);
 
@@ -74,6 +78,11 @@ pub struct EndpointState {
     /// (0 = never measured).
     latency_ewma: AtomicU64,
     latency_stamp: AtomicU64,
+    /// Plain EWMA of latency (f64 nanoseconds as bits, 0 = never measured) for the latency
+    /// health factor, and when it was last updated. Unlike the peak estimate, one slow
+    /// request does not dominate it.
+    health_latency: AtomicU64,
+    health_stamp: AtomicU64,
     pub(crate) outlier: crate::outlier::OutlierState,
     /// Topology zone, as first reported.
     zone: Option<Box<str>>,
@@ -92,6 +101,8 @@ impl EndpointState {
             ready_since: AtomicU64::new(now.0),
             latency_ewma: AtomicU64::new(0),
             latency_stamp: AtomicU64::new(0),
+            health_latency: AtomicU64::new(0),
+            health_stamp: AtomicU64::new(0),
             outlier: Default::default(),
             zone: spec.zone.as_deref().map(Box::from),
             occupancy: Default::default(),
@@ -150,6 +161,31 @@ impl EndpointState {
         };
         self.latency_ewma.store(next.to_bits(), Ordering::Relaxed);
         self.latency_stamp.store(now.0.max(1), Ordering::Relaxed);
+
+        let stamp = self.health_stamp.load(Ordering::Relaxed);
+        let health = if stamp == 0 {
+            sample
+        } else {
+            let w =
+                (-(now.since(Nanos(stamp)).as_secs_f64()) / HEALTH_SMOOTHING.as_secs_f64()).exp();
+            f64::from_bits(self.health_latency.load(Ordering::Relaxed)) * w + sample * (1.0 - w)
+        };
+        self.health_latency
+            .store(health.max(1.0).to_bits(), Ordering::Relaxed);
+        self.health_stamp.store(now.0.max(1), Ordering::Relaxed);
+    }
+
+    /// The smoothed latency the latency health factor compares (nanoseconds; `None` before
+    /// the first sample): an exponentially weighted average with a 1 s time constant, no
+    /// peak tracking and no decay while idle.
+    pub fn health_latency(&self) -> Option<f64> {
+        let value = f64::from_bits(self.health_latency.load(Ordering::Relaxed));
+        (value > 0.0).then_some(value)
+    }
+
+    /// Time since the last latency sample (zero before the first).
+    pub fn since_latency_sample(&self, now: Nanos) -> Duration {
+        now.since(Nanos(self.health_stamp.load(Ordering::Relaxed)))
     }
 
     /// The peak-EWMA latency estimate at `now` in nanoseconds, decayed since its last

@@ -145,7 +145,7 @@ impl Pick {
 }
 
 /// How one pool balances (from the Ingress annotations).
-#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct PoolConfig {
     pub algorithm: Algorithm,
     /// Consistent hash only: cap every endpoint at `factor x` the average load (>= 1.0);
@@ -158,7 +158,43 @@ pub struct PoolConfig {
     pub zone_aware: bool,
     /// What bounded load measures (`weir.dev/hash-load-signal`).
     pub hash_load_signal: LoadSignal,
+    /// Weigh load by `min(endpoint latency / (1.25 x pool median latency), 5)` (never
+    /// below 1) in
+    /// least request, least connections and bounded load (`weir.dev/latency-health-factor`,
+    /// default on). In-flight counts alone cannot see a slow endpoint when each of many
+    /// proxies holds only a few of its requests; latency can.
+    pub latency_health_factor: bool,
 }
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            algorithm: Algorithm::default(),
+            hash_balance_factor: None,
+            slow_start: None,
+            outlier: OutlierConfig::default(),
+            zone_aware: false,
+            hash_load_signal: LoadSignal::default(),
+            latency_health_factor: true,
+        }
+    }
+}
+
+/// Cap of the latency health factor: a stuck endpoint counts as five times its load.
+pub const MAX_HEALTH_FACTOR: f64 = 5.0;
+
+/// Latency up to this multiple of the pool median counts as healthy (factor 1). Without
+/// it, ordinary spread among equal endpoints (cache hits and misses, request mix) would
+/// push keys off their consistent-hash owner: simulator scenario (c) lost 0.8 points of
+/// hit ratio at 1.0 and none at 1.25.
+pub const HEALTH_TOLERANCE: f64 = 1.25;
+
+/// Without latency samples an endpoint's health factor falls back to 1 over this time
+/// (linearly: cheaper than an exponential on a path that full scans run per endpoint).
+pub const HEALTH_FADE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a pool recomputes its median latency (the health factor's reference).
+const REFERENCE_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The load bounded load compares (DESIGN §4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
@@ -221,6 +257,11 @@ pub struct Pool {
     /// Latest `Retry-After` penalty end of any member: while `now` is before it, weights
     /// are not uniform.
     penalty_horizon: AtomicU64,
+    /// Median smoothed latency of the routable members (f64 ns as bits, 0 = unknown): the
+    /// latency health factor's reference, refreshed from the response path at most every
+    /// [`REFERENCE_REFRESH`] so picks only read it.
+    latency_reference: AtomicU64,
+    reference_stamp: AtomicU64,
 }
 
 impl Pool {
@@ -239,6 +280,8 @@ impl Pool {
             cursor: AtomicUsize::new(0),
             ejection_horizon: AtomicU64::new(0),
             penalty_horizon: AtomicU64::new(0),
+            latency_reference: AtomicU64::new(0),
+            reference_stamp: AtomicU64::new(0),
         }
     }
 
@@ -371,7 +414,7 @@ impl Pool {
         };
 
         if self.config.algorithm == Algorithm::ConsistentHash {
-            return self.pick_hashed(&members, request, panic, first, rng);
+            return self.pick_hashed(&members, request, panic, first);
         }
         if !tried.is_empty() {
             return self.pick_among(candidates, tried, PickReason::Retry, &weight_of, now, rng);
@@ -426,10 +469,68 @@ impl Pool {
         if endpoint.outlier.penalized(now) {
             factor *= RETRY_AFTER_WEIGHT;
         }
+        if matches!(
+            self.config.algorithm,
+            Algorithm::LeastRequest | Algorithm::LeastConnections
+        ) {
+            factor /= self.health_factor(endpoint, now);
+        }
         if factor >= 1.0 {
             return base;
         }
         ((base as f64 * factor) as u64).max(1)
+    }
+
+    /// The latency health factor of `endpoint`: its smoothed latency over
+    /// [`HEALTH_TOLERANCE`] x the pool's median, clamped to `1..=MAX_HEALTH_FACTOR` (1 when
+    /// off or not yet measured). The
+    /// excess over 1 fades linearly to 0 over [`HEALTH_FADE`] without a sample: an
+    /// endpoint the factor keeps idle gets traffic again and so a chance to show it
+    /// recovered, instead of starving on an old measurement.
+    pub fn health_factor(&self, endpoint: &EndpointState, now: Nanos) -> f64 {
+        if !self.config.latency_health_factor {
+            return 1.0;
+        }
+        let reference = f64::from_bits(self.latency_reference.load(Ordering::Relaxed));
+        match endpoint.health_latency() {
+            Some(latency) if reference > 0.0 => {
+                let excess =
+                    (latency / (reference * HEALTH_TOLERANCE)).clamp(1.0, MAX_HEALTH_FACTOR) - 1.0;
+                if excess == 0.0 {
+                    return 1.0;
+                }
+                let idle = endpoint.since_latency_sample(now).as_secs_f64();
+                1.0 + excess * (1.0 - idle / HEALTH_FADE.as_secs_f64()).max(0.0)
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Recomputes the median member latency when it is older than [`REFERENCE_REFRESH`];
+    /// one caller does the O(n) work, the others see a fresh stamp and return.
+    fn refresh_latency_reference(&self, now: Nanos) {
+        let stamp = self.reference_stamp.load(Ordering::Relaxed);
+        if now.0 < stamp.saturating_add(REFERENCE_REFRESH.as_nanos() as u64)
+            || self
+                .reference_stamp
+                .compare_exchange(stamp, now.0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let members = self.members.load();
+        let mut measured: Vec<f64> = members
+            .routable
+            .iter()
+            .filter_map(|e| e.health_latency())
+            .collect();
+        if measured.is_empty() {
+            return;
+        }
+        let mid = measured.len() / 2;
+        let (_, median, _) = measured.select_nth_unstable_by(mid, f64::total_cmp);
+        self.latency_reference
+            .store(median.to_bits(), Ordering::Relaxed);
     }
 
     /// Whether weights may differ from the configured ones right now.
@@ -446,6 +547,9 @@ impl Pool {
         now: Nanos,
     ) {
         endpoint.observe_latency(latency, now);
+        if self.config.latency_health_factor {
+            self.refresh_latency_reference(now);
+        }
         if self.config.hash_load_signal == LoadSignal::Occupancy && self.counts_total() {
             endpoint.occupancy.add(latency, now);
             self.occupancy.add(latency, now);
@@ -495,16 +599,15 @@ impl Pool {
     /// (Skipper's average, counting this request); after [`BOUNDED_WALK`] endpoints over
     /// target, the least loaded of them. Retries walk on from the key's endpoint, so they
     /// keep locality.
-    fn pick_hashed<R: Rng + ?Sized>(
+    fn pick_hashed(
         &self,
         members: &Members,
         request: &PickRequest<'_>,
         panic: bool,
         first: PickReason,
-        rng: &mut R,
     ) -> Pick {
         let now = request.now;
-        let Some((ring, newest)) = members.rings.choose(now, rng) else {
+        let Some((ring, newest)) = members.rings.choose(now, request.key_hash) else {
             return Pick::none();
         };
         // Steered to an older ring because newer endpoints are still warming.
@@ -530,13 +633,15 @@ impl Pool {
         };
         let n = members.routable.len() as f64;
         let occupancy = self.config.hash_load_signal == LoadSignal::Occupancy;
+        // Zalando's effective load: max(in-flight, occupancy) x latency health factor.
         let load = |e: &EndpointState| {
             let in_flight = e.in_flight() as f64;
-            if occupancy {
+            let raw = if occupancy {
                 in_flight.max(e.occupancy(now))
             } else {
                 in_flight
-            }
+            };
+            raw * self.health_factor(e, now)
         };
         let pool_load = if occupancy {
             (self.in_flight() as f64).max(self.occupancy.value(now))

@@ -209,3 +209,38 @@ fn older_ring_picks_say_fade_in_ring() {
         assert!(!(10..15).map(addr).any(|a| a == got));
     }
 }
+
+#[test]
+fn every_key_moves_once_and_never_back() {
+    // 10 endpoints ready long ago; 5 more ready at 1,000 s. Each key is followed through
+    // the whole window in 1 s steps: its owner may change from the old ring's to the new
+    // ring's once, and never back (per-request draws would alternate between the two).
+    let old: Vec<usize> = (0..10).collect();
+    let all: Vec<usize> = (0..15).collect();
+    let mut specs: Vec<EndpointSpec> = old.iter().map(|&i| spec(i, 0)).collect();
+    specs.extend((10..15).map(|i| spec(i, 1_000)));
+    let (pool, _registry) = fading_pool(&specs, 1_000);
+    let rings = Rings::new(&[old, all]);
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut moving = 0;
+    for k in 0..2_000u64 {
+        let key = key_hash(format!("key-{k}").as_bytes());
+        let owners = rings.owners(key);
+        if owners[0] == owners[1] {
+            continue;
+        }
+        moving += 1;
+        let mut moved_at = None;
+        for at in 1_000..=1_000 + WINDOW {
+            let (got, _) = pick(&pool, key, at, &mut rng);
+            match (moved_at, got == owners[1]) {
+                (None, true) => moved_at = Some(at),
+                (Some(when), false) => panic!("key {k} moved at {when} s and went back at {at} s"),
+                _ => {}
+            }
+        }
+        assert!(moved_at.is_some(), "key {k} never moved within the window");
+    }
+    // About a third of the keys belong to the 5 new endpoints of 15.
+    assert!((500..=850).contains(&moving), "{moving} moving keys");
+}

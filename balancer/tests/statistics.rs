@@ -461,3 +461,94 @@ fn bounded_load_on_occupancy_sees_short_requests_that_in_flight_misses() {
         assert_eq!(pick.reason, expected, "{signal:?}");
     }
 }
+
+/// Feeds `latency_ms[i]` as the response time of endpoint `i`, at 10 ms steps from `from`,
+/// 20 samples each (enough to refresh the pool's median reference).
+fn observe(pool: &Pool, eps: &[Arc<EndpointState>], latency_ms: &[u64], from: Nanos) -> Nanos {
+    let mut now = from;
+    for _ in 0..20 {
+        now = now.after(std::time::Duration::from_millis(10));
+        for (e, &ms) in eps.iter().zip(latency_ms) {
+            pool.observe_latency(e, std::time::Duration::from_millis(ms), now);
+        }
+    }
+    now
+}
+
+#[test]
+fn latency_health_factor_steers_least_request_off_a_slow_endpoint() {
+    let (pool, eps) = pool_with(Algorithm::LeastRequest, &[1, 1, 1]);
+    let now = observe(&pool, &eps, &[10, 10, 30], Nanos::ZERO);
+    // 30 ms against a 10 ms median: factor 30 / (1.25 x 10) = 2.4.
+    let factor = pool.health_factor(&eps[2], now);
+    assert!((factor - 2.4).abs() < 0.01, "factor {factor}");
+    assert_eq!(pool.health_factor(&eps[0], now), 1.0);
+    // Idle: (0 + 1) x 2.4 loses every comparison; the two fast endpoints split the picks.
+    let pick_shares = |pool: &Pool, seed| {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut counts = [0usize; 3];
+        for _ in 0..PICKS {
+            let request = PickRequest {
+                now,
+                ..PickRequest::default()
+            };
+            let ep = pool.pick(&request, &mut rng).endpoint.expect("endpoint");
+            if let Some(i) = eps.iter().position(|e| e.addr() == ep.addr()) {
+                counts[i] += 1;
+            }
+        }
+        counts.map(|c| c as f64 / PICKS as f64)
+    };
+    assert_shares(&pick_shares(&pool, 5), &[0.5, 0.5, 0.0], 1.0, "idle");
+    // Two requests held on each fast endpoint: (2 + 1) x 1 > (0 + 1) x 2.4, so the slow
+    // one wins every pair it is in (2/3 of pairs).
+    let _held: Vec<_> = [&eps[0], &eps[1]]
+        .into_iter()
+        .flat_map(|e| hold(e, 2))
+        .collect();
+    assert_shares(
+        &pick_shares(&pool, 6),
+        &[1.0 / 6.0, 1.0 / 6.0, 2.0 / 3.0],
+        1.0,
+        "fast endpoints busy",
+    );
+}
+
+#[test]
+fn latency_health_factor_tolerates_spread_fades_when_idle_and_can_be_off() {
+    let (pool, eps) = pool_with(Algorithm::LeastRequest, &[1, 1, 1]);
+    let now = observe(&pool, &eps, &[10, 12, 40], Nanos::ZERO);
+    // Within 1.25x of the median (12 ms): healthy.
+    assert_eq!(pool.health_factor(&eps[0], now), 1.0);
+    assert_eq!(pool.health_factor(&eps[1], now), 1.0);
+    let factor = pool.health_factor(&eps[2], now);
+    assert!((factor - 40.0 / 15.0).abs() < 0.01, "factor {factor}");
+    // No sample for 12 s: 40 % of the 30 s fade has passed, 60 % of the excess is left;
+    // after 30 s none.
+    let later = now.after(std::time::Duration::from_secs(12));
+    let faded = pool.health_factor(&eps[2], later);
+    let expected = 1.0 + (40.0 / 15.0 - 1.0) * 0.6;
+    assert!(
+        (faded - expected).abs() < 0.01,
+        "faded {faded}, expected {expected}"
+    );
+    let gone = now.after(std::time::Duration::from_secs(30));
+    assert_eq!(pool.health_factor(&eps[2], gone), 1.0);
+
+    let registry = EndpointRegistry::new();
+    let off = Pool::new(PoolConfig {
+        latency_health_factor: false,
+        ..PoolConfig::default()
+    });
+    let specs: Vec<_> = (1..=3).map(|i| EndpointSpec::ready(addr(i))).collect();
+    off.update(&specs, &registry, Nanos::ZERO);
+    let off_eps = off.endpoints();
+    let now = observe(&off, &off_eps, &[10, 10, 30], Nanos::ZERO);
+    assert_eq!(off.health_factor(&off_eps[2], now), 1.0);
+    assert_shares(
+        &shares(&off, &off_eps, PICKS, 7),
+        &[1.0 / 3.0; 3],
+        1.0,
+        "off",
+    );
+}

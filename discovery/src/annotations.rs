@@ -45,6 +45,10 @@ pub struct RoutePolicy {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub backend_protocol: BackendProtocol,
+    /// `backend-weights`: Service name -> weight, for rules of this Ingress that send one
+    /// host and path to several Services (absent: no split).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_weights: Option<BTreeMap<String, u32>>,
 }
 
 impl Default for RoutePolicy {
@@ -56,6 +60,7 @@ impl Default for RoutePolicy {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(60),
             backend_protocol: BackendProtocol::Http,
+            backend_weights: None,
         }
     }
 }
@@ -87,6 +92,37 @@ fn number<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T
         .trim()
         .parse()
         .map_err(|_| format!("annotation {PREFIX}{name}: {value:?} is not {what}"))
+}
+
+/// Largest weight `backend-weights` accepts (weights are relative; this keeps sums far from
+/// overflow).
+const MAX_BACKEND_WEIGHT: u64 = 1_000_000;
+
+/// `backend-weights`: a JSON object of Service name -> whole number (e.g.
+/// `{"shop": 90, "shop-canary": 10}`), at least one weight above zero.
+fn backend_weights(value: &str) -> Result<BTreeMap<String, u32>, String> {
+    let bad = |why: &str| format!("annotation {PREFIX}backend-weights: {why}");
+    let parsed: serde_json::Value =
+        serde_json::from_str(value).map_err(|e| bad(&format!("{value:?} is not JSON ({e})")))?;
+    let object = parsed
+        .as_object()
+        .ok_or_else(|| bad("must be a JSON object of service name -> weight"))?;
+    let mut weights = BTreeMap::new();
+    for (service, weight) in object {
+        let weight = weight
+            .as_u64()
+            .filter(|w| *w <= MAX_BACKEND_WEIGHT)
+            .ok_or_else(|| {
+                bad(&format!(
+                    "weight of {service:?} must be a whole number from 0 to {MAX_BACKEND_WEIGHT}"
+                ))
+            })?;
+        weights.insert(service.clone(), weight as u32);
+    }
+    if weights.values().all(|w| *w == 0) {
+        return Err(bad("needs at least one weight above 0"));
+    }
+    Ok(weights)
 }
 
 /// The policy an Ingress's annotations ask for.
@@ -215,6 +251,20 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
             }
         };
     }
+    if let Some(v) = get("backend-weights") {
+        policy.backend_weights = Some(backend_weights(v)?);
+    }
+    if let Some(v) = get("latency-health-factor") {
+        pool.latency_health_factor = match v {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}latency-health-factor: {v:?} is not \"true\" or \"false\""
+                ))
+            }
+        };
+    }
     if let Some(v) = get("zone-aware") {
         pool.zone_aware = match v {
             "true" => true,
@@ -247,6 +297,7 @@ mod tests {
         assert_eq!(p.pool.algorithm, Algorithm::LeastRequest);
         assert_eq!(p.hash_key, HashKey::ClientIp);
         assert_eq!(p.pool.outlier, OutlierConfig::default());
+        assert!(p.pool.latency_health_factor);
     }
 
     #[test]
@@ -264,6 +315,8 @@ mod tests {
             ("outlier-max-ejection", "2m"),
             ("outlier-max-ejection-percent", "50"),
             ("zone-aware", "true"),
+            ("latency-health-factor", "false"),
+            ("backend-weights", "{\"shop\": 90, \"shop-canary\": 10}"),
             ("retries", "2"),
             ("connect-timeout", "500ms"),
             ("read-timeout", "5s"),
@@ -286,6 +339,10 @@ mod tests {
         assert_eq!(p.pool.outlier.max_ejection, Duration::from_secs(120));
         assert_eq!(p.pool.outlier.max_ejection_percent, 50);
         assert!(p.pool.zone_aware);
+        assert!(!p.pool.latency_health_factor);
+        let weights = p.backend_weights.expect("weights");
+        assert_eq!(weights.get("shop"), Some(&90));
+        assert_eq!(weights.get("shop-canary"), Some(&10));
     }
 
     #[test]
@@ -302,6 +359,12 @@ mod tests {
             ("outlier-base-ejection", "-1s"),
             ("outlier-max-ejection-percent", "150"),
             ("zone-aware", "yes"),
+            ("latency-health-factor", "1"),
+            ("backend-weights", "[1, 2]"),
+            ("backend-weights", "{\"a\": -1}"),
+            ("backend-weights", "{\"a\": 1.5}"),
+            ("backend-weights", "{\"a\": 0}"),
+            ("backend-weights", "{\"a\": 10"),
             ("backend-protocol", "https"),
             ("backend-protocol", "grpc"),
             ("retries", "-1"),

@@ -22,6 +22,6 @@ pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
-    RoutingSnapshot,
+    RoutingSnapshot, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -83,12 +83,24 @@ pub struct BackendSnapshot {
     pub problem: Option<String>,
 }
 
+/// One Service of a traffic split and its relative weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WeightedBackend {
+    pub backend: BackendKey,
+    pub weight: u32,
+}
+
 /// One host+path rule of one Ingress (or an Ingress's `defaultBackend`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteSnapshot {
     pub host: HostMatch,
     pub path: PathMatch,
+    /// Where requests go; with a [`RouteSnapshot::split`], its first member.
     pub backend: BackendKey,
+    /// `weir.dev/backend-weights`: several Services share this host and path by weight
+    /// (every weight > 0). Empty: everything goes to `backend`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<WeightedBackend>,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
@@ -115,6 +127,16 @@ pub struct RoutingSnapshot {
     pub rejected: Vec<Rejection>,
     /// Ingresses of our class that made it in.
     pub ingresses: Vec<ObjectRef>,
+}
+
+impl RouteSnapshot {
+    /// Every backend this route sends traffic to.
+    pub fn backends(&self) -> impl Iterator<Item = &BackendKey> {
+        let single = self.split.is_empty().then_some(&self.backend);
+        single
+            .into_iter()
+            .chain(self.split.iter().map(|w| &w.backend))
+    }
 }
 
 impl RoutingSnapshot {

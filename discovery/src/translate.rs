@@ -8,7 +8,7 @@
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
-    RoutingSnapshot,
+    RoutingSnapshot, WeightedBackend,
 };
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -109,7 +109,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         .routes
         .iter()
         .chain(snapshot.default_backend.iter())
-        .map(|r| r.backend.clone())
+        .flat_map(|r| r.backends().cloned())
         .collect();
     let index = ObjectIndex::new(objects);
     snapshot.backends = keys
@@ -215,10 +215,14 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
                 host: host.clone(),
                 path: matcher,
                 backend,
+                split: Vec::new(),
                 ingress: ingress_ref.clone(),
                 policy: policy.clone(),
             });
         }
+    }
+    if let Some(weights) = &policy.backend_weights {
+        routes = split_by_weight(routes, weights)?;
     }
     let default_backend = match &spec.default_backend {
         None => None,
@@ -226,11 +230,69 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             host: HostMatch::Any,
             path: PathMatch::Prefix("/".to_string()),
             backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
+            split: Vec::new(),
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
     };
     Ok((routes, default_backend))
+}
+
+/// `weir.dev/backend-weights`: rules of one Ingress with the same host and path but
+/// different Services become one route whose traffic is split by the weights. A Service
+/// the annotation does not name gets weight 0 (no traffic); a name that no split rule uses
+/// is an error, as is a split where every weight is 0.
+fn split_by_weight(
+    routes: Vec<RouteSnapshot>,
+    weights: &BTreeMap<String, u32>,
+) -> Result<Vec<RouteSnapshot>, String> {
+    let mut merged: Vec<RouteSnapshot> = Vec::new();
+    let mut members: Vec<Vec<BackendKey>> = Vec::new();
+    for route in routes {
+        match merged
+            .iter()
+            .position(|r| r.host == route.host && r.path == route.path)
+        {
+            Some(i) => {
+                if !members[i].contains(&route.backend) {
+                    members[i].push(route.backend);
+                }
+            }
+            None => {
+                members.push(vec![route.backend.clone()]);
+                merged.push(route);
+            }
+        }
+    }
+    let mut used = BTreeSet::new();
+    for (route, backends) in merged.iter_mut().zip(members) {
+        if backends.len() < 2 {
+            continue;
+        }
+        let split: Vec<WeightedBackend> = backends
+            .into_iter()
+            .map(|backend| {
+                used.insert(backend.service.clone());
+                let weight = weights.get(&backend.service).copied().unwrap_or(0);
+                WeightedBackend { backend, weight }
+            })
+            .filter(|w| w.weight > 0)
+            .collect();
+        let Some(first) = split.first() else {
+            return Err(format!(
+                "annotation weir.dev/backend-weights gives every Service of {:?} {:?} weight 0",
+                route.host, route.path
+            ));
+        };
+        route.backend = first.backend.clone();
+        route.split = if split.len() > 1 { split } else { Vec::new() };
+    }
+    if let Some(unused) = weights.keys().find(|name| !used.contains(*name)) {
+        return Err(format!(
+            "annotation weir.dev/backend-weights names Service {unused:?}, but no host and path of this Ingress is split between it and another Service"
+        ));
+    }
+    Ok(merged)
 }
 
 /// weir's documented meaning of `ImplementationSpecific`: Prefix, or with

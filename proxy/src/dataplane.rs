@@ -133,7 +133,7 @@ impl ProxyHttp for WeirProxy {
         let target = table
             .router
             .lookup(request_host(req), req.uri.path())
-            .cloned();
+            .map(|choice| Arc::clone(choice.choose(&mut rand::rng())));
         drop(table);
         match target {
             Some(target) => {
@@ -459,7 +459,11 @@ impl WeirProxy {
         ctx.outcome_recorded = true;
         let now = Nanos::now();
         let endpoint = guard.endpoint();
-        if let (Some(start), Some((headers_at, ..))) = (ctx.attempt_start, ctx.upstream_headers) {
+        // Failures are the outlier detector's business; a fast 500 fed in as latency would
+        // make a broken endpoint look like the fastest one.
+        if let (Outcome::Success, Some(start), Some((headers_at, ..))) =
+            (outcome, ctx.attempt_start, ctx.upstream_headers)
+        {
             target
                 .pool
                 .observe_latency(endpoint, headers_at.duration_since(start), now);

@@ -31,10 +31,58 @@ pub struct RouteTarget {
     pub backend_protocol: weir_discovery::BackendProtocol,
 }
 
+/// What one rule sends requests to: a single target, or several by weight
+/// (`weir.dev/backend-weights`).
+#[derive(Debug)]
+pub struct RouteChoice {
+    /// The target of an unsplit route; the first of a split.
+    primary: Arc<RouteTarget>,
+    /// A split's targets with cumulative weights (ascending; the last is the total).
+    /// Empty for an unsplit route.
+    split: Box<[(u64, Arc<RouteTarget>)]>,
+}
+
+impl RouteChoice {
+    fn single(target: Arc<RouteTarget>) -> Self {
+        RouteChoice {
+            primary: target,
+            split: Box::new([]),
+        }
+    }
+
+    /// `None` when no target has a weight above 0.
+    fn weighted(targets: Vec<(u32, Arc<RouteTarget>)>) -> Option<Self> {
+        let mut total = 0u64;
+        let split: Box<[(u64, Arc<RouteTarget>)]> = targets
+            .into_iter()
+            .filter(|(w, _)| *w > 0)
+            .map(|(w, t)| {
+                total += u64::from(w);
+                (total, t)
+            })
+            .collect();
+        let primary = Arc::clone(&split.first()?.1);
+        Some(RouteChoice { primary, split })
+    }
+
+    /// The target for one request: a weighted draw when the route is split (no RNG
+    /// otherwise).
+    pub fn choose<R: rand::Rng + ?Sized>(&self, rng: &mut R) -> &Arc<RouteTarget> {
+        let Some((total, _)) = self.split.last() else {
+            return &self.primary;
+        };
+        let ticket = rng.random_range(0..*total);
+        self.split
+            .iter()
+            .find(|(cumulative, _)| ticket < *cumulative)
+            .map_or(&self.primary, |(_, t)| t)
+    }
+}
+
 /// One published generation of routing.
 #[derive(Debug)]
 pub struct RoutingTable {
-    pub router: Router<Arc<RouteTarget>>,
+    pub router: Router<Arc<RouteChoice>>,
     pub snapshot: Arc<RoutingSnapshot>,
     pub generation: u64,
 }
@@ -139,50 +187,65 @@ impl LiveRouting {
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let policy_key = |route: &RouteSnapshot| {
-            (
-                route.backend.clone(),
-                serde_json::to_string(&route.policy.pool).unwrap_or_default(),
-            )
-        };
         let now = Nanos::now();
-        // Each route's pool key, computed once (the routes of a snapshot are many).
-        let keyed: Vec<(&RouteSnapshot, (BackendKey, String))> = snapshot
+        // Each route's policy key, computed once (the routes of a snapshot are many); a
+        // pool is keyed by backend and policy.
+        let keyed: Vec<(&RouteSnapshot, String)> = snapshot
             .routes
             .iter()
             .chain(snapshot.default_backend.iter())
-            .map(|route| (route, policy_key(route)))
+            .map(|route| {
+                let policy = serde_json::to_string(&route.policy.pool).unwrap_or_default();
+                (route, policy)
+            })
             .collect();
         let mut live_keys = std::collections::HashSet::new();
-        for (route, key) in &keyed {
-            let Some(backend) = snapshot.backends.get(&route.backend) else {
-                continue;
-            };
-            if live_keys.insert(key.clone()) {
-                let pool = pools.entry(key.clone()).or_insert_with(|| {
-                    Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
-                });
-                pool.update(&backend.endpoints, &self.registry, now);
+        for (route, policy) in &keyed {
+            for backend_key in route.backends() {
+                let Some(backend) = snapshot.backends.get(backend_key) else {
+                    continue;
+                };
+                let key = (backend_key.clone(), policy.clone());
+                if live_keys.insert(key.clone()) {
+                    let pool = pools.entry(key).or_insert_with(|| {
+                        Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
+                    });
+                    pool.update(&backend.endpoints, &self.registry, now);
+                }
             }
         }
         pools.retain(|key, _| live_keys.contains(key));
 
-        let target_for =
-            |route: &RouteSnapshot, key: &(BackendKey, String)| -> Option<Arc<RouteTarget>> {
-                let pool = pools.get(key)?;
-                Some(Arc::new(RouteTarget {
-                    namespace: route.ingress.namespace.clone(),
-                    ingress: route.ingress.name.clone(),
-                    service: route.backend.service.clone(),
-                    pool: Arc::clone(pool),
-                    hash_key: route.policy.hash_key.clone(),
-                    retries: route.policy.retries,
-                    connect_timeout: route.policy.connect_timeout,
-                    read_timeout: route.policy.read_timeout,
-                    retry_budget: Arc::default(),
-                    backend_protocol: route.policy.backend_protocol,
-                }))
-            };
+        let target_to = |route: &RouteSnapshot,
+                         backend: &BackendKey,
+                         policy: &str|
+         -> Option<Arc<RouteTarget>> {
+            let pool = pools.get(&(backend.clone(), policy.to_string()))?;
+            Some(Arc::new(RouteTarget {
+                namespace: route.ingress.namespace.clone(),
+                ingress: route.ingress.name.clone(),
+                service: backend.service.clone(),
+                pool: Arc::clone(pool),
+                hash_key: route.policy.hash_key.clone(),
+                retries: route.policy.retries,
+                connect_timeout: route.policy.connect_timeout,
+                read_timeout: route.policy.read_timeout,
+                retry_budget: Arc::default(),
+                backend_protocol: route.policy.backend_protocol,
+            }))
+        };
+        let target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
+            if route.split.is_empty() {
+                let target = target_to(route, &route.backend, policy)?;
+                return Some(Arc::new(RouteChoice::single(target)));
+            }
+            let targets = route
+                .split
+                .iter()
+                .filter_map(|w| Some((w.weight, target_to(route, &w.backend, policy)?)))
+                .collect();
+            RouteChoice::weighted(targets).map(Arc::new)
+        };
         let mut router = Router::new();
         let mut count = 0;
         // `keyed` holds the rules in order, then the default backend if there is one.
@@ -237,6 +300,7 @@ mod tests {
             host: HostMatch::Any,
             path: PathMatch::Prefix("/".into()),
             backend: key.clone(),
+            split: Vec::new(),
             ingress: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),
@@ -264,7 +328,12 @@ mod tests {
         assert_eq!(live.apply(snapshot(&[1, 2])), 1);
         assert!(live.is_ready());
         let table = live.load_full();
-        let target = table.router.lookup("any", "/x").expect("route");
+        let mut rng = rand::rng();
+        let target = table
+            .router
+            .lookup("any", "/x")
+            .expect("route")
+            .choose(&mut rng);
         let ep = target
             .pool
             .pick(&weir_balancer::PickRequest::default(), &mut rand::rng())
@@ -275,7 +344,11 @@ mod tests {
         live.apply(snapshot(&[1, 2, 3]));
         let table2 = live.load_full();
         assert_eq!(table2.generation, table.generation + 1);
-        let target2 = table2.router.lookup("any", "/x").expect("route");
+        let target2 = table2
+            .router
+            .lookup("any", "/x")
+            .expect("route")
+            .choose(&mut rng);
         assert!(
             Arc::ptr_eq(&target.pool, &target2.pool),
             "pool updated in place"
@@ -290,5 +363,45 @@ mod tests {
         drop(guard);
         assert_eq!(same.in_flight(), 0);
         assert_eq!(target2.pool.counts(), (3, 0));
+    }
+
+    #[test]
+    fn a_split_route_shares_requests_by_weight() {
+        use rand::SeedableRng;
+        let mut s = snapshot(&[1]);
+        let canary = BackendKey {
+            service: "canary".into(),
+            ..s.routes[0].backend.clone()
+        };
+        s.backends.insert(
+            canary.clone(),
+            BackendSnapshot {
+                endpoints: vec![EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], 9)))],
+                problem: None,
+            },
+        );
+        let main = s.routes[0].backend.clone();
+        s.routes[0].split = vec![
+            weir_discovery::WeightedBackend {
+                backend: main,
+                weight: 90,
+            },
+            weir_discovery::WeightedBackend {
+                backend: canary,
+                weight: 10,
+            },
+        ];
+        let live = LiveRouting::new();
+        live.apply(s);
+        let table = live.load_full();
+        let choice = table.router.lookup("any", "/").expect("route");
+        // 100,000 seeded draws: one standard deviation of a 10 % share is 0.095 points, so
+        // ±0.5 points is over 5 sigma.
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+        let canary_picks = (0..100_000)
+            .filter(|_| choice.choose(&mut rng).service == "canary")
+            .count();
+        let share = canary_picks as f64 / 1000.0;
+        assert!((share - 10.0).abs() < 0.5, "canary got {share} %");
     }
 }

@@ -466,3 +466,42 @@ fn backend_protocol_h2c_speaks_http2_to_the_upstream() {
     let second = weir.echo(&client(), "app.example.com", "/two");
     assert_eq!(second["connection"], first["connection"]);
 }
+
+#[test]
+fn backend_weights_split_a_path_between_services() {
+    let stable = Echo::start("stable");
+    let canary = Echo::start("canary");
+    let dir = ManifestDir::new();
+    let paths = "[{path: /, pathType: Prefix, backend: {service: {name: stable, port: {name: http}}}}, {path: /, pathType: Prefix, backend: {service: {name: canary, port: {name: http}}}}]";
+    dir.write(
+        "all.yaml",
+        &(support::service_yaml("demo", "stable", &[stable.addr])
+            + &support::service_yaml("demo", "canary", &[canary.addr])
+            + &format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  namespace: demo\n  annotations:\n    weir.dev/backend-weights: '{{\"stable\": 80, \"canary\": 20}}'\nspec:\n  ingressClassName: weir\n  rules:\n  - host: shop.example.com\n    http: {{paths: {paths}}}\n"
+            )),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    const N: usize = 1_000;
+    for _ in 0..N {
+        let body = weir.echo(&c, "shop.example.com", "/");
+        *counts
+            .entry(body["service"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    // The proxy draws with an unseeded RNG: one standard deviation of a 20 % share over
+    // 1,000 requests is 1.26 points, so ±7 points is over 5 sigma.
+    let canary_share = *counts.get("canary").unwrap_or(&0) as f64 * 100.0 / N as f64;
+    assert!(
+        (canary_share - 20.0).abs() <= 7.0,
+        "canary got {canary_share} % ({counts:?})"
+    );
+    assert_eq!(counts.values().sum::<usize>(), N, "{counts:?}");
+    // Each Service's requests are counted under its own name.
+    let canary_metric = weir
+        .metric(r#"weir_requests_total{code="200",ingress="shop",method="GET",namespace="demo",service="canary"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(canary_metric as usize, counts["canary"]);
+}

@@ -40,6 +40,13 @@ pub fn slow_backend(out: &Path) -> Result<String, String> {
             Policy::GlobalLeastConnections,
         ),
         ("least-request (P2C)", weir(Algorithm::LeastRequest)),
+        (
+            "least-request, latency health factor off",
+            Policy::Weir(PoolConfig {
+                latency_health_factor: false,
+                ..PoolConfig::default()
+            }),
+        ),
         ("peak-EWMA", weir(Algorithm::PeakEwma)),
         (
             "least-connections (per proxy)",
@@ -73,7 +80,11 @@ pub fn slow_backend(out: &Path) -> Result<String, String> {
             .find(|(n, _)| n.starts_with(name))
             .map_or(f64::NAN, |(_, r)| r.percentile(99.0))
     };
-    let (lr, glc, rr) = (p99("least-request"), p99("global"), p99("round-robin"));
+    let (lr, glc, rr) = (
+        p99("least-request (P2C)"),
+        p99("global"),
+        p99("round-robin"),
+    );
     let _ = writeln!(
         table,
         "\nleast-request p99 / oracle p99 = {:.2} (target <= 1.25); round-robin p99 / least-request p99 = {:.1} (target >= 3)",
@@ -102,34 +113,37 @@ pub fn slow_backend(out: &Path) -> Result<String, String> {
     Ok(table)
 }
 
-fn cache_backends(n: usize) -> Vec<BackendModel> {
+fn cache_backends(n: usize, capacity: usize) -> Vec<BackendModel> {
     (0..n)
         .map(|_| BackendModel {
-            cache: Some((2_000, 0.001, 0.010)),
+            cache: Some((capacity, 0.001, 0.010)),
             ..BackendModel::new(8, 0.005)
         })
         .collect()
 }
 
-/// (b) consistent hash with a cache per backend, scale 10 -> 15 from 60 s (the new pods
-/// turn ready 4 s apart, as a scale-up does), 60 s fade.
-pub fn scale_up(out: &Path) -> Result<String, String> {
-    let mut backends = cache_backends(15);
-    for (i, b) in backends[10..].iter_mut().enumerate() {
-        b.ready_at = 60.0 + 4.0 * i as f64;
-        b.warm_up = Some((3.0, 30.0));
-    }
-    let window = Duration::from_secs(60);
-    let base = Scenario {
-        proxies: 20,
-        backends,
-        rate: 6_000.0,
-        duration: 180.0,
+/// One key model of scenario (b).
+struct KeyModel {
+    name: &'static str,
+    keys: Keys,
+    cache_per_backend: usize,
+}
+
+const KEY_MODELS: [KeyModel; 2] = [
+    KeyModel {
+        name: "hot keys: Zipf s = 1.1 over 50,000 keys, 2,000 cached per backend",
         keys: Keys::Zipf { n: 50_000, s: 1.1 },
-        policy: Policy::GlobalLeastConnections,
-        seed: 2,
-        bucket: 5.0,
-    };
+        cache_per_backend: 2_000,
+    },
+    KeyModel {
+        name: "catalogue: Zipf s = 0.8 over 200,000 keys, 10,000 cached per backend",
+        keys: Keys::Zipf { n: 200_000, s: 0.8 },
+        cache_per_backend: 10_000,
+    },
+];
+
+/// The fade-in policies compared in (b).
+fn fade_policies(window: Duration) -> [(&'static str, Policy); 4] {
     let hash = |slow_start| {
         Policy::Weir(PoolConfig {
             algorithm: Algorithm::ConsistentHash,
@@ -137,60 +151,135 @@ pub fn scale_up(out: &Path) -> Result<String, String> {
             ..PoolConfig::default()
         })
     };
-    let policies = [
+    [
         ("N-ring fade-in (weir)", hash(Some(SlowStart::new(window)))),
         (
             "probabilistic fade-in (Skipper, exponent 1)",
             Policy::SkipperFade {
-                window: 60.0,
+                window: window.as_secs_f64(),
                 exponent: 1.0,
             },
         ),
         (
             "probabilistic fade-in (Skipper, exponent 2.5)",
             Policy::SkipperFade {
-                window: 60.0,
+                window: window.as_secs_f64(),
                 exponent: 2.5,
             },
         ),
         ("no fade-in", hash(None)),
-    ];
-    let mut table = String::from(
-        "| policy | cache hit ratio 60–120 s (fade) | p99 whole run | requests on new backends for keys they do not keep |\n|---|---:|---:|---:|\n",
-    );
-    let mut series = Vec::new();
-    for (name, policy) in policies {
-        let r = run(&Scenario {
-            policy,
-            ..base.clone()
-        })?;
-        let fade: Vec<&[u64; 5]> = r.timeline[12..24].iter().collect();
-        let (hits, lookups) = fade.iter().fold((0, 0), |(h, l), b| (h + b[2], l + b[3]));
+    ]
+}
+
+/// (b) scale 10 -> 15 from 60 s (the new pods turn ready 4 s apart, as a scale-up does),
+/// 60 s fade, 3x warm-up penalty, 20 proxies.
+fn scale_up_scenario(model: &KeyModel, seed: u64) -> Scenario {
+    let mut backends = cache_backends(15, model.cache_per_backend);
+    for (i, b) in backends[10..].iter_mut().enumerate() {
+        b.ready_at = 60.0 + 4.0 * i as f64;
+        b.warm_up = Some((3.0, 30.0));
+    }
+    Scenario {
+        proxies: 20,
+        backends,
+        rate: 6_000.0,
+        duration: 180.0,
+        keys: model.keys.clone(),
+        policy: Policy::GlobalLeastConnections,
+        seed,
+        bucket: 5.0,
+    }
+}
+
+/// Hit ratio over the fade (60–120 s: timeline buckets 12..24 of 5 s).
+fn fade_hit_ratio(r: &Report) -> f64 {
+    let (hits, lookups) = r.timeline[12..24]
+        .iter()
+        .fold((0, 0), |(h, l), b| (h + b[2], l + b[3]));
+    hits as f64 / lookups.max(1) as f64
+}
+
+/// (b) consistent hash with a cache per backend, scale 10 -> 15: one table per key model
+/// (seed 2), the hit-ratio plot of the first, and the spread of the fade hit ratio over
+/// five seeds.
+pub fn scale_up(out: &Path) -> Result<String, String> {
+    let window = Duration::from_secs(60);
+    let mut table = String::new();
+    for (m, model) in KEY_MODELS.iter().enumerate() {
         let _ = writeln!(
             table,
-            "| {name} | {:.1} % | {} | {} |",
-            hits as f64 / lookups.max(1) as f64 * 100.0,
-            ms(r.percentile(99.0)),
-            r.foreign_keys_on_new
+            "\n{}\n\n| policy | cache hit ratio 60–120 s (fade) | p99 whole run | requests on new backends for keys they do not keep |\n|---|---:|---:|---:|",
+            model.name
         );
-        series.push(Series {
-            name: name.to_string(),
-            points: r
-                .timeline
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b[3] > 0)
-                .map(|(i, b)| (i as f64 * 5.0, b[2] as f64 / b[3] as f64 * 100.0))
-                .collect(),
-        });
+        let mut series = Vec::new();
+        for (name, policy) in fade_policies(window) {
+            let r = run(&Scenario {
+                policy,
+                ..scale_up_scenario(model, 2)
+            })?;
+            let _ = writeln!(
+                table,
+                "| {name} | {:.1} % | {} | {} |",
+                fade_hit_ratio(&r) * 100.0,
+                ms(r.percentile(99.0)),
+                r.foreign_keys_on_new
+            );
+            series.push(Series {
+                name: name.to_string(),
+                points: r
+                    .timeline
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b[3] > 0)
+                    .map(|(i, b)| (i as f64 * 5.0, b[2] as f64 / b[3] as f64 * 100.0))
+                    .collect(),
+            });
+        }
+        if m == 0 {
+            line_chart(
+                &out.join("b-scale-up-hit-ratio.svg"),
+                "(b) cache hit ratio, consistent hash, 10 -> 15 backends at 60 s, 60 s fade-in",
+                "time (s)",
+                "hit ratio (%)",
+                &series,
+            )?;
+        }
     }
-    line_chart(
-        &out.join("b-scale-up-hit-ratio.svg"),
-        "(b) cache hit ratio, consistent hash, 10 -> 15 backends at 60 s, 60 s fade-in",
-        "time (s)",
-        "hit ratio (%)",
-        &series,
-    )?;
+    // Seed spread: is the difference larger than what another seed changes?
+    let _ = writeln!(
+        table,
+        "\nFade hit ratio over seeds 2–6 (min / mean / max) and N-ring's cache misses relative to each:\n\n| key model | policy | min | mean | max | N-ring misses / these misses (mean) |\n|---|---|---:|---:|---:|---:|"
+    );
+    for model in &KEY_MODELS {
+        let policies: Vec<(&str, Policy)> = fade_policies(window).into_iter().take(3).collect();
+        let mut ratios: Vec<Vec<f64>> = Vec::new();
+        for (_, policy) in &policies {
+            let mut per_seed = Vec::new();
+            for seed in 2..=6 {
+                let r = run(&Scenario {
+                    policy: policy.clone(),
+                    ..scale_up_scenario(model, seed)
+                })?;
+                per_seed.push(fade_hit_ratio(&r));
+            }
+            ratios.push(per_seed);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let n_ring_misses = 1.0 - mean(&ratios[0]);
+        for ((name, _), v) in policies.iter().zip(&ratios) {
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let short = model.name.split(':').next().unwrap_or(model.name);
+            let _ = writeln!(
+                table,
+                "| {short} | {name} | {:.2} % | {:.2} % | {:.2} % | {:.2} |",
+                min * 100.0,
+                mean(v) * 100.0,
+                max * 100.0,
+                n_ring_misses / (1.0 - mean(v)).max(f64::MIN_POSITIVE)
+            );
+        }
+    }
     Ok(table)
 }
 
@@ -198,7 +287,7 @@ pub fn scale_up(out: &Path) -> Result<String, String> {
 pub fn zipf_bounded(_out: &Path) -> Result<String, String> {
     let base = Scenario {
         proxies: 1,
-        backends: cache_backends(10),
+        backends: cache_backends(10, 2_000),
         rate: 8_000.0,
         duration: 60.0,
         keys: Keys::Zipf { n: 100_000, s: 1.1 },
