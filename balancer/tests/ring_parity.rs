@@ -63,7 +63,7 @@ fn same_endpoint_as_skipper_for_every_vector() {
             checked += expected.len();
         }
     }
-    assert_eq!(checked, 5 * 3 * 10_000);
+    assert_eq!(checked, 6 * 3 * 10_000);
 }
 
 fn endpoints(n: usize) -> Vec<SocketAddr> {

@@ -77,6 +77,7 @@ impl AdminApp {
                     "ready_since_unix_seconds": e.ready_since().0 / 1_000_000_000,
                     "ejected_for_seconds": e.ejected_until(now).map(|u| u.since(now).as_secs_f64()),
                     "latency_ewma_ms": e.latency_estimate(now).map(|ns| ns / 1e6),
+                    "latency_smoothed_ms": e.health_latency().map(|ns| ns / 1e6),
                     "occupancy": e.occupancy(now),
                 })
             })

@@ -108,6 +108,17 @@ fn a_failing_backend_is_ejected_after_consecutive_failures() {
             && log.contains(&bad.addr.to_string()),
         "{log}"
     );
+    // The access log names the failing endpoint on exactly the three 500s.
+    let access = weir.access_log_of(60);
+    for line in &access {
+        let expected = if line["status"] == 500 {
+            bad.addr
+        } else {
+            good.addr
+        };
+        assert_eq!(line["upstream"], expected.to_string(), "{line}");
+        assert_eq!(line["pick_reason"], "primary", "{line}");
+    }
 }
 
 #[test]
@@ -318,6 +329,21 @@ fn least_request_sends_a_slow_upstream_well_under_its_round_robin_share() {
     assert!(!seen.keys().any(|k| k.starts_with("failed")), "{seen:?}");
     // Round robin would give it 1/3; least request must stay well under: at most 1/6.
     assert!(slow_share <= 1.0 / 6.0, "slow share {slow_share:.3}");
+    // The access log shows the same split, every pick a primary one.
+    let log = weir.access_log_of(total);
+    let by_upstream = upstream_counts(&log);
+    for (echo, pod) in [
+        (&fast_a, "fast-a-pod"),
+        (&fast_b, "fast-b-pod"),
+        (&slow, "slow-pod"),
+    ] {
+        assert_eq!(
+            by_upstream.get(&echo.addr.to_string()),
+            seen.get(pod),
+            "access log vs answers for {pod}"
+        );
+    }
+    assert!(log.iter().all(|l| l["pick_reason"] == "primary"));
 }
 
 #[test]
@@ -353,6 +379,18 @@ fn an_upstream_killed_under_get_load_fails_no_client_request() {
         failed.len(),
         statuses.len()
     );
+    // The requests that met the dead upstream were retried elsewhere, and say so.
+    let log = weir.access_log_of(statuses.len());
+    let retried: Vec<_> = log
+        .iter()
+        .filter(|l| l["attempts"].as_u64().unwrap_or(0) > 1)
+        .collect();
+    assert!(!retried.is_empty(), "no request met the killed upstream");
+    for line in retried {
+        assert_eq!(line["pick_reason"], "retry", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_ne!(line["upstream"], victim.addr.to_string(), "{line}");
+    }
 }
 
 #[test]
@@ -380,6 +418,15 @@ fn an_ejected_upstream_returns_after_its_ejection_time() {
         weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
         Some(2.0)
     );
+    let log = weir.access_log_of(60);
+    for line in &log {
+        let expected = if line["status"] == 500 {
+            bad.addr
+        } else {
+            good.addr
+        };
+        assert_eq!(line["upstream"], expected.to_string(), "{line}");
+    }
 }
 
 #[test]
@@ -404,6 +451,16 @@ fn retry_after_on_503_lowers_the_upstreams_share_for_that_time() {
         weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
         None
     );
+    let log = weir.access_log_of(40);
+    for line in &log {
+        let expected = if line["status"] == 503 {
+            busy.addr
+        } else {
+            good.addr
+        };
+        assert_eq!(line["upstream"], expected.to_string(), "{line}");
+        assert_eq!(line["pick_reason"], "primary", "{line}");
+    }
 }
 
 #[test]
@@ -446,6 +503,13 @@ fn slow_start_ramps_a_new_endpoints_share_along_the_curve() {
         "not ramping: {shares:?}"
     );
     assert!((shares[4] - 0.5).abs() <= 0.05, "{shares:?}");
+    // Every answer is logged against one of the two endpoints, as a primary pick.
+    let log = weir.access_log();
+    assert!(log.iter().all(|l| {
+        l["pick_reason"] == "primary"
+            && (l["upstream"] == old.addr.to_string() || l["upstream"] == new.addr.to_string())
+    }));
+    assert!(log.iter().any(|l| l["upstream"] == new.addr.to_string()));
 }
 
 #[test]
@@ -504,4 +568,192 @@ fn backend_weights_split_a_path_between_services() {
         .metric(r#"weir_requests_total{code="200",ingress="shop",method="GET",namespace="demo",service="canary"}"#)
         .unwrap_or(0.0);
     assert_eq!(canary_metric as usize, counts["canary"]);
+}
+
+/// Access-log lines by upstream address.
+fn upstream_counts(lines: &[serde_json::Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in lines {
+        *counts
+            .entry(line["upstream"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn consistent_hash_through_weir_places_keys_as_skipper_does() {
+    // The parity fixture's loopback set: real upstreams on those very addresses, so the
+    // expected placement is Skipper's, computed outside Rust.
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../balancer/tests/fixtures/skipper_ring_vectors.json"
+    ))
+    .expect("fixture");
+    let set = vectors["sets"]
+        .as_array()
+        .and_then(|sets| {
+            sets.iter()
+                .find(|s| s["endpoints"][0] == "127.0.55.1:28080")
+        })
+        .expect("the fixture's loopback endpoint set");
+    let addrs: Vec<std::net::SocketAddr> = set["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| e.as_str().unwrap_or("").parse().expect("address"))
+        .collect();
+    let expected: Vec<usize> = set["expected"]["session-"]
+        .as_array()
+        .expect("session- keys")
+        .iter()
+        .map(|i| i.as_u64().unwrap_or(u64::MAX) as usize)
+        .collect();
+    let echoes: Vec<Echo> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| Echo::start_at(*addr, &format!("app{i}"), &[]))
+        .collect();
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&echoes.iter().collect::<Vec<_>>())
+            + &ingress("    weir.dev/load-balancer: consistent-hash\n    weir.dev/hash-key: header:X-Key\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    const KEYS: usize = 300;
+    for (i, &owner) in expected.iter().enumerate().take(KEYS) {
+        let body = c
+            .get(weir.url(&format!("/k/{i}")))
+            .header("host", "app.example.com")
+            .header("x-key", format!("session-{i}"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("request");
+        assert_eq!(
+            pod_of(&body),
+            format!("app{owner}-pod"),
+            "key session-{i}: Skipper places it on {}",
+            addrs[owner]
+        );
+    }
+    // The access log names the same endpoint for every key, as a primary pick.
+    let log = weir.access_log_of(KEYS);
+    for line in &log {
+        let path = line["path"].as_str().unwrap_or("");
+        let i: usize = path.trim_start_matches("/k/").parse().expect("key index");
+        assert_eq!(line["upstream"], addrs[expected[i]].to_string(), "{line}");
+        assert_eq!(line["pick_reason"], "primary", "{line}");
+        assert_eq!(line["attempts"], 1, "{line}");
+    }
+}
+
+#[test]
+fn bounded_load_spreads_a_hot_key_and_caps_in_flight_per_upstream() {
+    let echoes: Vec<Echo> = (0..4).map(|i| Echo::start(&format!("app{i}"))).collect();
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&echoes.iter().collect::<Vec<_>>())
+            + &ingress("    weir.dev/load-balancer: consistent-hash\n    weir.dev/hash-key: header:X-Key\n    weir.dev/hash-balance-factor: \"1.25\"\n    weir.dev/retries: \"0\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    // Watch in-flight counts per upstream while 32 clients send one hot key.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = {
+        let (done, admin) = (
+            std::sync::Arc::clone(&done),
+            weir.admin_url("/debug/endpoints"),
+        );
+        std::thread::spawn(move || {
+            let c = client();
+            let mut max_in_flight: HashMap<String, u64> = HashMap::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: serde_json::Value = c
+                    .get(&admin)
+                    .send()
+                    .and_then(|r| r.json())
+                    .unwrap_or_default();
+                for e in v["endpoints"].as_array().into_iter().flatten() {
+                    let addr = e["address"].as_str().unwrap_or("").to_string();
+                    let n = e["in_flight"].as_u64().unwrap_or(0);
+                    let max = max_in_flight.entry(addr).or_default();
+                    *max = (*max).max(n);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            max_in_flight
+        })
+    };
+    const CLIENTS: usize = 32;
+    const PER_CLIENT: usize = 12;
+    let url = weir.url("/?delay_ms=40");
+    let loaders: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                (0..PER_CLIENT)
+                    .map(|_| {
+                        c.get(&url)
+                            .header("host", "app.example.com")
+                            .header("x-key", "hot")
+                            .send()
+                            .ok()
+                            .filter(|r| r.status() == 200)
+                            .map(|r| pod_of(&r.text().unwrap_or_default()))
+                            .unwrap_or_else(|| "failed".to_string())
+                    })
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    let mut pods: HashMap<String, usize> = HashMap::new();
+    for l in loaders {
+        for pod in l.join().expect("client") {
+            *pods.entry(pod).or_default() += 1;
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_in_flight = monitor.join().expect("monitor");
+    eprintln!("hot key answers by pod: {pods:?}; max in flight: {max_in_flight:?}");
+    assert!(!pods.contains_key("failed"), "{pods:?}");
+    // Unbounded, all 384 would go to the key's one endpoint; bounded, it spills.
+    assert!(pods.len() >= 3, "the hot key did not spread: {pods:?}");
+    // Skipper's bound: a pick sees at most 31 others in flight, target = 1.25 x (1 + 31) / 4
+    // = 10, so a pick never takes an endpoint above 11 — ceil(1.25 x 32 / 4) + 1. weir runs
+    // two worker threads here, and two picks at the same instant can both see 10: one more.
+    let bound = (1.25f64 * CLIENTS as f64 / 4.0).ceil() as u64 + 1 + 1;
+    let busiest = max_in_flight.values().copied().max().unwrap_or(0);
+    assert!(
+        busiest >= 5,
+        "the load never got concurrent: {max_in_flight:?}"
+    );
+    assert!(
+        busiest <= bound,
+        "in flight {busiest} > {bound}: {max_in_flight:?}"
+    );
+    // The access log explains it: the key's own endpoint as primary, the others as spills.
+    let log = weir.access_log_of(CLIENTS * PER_CLIENT);
+    let reasons: std::collections::HashSet<&str> = log
+        .iter()
+        .filter_map(|l| l["pick_reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["primary", "bounded_load_spill"].into_iter().collect(),
+        "{reasons:?}"
+    );
+    let by_upstream = upstream_counts(&log);
+    for (i, echo) in echoes.iter().enumerate() {
+        assert_eq!(
+            by_upstream
+                .get(&echo.addr.to_string())
+                .copied()
+                .unwrap_or(0),
+            pods.get(&format!("app{i}-pod")).copied().unwrap_or(0),
+            "access log vs answers for {}",
+            echo.addr
+        );
+    }
 }

@@ -340,4 +340,30 @@ fn a_created_ingress_is_routable_within_two_seconds_and_terminating_endpoints_dr
         .expect("thread")
         .expect("the in-flight request completed");
     assert!(body.contains("\"service\":\"green\""), "{body}");
+    // The access log agrees: the long request completed on green with 200; every request
+    // after green started terminating went to blue.
+    let is_long = |l: &&serde_json::Value| l["duration_ms"].as_f64().unwrap_or(0.0) >= 1_400.0;
+    wait_until(Duration::from_secs(5), || {
+        weir.access_log().iter().any(|l| is_long(&l))
+    })
+    .expect("the long request is logged");
+    let log = weir.access_log();
+    let long_line = log
+        .iter()
+        .find(is_long)
+        .expect("the long request is logged");
+    assert_eq!(long_line["upstream"], green.addr.to_string(), "{long_line}");
+    assert_eq!(long_line["status"], 200, "{long_line}");
+    let last_20: Vec<_> = log
+        .iter()
+        .rev()
+        .filter(|l| l != &long_line)
+        .take(20)
+        .collect();
+    assert!(
+        last_20
+            .iter()
+            .all(|l| l["upstream"] == blue.addr.to_string() && l["pick_reason"] == "primary"),
+        "{last_20:?}"
+    );
 }

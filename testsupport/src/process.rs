@@ -139,8 +139,13 @@ pub fn start_echo(service: &str, pod: &str) -> (ChildGuard, SocketAddr) {
 
 /// Like [`start_echo`], with more `weir-echo` flags (e.g. `--status 500`).
 pub fn start_echo_with(service: &str, pod: &str, extra: &[&str]) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    (start_echo_at(addr, service, pod, extra), addr)
+}
+
+/// A `weir-echo` listening on `addr` (any loopback address, e.g. `127.0.55.1:28080`, for
+/// tests whose expectations depend on the upstream's address).
+pub fn start_echo_at(addr: SocketAddr, service: &str, pod: &str, extra: &[&str]) -> ChildGuard {
     let bin = workspace_binary("weir-testsupport", "weir-echo");
     let guard = ChildGuard::spawn(
         "weir-echo",
@@ -161,5 +166,5 @@ pub fn start_echo_with(service: &str, pod: &str, extra: &[&str]) -> (ChildGuard,
         wait_for_listen(addr, Duration::from_secs(10)),
         "weir-echo did not listen on {addr}"
     );
-    (guard, addr)
+    guard
 }

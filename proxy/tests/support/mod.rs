@@ -30,6 +30,20 @@ impl Echo {
         Echo::start_with(service, &[])
     }
 
+    /// An echo upstream on a given address (pod name `<service>-pod`).
+    pub fn start_at(addr: SocketAddr, service: &str, extra: &[&str]) -> Echo {
+        let process = weir_testsupport::process::start_echo_at(
+            addr,
+            service,
+            &format!("{service}-pod"),
+            extra,
+        );
+        Echo {
+            addr,
+            _process: process,
+        }
+    }
+
     /// An echo upstream with more `weir-echo` flags (e.g. `--status 500`).
     pub fn start_with(service: &str, extra: &[&str]) -> Echo {
         let (process, addr) =
@@ -108,6 +122,31 @@ impl Weir {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The access log so far: one JSON object per request (target `weir::access`).
+    pub fn access_log(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|v| v["target"] == "weir::access")
+            .collect()
+    }
+
+    /// The access log once it holds at least `n` lines (a request is logged just after
+    /// its response went out, so the client can be a little ahead); panics after 5 s.
+    pub fn access_log_of(&self, n: usize) -> Vec<Value> {
+        let mut lines = Vec::new();
+        let ready = wait_until(Duration::from_secs(5), || {
+            lines = self.access_log();
+            lines.len() >= n
+        });
+        assert!(
+            ready.is_some(),
+            "access log has {} lines, expected {n}",
+            lines.len()
+        );
+        lines
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
@@ -130,11 +169,12 @@ impl Weir {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("not echo JSON ({e}): {body}"))
     }
 
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        match client()
-            .get(format!("http://{}{}", self.admin, path))
-            .send()
-        {
+        match client().get(self.admin_url(path)).send() {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 (status, resp.text().unwrap_or_default())
