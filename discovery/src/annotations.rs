@@ -32,6 +32,8 @@ pub enum BackendProtocol {
     Http,
     /// HTTP/2 over plaintext with prior knowledge (gRPC without TLS).
     H2c,
+    /// HTTP/1.1 over TLS, the certificate verified unless `backend-tls-verify: "false"`.
+    Https,
 }
 
 /// Balancing of one route: the pool configuration, the hash key, retries and timeouts.
@@ -45,6 +47,13 @@ pub struct RoutePolicy {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub backend_protocol: BackendProtocol,
+    /// `backend-tls-verify` (true): verify an https upstream's certificate chain and name.
+    #[serde(skip_serializing_if = "is_true")]
+    pub backend_tls_verify: bool,
+    /// `backend-tls-server-name`: the name sent as SNI and verified for https upstreams
+    /// (absent: `<service>.<namespace>.svc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_tls_server_name: Option<String>,
     /// `backend-weights`: Service name -> weight, for rules of this Ingress that send one
     /// host and path to several Services (absent: no split).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +70,8 @@ impl Default for RoutePolicy {
             read_timeout: Duration::from_secs(60),
             backend_protocol: BackendProtocol::Http,
             backend_weights: None,
+            backend_tls_verify: true,
+            backend_tls_server_name: None,
         }
     }
 }
@@ -92,6 +103,25 @@ fn number<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T
         .trim()
         .parse()
         .map_err(|_| format!("annotation {PREFIX}{name}: {value:?} is not {what}"))
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A DNS name as TLS server names allow: dot-separated labels of letters, digits and `-`
+/// (not at either end of a label), 1–63 characters each, at most 253 in all.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Largest weight `backend-weights` accepts (weights are relative; this keeps sums far from
@@ -239,17 +269,32 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
         policy.backend_protocol = match v {
             "http" => BackendProtocol::Http,
             "h2c" => BackendProtocol::H2c,
-            "https" => {
-                return Err(format!(
-                "annotation {PREFIX}backend-protocol: \"https\" is not supported yet (http or h2c)"
-            ))
-            }
+            "https" => BackendProtocol::Https,
             _ => {
                 return Err(format!(
-                    "annotation {PREFIX}backend-protocol: {v:?} is not http or h2c"
+                    "annotation {PREFIX}backend-protocol: {v:?} is not http, h2c or https"
                 ))
             }
         };
+    }
+    if let Some(v) = get("backend-tls-verify") {
+        policy.backend_tls_verify = match v {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}backend-tls-verify: {v:?} is not \"true\" or \"false\""
+                ))
+            }
+        };
+    }
+    if let Some(v) = get("backend-tls-server-name") {
+        if !is_dns_name(v) {
+            return Err(format!(
+                "annotation {PREFIX}backend-tls-server-name: {v:?} is not a DNS name"
+            ));
+        }
+        policy.backend_tls_server_name = Some(v.to_ascii_lowercase());
     }
     if let Some(v) = get("backend-weights") {
         policy.backend_weights = Some(backend_weights(v)?);
@@ -316,6 +361,9 @@ mod tests {
             ("outlier-max-ejection-percent", "50"),
             ("zone-aware", "true"),
             ("latency-health-factor", "false"),
+            ("backend-protocol", "https"),
+            ("backend-tls-verify", "false"),
+            ("backend-tls-server-name", "Shop.Internal"),
             ("backend-weights", "{\"shop\": 90, \"shop-canary\": 10}"),
             ("retries", "2"),
             ("connect-timeout", "500ms"),
@@ -340,6 +388,9 @@ mod tests {
         assert_eq!(p.pool.outlier.max_ejection_percent, 50);
         assert!(p.pool.zone_aware);
         assert!(!p.pool.latency_health_factor);
+        assert_eq!(p.backend_protocol, BackendProtocol::Https);
+        assert!(!p.backend_tls_verify);
+        assert_eq!(p.backend_tls_server_name.as_deref(), Some("shop.internal"));
         let weights = p.backend_weights.expect("weights");
         assert_eq!(weights.get("shop"), Some(&90));
         assert_eq!(weights.get("shop-canary"), Some(&10));
@@ -365,8 +416,11 @@ mod tests {
             ("backend-weights", "{\"a\": 1.5}"),
             ("backend-weights", "{\"a\": 0}"),
             ("backend-weights", "{\"a\": 10"),
-            ("backend-protocol", "https"),
             ("backend-protocol", "grpc"),
+            ("backend-tls-verify", "no"),
+            ("backend-tls-server-name", "bad name"),
+            ("backend-tls-server-name", "-x.example"),
+            ("backend-tls-server-name", "a..b"),
             ("retries", "-1"),
             ("retries", "11"),
             ("read-timeout", "0s"),

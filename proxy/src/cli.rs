@@ -62,6 +62,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ADMIN_LISTEN", default_value = "0.0.0.0:9911")]
     pub admin_listen: SocketAddr,
 
+    /// PEM bundle of the CAs that `backend-protocol: https` upstreams' certificates must
+    /// chain to, instead of the system roots (which honour SSL_CERT_FILE / SSL_CERT_DIR).
+    #[arg(long, env = "WEIR_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+
     /// This instance's topology zone (for `weir.dev/zone-aware` routes).
     #[arg(long, env = "WEIR_ZONE")]
     pub zone: Option<String>,

@@ -211,7 +211,16 @@ impl ProxyHttp for WeirProxy {
 
         // A SocketAddr, never a name: `HttpPeer::new` would resolve names with blocking DNS
         // and panic on failure; a SocketAddr converts without either.
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let (tls, sni) = match &target.upstream_tls {
+            Some(t) => (true, t.server_name.clone()),
+            None => (false, String::new()),
+        };
+        let mut peer = HttpPeer::new(addr, tls, sni);
+        if let Some(t) = &target.upstream_tls {
+            // Pingora skips verification when there is no SNI; ours is never empty.
+            peer.options.verify_cert = t.verify;
+            peer.options.verify_hostname = t.verify;
+        }
         peer.options.connection_timeout = Some(target.connect_timeout);
         peer.options.read_timeout = Some(target.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);

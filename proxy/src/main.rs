@@ -67,6 +67,10 @@ fn main() {
     } else {
         Some(ManifestSource::open(cli.manifests.clone()).unwrap_or_else(|e| fail(e)))
     };
+    let upstream_ca_file = cli.upstream_ca_file.as_deref().map(|path| {
+        check_ca_file(path).unwrap_or_else(|e| fail(format!("--upstream-ca-file: {e}")));
+        path.display().to_string()
+    });
     check_bindable("--http-listen", cli.http_listen);
     check_bindable("--admin-listen", cli.admin_listen);
 
@@ -99,6 +103,7 @@ fn main() {
         // Pingora waits this long after closing listeners before stopping runtimes.
         grace_period_seconds: Some(cli.drain_timeout.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
+        ca_file: upstream_ca_file,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -164,4 +169,21 @@ fn main() {
             cli.shutdown_delay,
         )),
     });
+}
+
+/// A CA bundle Pingora can load: readable, at least one PEM certificate, each of them
+/// parseable (checked here because Pingora's own loading would fail late and loudly).
+fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{}: no usable PEM certificate", path.display()));
+    }
+    Ok(())
 }

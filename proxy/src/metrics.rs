@@ -144,14 +144,12 @@ pub fn upstream_error_kind(e: &pingora::Error) -> &'static str {
         T::ConnectTimedout | T::ReadTimedout | T::WriteTimedout | T::TLSHandshakeTimedout => {
             "timeout"
         }
-        T::ConnectRefused
-        | T::ConnectNoRoute
-        | T::ConnectError
-        | T::TLSHandshakeFailure
-        | T::HandshakeError
-        | T::InvalidCert
-        | T::SocketError
-        | T::BindError => "connect",
+        T::ConnectRefused | T::ConnectNoRoute | T::ConnectError | T::SocketError | T::BindError => {
+            "connect"
+        }
+        // Handshake failures, rejected certificates: worth telling apart from a refused
+        // connection (a configuration problem more often than a dead endpoint).
+        T::TLSHandshakeFailure | T::HandshakeError | T::InvalidCert => "tls",
         T::ConnectionClosed | T::ReadError | T::WriteError => "reset",
         _ => "protocol",
     }

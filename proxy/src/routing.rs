@@ -29,6 +29,19 @@ pub struct RouteTarget {
     pub read_timeout: std::time::Duration,
     pub retry_budget: Arc<crate::retry::RetryBudget>,
     pub backend_protocol: weir_discovery::BackendProtocol,
+    /// For `backend-protocol: https`: the server name sent and verified, and whether the
+    /// certificate is verified at all.
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// TLS to the upstream of one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// SNI and the name the certificate must carry (`backend-tls-server-name`, else
+    /// `<service>.<namespace>.svc`).
+    pub server_name: String,
+    /// `backend-tls-verify`: chain and name checked (true unless opted out).
+    pub verify: bool,
 }
 
 /// What one rule sends requests to: a single target, or several by weight
@@ -232,6 +245,14 @@ impl LiveRouting {
                 read_timeout: route.policy.read_timeout,
                 retry_budget: Arc::default(),
                 backend_protocol: route.policy.backend_protocol,
+                upstream_tls: (route.policy.backend_protocol
+                    == weir_discovery::BackendProtocol::Https)
+                    .then(|| UpstreamTls {
+                        server_name: route.policy.backend_tls_server_name.clone().unwrap_or_else(
+                            || format!("{}.{}.svc", backend.service, backend.namespace),
+                        ),
+                        verify: route.policy.backend_tls_verify,
+                    }),
             }))
         };
         let target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {

@@ -50,6 +50,20 @@ fn bad_flags_and_files_are_one_line_errors() {
         "{stderr}"
     );
 
+    let not_pem = dir.root.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").expect("write");
+    let not_pem = not_pem.to_str().expect("utf8");
+    let stderr = refuses(&["--manifests", good, "--upstream-ca-file", not_pem], &[]);
+    assert!(
+        stderr.contains("--upstream-ca-file") && stderr.contains("no usable PEM certificate"),
+        "{stderr}"
+    );
+    let stderr = refuses(
+        &["--manifests", good, "--upstream-ca-file", "/nonexistent/ca.pem"],
+        &[],
+    );
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+
     dir.write("broken.yaml", "kind: Ingress\nspec: [unclosed\n");
     let stderr = refuses(&["--manifests", good], &[]);
     assert!(

@@ -6,7 +6,9 @@
 //! and `connection` numbers the TCP connection the request came on (1 for the first one this
 //! process accepted), so tests can see whether a proxy reuses upstream connections.
 //! Query parameters `status=NNN` and `delay_ms=N` make it answer with that status or after
-//! that delay. Speaks HTTP/1.1 and h2c on one port.
+//! that delay. Speaks HTTP/1.1 and h2c on one port; with a TLS configuration, HTTPS (h2 or
+//! http/1.1 by ALPN) instead, and the answer's `tls` is true and `sni` the server name the
+//! client sent.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -33,27 +35,54 @@ pub struct EchoIdentity {
     pub delay: Duration,
     /// `Retry-After` seconds on 503 answers.
     pub retry_after: Option<u64>,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves until the listener fails. One task per connection.
 pub async fn serve(listener: TcpListener, identity: EchoIdentity) -> std::io::Result<()> {
     let identity = Arc::new(identity);
     let connections = Arc::new(AtomicU64::new(0));
+    let acceptor = identity.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let connection = connections.fetch_add(1, Ordering::Relaxed) + 1;
         let identity = Arc::clone(&identity);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let identity = Arc::clone(&identity);
-                async move { Ok::<_, Infallible>(answer(req, &identity, connection).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match acceptor {
+                None => serve_connection(stream, identity, connection, None).await,
+                Some(acceptor) => {
+                    // A failed handshake (e.g. a client that rejects the certificate) just
+                    // ends the connection.
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let sni = tls.get_ref().1.server_name().map(str::to_string);
+                        serve_connection(tls, identity, connection, Some(sni)).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves one connection; `tls` is `Some(server name sent)` for an HTTPS connection.
+async fn serve_connection<S>(
+    stream: S,
+    identity: Arc<EchoIdentity>,
+    connection: u64,
+    tls: Option<Option<String>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let tls = Arc::new(tls);
+    let service = service_fn(move |req| {
+        let (identity, tls) = (Arc::clone(&identity), Arc::clone(&tls));
+        async move { Ok::<_, Infallible>(answer(req, &identity, connection, &tls).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
@@ -68,6 +97,7 @@ async fn answer(
     req: Request<Incoming>,
     identity: &EchoIdentity,
     connection: u64,
+    tls: &Option<Option<String>>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     // Drain the request body so the connection stays usable.
@@ -121,6 +151,8 @@ async fn answer(
         "proto": format!("{:?}", parts.version),
         "connection": connection,
         "body_bytes": body_bytes,
+        "tls": tls.is_some(),
+        "sni": tls.as_ref().and_then(|sni| sni.clone()),
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
     *resp.status_mut() = status;

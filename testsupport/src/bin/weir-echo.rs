@@ -27,6 +27,12 @@ struct Args {
     /// Wait this long before every answer (a slow backend); `?delay_ms=` still wins.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -38,6 +44,24 @@ fn main() {
         .pod
         .clone()
         .unwrap_or_else(|| format!("{}-{}", args.service, args.listen.port()));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+            };
+            match read(cert)
+                .and_then(|c| Ok((c, read(key)?)))
+                .and_then(|(c, k)| weir_testsupport::tls::server_config(&c, &k))
+            {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    eprintln!("weir-echo: TLS: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -63,6 +87,7 @@ fn main() {
                 status: args.status,
                 delay: std::time::Duration::from_millis(args.delay_ms),
                 retry_after: args.retry_after,
+                tls,
             },
         )
         .await
