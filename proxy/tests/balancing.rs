@@ -757,3 +757,90 @@ fn bounded_load_spreads_a_hot_key_and_caps_in_flight_per_upstream() {
         );
     }
 }
+
+/// One Service whose endpoints carry topology zones (EndpointSlice `endpoints[].zone`).
+fn zoned_service(name: &str, members: &[(&Echo, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\n"
+    );
+    for (i, (echo, zone)) in members.iter().enumerate() {
+        out += &format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"], zone: {zone}, conditions: {{ready: true}}}}]\n---\n",
+            echo.addr.port(),
+            echo.addr.ip()
+        );
+    }
+    out
+}
+
+#[test]
+fn zone_aware_routes_stay_in_the_local_zone_and_spill_what_it_cannot_carry() {
+    let a: Vec<Echo> = (0..3).map(|i| Echo::start(&format!("a{i}"))).collect();
+    let b: Vec<Echo> = (0..4).map(|i| Echo::start(&format!("b{i}"))).collect();
+    // "even": 3 endpoints in each zone; "short": 2 in the local zone, 4 in the other.
+    let even: Vec<(&Echo, &str)> = a
+        .iter()
+        .map(|e| (e, "zone-a"))
+        .chain(b.iter().take(3).map(|e| (e, "zone-b")))
+        .collect();
+    let short: Vec<(&Echo, &str)> = a
+        .iter()
+        .take(2)
+        .map(|e| (e, "zone-a"))
+        .chain(b.iter().map(|e| (e, "zone-b")))
+        .collect();
+    let route = |name: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations:\n    weir.dev/zone-aware: \"true\"\nspec:\n  ingressClassName: weir\n  rules:\n  - host: {name}.example.com\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {name}, port: {{name: http}}}}}}}}]}}\n---\n"
+        )
+    };
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(zoned_service("even", &even)
+            + &zoned_service("short", &short)
+            + &route("even")
+            + &route("short")),
+    );
+    let weir = Weir::start(&dir.path(), &["--zone", "zone-a"]);
+    let c = client();
+    let in_zone_a = |pod: &str| pod.starts_with('a');
+
+    // Even zones: the local zone covers this proxy's half of the traffic, so all stays.
+    let even_local = (0..300)
+        .filter(|_| in_zone_a(&pod_of(&weir.get(&c, "even.example.com", "/").1)))
+        .count();
+    assert_eq!(even_local, 300, "even zones: everything stays local");
+
+    // The local zone has 1/3 of the endpoints for 1/2 of the proxies: it keeps
+    // (1/3) / (1/2) = 2/3 and spills 1/3. 1,000 requests: one standard deviation is 1.5
+    // points, so ±6 points is 4 sigma (the proxy's draw is unseeded).
+    const N: usize = 1_000;
+    let short_local = (0..N)
+        .filter(|_| in_zone_a(&pod_of(&weir.get(&c, "short.example.com", "/").1)))
+        .count();
+    let local_share = short_local as f64 * 100.0 / N as f64;
+    eprintln!("short local zone: {local_share:.1} % local");
+    assert!(
+        (local_share - 200.0 / 3.0).abs() <= 6.0,
+        "local share {local_share:.1} %"
+    );
+
+    // The access log tells the two apart: local picks are primary, the others zone spills.
+    let log = weir.access_log_of(300 + N);
+    let zone_a: Vec<String> = a.iter().map(|e| e.addr.to_string()).collect();
+    let short_lines: Vec<_> = log
+        .iter()
+        .filter(|l| l["host"] == "short.example.com")
+        .collect();
+    assert_eq!(short_lines.len(), N);
+    for line in short_lines {
+        let local = zone_a.iter().any(|a| line["upstream"] == a.as_str());
+        let expected = if local { "primary" } else { "zone_spill" };
+        assert_eq!(line["pick_reason"], expected, "{line}");
+    }
+    let spills = weir
+        .metric(r#"weir_balancer_picks_total{algorithm="least-request",reason="zone_spill",service="short"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(spills as usize, N - short_local);
+}

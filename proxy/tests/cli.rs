@@ -59,7 +59,12 @@ fn bad_flags_and_files_are_one_line_errors() {
         "{stderr}"
     );
     let stderr = refuses(
-        &["--manifests", good, "--upstream-ca-file", "/nonexistent/ca.pem"],
+        &[
+            "--manifests",
+            good,
+            "--upstream-ca-file",
+            "/nonexistent/ca.pem",
+        ],
         &[],
     );
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");

@@ -95,7 +95,10 @@ fn https_upstreams_are_verified_by_default_with_an_explicit_opt_out() {
     // to verify is given.
     assert_eq!(weir.get(&c, "misnamed.example.com", "/").0, 502);
     let body = weir.echo(&c, "unverified.example.com", "/");
-    assert_eq!((body["tls"].clone(), body["service"].clone()), (true.into(), "misnamed".into()));
+    assert_eq!(
+        (body["tls"].clone(), body["service"].clone()),
+        (true.into(), "misnamed".into())
+    );
     let body = weir.echo(&c, "renamed.example.com", "/");
     assert_eq!(body["sni"], "app.demo.svc", "{body}");
 
