@@ -459,8 +459,9 @@ impl Pool {
         }
     }
 
-    /// Weight in thousandths after slow start and `Retry-After` penalties.
-    fn effective_weight(&self, endpoint: &EndpointState, now: Nanos) -> u64 {
+    /// Weight in thousandths after slow start, `Retry-After` penalties and (least request,
+    /// least connections) the latency health factor: what the algorithm weighs right now.
+    pub fn effective_weight(&self, endpoint: &EndpointState, now: Nanos) -> u64 {
         let base = u64::from(endpoint.weight()) * 1000;
         let mut factor = 1.0;
         if let Some(slow_start) = &self.config.slow_start {

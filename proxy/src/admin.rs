@@ -82,7 +82,37 @@ impl AdminApp {
                 })
             })
             .collect();
-        json!({ "endpoints": endpoints })
+        // Per pool (backend x balancing policy): what its algorithm sees of each member.
+        let pools: Vec<_> = self
+            .routing
+            .pools()
+            .iter()
+            .map(|(backend, pool)| {
+                let config = pool.config();
+                let window = config.slow_start.map(|s| s.window);
+                let members: Vec<_> = pool
+                    .endpoints()
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "address": e.addr().to_string(),
+                            "effective_weight": pool.effective_weight(e, now) as f64 / 1000.0,
+                            "slow_start_progress": window.map(|w| {
+                                (now.since(e.ready_since()).as_secs_f64() / w.as_secs_f64()).min(1.0)
+                            }),
+                            "latency_health_factor": pool.health_factor(e, now),
+                            "draining": e.is_draining(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "backend": backend.to_string(),
+                    "algorithm": config.algorithm.name(),
+                    "members": members,
+                })
+            })
+            .collect();
+        json!({ "endpoints": endpoints, "pools": pools })
     }
 }
 

@@ -187,6 +187,17 @@ impl LiveRouting {
         counts.into_iter().map(|((s, st), n)| (s, st, n)).collect()
     }
 
+    /// Every live pool with the backend it balances (for `/debug/endpoints`).
+    pub fn pools(&self) -> Vec<(BackendKey, Arc<Pool>)> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = pools
+            .iter()
+            .map(|((backend, _), pool)| (backend.clone(), Arc::clone(pool)))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
     /// True once a snapshot has been applied.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

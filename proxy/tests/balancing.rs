@@ -482,6 +482,22 @@ fn slow_start_ramps_a_new_endpoints_share_along_the_curve() {
         weir.get(&c, "app.example.com", "/").1.contains("new-pod")
     })
     .expect("the new endpoint joined");
+    // /debug/endpoints shows the ramp as the algorithm sees it.
+    let (_, body) = weir.admin_get("/debug/endpoints");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let member = |addr: std::net::SocketAddr| {
+        v["pools"][0]["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["address"] == addr.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (old_view, new_view) = (member(old.addr), member(new.addr));
+    assert_eq!(old_view["effective_weight"], 1.0, "{body}");
+    assert_eq!(old_view["slow_start_progress"], 1.0, "{body}");
+    let progress = new_view["slow_start_progress"].as_f64().unwrap_or(1.0);
+    let weight = new_view["effective_weight"].as_f64().unwrap_or(1.0);
+    assert!(progress < 0.75 && weight < 0.75, "{body}");
     // Share of the new endpoint per half second of its 2 s window, then after it. Weight =
     // max(0.1, age / 2 s): smooth round robin gives it w / (1 + w), i.e. 9-20 %, 20-33 %,
     // 33-43 %, 43-50 %, then 50 %. Tolerance: each window's share exceeds the one before
