@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building weir needs on a fresh Debian machine with a Rust toolchain:
-# Pingora's zlib-ng needs cmake, ring and zstd need a C compiler. Sourced by the other
+# Installs what building and testing weir needs on a fresh Debian machine with a Rust
+# toolchain: Pingora's zlib-ng needs cmake, ring and zstd need a C compiler, the tests use
+# curl and h2load. Sourced by the other
 # scripts; installs only what is missing.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ weir_need_packages() {
     command -v cmake >/dev/null 2>&1 || missing+=(cmake)
     command -v cc >/dev/null 2>&1 || missing+=(build-essential)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # h2load: the HTTPS listener's HTTP/2 load test.
+    command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing: ${missing[*]}" >&2
         local sudo=""

@@ -109,21 +109,6 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
-/// A DNS name as TLS server names allow: dot-separated labels of letters, digits and `-`
-/// (not at either end of a label), 1–63 characters each, at most 253 in all.
-fn is_dns_name(name: &str) -> bool {
-    name.len() <= 253
-        && !name.is_empty()
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// Largest weight `backend-weights` accepts (weights are relative; this keeps sums far from
 /// overflow).
 const MAX_BACKEND_WEIGHT: u64 = 1_000_000;
@@ -289,12 +274,11 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
         };
     }
     if let Some(v) = get("backend-tls-server-name") {
-        if !is_dns_name(v) {
-            return Err(format!(
-                "annotation {PREFIX}backend-tls-server-name: {v:?} is not a DNS name"
-            ));
-        }
-        policy.backend_tls_server_name = Some(v.to_ascii_lowercase());
+        let name = v.to_ascii_lowercase();
+        crate::validate::check_dns_subdomain(&name).map_err(|e| {
+            format!("annotation {PREFIX}backend-tls-server-name: {v:?} is not a DNS name: {e}")
+        })?;
+        policy.backend_tls_server_name = Some(name);
     }
     if let Some(v) = get("backend-weights") {
         policy.backend_weights = Some(backend_weights(v)?);

@@ -15,6 +15,7 @@ pub mod manifests;
 pub mod objects;
 pub mod snapshot;
 pub mod status;
+pub mod tls;
 mod translate;
 mod validate;
 

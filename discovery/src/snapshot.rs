@@ -101,6 +101,10 @@ pub struct RouteSnapshot {
     /// (every weight > 0). Empty: everything goes to `backend`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<WeightedBackend>,
+    /// Plain-HTTP requests get a 308 to https: the Ingress lists this rule's host under
+    /// `spec.tls` and `weir.dev/ssl-redirect` is not "false".
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ssl_redirect: bool,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
@@ -127,6 +131,11 @@ pub struct RoutingSnapshot {
     pub rejected: Vec<Rejection>,
     /// Ingresses of our class that made it in.
     pub ingresses: Vec<ObjectRef>,
+    /// Hosts served over TLS (oldest Ingress first; the first listing of a host wins).
+    pub tls_hosts: Vec<crate::tls::TlsHost>,
+    /// Usable certificates of the Secrets `tls_hosts` name, by `(namespace, name)`. A host
+    /// whose Secret is missing or unusable (see `rejected`) gets the default certificate.
+    pub certificates: BTreeMap<(String, String), crate::tls::CertificateSnapshot>,
 }
 
 impl RouteSnapshot {
@@ -153,11 +162,22 @@ impl RoutingSnapshot {
                 )
             })
             .collect();
+        let certificates: serde_json::Map<String, serde_json::Value> = self
+            .certificates
+            .iter()
+            .map(|((ns, name), c)| {
+                (
+                    format!("{ns}/{name}"),
+                    serde_json::json!({ "not_after_unix": c.not_after_unix, "dns_names": c.dns_names }),
+                )
+            })
+            .collect();
         serde_json::json!({
             "routes": self.routes,
             "default_backend": self.default_backend,
             "backends": backends,
             "rejected": self.rejected,
+            "tls": { "hosts": self.tls_hosts, "certificates": certificates },
         })
     }
 }

@@ -10,12 +10,13 @@ use crate::snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
     RoutingSnapshot, WeightedBackend,
 };
+use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use weir_balancer::EndpointSpec;
 
@@ -24,6 +25,7 @@ pub const CONTROLLER_NAME: &str = "weir.dev/ingress-controller";
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 const PATH_REGEX_ANNOTATION: &str = "weir.dev/path-regex";
+const SSL_REDIRECT_ANNOTATION: &str = "weir.dev/ssl-redirect";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 #[derive(Clone, Debug)]
@@ -32,6 +34,11 @@ pub struct TranslateOptions {
     pub ingress_class: String,
     /// Only objects of this namespace (`--watch-namespace`); `None` = all.
     pub watch_namespace: Option<String>,
+    /// The current time (Unix seconds) for rejecting expired certificates; 0 checks none
+    /// (golden tests, whose certificates must not start failing one day).
+    pub now_unix: i64,
+    /// `--default-certificate` (namespace, name): loaded like the Secrets Ingresses name.
+    pub default_certificate: Option<(String, String)>,
 }
 
 impl Default for TranslateOptions {
@@ -39,6 +46,8 @@ impl Default for TranslateOptions {
         TranslateOptions {
             ingress_class: "weir".to_string(),
             watch_namespace: None,
+            now_unix: 0,
+            default_certificate: None,
         }
     }
 }
@@ -70,9 +79,10 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     });
 
     let mut claimed: HashMap<(HostMatch, PathMatch), ObjectRef> = HashMap::new();
+    let mut tls_claimed: HashSet<HostMatch> = HashSet::new();
     for ingress in ours {
         let ingress_ref = meta_ref("Ingress", &ingress.metadata);
-        let (routes, default_backend) = match ingress_routes(ingress, &ingress_ref) {
+        let (routes, default_backend, tls_hosts) = match ingress_routes(ingress, &ingress_ref) {
             Ok(r) => r,
             Err(reason) => {
                 snapshot.rejected.push(Rejection {
@@ -102,8 +112,22 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
                 snapshot.default_backend = Some(default);
             }
         }
+        for (host, secret) in tls_hosts {
+            if tls_claimed.insert(host.clone()) {
+                snapshot.tls_hosts.push(TlsHost {
+                    host,
+                    secret: ObjectRef {
+                        kind: "Secret",
+                        namespace: ingress_ref.namespace.clone(),
+                        name: secret,
+                    },
+                    ingress: ingress_ref.clone(),
+                });
+            }
+        }
         snapshot.ingresses.push(ingress_ref);
     }
+    load_certificates(objects, opts, &mut snapshot);
 
     let keys: BTreeSet<BackendKey> = snapshot
         .routes
@@ -166,7 +190,54 @@ fn is_our_class(ingress: &Ingress, classes: &[IngressClass], ours: &str) -> bool
     })
 }
 
-type IngressRoutes = (Vec<RouteSnapshot>, Option<RouteSnapshot>);
+/// The certificates of every Secret a TLS host names: usable ones into
+/// `snapshot.certificates`, the others (missing, wrong type, bad PEM, key mismatch,
+/// expired) into `snapshot.rejected` with the reason. Only Secrets an Ingress of ours
+/// names are looked at.
+fn load_certificates(
+    objects: &ClusterObjects,
+    opts: &TranslateOptions,
+    snapshot: &mut RoutingSnapshot,
+) {
+    let now_unix = opts.now_unix;
+    let named: BTreeSet<(String, String)> = snapshot
+        .tls_hosts
+        .iter()
+        .map(|t| (t.secret.namespace.clone(), t.secret.name.clone()))
+        .chain(opts.default_certificate.clone())
+        .collect();
+    for (namespace, name) in named {
+        let secret = objects.secrets.iter().find(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && s.metadata.name.as_deref() == Some(name.as_str())
+        });
+        let loaded = match secret {
+            None => Err("not found; its hosts get the default certificate".to_string()),
+            Some(secret) => crate::tls::load_secret(secret, now_unix)
+                .map_err(|e| format!("{e}; its hosts get the default certificate")),
+        };
+        match loaded {
+            Ok(certificate) => {
+                snapshot.certificates.insert((namespace, name), certificate);
+            }
+            Err(reason) => snapshot.rejected.push(Rejection {
+                object: ObjectRef {
+                    kind: "Secret",
+                    namespace,
+                    name,
+                },
+                reason,
+            }),
+        }
+    }
+}
+
+/// Rules, default backend and TLS hosts (with their Secret names) of one Ingress.
+type IngressRoutes = (
+    Vec<RouteSnapshot>,
+    Option<RouteSnapshot>,
+    Vec<(HostMatch, String)>,
+);
 
 /// Every rule of one Ingress, or the first reason it is invalid.
 fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressRoutes, String> {
@@ -178,6 +249,14 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
     }
     let annotations = ingress.metadata.annotations.as_ref();
     let policy = crate::annotations::route_policy(annotations)?;
+    let tls_hosts = crate::tls::ingress_tls_hosts(spec.tls.as_deref().unwrap_or_default())?;
+    let ssl_redirect = parse_bool_annotation(
+        SSL_REDIRECT_ANNOTATION,
+        annotations
+            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
+            .map(String::as_str),
+        true,
+    )?;
     let path_regex = parse_bool_annotation(
         PATH_REGEX_ANNOTATION,
         annotations
@@ -214,6 +293,10 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             routes.push(RouteSnapshot {
                 host: host.clone(),
                 path: matcher,
+                ssl_redirect: ssl_redirect
+                    && tls_hosts
+                        .iter()
+                        .any(|(tls, _)| crate::tls::covers(tls, &host)),
                 backend,
                 split: Vec::new(),
                 ingress: ingress_ref.clone(),
@@ -231,11 +314,12 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             path: PathMatch::Prefix("/".to_string()),
             backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
             split: Vec::new(),
+            ssl_redirect: false,
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
     };
-    Ok((routes, default_backend))
+    Ok((routes, default_backend, tls_hosts))
 }
 
 /// `weir.dev/backend-weights`: rules of one Ingress with the same host and path but

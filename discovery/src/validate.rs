@@ -24,7 +24,7 @@ pub fn parse_host(host: Option<&str>) -> Result<HostMatch, String> {
     Ok(HostMatch::Exact(host.to_string()))
 }
 
-fn check_dns_subdomain(name: &str) -> Result<(), String> {
+pub(crate) fn check_dns_subdomain(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 253 {
         return Err("must be 1 to 253 characters".to_string());
     }

@@ -87,6 +87,7 @@ fn class_by_legacy_annotation_and_flag() {
         &TranslateOptions {
             ingress_class: "nginx".into(),
             watch_namespace: None,
+            ..TranslateOptions::default()
         },
     );
     assert_eq!(accepted_names(&s), ["theirs"]);
@@ -112,6 +113,7 @@ fn watch_namespace_restricts() {
         &TranslateOptions {
             ingress_class: "weir".into(),
             watch_namespace: Some("other".into()),
+            ..TranslateOptions::default()
         },
     );
     assert_eq!(accepted_names(&s), ["b"]);

@@ -62,6 +62,16 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ADMIN_LISTEN", default_value = "0.0.0.0:9911")]
     pub admin_listen: SocketAddr,
 
+    /// HTTPS listener (certificates from the Secrets Ingresses name in `spec.tls`, chosen
+    /// by SNI; HTTP/2 and HTTP/1.1 by ALPN). Absent: no HTTPS.
+    #[arg(long, env = "WEIR_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+
+    /// `kubernetes.io/tls` Secret served for unknown or absent SNI (default: a self-signed
+    /// certificate made at start).
+    #[arg(long, env = "WEIR_DEFAULT_CERTIFICATE", value_parser = parse_namespaced_name)]
+    pub default_certificate: Option<(String, String)>,
+
     /// PEM bundle of the CAs that `backend-protocol: https` upstreams' certificates must
     /// chain to, instead of the system roots (which honour SSL_CERT_FILE / SSL_CERT_DIR).
     #[arg(long, env = "WEIR_UPSTREAM_CA_FILE")]

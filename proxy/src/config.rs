@@ -51,7 +51,15 @@ impl ConfigApplier {
         parse_rejected: Vec<Rejection>,
         report: &LoadReport,
     ) -> Applied {
-        let snapshot = translate(objects, &self.options);
+        // Certificates are checked for expiry against the time of each translation.
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let options = TranslateOptions {
+            now_unix,
+            ..self.options.clone()
+        };
+        let snapshot = translate(objects, &options);
 
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         for (path, reason) in &report.failed {

@@ -19,3 +19,4 @@ pub mod retry;
 pub mod router;
 pub mod routing;
 pub mod shutdown;
+pub mod tls;

@@ -73,15 +73,29 @@ fn main() {
     });
     check_bindable("--http-listen", cli.http_listen);
     check_bindable("--admin-listen", cli.admin_listen);
+    if let Some(addr) = cli.https_listen {
+        check_bindable("--https-listen", addr);
+    }
 
     let metrics = metrics::Metrics::new().unwrap_or_else(|e| fail(format!("metrics: {e}")));
-    let routing = Arc::new(routing::LiveRouting::in_zone(cli.zone.clone()));
+    let certificates = cli.https_listen.map(|_| {
+        let default = weir_proxy::tls::self_signed_default()
+            .unwrap_or_else(|e| fail(format!("default certificate: {e}")));
+        Arc::new(weir_proxy::tls::CertificateStore::new(default))
+    });
+    let mut live = routing::LiveRouting::in_zone(cli.zone.clone());
+    if let Some(store) = &certificates {
+        live = live.with_certificates(Arc::clone(store), cli.default_certificate.clone());
+    }
+    let routing = Arc::new(live);
     let applier = Arc::new(config::ConfigApplier::new(
         Arc::clone(&routing),
         metrics.clone(),
         TranslateOptions {
             ingress_class: cli.ingress_class.clone(),
             watch_namespace: cli.watch_namespace.clone(),
+            now_unix: 0,
+            default_certificate: cli.default_certificate.clone(),
         },
     ));
     let manifests = source.map(|source| {
@@ -120,6 +134,14 @@ fn main() {
         app.server_options = Some(options);
     }
     proxy.add_tcp(&cli.http_listen.to_string());
+    if let (Some(addr), Some(store)) = (cli.https_listen, &certificates) {
+        // Paths are ignored once a resolver is set: every certificate comes from `store`.
+        let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .unwrap_or_else(|e| fail(format!("--https-listen: {e}")));
+        tls.set_cert_resolver(Arc::clone(store) as Arc<dyn rustls::server::ResolvesServerCert>);
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
 
     let shutdown_flag = Arc::new(admin::ShutdownFlag::default());
     let mut admin = Service::new(

@@ -32,6 +32,9 @@ pub struct RouteTarget {
     /// For `backend-protocol: https`: the server name sent and verified, and whether the
     /// certificate is verified at all.
     pub upstream_tls: Option<UpstreamTls>,
+    /// Answer plain-HTTP requests with a 308 to https (the host has TLS and weir has an
+    /// HTTPS listener).
+    pub ssl_redirect: bool,
 }
 
 /// TLS to the upstream of one route.
@@ -121,6 +124,10 @@ pub struct LiveRouting {
     zone: Option<String>,
     registry: EndpointRegistry,
     ready: AtomicBool,
+    /// Served certificates, when there is an HTTPS listener.
+    certificates: Option<Arc<crate::tls::CertificateStore>>,
+    /// `--default-certificate` (namespace, name).
+    default_certificate: Option<(String, String)>,
 }
 
 impl Default for LiveRouting {
@@ -131,6 +138,8 @@ impl Default for LiveRouting {
             zone: None,
             registry: EndpointRegistry::new(),
             ready: AtomicBool::new(false),
+            certificates: None,
+            default_certificate: None,
         }
     }
 }
@@ -146,6 +155,19 @@ impl LiveRouting {
             zone,
             ..Self::default()
         }
+    }
+
+    /// Keeps `store` in step with every snapshot applied (the HTTPS listener's
+    /// certificates), with `default` (namespace, name) as the default certificate once its
+    /// Secret loads. Also turns on `ssl-redirect` for routes whose host has TLS.
+    pub fn with_certificates(
+        mut self,
+        store: Arc<crate::tls::CertificateStore>,
+        default: Option<(String, String)>,
+    ) -> Self {
+        self.certificates = Some(store);
+        self.default_certificate = default;
+        self
     }
 
     /// The current table; cheap, lock-free, safe to hold for a whole request.
@@ -256,6 +278,7 @@ impl LiveRouting {
                 read_timeout: route.policy.read_timeout,
                 retry_budget: Arc::default(),
                 backend_protocol: route.policy.backend_protocol,
+                ssl_redirect: route.ssl_redirect && self.certificates.is_some(),
                 upstream_tls: (route.policy.backend_protocol
                     == weir_discovery::BackendProtocol::Https)
                     .then(|| UpstreamTls {
@@ -301,6 +324,16 @@ impl LiveRouting {
             count += 1;
         }
         drop(pools);
+        if let Some(store) = &self.certificates {
+            store.apply(&snapshot);
+            if let Some(cert) = self
+                .default_certificate
+                .as_ref()
+                .and_then(|key| snapshot.certificates.get(key))
+            {
+                store.set_default(Arc::clone(&cert.certified.0));
+            }
+        }
 
         let generation = self.table.load().generation + 1;
         self.table.store(Arc::new(RoutingTable {
@@ -333,6 +366,7 @@ mod tests {
             path: PathMatch::Prefix("/".into()),
             backend: key.clone(),
             split: Vec::new(),
+            ssl_redirect: false,
             ingress: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),

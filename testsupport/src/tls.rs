@@ -47,6 +47,19 @@ impl TestCa {
     pub fn leaf(&self, names: &[&str]) -> Result<LeafPem, rcgen::Error> {
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        self.sign(params)
+    }
+
+    /// Like [`TestCa::leaf`], valid only during 2020.
+    pub fn expired_leaf(&self, names: &[&str]) -> Result<LeafPem, rcgen::Error> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Result<LeafPem, rcgen::Error> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(LeafPem {
