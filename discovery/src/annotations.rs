@@ -46,6 +46,9 @@ pub struct RoutePolicy {
     /// `connect-timeout` (2 s) and `read-timeout` (60 s).
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// `websocket-idle-timeout` (1 h): how long an upgraded connection may carry nothing
+    /// before weir closes it (instead of the read timeout).
+    pub websocket_idle_timeout: Duration,
     pub backend_protocol: BackendProtocol,
     /// `backend-tls-verify` (true): verify an https upstream's certificate chain and name.
     #[serde(skip_serializing_if = "is_true")]
@@ -68,6 +71,7 @@ impl Default for RoutePolicy {
             retries: 1,
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(60),
+            websocket_idle_timeout: Duration::from_secs(3600),
             backend_protocol: BackendProtocol::Http,
             backend_weights: None,
             backend_tls_verify: true,
@@ -241,6 +245,7 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
     for (name, slot) in [
         ("connect-timeout", &mut policy.connect_timeout),
         ("read-timeout", &mut policy.read_timeout),
+        ("websocket-idle-timeout", &mut policy.websocket_idle_timeout),
     ] {
         if let Some(v) = get(name) {
             let d = duration(name, v)?;
@@ -352,11 +357,13 @@ mod tests {
             ("retries", "2"),
             ("connect-timeout", "500ms"),
             ("read-timeout", "5s"),
+            ("websocket-idle-timeout", "10m"),
         ])
         .expect("valid");
         assert_eq!(p.retries, 2);
         assert_eq!(p.connect_timeout, Duration::from_millis(500));
         assert_eq!(p.read_timeout, Duration::from_secs(5));
+        assert_eq!(p.websocket_idle_timeout, Duration::from_secs(600));
         assert_eq!(p.pool.algorithm, Algorithm::ConsistentHash);
         assert_eq!(p.hash_key, HashKey::Header("x-user".into()));
         assert_eq!(p.pool.hash_balance_factor, Some(1.25));

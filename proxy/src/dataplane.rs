@@ -258,7 +258,13 @@ impl ProxyHttp for WeirProxy {
             peer.options.verify_hostname = t.verify;
         }
         peer.options.connection_timeout = Some(target.connect_timeout);
-        peer.options.read_timeout = Some(target.read_timeout);
+        // An upgrade (WebSocket) may sit idle for long: its own timeout, not the read
+        // timeout of a request waiting for its response.
+        peer.options.read_timeout = Some(if session.is_upgrade_req() {
+            target.websocket_idle_timeout
+        } else {
+            target.read_timeout
+        });
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         if target.backend_protocol == BackendProtocol::H2c {
             // Prior-knowledge h2 over plaintext; Pingora's default of 1 stream per connection

@@ -27,6 +27,8 @@ pub struct RouteTarget {
     pub retries: u32,
     pub connect_timeout: std::time::Duration,
     pub read_timeout: std::time::Duration,
+    /// Replaces `read_timeout` once a connection is upgraded (WebSocket).
+    pub websocket_idle_timeout: std::time::Duration,
     pub retry_budget: Arc<crate::retry::RetryBudget>,
     pub backend_protocol: weir_discovery::BackendProtocol,
     /// For `backend-protocol: https`: the server name sent and verified, and whether the
@@ -276,6 +278,7 @@ impl LiveRouting {
                 retries: route.policy.retries,
                 connect_timeout: route.policy.connect_timeout,
                 read_timeout: route.policy.read_timeout,
+                websocket_idle_timeout: route.policy.websocket_idle_timeout,
                 retry_budget: Arc::default(),
                 backend_protocol: route.policy.backend_protocol,
                 ssl_redirect: route.ssl_redirect && self.certificates.is_some(),

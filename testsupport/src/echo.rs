@@ -6,7 +6,8 @@
 //! and `connection` numbers the TCP connection the request came on (1 for the first one this
 //! process accepted), so tests can see whether a proxy reuses upstream connections.
 //! Query parameters `status=NNN` and `delay_ms=N` make it answer with that status or after
-//! that delay. Speaks HTTP/1.1 and h2c on one port; with a TLS configuration, HTTPS (h2 or
+//! that delay. A WebSocket upgrade is accepted and every message echoed back as
+//! `<pod>: <text>`. Speaks HTTP/1.1 and h2c on one port; with a TLS configuration, HTTPS (h2 or
 //! http/1.1 by ALPN) instead, and the answer's `tls` is true and `sni` the server name the
 //! client sent.
 
@@ -81,8 +82,67 @@ async fn serve_connection<S>(
         async move { Ok::<_, Infallible>(answer(req, &identity, connection, &tls).await) }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .await;
+}
+
+/// The `Sec-WebSocket-Key` of a WebSocket upgrade request.
+fn websocket_key(req: &Request<Incoming>) -> Option<String> {
+    let upgrade = req.headers().get(http::header::UPGRADE)?.to_str().ok()?;
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return None;
+    }
+    let key = req.headers().get("sec-websocket-key")?.to_str().ok()?;
+    Some(key.to_string())
+}
+
+/// Accepts a WebSocket (101) and echoes every text or binary message back prefixed with
+/// `<pod>: `, until the client closes.
+fn websocket(
+    mut req: Request<Incoming>,
+    key: &str,
+    identity: &EchoIdentity,
+) -> Response<Full<Bytes>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+    let pod = identity.pod.clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(message)) = ws.next().await {
+            let reply = match message {
+                Message::Text(text) => Message::text(format!("{pod}: {text}")),
+                Message::Binary(data) => Message::binary(data),
+                Message::Close(_) => break,
+                _ => continue, // pings are answered by tungstenite
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(accept) = http::HeaderValue::from_str(&accept) {
+        headers.insert("sec-websocket-accept", accept);
+    }
+    resp
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
@@ -99,6 +159,9 @@ async fn answer(
     connection: u64,
     tls: &Option<Option<String>>,
 ) -> Response<Full<Bytes>> {
+    if let Some(key) = websocket_key(&req) {
+        return websocket(req, &key, identity);
+    }
     let (parts, body) = req.into_parts();
     // Drain the request body so the connection stays usable.
     let body_bytes = body
