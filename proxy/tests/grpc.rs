@@ -1,0 +1,226 @@
+//! End to end: gRPC through weir — a small tonic server (in this test) behind a route with
+//! `backend-protocol: h2c`, a tonic client in front: unary calls, a server-streaming call
+//! whose trailers (grpc-status) must arrive, and an error status.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use http::uri::PathAndQuery;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use support::{ManifestDir, Weir};
+use tonic::codec::ProstCodec;
+use tonic::{Code, Request, Response, Status};
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoRequest {
+    #[prost(string, tag = "1")]
+    message: String,
+    /// Replies a stream call sends.
+    #[prost(uint32, tag = "2")]
+    count: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoReply {
+    #[prost(string, tag = "1")]
+    message: String,
+    #[prost(uint32, tag = "2")]
+    index: u32,
+}
+
+const UNARY: &str = "/weir.test.Echo/Unary";
+const STREAM: &str = "/weir.test.Echo/Stream";
+
+/// Unary: echoes the message; "fail" answers NOT_FOUND.
+struct Unary;
+
+impl tonic::server::UnaryService<EchoRequest> for Unary {
+    type Response = EchoReply;
+    type Future = BoxFuture<'static, Result<Response<EchoReply>, Status>>;
+
+    fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
+        Box::pin(async move {
+            let message = request.into_inner().message;
+            if message == "fail" {
+                return Err(Status::not_found("no such echo"));
+            }
+            Ok(Response::new(EchoReply { message, index: 0 }))
+        })
+    }
+}
+
+/// Server streaming: `count` replies, 20 ms apart.
+struct Stream;
+
+type ReplyStream = Pin<Box<dyn futures::Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+impl tonic::server::ServerStreamingService<EchoRequest> for Stream {
+    type Response = EchoReply;
+    type ResponseStream = ReplyStream;
+    type Future = BoxFuture<'static, Result<Response<ReplyStream>, Status>>;
+
+    fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
+        Box::pin(async move {
+            let EchoRequest { message, count } = request.into_inner();
+            let replies = futures::stream::iter(0..count).then(move |index| {
+                let message = message.clone();
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    Ok(EchoReply { message, index })
+                }
+            });
+            Ok(Response::new(Box::pin(replies) as ReplyStream))
+        })
+    }
+}
+
+/// Runs the tonic server on its own runtime thread (h2c, as gRPC without TLS is).
+fn start_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let response = match req.uri().path() {
+                                UNARY => {
+                                    tonic::server::Grpc::new(
+                                        ProstCodec::<EchoReply, EchoRequest>::default(),
+                                    )
+                                    .unary(Unary, req)
+                                    .await
+                                }
+                                STREAM => {
+                                    tonic::server::Grpc::new(
+                                        ProstCodec::<EchoReply, EchoRequest>::default(),
+                                    )
+                                    .server_streaming(Stream, req)
+                                    .await
+                                }
+                                _ => Status::unimplemented("no such method").into_http(),
+                            };
+                            Ok::<_, Infallible>(response)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn manifests(server: SocketAddr) -> String {
+    support::service_yaml("demo", "grpc", &[server])
+        + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: grpc\n  namespace: demo\n  annotations: {weir.dev/backend-protocol: h2c}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: grpc.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: grpc, port: {name: http}}}}]}\n"
+}
+
+#[test]
+fn grpc_unary_streaming_and_errors_pass_through_weir() {
+    let server = start_server();
+    let dir = ManifestDir::new();
+    dir.write("all.yaml", &manifests(server));
+    let weir = Weir::start(&dir.path(), &[]);
+    let url = weir.url("");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        // h2c to weir with the route's host as :authority.
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .expect("endpoint")
+            .origin("http://grpc.example.com".parse().expect("origin"))
+            .connect()
+            .await
+            .expect("connect to weir");
+        let mut grpc = tonic::client::Grpc::new(channel);
+
+        for i in 0..10 {
+            grpc.ready().await.expect("ready");
+            let reply: Response<EchoReply> = grpc
+                .unary(
+                    Request::new(EchoRequest {
+                        message: format!("hello {i}"),
+                        count: 0,
+                    }),
+                    PathAndQuery::from_static(UNARY),
+                    ProstCodec::default(),
+                )
+                .await
+                .expect("unary call");
+            assert_eq!(reply.into_inner().message, format!("hello {i}"));
+        }
+
+        // Server streaming: every message, then the trailers with grpc-status 0 (a stream
+        // without them ends in an error on the client).
+        grpc.ready().await.expect("ready");
+        let response: Response<tonic::codec::Streaming<EchoReply>> = grpc
+            .server_streaming(
+                Request::new(EchoRequest {
+                    message: "tick".into(),
+                    count: 5,
+                }),
+                PathAndQuery::from_static(STREAM),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("stream call");
+        let mut stream = response.into_inner();
+        let mut indexes = Vec::new();
+        while let Some(reply) = stream.message().await.expect("stream message or clean end") {
+            assert_eq!(reply.message, "tick");
+            indexes.push(reply.index);
+        }
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        let trailers = stream.trailers().await.expect("trailers");
+        assert!(
+            trailers.is_some(),
+            "the stream's trailers reached the client"
+        );
+
+        // An error status from the server reaches the client unchanged.
+        grpc.ready().await.expect("ready");
+        let status = grpc
+            .unary::<_, EchoReply, _>(
+                Request::new(EchoRequest {
+                    message: "fail".into(),
+                    count: 0,
+                }),
+                PathAndQuery::from_static(UNARY),
+                ProstCodec::default(),
+            )
+            .await
+            .expect_err("NOT_FOUND");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "no such echo");
+    });
+    // 12 calls, each logged as an h2 request to the gRPC upstream.
+    let log = weir.access_log_of(12);
+    assert!(
+        log.iter()
+            .all(|l| l["upstream"] == server.to_string() && l["status"] == 200),
+        "{log:?}"
+    );
+}
