@@ -228,7 +228,14 @@ pub async fn report_rejection(
         reporting_controller: Some(crate::CONTROLLER_NAME.to_string()),
         reporting_instance: Some(identity.to_string()),
         regarding: Some(ObjectReference {
-            api_version: Some("networking.k8s.io/v1".to_string()),
+            api_version: Some(
+                match object.kind {
+                    "Secret" | "Service" => "v1",
+                    "EndpointSlice" => "discovery.k8s.io/v1",
+                    _ => "networking.k8s.io/v1",
+                }
+                .to_string(),
+            ),
             kind: Some(object.kind.to_string()),
             namespace: Some(object.namespace.clone()),
             name: Some(object.name.clone()),

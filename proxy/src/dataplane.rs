@@ -256,6 +256,9 @@ impl ProxyHttp for WeirProxy {
             // Pingora skips verification when there is no SNI; ours is never empty.
             peer.options.verify_cert = t.verify;
             peer.options.verify_hostname = t.verify;
+            // HTTP/2 when the upstream offers it (gRPC over TLS needs it), else HTTP/1.1.
+            peer.options.alpn = pingora::protocols::ALPN::H2H1;
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         }
         peer.options.connection_timeout = Some(target.connect_timeout);
         // An upgrade (WebSocket) may sit idle for long: its own timeout, not the read

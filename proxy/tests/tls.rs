@@ -337,3 +337,26 @@ fn h2load_against_the_tls_listener_completes_without_errors() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_default_certificate_can_come_from_a_secret() {
+    let site = Site::new();
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write("all.yaml", &site.manifests(&app, &site.shop));
+    let port = free_port();
+    let _weir = Weir::start(
+        &dir.path(),
+        &[
+            "--https-listen",
+            &format!("127.0.0.1:{port}"),
+            "--default-certificate",
+            "demo/wild-tls",
+        ],
+    );
+    // Unknown names, no SNI-matching Secret and unusable Secrets all get demo/wild-tls.
+    for host in ["unknown.example.com", "broken.example.com"] {
+        assert_eq!(tls_get(port, host, "/").0, der(&site.wild), "{host}");
+    }
+    assert_eq!(tls_get(port, "shop.example.com", "/").0, der(&site.shop));
+}

@@ -90,6 +90,8 @@ fn https_upstreams_are_verified_by_default_with_an_explicit_opt_out() {
     assert_eq!(body["tls"], true, "{body}");
     assert_eq!(body["sni"], "app.demo.svc", "{body}");
     assert_eq!(body["service"], "app");
+    // ALPN: the upstream offers h2, so weir speaks HTTP/2 to it (what gRPC over TLS needs).
+    assert_eq!(body["proto"], "HTTP/2.0", "{body}");
 
     // Right CA, wrong name: refused (502), unless verification is turned off or the name
     // to verify is given.
