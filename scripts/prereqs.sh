@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing weir needs on a fresh Debian machine with a Rust
 # toolchain: Pingora's zlib-ng needs cmake, ring and zstd need a C compiler, the tests use
-# curl and h2load. Sourced by the other
+# curl, h2load and Prometheus. Sourced by the other
 # scripts; installs only what is missing.
 set -euo pipefail
 
@@ -12,12 +12,14 @@ weir_need_packages() {
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     # h2load: the HTTPS listener's HTTP/2 load test.
     command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+    # prometheus and promtool: the metrics tests scrape weir with a real Prometheus.
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing: ${missing[*]}" >&2
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     if ! command -v cargo >/dev/null 2>&1; then
         echo "weir needs a Rust toolchain (cargo); install it with rustup first" >&2

@@ -514,14 +514,17 @@ impl WeirProxy {
         ctx.outcome_recorded = true;
         let now = Nanos::now();
         let endpoint = guard.endpoint();
-        // Failures are the outlier detector's business; a fast 500 fed in as latency would
-        // make a broken endpoint look like the fastest one.
-        if let (Outcome::Success, Some(start), Some((headers_at, ..))) =
-            (outcome, ctx.attempt_start, ctx.upstream_headers)
-        {
-            target
-                .pool
-                .observe_latency(endpoint, headers_at.duration_since(start), now);
+        if let (Some(start), Some((headers_at, ..))) = (ctx.attempt_start, ctx.upstream_headers) {
+            let latency = headers_at.duration_since(start);
+            self.metrics
+                .upstream_response
+                .with_label_values(&[&target.service])
+                .observe(latency.as_secs_f64());
+            // Failures are the outlier detector's business; a fast 500 fed in as latency
+            // would make a broken endpoint look like the fastest one.
+            if outcome == Outcome::Success {
+                target.pool.observe_latency(endpoint, latency, now);
+            }
         }
         if let Some(until) = target.pool.record(endpoint, outcome, now) {
             self.metrics

@@ -14,6 +14,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests_total: IntCounterVec,
     pub request_duration: HistogramVec,
+    pub upstream_response: HistogramVec,
     pub routes: IntGauge,
     pub config_reloads_total: IntCounterVec,
     pub config_errors_total: IntCounterVec,
@@ -46,6 +47,14 @@ impl Metrics {
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["namespace", "ingress", "service", "method", "code_class"],
+        )?;
+        let upstream_response = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_upstream_response_seconds",
+                "Time from sending a request upstream to its response headers, per attempt, in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["service"],
         )?;
         let routes = IntGauge::new("weir_routes", "Routes in the live routing table.")?;
         let config_reloads_total = IntCounterVec::new(
@@ -83,7 +92,7 @@ impl Metrics {
         let upstream_errors_total = IntCounterVec::new(
             Opts::new(
                 "weir_upstream_errors_total",
-                "Failed upstream attempts, by kind (connect, timeout, reset, protocol).",
+                "Failed upstream attempts, by kind (connect, tls, timeout, reset, protocol).",
             ),
             &["service", "kind"],
         )?;
@@ -100,6 +109,7 @@ impl Metrics {
         registry.register(Box::new(outlier_ejections_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_response.clone()))?;
         registry.register(Box::new(routes.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
         registry.register(Box::new(config_errors_total.clone()))?;
@@ -116,6 +126,7 @@ impl Metrics {
             registry,
             requests_total,
             request_duration,
+            upstream_response,
             routes,
             config_reloads_total,
             config_errors_total,

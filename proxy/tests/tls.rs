@@ -224,6 +224,10 @@ fn certificates_follow_sni_and_secrets_change_without_a_restart() {
         log.contains("Secret demo/old-tls") && log.contains("expired"),
         "{log}"
     );
+    assert_eq!(
+        weir.metric(r#"weir_config_errors_total{kind="invalid_object"}"#),
+        Some(2.0)
+    );
 
     // curl verifies the chain and name, over HTTP/2 and HTTP/1.1.
     let ca_file = dir.root.path().join("ca.pem");
