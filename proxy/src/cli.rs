@@ -77,6 +77,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<std::path::PathBuf>,
 
+    /// Export traces over OTLP/HTTP to this collector (`http://HOST:4318`; spans go to
+    /// `/v1/traces`). Absent: no spans (incoming trace ids still reach the access log).
+    #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// This instance's topology zone (for `weir.dev/zone-aware` routes).
     #[arg(long, env = "WEIR_ZONE")]
     pub zone: Option<String>,

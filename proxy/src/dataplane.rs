@@ -14,6 +14,7 @@
 
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::routing::{LiveRouting, RouteTarget};
+use crate::telemetry::{RequestTrace, Telemetry};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -37,11 +38,16 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 pub struct WeirProxy {
     routing: Arc<LiveRouting>,
     metrics: Metrics,
+    telemetry: Arc<Telemetry>,
 }
 
 impl WeirProxy {
-    pub fn new(routing: Arc<LiveRouting>, metrics: Metrics) -> Self {
-        WeirProxy { routing, metrics }
+    pub fn new(routing: Arc<LiveRouting>, metrics: Metrics, telemetry: Arc<Telemetry>) -> Self {
+        WeirProxy {
+            routing,
+            metrics,
+            telemetry,
+        }
     }
 }
 
@@ -63,6 +69,8 @@ pub struct RequestCtx {
     budget: Vec<crate::retry::BudgetGuard>,
     /// The retry under way is for a stale pooled connection, not a failed endpoint.
     stale_connection_retry: bool,
+    /// The request's spans (empty when tracing is off) and trace id.
+    trace: RequestTrace,
 }
 
 /// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
@@ -155,6 +163,7 @@ impl ProxyHttp for WeirProxy {
             outcome_recorded: false,
             budget: Vec::new(),
             stale_connection_retry: false,
+            trace: RequestTrace::default(),
         }
     }
 
@@ -166,6 +175,11 @@ impl ProxyHttp for WeirProxy {
             .lookup(request_host(req), req.uri.path())
             .map(|choice| Arc::clone(choice.choose(&mut rand::rng())));
         drop(table);
+        ctx.trace = self.telemetry.start_request(
+            req,
+            target.as_ref().map(|t| t.route.as_str()),
+            request_host(req),
+        );
         match target {
             Some(target) if target.ssl_redirect && !is_tls(session) => {
                 ctx.target = Some(target);
@@ -241,6 +255,13 @@ impl ProxyHttp for WeirProxy {
         // Replacing the guard releases the slot of a previous attempt.
         ctx.guard = Some(target.pool.start_request(&endpoint));
         ctx.tried.push(addr);
+        ctx.trace.start_attempt(
+            &self.telemetry,
+            addr,
+            ctx.tried.len(),
+            pick.reason.as_str(),
+            &target.service,
+        );
         ctx.attempt_start = Some(Instant::now());
         ctx.upstream_headers = None;
         ctx.outcome_recorded = false;
@@ -357,8 +378,9 @@ impl ProxyHttp for WeirProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.trace.inject(&self.telemetry, upstream);
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -426,6 +448,8 @@ impl ProxyHttp for WeirProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        ctx.trace
+            .finish(code, ctx.upstream_headers.map(|(_, status, _)| status));
         let method = method_label(&session.req_header().method);
         let (namespace, ingress, service) = match &ctx.target {
             Some(t) => (t.namespace.as_str(), t.ingress.as_str(), t.service.as_str()),
@@ -459,6 +483,7 @@ impl ProxyHttp for WeirProxy {
             service,
             bytes_in = session.body_bytes_read(),
             bytes_out = session.body_bytes_sent(),
+            trace_id = ctx.trace.trace_id.as_deref().unwrap_or(""),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
             "request"
         );

@@ -19,4 +19,5 @@ pub mod retry;
 pub mod router;
 pub mod routing;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;

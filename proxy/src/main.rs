@@ -78,6 +78,13 @@ fn main() {
     }
 
     let metrics = metrics::Metrics::new().unwrap_or_else(|e| fail(format!("metrics: {e}")));
+    // Built before any runtime starts: the exporter's blocking client runs on the SDK's
+    // own thread.
+    let telemetry = Arc::new(match &cli.otlp_endpoint {
+        Some(endpoint) => weir_proxy::telemetry::Telemetry::otlp(endpoint)
+            .unwrap_or_else(|e| fail(format!("--otlp-endpoint {endpoint}: {e}"))),
+        None => weir_proxy::telemetry::Telemetry::disabled(),
+    });
     let certificates = cli.https_listen.map(|_| {
         let default = weir_proxy::tls::self_signed_default()
             .unwrap_or_else(|e| fail(format!("default certificate: {e}")));
@@ -125,7 +132,11 @@ fn main() {
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        dataplane::WeirProxy::new(Arc::clone(&routing), metrics.clone()),
+        dataplane::WeirProxy::new(
+            Arc::clone(&routing),
+            metrics.clone(),
+            Arc::clone(&telemetry),
+        ),
         "weir proxy",
     );
     if let Some(app) = proxy.app_logic_mut() {
@@ -191,6 +202,7 @@ fn main() {
             cli.shutdown_delay,
         )),
     });
+    telemetry.shutdown();
 }
 
 /// A CA bundle Pingora can load: readable, at least one PEM certificate, each of them

@@ -21,6 +21,8 @@ pub struct RouteTarget {
     pub namespace: String,
     pub ingress: String,
     pub service: String,
+    /// The matched rule's path as written (`http.route` of traces).
+    pub route: String,
     pub pool: Arc<Pool>,
     /// Where the consistent-hash key comes from (used only by hashing pools).
     pub hash_key: HashKey,
@@ -273,6 +275,7 @@ impl LiveRouting {
                 namespace: route.ingress.namespace.clone(),
                 ingress: route.ingress.name.clone(),
                 service: backend.service.clone(),
+                route: route.path.as_written().to_string(),
                 pool: Arc::clone(pool),
                 hash_key: route.policy.hash_key.clone(),
                 retries: route.policy.retries,
