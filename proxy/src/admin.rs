@@ -158,6 +158,20 @@ impl ServeHttp for AdminApp {
                         .with_label_values(&[&service, state])
                         .set(n);
                 }
+                if let Some(gauge) = &self.metrics.endpoint_in_flight {
+                    gauge.reset();
+                    let mut seen = std::collections::HashSet::new();
+                    for (backend, pool) in self.routing.pools() {
+                        for e in pool.endpoints() {
+                            let addr = e.addr().to_string();
+                            if seen.insert((backend.service.clone(), addr.clone())) {
+                                gauge
+                                    .with_label_values(&[&backend.service, &addr])
+                                    .set(i64::try_from(e.in_flight()).unwrap_or(i64::MAX));
+                            }
+                        }
+                    }
+                }
                 response(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

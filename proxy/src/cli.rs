@@ -104,7 +104,17 @@ pub struct Cli {
     #[arg(long, env = "WEIR_RELOAD_DEBOUNCE", value_parser = parse_duration)]
     pub reload_debounce: Option<Duration>,
 
-    /// Log format (default: text on a terminal, JSON otherwise). Level: RUST_LOG.
+    /// Per-endpoint metrics (`weir_endpoint_requests_total`, `weir_endpoint_in_flight`):
+    /// one series per upstream pod, so off by default.
+    #[arg(long, env = "WEIR_ENDPOINT_METRICS")]
+    pub endpoint_metrics: bool,
+
+    /// Log level or filter (`info`, `debug`, `info,weir::access=off`, ...); overrides
+    /// RUST_LOG. Default: RUST_LOG, else `info`.
+    #[arg(long, env = "WEIR_LOG_LEVEL", value_parser = parse_log_filter)]
+    pub log_level: Option<String>,
+
+    /// Log format (default: text on a terminal, JSON otherwise).
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }
@@ -116,6 +126,12 @@ fn parse_namespaced_name(s: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
     }
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?} is not a log filter like info or debug,weir::access=off ({e})"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

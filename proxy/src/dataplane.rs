@@ -450,6 +450,15 @@ impl ProxyHttp for WeirProxy {
             .unwrap_or(0);
         ctx.trace
             .finish(code, ctx.upstream_headers.map(|(_, status, _)| status));
+        if let (Some(counter), Some(target), Some(endpoint)) = (
+            &self.metrics.endpoint_requests_total,
+            &ctx.target,
+            ctx.tried.last(),
+        ) {
+            counter
+                .with_label_values(&[&target.service, &endpoint.to_string(), code_class(code)])
+                .inc();
+        }
         let method = method_label(&session.req_header().method);
         let (namespace, ingress, service) = match &ctx.target {
             Some(t) => (t.namespace.as_str(), t.ingress.as_str(), t.service.as_str()),

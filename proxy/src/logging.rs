@@ -1,17 +1,20 @@
 //! Process-wide logging: `tracing` with text or JSON output; Pingora's `log` records are
-//! bridged into it. Level from `RUST_LOG` (default `info`).
+//! bridged into it. Level from `--log-level`, else `RUST_LOG`, else `info`.
 
 use crate::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(format: Option<LogFormat>) {
+pub fn init(format: Option<LogFormat>, level: Option<&str>) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = level
+        .and_then(|l| EnvFilter::try_new(l).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -44,7 +44,7 @@ fn kubernetes_config_available() -> bool {
 
 fn main() {
     let cli = cli::parse();
-    logging::init(cli.log_format);
+    logging::init(cli.log_format, cli.log_level.as_deref());
 
     // kube and Pingora both use rustls: one process-wide crypto provider, installed before
     // either builds a TLS configuration (DESIGN §8).
@@ -77,7 +77,8 @@ fn main() {
         check_bindable("--https-listen", addr);
     }
 
-    let metrics = metrics::Metrics::new().unwrap_or_else(|e| fail(format!("metrics: {e}")));
+    let metrics = metrics::Metrics::with_endpoint_metrics(cli.endpoint_metrics)
+        .unwrap_or_else(|e| fail(format!("metrics: {e}")));
     // Built before any runtime starts: the exporter's blocking client runs on the SDK's
     // own thread.
     let telemetry = Arc::new(match &cli.otlp_endpoint {

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub outlier_ejections_total: IntCounterVec,
     pub upstream_errors_total: IntCounterVec,
     pub endpoints: prometheus::IntGaugeVec,
+    /// Per-endpoint series, only with `--endpoint-metrics` (one series per pod: cardinality
+    /// an operator opts into).
+    pub endpoint_requests_total: Option<IntCounterVec>,
+    pub endpoint_in_flight: Option<prometheus::IntGaugeVec>,
 }
 
 /// Edge-proxy latencies: 0.5 ms to 10 s.
@@ -32,7 +36,33 @@ const DURATION_BUCKETS: &[f64] = &[
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
+        Self::with_endpoint_metrics(false)
+    }
+
+    /// Like [`Metrics::new`], with per-endpoint series when `per_endpoint`.
+    pub fn with_endpoint_metrics(per_endpoint: bool) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        let (endpoint_requests_total, endpoint_in_flight) = if per_endpoint {
+            let requests = IntCounterVec::new(
+                Opts::new(
+                    "weir_endpoint_requests_total",
+                    "Requests answered, by upstream endpoint (the last one tried) and status class.",
+                ),
+                &["service", "endpoint", "code_class"],
+            )?;
+            let in_flight = prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "weir_endpoint_in_flight",
+                    "Requests in flight per upstream endpoint (as of the scrape).",
+                ),
+                &["service", "endpoint"],
+            )?;
+            registry.register(Box::new(requests.clone()))?;
+            registry.register(Box::new(in_flight.clone()))?;
+            (Some(requests), Some(in_flight))
+        } else {
+            (None, None)
+        };
         let requests_total = IntCounterVec::new(
             Opts::new(
                 "weir_requests_total",
@@ -135,6 +165,8 @@ impl Metrics {
             outlier_ejections_total,
             upstream_errors_total,
             endpoints,
+            endpoint_requests_total,
+            endpoint_in_flight,
         })
     }
 

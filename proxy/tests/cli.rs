@@ -42,6 +42,9 @@ fn bad_flags_and_files_are_one_line_errors() {
     assert!(refuses(&["--manifests", good, "--http-listen", "nowhere"], &[]).contains("nowhere"));
     assert!(refuses(&["--manifests", good, "--threads", "0"], &[]).contains("0"));
     assert!(refuses(&["--manifests", good, "--log-format", "xml"], &[]).contains("xml"));
+    assert!(
+        refuses(&["--manifests", good, "--log-level", "info,=x=y"], &[]).contains("log filter")
+    );
 
     let missing = dir.root.path().join("missing.yaml");
     let stderr = refuses(&["--manifests", missing.to_str().expect("utf8")], &[]);

@@ -31,6 +31,10 @@ fn promtool_accepts_the_metrics() {
     weir.get(&c, "nowhere.example.com", "/");
     let (status, text) = weir.admin_get("/metrics");
     assert_eq!(status, 200);
+    assert!(
+        !text.contains("weir_endpoint_"),
+        "per-endpoint series only with --endpoint-metrics"
+    );
     for family in [
         "weir_requests_total",
         "weir_request_duration_seconds_bucket",
@@ -147,4 +151,35 @@ fn a_real_prometheus_scrapes_weir_while_requests_flow() {
         r#"sum(weir_upstream_response_seconds_count{service="app"})"#,
     );
     assert_eq!(upstream, Some(SENT as f64));
+}
+
+#[test]
+fn endpoint_metrics_and_the_log_filter_are_opt_in() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write("all.yaml", &app_manifests(&app));
+    let weir = Weir::start(
+        &dir.path(),
+        &["--endpoint-metrics", "--log-level", "info,weir::access=off"],
+    );
+    let c = client();
+    for _ in 0..7 {
+        assert_eq!(weir.get(&c, "app.example.com", "/").0, 200);
+    }
+    let series = format!(
+        r#"weir_endpoint_requests_total{{code_class="2xx",endpoint="{}",service="app"}}"#,
+        app.addr
+    );
+    let counted = support::wait_until(Duration::from_secs(5), || weir.metric(&series) == Some(7.0));
+    assert!(counted.is_some(), "{series}: {:?}", weir.metric(&series));
+    assert_eq!(
+        weir.metric(&format!(
+            r#"weir_endpoint_in_flight{{endpoint="{}",service="app"}}"#,
+            app.addr
+        )),
+        Some(0.0)
+    );
+    // The access log is filtered out; other logs are not.
+    assert!(weir.access_log().is_empty());
+    assert!(weir.log_text().contains("weir listening"));
 }
