@@ -21,14 +21,24 @@ fn app_manifests(app: &Echo) -> String {
 fn promtool_accepts_the_metrics() {
     let app = Echo::start("app");
     let dir = ManifestDir::new();
-    dir.write("all.yaml", &app_manifests(&app));
+    // Every family with samples: requests, picks, reloads; a route to a dead endpoint
+    // (upstream errors, an ejection) and an invalid Ingress (configuration errors).
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    dir.write(
+        "all.yaml",
+        &(app_manifests(&app)
+            + "---\n"
+            + &support::service_yaml("demo", "dead", &[dead])
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: dead\n  namespace: demo\n  annotations: {weir.dev/outlier-consecutive-failures: \"1\"}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: dead.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: dead, port: {name: http}}}}]}\n---\n"
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: demo, annotations: {weir.dev/retries: many}}\nspec:\n  ingressClassName: weir\n  defaultBackend: {service: {name: app, port: {number: 80}}}\n"),
+    );
     let weir = Weir::start(&dir.path(), &[]);
     let c = client();
-    // Every family with samples: requests, errors (a dead route), picks, reloads.
     for _ in 0..5 {
         weir.get(&c, "app.example.com", "/");
     }
     weir.get(&c, "nowhere.example.com", "/");
+    assert_eq!(weir.get(&c, "dead.example.com", "/").0, 502);
     let (status, text) = weir.admin_get("/metrics");
     assert_eq!(status, 200);
     assert!(
@@ -43,9 +53,34 @@ fn promtool_accepts_the_metrics() {
         "weir_endpoints",
         "weir_config_reloads_total",
         "weir_routes",
+        "weir_upstream_errors_total",
+        "weir_outlier_ejections_total",
+        "weir_config_errors_total",
         "process_resident_memory_bytes",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    // Every metric the Grafana dashboard queries exists.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../charts/weir/dashboards/weir.json"))
+            .expect("dashboard JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let name = regex::Regex::new(r"\b(?:weir|process)_[a-z_]+").expect("regex");
+    for expr in &exprs {
+        for m in name.find_iter(expr) {
+            let metric = m.as_str();
+            assert!(
+                text.lines().any(|l| l.starts_with(metric)),
+                "dashboard queries {metric}, which /metrics does not have ({expr})"
+            );
+        }
     }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
