@@ -114,6 +114,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_LOG_LEVEL", value_parser = parse_log_filter)]
     pub log_level: Option<String>,
 
+    /// Check the flags and the files they name (manifests, kubeconfig, CA file), print
+    /// "configuration is valid" and exit 0 without listening or watching anything.
+    #[arg(long)]
+    pub check: bool,
+
     /// Log format (default: text on a terminal, JSON otherwise).
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -58,7 +58,9 @@ fn main() {
                     fail(format!("--kubeconfig {}: {e}", path.display()));
                 }
             }
-            None if !kubernetes_config_available() => fail(
+            // --check validates flags, not the environment it will run in (the chart's
+            // arguments are checked outside the cluster).
+            None if !cli.check && !kubernetes_config_available() => fail(
                 "no configuration source: give --manifests PATH, or --kubeconfig FILE, or run in a cluster",
             ),
             None => {}
@@ -71,6 +73,19 @@ fn main() {
         check_ca_file(path).unwrap_or_else(|e| fail(format!("--upstream-ca-file: {e}")));
         path.display().to_string()
     });
+    if let Some(endpoint) = &cli.otlp_endpoint {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.parse::<http::Uri>().is_err()
+        {
+            fail(format!(
+                "--otlp-endpoint {endpoint:?} is not an http:// or https:// URL"
+            ));
+        }
+    }
+    if cli.check {
+        println!("weir: configuration is valid");
+        return;
+    }
     check_bindable("--http-listen", cli.http_listen);
     check_bindable("--admin-listen", cli.admin_listen);
     if let Some(addr) = cli.https_listen {
@@ -91,7 +106,9 @@ fn main() {
             .unwrap_or_else(|e| fail(format!("default certificate: {e}")));
         Arc::new(weir_proxy::tls::CertificateStore::new(default))
     });
-    let mut live = routing::LiveRouting::in_zone(cli.zone.clone());
+    // An empty zone (the chart's WEIR_ZONE from a pod label that is absent) means none.
+    let zone = cli.zone.clone().filter(|z| !z.is_empty());
+    let mut live = routing::LiveRouting::in_zone(zone);
     if let Some(store) = &certificates {
         live = live.with_certificates(Arc::clone(store), cli.default_certificate.clone());
     }

@@ -168,3 +168,19 @@ pub fn start_echo_at(addr: SocketAddr, service: &str, pod: &str, extra: &[&str])
     );
     guard
 }
+
+/// A tool from `scripts/tools.sh` (`kubectl` or `helm`, fetched into `.tools/bin` on first
+/// use). Panics with the script's error when it cannot be installed.
+pub fn tool(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("scripts/tools.sh"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/tools.sh: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/tools.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name)
+}

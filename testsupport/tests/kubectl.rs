@@ -5,27 +5,13 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use weir_testsupport::fakeapi::FakeApiServer;
-
-fn kubectl() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("scripts/tools.sh"))
-        .output()
-        .expect("run scripts/tools.sh");
-    assert!(
-        out.status.success(),
-        "tools.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
-}
+use weir_testsupport::process::tool;
 
 #[test]
 fn kubectl_gets_ingresses_and_endpointslices_from_the_fake() {
-    let kubectl = kubectl();
+    let kubectl = tool("kubectl");
     let api = FakeApiServer::start().expect("fake API server");
     api.apply_yaml(
         r#"
