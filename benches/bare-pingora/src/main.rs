@@ -1,0 +1,46 @@
+//! `bare-pingora LISTEN UPSTREAM THREADS`: a Pingora proxy that sends every request to one
+//! upstream address — no routing, balancing, metrics or logs. The load harness
+//! (`benches/load/run.sh`) measures weir against it to see what weir's own work costs.
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use std::net::SocketAddr;
+
+struct Bare {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(listen), Some(upstream), threads) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!("usage: bare-pingora LISTEN UPSTREAM [THREADS]");
+        std::process::exit(2);
+    };
+    let Ok(upstream) = upstream.parse::<SocketAddr>() else {
+        eprintln!("bare-pingora: {upstream:?} is not IP:PORT");
+        std::process::exit(2);
+    };
+    let threads = threads.and_then(|t| t.parse().ok()).unwrap_or(1);
+    let conf = ServerConf {
+        threads,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = http_proxy_service(&server.configuration, Bare { upstream });
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
+    server.run_forever();
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# weir's load harness (issue #9): one fixed fast upstream (nginx answering "ok\n"), then
+# interleaved rounds of the direct path, an nginx proxy, HAProxy, a bare Pingora proxy and weir
+# — each with one worker and upstream keep-alive — driven by `wrk -t1 -c32 --latency`.
+# Prints a Markdown table: req/s, p50/p99 latency, CPU seconds per 10k requests and RSS of the
+# proxy process, with ratios to nginx and to the bare Pingora proxy.
+#
+#   benches/load/run.sh                    # 3 rounds of 10 s per target
+#   ROUNDS=5 DURATION=20 benches/load/run.sh
+#
+# weir runs with its access log off (`--log-level warn`), as nginx and HAProxy do here.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/prereqs.sh
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-32}"
+
+missing=()
+for tool in nginx haproxy wrk; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release -q -p weir-proxy --bin weir -p weir-bench-bare-pingora
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005
+
+nginx_conf() { # $1 name, $2 server block
+    mkdir -p "$work/$1"
+    cat > "$work/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1;
+    uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
+    $2
+}
+CONF
+}
+nginx_conf upstream "server { listen 127.0.0.1:$UP backlog=4096; keepalive_requests 1000000; location / { return 200 \"ok\n\"; } }"
+nginx_conf proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+    server { listen 127.0.0.1:$NGINX backlog=4096; keepalive_requests 1000000;
+        location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 10000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend f
+    bind 127.0.0.1:$HAPROXY
+    default_backend b
+backend b
+    server s 127.0.0.1:$UP
+CONF
+mkdir -p "$work/manifests"
+cat > "$work/manifests/bench.yaml" <<CONF
+apiVersion: v1
+kind: Service
+metadata: {name: up, namespace: bench}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: up-1, namespace: bench, labels: {kubernetes.io/service-name: up}}
+addressType: IPv4
+ports: [{name: http, port: $UP}]
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench, namespace: bench}
+spec:
+  ingressClassName: weir
+  defaultBackend: {service: {name: up, port: {name: http}}}
+CONF
+
+nginx -c "$work/upstream/nginx.conf" & pids+=($!); up_pid=$!
+nginx -c "$work/proxy/nginx.conf" & pids+=($!); nginx_pid=$!
+haproxy -f "$work/haproxy.cfg" -db & pids+=($!); haproxy_pid=$!
+target/release/bare-pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!); bare_pid=$!
+target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
+    --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-level warn --log-format text \
+    >"$work/weir.log" 2>&1 & pids+=($!); weir_pid=$!
+for port in $UP $NGINX $HAPROXY $BARE $WEIR; do
+    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+    curl -fs -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port does not answer" >&2; exit 1; }
+done
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+results="$work/results.tsv"
+for round in $(seq "$ROUNDS"); do
+    for target in direct:$UP:$up_pid nginx:$NGINX:$nginx_pid haproxy:$HAPROXY:$haproxy_pid bare-pingora:$BARE:$bare_pid weir:$WEIR:$weir_pid; do
+        IFS=: read -r name port pid <<<"$target"
+        before=$(ticks "$pid")
+        out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+        after=$(ticks "$pid")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$((after - before))" "$(rss_kib "$pid")" \
+            "$(echo "$out" | tr '\n' '|')" >>"$results"
+        echo "round $round $name: $(echo "$out" | grep Requests/sec)" >&2
+    done
+done
+python3 benches/load/report.py "$results" "$(getconf CLK_TCK)" "$CONNECTIONS" "$DURATION" "$ROUNDS"
