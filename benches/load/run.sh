@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-cargo build --release -q -p weir-proxy --bin weir -p weir-bench-bare-pingora
+cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
 work="$(mktemp -d)"
 pids=()
@@ -54,7 +54,7 @@ nginx_conf proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; keepalive_req
 cat > "$work/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 10000
+    maxconn 4000
 defaults
     mode http
     timeout connect 2s
@@ -101,8 +101,11 @@ for port in $UP $NGINX $HAPROXY $BARE $WEIR; do
     curl -fs -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port does not answer" >&2; exit 1; }
 done
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU ticks and RSS of a proxy: the process and its children (nginx's worker runs under
+# the master process started here).
+family() { echo "$1"; pgrep -P "$1" || true; }
+ticks() { for p in $(family "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
+rss_kib() { for p in $(family "$1"); do awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
 results="$work/results.tsv"
 for round in $(seq "$ROUNDS"); do
     for target in direct:$UP:$up_pid nginx:$NGINX:$nginx_pid haproxy:$HAPROXY:$haproxy_pid bare-pingora:$BARE:$bare_pid weir:$WEIR:$weir_pid; do
