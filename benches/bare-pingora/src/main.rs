@@ -1,5 +1,7 @@
-//! `bare-pingora LISTEN UPSTREAM THREADS`: a Pingora proxy that sends every request to one
-//! upstream address — no routing, balancing, metrics or logs. The load harness
+//! `bare-pingora LISTEN UPSTREAM [THREADS] [timeouts]`: a Pingora proxy that sends every
+//! request to one upstream address — no routing, balancing, metrics or logs. With `timeouts`
+//! it sets the connect, read and idle timeouts weir sets on every upstream peer (to separate
+//! Pingora's timer cost from weir's own). The load harness
 //! (`benches/load/run.sh`) measures weir against it to see what weir's own work costs.
 
 use async_trait::async_trait;
@@ -9,6 +11,7 @@ use std::net::SocketAddr;
 
 struct Bare {
     upstream: SocketAddr,
+    timeouts: bool,
 }
 
 #[async_trait]
@@ -18,7 +21,13 @@ impl ProxyHttp for Bare {
     fn new_ctx(&self) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.timeouts {
+            peer.options.connection_timeout = Some(std::time::Duration::from_secs(2));
+            peer.options.read_timeout = Some(std::time::Duration::from_secs(60));
+            peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -33,13 +42,14 @@ fn main() {
         std::process::exit(2);
     };
     let threads = threads.and_then(|t| t.parse().ok()).unwrap_or(1);
+    let timeouts = args.get(3).is_some_and(|a| a == "timeouts");
     let conf = ServerConf {
         threads,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Bare { upstream });
+    let mut proxy = http_proxy_service(&server.configuration, Bare { upstream, timeouts });
     proxy.add_tcp(listen);
     server.add_service(proxy);
     server.run_forever();
