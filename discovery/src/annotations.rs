@@ -102,6 +102,11 @@ fn humantime_like(value: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
+/// A `"true"`/`"false"` annotation (absent: `default`).
+fn flag(name: &str, value: Option<&str>, default: bool) -> Result<bool, String> {
+    crate::validate::parse_bool_annotation(&format!("{PREFIX}{name}"), value, default)
+}
+
 fn number<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T, String> {
     value
         .trim()
@@ -267,17 +272,11 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
             }
         };
     }
-    if let Some(v) = get("backend-tls-verify") {
-        policy.backend_tls_verify = match v {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(format!(
-                    "annotation {PREFIX}backend-tls-verify: {v:?} is not \"true\" or \"false\""
-                ))
-            }
-        };
-    }
+    policy.backend_tls_verify = flag(
+        "backend-tls-verify",
+        get("backend-tls-verify"),
+        policy.backend_tls_verify,
+    )?;
     if let Some(v) = get("backend-tls-server-name") {
         let name = v.to_ascii_lowercase();
         crate::validate::check_dns_subdomain(&name).map_err(|e| {
@@ -288,28 +287,12 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
     if let Some(v) = get("backend-weights") {
         policy.backend_weights = Some(backend_weights(v)?);
     }
-    if let Some(v) = get("latency-health-factor") {
-        pool.latency_health_factor = match v {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(format!(
-                    "annotation {PREFIX}latency-health-factor: {v:?} is not \"true\" or \"false\""
-                ))
-            }
-        };
-    }
-    if let Some(v) = get("zone-aware") {
-        pool.zone_aware = match v {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(format!(
-                    "annotation {PREFIX}zone-aware: {v:?} is not \"true\" or \"false\""
-                ))
-            }
-        };
-    }
+    pool.latency_health_factor = flag(
+        "latency-health-factor",
+        get("latency-health-factor"),
+        pool.latency_health_factor,
+    )?;
+    pool.zone_aware = flag("zone-aware", get("zone-aware"), pool.zone_aware)?;
     Ok(policy)
 }
 

@@ -85,48 +85,27 @@ impl tonic::server::ServerStreamingService<EchoRequest> for Stream {
 fn start_server() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+    support::serve_connections(listener, |stream| async move {
+        let service =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let response = match req.uri().path() {
+                    UNARY => {
+                        tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default())
+                            .unary(Unary, req)
+                            .await
+                    }
+                    STREAM => {
+                        tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default())
+                            .server_streaming(Stream, req)
+                            .await
+                    }
+                    _ => Status::unimplemented("no such method").into_http(),
                 };
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        |req: http::Request<hyper::body::Incoming>| async move {
-                            let response = match req.uri().path() {
-                                UNARY => {
-                                    tonic::server::Grpc::new(
-                                        ProstCodec::<EchoReply, EchoRequest>::default(),
-                                    )
-                                    .unary(Unary, req)
-                                    .await
-                                }
-                                STREAM => {
-                                    tonic::server::Grpc::new(
-                                        ProstCodec::<EchoReply, EchoRequest>::default(),
-                                    )
-                                    .server_streaming(Stream, req)
-                                    .await
-                                }
-                                _ => Status::unimplemented("no such method").into_http(),
-                            };
-                            Ok::<_, Infallible>(response)
-                        },
-                    );
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+                Ok::<_, Infallible>(response)
+            });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     });
     addr
 }

@@ -92,53 +92,39 @@ fn start_receiver(port: u16) -> Arc<Mutex<Vec<Span>>> {
     let spans = Arc::new(Mutex::new(Vec::new()));
     let collected = Arc::clone(&spans);
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let collected = Arc::clone(&collected);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let collected = Arc::clone(&collected);
-                            async move {
-                                let path = req.uri().path().to_string();
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                if path == "/v1/traces" {
-                                    if let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                                        let mut spans = collected.lock().expect("lock");
-                                        for rs in export.resource_spans {
-                                            for ss in rs.scope_spans {
-                                                spans.extend(ss.spans);
-                                            }
-                                        }
+    support::serve_connections(listener, move |stream| {
+        let collected = Arc::clone(&collected);
+        async move {
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let collected = Arc::clone(&collected);
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        if path == "/v1/traces" {
+                            if let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                                let mut spans = collected.lock().expect("lock");
+                                for rs in export.resource_spans {
+                                    for ss in rs.scope_spans {
+                                        spans.extend(ss.spans);
                                     }
                                 }
-                                Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-                                    bytes::Bytes::new(),
-                                )))
                             }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        }
+                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::new(),
+                        )))
+                    }
                 });
-            }
-        });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
     });
     spans
 }

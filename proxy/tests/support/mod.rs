@@ -274,3 +274,28 @@ pub fn kubeconfig_file(kubeconfig: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, kubeconfig).expect("kubeconfig");
     (dir, path)
 }
+
+/// Runs `serve(stream)` for every connection accepted on `listener`, on a runtime in a
+/// thread of its own: for servers the tests write with tokio/hyper (a gRPC server, an OTLP
+/// receiver) while the test itself blocks.
+pub fn serve_connections<F, Fut>(listener: std::net::TcpListener, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(serve(stream));
+                }
+            }
+        });
+    });
+}
