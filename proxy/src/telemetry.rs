@@ -81,6 +81,10 @@ impl Telemetry {
         route: Option<&str>,
         host: &str,
     ) -> RequestTrace {
+        // Tracing off and no incoming trace: nothing to parse or record.
+        if self.tracer.is_none() && !req.headers.contains_key("traceparent") {
+            return RequestTrace::default();
+        }
         let parent = self.propagator.extract(&HeaderExtractor(&req.headers));
         let incoming = parent.span().span_context().clone();
         let Some(tracer) = &self.tracer else {

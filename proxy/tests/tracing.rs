@@ -253,3 +253,28 @@ fn requests_are_unaffected_when_the_collector_is_down() {
     // process keeps serving and answering its admin port.
     assert_eq!(weir.admin_get("/healthz").0, 200);
 }
+
+#[test]
+fn without_a_collector_the_incoming_trace_id_still_reaches_the_access_log() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write("all.yaml", &manifests(&app));
+    let weir = Weir::start(&dir.path(), &[]);
+    let c = client();
+    let body: serde_json::Value = c
+        .get(weir.url("/api"))
+        .header("host", "app.example.com")
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .and_then(|r| r.json())
+        .expect("request");
+    // No spans of its own: the caller's traceparent passes through unchanged.
+    assert_eq!(
+        body["headers"]["traceparent"],
+        format!("00-{TRACE}-{CALLER_SPAN}-01")
+    );
+    assert_eq!(weir.get(&c, "app.example.com", "/api").0, 200);
+    let log = weir.access_log_of(2);
+    assert_eq!(log[0]["trace_id"], TRACE, "{:?}", log[0]);
+    assert_eq!(log[1]["trace_id"], "", "{:?}", log[1]);
+}
