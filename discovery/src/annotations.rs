@@ -50,6 +50,10 @@ pub struct RoutePolicy {
     /// before weir closes it (instead of the read timeout).
     pub websocket_idle_timeout: Duration,
     pub backend_protocol: BackendProtocol,
+    /// `max-concurrency`: requests this route may have in flight at once; beyond that weir
+    /// answers 503 at once (absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// `backend-tls-verify` (true): verify an https upstream's certificate chain and name.
     #[serde(skip_serializing_if = "is_true")]
     pub backend_tls_verify: bool,
@@ -74,6 +78,7 @@ impl Default for RoutePolicy {
             websocket_idle_timeout: Duration::from_secs(3600),
             backend_protocol: BackendProtocol::Http,
             backend_weights: None,
+            max_concurrency: None,
             backend_tls_verify: true,
             backend_tls_server_name: None,
         }
@@ -241,6 +246,15 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
         }
     }
     pool.outlier = outlier;
+    if let Some(v) = get("max-concurrency") {
+        let max: u32 = number("max-concurrency", v, "a whole number")?;
+        if max == 0 {
+            return Err(format!(
+                "annotation {PREFIX}max-concurrency: must be at least 1"
+            ));
+        }
+        policy.max_concurrency = Some(max);
+    }
     if let Some(v) = get("retries") {
         policy.retries = number("retries", v, "a whole number")?;
         if policy.retries > 10 {
@@ -338,12 +352,14 @@ mod tests {
             ("backend-tls-server-name", "Shop.Internal"),
             ("backend-weights", "{\"shop\": 90, \"shop-canary\": 10}"),
             ("retries", "2"),
+            ("max-concurrency", "100"),
             ("connect-timeout", "500ms"),
             ("read-timeout", "5s"),
             ("websocket-idle-timeout", "10m"),
         ])
         .expect("valid");
         assert_eq!(p.retries, 2);
+        assert_eq!(p.max_concurrency, Some(100));
         assert_eq!(p.connect_timeout, Duration::from_millis(500));
         assert_eq!(p.read_timeout, Duration::from_secs(5));
         assert_eq!(p.websocket_idle_timeout, Duration::from_secs(600));
@@ -395,6 +411,8 @@ mod tests {
             ("backend-tls-server-name", "bad name"),
             ("backend-tls-server-name", "-x.example"),
             ("backend-tls-server-name", "a..b"),
+            ("max-concurrency", "0"),
+            ("max-concurrency", "lots"),
             ("retries", "-1"),
             ("retries", "11"),
             ("read-timeout", "0s"),

@@ -12,6 +12,7 @@
 //! Must not: block, do file or API I/O, or lock shared state; routing state is read through
 //! one atomic load per request.
 
+use crate::concurrency::ConcurrencyPermit;
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::routing::{LiveRouting, RouteTarget};
 use crate::telemetry::{RequestTrace, Telemetry};
@@ -71,6 +72,8 @@ pub struct RequestCtx {
     stale_connection_retry: bool,
     /// The request's spans (empty when tracing is off) and trace id.
     trace: RequestTrace,
+    /// Slot in the route's `max-concurrency` limit, held until the request is logged.
+    permit: Option<ConcurrencyPermit>,
 }
 
 /// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
@@ -164,6 +167,7 @@ impl ProxyHttp for WeirProxy {
             budget: Vec::new(),
             stale_connection_retry: false,
             trace: RequestTrace::default(),
+            permit: None,
         }
     }
 
@@ -187,6 +191,17 @@ impl ProxyHttp for WeirProxy {
                 Ok(true)
             }
             Some(target) => {
+                if let Some(limit) = &target.concurrency {
+                    match limit.try_acquire() {
+                        Some(permit) => ctx.permit = Some(permit),
+                        None => {
+                            // Full: fail fast rather than queue more work on the upstreams.
+                            ctx.target = Some(target);
+                            respond_plain(session, 503, "route at its concurrency limit\n").await?;
+                            return Ok(true);
+                        }
+                    }
+                }
                 ctx.target = Some(target);
                 Ok(false)
             }
@@ -444,6 +459,7 @@ impl ProxyHttp for WeirProxy {
         };
         self.feed_back(ctx, outcome);
         ctx.guard = None;
+        ctx.permit = None;
         let code = session
             .response_written()
             .map(|r| r.status.as_u16())

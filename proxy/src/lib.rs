@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod concurrency;
 pub mod config;
 pub mod dataplane;
 pub mod logging;

@@ -7,6 +7,7 @@
 //!
 //! Must not: do I/O or decide what the snapshot contains.
 
+use crate::concurrency::ConcurrencyLimit;
 use crate::router::Router;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub struct RouteTarget {
     /// Answer plain-HTTP requests with a 308 to https (the host has TLS and weir has an
     /// HTTPS listener).
     pub ssl_redirect: bool,
+    /// `max-concurrency` of the rule (shared by the targets of a split).
+    pub concurrency: Option<Arc<ConcurrencyLimit>>,
 }
 
 /// TLS to the upstream of one route.
@@ -124,6 +127,9 @@ pub struct LiveRouting {
     /// send one Service different annotations get two pools over the same endpoint states).
     /// Locked only while applying a snapshot.
     pools: Mutex<HashMap<(BackendKey, String), Arc<Pool>>>,
+    /// `max-concurrency` limits by rule (Ingress, host, path), kept across snapshots so
+    /// requests in flight during a reload keep counting. Locked only while applying.
+    limits: Mutex<HashMap<String, Arc<ConcurrencyLimit>>>,
     /// This proxy's zone (`--zone`), for zone-aware pools.
     zone: Option<String>,
     registry: EndpointRegistry,
@@ -139,6 +145,7 @@ impl Default for LiveRouting {
         LiveRouting {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             pools: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             zone: None,
             registry: EndpointRegistry::new(),
             ready: AtomicBool::new(false),
@@ -266,9 +273,26 @@ impl LiveRouting {
         }
         pools.retain(|key, _| live_keys.contains(key));
 
+        // One limit per rule with max-concurrency, shared by the targets of a split.
+        let mut limits = self
+            .limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut live_limits = std::collections::HashSet::new();
+        let mut limit_for = |route: &RouteSnapshot| -> Option<Arc<ConcurrencyLimit>> {
+            let max = route.policy.max_concurrency?;
+            let key = format!("{}|{:?}|{:?}", route.ingress, route.host, route.path);
+            let limit = limits
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(ConcurrencyLimit::new(max)));
+            limit.set_max(max);
+            live_limits.insert(key);
+            Some(Arc::clone(limit))
+        };
         let target_to = |route: &RouteSnapshot,
                          backend: &BackendKey,
-                         policy: &str|
+                         policy: &str,
+                         concurrency: &Option<Arc<ConcurrencyLimit>>|
          -> Option<Arc<RouteTarget>> {
             let pool = pools.get(&(backend.clone(), policy.to_string()))?;
             Some(Arc::new(RouteTarget {
@@ -285,6 +309,7 @@ impl LiveRouting {
                 retry_budget: Arc::default(),
                 backend_protocol: route.policy.backend_protocol,
                 ssl_redirect: route.ssl_redirect && self.certificates.is_some(),
+                concurrency: concurrency.clone(),
                 upstream_tls: (route.policy.backend_protocol
                     == weir_discovery::BackendProtocol::Https)
                     .then(|| UpstreamTls {
@@ -295,15 +320,21 @@ impl LiveRouting {
                     }),
             }))
         };
-        let target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
+        let mut target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
+            let concurrency = limit_for(route);
             if route.split.is_empty() {
-                let target = target_to(route, &route.backend, policy)?;
+                let target = target_to(route, &route.backend, policy, &concurrency)?;
                 return Some(Arc::new(RouteChoice::single(target)));
             }
             let targets = route
                 .split
                 .iter()
-                .filter_map(|w| Some((w.weight, target_to(route, &w.backend, policy)?)))
+                .filter_map(|w| {
+                    Some((
+                        w.weight,
+                        target_to(route, &w.backend, policy, &concurrency)?,
+                    ))
+                })
                 .collect();
             RouteChoice::weighted(targets).map(Arc::new)
         };
@@ -330,6 +361,8 @@ impl LiveRouting {
             count += 1;
         }
         drop(pools);
+        limits.retain(|key, _| live_limits.contains(key));
+        drop(limits);
         if let Some(store) = &self.certificates {
             store.apply(&snapshot);
             if let Some(cert) = self

@@ -860,3 +860,50 @@ fn zone_aware_routes_stay_in_the_local_zone_and_spill_what_it_cannot_carry() {
         .unwrap_or(0.0);
     assert_eq!(spills as usize, N - short_local);
 }
+
+#[test]
+fn max_concurrency_answers_503_at_once_when_the_route_is_full() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(service(&[&app]) + &ingress("    weir.dev/max-concurrency: \"2\"\n")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    // 6 clients at once, each request taking 800 ms upstream: 2 fit, 4 are refused fast.
+    let url = weir.url("/?delay_ms=800");
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let status = client()
+                    .get(&url)
+                    .header("host", "app.example.com")
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                (status, t.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<(u16, std::time::Duration)> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!((ok, refused.len()), (2, 4), "{results:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, took)| *took < std::time::Duration::from_millis(400)),
+        "503s must be fast: {results:?}"
+    );
+    eprintln!("6 clients, max 2: {results:?} in {:?}", started.elapsed());
+    // Slots come back: the next request after them succeeds.
+    assert_eq!(weir.get(&client(), "app.example.com", "/").0, 200);
+    let (_, body) = weir.get(&client(), "app.example.com", "/?delay_ms=0");
+    assert!(body.contains("app-pod"), "{body}");
+}
