@@ -15,6 +15,25 @@ fn ingress(annotations: &str) -> String {
     )
 }
 
+/// Every access-log line names `failing` when its status is `status` and `healthy`
+/// otherwise, each a primary pick.
+fn assert_answers_by_status(
+    log: &[serde_json::Value],
+    status: u16,
+    failing: &Echo,
+    healthy: &Echo,
+) {
+    for line in log {
+        let expected = if line["status"] == status {
+            failing.addr
+        } else {
+            healthy.addr
+        };
+        assert_eq!(line["upstream"], expected.to_string(), "{line}");
+        assert_eq!(line["pick_reason"], "primary", "{line}");
+    }
+}
+
 /// One Service over several echoes (each its own slice: they differ by port).
 fn service(echoes: &[&Echo]) -> String {
     let addrs: Vec<_> = echoes.iter().map(|e| e.addr).collect();
@@ -109,16 +128,7 @@ fn a_failing_backend_is_ejected_after_consecutive_failures() {
         "{log}"
     );
     // The access log names the failing endpoint on exactly the three 500s.
-    let access = weir.access_log_of(60);
-    for line in &access {
-        let expected = if line["status"] == 500 {
-            bad.addr
-        } else {
-            good.addr
-        };
-        assert_eq!(line["upstream"], expected.to_string(), "{line}");
-        assert_eq!(line["pick_reason"], "primary", "{line}");
-    }
+    assert_answers_by_status(&weir.access_log_of(60), 500, &bad, &good);
 }
 
 #[test]
@@ -418,15 +428,7 @@ fn an_ejected_upstream_returns_after_its_ejection_time() {
         weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
         Some(2.0)
     );
-    let log = weir.access_log_of(60);
-    for line in &log {
-        let expected = if line["status"] == 500 {
-            bad.addr
-        } else {
-            good.addr
-        };
-        assert_eq!(line["upstream"], expected.to_string(), "{line}");
-    }
+    assert_answers_by_status(&weir.access_log_of(60), 500, &bad, &good);
 }
 
 #[test]
@@ -451,16 +453,7 @@ fn retry_after_on_503_lowers_the_upstreams_share_for_that_time() {
         weir.metric(r#"weir_outlier_ejections_total{service="app"}"#),
         None
     );
-    let log = weir.access_log_of(40);
-    for line in &log {
-        let expected = if line["status"] == 503 {
-            busy.addr
-        } else {
-            good.addr
-        };
-        assert_eq!(line["upstream"], expected.to_string(), "{line}");
-        assert_eq!(line["pick_reason"], "primary", "{line}");
-    }
+    assert_answers_by_status(&weir.access_log_of(40), 503, &busy, &good);
 }
 
 #[test]

@@ -134,6 +134,17 @@ fn manifests(app: &Echo) -> String {
         + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app, namespace: demo}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: app.example.com\n    http: {paths: [{path: /api, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}]}\n"
 }
 
+/// The echo's JSON answer to a GET of `path` on app.example.com, with `traceparent` if given.
+fn echo_json(weir: &Weir, path: &str, traceparent: Option<&str>) -> serde_json::Value {
+    let mut request = client()
+        .get(weir.url(path))
+        .header("host", "app.example.com");
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    request.send().and_then(|r| r.json()).expect("request")
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -151,16 +162,13 @@ fn spans_continue_the_incoming_trace_and_reach_the_upstream() {
             &format!("http://127.0.0.1:{receiver_port}"),
         ],
     );
-    let c = client();
 
     // A request that carries a trace.
-    let body: serde_json::Value = c
-        .get(weir.url("/api/items"))
-        .header("host", "app.example.com")
-        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
-        .send()
-        .and_then(|r| r.json())
-        .expect("request");
+    let body = echo_json(
+        &weir,
+        "/api/items",
+        Some(&format!("00-{TRACE}-{CALLER_SPAN}-01")),
+    );
     let forwarded = body["headers"]["traceparent"]
         .as_str()
         .expect("the upstream got a traceparent")
@@ -173,12 +181,7 @@ fn spans_continue_the_incoming_trace_and_reach_the_upstream() {
     );
 
     // A request without one starts a trace.
-    let body: serde_json::Value = c
-        .get(weir.url("/api/other"))
-        .header("host", "app.example.com")
-        .send()
-        .and_then(|r| r.json())
-        .expect("request");
+    let body = echo_json(&weir, "/api/other", None);
     let started = body["headers"]["traceparent"]
         .as_str()
         .expect("traceparent")
@@ -261,13 +264,7 @@ fn without_a_collector_the_incoming_trace_id_still_reaches_the_access_log() {
     dir.write("all.yaml", &manifests(&app));
     let weir = Weir::start(&dir.path(), &[]);
     let c = client();
-    let body: serde_json::Value = c
-        .get(weir.url("/api"))
-        .header("host", "app.example.com")
-        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
-        .send()
-        .and_then(|r| r.json())
-        .expect("request");
+    let body = echo_json(&weir, "/api", Some(&format!("00-{TRACE}-{CALLER_SPAN}-01")));
     // No spans of its own: the caller's traceparent passes through unchanged.
     assert_eq!(
         body["headers"]["traceparent"],

@@ -289,6 +289,11 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                 let key = zipf.as_ref().map_or(0, |z| z.sample(&mut rng) as u64);
                 let key_hash = key_hash(&key.to_le_bytes());
                 let (pool, _) = &proxies[proxy];
+                let request = |tried| PickRequest {
+                    tried,
+                    key_hash,
+                    now: nanos(now),
+                };
                 let chosen: Option<(usize, Option<InFlightGuard>)> = match &s.policy {
                     Policy::GlobalLeastConnections => backends
                         .iter()
@@ -310,37 +315,16 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                             })
                             .map(|(i, _)| addr(i))
                             .collect();
-                        let mut pick = pool.pick(
-                            &PickRequest {
-                                tried: &skipped,
-                                key_hash,
-                                now: nanos(now),
-                            },
-                            &mut rng,
-                        );
+                        let mut pick = pool.pick(&request(&skipped), &mut rng);
                         if pick.endpoint.is_none() {
                             // Skipper: when everything is filtered, use all.
-                            pick = pool.pick(
-                                &PickRequest {
-                                    tried: &[],
-                                    key_hash,
-                                    now: nanos(now),
-                                },
-                                &mut rng,
-                            );
+                            pick = pool.pick(&request(&[]), &mut rng);
                         }
                         pick.endpoint
                             .map(|e| (addr_index[&e.addr()], Some(pool.start_request(&e))))
                     }
                     Policy::Weir(_) => {
-                        let pick = pool.pick(
-                            &PickRequest {
-                                tried: &[],
-                                key_hash,
-                                now: nanos(now),
-                            },
-                            &mut rng,
-                        );
+                        let pick = pool.pick(&request(&[]), &mut rng);
                         *report.reasons.entry(pick.reason.as_str()).or_default() += 1;
                         pick.endpoint
                             .map(|e| (addr_index[&e.addr()], Some(pool.start_request(&e))))
