@@ -90,6 +90,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
+    /// Run the workers as one work-stealing runtime instead of one runtime per thread
+    /// (evens out connections of very unequal cost, at some cost per request).
+    #[arg(long, env = "WEIR_WORK_STEALING")]
+    pub work_stealing: bool,
+
     /// After SIGTERM: fail /readyz and keep serving this long before closing listeners.
     #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,

@@ -15,6 +15,11 @@ use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
 use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutdown};
 
+// Pingora allocates and frees several buffers and boxed futures per request; with glibc's
+// allocator that was 20 % of the proxy's user time (docs/benchmarks.md), mimalloc halves it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One line on stderr and exit code 2: how weir reports bad input at start.
 fn fail(message: impl std::fmt::Display) -> ! {
     // Some parsers add a source excerpt on further lines; the first line states the problem.
@@ -139,6 +144,9 @@ fn main() {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let conf = ServerConf {
         threads,
+        // One current-thread runtime per worker (connections spread at random, as nginx's
+        // workers): measured faster than one work-stealing runtime (docs/benchmarks.md).
+        work_stealing: cli.work_stealing,
         // Pingora waits this long after closing listeners before stopping runtimes.
         grace_period_seconds: Some(cli.drain_timeout.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),

@@ -1,7 +1,8 @@
-//! `bare-pingora LISTEN UPSTREAM [THREADS] [timeouts]`: a Pingora proxy that sends every
+//! `bare-pingora LISTEN UPSTREAM [THREADS] [timeouts] [no-steal]`: a Pingora proxy that sends every
 //! request to one upstream address — no routing, balancing, metrics or logs. With `timeouts`
 //! it sets the connect, read and idle timeouts weir sets on every upstream peer (to separate
-//! Pingora's timer cost from weir's own). The load harness
+//! Pingora's timer cost from weir's own); with `no-steal` it runs Pingora's current-thread
+//! runtimes instead of one work-stealing runtime. The load harness
 //! (`benches/load/run.sh`) measures weir against it to see what weir's own work costs.
 
 use async_trait::async_trait;
@@ -31,10 +32,11 @@ impl ProxyHttp for Bare {
     }
 }
 
-fn main() {
+/// Parses `LISTEN UPSTREAM [THREADS] [timeouts] [no-steal]` and runs the proxy until killed.
+pub fn main_with_args() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(listen), Some(upstream), threads) = (args.first(), args.get(1), args.get(2)) else {
-        eprintln!("usage: bare-pingora LISTEN UPSTREAM [THREADS]");
+        eprintln!("usage: bare-pingora LISTEN UPSTREAM [THREADS] [timeouts] [no-steal]");
         std::process::exit(2);
     };
     let Ok(upstream) = upstream.parse::<SocketAddr>() else {
@@ -42,9 +44,11 @@ fn main() {
         std::process::exit(2);
     };
     let threads = threads.and_then(|t| t.parse().ok()).unwrap_or(1);
-    let timeouts = args.get(3).is_some_and(|a| a == "timeouts");
+    let options = &args[3.min(args.len())..];
+    let timeouts = options.iter().any(|a| a == "timeouts");
     let conf = ServerConf {
         threads,
+        work_stealing: !options.iter().any(|a| a == "no-steal"),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
