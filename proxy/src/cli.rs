@@ -90,6 +90,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
+    /// Networks (CIDR, comma-separated) whose `X-Forwarded-For` is believed and extended;
+    /// from any other peer the header is replaced by the peer's address.
+    #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::forwarded::Cidr>,
+
     /// Run the workers as one work-stealing runtime instead of one runtime per thread
     /// (evens out connections of very unequal cost, at some cost per request).
     #[arg(long, env = "WEIR_WORK_STEALING")]

@@ -13,11 +13,13 @@
 //! one atomic load per request.
 
 use crate::concurrency::ConcurrencyPermit;
+use crate::forwarded::{with_ip_text, TrustedProxies};
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::routing::{LiveRouting, RouteTarget};
 use crate::telemetry::{RequestTrace, Telemetry};
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -30,6 +32,8 @@ use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
 use weir_discovery::{BackendProtocol, HashKey};
 
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
 /// How long an idle upstream connection stays pooled. Below the 60 s keep-alive timeout
 /// common to nginx-, Go- and Java-based backends, so we close first.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
@@ -40,11 +44,18 @@ pub struct WeirProxy {
     routing: Arc<LiveRouting>,
     metrics: Metrics,
     telemetry: Arc<Telemetry>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl WeirProxy {
-    pub fn new(routing: Arc<LiveRouting>, metrics: Metrics, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        routing: Arc<LiveRouting>,
+        metrics: Metrics,
+        telemetry: Arc<Telemetry>,
+        trusted_proxies: TrustedProxies,
+    ) -> Self {
         WeirProxy {
+            trusted_proxies,
             routing,
             metrics,
             telemetry,
@@ -225,7 +236,7 @@ impl ProxyHttp for WeirProxy {
         };
         let mut rng = rand::rng();
         let key_hash = if target.pool.algorithm() == Algorithm::ConsistentHash {
-            hash_key(session, &target.hash_key)
+            hash_key(session, &target.hash_key, &self.trusted_proxies)
         } else {
             0
         };
@@ -249,14 +260,9 @@ impl ProxyHttp for WeirProxy {
             pick.reason = PickReason::Retry;
         }
         ctx.reason = Some(pick.reason);
-        self.metrics
-            .balancer_picks_total
-            .with_label_values(&[
-                &target.service,
-                target.pool.algorithm().name(),
-                pick.reason.as_str(),
-            ])
-            .inc();
+        target
+            .series
+            .count_pick(&self.metrics, &target.labels(), pick.reason);
         let Some(endpoint) = pick.endpoint else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -396,26 +402,25 @@ impl ProxyHttp for WeirProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.trace.inject(&self.telemetry, upstream);
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = client_ip {
-            // Append to what earlier proxies said, as Envoy and Skipper do.
-            let forwarded_for = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-                _ => ip,
-            };
-            upstream.insert_header("x-forwarded-for", forwarded_for)?;
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            // Extends a trusted proxy's chain; replaces a claim from anyone else.
+            let forwarded_for = self
+                .trusted_proxies
+                .forwarded_for(peer.ip(), upstream.headers.get(X_FORWARDED_FOR));
+            upstream.insert_header(X_FORWARDED_FOR, forwarded_for)?;
         }
         let proto = if is_tls(session) { "https" } else { "http" };
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        let host = request_host(session.req_header()).to_string();
-        if !host.is_empty() {
+        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+        // The client's Host value itself (a reference-counted copy, no new string).
+        let host = match session.req_header().headers.get(http::header::HOST) {
+            Some(host) => Some(host.clone()),
+            None => session
+                .req_header()
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        if let Some(host) = host.filter(|h| !h.is_empty()) {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         Ok(())
@@ -475,32 +480,46 @@ impl ProxyHttp for WeirProxy {
                 .with_label_values(&[&target.service, &endpoint.to_string(), code_class(code)])
                 .inc();
         }
-        let method = method_label(&session.req_header().method);
+        let method = &session.req_header().method;
         let (namespace, ingress, service) = match &ctx.target {
             Some(t) => (t.namespace.as_str(), t.ingress.as_str(), t.service.as_str()),
             None => ("", "", ""),
         };
-        let code_label = code.to_string();
-        self.metrics
-            .requests_total
-            .with_label_values(&[namespace, ingress, service, method, code_label.as_str()])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[namespace, ingress, service, method, code_class(code)])
-            .observe(ctx.start.elapsed().as_secs_f64());
+        let duration = ctx.start.elapsed();
+        match &ctx.target {
+            Some(t) => t.series.count_request(
+                &self.metrics,
+                &t.labels(),
+                method,
+                code,
+                duration.as_secs_f64(),
+            ),
+            None => {
+                // No route (404): one shared, rarely hit series.
+                let code_label = code.to_string();
+                let method = method_label(method);
+                self.metrics
+                    .requests_total
+                    .with_label_values(&["", "", "", method, &code_label])
+                    .inc();
+                self.metrics
+                    .request_duration
+                    .with_label_values(&["", "", "", method, code_class(code)])
+                    .observe(duration.as_secs_f64());
+            }
+        }
         // The access log: one line per request (JSON with --log-format json), target
         // `weir::access` so operators can filter or silence it with RUST_LOG.
         let req = session.req_header();
-        let upstream = ctx.tried.last().map(|a| a.to_string());
+        // Field values are only evaluated when the access log is on.
         tracing::info!(
             target: "weir::access",
             method = %req.method,
             host = request_host(req),
             path = req.uri.path(),
             status = code,
-            duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
-            upstream = upstream.as_deref().unwrap_or(""),
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            upstream = %ctx.tried.last().map_or(String::new(), |a| a.to_string()),
             pick_reason = ctx.reason.map_or("", PickReason::as_str),
             attempts = ctx.tried.len(),
             namespace,
@@ -566,10 +585,11 @@ impl WeirProxy {
         let endpoint = guard.endpoint();
         if let (Some(start), Some((headers_at, ..))) = (ctx.attempt_start, ctx.upstream_headers) {
             let latency = headers_at.duration_since(start);
-            self.metrics
-                .upstream_response
-                .with_label_values(&[&target.service])
-                .observe(latency.as_secs_f64());
+            target.series.observe_upstream_response(
+                &self.metrics,
+                &target.labels(),
+                latency.as_secs_f64(),
+            );
             // Failures are the outlier detector's business; a fast 500 fed in as latency
             // would make a broken endpoint look like the fastest one.
             if outcome == Outcome::Success {
@@ -592,8 +612,9 @@ impl WeirProxy {
 }
 
 /// The request's consistent-hash key, hashed (DESIGN §4 `hash-key`). A missing header,
-/// cookie or query parameter falls back to the client address, as Skipper does.
-fn hash_key(session: &Session, key: &HashKey) -> u64 {
+/// cookie or query parameter falls back to the client address, as Skipper does — the one
+/// `X-Forwarded-For` names when the peer is a trusted proxy, else the peer's.
+fn hash_key(session: &Session, key: &HashKey, trusted_proxies: &TrustedProxies) -> u64 {
     let req = session.req_header();
     let found: Option<&[u8]> = match key {
         HashKey::ClientIp => None,
@@ -618,24 +639,16 @@ fn hash_key(session: &Session, key: &HashKey) -> u64 {
     if let Some(bytes) = found {
         return key_hash(bytes);
     }
-    // First X-Forwarded-For address if it is an IP, else the peer address.
-    let forwarded = req
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
-    match forwarded {
-        Some(ip) => key_hash(ip.as_bytes()),
-        None => {
-            let peer = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            key_hash(peer.as_bytes())
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    match peer {
+        Some(ip) => {
+            let client = trusted_proxies.client_ip(ip, req.headers.get(X_FORWARDED_FOR));
+            with_ip_text(client, key_hash)
         }
+        None => key_hash(b""),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod concurrency;
 pub mod config;
 pub mod dataplane;
+pub mod forwarded;
 pub mod logging;
 pub mod metrics;
 pub mod retry;

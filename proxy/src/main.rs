@@ -162,6 +162,7 @@ fn main() {
             Arc::clone(&routing),
             metrics.clone(),
             Arc::clone(&telemetry),
+            weir_proxy::forwarded::TrustedProxies::new(cli.trusted_proxies.clone()),
         ),
         "weir proxy",
     );

@@ -42,6 +42,20 @@ pub struct RouteTarget {
     pub ssl_redirect: bool,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
+    /// This target's metric handles (filled by its first requests).
+    pub series: crate::metrics::RouteSeries,
+}
+
+impl RouteTarget {
+    /// The labels of this target's series.
+    pub fn labels(&self) -> crate::metrics::RouteLabels<'_> {
+        crate::metrics::RouteLabels {
+            namespace: &self.namespace,
+            ingress: &self.ingress,
+            service: &self.service,
+            algorithm: self.pool.algorithm().name(),
+        }
+    }
 }
 
 /// TLS to the upstream of one route.
@@ -310,6 +324,7 @@ impl LiveRouting {
                 backend_protocol: route.policy.backend_protocol,
                 ssl_redirect: route.ssl_redirect && self.certificates.is_some(),
                 concurrency: concurrency.clone(),
+                series: Default::default(),
                 upstream_tls: (route.policy.backend_protocol
                     == weir_discovery::BackendProtocol::Https)
                     .then(|| UpstreamTls {

@@ -47,6 +47,10 @@ struct Setup {
 }
 
 fn setup(extra_manifest: &str) -> Setup {
+    setup_with_flags(extra_manifest, &[])
+}
+
+fn setup_with_flags(extra_manifest: &str, flags: &[&str]) -> Setup {
     let web = Echo::start("web");
     let api = Echo::start("api");
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], weir_testsupport::process::free_port()));
@@ -60,7 +64,7 @@ fn setup(extra_manifest: &str) -> Setup {
             + &service_yaml("demo", "dead", &[dead])
             + extra_manifest),
     );
-    let weir = Weir::start(&dir.path(), &[]);
+    let weir = Weir::start(&dir.path(), flags);
     Setup {
         weir,
         _web: web,
@@ -189,7 +193,8 @@ fn forwarded_headers_host_and_hop_by_hop() {
     let echo: serde_json::Value = resp.json().expect("json");
     let h = &echo["headers"];
     assert_eq!(echo["host"], "shop.example.com", "Host preserved");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // 127.0.0.1 is not a trusted proxy (no --trusted-proxies): its claim is replaced.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example.com");
     assert_eq!(h["x-app"], "kept");
@@ -198,6 +203,47 @@ fn forwarded_headers_host_and_hop_by_hop() {
         "connection-nominated header leaked: {h}"
     );
     assert!(h.get("keep-alive").is_none(), "keep-alive leaked: {h}");
+}
+
+/// `--trusted-proxies`: a trusted peer's chain is kept and extended, and the client it names
+/// is the consistent-hash client address; the same header from an untrusted peer is not.
+#[test]
+fn trusted_proxies_keep_the_forwarded_chain() {
+    let s = setup_with_flags("", &["--trusted-proxies", "10.0.0.0/8,127.0.0.0/8"]);
+    let c = client();
+    let forwarded_for = |chain: &str| {
+        let resp = c
+            .get(s.weir.url("/api/x"))
+            .header("host", "shop.example.com")
+            .header("x-forwarded-for", chain)
+            .send()
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 200);
+        let echo: serde_json::Value = resp.json().expect("json");
+        echo["headers"]["x-forwarded-for"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(forwarded_for("203.0.113.9"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        forwarded_for("198.51.100.7, 10.1.2.3"),
+        "198.51.100.7, 10.1.2.3, 127.0.0.1"
+    );
+    // A bad CIDR is a start-up error, one line on stderr.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "--manifests",
+            "/nonexistent",
+            "--trusted-proxies",
+            "10.0.0.0/33",
+            "--check",
+        ])
+        .output()
+        .expect("run weir");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("prefix length"), "{stderr}");
 }
 
 #[test]
@@ -232,7 +278,9 @@ fn h2c_clients_are_served() {
 
 #[test]
 fn upstream_connections_are_reused() {
-    let s = setup("");
+    // One worker: with several, a request may start on one worker while another is still
+    // returning the previous upstream connection to the shared pool.
+    let s = setup_with_flags("", &["--threads", "1"]);
     let mut connections = HashSet::new();
     // A fresh client connection per request: only weir's upstream pool can keep the
     // upstream connection count low.
@@ -241,7 +289,6 @@ fn upstream_connections_are_reused() {
         let echo = s.weir.echo(&c, "shop.example.com", "/api/reuse");
         connections.insert(echo["connection"].as_u64().expect("connection id"));
     }
-    // Two proxy threads may each hold one pooled connection.
     assert!(
         connections.len() <= 2,
         "30 sequential requests used {} upstream connections",

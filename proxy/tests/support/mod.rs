@@ -91,7 +91,12 @@ impl Weir {
                 .args(source_args)
                 .args(["--http-listen", &http.to_string()])
                 .args(["--admin-listen", &admin.to_string()])
-                .args(["--threads", "2", "--log-format", "json"])
+                .args(if source_args.contains(&"--threads") {
+                    &[][..]
+                } else {
+                    &["--threads", "2"][..]
+                })
+                .args(["--log-format", "json"])
                 .stdout(Stdio::null())
                 .stderr(log_file),
         );

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by `valgrind --tool=callgrind` (repeatable, unlike
+# wall-clock numbers on a shared 2-core machine). Each proxy runs under callgrind twice, for
+# N1 and N2 HTTP/1.1 keep-alive requests from h2load (8 connections) to the nginx upstream of
+# run.sh; the difference divided by N2 - N1 is the cost of one request without start-up.
+#
+#   benches/load/instructions.sh            # weir and the bare Pingora proxies
+#   TARGETS="weir" N1=2000 N2=12000 benches/load/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/prereqs.sh
+N1="${N1:-2000}"
+N2="${N2:-10000}"
+TARGETS="${TARGETS:-bare-pingora bare-pingora-tuned weir}"
+for tool in nginx valgrind h2load; do
+    command -v "$tool" >/dev/null 2>&1 && continue
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    pkg="$tool"; [ "$tool" = h2load ] && pkg=nghttp2-client
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+done
+cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+UP=19100; PROXY=19101; ADMIN=19102
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
+  uwsgi_temp_path $work; scgi_temp_path $work;
+  server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
+CONF
+mkdir -p "$work/manifests"
+sed -e "s/port: \$UP/port: $UP/" >"$work/manifests/bench.yaml" <<'CONF'
+apiVersion: v1
+kind: Service
+metadata: {name: up, namespace: bench}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: up-1, namespace: bench, labels: {kubernetes.io/service-name: up}}
+addressType: IPv4
+ports: [{name: http, port: $UP}]
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench, namespace: bench}
+spec:
+  ingressClassName: weir
+  defaultBackend: {service: {name: up, port: {name: http}}}
+CONF
+nginx -c "$work/upstream.conf" & pids+=($!)
+
+command_of() {
+    case "$1" in
+        bare-pingora) echo "target/release/bare-pingora 127.0.0.1:$PROXY 127.0.0.1:$UP 1" ;;
+        bare-pingora-tuned) echo "target/release/bare-pingora-mimalloc 127.0.0.1:$PROXY 127.0.0.1:$UP 1 no-steal" ;;
+        weir) echo "target/release/weir --manifests $work/manifests --http-listen 127.0.0.1:$PROXY --admin-listen 127.0.0.1:$ADMIN --threads 1 --log-level warn --shutdown-delay 0s --drain-timeout 1s" ;;
+        *) echo "unknown target $1" >&2; exit 2 ;;
+    esac
+}
+# Runs one proxy under callgrind for $2 requests; prints the instruction total.
+count() {
+    local out="$work/cg.$1.$2"
+    # shellcheck disable=SC2046
+    valgrind --tool=callgrind --callgrind-out-file="$out" $(command_of "$1") >"$work/$1.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do curl -fs -o /dev/null "http://127.0.0.1:$PROXY/" && break; sleep 0.1; done
+    h2load --h1 -n "$2" -c 8 "http://127.0.0.1:$PROXY/" | grep -E "^requests:" >&2
+    kill -INT "$pid"; wait "$pid" || true
+    awk '/^(summary|totals):/ {print $2}' "$out" | tail -1
+}
+printf '| proxy | instructions per request |\n|---|---:|\n'
+for target in $TARGETS; do
+    a=$(count "$target" "$N1")
+    b=$(count "$target" "$N2")
+    printf '| %s | %s |\n' "$target" "$(( (b - a) / (N2 - N1) ))"
+done
