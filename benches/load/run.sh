@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # weir's load harness (issue #9): one fixed fast upstream (nginx answering "ok\n"), then
-# interleaved rounds of the direct path, an nginx proxy, HAProxy, a bare Pingora proxy and weir
-# — each with one worker and upstream keep-alive — driven by `wrk -t1 -c32 --latency`.
-# Prints a Markdown table: req/s, p50/p99 latency, CPU seconds per 10k requests and RSS of the
-# proxy process, with ratios to nginx and to the bare Pingora proxy.
+# interleaved rounds of the direct path, an nginx proxy, HAProxy, a stock bare Pingora proxy,
+# the same bare proxy with weir's process settings (mimalloc, one runtime per thread) and weir
+# — each with one worker and upstream keep-alive — in three modes:
+#   h1    wrk -t1 -c32 (HTTP/1.1 keep-alive, as fast as the proxy goes)
+#   h2c   h2load -c16 -m4 (HTTP/2 prior knowledge to the proxy, HTTP/1.1 upstream)
+#   rate  h2load --h1 -c32 at a fixed RATE req/s (latency when nobody is saturated)
+# Records req/s, p50/p99/p99.9, CPU seconds per 10k requests and RSS of the proxy process;
+# prints Markdown tables with ratios to nginx and to both bare proxies, and writes a plot
+# (PLOT, default target/load/throughput.svg).
 #
-#   benches/load/run.sh                    # 3 rounds of 10 s per target
-#   ROUNDS=5 DURATION=20 benches/load/run.sh
+#   benches/load/run.sh                                  # 3 rounds of 10 s per target and mode
+#   ROUNDS=5 DURATION=20 MODES="h1 rate" RATE=20000 benches/load/run.sh
 #
 # weir runs with its access log off (`--log-level warn`), as nginx and HAProxy do here.
 set -euo pipefail
@@ -15,9 +20,15 @@ source scripts/prereqs.sh
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
+MODES="${MODES:-h1 h2c rate}"
+RATE="${RATE:-10000}"
+PLOT="${PLOT:-target/load/throughput.svg}"
 
 missing=()
-for tool in nginx haproxy wrk; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in nginx haproxy wrk h2load; do
+    command -v "$tool" >/dev/null 2>&1 && continue
+    if [ "$tool" = h2load ]; then missing+=(nghttp2-client); else missing+=("$tool"); fi
+done
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -26,10 +37,11 @@ cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"; } # INT: everyone stops at once
 trap cleanup EXIT
 
-UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005
+UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005; TUNED=19006
+NGINX_H2C=19011; HAPROXY_H2C=19012
 
 nginx_conf() { # $1 name, $2 server block
     mkdir -p "$work/$1"
@@ -50,6 +62,8 @@ CONF
 nginx_conf upstream "server { listen 127.0.0.1:$UP backlog=4096; keepalive_requests 1000000; location / { return 200 \"ok\n\"; } }"
 nginx_conf proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
     server { listen 127.0.0.1:$NGINX backlog=4096; keepalive_requests 1000000;
+        location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
+    server { listen 127.0.0.1:$NGINX_H2C http2 backlog=4096; keepalive_requests 1000000;
         location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -63,6 +77,9 @@ defaults
     http-reuse always
 frontend f
     bind 127.0.0.1:$HAPROXY
+    default_backend b
+frontend f2
+    bind 127.0.0.1:$HAPROXY_H2C proto h2
     default_backend b
 backend b
     server s 127.0.0.1:$UP
@@ -93,10 +110,11 @@ nginx -c "$work/upstream/nginx.conf" & pids+=($!); up_pid=$!
 nginx -c "$work/proxy/nginx.conf" & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" -db & pids+=($!); haproxy_pid=$!
 target/release/bare-pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!); bare_pid=$!
+target/release/bare-pingora-mimalloc "127.0.0.1:$TUNED" "127.0.0.1:$UP" 1 no-steal >"$work/tuned.log" 2>&1 & pids+=($!); tuned_pid=$!
 target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
     --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-level warn --log-format text \
     >"$work/weir.log" 2>&1 & pids+=($!); weir_pid=$!
-for port in $UP $NGINX $HAPROXY $BARE $WEIR; do
+for port in $UP $NGINX $HAPROXY $BARE $TUNED $WEIR; do
     for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
     curl -fs -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port does not answer" >&2; exit 1; }
 done
@@ -107,15 +125,36 @@ family() { echo "$1"; pgrep -P "$1" || true; }
 ticks() { for p in $(family "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
 rss_kib() { for p in $(family "$1"); do awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
 results="$work/results.tsv"
+# One measurement: prints the RESULT line of latency.lua / h2load_result.py.
+measure() { # $1 mode, $2 port
+    rm -f "$work/h2load.log" # h2load appends to its log file
+    case "$1" in
+        h1) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/load/latency.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
+        h2c) h2load -c16 -m4 -D"$DURATION" --log-file="$work/h2load.log" "http://127.0.0.1:$2/" \
+                | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
+        rate) h2load --h1 -c"$CONNECTIONS" --rps=$((RATE / CONNECTIONS)) -D"$DURATION" --log-file="$work/h2load.log" \
+                "http://127.0.0.1:$2/" | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
+    esac
+}
 for round in $(seq "$ROUNDS"); do
-    for target in direct:$UP:$up_pid nginx:$NGINX:$nginx_pid haproxy:$HAPROXY:$haproxy_pid bare-pingora:$BARE:$bare_pid weir:$WEIR:$weir_pid; do
-        IFS=: read -r name port pid <<<"$target"
-        before=$(ticks "$pid")
-        out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
-        after=$(ticks "$pid")
-        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$((after - before))" "$(rss_kib "$pid")" \
-            "$(echo "$out" | tr '\n' '|')" >>"$results"
-        echo "round $round $name: $(echo "$out" | grep Requests/sec)" >&2
+    for mode in $MODES; do
+        for target in direct:$UP:$up_pid nginx:$NGINX:$nginx_pid haproxy:$HAPROXY:$haproxy_pid \
+            bare-pingora:$BARE:$bare_pid bare-pingora-tuned:$TUNED:$tuned_pid weir:$WEIR:$weir_pid; do
+            IFS=: read -r name port pid <<<"$target"
+            if [ "$mode" = h2c ]; then
+                case "$name" in
+                    direct) continue ;; # the upstream speaks HTTP/1.1 only
+                    nginx) port=$NGINX_H2C ;;
+                    haproxy) port=$HAPROXY_H2C ;;
+                esac
+            fi
+            before=$(ticks "$pid")
+            out=$(measure "$mode" "$port")
+            after=$(ticks "$pid")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$round" "$((after - before))" "$(rss_kib "$pid")" "$out" >>"$results"
+            echo "round $round $mode $name: $out" >&2
+        done
     done
 done
-python3 benches/load/report.py "$results" "$(getconf CLK_TCK)" "$CONNECTIONS" "$DURATION" "$ROUNDS"
+mkdir -p "$(dirname "$PLOT")"
+python3 benches/load/report.py "$results" "$(getconf CLK_TCK)" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$RATE" "$PLOT"

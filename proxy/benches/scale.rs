@@ -121,9 +121,17 @@ fn scale(c: &mut Criterion) {
     let table = live.load_full();
     let host = "App-999.example.com:443";
     let path = "/svc-9999/api/items";
-    assert!(table.router.lookup(host, path).is_some(), "the last route is found");
+    assert!(
+        table.router.lookup(host, path).is_some(),
+        "the last route is found"
+    );
     c.bench_function("scale_10k_ingresses/lookup", |b| {
-        b.iter(|| table.router.lookup(black_box(host), black_box(path)).is_some())
+        b.iter(|| {
+            table
+                .router
+                .lookup(black_box(host), black_box(path))
+                .is_some()
+        })
     });
 }
 

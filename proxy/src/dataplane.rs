@@ -16,6 +16,7 @@ use crate::concurrency::ConcurrencyPermit;
 use crate::forwarded::{with_ip_text, TrustedProxies};
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::routing::{LiveRouting, RouteTarget};
+use crate::shutdown::{InFlightRequests, InFlightToken};
 use crate::telemetry::{RequestTrace, Telemetry};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,6 +46,7 @@ pub struct WeirProxy {
     metrics: Metrics,
     telemetry: Arc<Telemetry>,
     trusted_proxies: TrustedProxies,
+    in_flight: Arc<InFlightRequests>,
 }
 
 impl WeirProxy {
@@ -56,10 +58,16 @@ impl WeirProxy {
     ) -> Self {
         WeirProxy {
             trusted_proxies,
+            in_flight: Arc::default(),
             routing,
             metrics,
             telemetry,
         }
+    }
+
+    /// The count of requests in flight (for the shutdown drain).
+    pub fn in_flight(&self) -> Arc<InFlightRequests> {
+        Arc::clone(&self.in_flight)
     }
 }
 
@@ -85,6 +93,8 @@ pub struct RequestCtx {
     trace: RequestTrace,
     /// Slot in the route's `max-concurrency` limit, held until the request is logged.
     permit: Option<ConcurrencyPermit>,
+    /// Counts the request for the shutdown drain until the context is dropped.
+    _in_flight: InFlightToken,
 }
 
 /// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
@@ -179,6 +189,7 @@ impl ProxyHttp for WeirProxy {
             stale_connection_retry: false,
             trace: RequestTrace::default(),
             permit: None,
+            _in_flight: self.in_flight.enter(),
         }
     }
 
@@ -448,10 +459,19 @@ impl ProxyHttp for WeirProxy {
         }
     }
 
-    /// weir's own answers (503 for an empty pool) are decisions, not proxy failures:
-    /// keep them out of Pingora's error log.
+    /// weir's own answers (503 for an empty pool) are decisions, not proxy failures, and a
+    /// client that hangs up is the client's business: keep both out of Pingora's error log
+    /// (the access log has every such request, with its error).
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         matches!(error.etype(), ErrorType::HTTPStatus(_))
+            || (error.esource() == &ErrorSource::Downstream
+                && matches!(
+                    error.etype(),
+                    ErrorType::ConnectionClosed
+                        | ErrorType::H2Error
+                        | ErrorType::ReadError
+                        | ErrorType::WriteError
+                ))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

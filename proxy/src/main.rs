@@ -156,16 +156,15 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        dataplane::WeirProxy::new(
-            Arc::clone(&routing),
-            metrics.clone(),
-            Arc::clone(&telemetry),
-            weir_proxy::forwarded::TrustedProxies::new(cli.trusted_proxies.clone()),
-        ),
-        "weir proxy",
+    let logic = dataplane::WeirProxy::new(
+        Arc::clone(&routing),
+        metrics.clone(),
+        Arc::clone(&telemetry),
+        weir_proxy::forwarded::TrustedProxies::new(cli.trusted_proxies.clone()),
     );
+    let in_flight = logic.in_flight();
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, logic, "weir proxy");
     if let Some(app) = proxy.app_logic_mut() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = true;
@@ -224,10 +223,13 @@ fn main() {
         "weir listening"
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(shutdown::DelayedShutdownWatch::new(
-            shutdown_flag,
-            cli.shutdown_delay,
-        )),
+        shutdown_signal: Box::new(
+            shutdown::DelayedShutdownWatch::new(shutdown_flag, cli.shutdown_delay)
+                .exit_when_drained(in_flight, {
+                    let telemetry = Arc::clone(&telemetry);
+                    move || telemetry.shutdown()
+                }),
+        ),
     });
     telemetry.shutdown();
 }

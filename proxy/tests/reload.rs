@@ -165,6 +165,44 @@ fn manifest_edits_go_live_within_two_seconds_without_failing_requests() {
     assert!(weir.metric(r#"weir_config_reloads_total{result="success"}"#) >= Some(3.0));
 }
 
+/// Endpoints change 20 times a second (a rolling deploy, an autoscaler) while two clients
+/// send requests: every request gets a 200 from one of the Service's pods; nothing is
+/// lost to a reload. The pods that leave the set keep running, as a terminating pod does.
+#[test]
+fn endpoints_changing_20_times_a_second_fail_no_request() {
+    let pods: Vec<Echo> = ["pod-a", "pod-b", "pod-c"]
+        .iter()
+        .map(|p| Echo::start(p))
+        .collect();
+    let dir = ManifestDir::new();
+    dir.write("ingress.yaml", &ingress("app", &[("/", "app")]));
+    dir.write(
+        "services.yaml",
+        &service_yaml("demo", "app", &[pods[0].addr, pods[1].addr]),
+    );
+    let weir = Weir::start(&dir.path(), &["--reload-debounce", "10ms"]);
+    let reloads_before = weir
+        .metric(r#"weir_config_reloads_total{result="success"}"#)
+        .unwrap_or(0.0);
+    let traffic = Traffic::start(&weir, "/", &["pod-a", "pod-b", "pod-c"]);
+    // 60 changes, one every 50 ms: each drops one pod and brings another back.
+    for i in 0..60 {
+        let set = [pods[i % 3].addr, pods[(i + 1) % 3].addr];
+        dir.write("services.yaml", &service_yaml("demo", "app", &set));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (sent, failed, errors) = traffic.finish();
+    let reloads = weir
+        .metric(r#"weir_config_reloads_total{result="success"}"#)
+        .unwrap_or(0.0)
+        - reloads_before;
+    eprintln!("{sent} requests during {reloads} reloads, {failed} failed");
+    assert!(sent > 100, "too little traffic to prove anything: {sent}");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed: {errors:?}");
+    // The churn really reached the router (debounce may merge a few writes).
+    assert!(reloads >= 30.0, "only {reloads} reloads for 60 changes");
+}
+
 #[test]
 fn a_broken_manifest_keeps_the_previous_routes() {
     let app = Echo::start("app");

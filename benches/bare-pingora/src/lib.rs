@@ -54,6 +54,12 @@ pub fn main_with_args() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Bare { upstream, timeouts });
+    if let Some(app) = proxy.app_logic_mut() {
+        // h2c (prior knowledge) beside HTTP/1.1, as weir's listener does.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
     proxy.add_tcp(listen);
     server.add_service(proxy);
     server.run_forever();
