@@ -95,6 +95,18 @@ pub struct Cli {
     #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<crate::forwarded::Cidr>,
 
+    /// Most header fields a request may have (more: 431).
+    #[arg(long, env = "WEIR_MAX_REQUEST_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_request_headers: u32,
+
+    /// Most bytes of header fields a request may have (more: 431).
+    #[arg(long, env = "WEIR_MAX_REQUEST_HEADER_BYTES", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1_000_000))]
+    pub max_request_header_bytes: u32,
+
+    /// Longest request line (method, target, version) in bytes (longer: 414).
+    #[arg(long, env = "WEIR_MAX_REQUEST_LINE_BYTES", default_value_t = 8 * 1024, value_parser = clap::value_parser!(u32).range(256..=1_000_000))]
+    pub max_request_line_bytes: u32,
+
     /// Run the workers as one work-stealing runtime instead of one runtime per thread
     /// (evens out connections of very unequal cost, at some cost per request).
     #[arg(long, env = "WEIR_WORK_STEALING")]

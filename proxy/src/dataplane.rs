@@ -14,6 +14,7 @@
 
 use crate::concurrency::ConcurrencyPermit;
 use crate::forwarded::{with_ip_text, TrustedProxies};
+use crate::hardening::{check_request, RequestLimits};
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::routing::{LiveRouting, RouteTarget};
 use crate::shutdown::{InFlightRequests, InFlightToken};
@@ -46,7 +47,15 @@ pub struct WeirProxy {
     metrics: Metrics,
     telemetry: Arc<Telemetry>,
     trusted_proxies: TrustedProxies,
+    limits: RequestLimits,
     in_flight: Arc<InFlightRequests>,
+}
+
+/// What the command line decides about the request path.
+#[derive(Debug, Clone, Default)]
+pub struct DataPlaneOptions {
+    pub trusted_proxies: TrustedProxies,
+    pub limits: RequestLimits,
 }
 
 impl WeirProxy {
@@ -54,10 +63,11 @@ impl WeirProxy {
         routing: Arc<LiveRouting>,
         metrics: Metrics,
         telemetry: Arc<Telemetry>,
-        trusted_proxies: TrustedProxies,
+        options: DataPlaneOptions,
     ) -> Self {
         WeirProxy {
-            trusted_proxies,
+            trusted_proxies: options.trusted_proxies,
+            limits: options.limits,
             in_flight: Arc::default(),
             routing,
             metrics,
@@ -194,6 +204,22 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let raw_header = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        if let Err(rejection) = check_request(session.req_header(), raw_header, &self.limits) {
+            self.metrics
+                .requests_rejected_total
+                .with_label_values(&[rejection.reason])
+                .inc();
+            tracing::info!(
+                reason = rejection.reason,
+                status = rejection.status,
+                "request refused"
+            );
+            // Its framing is in doubt: nothing more is read from this connection.
+            session.set_keepalive(None);
+            respond_plain(session, rejection.status, rejection.body()).await?;
+            return Ok(true);
+        }
         let table = self.routing.load();
         let req = session.req_header();
         let target = table

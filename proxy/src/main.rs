@@ -160,7 +160,16 @@ fn main() {
         Arc::clone(&routing),
         metrics.clone(),
         Arc::clone(&telemetry),
-        weir_proxy::forwarded::TrustedProxies::new(cli.trusted_proxies.clone()),
+        dataplane::DataPlaneOptions {
+            trusted_proxies: weir_proxy::forwarded::TrustedProxies::new(
+                cli.trusted_proxies.clone(),
+            ),
+            limits: weir_proxy::hardening::RequestLimits {
+                max_headers: cli.max_request_headers as usize,
+                max_header_bytes: cli.max_request_header_bytes as usize,
+                max_request_line_bytes: cli.max_request_line_bytes as usize,
+            },
+        },
     );
     let in_flight = logic.in_flight();
     let mut proxy =

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub balancer_picks_total: IntCounterVec,
     pub outlier_ejections_total: IntCounterVec,
     pub upstream_errors_total: IntCounterVec,
+    pub requests_rejected_total: IntCounterVec,
     pub endpoints: prometheus::IntGaugeVec,
     /// Per-endpoint series, only with `--endpoint-metrics` (one series per pod: cardinality
     /// an operator opts into).
@@ -128,6 +129,13 @@ impl Metrics {
             ),
             &["service", "kind"],
         )?;
+        let requests_rejected_total = IntCounterVec::new(
+            Opts::new(
+                "weir_requests_rejected_total",
+                "Requests refused before routing: ambiguous framing (smuggling shapes) or over the size limits, by reason.",
+            ),
+            &["reason"],
+        )?;
         let endpoints = prometheus::IntGaugeVec::new(
             Opts::new(
                 "weir_endpoints",
@@ -137,6 +145,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(upstream_errors_total.clone()))?;
         registry.register(Box::new(endpoints.clone()))?;
+        registry.register(Box::new(requests_rejected_total.clone()))?;
         registry.register(Box::new(balancer_picks_total.clone()))?;
         registry.register(Box::new(outlier_ejections_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -166,6 +175,7 @@ impl Metrics {
             balancer_picks_total,
             outlier_ejections_total,
             upstream_errors_total,
+            requests_rejected_total,
             endpoints,
             endpoint_requests_total,
             endpoint_in_flight,
