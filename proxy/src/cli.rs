@@ -107,6 +107,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_MAX_REQUEST_LINE_BYTES", default_value_t = 8 * 1024, value_parser = clap::value_parser!(u32).range(256..=1_000_000))]
     pub max_request_line_bytes: u32,
 
+    /// Keep encoded slashes (`%2F`) in request paths, encoded, instead of refusing such
+    /// requests with 400 (for applications that put them in paths on purpose).
+    #[arg(long, env = "WEIR_ALLOW_ENCODED_SLASHES")]
+    pub allow_encoded_slashes: bool,
+
     /// Run the workers as one work-stealing runtime instead of one runtime per thread
     /// (evens out connections of very unequal cost, at some cost per request).
     #[arg(long, env = "WEIR_WORK_STEALING")]

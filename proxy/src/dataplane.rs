@@ -14,8 +14,9 @@
 
 use crate::concurrency::ConcurrencyPermit;
 use crate::forwarded::{with_ip_text, TrustedProxies};
-use crate::hardening::{check_request, RequestLimits};
+use crate::hardening::{check_request, Rejection, RequestLimits};
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
+use crate::path::normalize;
 use crate::routing::{LiveRouting, RouteTarget};
 use crate::shutdown::{InFlightRequests, InFlightToken};
 use crate::telemetry::{RequestTrace, Telemetry};
@@ -27,6 +28,7 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::RetryType;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,7 @@ pub struct WeirProxy {
     telemetry: Arc<Telemetry>,
     trusted_proxies: TrustedProxies,
     limits: RequestLimits,
+    allow_encoded_slashes: bool,
     in_flight: Arc<InFlightRequests>,
 }
 
@@ -56,6 +59,8 @@ pub struct WeirProxy {
 pub struct DataPlaneOptions {
     pub trusted_proxies: TrustedProxies,
     pub limits: RequestLimits,
+    /// Keep `%2F` in paths (encoded) instead of refusing the request.
+    pub allow_encoded_slashes: bool,
 }
 
 impl WeirProxy {
@@ -68,6 +73,7 @@ impl WeirProxy {
         WeirProxy {
             trusted_proxies: options.trusted_proxies,
             limits: options.limits,
+            allow_encoded_slashes: options.allow_encoded_slashes,
             in_flight: Arc::default(),
             routing,
             metrics,
@@ -206,19 +212,36 @@ impl ProxyHttp for WeirProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let raw_header = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
         if let Err(rejection) = check_request(session.req_header(), raw_header, &self.limits) {
-            self.metrics
-                .requests_rejected_total
-                .with_label_values(&[rejection.reason])
-                .inc();
-            tracing::info!(
-                reason = rejection.reason,
-                status = rejection.status,
-                "request refused"
-            );
-            // Its framing is in doubt: nothing more is read from this connection.
-            session.set_keepalive(None);
-            respond_plain(session, rejection.status, rejection.body()).await?;
-            return Ok(true);
+            return self.refuse(session, rejection).await;
+        }
+        // Route and forward the normal form of the path, so the upstream's reading of it
+        // cannot differ from the route it was sent by.
+        let normalized =
+            match normalize(session.req_header().uri.path(), self.allow_encoded_slashes) {
+                Ok(Cow::Borrowed(_)) => None,
+                Ok(Cow::Owned(path)) => Some(path),
+                Err(e) => {
+                    return self
+                        .refuse(session, Rejection::bad_request(e.reason()))
+                        .await
+                }
+            };
+        if let Some(path) = normalized {
+            let req = session.req_header();
+            let path_and_query = match req.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let mut parts = req.uri.clone().into_parts();
+            parts.path_and_query = path_and_query.parse().ok();
+            match http::Uri::from_parts(parts) {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => {
+                    return self
+                        .refuse(session, Rejection::bad_request("malformed_path_escape"))
+                        .await
+                }
+            }
         }
         let table = self.routing.load();
         let req = session.req_header();
@@ -581,6 +604,23 @@ impl ProxyHttp for WeirProxy {
 }
 
 impl WeirProxy {
+    /// Answers a refused request and closes the connection (after a refusal, the framing of
+    /// what follows on it is in doubt).
+    async fn refuse(&self, session: &mut Session, rejection: Rejection) -> Result<bool> {
+        self.metrics
+            .requests_rejected_total
+            .with_label_values(&[rejection.reason])
+            .inc();
+        tracing::info!(
+            reason = rejection.reason,
+            status = rejection.status,
+            "request refused"
+        );
+        session.set_keepalive(None);
+        respond_plain(session, rejection.status, rejection.body()).await?;
+        Ok(true)
+    }
+
     fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
         if let Some(target) = &ctx.target {
             self.metrics

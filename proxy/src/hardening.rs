@@ -44,6 +44,11 @@ impl Rejection {
         Rejection { status, reason }
     }
 
+    /// A 400 for `reason`.
+    pub const fn bad_request(reason: &'static str) -> Self {
+        Rejection::new(400, reason)
+    }
+
     /// The body of the answer.
     pub fn body(&self) -> &'static str {
         match self.status {

@@ -18,6 +18,7 @@ pub mod forwarded;
 pub mod hardening;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod retry;
 pub mod router;
 pub mod routing;

@@ -169,6 +169,7 @@ fn main() {
                 max_header_bytes: cli.max_request_header_bytes as usize,
                 max_request_line_bytes: cli.max_request_line_bytes as usize,
             },
+            allow_encoded_slashes: cli.allow_encoded_slashes,
         },
     );
     let in_flight = logic.in_flight();
