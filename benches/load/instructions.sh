@@ -58,7 +58,7 @@ nginx -c "$work/upstream.conf" & pids+=($!)
 command_of() {
     case "$1" in
         bare-pingora) echo "target/release/bare-pingora 127.0.0.1:$PROXY 127.0.0.1:$UP 1" ;;
-        bare-pingora-tuned) echo "target/release/bare-pingora-mimalloc 127.0.0.1:$PROXY 127.0.0.1:$UP 1 no-steal" ;;
+        bare-pingora-tuned) echo "target/release/bare-pingora-tuned 127.0.0.1:$PROXY 127.0.0.1:$UP 1 no-steal" ;;
         weir) echo "target/release/weir --manifests $work/manifests --http-listen 127.0.0.1:$PROXY --admin-listen 127.0.0.1:$ADMIN --threads 1 --log-level warn --shutdown-delay 0s --drain-timeout 1s" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # weir's load harness (issue #9): one fixed fast upstream (nginx answering "ok\n"), then
 # interleaved rounds of the direct path, an nginx proxy, HAProxy, a stock bare Pingora proxy,
-# the same bare proxy with weir's process settings (mimalloc, one runtime per thread) and weir
+# the same bare proxy with weir's process settings (jemalloc, one runtime per thread) and weir
 # — each with one worker and upstream keep-alive — in three modes:
 #   h1    wrk -t1 -c32 (HTTP/1.1 keep-alive, as fast as the proxy goes)
 #   h2c   h2load -c16 -m4 (HTTP/2 prior knowledge to the proxy, HTTP/1.1 upstream)
@@ -110,7 +110,7 @@ nginx -c "$work/upstream/nginx.conf" & pids+=($!); up_pid=$!
 nginx -c "$work/proxy/nginx.conf" & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" -db & pids+=($!); haproxy_pid=$!
 target/release/bare-pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!); bare_pid=$!
-target/release/bare-pingora-mimalloc "127.0.0.1:$TUNED" "127.0.0.1:$UP" 1 no-steal >"$work/tuned.log" 2>&1 & pids+=($!); tuned_pid=$!
+target/release/bare-pingora-tuned "127.0.0.1:$TUNED" "127.0.0.1:$UP" 1 no-steal >"$work/tuned.log" 2>&1 & pids+=($!); tuned_pid=$!
 target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
     --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-level warn --log-format text \
     >"$work/weir.log" 2>&1 & pids+=($!); weir_pid=$!

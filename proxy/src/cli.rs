@@ -112,6 +112,16 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ALLOW_ENCODED_SLASHES")]
     pub allow_encoded_slashes: bool,
 
+    /// Most client connections with a request being read or served; beyond it a new
+    /// connection gets a 503 and is closed.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Time a new connection has to send its first complete request header (slowloris);
+    /// 0s turns the limit off.
+    #[arg(long, env = "WEIR_REQUEST_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_header_timeout: Duration,
+
     /// Run the workers as one work-stealing runtime instead of one runtime per thread
     /// (evens out connections of very unequal cost, at some cost per request).
     #[arg(long, env = "WEIR_WORK_STEALING")]

@@ -210,6 +210,7 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::gate::header_complete();
         let raw_header = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
         if let Err(rejection) = check_request(session.req_header(), raw_header, &self.limits) {
             return self.refuse(session, rejection).await;

@@ -15,6 +15,7 @@ pub mod concurrency;
 pub mod config;
 pub mod dataplane;
 pub mod forwarded;
+pub mod gate;
 pub mod hardening;
 pub mod logging;
 pub mod metrics;

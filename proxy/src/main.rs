@@ -15,10 +15,11 @@ use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
 use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutdown};
 
-// Pingora allocates and frees several buffers and boxed futures per request; with glibc's
-// allocator that was 20 % of the proxy's user time (docs/benchmarks.md), mimalloc halves it.
+// Pingora allocates and frees several buffers and boxed futures per request: jemalloc gives
+// ~10 % more req/s than glibc's allocator and the least memory per idle connection of the
+// three measured (glibc 23, jemalloc 15.5, mimalloc 81 KiB; docs/benchmarks.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// One line on stderr and exit code 2: how weir reports bad input at start.
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -173,13 +174,20 @@ fn main() {
         },
     );
     let in_flight = logic.in_flight();
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, logic, "weir proxy");
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
-    }
+    let mut http = pingora::proxy::http_proxy(&server.configuration, logic);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    http.server_options = Some(options);
+    let gate_stats = Arc::new(weir_proxy::gate::GateStats::new(&metrics));
+    let mut proxy = Service::new(
+        "weir proxy".to_string(),
+        weir_proxy::gate::ConnectionGate::new(
+            http,
+            cli.max_connections as usize,
+            cli.request_header_timeout,
+            gate_stats,
+        ),
+    );
     proxy.add_tcp(&cli.http_listen.to_string());
     if let (Some(addr), Some(store)) = (cli.https_listen, &certificates) {
         // Paths are ignored once a resolver is set: every certificate comes from `store`.

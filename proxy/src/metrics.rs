@@ -25,6 +25,9 @@ pub struct Metrics {
     pub outlier_ejections_total: IntCounterVec,
     pub upstream_errors_total: IntCounterVec,
     pub requests_rejected_total: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused_total: IntCounter,
+    pub request_header_timeouts_total: IntCounter,
     pub endpoints: prometheus::IntGaugeVec,
     /// Per-endpoint series, only with `--endpoint-metrics` (one series per pod: cardinality
     /// an operator opts into).
@@ -146,6 +149,21 @@ impl Metrics {
         registry.register(Box::new(upstream_errors_total.clone()))?;
         registry.register(Box::new(endpoints.clone()))?;
         registry.register(Box::new(requests_rejected_total.clone()))?;
+        let connections_open = IntGauge::new(
+            "weir_connections_open",
+            "Client connections with a request being read or served (what --max-connections limits).",
+        )?;
+        let connections_refused_total = IntCounter::new(
+            "weir_connections_refused_total",
+            "Client connections answered 503 and closed at --max-connections.",
+        )?;
+        let request_header_timeouts_total = IntCounter::new(
+            "weir_request_header_timeouts_total",
+            "Connections closed because their first request header was not complete within --request-header-timeout.",
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused_total.clone()))?;
+        registry.register(Box::new(request_header_timeouts_total.clone()))?;
         registry.register(Box::new(balancer_picks_total.clone()))?;
         registry.register(Box::new(outlier_ejections_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -176,6 +194,9 @@ impl Metrics {
             outlier_ejections_total,
             upstream_errors_total,
             requests_rejected_total,
+            connections_open,
+            connections_refused_total,
+            request_header_timeouts_total,
             endpoints,
             endpoint_requests_total,
             endpoint_in_flight,
