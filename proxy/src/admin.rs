@@ -15,15 +15,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Set once SIGTERM arrives: `/readyz` fails from then on so load balancers stop sending.
+/// Also says whether the signal handlers are in place: until they are, a SIGTERM would end
+/// the process at once, so `/readyz` does not report ready before.
 #[derive(Debug, Default)]
-pub struct ShutdownFlag(AtomicBool);
+pub struct ShutdownFlag {
+    shutting_down: AtomicBool,
+    handlers_installed: AtomicBool,
+}
 
 impl ShutdownFlag {
     pub fn begin(&self) {
-        self.0.store(true, Ordering::Release);
+        self.shutting_down.store(true, Ordering::Release);
     }
     pub fn is_shutting_down(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.shutting_down.load(Ordering::Acquire)
+    }
+    pub fn handlers_installed(&self) {
+        self.handlers_installed.store(true, Ordering::Release);
+    }
+    pub fn can_shut_down_gracefully(&self) -> bool {
+        self.handlers_installed.load(Ordering::Acquire)
     }
 }
 
@@ -47,6 +58,8 @@ impl AdminApp {
             (503, "shutting down\n".into())
         } else if !self.routing.is_ready() {
             (503, "no routing snapshot yet\n".into())
+        } else if !self.shutdown.can_shut_down_gracefully() {
+            (503, "signal handlers not installed yet\n".into())
         } else {
             (200, "ready\n".into())
         }

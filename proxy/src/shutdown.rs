@@ -118,7 +118,10 @@ impl ShutdownSignalWatch for DelayedShutdownWatch {
             signal(SignalKind::interrupt()),
             signal(SignalKind::quit()),
         ) {
-            (Ok(t), Ok(i), Ok(q)) => (t, i, q),
+            (Ok(t), Ok(i), Ok(q)) => {
+                self.flag.handlers_installed();
+                (t, i, q)
+            }
             _ => {
                 tracing::error!("cannot install signal handlers; stopping");
                 return ShutdownSignal::FastShutdown;
