@@ -8,3 +8,22 @@ source scripts/prereqs.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# A short fuzz run of every cargo-fuzz target (libFuzzer; its nightly-only compiler flags are
+# allowed on the stable toolchain with RUSTC_BOOTSTRAP=1): FUZZ_SECONDS each (0 skips).
+# New inputs go to a scratch directory; the seed corpus in fuzz/corpus stays as committed.
+# A crash fails the run and leaves its input in fuzz/artifacts/ (turn it into a test).
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+    for target in manifests annotations router request_path; do
+        mkdir -p "$scratch/$target"
+        RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
+            "$scratch/$target" "fuzz/corpus/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 3
+        [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $target failed" >&2; exit 1; }
+    done
+fi
+

@@ -24,5 +24,6 @@ pub mod retry;
 pub mod router;
 pub mod routing;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod tls;

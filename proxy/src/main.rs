@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
+use weir_proxy::supervise::Supervised;
 use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutdown};
 
 // Pingora allocates and frees several buffers and boxed futures per request: jemalloc gives
@@ -179,6 +180,7 @@ fn main() {
     options.h2c = true;
     http.server_options = Some(options);
     let gate_stats = Arc::new(weir_proxy::gate::GateStats::new(&metrics));
+    let restarts = metrics.background_restarts_total.clone();
     let mut proxy = Service::new(
         "weir proxy".to_string(),
         weir_proxy::gate::ConnectionGate::new(
@@ -210,25 +212,32 @@ fn main() {
     server.add_service(admin);
     match manifests {
         Some(service) => {
-            server.add_service(background_service("weir manifests", service));
+            server.add_service(background_service(
+                "weir manifests",
+                Supervised::new("manifests", service, restarts),
+            ));
         }
         None => {
             server.add_service(background_service(
                 "weir kubernetes",
-                config::KubernetesService::new(
-                    cli.kubeconfig.clone(),
-                    cli.watch_namespace.clone(),
-                    Arc::clone(&applier),
-                    cli.reload_debounce.unwrap_or(Duration::from_secs(1)),
-                    cli.publish_service
-                        .clone()
-                        .map(|service| config::StatusPublishing {
-                            service,
-                            election_namespace: cli.election_namespace.clone(),
-                            election_id: cli.election_id.clone(),
-                            identity: std::env::var("POD_NAME")
-                                .unwrap_or_else(|_| format!("weir-{}", std::process::id())),
-                        }),
+                Supervised::new(
+                    "kubernetes",
+                    config::KubernetesService::new(
+                        cli.kubeconfig.clone(),
+                        cli.watch_namespace.clone(),
+                        Arc::clone(&applier),
+                        cli.reload_debounce.unwrap_or(Duration::from_secs(1)),
+                        cli.publish_service
+                            .clone()
+                            .map(|service| config::StatusPublishing {
+                                service,
+                                election_namespace: cli.election_namespace.clone(),
+                                election_id: cli.election_id.clone(),
+                                identity: std::env::var("POD_NAME")
+                                    .unwrap_or_else(|_| format!("weir-{}", std::process::id())),
+                            }),
+                    ),
+                    restarts,
                 ),
             ));
         }

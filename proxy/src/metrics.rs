@@ -28,6 +28,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_refused_total: IntCounter,
     pub request_header_timeouts_total: IntCounter,
+    pub background_restarts_total: IntCounterVec,
     pub endpoints: prometheus::IntGaugeVec,
     /// Per-endpoint series, only with `--endpoint-metrics` (one series per pod: cardinality
     /// an operator opts into).
@@ -164,6 +165,14 @@ impl Metrics {
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused_total.clone()))?;
         registry.register(Box::new(request_header_timeouts_total.clone()))?;
+        let background_restarts_total = IntCounterVec::new(
+            Opts::new(
+                "weir_background_restarts_total",
+                "Background tasks (manifest watcher, Kubernetes watches) restarted after a panic or an early end.",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(background_restarts_total.clone()))?;
         registry.register(Box::new(balancer_picks_total.clone()))?;
         registry.register(Box::new(outlier_ejections_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -197,6 +206,7 @@ impl Metrics {
             connections_open,
             connections_refused_total,
             request_header_timeouts_total,
+            background_restarts_total,
             endpoints,
             endpoint_requests_total,
             endpoint_in_flight,
