@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
                 "{path:?} -> {normal:?}"
             );
             let again = normalize(&normal, allow).map(|p| p.into_owned());
-            assert_eq!(again.as_deref(), Ok(&*normal), "not idempotent for {path:?}");
+            assert_eq!(
+                again.as_deref(),
+                Ok(&*normal),
+                "not idempotent for {path:?}"
+            );
         }
     }
 });

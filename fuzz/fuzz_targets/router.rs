@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let mut router = Router::new();
     for (i, line) in text.lines().enumerate().take(256) {
-        let (op, rest) = line.split_at(line.len().min(1));
+        let mut chars = line.chars();
+        let op = chars.next().unwrap_or('?');
+        let rest = chars.as_str();
         let (host, path) = rest.split_once(' ').unwrap_or((rest, "/"));
         let host_match = match host.strip_prefix("*.") {
             Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
@@ -18,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
             None => HostMatch::Exact(host.to_string()),
         };
         match op {
-            "+" | "=" => {
-                let rule = if op == "+" {
+            '+' | '=' => {
+                let rule = if op == '+' {
                     PathMatch::Prefix(path.to_string())
                 } else {
                     PathMatch::Exact(path.to_string())
