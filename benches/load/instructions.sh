@@ -33,26 +33,7 @@ http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastc
   server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
 CONF
 mkdir -p "$work/manifests"
-sed -e "s/port: \$UP/port: $UP/" >"$work/manifests/bench.yaml" <<'CONF'
-apiVersion: v1
-kind: Service
-metadata: {name: up, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: up-1, namespace: bench, labels: {kubernetes.io/service-name: up}}
-addressType: IPv4
-ports: [{name: http, port: $UP}]
-endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: bench}
-spec:
-  ingressClassName: weir
-  defaultBackend: {service: {name: up, port: {name: http}}}
-CONF
+python3 benches/load/manifests.py 0 "$UP" "$work/manifests/bench.yaml"
 nginx -c "$work/upstream.conf" & pids+=($!)
 
 command_of() {

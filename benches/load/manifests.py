@@ -1,32 +1,46 @@
 #!/usr/bin/env python3
 """Writes N Ingresses (one Service and one EndpointSlice each, ENDPOINTS ready endpoints at
 127.0.0.1:PORT... spread over loopback addresses) as one manifests file, for the harness's
-idle-memory and churn runs.
+idle-memory runs. With N = 0: one Ingress whose default backend is 127.0.0.1:PORT, for the load
+harness (every host and path goes there).
 
     manifests.py N PORT OUT.yaml [ENDPOINTS]
 """
 import sys
 
 
-def main():
-    n, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    per = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    docs = []
-    for i in range(n):
-        ns, name, host = f"team-{i % 100}", f"svc-{i}", f"app-{i % 1000}.example.com"
-        docs.append(f"""apiVersion: v1
+def service(ns, name, port, addresses):
+    """A Service and its EndpointSlice: `addresses` ready at `port`."""
+    endpoints = ", ".join(f'{{addresses: ["{a}"], conditions: {{ready: true}}}}' for a in addresses)
+    return f"""apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: {ns}}}
-spec: {{ports: [{{name: http, port: 80}}]}}""")
-        endpoints = ", ".join(
-            f'{{addresses: ["127.0.{(i * per + e) // 250 % 250}.{(i * per + e) % 250 + 1}"], conditions: {{ready: true}}}}'
-            for e in range(per))
-        docs.append(f"""apiVersion: discovery.k8s.io/v1
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}
 addressType: IPv4
 ports: [{{name: http, port: {port}}}]
-endpoints: [{endpoints}]""")
+endpoints: [{endpoints}]"""
+
+
+def main():
+    n, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    per = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    docs = []
+    if n == 0:
+        docs.append(service("bench", "up", port, ["127.0.0.1"]))
+        docs.append("""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench, namespace: bench}
+spec:
+  ingressClassName: weir
+  defaultBackend: {service: {name: up, port: {name: http}}}""")
+    for i in range(n):
+        ns, name, host = f"team-{i % 100}", f"svc-{i}", f"app-{i % 1000}.example.com"
+        addresses = [f"127.0.{(i * per + e) // 250 % 250}.{(i * per + e) % 250 + 1}" for e in range(per)]
+        docs.append(service(ns, name, port, addresses))
         docs.append(f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {{name: {name}, namespace: {ns}}}

@@ -85,26 +85,7 @@ backend b
     server s 127.0.0.1:$UP
 CONF
 mkdir -p "$work/manifests"
-cat > "$work/manifests/bench.yaml" <<CONF
-apiVersion: v1
-kind: Service
-metadata: {name: up, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: up-1, namespace: bench, labels: {kubernetes.io/service-name: up}}
-addressType: IPv4
-ports: [{name: http, port: $UP}]
-endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: bench}
-spec:
-  ingressClassName: weir
-  defaultBackend: {service: {name: up, port: {name: http}}}
-CONF
+python3 benches/load/manifests.py 0 "$UP" "$work/manifests/bench.yaml"
 
 nginx -c "$work/upstream/nginx.conf" & pids+=($!); up_pid=$!
 nginx -c "$work/proxy/nginx.conf" & pids+=($!); nginx_pid=$!
