@@ -20,10 +20,15 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     trap 'rm -rf "$scratch"' EXIT
     for target in manifests annotations router request_path; do
         mkdir -p "$scratch/$target"
-        RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
+        log="$scratch/$target.log"
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
             "$scratch/$target" "fuzz/corpus/$target" -- \
-            -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 3
-        [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $target failed" >&2; exit 1; }
+            -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
+            tail -n 40 "$log" >&2
+            echo "fuzz target $target failed; its input is in fuzz/artifacts/$target/" >&2
+            exit 1
+        fi
+        grep -E "stat::number_of_executed_units" "$log" | sed "s/^/fuzz $target: /"
     done
 fi
 

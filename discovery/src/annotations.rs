@@ -104,7 +104,9 @@ fn humantime_like(value: &str) -> Option<Duration> {
         "h" => number * 3600.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // `try_`: a huge value (`3333…3s`) is an invalid annotation, not a panic (found by the
+    // `annotations` fuzz target).
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// A `"true"`/`"false"` annotation (absent: `default`).
@@ -320,6 +322,19 @@ mod tests {
             .map(|(k, v)| (format!("{PREFIX}{k}"), (*v).to_string()))
             .collect();
         route_policy(Some(&map))
+    }
+
+    /// Regression (fuzz target `annotations`, 2026-11-23): a duration too large for
+    /// `Duration` panicked the translation; now it rejects that Ingress like any bad value.
+    #[test]
+    fn an_overflowing_duration_is_rejected_not_a_panic() {
+        let huge = format!("{}s", "3".repeat(60));
+        for name in ["slow-start", "read-timeout", "connect-timeout"] {
+            let err = of(&[(name, huge.as_str())]).expect_err("rejected");
+            assert!(err.contains(name), "{err}");
+        }
+        assert!(of(&[("read-timeout", "1e400s")]).is_err());
+        assert!(of(&[("read-timeout", "2h")]).is_ok());
     }
 
     #[test]

@@ -75,15 +75,7 @@ fn options() -> TranslateOptions {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    weir_testsupport::process::rss_kib(std::process::id())
 }
 
 fn scale(c: &mut Criterion) {

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{service_yaml, ManifestDir, Weir};
+use weir_testsupport::process::rss_kib;
 
 const INGRESS: &str = "apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -252,18 +253,6 @@ fn max_connections_answers_503_beyond_the_limit() {
         b"GET / HTTP/1.1\r\nHost: raw.example\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// 10,000 idle keep-alive connections (each served one request) stay within 32 KiB each

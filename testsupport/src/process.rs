@@ -63,6 +63,19 @@ pub fn unresponsive_port() -> Unresponsive {
     panic!("the accept queue of {addr} never filled")
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS`), 0 when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A child process killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {
