@@ -5,15 +5,12 @@
 # scripts; installs only what is missing.
 set -euo pipefail
 
-weir_need_packages() {
-    local missing=()
-    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-    command -v cc >/dev/null 2>&1 || missing+=(build-essential)
-    command -v curl >/dev/null 2>&1 || missing+=(curl)
-    # h2load: the HTTPS listener's HTTP/2 load test.
-    command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
-    # prometheus and promtool: the metrics tests scrape weir with a real Prometheus.
-    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# Installs the Debian package of each COMMAND:PACKAGE pair whose command is missing.
+weir_need_commands() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing: ${missing[*]}" >&2
         local sudo=""
@@ -21,6 +18,13 @@ weir_need_packages() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+}
+
+weir_need_packages() {
+    # h2load: the HTTPS listener's HTTP/2 load test; prometheus and promtool: the metrics
+    # tests scrape weir with a real Prometheus.
+    weir_need_commands cmake:cmake cc:build-essential curl:curl h2load:nghttp2-client \
+        promtool:prometheus
     if ! command -v cargo >/dev/null 2>&1; then
         echo "weir needs a Rust toolchain (cargo); install it with rustup first" >&2
         exit 1

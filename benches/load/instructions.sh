@@ -12,12 +12,7 @@ source scripts/prereqs.sh
 N1="${N1:-2000}"
 N2="${N2:-10000}"
 TARGETS="${TARGETS:-bare-pingora bare-pingora-tuned weir}"
-for tool in nginx valgrind h2load; do
-    command -v "$tool" >/dev/null 2>&1 && continue
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    pkg="$tool"; [ "$tool" = h2load ] && pkg=nghttp2-client
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
-done
+weir_need_commands nginx:nginx valgrind:valgrind
 cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
 work="$(mktemp -d)"

@@ -24,15 +24,7 @@ MODES="${MODES:-h1 h2c rate}"
 RATE="${RATE:-10000}"
 PLOT="${PLOT:-target/load/throughput.svg}"
 
-missing=()
-for tool in nginx haproxy wrk h2load; do
-    command -v "$tool" >/dev/null 2>&1 && continue
-    if [ "$tool" = h2load ]; then missing+=(nghttp2-client); else missing+=("$tool"); fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+weir_need_commands nginx:nginx haproxy:haproxy wrk:wrk
 cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
 work="$(mktemp -d)"
