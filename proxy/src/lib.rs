@@ -10,6 +10,7 @@
 //! Kubernetes objects (in `weir-discovery`).
 
 pub mod admin;
+pub mod allocator;
 pub mod cli;
 pub mod concurrency;
 pub mod config;

@@ -14,24 +14,13 @@ use std::time::Duration;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
 use weir_proxy::supervise::Supervised;
-use weir_proxy::{admin, cli, config, dataplane, logging, metrics, routing, shutdown};
+use weir_proxy::{admin, allocator, cli, config, dataplane, logging, metrics, routing, shutdown};
 
 // Pingora allocates and frees several buffers and boxed futures per request: jemalloc gives
 // ~10 % more req/s than glibc's allocator and the least memory per idle connection of the
 // three measured (glibc 23, jemalloc 15.5, mimalloc 81 KiB; docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc returns freed pages to the kernel only while the process allocates, so an idle
-/// router kept everything its last config parse had touched (1,000 routes: 58 MiB idle
-/// instead of 34). One background thread purges on jemalloc's decay timer instead.
-fn return_freed_memory_when_idle() {
-    let enabled = tikv_jemalloc_ctl::max_background_threads::write(1)
-        .and_then(|()| tikv_jemalloc_ctl::background_thread::write(true));
-    if let Err(e) = enabled {
-        tracing::warn!("allocator background purging unavailable: {e}");
-    }
-}
 
 /// One line on stderr and exit code 2: how weir reports bad input at start.
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -63,7 +52,7 @@ fn kubernetes_config_available() -> bool {
 fn main() {
     let cli = cli::parse();
     logging::init(cli.log_format, cli.log_level.as_deref());
-    return_freed_memory_when_idle();
+    allocator::return_freed_memory_when_idle();
 
     // kube and Pingora both use rustls: one process-wide crypto provider, installed before
     // either builds a TLS configuration (DESIGN §8).

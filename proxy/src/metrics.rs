@@ -186,6 +186,7 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        registry.register(Box::new(crate::allocator::AllocatorCollector::new()?))?;
         // Make the result labels visible from the start (a scrape shows 0, not nothing).
         for result in ["success", "error"] {
             config_reloads_total.with_label_values(&[result]);

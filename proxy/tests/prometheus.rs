@@ -60,6 +60,24 @@ fn promtool_accepts_the_metrics() {
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
+    // The binary's allocator is jemalloc: its own accounting is exported and consistent.
+    let allocator = |state: &str| -> f64 {
+        let series = format!("weir_allocator_bytes{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    };
+    let (allocated, active, resident) = (
+        allocator("allocated"),
+        allocator("active"),
+        allocator("resident"),
+    );
+    assert!(allocated > 100_000.0, "allocated {allocated}");
+    assert!(
+        allocated <= active && active <= resident,
+        "{allocated} {active} {resident}"
+    );
     // Every metric the Grafana dashboard queries exists.
     let dashboard: serde_json::Value =
         serde_json::from_str(include_str!("../../charts/weir/dashboards/weir.json"))
