@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes N Ingresses (one Service and one EndpointSlice each, ENDPOINTS ready endpoints at
 127.0.0.1:PORT... spread over loopback addresses) as one manifests file, for the harness's
-idle-memory runs. With N = 0: one Ingress whose default backend is 127.0.0.1:PORT, for the load
-harness (every host and path goes there).
+idle-memory runs. With N = 0: one Ingress whose default backend is the Service `bench/up` with
+ENDPOINTS endpoints at 127.0.0.1:PORT, 127.0.0.2:PORT, ..., for the load harness (every host and
+path goes there; churn.py rewrites this file).
 
     manifests.py N PORT OUT.yaml [ENDPOINTS]
 """
@@ -25,18 +26,24 @@ ports: [{{name: http, port: {port}}}]
 endpoints: [{endpoints}]"""
 
 
+def default_backend(port, addresses):
+    """The load harness's one route: every request goes to Service bench/up at `addresses`."""
+    return service("bench", "up", port, addresses) + """
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench, namespace: bench}
+spec:
+  ingressClassName: weir
+  defaultBackend: {service: {name: up, port: {name: http}}}"""
+
+
 def main():
     n, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     per = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     docs = []
     if n == 0:
-        docs.append(service("bench", "up", port, ["127.0.0.1"]))
-        docs.append("""apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: bench}
-spec:
-  ingressClassName: weir
-  defaultBackend: {service: {name: up, port: {name: http}}}""")
+        docs.append(default_backend(port, [f"127.0.0.{e + 1}" for e in range(per)]))
     for i in range(n):
         ns, name, host = f"team-{i % 100}", f"svc-{i}", f"app-{i % 1000}.example.com"
         addresses = [f"127.0.{(i * per + e) // 250 % 250}.{(i * per + e) % 250 + 1}" for e in range(per)]

@@ -51,6 +51,7 @@ impl ConfigApplier {
         parse_rejected: Vec<Rejection>,
         report: &LoadReport,
     ) -> Applied {
+        let started = std::time::Instant::now();
         // Certificates are checked for expiry against the time of each translation.
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -124,6 +125,7 @@ impl ConfigApplier {
             ingresses,
             problems = problems.len(),
             generation = self.routing.load().generation,
+            translate_and_apply_ms = started.elapsed().as_secs_f64() * 1000.0,
             "routing snapshot applied"
         );
         applied
@@ -170,10 +172,18 @@ impl ManifestsService {
             .source
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = std::time::Instant::now();
         let report = source.reload();
         let objects = source.objects();
         let rejected = source.rejected();
         drop(source);
+        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(
+            files = report.files,
+            parsed = report.parsed,
+            read_ms,
+            "manifests read"
+        );
         self.applier.apply(&objects, rejected, &report);
     }
 }
