@@ -35,12 +35,13 @@ fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
     name: &'static str,
+    trim: fn(&mut K),
 ) -> (Store<K>, BoxStream<'static, Progress>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    let stream = reflector::reflector(writer, watcher(api, config).modify(trim))
         .default_backoff()
         .map(move |event| match event {
             Ok(watcher::Event::InitDone) => Progress::Synced(name),
@@ -49,6 +50,26 @@ where
         })
         .boxed();
     (reader, stream)
+}
+
+/// `kubectl apply`'s copy of the whole object as it was last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops `managedFields`, which translation never reads and the API server sends with every
+/// object; often larger than the rest of it. Safe for objects weir writes back (Ingress
+/// status): an update without `managedFields` leaves the server's unchanged.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// [`drop_managed_fields`] and `kubectl apply`'s last-applied copy of the whole object, for
+/// the kinds weir only reads: the stores keep every Service and EndpointSlice of the cluster.
+/// (Not for Ingresses: their status is written back with a replace, which would remove it.)
+fn drop_bookkeeping<K: Resource>(object: &mut K) {
+    drop_managed_fields(object);
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -80,26 +101,31 @@ pub async fn run(
         api::<Ingress>(&client, ns),
         watcher::Config::default(),
         "Ingress",
+        drop_managed_fields,
     );
     let (classes, s2) = watch_kind(
         Api::<IngressClass>::all(client.clone()),
         watcher::Config::default(),
         "IngressClass",
+        drop_bookkeeping,
     );
     let (services, s3) = watch_kind(
         api::<Service>(&client, ns),
         watcher::Config::default(),
         "Service",
+        drop_bookkeeping,
     );
     let (slices, s4) = watch_kind(
         api::<EndpointSlice>(&client, ns),
         watcher::Config::default(),
         "EndpointSlice",
+        drop_bookkeeping,
     );
     let (secrets, s5) = watch_kind(
         api::<Secret>(&client, ns),
         watcher::Config::default().fields("type=kubernetes.io/tls"),
         "Secret",
+        drop_bookkeeping,
     );
     let mut events = select_all([s1, s2, s3, s4, s5]);
     let mut synced: Vec<&'static str> = Vec::new();
@@ -151,5 +177,40 @@ pub async fn run(
         if synced.len() == 5 && dirty_since.is_none() {
             dirty_since = Some(tokio::time::Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn bookkeeping_is_dropped_and_annotations_weir_reads_are_kept() {
+        let mut service = Service::default();
+        service.metadata.name = Some("web".to_string());
+        service.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".to_string()),
+            ..ManagedFieldsEntry::default()
+        }]);
+        service.metadata.annotations = Some(BTreeMap::from([
+            (
+                LAST_APPLIED.to_string(),
+                "{\"kind\":\"Service\"}".to_string(),
+            ),
+            (
+                "weir.dev/lb-algorithm".to_string(),
+                "least-request".to_string(),
+            ),
+        ]));
+        drop_bookkeeping(&mut service);
+        assert_eq!(service.metadata.managed_fields, None);
+        let annotations = service.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["weir.dev/lb-algorithm"]
+        );
+        assert_eq!(service.metadata.name.as_deref(), Some("web"));
     }
 }
