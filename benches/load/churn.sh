@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
+source benches/load/nginx.sh
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 RATE="${RATE:-5000}"
@@ -31,22 +32,13 @@ cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; 
 trap cleanup EXIT
 UP=19100; WEIR=19101; ADMIN=19102
 
-listens=""
-for e in $(seq "$ENDPOINTS"); do listens+="listen 127.0.0.$e:$UP backlog=4096; "; done
-cat >"$work/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
-    uwsgi_temp_path $work; scgi_temp_path $work;
-    server { $listens keepalive_requests 1000000; location / { return 200 "ok\n"; } }
-}
-CONF
-nginx -c "$work/upstream.conf" & pids+=($!)
+upstreams=()
+for e in $(seq "$ENDPOINTS"); do upstreams+=("127.0.0.$e:$UP"); done
+nginx -c "$(nginx_upstream_conf "$work" "${upstreams[@]}")" & pids+=($!)
+for address in "${upstreams[@]}"; do
+    for _ in $(seq 50); do curl -fs -o /dev/null "http://$address/" && break; sleep 0.1; done
+    curl -fs -o /dev/null "http://$address/" || { echo "upstream $address does not answer" >&2; exit 1; }
+done
 
 mkdir -p "$work/manifests"
 python3 benches/load/manifests.py "$ROUTES" "$UP" "$work/manifests/routes.yaml"

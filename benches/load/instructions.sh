@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
+source benches/load/nginx.sh
 N1="${N1:-2000}"
 N2="${N2:-10000}"
 TARGETS="${TARGETS:-bare-pingora bare-pingora-tuned weir}"
@@ -20,16 +21,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 UP=19100; PROXY=19101; ADMIN=19102
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
-  uwsgi_temp_path $work; scgi_temp_path $work;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 "ok\n"; } } }
-CONF
 mkdir -p "$work/manifests"
 python3 benches/load/manifests.py 0 "$UP" "$work/manifests/bench.yaml"
-nginx -c "$work/upstream.conf" & pids+=($!)
+nginx -c "$(nginx_upstream_conf "$work" "127.0.0.1:$UP")" & pids+=($!)
 
 command_of() {
     case "$1" in

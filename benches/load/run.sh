@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
+source benches/load/nginx.sh
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
@@ -29,34 +30,25 @@ cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$work"; } # INT: everyone stops at once
+# INT: everyone stops at once (weir's fast shutdown); TERM for what is still there (HAProxy
+# in -db mode keeps running on INT, and held the caller's pipe open).
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005; TUNED=19006
 NGINX_H2C=19011; HAPROXY_H2C=19012
 
-nginx_conf() { # $1 name, $2 server block
-    mkdir -p "$work/$1"
-    cat > "$work/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1;
-    uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
-    $2
-}
-CONF
-}
-nginx_conf upstream "server { listen 127.0.0.1:$UP backlog=4096; keepalive_requests 1000000; location / { return 200 \"ok\n\"; } }"
-nginx_conf proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+nginx_upstream_conf "$work" "127.0.0.1:$UP" >/dev/null
+nginx_conf "$work" proxy "upstream u { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
     server { listen 127.0.0.1:$NGINX backlog=4096; keepalive_requests 1000000;
         location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
     server { listen 127.0.0.1:$NGINX_H2C http2 backlog=4096; keepalive_requests 1000000;
-        location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+        location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" >/dev/null
 cat > "$work/haproxy.cfg" <<CONF
 global
     nbthread 1
