@@ -22,6 +22,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What happened on one of the watched kinds.
@@ -82,8 +83,8 @@ where
     }
 }
 
-fn snapshot<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<K> {
-    store.state().iter().map(|o| (**o).clone()).collect()
+fn snapshot<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<Arc<K>> {
+    store.state()
 }
 
 /// Watches until the watch streams end (they do not, short of the runtime stopping).

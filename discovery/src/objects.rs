@@ -13,15 +13,18 @@ use k8s_openapi::Metadata;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 
-/// Every object translation looks at.
+/// Every object translation looks at. Objects are shared, not copied: the Kubernetes
+/// stores and the manifests source hand out the objects they hold, so publishing a new
+/// set costs a reference count per object instead of a deep copy of the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterObjects {
-    pub ingresses: Vec<Ingress>,
-    pub ingress_classes: Vec<IngressClass>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub secrets: Vec<Secret>,
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 impl ClusterObjects {
@@ -151,7 +154,7 @@ fn take<T>(
     value: Value,
     kind: &'static str,
     namespaced: bool,
-    list: &mut Vec<T>,
+    list: &mut Vec<Arc<T>>,
     rejected: &mut Vec<Rejection>,
 ) where
     T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
@@ -163,7 +166,7 @@ fn take<T>(
             if namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
                 meta.namespace = Some("default".to_string());
             }
-            list.push(object);
+            list.push(Arc::new(object));
         }
         Err(e) => rejected.push(Rejection {
             object: object_ref,

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::Client;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One replica's side of leader election.
@@ -168,7 +169,7 @@ pub async fn published_addresses(
 /// many were written. A 409 (the Ingress changed meanwhile) is left for the next round.
 pub async fn update_ingress_status(
     client: Client,
-    ingresses: &[Ingress],
+    ingresses: &[Arc<Ingress>],
     addresses: &[IngressLoadBalancerIngress],
 ) -> Result<usize, kube::Error> {
     let mut written = 0;
@@ -186,7 +187,7 @@ pub async fn update_ingress_status(
         else {
             continue;
         };
-        let mut next = ingress.clone();
+        let mut next = Ingress::clone(ingress);
         next.status = Some(IngressStatus {
             load_balancer: Some(IngressLoadBalancerStatus {
                 ingress: Some(addresses.to_vec()),

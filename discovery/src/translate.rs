@@ -18,6 +18,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use weir_balancer::EndpointSpec;
 
 /// `IngressClass.spec.controller` value that designates weir.
@@ -64,6 +65,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     let mut ours: Vec<&Ingress> = objects
         .ingresses
         .iter()
+        .map(|ing| &**ing)
         .filter(|ing| in_scope(ing.metadata.namespace.as_deref()))
         .filter(|ing| is_our_class(ing, &objects.ingress_classes, &opts.ingress_class))
         .collect();
@@ -149,7 +151,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
 /// Class selection (DESIGN §3): `spec.ingressClassName` naming our class (whose
 /// IngressClass, if present, must name our controller), else the legacy annotation, else —
 /// for class-less Ingresses — our IngressClass marked as the cluster default.
-fn is_our_class(ingress: &Ingress, classes: &[IngressClass], ours: &str) -> bool {
+fn is_our_class(ingress: &Ingress, classes: &[Arc<IngressClass>], ours: &str) -> bool {
     let class_named = |name: &str| {
         classes
             .iter()
@@ -436,7 +438,7 @@ impl<'a> ObjectIndex<'a> {
         let mut services = HashMap::new();
         for svc in &objects.services {
             if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
-                services.insert((ns.as_str(), name.as_str()), svc);
+                services.insert((ns.as_str(), name.as_str()), &**svc);
             }
         }
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
@@ -448,7 +450,10 @@ impl<'a> ObjectIndex<'a> {
                 .as_ref()
                 .and_then(|l| l.get(SERVICE_NAME_LABEL));
             if let (Some(ns), Some(owner)) = (ns, owner) {
-                slices.entry((ns, owner.as_str())).or_default().push(slice);
+                slices
+                    .entry((ns, owner.as_str()))
+                    .or_default()
+                    .push(&**slice);
             }
         }
         ObjectIndex { services, slices }

@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use std::hint::black_box;
+use std::sync::Arc;
 use weir_discovery::objects::ClusterObjects;
 use weir_discovery::{translate, TranslateOptions};
 use weir_proxy::routing::LiveRouting;
@@ -58,9 +59,9 @@ fn cluster(ingresses: usize) -> ClusterObjects {
         ) else {
             unreachable!("the generated objects are valid");
         };
-        objects.ingresses.push(ingress);
-        objects.services.push(service);
-        objects.endpoint_slices.push(slice);
+        objects.ingresses.push(Arc::new(ingress));
+        objects.services.push(Arc::new(service));
+        objects.endpoint_slices.push(Arc::new(slice));
     }
     objects
 }

@@ -295,7 +295,7 @@ impl BackgroundService for KubernetesService {
         };
         let applier = Arc::clone(&self.applier);
         let metrics = applier.metrics.clone();
-        let served: Arc<Mutex<Vec<Ingress>>> = Arc::default();
+        let served: Arc<Mutex<Vec<Arc<Ingress>>>> = Arc::default();
         // Rejections go to a task that posts Events, so the watch loop never waits on writes.
         let (rejections, rejected_rx) = tokio::sync::watch::channel(Vec::<Rejection>::new());
         let identity = self.publishing.as_ref().map_or_else(
@@ -317,7 +317,7 @@ impl BackgroundService for KubernetesService {
                     .iter()
                     .map(|r| (r.namespace.as_str(), r.name.as_str()))
                     .collect();
-                let ours: Vec<Ingress> = objects
+                let ours: Vec<Arc<Ingress>> = objects
                     .ingresses
                     .iter()
                     .filter(|i| {
@@ -385,7 +385,7 @@ async fn report_rejections(
 async fn publish_status(
     client: kube::Client,
     publishing: &StatusPublishing,
-    served: Arc<Mutex<Vec<Ingress>>>,
+    served: Arc<Mutex<Vec<Arc<Ingress>>>>,
 ) {
     use weir_discovery::status::{published_addresses, update_ingress_status, LeaderElector};
     let elector = LeaderElector::new(
