@@ -2,9 +2,9 @@
 //!
 //! Owns reading and re-reading files, and remembering each file's last good content: a
 //! file that becomes unreadable or invalid YAML keeps contributing what it had, so one bad
-//! edit never takes routes down. A reload parses only files whose [`FileVersion`] changed:
-//! re-parsing 1,000 unchanged routes' YAML was ~80 % of a reload's cost. A file that disappears from a watched directory is a
-//! deletion and its objects go. [`ManifestWatcher`] turns file-system events into debounced
+//! edit never takes routes down. A reload parses only files whose [`FileVersion`] changed
+//! (re-parsing 1,000 unchanged routes' YAML was ~80 % of a reload's cost). A file that
+//! disappears from a watched directory is a deletion and its objects go. [`ManifestWatcher`] turns file-system events into debounced
 //! "something changed" signals; it does not read files itself.
 //!
 //! Must not: translate objects into routes (that is [`crate::translate()`]) or touch the
@@ -101,10 +101,9 @@ impl FileVersion {
     }
 }
 
-/// Reads a file with the version it had before the read: a change during the read then
-/// shows as a newer version at the next reload, never the other way round.
-fn load_file(path: &Path) -> Result<LoadedFile, String> {
-    let version = FileVersion::of(path);
+/// Reads a file, recording `version`, which must be taken before the read: a change during
+/// the read then shows as a newer version at the next reload, never the other way round.
+fn load_file(path: &Path, version: Option<FileVersion>) -> Result<LoadedFile, String> {
     let parsed = read_manifest(path)?;
     Ok(LoadedFile { version, parsed })
 }
@@ -121,10 +120,11 @@ impl ManifestSource {
                 reason,
             })?;
             for file in listed {
-                let loaded = load_file(&file).map_err(|reason| ManifestError {
-                    path: file.display().to_string(),
-                    reason,
-                })?;
+                let loaded =
+                    load_file(&file, FileVersion::of(&file)).map_err(|reason| ManifestError {
+                        path: file.display().to_string(),
+                        reason,
+                    })?;
                 files.insert(file, loaded);
             }
         }
@@ -158,15 +158,16 @@ impl ManifestSource {
             };
             for file in listed {
                 let old = previous.remove(&file);
-                let unchanged = old.as_ref().is_some_and(|old| {
-                    old.version.is_some() && old.version == FileVersion::of(&file)
-                });
+                let version = FileVersion::of(&file);
+                let unchanged = old
+                    .as_ref()
+                    .is_some_and(|old| version.is_some() && old.version == version);
                 match old {
                     Some(old) if unchanged => {
                         report.files += 1;
                         next.insert(file, old);
                     }
-                    old => match load_file(&file) {
+                    old => match load_file(&file, version) {
                         Ok(loaded) => {
                             report.files += 1;
                             report.parsed += 1;
