@@ -15,6 +15,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which implementation serves plaintext HTTP/1 requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Http1Path {
+    /// weir's direct path for requests without a body, upgrade or TLS/h2 upstream; Pingora's
+    /// proxy for the rest.
+    Direct,
+    /// Pingora's proxy for every request.
+    Pingora,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weir",
@@ -126,6 +136,12 @@ pub struct Cli {
     /// (evens out connections of very unequal cost, at some cost per request).
     #[arg(long, env = "WEIR_WORK_STEALING")]
     pub work_stealing: bool,
+
+    /// Which implementation serves plaintext HTTP/1 requests: `direct` (weir's own loop on
+    /// Pingora's HTTP/1 codec, for requests without a body or upgrade to plain HTTP/1.1
+    /// upstreams; Pingora's proxy for everything else) or `pingora` (Pingora's proxy for all).
+    #[arg(long, env = "WEIR_HTTP1_PATH", value_enum, default_value = "direct")]
+    pub http1_path: Http1Path,
 
     /// After SIGTERM: fail /readyz and keep serving this long before closing listeners.
     #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "10s", value_parser = parse_duration)]

@@ -13,9 +13,11 @@
 //!
 //! Must not: touch requests after their header (that is the data path's business).
 
+use crate::direct::{DirectPath, NextHead};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -58,6 +60,8 @@ impl GateStats {
 
 pub struct ConnectionGate<A> {
     inner: Arc<A>,
+    /// weir's own HTTP/1.1 path for plaintext connections (`None`: Pingora serves all).
+    direct: Option<DirectPath>,
     max_connections: usize,
     header_timeout: Duration,
     stats: Arc<GateStats>,
@@ -66,12 +70,14 @@ pub struct ConnectionGate<A> {
 impl<A> ConnectionGate<A> {
     pub fn new(
         inner: A,
+        direct: Option<DirectPath>,
         max_connections: usize,
         header_timeout: Duration,
         stats: Arc<GateStats>,
     ) -> Self {
         ConnectionGate {
             inner: Arc::new(inner),
+            direct,
             max_connections,
             header_timeout,
             stats,
@@ -142,18 +148,13 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 return self.inner.process_new(stream, &shutdown).await;
             }
         }
-        // HTTP/1.1, as Pingora's own loop does it (keep-alive 60 s, request limit).
-        let mut session = ServerSession::new_http1(stream);
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(60));
+        if let Some(direct) = &self.direct {
+            if stream.get_ssl_digest().is_none() {
+                return self.serve_direct(direct, stream, &shutdown).await;
+            }
         }
-        session.set_keepalive_reuses_remaining(
-            self.inner
-                .server_options()
-                .and_then(|o| o.keepalive_request_limit),
-        );
+        // HTTP/1.1, as Pingora's own loop does it (keep-alive 60 s, request limit).
+        let mut session = self.http1_session(stream, &shutdown);
         loop {
             let reused = self.inner.process_new_http(session, &shutdown).await?;
             let (mut stream, settings) = reused.consume();
@@ -165,6 +166,73 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 settings.apply_to_session(&mut session);
             }
         }
+    }
+
+    /// A plaintext HTTP/1 connection with the direct path on: each request head is read and
+    /// classified here; the direct path serves what it takes, Pingora the rest (one request
+    /// at a time, from the bytes already read), and the connection comes back after either.
+    async fn serve_direct(
+        &self,
+        direct: &DirectPath,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut buf = BytesMut::new();
+        let mut kept = None;
+        loop {
+            let next = DirectPath::read_head(&mut stream, &mut buf, shutdown).await;
+            let served = match next {
+                NextHead::Closed => None,
+                NextHead::Complete if direct.takes(&buf) => {
+                    DirectPath::check_kept(&mut kept);
+                    let head = std::mem::take(&mut buf);
+                    direct
+                        .serve(stream, head, &mut kept, shutdown)
+                        .await
+                        .map(|(stream, prefix)| (stream, prefix.unwrap_or_default()))
+                }
+                NextHead::Complete | NextHead::Other => {
+                    // Pingora reads the request from the bytes already read; a connection
+                    // kept upstream waits in the shared pool meanwhile.
+                    direct.release_kept(&mut kept);
+                    let mut session = self.http1_session(stream, shutdown);
+                    let mut settings = HttpPersistentSettings::for_session(&session);
+                    settings.set_pipelined_prefix(std::mem::take(&mut buf));
+                    settings.apply_to_session(&mut session);
+                    self.inner
+                        .process_new_http(session, shutdown)
+                        .await
+                        .map(|reused| (reused.consume().0, BytesMut::new()))
+                }
+            };
+            match served {
+                Some((next_stream, prefix)) => {
+                    stream = next_stream;
+                    buf = prefix;
+                }
+                None => {
+                    direct.release_kept(&mut kept);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A Pingora HTTP/1 session on `stream`, set up as Pingora's own loop does it (keep-alive
+    /// 60 s, request limit).
+    fn http1_session(&self, stream: Stream, shutdown: &ShutdownWatch) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(60));
+        }
+        session.set_keepalive_reuses_remaining(
+            self.inner
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        session
     }
 
     fn parking(&self) -> bool {

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod concurrency;
 pub mod config;
 pub mod dataplane;
+pub mod direct;
 pub mod forwarded;
 pub mod gate;
 pub mod hardening;

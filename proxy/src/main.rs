@@ -176,6 +176,8 @@ fn main() {
         },
     );
     let in_flight = logic.in_flight();
+    let direct = (cli.http1_path == weir_proxy::cli::Http1Path::Direct)
+        .then(|| weir_proxy::direct::DirectPath::new(logic.clone(), Arc::clone(&routing)));
     let mut http = pingora::proxy::http_proxy(&server.configuration, logic);
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
@@ -186,6 +188,7 @@ fn main() {
         "weir proxy".to_string(),
         weir_proxy::gate::ConnectionGate::new(
             http,
+            direct,
             cli.max_connections as usize,
             cli.request_header_timeout,
             gate_stats,

@@ -47,6 +47,12 @@ pub struct RouteTarget {
 }
 
 impl RouteTarget {
+    /// The upstreams speak plain HTTP/1.1 (no TLS, no h2c).
+    pub fn plain_http1(&self) -> bool {
+        self.upstream_tls.is_none()
+            && self.backend_protocol == weir_discovery::BackendProtocol::Http
+    }
+
     /// The labels of this target's series.
     pub fn labels(&self) -> crate::metrics::RouteLabels<'_> {
         crate::metrics::RouteLabels {
@@ -77,11 +83,14 @@ pub struct RouteChoice {
     /// A split's targets with cumulative weights (ascending; the last is the total).
     /// Empty for an unsplit route.
     split: Box<[(u64, Arc<RouteTarget>)]>,
+    /// Every target's upstreams speak plain HTTP/1.1 (no TLS, no h2c).
+    plain_http1: bool,
 }
 
 impl RouteChoice {
     fn single(target: Arc<RouteTarget>) -> Self {
         RouteChoice {
+            plain_http1: target.plain_http1(),
             primary: target,
             split: Box::new([]),
         }
@@ -99,7 +108,18 @@ impl RouteChoice {
             })
             .collect();
         let primary = Arc::clone(&split.first()?.1);
-        Some(RouteChoice { primary, split })
+        let plain_http1 = split.iter().all(|(_, t)| t.plain_http1());
+        Some(RouteChoice {
+            primary,
+            split,
+            plain_http1,
+        })
+    }
+
+    /// Whether every target of the rule speaks plain HTTP/1.1 upstream (what the direct
+    /// HTTP/1.1 path serves).
+    pub fn plain_http1(&self) -> bool {
+        self.plain_http1
     }
 
     /// The target for one request: a weighted draw when the route is split (no RNG
@@ -122,6 +142,9 @@ pub struct RoutingTable {
     pub router: Router<Arc<RouteChoice>>,
     pub snapshot: Arc<RoutingSnapshot>,
     pub generation: u64,
+    /// Every rule's upstreams speak plain HTTP/1.1: the direct path need not look a request
+    /// up to know it can serve it.
+    pub plain_http1_only: bool,
 }
 
 impl RoutingTable {
@@ -130,6 +153,7 @@ impl RoutingTable {
             router: Router::new(),
             snapshot: Arc::new(RoutingSnapshot::default()),
             generation: 0,
+            plain_http1_only: true,
         }
     }
 }
@@ -355,12 +379,14 @@ impl LiveRouting {
         };
         let mut router = Router::new();
         let mut count = 0;
+        let mut plain_http1_only = true;
         // `keyed` holds the rules in order, then the default backend if there is one.
         let (rules, default) = keyed.split_at(snapshot.routes.len());
         for (route, key) in rules {
             let Some(target) = target_for(route, key) else {
                 continue;
             };
+            plain_http1_only &= target.plain_http1();
             match router.insert(&route.host, &route.path, target) {
                 Ok(()) => count += 1,
                 // Translation validated every rule already; this only guards against a
@@ -372,6 +398,7 @@ impl LiveRouting {
             .first()
             .and_then(|(route, key)| target_for(route, key))
         {
+            plain_http1_only &= target.plain_http1();
             router.set_default(target);
             count += 1;
         }
@@ -394,6 +421,7 @@ impl LiveRouting {
             router,
             snapshot,
             generation,
+            plain_http1_only,
         }));
         self.registry.prune();
         self.ready.store(true, Ordering::Release);

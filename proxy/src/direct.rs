@@ -1,0 +1,450 @@
+//! The direct HTTP/1.1 path (issue #9): plain HTTP/1.x requests without a body served in one
+//! loop per client connection on pingora-core's HTTP/1 codec, instead of through
+//! pingora-proxy.
+//!
+//! Why: pingora-proxy builds and boxes a ~90 KiB future for every request and returns the
+//! upstream connection to its pool (starting an idle-watcher task) after every response;
+//! together about a third of a proxied request's instructions (docs/benchmarks.md). Here the
+//! connection's future is built once, and the upstream connection stays with the client
+//! connection while the balancer keeps picking the same endpoint.
+//!
+//! What it serves: on the plaintext listener, requests that [`DirectPath::takes`] accepts —
+//! HTTP/1.0 or 1.1 in origin form, no body, no upgrade, no `Expect`, no hop-by-hop header
+//! other than `Connection: keep-alive|close`, and a route whose backends speak plain
+//! HTTP/1.1. Everything else goes to Pingora's proxy with the bytes read so far (Pingora
+//! reads them first), so one implementation handles bodies, upgrades, TLS and h2.
+//!
+//! The request's phases — checks, routing, picking, `X-Forwarded-*`, feedback, retries,
+//! metrics, access log — are [`WeirProxy`]'s, shared with the Pingora path.
+//!
+//! Must not: parse HTTP itself beyond classifying a request head (pingora-core's codec does
+//! the framing), or take a request it cannot finish the way the Pingora path would.
+
+use crate::dataplane::{
+    error_answer, peer_for, plain_response, quiet_error, redirect_response, Admission, RequestCtx,
+    WeirProxy, UPSTREAM_IDLE_TIMEOUT,
+};
+use crate::path::normalize;
+use crate::routing::LiveRouting;
+use bytes::BytesMut;
+use futures::FutureExt;
+use pingora::connectors::TransportConnector;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::Peer;
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// How long a client connection may wait between requests, or between two reads of a request
+/// head (Pingora's keep-alive and read timeouts are 60 s too).
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request head longer than this is left to Pingora (which reads on up to its own limit and
+/// answers 400 beyond it; weir's header limits apply after).
+const MAX_CLASSIFIED_HEAD: usize = 64 * 1024;
+/// Headers classified; a request with more is left to Pingora.
+const MAX_CLASSIFIED_HEADERS: usize = 128;
+/// Initial size of a connection's read buffer.
+const HEAD_BUFFER: usize = 4096;
+
+/// The direct path of one proxy: its phases, the routing it classifies by and its own pool
+/// of idle upstream connections (for connections not kept by a client connection).
+pub struct DirectPath {
+    proxy: WeirProxy,
+    routing: Arc<LiveRouting>,
+    connector: TransportConnector,
+}
+
+/// What reading the next request head found.
+pub(crate) enum NextHead {
+    /// A complete head (and whatever followed it) in the buffer.
+    Complete,
+    /// Bytes that are not a head this path takes (an error, a huge head): for Pingora.
+    Other,
+    /// The client closed, idled out, or the server is shutting down.
+    Closed,
+}
+
+/// An upstream connection kept by a client connection between its requests.
+pub(crate) struct KeptUpstream {
+    addr: SocketAddr,
+    /// The connector's pool key of the connection's peer.
+    key: u64,
+    stream: Stream,
+}
+
+/// The client connection after a request: reusable with the bytes already read of what
+/// follows, or done.
+pub(crate) type Continue = Option<(Stream, Option<BytesMut>)>;
+
+impl DirectPath {
+    pub fn new(proxy: WeirProxy, routing: Arc<LiveRouting>) -> Self {
+        DirectPath {
+            proxy,
+            routing,
+            connector: TransportConnector::new(None),
+        }
+    }
+
+    /// Reads into `buf` until it holds a complete request head. Waits at most
+    /// [`CLIENT_IDLE_TIMEOUT`] for each read; stops waiting for a new request at shutdown.
+    pub(crate) async fn read_head(
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> NextHead {
+        loop {
+            if !buf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
+                match httparse::Request::new(&mut headers).parse(buf) {
+                    Ok(httparse::Status::Complete(_)) => return NextHead::Complete,
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_CLASSIFIED_HEAD => {}
+                    _ => return NextHead::Other,
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(HEAD_BUFFER);
+            }
+            let mut shutdown = shutdown.clone();
+            let idle = buf.is_empty();
+            if idle && *shutdown.borrow() {
+                return NextHead::Closed;
+            }
+            let read = tokio::select! {
+                read = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf)) => read,
+                // Only an idle connection stops here; a head under way is finished.
+                _ = shutdown.changed(), if idle => return NextHead::Closed,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) if buf.is_empty() => return NextHead::Closed,
+                // Closed or timed out inside a head: Pingora reads on and answers it.
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return NextHead::Other,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Whether this path serves the request whose complete head starts `head` (see the
+    /// module doc); false sends it to Pingora.
+    pub(crate) fn takes(&self, head: &[u8]) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+            return false;
+        }
+        let Some(target) = req.path.filter(|p| p.starts_with('/')) else {
+            return false;
+        };
+        let mut host = "";
+        for header in req.headers.iter() {
+            let name = header.name;
+            let value = header.value;
+            if name.eq_ignore_ascii_case("host") {
+                host = std::str::from_utf8(value).unwrap_or("");
+            } else if name.eq_ignore_ascii_case("content-length") {
+                if value != b"0" {
+                    return false;
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                if !(value.eq_ignore_ascii_case(b"keep-alive")
+                    || value.eq_ignore_ascii_case(b"close"))
+                {
+                    return false;
+                }
+            } else if [
+                "transfer-encoding",
+                "upgrade",
+                "expect",
+                "te",
+                "trailer",
+                "keep-alive",
+                "proxy-connection",
+                "http2-settings",
+            ]
+            .iter()
+            .any(|hop| name.eq_ignore_ascii_case(hop))
+            {
+                return false;
+            }
+        }
+        let table = self.routing.load();
+        if table.plain_http1_only {
+            return true;
+        }
+        // Some route needs TLS or h2 upstream: look this one up (as `admit` will, on the
+        // normal form of the path).
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let path: Cow<'_, str> = match normalize(path, true) {
+            Ok(path) => path,
+            Err(_) => return true, // refused by `admit` with a 400
+        };
+        match table.router.lookup(host, &path) {
+            Some(choice) => choice.plain_http1(),
+            None => true, // answered by `admit` with a 404
+        }
+    }
+
+    /// Serves one request whose head is at the start of `head` (taken by [`Self::takes`]).
+    pub(crate) async fn serve(
+        &self,
+        stream: Stream,
+        head: BytesMut,
+        kept: &mut Option<KeptUpstream>,
+        shutdown: &ShutdownWatch,
+    ) -> Continue {
+        let mut down = DownstreamSession::new(stream);
+        down.set_pipelining_enabled(true);
+        down.set_pipelined_prefix(head);
+        match down.read_request().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                // The head parsed when classified; only the codec's own checks (a bad
+                // Content-Length, say) end here, as in Pingora's path: 400, close.
+                tracing::debug!(error = %e, "invalid request");
+                down.set_server_keepalive(None);
+                let _ = respond(&mut down, 400, "bad request\n").await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            down.set_server_keepalive(None);
+        }
+        let client_ip = down.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let mut ctx = self.proxy.request_ctx();
+        let raw_header = down.get_headers_raw_bytes();
+        let admission =
+            self.proxy
+                .admit(down.req_header_mut(), || Some(raw_header), false, &mut ctx);
+        let outcome = match admission {
+            Admission::Forward => self.forward(&mut down, client_ip, kept, &mut ctx).await,
+            Admission::Refuse(rejection) => {
+                down.set_server_keepalive(None);
+                respond(&mut down, rejection.status, rejection.body()).await
+            }
+            Admission::RedirectToHttps => match redirect_response(down.req_header()) {
+                Ok(resp) => down.write_response_header(Box::new(resp)).await,
+                Err(e) => Err(e),
+            },
+            Admission::Answer(status, body) => respond(&mut down, status, body).await,
+        };
+        let code = down.response_written().map_or(0, |r| r.status.as_u16());
+        if let Err(e) = &outcome {
+            if !quiet_error(e) {
+                tracing::error!(error = %e, "request failed");
+            }
+        }
+        let bytes = (down.body_bytes_read(), down.body_bytes_sent());
+        self.proxy.finish_request(
+            down.req_header(),
+            code,
+            outcome.as_ref().err().map(|e| e.as_ref()),
+            bytes,
+            &mut ctx,
+        );
+        drop(ctx);
+        if outcome.is_err() {
+            // The framing of what follows is in doubt, or the client is gone.
+            down.shutdown().await;
+            return None;
+        }
+        match down.reuse().await {
+            Ok(Some(reusable)) => {
+                let (stream, prefix) = reusable.into_parts();
+                Some((stream, prefix))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends the request upstream (again, on a retryable failure) and relays the response.
+    async fn forward(
+        &self,
+        down: &mut DownstreamSession,
+        client_ip: Option<IpAddr>,
+        kept: &mut Option<KeptUpstream>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let replayable = down.req_header().method.is_idempotent();
+        loop {
+            let (target, addr) = match self.proxy.pick_endpoint(down.req_header(), client_ip, ctx) {
+                Ok(picked) => picked,
+                Err(e) => return answer_error(down, e).await,
+            };
+            // The kept connection when the balancer picked its endpoint; else the pool's or a
+            // new one. A connection kept for another endpoint goes back to the pool.
+            let (stream, key, reused) = match kept.take() {
+                Some(k) if k.addr == addr => (k.stream, k.key, true),
+                other => {
+                    let mut other = other;
+                    self.release_kept(&mut other);
+                    let peer = peer_for(&target, addr, false);
+                    match self.connector.get_stream(&peer).await {
+                        Ok((stream, reused)) => (stream, peer.reuse_hash(), reused),
+                        Err(mut e) => {
+                            e.esource = ErrorSource::Upstream;
+                            if self.proxy.connect_failed(&e, replayable, ctx) {
+                                continue;
+                            }
+                            return answer_error(down, e).await;
+                        }
+                    }
+                }
+            };
+            let mut up = UpstreamSession::new(stream);
+            up.read_timeout = Some(target.read_timeout);
+            match self.exchange(down, &mut up, client_ip, ctx).await {
+                Ok(()) => {
+                    up.respect_keepalive();
+                    if let Some(stream) = up.reuse().await {
+                        *kept = Some(KeptUpstream { addr, key, stream });
+                    }
+                    return Ok(());
+                }
+                Err(Failure::Downstream(e)) => return Err(e),
+                Err(Failure::Upstream(mut e)) => {
+                    e.esource = ErrorSource::Upstream;
+                    if down.response_written().is_some() {
+                        // Part of the response is out: nothing to retry or answer.
+                        self.proxy.proxy_failed(&e, false, false, ctx);
+                        return Err(e);
+                    }
+                    // A reused connection that failed before any response byte was stale
+                    // (closed by the upstream while idle), not a failing endpoint.
+                    let stale = reused && !ctx.has_upstream_response() && is_stale_error(&e);
+                    if self.proxy.proxy_failed(&e, stale, replayable, ctx) {
+                        continue;
+                    }
+                    return answer_error(down, e).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt on one upstream connection: request out, response back.
+    async fn exchange(
+        &self,
+        down: &mut DownstreamSession,
+        up: &mut UpstreamSession,
+        client_ip: Option<IpAddr>,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Failure> {
+        let mut req = down.req_header().clone();
+        upstream_request(&mut req).map_err(Failure::Upstream)?;
+        self.proxy
+            .forward_headers(down.req_header(), client_ip, false, &mut req, ctx)
+            .map_err(Failure::Upstream)?;
+        up.write_request_header(Box::new(req))
+            .await
+            .map_err(Failure::Upstream)?;
+        up.finish_body().await.map_err(Failure::Upstream)?;
+        let resp = loop {
+            up.read_response().await.map_err(Failure::Upstream)?;
+            let Some(resp) = up.resp_header() else {
+                return Err(Failure::Upstream(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "no response header",
+                )));
+            };
+            if resp.status == 101 {
+                // Nobody asked for an upgrade.
+                return Err(Failure::Upstream(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "101 to a request without upgrade",
+                )));
+            }
+            if !resp.status.is_informational() {
+                break resp.clone();
+            }
+            let info = Box::new(resp.clone());
+            down.write_response_header(info)
+                .await
+                .map_err(Failure::Downstream)?;
+        };
+        self.proxy.note_response(&resp, ctx);
+        down.write_response_header(Box::new(resp))
+            .await
+            .map_err(Failure::Downstream)?;
+        while let Some(chunk) = up.read_body_bytes().await.map_err(Failure::Upstream)? {
+            down.write_body(&chunk).await.map_err(Failure::Downstream)?;
+        }
+        down.finish_body().await.map_err(Failure::Downstream)?;
+        Ok(())
+    }
+
+    /// Returns a client connection's kept upstream connection to the shared pool (which
+    /// closes it if it is not reusable): when the balancer picks another endpoint, or the
+    /// client connection ends or leaves this path.
+    pub(crate) fn release_kept(&self, kept: &mut Option<KeptUpstream>) {
+        if let Some(k) = kept.take() {
+            self.connector
+                .release_stream(k.stream, k.key, Some(UPSTREAM_IDLE_TIMEOUT));
+        }
+    }
+
+    /// Whether a kept connection is still usable: no close and no stray bytes from the
+    /// upstream while it sat idle (a stray byte would be read as the next response).
+    pub(crate) fn check_kept(kept: &mut Option<KeptUpstream>) {
+        if let Some(k) = kept.as_mut() {
+            let mut byte = [0u8; 1];
+            // Ready now means closed, broken or sending unasked: drop it. Pending: idle, fine.
+            let ready = tokio::task::unconstrained(k.stream.read(&mut byte)).now_or_never();
+            if ready.is_some() {
+                *kept = None;
+            }
+        }
+    }
+}
+
+/// Which side failed an exchange.
+enum Failure {
+    Upstream(Box<Error>),
+    Downstream(Box<Error>),
+}
+
+/// Errors that on a reused connection mean it was closed while idle: the upstream reset or
+/// closed it before answering (not a timeout, which is the endpoint's).
+fn is_stale_error(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    )
+}
+
+/// The upstream copy of a request this path takes: HTTP/1.1, without the client's
+/// `Connection` header (the only hop-by-hop header such a request carries).
+fn upstream_request(req: &mut RequestHeader) -> Result<()> {
+    req.set_version(http::Version::HTTP_11);
+    if req.headers.contains_key(http::header::CONNECTION) {
+        req.remove_header(&http::header::CONNECTION);
+    }
+    Ok(())
+}
+
+/// Writes one of weir's short plain-text answers.
+async fn respond(down: &mut DownstreamSession, status: u16, body: &'static str) -> Result<()> {
+    let resp = plain_response(status, body)?;
+    down.write_response_header(Box::new(resp)).await?;
+    down.write_body(body.as_bytes()).await?;
+    down.finish_body().await?;
+    Ok(())
+}
+
+/// Answers an error that ended the request before a response started (502/503/504, as the
+/// Pingora path does) and closes the connection after.
+async fn answer_error(down: &mut DownstreamSession, e: Box<Error>) -> Result<()> {
+    let (code, body) = error_answer(&e);
+    down.set_server_keepalive(None);
+    if code > 0 {
+        if let Err(write_error) = respond(down, code, body).await {
+            tracing::debug!(error = %write_error, "could not send error response");
+        }
+    }
+    Err(e)
+}
