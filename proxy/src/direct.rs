@@ -38,6 +38,7 @@ use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -52,6 +53,10 @@ const MAX_CLASSIFIED_HEAD: usize = 64 * 1024;
 const MAX_CLASSIFIED_HEADERS: usize = 128;
 /// Initial size of a connection's read buffer.
 const HEAD_BUFFER: usize = 4096;
+/// Most upstream connections kept by client connections at once. Beyond it a connection
+/// goes back to the shared pool after its response, so that many idle clients do not
+/// hold as many idle upstream connections (nginx's `keepalive` cache is bounded too).
+const MAX_KEPT: usize = 256;
 
 /// The direct path of one proxy: its phases, the routing it classifies by and its own pool
 /// of idle upstream connections (for connections not kept by a client connection).
@@ -59,6 +64,8 @@ pub struct DirectPath {
     proxy: WeirProxy,
     routing: Arc<LiveRouting>,
     connector: TransportConnector,
+    /// Upstream connections kept by client connections now (at most [`MAX_KEPT`]).
+    kept: AtomicUsize,
 }
 
 /// What reading the next request head found.
@@ -89,6 +96,7 @@ impl DirectPath {
             proxy,
             routing,
             connector: TransportConnector::new(None),
+            kept: AtomicUsize::new(0),
         }
     }
 
@@ -100,7 +108,27 @@ impl DirectPath {
         shutdown: &ShutdownWatch,
     ) -> NextHead {
         loop {
-            if !buf.is_empty() {
+            if buf.is_empty() {
+                // Waiting for a request: no buffer held by an idle connection until bytes
+                // arrive (10,000 idle keep-alive connections are a normal load).
+                let mut first = [0u8; 1024];
+                let mut shutdown = shutdown.clone();
+                if *shutdown.borrow() {
+                    return NextHead::Closed;
+                }
+                let read = tokio::select! {
+                    read = fast_timeout::fast_timeout(CLIENT_IDLE_TIMEOUT, stream.read(&mut first)) => read,
+                    _ = shutdown.changed() => return NextHead::Closed,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => {
+                        buf.reserve(HEAD_BUFFER.max(n));
+                        buf.extend_from_slice(&first[..n]);
+                    }
+                    _ => return NextHead::Closed,
+                }
+            }
+            {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
                 match httparse::Request::new(&mut headers).parse(buf) {
                     Ok(httparse::Status::Complete(_)) => return NextHead::Complete,
@@ -111,21 +139,11 @@ impl DirectPath {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(HEAD_BUFFER);
             }
-            let mut shutdown = shutdown.clone();
-            let idle = buf.is_empty();
-            if idle && *shutdown.borrow() {
-                return NextHead::Closed;
-            }
-            let read = tokio::select! {
-                read = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf)) => read,
-                // Only an idle connection stops here; a head under way is finished.
-                _ = shutdown.changed(), if idle => return NextHead::Closed,
-            };
-            match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) if buf.is_empty() => return NextHead::Closed,
+            // A head under way is read to its end even at shutdown.
+            match fast_timeout::fast_timeout(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
                 // Closed or timed out inside a head: Pingora reads on and answers it.
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return NextHead::Other,
-                Ok(Ok(_)) => {}
+                _ => return NextHead::Other,
             }
         }
     }
@@ -133,46 +151,9 @@ impl DirectPath {
     /// Whether this path serves the request whose complete head starts `head` (see the
     /// module doc); false sends it to Pingora.
     pub(crate) fn takes(&self, head: &[u8]) -> bool {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-            return false;
-        }
-        let Some(target) = req.path.filter(|p| p.starts_with('/')) else {
+        let Some((host, target)) = simple_head(head) else {
             return false;
         };
-        let mut host = "";
-        for header in req.headers.iter() {
-            let name = header.name;
-            let value = header.value;
-            if name.eq_ignore_ascii_case("host") {
-                host = std::str::from_utf8(value).unwrap_or("");
-            } else if name.eq_ignore_ascii_case("content-length") {
-                if value != b"0" {
-                    return false;
-                }
-            } else if name.eq_ignore_ascii_case("connection") {
-                if !(value.eq_ignore_ascii_case(b"keep-alive")
-                    || value.eq_ignore_ascii_case(b"close"))
-                {
-                    return false;
-                }
-            } else if [
-                "transfer-encoding",
-                "upgrade",
-                "expect",
-                "te",
-                "trailer",
-                "keep-alive",
-                "proxy-connection",
-                "http2-settings",
-            ]
-            .iter()
-            .any(|hop| name.eq_ignore_ascii_case(hop))
-            {
-                return false;
-            }
-        }
         let table = self.routing.load();
         if table.plain_http1_only {
             return true;
@@ -280,7 +261,10 @@ impl DirectPath {
             // The kept connection when the balancer picked its endpoint; else the pool's or a
             // new one. A connection kept for another endpoint goes back to the pool.
             let (stream, key, reused) = match kept.take() {
-                Some(k) if k.addr == addr => (k.stream, k.key, true),
+                Some(k) if k.addr == addr => {
+                    self.kept.fetch_sub(1, Ordering::Relaxed);
+                    (k.stream, k.key, true)
+                }
                 other => {
                     let mut other = other;
                     self.release_kept(&mut other);
@@ -303,7 +287,7 @@ impl DirectPath {
                 Ok(()) => {
                     up.respect_keepalive();
                     if let Some(stream) = up.reuse().await {
-                        *kept = Some(KeptUpstream { addr, key, stream });
+                        self.keep(kept, KeptUpstream { addr, key, stream });
                     }
                     return Ok(());
                 }
@@ -383,24 +367,84 @@ impl DirectPath {
     /// client connection ends or leaves this path.
     pub(crate) fn release_kept(&self, kept: &mut Option<KeptUpstream>) {
         if let Some(k) = kept.take() {
+            self.kept.fetch_sub(1, Ordering::Relaxed);
             self.connector
                 .release_stream(k.stream, k.key, Some(UPSTREAM_IDLE_TIMEOUT));
         }
     }
 
+    /// Keeps a reusable upstream connection with its client connection, or gives it to the
+    /// shared pool when [`MAX_KEPT`] are kept already.
+    fn keep(&self, kept: &mut Option<KeptUpstream>, connection: KeptUpstream) {
+        let mut slot = Some(connection);
+        if self.kept.fetch_add(1, Ordering::Relaxed) < MAX_KEPT {
+            *kept = slot.take();
+        } else {
+            self.release_kept(&mut slot);
+        }
+    }
+
     /// Whether a kept connection is still usable: no close and no stray bytes from the
     /// upstream while it sat idle (a stray byte would be read as the next response).
-    pub(crate) fn check_kept(kept: &mut Option<KeptUpstream>) {
+    pub(crate) fn check_kept(&self, kept: &mut Option<KeptUpstream>) {
         if let Some(k) = kept.as_mut() {
             let mut byte = [0u8; 1];
             // Ready now means closed, broken or sending unasked: drop it. Pending: idle, fine.
             let ready = tokio::task::unconstrained(k.stream.read(&mut byte)).now_or_never();
             if ready.is_some() {
                 *kept = None;
+                self.kept.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
 }
+
+/// The host and request target of a head this path can serve whatever its route: HTTP/1.x in
+/// origin form, no body, no upgrade, no `Expect`, no hop-by-hop header but
+/// `Connection: keep-alive|close`. `None` sends the request to Pingora.
+fn simple_head(head: &[u8]) -> Option<(&str, &str)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let target = req.path.filter(|p| p.starts_with('/'))?;
+    let mut host = "";
+    for header in req.headers.iter() {
+        let (name, value) = (header.name, header.value);
+        if name.eq_ignore_ascii_case("host") {
+            host = std::str::from_utf8(value).unwrap_or("");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if value != b"0" {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
+            {
+                return None;
+            }
+        } else if HANDED_OFF_HEADERS
+            .iter()
+            .any(|hop| name.eq_ignore_ascii_case(hop))
+        {
+            return None;
+        }
+    }
+    Some((host, target))
+}
+
+/// Headers that send a request to Pingora: a body, an upgrade, `Expect`, and hop-by-hop
+/// headers Pingora's request policy knows how to strip.
+const HANDED_OFF_HEADERS: [&str; 8] = [
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "http2-settings",
+];
 
 /// Which side failed an exchange.
 enum Failure {
@@ -447,4 +491,52 @@ async fn answer_error(down: &mut DownstreamSession, e: Box<Error>) -> Result<()>
         }
     }
     Err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::simple_head;
+
+    #[test]
+    fn simple_heads_are_bodyless_origin_form_http1_without_hop_by_hop_headers() {
+        let taken: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"GET /x?y=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",
+            b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: Close\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-Anything: 1\r\n\r\nGET / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ];
+        for head in taken {
+            assert!(
+                simple_head(head).is_some(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(
+            simple_head(b"GET /p?q HTTP/1.1\r\nhOsT: a.example:8080\r\n\r\n"),
+            Some(("a.example:8080", "/p?q"))
+        );
+        let handed_off: [&[u8]; 12] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-secret\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ];
+        for head in handed_off {
+            assert!(
+                simple_head(head).is_none(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
 }

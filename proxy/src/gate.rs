@@ -184,10 +184,9 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             let served = match next {
                 NextHead::Closed => None,
                 NextHead::Complete if direct.takes(&buf) => {
-                    DirectPath::check_kept(&mut kept);
+                    direct.check_kept(&mut kept);
                     let head = std::mem::take(&mut buf);
-                    direct
-                        .serve(stream, head, &mut kept, shutdown)
+                    Box::pin(direct.serve(stream, head, &mut kept, shutdown))
                         .await
                         .map(|(stream, prefix)| (stream, prefix.unwrap_or_default()))
                 }

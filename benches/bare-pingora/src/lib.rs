@@ -32,62 +32,6 @@ impl ProxyHttp for Bare {
     }
 }
 
-/// `fast`: one loop per client connection on pingora-core's HTTP/1 codec, the upstream
-/// connection pinned to it (a prototype of how far Pingora's codec goes without pingora-proxy).
-struct FastH1 {
-    upstream: SocketAddr,
-}
-
-#[async_trait]
-impl pingora::apps::ServerApp for FastH1 {
-    async fn process_new(
-        self: &std::sync::Arc<Self>,
-        stream: pingora::protocols::Stream,
-        _shutdown: &pingora::server::ShutdownWatch,
-    ) -> Option<pingora::protocols::Stream> {
-        use pingora::protocols::http::v1::client::HttpSession as Client;
-        use pingora::protocols::http::v1::server::HttpSession as Server;
-        let mut stream = stream;
-        let mut prefix = None;
-        let mut pinned: Option<pingora::protocols::Stream> = None;
-        loop {
-            let mut down = Server::new(stream);
-            if let Some(p) = prefix.take() {
-                down.set_pipelined_prefix(p);
-            }
-            down.set_server_keepalive(Some(60));
-            match down.read_request().await {
-                Ok(Some(_)) => {}
-                _ => return None,
-            }
-            let up_stream = match pinned.take() {
-                Some(s) => s,
-                None => {
-                    let tcp = tokio::net::TcpStream::connect(self.upstream).await.ok()?;
-                    let _ = tcp.set_nodelay(true);
-                    let s: pingora::protocols::l4::stream::Stream = tcp.into();
-                    Box::new(s)
-                }
-            };
-            let mut up = Client::new(up_stream);
-            let req = Box::new(down.req_header().clone());
-            up.write_request_header(req).await.ok()?;
-            up.read_response().await.ok()?;
-            let resp = Box::new(up.resp_header()?.clone());
-            down.write_response_header(resp).await.ok()?;
-            while let Some(b) = up.read_body_bytes().await.ok()? {
-                down.write_body(&b).await.ok()?;
-            }
-            down.finish_body().await.ok()?;
-            up.respect_keepalive();
-            pinned = up.reuse().await;
-            let (s, p) = down.reuse().await.ok()??.into_parts();
-            stream = s;
-            prefix = p;
-        }
-    }
-}
-
 /// Parses `LISTEN UPSTREAM [THREADS] [timeouts] [no-steal]` and runs the proxy until killed.
 pub fn main_with_args() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -109,13 +53,6 @@ pub fn main_with_args() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    if options.iter().any(|a| a == "fast") {
-        let mut service =
-            pingora::services::listening::Service::new("fast h1".to_string(), FastH1 { upstream });
-        service.add_tcp(listen);
-        server.add_service(service);
-        server.run_forever();
-    }
     let mut proxy = http_proxy_service(&server.configuration, Bare { upstream, timeouts });
     if let Some(app) = proxy.app_logic_mut() {
         // h2c (prior knowledge) beside HTTP/1.1, as weir's listener does.

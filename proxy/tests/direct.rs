@@ -1,0 +1,276 @@
+//! End to end: the direct HTTP/1.1 path (`--http1-path direct`, the default) and its handoff
+//! to Pingora's proxy, with the real `weir` binary, real upstreams and raw client sockets (so
+//! that several requests share one client connection in a known order).
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{service_yaml, Echo, ManifestDir, Weir};
+
+const INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: demo}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+---
+";
+
+/// One response read off a raw connection: status, headers (lowercase names) and body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("echo JSON")
+    }
+}
+
+/// Reads one response (Content-Length framed, or none for HEAD) from `stream`, keeping any
+/// bytes of the next one in `pending`.
+fn read_answer(stream: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) -> Answer {
+    let mut buf = [0u8; 8192];
+    let header_end = loop {
+        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).expect("read answer");
+        assert!(n > 0, "connection closed before an answer");
+        pending.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..header_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = if head_request {
+        0
+    } else {
+        headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("content-length")
+    };
+    while pending.len() < header_end + length {
+        let n = stream.read(&mut buf).expect("read body");
+        assert!(n > 0, "connection closed inside a body");
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let body = pending[header_end..header_end + length].to_vec();
+    pending.drain(..header_end + length);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn connect(weir: &Weir) -> TcpStream {
+    let s = TcpStream::connect(weir.http).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+/// The requests of one keep-alive connection, in order: bodyless ones (served by the direct
+/// path), a POST with a body (handed to Pingora), a HEAD and one without a route. Returns
+/// the answers; every request must be in the access log.
+fn mixed_connection(path: &str) -> Vec<Answer> {
+    let web = Echo::start("web");
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[web.addr])),
+    );
+    let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+    let mut s = connect(&weir);
+    let mut pending = Vec::new();
+    let mut answers = Vec::new();
+    let requests: [(&[u8], bool); 5] = [
+        (
+            b"GET /a?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        ),
+        (
+            b"POST /b HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 3\r\n\r\nxyz",
+            false,
+        ),
+        (b"GET /c HTTP/1.1\r\nHost: shop.example.com\r\n\r\n", false),
+        (b"HEAD /d HTTP/1.1\r\nHost: shop.example.com\r\n\r\n", true),
+        (b"GET /e HTTP/1.1\r\nHost: nowhere.example\r\n\r\n", false),
+    ];
+    for (request, head) in requests {
+        s.write_all(request).expect("send");
+        answers.push(read_answer(&mut s, &mut pending, head));
+    }
+    // Every request was logged with its status.
+    let log = weir.access_log_of(5);
+    let statuses: Vec<u64> = log.iter().filter_map(|l| l["status"].as_u64()).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 404], "{path}: {log:?}");
+    answers
+}
+
+#[test]
+fn one_connection_mixes_direct_and_handed_off_requests_with_the_same_answers() {
+    let direct = mixed_connection("direct");
+    let pingora = mixed_connection("pingora");
+    for answers in [&direct, &pingora] {
+        let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+        assert_eq!(statuses, vec![200, 200, 200, 200, 404]);
+        let get = answers[0].json();
+        assert_eq!(get["method"], "GET");
+        assert_eq!(get["path"], "/a?x=1");
+        assert_eq!(get["proto"], "HTTP/1.1");
+        let headers = &get["headers"];
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "shop.example.com");
+        // The client's hop-by-hop `Connection` header is not forwarded.
+        assert!(headers.get("connection").is_none(), "{headers}");
+        assert_eq!(answers[1].json()["method"], "POST");
+        assert_eq!(answers[2].json()["path"], "/c");
+        // HEAD: the upstream's length of the GET answer, no body (the next answer parsed).
+        assert!(answers[3].header("content-length").is_some());
+        assert_eq!(answers[4].body, b"no route for this host and path\n");
+        // One upstream connection served the connection's requests on both paths.
+        let connection = get["connection"].clone();
+        assert_eq!(answers[2].json()["connection"], connection);
+    }
+    // The upstream saw the same request headers either way.
+    let names = |a: &Answer| {
+        let mut names: Vec<String> = a.json()["headers"]
+            .as_object()
+            .expect("headers")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&direct[0]), names(&pingora[0]));
+    assert_eq!(
+        direct[0].header("connection"),
+        pingora[0].header("connection")
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_the_direct_path() {
+    let web = Echo::start("web");
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[web.addr])),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let mut s = connect(&weir);
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\nHost: shop.example.com\r\n\r\n\
+          GET /2 HTTP/1.1\r\nHost: shop.example.com\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send");
+    let mut pending = Vec::new();
+    let paths: Vec<Value> = (0..3)
+        .map(|_| read_answer(&mut s, &mut pending, false).json()["path"].clone())
+        .collect();
+    assert_eq!(paths, vec!["/1", "/2", "/3"]);
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest).map(|_| rest.is_empty());
+    assert_eq!(closed.ok(), Some(true), "closed after Connection: close");
+}
+
+/// An upstream that answers `ok` and closes each connection 100 ms after its last answer
+/// (as servers with a short keep-alive timeout do); counts the connections it accepted.
+fn impatient_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return, // idle for 100 ms, or closed: close
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                        if stream.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A kept upstream connection the upstream closed while the client was idle is noticed
+/// (or retried over a fresh connection): no request fails.
+#[test]
+fn an_upstream_closing_idle_connections_fails_no_request() {
+    let (upstream, accepted) = impatient_upstream();
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let mut s = connect(&weir);
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+            .expect("send");
+        let answer = read_answer(&mut s, &mut pending, false);
+        assert_eq!(answer.status, 200, "request {i}");
+        assert_eq!(answer.body, b"ok\n");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Each request after a pause needed a new upstream connection.
+    assert!(accepted.load(Ordering::Relaxed) >= 5);
+    let (_, metrics) = weir.admin_get("/metrics");
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("weir_upstream_errors_total{")),
+        "a closed idle connection counted as an upstream error"
+    );
+}
