@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # weir's load harness (issue #9): one fixed fast upstream (nginx answering "ok\n"), then
 # interleaved rounds of the direct path, an nginx proxy, HAProxy, a stock bare Pingora proxy,
-# the same bare proxy with weir's process settings (jemalloc, one runtime per thread) and weir
-# — each with one worker and upstream keep-alive — in three modes:
+# the same bare proxy with weir's process settings (jemalloc, one runtime per thread), weir and
+# weir with `--http1-path pingora` (every request through Pingora's proxy) — each with one
+# worker and upstream keep-alive — in three modes:
 #   h1    wrk -t1 -c32 (HTTP/1.1 keep-alive, as fast as the proxy goes)
 #   h2c   h2load -c16 -m4 (HTTP/2 prior knowledge to the proxy, HTTP/1.1 upstream)
 #   rate  h2load --h1 -c32 at a fixed RATE req/s (latency when nobody is saturated)
@@ -41,6 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005; TUNED=19006
+WEIR_PINGORA=19007; ADMIN_PINGORA=19008
 NGINX_H2C=19011; HAPROXY_H2C=19012
 
 nginx_upstream_conf "$work" "127.0.0.1:$UP" >/dev/null
@@ -79,7 +81,11 @@ target/release/bare-pingora-tuned "127.0.0.1:$TUNED" "127.0.0.1:$UP" 1 no-steal 
 target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
     --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-level warn --log-format text \
     >"$work/weir.log" 2>&1 & pids+=($!); weir_pid=$!
-for port in $UP $NGINX $HAPROXY $BARE $TUNED $WEIR; do
+# weir with every request through Pingora's proxy (its path before the direct HTTP/1.1 path).
+target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR_PINGORA" \
+    --admin-listen "127.0.0.1:$ADMIN_PINGORA" --threads 1 --log-level warn --log-format text \
+    --http1-path pingora >"$work/weir-pingora.log" 2>&1 & pids+=($!); weir_pingora_pid=$!
+for port in $UP $NGINX $HAPROXY $BARE $TUNED $WEIR $WEIR_PINGORA; do
     for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
     curl -fs -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port does not answer" >&2; exit 1; }
 done
@@ -104,7 +110,8 @@ measure() { # $1 mode, $2 port
 for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
         for target in direct:$UP:$up_pid nginx:$NGINX:$nginx_pid haproxy:$HAPROXY:$haproxy_pid \
-            bare-pingora:$BARE:$bare_pid bare-pingora-tuned:$TUNED:$tuned_pid weir:$WEIR:$weir_pid; do
+            bare-pingora:$BARE:$bare_pid bare-pingora-tuned:$TUNED:$tuned_pid weir:$WEIR:$weir_pid \
+            weir-pingora-path:$WEIR_PINGORA:$weir_pingora_pid; do
             IFS=: read -r name port pid <<<"$target"
             if [ "$mode" = h2c ]; then
                 case "$name" in
