@@ -28,6 +28,7 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::RetryType;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -93,7 +94,7 @@ pub struct RequestCtx {
     start: Instant,
     target: Option<Arc<RouteTarget>>,
     /// Endpoints this request was sent to, in order.
-    tried: Vec<SocketAddr>,
+    tried: SmallVec<[SocketAddr; 2]>,
     reason: Option<PickReason>,
     /// In-flight slot on the current endpoint; released when the request ends.
     guard: Option<InFlightGuard>,
@@ -103,7 +104,7 @@ pub struct RequestCtx {
     /// The current attempt's outcome was already fed back (connect failure).
     outcome_recorded: bool,
     /// Counts this request (and its retry, if any) against the route's retry budget.
-    budget: Vec<crate::retry::BudgetGuard>,
+    budget: SmallVec<[crate::retry::BudgetGuard; 2]>,
     /// The retry under way is for a stale pooled connection, not a failed endpoint.
     stale_connection_retry: bool,
     /// The request's spans (empty when tracing is off) and trace id.
@@ -221,13 +222,13 @@ impl WeirProxy {
         RequestCtx {
             start: Instant::now(),
             target: None,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             reason: None,
             guard: None,
             attempt_start: None,
             upstream_headers: None,
             outcome_recorded: false,
-            budget: Vec::new(),
+            budget: SmallVec::new(),
             stale_connection_retry: false,
             trace: RequestTrace::default(),
             permit: None,

@@ -70,9 +70,11 @@ pub struct DirectPath {
 
 /// What reading the next request head found.
 pub(crate) enum NextHead {
-    /// A complete head (and whatever followed it) in the buffer.
-    Complete,
-    /// Bytes that are not a head this path takes (an error, a huge head): for Pingora.
+    /// A complete head this path may take (its host and target in the buffer), whatever
+    /// its route says.
+    Simple(HeadView),
+    /// Bytes that are not a head this path takes (a body, an upgrade, an error, a huge
+    /// head): for Pingora.
     Other,
     /// The client closed, idled out, or the server is shutting down.
     Closed,
@@ -128,13 +130,10 @@ impl DirectPath {
                     _ => return NextHead::Closed,
                 }
             }
-            {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
-                match httparse::Request::new(&mut headers).parse(buf) {
-                    Ok(httparse::Status::Complete(_)) => return NextHead::Complete,
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_CLASSIFIED_HEAD => {}
-                    _ => return NextHead::Other,
-                }
+            match classify(buf) {
+                Classified::Simple(view) => return NextHead::Simple(view),
+                Classified::Partial if buf.len() < MAX_CLASSIFIED_HEAD => {}
+                _ => return NextHead::Other,
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(HEAD_BUFFER);
@@ -148,18 +147,24 @@ impl DirectPath {
         }
     }
 
-    /// Whether this path serves the request whose complete head starts `head` (see the
-    /// module doc); false sends it to Pingora.
-    pub(crate) fn takes(&self, head: &[u8]) -> bool {
-        let Some((host, target)) = simple_head(head) else {
-            return false;
-        };
+    /// Whether this path serves the simple request `view` found in `head`: its route's
+    /// backends must speak plain HTTP/1.1. False sends it to Pingora.
+    pub(crate) fn takes(&self, head: &[u8], view: &HeadView) -> bool {
         let table = self.routing.load();
         if table.plain_http1_only {
             return true;
         }
         // Some route needs TLS or h2 upstream: look this one up (as `admit` will, on the
         // normal form of the path).
+        let (Some(host), Some(target)) =
+            (head.get(view.host.clone()), head.get(view.target.clone()))
+        else {
+            return false;
+        };
+        let host = std::str::from_utf8(host).unwrap_or("");
+        let Ok(target) = std::str::from_utf8(target) else {
+            return false;
+        };
         let path = target.split_once('?').map_or(target, |(path, _)| path);
         let path: Cow<'_, str> = match normalize(path, true) {
             Ok(path) => path,
@@ -399,38 +404,68 @@ impl DirectPath {
     }
 }
 
-/// The host and request target of a head this path can serve whatever its route: HTTP/1.x in
-/// origin form, no body, no upgrade, no `Expect`, no hop-by-hop header but
-/// `Connection: keep-alive|close`. `None` sends the request to Pingora.
-fn simple_head(head: &[u8]) -> Option<(&str, &str)> {
+/// Where a simple head's Host value and request target are in the buffer (byte ranges, so
+/// the buffer can move on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeadView {
+    host: std::ops::Range<usize>,
+    target: std::ops::Range<usize>,
+}
+
+/// What the bytes at the start of a connection's buffer are.
+#[derive(Debug, PartialEq, Eq)]
+enum Classified {
+    /// Not a complete head yet.
+    Partial,
+    /// A complete head this path can serve whatever its route: HTTP/1.x in origin form, no
+    /// body, no upgrade, no `Expect`, no hop-by-hop header but `Connection: keep-alive|close`.
+    Simple(HeadView),
+    /// A complete head for Pingora, or bytes that are no head at all (Pingora answers them).
+    Other,
+}
+
+fn classify(head: &[u8]) -> Classified {
     let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return None;
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Classified::Partial,
+        Err(_) => return Classified::Other,
     }
-    let target = req.path.filter(|p| p.starts_with('/'))?;
-    let mut host = "";
+    let Some(target) = req.path.filter(|p| p.starts_with('/')) else {
+        return Classified::Other;
+    };
+    let base = head.as_ptr() as usize;
+    // httparse's slices point into `head`.
+    let range = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        start..start + part.len()
+    };
+    let mut host = 0..0;
     for header in req.headers.iter() {
         let (name, value) = (header.name, header.value);
         if name.eq_ignore_ascii_case("host") {
-            host = std::str::from_utf8(value).unwrap_or("");
+            host = range(value);
         } else if name.eq_ignore_ascii_case("content-length") {
             if value != b"0" {
-                return None;
+                return Classified::Other;
             }
         } else if name.eq_ignore_ascii_case("connection") {
             if !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
             {
-                return None;
+                return Classified::Other;
             }
         } else if HANDED_OFF_HEADERS
             .iter()
             .any(|hop| name.eq_ignore_ascii_case(hop))
         {
-            return None;
+            return Classified::Other;
         }
     }
-    Some((host, target))
+    Classified::Simple(HeadView {
+        host,
+        target: range(target.as_bytes()),
+    })
 }
 
 /// Headers that send a request to Pingora: a body, an upgrade, `Expect`, and hop-by-hop
@@ -495,8 +530,9 @@ async fn answer_error(down: &mut DownstreamSession, e: Box<Error>) -> Result<()>
 
 #[cfg(test)]
 mod tests {
-    use super::simple_head;
+    use super::{classify, Classified};
 
+    #[allow(clippy::panic)]
     #[test]
     fn simple_heads_are_bodyless_origin_form_http1_without_hop_by_hop_headers() {
         let taken: [&[u8]; 5] = [
@@ -507,17 +543,20 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
         ];
         for head in taken {
-            assert!(
-                simple_head(head).is_some(),
-                "{}",
-                String::from_utf8_lossy(head)
-            );
+            let simple = matches!(classify(head), Classified::Simple(_));
+            assert!(simple, "{}", String::from_utf8_lossy(head));
         }
+        let head = b"GET /p?q HTTP/1.1\r\nhOsT: a.example:8080\r\n\r\n";
+        let Classified::Simple(view) = classify(head) else {
+            panic!("not simple");
+        };
+        assert_eq!(&head[view.host], b"a.example:8080");
+        assert_eq!(&head[view.target], b"/p?q");
         assert_eq!(
-            simple_head(b"GET /p?q HTTP/1.1\r\nhOsT: a.example:8080\r\n\r\n"),
-            Some(("a.example:8080", "/p?q"))
+            classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Classified::Partial
         );
-        let handed_off: [&[u8]; 12] = [
+        let handed_off: [&[u8]; 11] = [
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -528,15 +567,11 @@ mod tests {
             b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\n",
             b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
         ];
         for head in handed_off {
-            assert!(
-                simple_head(head).is_none(),
-                "{}",
-                String::from_utf8_lossy(head)
-            );
+            let other = classify(head) == Classified::Other;
+            assert!(other, "{}", String::from_utf8_lossy(head));
         }
     }
 }

@@ -183,14 +183,14 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             let next = DirectPath::read_head(&mut stream, &mut buf, shutdown).await;
             let served = match next {
                 NextHead::Closed => None,
-                NextHead::Complete if direct.takes(&buf) => {
+                NextHead::Simple(view) if direct.takes(&buf, &view) => {
                     direct.check_kept(&mut kept);
                     let head = std::mem::take(&mut buf);
                     Box::pin(direct.serve(stream, head, &mut kept, shutdown))
                         .await
                         .map(|(stream, prefix)| (stream, prefix.unwrap_or_default()))
                 }
-                NextHead::Complete | NextHead::Other => {
+                NextHead::Simple(_) | NextHead::Other => {
                     // Pingora reads the request from the bytes already read; a connection
                     // kept upstream waits in the shared pool meanwhile.
                     direct.release_kept(&mut kept);
