@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # weir's load harness (issue #9): one fixed fast upstream (nginx answering "ok\n"), then
 # interleaved rounds of the direct path, an nginx proxy, HAProxy, a stock bare Pingora proxy,
-# the same bare proxy with weir's process settings (jemalloc, one runtime per thread), weir and
-# weir with `--http1-path pingora` (every request through Pingora's proxy) — each with one
+# the same bare proxy with weir's process settings (jemalloc, one runtime per thread), the
+# floor of weir's direct HTTP/1.1 path (`bare-h1-loop`: pingora-core's HTTP/1 codec in a bare
+# loop, same binary), weir and weir with `--http1-path pingora` (every request through Pingora's proxy) — each with one
 # worker and upstream keep-alive — in three modes:
 #   h1    wrk -t1 -c32 (HTTP/1.1 keep-alive, as fast as the proxy goes)
 #   h2c   h2load -c16 -m4 (HTTP/2 prior knowledge to the proxy, HTTP/1.1 upstream)
@@ -42,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005; TUNED=19006
-WEIR_PINGORA=19007; ADMIN_PINGORA=19008
+WEIR_PINGORA=19007; ADMIN_PINGORA=19008; H1_LOOP=19009
 NGINX_H2C=19011; HAPROXY_H2C=19012
 
 nginx_upstream_conf "$work" "127.0.0.1:$UP" >/dev/null
@@ -81,11 +82,13 @@ target/release/bare-pingora-tuned "127.0.0.1:$TUNED" "127.0.0.1:$UP" 1 no-steal 
 target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
     --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-level warn --log-format text \
     >"$work/weir.log" 2>&1 & pids+=($!); weir_pid=$!
+# The floor of weir's direct HTTP/1.1 path: the same pingora-core codec calls in a bare loop.
+target/release/bare-pingora-tuned "127.0.0.1:$H1_LOOP" "127.0.0.1:$UP" 1 no-steal h1-loop >"$work/h1-loop.log" 2>&1 & pids+=($!); h1_loop_pid=$!
 # weir with every request through Pingora's proxy (its path before the direct HTTP/1.1 path).
 target/release/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR_PINGORA" \
     --admin-listen "127.0.0.1:$ADMIN_PINGORA" --threads 1 --log-level warn --log-format text \
     --http1-path pingora >"$work/weir-pingora.log" 2>&1 & pids+=($!); weir_pingora_pid=$!
-for port in $UP $NGINX $HAPROXY $BARE $TUNED $WEIR $WEIR_PINGORA; do
+for port in $UP $NGINX $HAPROXY $BARE $TUNED $H1_LOOP $WEIR $WEIR_PINGORA; do
     for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
     curl -fs -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port does not answer" >&2; exit 1; }
 done
@@ -110,12 +113,13 @@ measure() { # $1 mode, $2 port
 for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
         for target in direct:$UP:$up_pid nginx:$NGINX:$nginx_pid haproxy:$HAPROXY:$haproxy_pid \
-            bare-pingora:$BARE:$bare_pid bare-pingora-tuned:$TUNED:$tuned_pid weir:$WEIR:$weir_pid \
+            bare-pingora:$BARE:$bare_pid bare-pingora-tuned:$TUNED:$tuned_pid \
+            bare-h1-loop:$H1_LOOP:$h1_loop_pid weir:$WEIR:$weir_pid \
             weir-pingora-path:$WEIR_PINGORA:$weir_pingora_pid; do
             IFS=: read -r name port pid <<<"$target"
             if [ "$mode" = h2c ]; then
                 case "$name" in
-                    direct) continue ;; # the upstream speaks HTTP/1.1 only
+                    direct | bare-h1-loop) continue ;; # HTTP/1.1 only
                     nginx) port=$NGINX_H2C ;;
                     haproxy) port=$HAPROXY_H2C ;;
                 esac
