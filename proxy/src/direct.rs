@@ -1,6 +1,6 @@
-//! The direct HTTP/1.1 path (issue #9): plain HTTP/1.x requests without a body served in one
-//! loop per client connection on pingora-core's HTTP/1 codec, instead of through
-//! pingora-proxy.
+//! The direct HTTP/1.1 path (issue #9): plain HTTP/1.x requests with no body or a small one
+//! served in one loop per client connection on pingora-core's HTTP/1 codec, instead of
+//! through pingora-proxy.
 //!
 //! Why: pingora-proxy builds and boxes a ~90 KiB future for every request and returns the
 //! upstream connection to its pool (starting an idle-watcher task) after every response;
@@ -9,9 +9,9 @@
 //! connection while the balancer keeps picking the same endpoint.
 //!
 //! What it serves: on the plaintext listener, requests that [`DirectPath::takes`] accepts —
-//! HTTP/1.0 or 1.1 in origin form, no body, no upgrade, no `Expect`, no hop-by-hop header
-//! other than `Connection: keep-alive|close`, and a route whose backends speak plain
-//! HTTP/1.1. Everything else goes to Pingora's proxy with the bytes read so far (Pingora
+//! HTTP/1.0 or 1.1 in origin form, no body or a `Content-Length` body of at most 64 KiB that
+//! arrived with the head, no upgrade, no `Expect`, no hop-by-hop header other than
+//! `Connection: keep-alive|close`, and a route whose backends speak plain HTTP/1.1. Everything else goes to Pingora's proxy with the bytes read so far (Pingora
 //! reads them first), so one implementation handles bodies, upgrades, TLS and h2.
 //!
 //! The request's phases — checks, routing, picking, `X-Forwarded-*`, feedback, retries,
@@ -26,7 +26,7 @@ use crate::dataplane::{
 };
 use crate::path::normalize;
 use crate::routing::LiveRouting;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
@@ -51,6 +51,10 @@ const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CLASSIFIED_HEAD: usize = 64 * 1024;
 /// Headers classified; a request with more is left to Pingora.
 const MAX_CLASSIFIED_HEADERS: usize = 128;
+/// Largest request body this path takes: it must have arrived with the head (or right after
+/// it) and is kept until the response, so that a retry can send it again. Larger bodies,
+/// chunked ones and `Expect: 100-continue` go to Pingora, which streams them.
+const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Initial size of a connection's read buffer.
 const HEAD_BUFFER: usize = 4096;
 /// Most upstream connections kept by client connections at once. Beyond it a connection
@@ -133,6 +137,7 @@ impl DirectPath {
             match classify(buf) {
                 Classified::Simple(view) => return NextHead::Simple(view),
                 Classified::Partial if buf.len() < MAX_CLASSIFIED_HEAD => {}
+                Classified::BodyPending => {}
                 _ => return NextHead::Other,
             }
             if buf.capacity() - buf.len() < 1024 {
@@ -209,13 +214,22 @@ impl DirectPath {
             self.proxy
                 .admit(down.req_header_mut(), || Some(raw_header), false, &mut ctx);
         let outcome = match admission {
-            Admission::Forward => self.forward(&mut down, client_ip, kept, &mut ctx).await,
+            Admission::Forward => match read_buffered_body(&mut down).await {
+                Ok(body) => {
+                    self.forward(&mut down, &body, client_ip, kept, &mut ctx)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             Admission::Refuse(rejection) => {
                 down.set_server_keepalive(None);
                 respond(&mut down, rejection.status, rejection.body()).await
             }
             Admission::RedirectToHttps => match redirect_response(down.req_header()) {
-                Ok(resp) => down.write_response_header(Box::new(resp)).await,
+                Ok(resp) => match down.write_response_header(Box::new(resp)).await {
+                    Ok(()) => down.finish_body().await.map(|_| ()),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             Admission::Answer(status, body) => respond(&mut down, status, body).await,
@@ -253,6 +267,7 @@ impl DirectPath {
     async fn forward(
         &self,
         down: &mut DownstreamSession,
+        body: &[u8],
         client_ip: Option<IpAddr>,
         kept: &mut Option<KeptUpstream>,
         ctx: &mut RequestCtx,
@@ -288,7 +303,7 @@ impl DirectPath {
             };
             let mut up = UpstreamSession::new(stream);
             up.read_timeout = Some(target.read_timeout);
-            match self.exchange(down, &mut up, client_ip, ctx).await {
+            match self.exchange(down, body, &mut up, client_ip, ctx).await {
                 Ok(()) => {
                     up.respect_keepalive();
                     if let Some(stream) = up.reuse().await {
@@ -320,6 +335,7 @@ impl DirectPath {
     async fn exchange(
         &self,
         down: &mut DownstreamSession,
+        body: &[u8],
         up: &mut UpstreamSession,
         client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
@@ -332,6 +348,9 @@ impl DirectPath {
         up.write_request_header(Box::new(req))
             .await
             .map_err(Failure::Upstream)?;
+        if !body.is_empty() {
+            up.write_body(body).await.map_err(Failure::Upstream)?;
+        }
         up.finish_body().await.map_err(Failure::Upstream)?;
         let resp = loop {
             up.read_response().await.map_err(Failure::Upstream)?;
@@ -417,8 +436,12 @@ pub(crate) struct HeadView {
 enum Classified {
     /// Not a complete head yet.
     Partial,
-    /// A complete head this path can serve whatever its route: HTTP/1.x in origin form, no
-    /// body, no upgrade, no `Expect`, no hop-by-hop header but `Connection: keep-alive|close`.
+    /// A complete head with a small `Content-Length` body not all read yet.
+    BodyPending,
+    /// A complete request this path can serve whatever its route: HTTP/1.x in origin form,
+    /// no body or a `Content-Length` body of at most [`MAX_BUFFERED_BODY`] bytes that is all
+    /// in the buffer, no upgrade, no `Expect`, no hop-by-hop header but
+    /// `Connection: keep-alive|close`.
     Simple(HeadView),
     /// A complete head for Pingora, or bytes that are no head at all (Pingora answers them).
     Other,
@@ -427,11 +450,11 @@ enum Classified {
 fn classify(head: &[u8]) -> Classified {
     let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let head_len = match req.parse(head) {
+        Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Classified::Partial,
         Err(_) => return Classified::Other,
-    }
+    };
     let Some(target) = req.path.filter(|p| p.starts_with('/')) else {
         return Classified::Other;
     };
@@ -442,13 +465,22 @@ fn classify(head: &[u8]) -> Classified {
         start..start + part.len()
     };
     let mut host = 0..0;
+    let mut body_len = None;
     for header in req.headers.iter() {
         let (name, value) = (header.name, header.value);
         if name.eq_ignore_ascii_case("host") {
             host = range(value);
         } else if name.eq_ignore_ascii_case("content-length") {
-            if value != b"0" {
-                return Classified::Other;
+            // One plain decimal length; anything else (a list, a sign, a second field) is
+            // for Pingora's path and weir's framing checks there.
+            let len = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|len| *len <= MAX_BUFFERED_BODY);
+            match (len, body_len) {
+                (Some(len), None) => body_len = Some(len),
+                _ => return Classified::Other,
             }
         } else if name.eq_ignore_ascii_case("connection") {
             if !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
@@ -462,14 +494,17 @@ fn classify(head: &[u8]) -> Classified {
             return Classified::Other;
         }
     }
+    if head.len() < head_len + body_len.unwrap_or(0) {
+        return Classified::BodyPending;
+    }
     Classified::Simple(HeadView {
         host,
         target: range(target.as_bytes()),
     })
 }
 
-/// Headers that send a request to Pingora: a body, an upgrade, `Expect`, and hop-by-hop
-/// headers Pingora's request policy knows how to strip.
+/// Headers that send a request to Pingora: a chunked body, an upgrade, `Expect`, and
+/// hop-by-hop headers Pingora's request policy knows how to strip.
 const HANDED_OFF_HEADERS: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
@@ -506,6 +541,19 @@ fn upstream_request(req: &mut RequestHeader) -> Result<()> {
     Ok(())
 }
 
+/// The request body, all of it already read with the head (see [`classify`]): kept whole so
+/// that a retry can send it again.
+async fn read_buffered_body(down: &mut DownstreamSession) -> Result<Bytes> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = down.read_body_bytes().await? {
+        if body.is_empty() && down.is_body_done() {
+            return Ok(chunk); // the usual case: one piece, no copy
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// Writes one of weir's short plain-text answers.
 async fn respond(down: &mut DownstreamSession, status: u16, body: &'static str) -> Result<()> {
     let resp = plain_response(status, body)?;
@@ -534,8 +582,10 @@ mod tests {
 
     #[allow(clippy::panic)]
     #[test]
-    fn simple_heads_are_bodyless_origin_form_http1_without_hop_by_hop_headers() {
-        let taken: [&[u8]; 5] = [
+    fn simple_heads_are_origin_form_http1_with_small_bodies_and_no_hop_by_hop_headers() {
+        let taken: [&[u8]; 7] = [
+            b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz",
+            b"PUT /p HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\n\r\nokGET / HTTP/1.1\r\n",
             b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
             b"GET /x?y=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",
             b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: Close\r\n\r\n",
@@ -556,8 +606,16 @@ mod tests {
             classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
             Classified::Partial
         );
-        let handed_off: [&[u8]; 11] = [
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz",
+        assert_eq!(
+            classify(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxy"),
+            Classified::BodyPending
+        );
+        let handed_off: [&[u8]; 15] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",

@@ -11,7 +11,12 @@
 //! HTTP/2 connections (TLS with ALPN h2, or the h2c preface) are not held to the header
 //! deadline: their streams are handled on tasks of their own.
 //!
-//! Must not: touch requests after their header (that is the data path's business).
+//! Plaintext HTTP/1 connections run the direct path's loop when it is on (`--http1-path
+//! direct`): each request head is read here and goes to [`DirectPath`] or, if it does not
+//! take it, to Pingora with the bytes already read.
+//!
+//! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
+//! are the data path's business).
 
 use crate::direct::{DirectPath, NextHead};
 use crate::metrics::Metrics;

@@ -101,9 +101,9 @@ fn connect(weir: &Weir) -> TcpStream {
     s
 }
 
-/// The requests of one keep-alive connection, in order: bodyless ones (served by the direct
-/// path), a POST with a body (handed to Pingora), a HEAD and one without a route. Returns
-/// the answers; every request must be in the access log.
+/// The requests of one keep-alive connection, in order: GETs and a small `Content-Length`
+/// POST (served by the direct path), a chunked POST (handed to Pingora), a HEAD and one
+/// without a route. Returns the answers; every request must be in the access log.
 fn mixed_connection(path: &str) -> Vec<Answer> {
     let web = Echo::start("web");
     let dir = ManifestDir::new();
@@ -115,13 +115,17 @@ fn mixed_connection(path: &str) -> Vec<Answer> {
     let mut s = connect(&weir);
     let mut pending = Vec::new();
     let mut answers = Vec::new();
-    let requests: [(&[u8], bool); 5] = [
+    let requests: [(&[u8], bool); 6] = [
         (
             b"GET /a?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nConnection: keep-alive\r\n\r\n",
             false,
         ),
         (
             b"POST /b HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 3\r\n\r\nxyz",
+            false,
+        ),
+        (
+            b"POST /b2 HTTP/1.1\r\nHost: shop.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
             false,
         ),
         (b"GET /c HTTP/1.1\r\nHost: shop.example.com\r\n\r\n", false),
@@ -133,9 +137,16 @@ fn mixed_connection(path: &str) -> Vec<Answer> {
         answers.push(read_answer(&mut s, &mut pending, head));
     }
     // Every request was logged with its status.
-    let log = weir.access_log_of(5);
+    let log = weir.access_log_of(6);
     let statuses: Vec<u64> = log.iter().filter_map(|l| l["status"].as_u64()).collect();
-    assert_eq!(statuses, vec![200, 200, 200, 200, 404], "{path}: {log:?}");
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 200, 200, 404],
+        "{path}: {log:?}"
+    );
+    // Both POST bodies were read and sent on.
+    assert_eq!(log[1]["bytes_in"], 3, "{path}: {}", log[1]);
+    assert_eq!(log[2]["bytes_in"], 3, "{path}: {}", log[2]);
     answers
 }
 
@@ -145,7 +156,7 @@ fn one_connection_mixes_direct_and_handed_off_requests_with_the_same_answers() {
     let pingora = mixed_connection("pingora");
     for answers in [&direct, &pingora] {
         let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
-        assert_eq!(statuses, vec![200, 200, 200, 200, 404]);
+        assert_eq!(statuses, vec![200, 200, 200, 200, 200, 404]);
         let get = answers[0].json();
         assert_eq!(get["method"], "GET");
         assert_eq!(get["path"], "/a?x=1");
@@ -156,14 +167,20 @@ fn one_connection_mixes_direct_and_handed_off_requests_with_the_same_answers() {
         assert_eq!(headers["x-forwarded-host"], "shop.example.com");
         // The client's hop-by-hop `Connection` header is not forwarded.
         assert!(headers.get("connection").is_none(), "{headers}");
-        assert_eq!(answers[1].json()["method"], "POST");
-        assert_eq!(answers[2].json()["path"], "/c");
+        let post = answers[1].json();
+        assert_eq!(post["method"], "POST");
+        assert_eq!(post["headers"]["content-length"], "3");
+        let chunked = answers[2].json();
+        assert_eq!(chunked["path"], "/b2");
+        assert_eq!(chunked["headers"]["transfer-encoding"], "chunked");
+        assert_eq!(answers[3].json()["path"], "/c");
         // HEAD: the upstream's length of the GET answer, no body (the next answer parsed).
-        assert!(answers[3].header("content-length").is_some());
-        assert_eq!(answers[4].body, b"no route for this host and path\n");
+        assert!(answers[4].header("content-length").is_some());
+        assert_eq!(answers[5].body, b"no route for this host and path\n");
         // One upstream connection served the connection's requests on both paths.
         let connection = get["connection"].clone();
-        assert_eq!(answers[2].json()["connection"], connection);
+        assert_eq!(answers[1].json()["connection"], connection);
+        assert_eq!(answers[3].json()["connection"], connection);
     }
     // The upstream saw the same request headers either way.
     let names = |a: &Answer| {
