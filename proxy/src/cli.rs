@@ -18,8 +18,8 @@ pub enum LogFormat {
 /// Which implementation serves plaintext HTTP/1 requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Http1Path {
-    /// weir's direct path for requests without a body, upgrade or TLS/h2 upstream; Pingora's
-    /// proxy for the rest.
+    /// weir's direct path for requests with no body or a small one, no upgrade and no TLS/h2
+    /// upstream; Pingora's proxy for the rest.
     Direct,
     /// Pingora's proxy for every request.
     Pingora,
@@ -138,8 +138,9 @@ pub struct Cli {
     pub work_stealing: bool,
 
     /// Which implementation serves plaintext HTTP/1 requests: `direct` (weir's own loop on
-    /// Pingora's HTTP/1 codec, for requests without a body or upgrade to plain HTTP/1.1
-    /// upstreams; Pingora's proxy for everything else) or `pingora` (Pingora's proxy for all).
+    /// Pingora's HTTP/1 codec, for requests without an upgrade and with no body or a small
+    /// one, to plain HTTP/1.1 upstreams; Pingora's proxy for everything else) or `pingora`
+    /// (Pingora's proxy for all).
     #[arg(long, env = "WEIR_HTTP1_PATH", value_enum, default_value = "direct")]
     pub http1_path: Http1Path,
 
