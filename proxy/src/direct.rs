@@ -171,6 +171,8 @@ impl DirectPath {
             return false;
         };
         let path = target.split_once('?').map_or(target, |(path, _)| path);
+        // Encoded slashes are kept here; where they are refused, `admit` refuses them on
+        // either path.
         let path: Cow<'_, str> = match normalize(path, true) {
             Ok(path) => path,
             Err(_) => return true, // refused by `admit` with a 400
