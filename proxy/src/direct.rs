@@ -5,8 +5,8 @@
 //! Why: pingora-proxy builds and boxes a ~90 KiB future for every request and returns the
 //! upstream connection to its pool (starting an idle-watcher task) after every response;
 //! together about a third of a proxied request's instructions (docs/benchmarks.md). Here the
-//! connection's future is built once, and the upstream connection stays with the client
-//! connection while the balancer keeps picking the same endpoint.
+//! request future is small, and idle upstream connections wait in a per-thread pool that
+//! checks them when they are taken ([`crate::idle_upstreams`]) instead of watching each one.
 //!
 //! What it serves: on the plaintext listener, requests that [`DirectPath::takes`] accepts —
 //! HTTP/1.0 or 1.1 in origin form, no body or a `Content-Length` body of at most 64 KiB that
@@ -22,12 +22,12 @@
 
 use crate::dataplane::{
     error_answer, peer_for, plain_response, quiet_error, redirect_response, Admission, RequestCtx,
-    WeirProxy, UPSTREAM_IDLE_TIMEOUT,
+    WeirProxy,
 };
+use crate::idle_upstreams;
 use crate::path::normalize;
 use crate::routing::LiveRouting;
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
@@ -35,10 +35,8 @@ use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::v1::server::HttpSession as DownstreamSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::upstreams::peer::Peer;
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -57,19 +55,12 @@ const MAX_CLASSIFIED_HEADERS: usize = 128;
 const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Initial size of a connection's read buffer.
 const HEAD_BUFFER: usize = 4096;
-/// Most upstream connections kept by client connections at once. Beyond it a connection
-/// goes back to the shared pool after its response, so that many idle clients do not
-/// hold as many idle upstream connections (nginx's `keepalive` cache is bounded too).
-const MAX_KEPT: usize = 256;
-
-/// The direct path of one proxy: its phases, the routing it classifies by and its own pool
-/// of idle upstream connections (for connections not kept by a client connection).
+/// The direct path of one proxy: its phases, the routing it classifies by and the connector
+/// for new upstream connections (idle ones wait in [`crate::idle_upstreams`]).
 pub struct DirectPath {
     proxy: WeirProxy,
     routing: Arc<LiveRouting>,
     connector: TransportConnector,
-    /// Upstream connections kept by client connections now (at most [`MAX_KEPT`]).
-    kept: AtomicUsize,
 }
 
 /// What reading the next request head found.
@@ -84,14 +75,6 @@ pub(crate) enum NextHead {
     Closed,
 }
 
-/// An upstream connection kept by a client connection between its requests.
-pub(crate) struct KeptUpstream {
-    addr: SocketAddr,
-    /// The connector's pool key of the connection's peer.
-    key: u64,
-    stream: Stream,
-}
-
 /// The client connection after a request: reusable with the bytes already read of what
 /// follows, or done.
 pub(crate) type Continue = Option<(Stream, Option<BytesMut>)>;
@@ -102,7 +85,6 @@ impl DirectPath {
             proxy,
             routing,
             connector: TransportConnector::new(None),
-            kept: AtomicUsize::new(0),
         }
     }
 
@@ -188,7 +170,6 @@ impl DirectPath {
         &self,
         stream: Stream,
         head: BytesMut,
-        kept: &mut Option<KeptUpstream>,
         shutdown: &ShutdownWatch,
     ) -> Continue {
         let mut down = DownstreamSession::new(stream);
@@ -217,10 +198,7 @@ impl DirectPath {
                 .admit(down.req_header_mut(), || Some(raw_header), false, &mut ctx);
         let outcome = match admission {
             Admission::Forward => match read_buffered_body(&mut down).await {
-                Ok(body) => {
-                    self.forward(&mut down, &body, client_ip, kept, &mut ctx)
-                        .await
-                }
+                Ok(body) => self.forward(&mut down, &body, client_ip, &mut ctx).await,
                 Err(e) => Err(e),
             },
             Admission::Refuse(rejection) => {
@@ -271,7 +249,6 @@ impl DirectPath {
         down: &mut DownstreamSession,
         body: &[u8],
         client_ip: Option<IpAddr>,
-        kept: &mut Option<KeptUpstream>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let replayable = down.req_header().method.is_idempotent();
@@ -280,28 +257,23 @@ impl DirectPath {
                 Ok(picked) => picked,
                 Err(e) => return answer_error(down, e).await,
             };
-            // The kept connection when the balancer picked its endpoint; else the pool's or a
-            // new one. A connection kept for another endpoint goes back to the pool.
-            let (stream, key, reused) = match kept.take() {
-                Some(k) if k.addr == addr => {
-                    self.kept.fetch_sub(1, Ordering::Relaxed);
-                    (k.stream, k.key, true)
-                }
-                other => {
-                    let mut other = other;
-                    self.release_kept(&mut other);
-                    let peer = peer_for(&target, addr, false);
-                    match self.connector.get_stream(&peer).await {
-                        Ok((stream, reused)) => (stream, peer.reuse_hash(), reused),
-                        Err(mut e) => {
-                            e.esource = ErrorSource::Upstream;
-                            if self.proxy.connect_failed(&e, replayable, ctx) {
-                                continue;
-                            }
-                            return answer_error(down, e).await;
+            // An idle connection to the picked endpoint from this thread's pool, else a new one.
+            let (stream, reused) = match idle_upstreams::take(addr) {
+                Some(stream) => (stream, true),
+                None => match self
+                    .connector
+                    .new_stream(&peer_for(&target, addr, false))
+                    .await
+                {
+                    Ok(stream) => (stream, false),
+                    Err(mut e) => {
+                        e.esource = ErrorSource::Upstream;
+                        if self.proxy.connect_failed(&e, replayable, ctx) {
+                            continue;
                         }
+                        return answer_error(down, e).await;
                     }
-                }
+                },
             };
             let mut up = UpstreamSession::new(stream);
             up.read_timeout = Some(target.read_timeout);
@@ -309,7 +281,7 @@ impl DirectPath {
                 Ok(()) => {
                     up.respect_keepalive();
                     if let Some(stream) = up.reuse().await {
-                        self.keep(kept, KeptUpstream { addr, key, stream });
+                        idle_upstreams::put(addr, stream);
                     }
                     return Ok(());
                 }
@@ -386,42 +358,6 @@ impl DirectPath {
         }
         down.finish_body().await.map_err(Failure::Downstream)?;
         Ok(())
-    }
-
-    /// Returns a client connection's kept upstream connection to the shared pool (which
-    /// closes it if it is not reusable): when the balancer picks another endpoint, or the
-    /// client connection ends or leaves this path.
-    pub(crate) fn release_kept(&self, kept: &mut Option<KeptUpstream>) {
-        if let Some(k) = kept.take() {
-            self.kept.fetch_sub(1, Ordering::Relaxed);
-            self.connector
-                .release_stream(k.stream, k.key, Some(UPSTREAM_IDLE_TIMEOUT));
-        }
-    }
-
-    /// Keeps a reusable upstream connection with its client connection, or gives it to the
-    /// shared pool when [`MAX_KEPT`] are kept already.
-    fn keep(&self, kept: &mut Option<KeptUpstream>, connection: KeptUpstream) {
-        let mut slot = Some(connection);
-        if self.kept.fetch_add(1, Ordering::Relaxed) < MAX_KEPT {
-            *kept = slot.take();
-        } else {
-            self.release_kept(&mut slot);
-        }
-    }
-
-    /// Whether a kept connection is still usable: no close and no stray bytes from the
-    /// upstream while it sat idle (a stray byte would be read as the next response).
-    pub(crate) fn check_kept(&self, kept: &mut Option<KeptUpstream>) {
-        if let Some(k) = kept.as_mut() {
-            let mut byte = [0u8; 1];
-            // Ready now means closed, broken or sending unasked: drop it. Pending: idle, fine.
-            let ready = tokio::task::unconstrained(k.stream.read(&mut byte)).now_or_never();
-            if ready.is_some() {
-                *kept = None;
-                self.kept.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
     }
 }
 

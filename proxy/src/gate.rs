@@ -183,22 +183,18 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut buf = BytesMut::new();
-        let mut kept = None;
         loop {
             let next = DirectPath::read_head(&mut stream, &mut buf, shutdown).await;
             let served = match next {
                 NextHead::Closed => None,
                 NextHead::Simple(view) if direct.takes(&buf, &view) => {
-                    direct.check_kept(&mut kept);
                     let head = std::mem::take(&mut buf);
-                    Box::pin(direct.serve(stream, head, &mut kept, shutdown))
+                    Box::pin(direct.serve(stream, head, shutdown))
                         .await
                         .map(|(stream, prefix)| (stream, prefix.unwrap_or_default()))
                 }
                 NextHead::Simple(_) | NextHead::Other => {
-                    // Pingora reads the request from the bytes already read; a connection
-                    // kept upstream waits in the shared pool meanwhile.
-                    direct.release_kept(&mut kept);
+                    // Pingora reads the request from the bytes already read.
                     let mut session = self.http1_session(stream, shutdown);
                     let mut settings = HttpPersistentSettings::for_session(&session);
                     settings.set_pipelined_prefix(std::mem::take(&mut buf));
@@ -214,10 +210,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                     stream = next_stream;
                     buf = prefix;
                 }
-                None => {
-                    direct.release_kept(&mut kept);
-                    return None;
-                }
+                None => return None,
             }
         }
     }
