@@ -655,12 +655,12 @@ pub(crate) fn peer_for(target: &RouteTarget, addr: SocketAddr, upgrade: bool) ->
     peer
 }
 
-/// The client's address (the TCP peer) as an IP, when it is an inet socket.
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+/// The client's address (the TCP peer) as an IP, when it is an inet socket; `peer` is the
+/// session's `client_addr()` on either HTTP path.
+pub(crate) fn client_ip(
+    peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
+) -> Option<IpAddr> {
+    peer.and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
 /// Whether Pingora could send the request again: idempotent, its body still in the retry
@@ -706,7 +706,8 @@ impl ProxyHttp for WeirProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (target, addr) = self.pick_endpoint(session.req_header(), client_ip(session), ctx)?;
+        let (target, addr) =
+            self.pick_endpoint(session.req_header(), client_ip(session.client_addr()), ctx)?;
         Ok(Box::new(peer_for(&target, addr, session.is_upgrade_req())))
     }
 
@@ -764,7 +765,7 @@ impl ProxyHttp for WeirProxy {
     ) -> Result<()> {
         self.forward_headers(
             session.req_header(),
-            client_ip(session),
+            client_ip(session.client_addr()),
             is_tls(session),
             upstream,
             ctx,

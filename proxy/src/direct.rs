@@ -21,8 +21,8 @@
 //! the framing), or take a request it cannot finish the way the Pingora path would.
 
 use crate::dataplane::{
-    error_answer, peer_for, plain_response, quiet_error, redirect_response, Admission, RequestCtx,
-    WeirProxy,
+    client_ip, error_answer, peer_for, plain_response, quiet_error, redirect_response, Admission,
+    RequestCtx, WeirProxy,
 };
 use crate::idle_upstreams;
 use crate::path::normalize;
@@ -74,10 +74,6 @@ pub(crate) enum NextHead {
     /// The client closed, idled out, or the server is shutting down.
     Closed,
 }
-
-/// The client connection after a request: reusable with the bytes already read of what
-/// follows, or done.
-pub(crate) type Continue = Option<(Stream, Option<BytesMut>)>;
 
 impl DirectPath {
     pub fn new(proxy: WeirProxy, routing: Arc<LiveRouting>) -> Self {
@@ -165,13 +161,14 @@ impl DirectPath {
         }
     }
 
-    /// Serves one request whose head is at the start of `head` (taken by [`Self::takes`]).
+    /// Serves one request whose head is at the start of `head` (taken by [`Self::takes`]);
+    /// `None` when the client connection cannot be reused.
     pub(crate) async fn serve(
         &self,
         stream: Stream,
         head: BytesMut,
         shutdown: &ShutdownWatch,
-    ) -> Continue {
+    ) -> Option<(Stream, BytesMut)> {
         let mut down = DownstreamSession::new(stream);
         down.set_pipelining_enabled(true);
         down.set_pipelined_prefix(head);
@@ -190,7 +187,7 @@ impl DirectPath {
         if *shutdown.borrow() {
             down.set_server_keepalive(None);
         }
-        let client_ip = down.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client_ip = client_ip(down.client_addr());
         let mut ctx = self.proxy.request_ctx();
         let raw_header = down.get_headers_raw_bytes();
         let admission =
@@ -234,13 +231,9 @@ impl DirectPath {
             down.shutdown().await;
             return None;
         }
-        match down.reuse().await {
-            Ok(Some(reusable)) => {
-                let (stream, prefix) = reusable.into_parts();
-                Some((stream, prefix))
-            }
-            _ => None,
-        }
+        // Reusable: the stream and the bytes already read of what follows.
+        let (stream, prefix) = down.reuse().await.ok().flatten()?.into_parts();
+        Some((stream, prefix.unwrap_or_default()))
     }
 
     /// Sends the request upstream (again, on a retryable failure) and relays the response.

@@ -189,9 +189,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 NextHead::Closed => None,
                 NextHead::Simple(view) if direct.takes(&buf, &view) => {
                     let head = std::mem::take(&mut buf);
-                    Box::pin(direct.serve(stream, head, shutdown))
-                        .await
-                        .map(|(stream, prefix)| (stream, prefix.unwrap_or_default()))
+                    Box::pin(direct.serve(stream, head, shutdown)).await
                 }
                 NextHead::Simple(_) | NextHead::Other => {
                     // Pingora reads the request from the bytes already read.
