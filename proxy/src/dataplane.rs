@@ -22,7 +22,7 @@ use crate::shutdown::{InFlightRequests, InFlightToken};
 use crate::telemetry::{RequestTrace, Telemetry};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -38,6 +38,9 @@ use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRe
 use weir_discovery::{BackendProtocol, HashKey};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Headers weir sets on an upstream request (see [`WeirProxy::forward_headers`]).
+pub(crate) type UpstreamHeaders = SmallVec<[(HeaderName, HeaderValue); 5]>;
 
 /// How long an idle upstream connection stays pooled. Below the 60 s keep-alive timeout
 /// common to nginx-, Go- and Java-based backends, so we close first.
@@ -382,25 +385,29 @@ impl WeirProxy {
         Ok((target, addr))
     }
 
-    /// Sets the `X-Forwarded-*` headers (and the trace context) of the upstream request.
+    /// The headers weir sets on the upstream request, each replacing any of the same name the
+    /// client sent: `X-Forwarded-For`/`-Proto`/`-Host` and the trace context.
     pub(crate) fn forward_headers(
         &self,
         downstream: &RequestHeader,
         client_ip: Option<IpAddr>,
         tls: bool,
-        upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.trace.inject(&self.telemetry, upstream);
+    ) -> UpstreamHeaders {
+        let mut set = UpstreamHeaders::new();
+        ctx.trace.inject(&self.telemetry, &mut set);
         if let Some(peer) = client_ip {
             // Extends a trusted proxy's chain; replaces a claim from anyone else.
             let forwarded_for = self
                 .trusted_proxies
-                .forwarded_for(peer, upstream.headers.get(X_FORWARDED_FOR));
-            upstream.insert_header(X_FORWARDED_FOR, forwarded_for)?;
+                .forwarded_for(peer, downstream.headers.get(X_FORWARDED_FOR));
+            set.push((HeaderName::from_static(X_FORWARDED_FOR), forwarded_for));
         }
         let proto = if tls { "https" } else { "http" };
-        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+        set.push((
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
+        ));
         // The client's Host value itself (a reference-counted copy, no new string).
         let host = match downstream.headers.get(http::header::HOST) {
             Some(host) => Some(host.clone()),
@@ -410,21 +417,26 @@ impl WeirProxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
         if let Some(host) = host.filter(|h| !h.is_empty()) {
-            upstream.insert_header("x-forwarded-host", host)?;
+            set.push((HeaderName::from_static("x-forwarded-host"), host));
         }
-        Ok(())
+        set
     }
 
-    /// Notes the upstream's status, `Retry-After` and time to response headers.
-    pub(crate) fn note_response(&self, upstream: &ResponseHeader, ctx: &mut RequestCtx) {
-        let status = upstream.status.as_u16();
+    /// Notes the upstream's status, its `Retry-After` (delay in seconds) and the time to
+    /// response headers.
+    pub(crate) fn note_response(
+        &self,
+        status: u16,
+        retry_after: Option<&[u8]>,
+        ctx: &mut RequestCtx,
+    ) {
         let retry_after = (status == 503)
-            .then(|| upstream.headers.get(http::header::RETRY_AFTER))
+            .then_some(retry_after)
             .flatten()
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        if ctx.upstream_headers.is_none() && !upstream.status.is_informational() {
+        if ctx.upstream_headers.is_none() && !(100..200).contains(&status) {
             ctx.upstream_headers = Some((Instant::now(), status, retry_after));
         }
     }
@@ -753,7 +765,12 @@ impl ProxyHttp for WeirProxy {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.note_response(upstream, ctx);
+        let retry_after = upstream.headers.get(http::header::RETRY_AFTER);
+        self.note_response(
+            upstream.status.as_u16(),
+            retry_after.map(HeaderValue::as_bytes),
+            ctx,
+        );
         Ok(())
     }
 
@@ -763,13 +780,16 @@ impl ProxyHttp for WeirProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.forward_headers(
+        let set = self.forward_headers(
             session.req_header(),
             client_ip(session.client_addr()),
             is_tls(session),
-            upstream,
             ctx,
-        )
+        );
+        for (name, value) in set {
+            upstream.insert_header(name, value)?;
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(

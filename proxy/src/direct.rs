@@ -1,60 +1,60 @@
-//! The direct HTTP/1.1 path (issue #9): plain HTTP/1.x requests with no body or a small one
-//! served in one loop per client connection on pingora-core's HTTP/1 codec, instead of
-//! through pingora-proxy.
+//! The direct HTTP/1.1 path (issue #9): plain HTTP/1.x requests with no body or a small one,
+//! served in one loop per client connection on weir's own HTTP/1.1 wire format
+//! ([`crate::h1`]), instead of through pingora-proxy.
 //!
 //! Why: pingora-proxy builds and boxes a ~90 KiB future for every request and returns the
-//! upstream connection to its pool (starting an idle-watcher task) after every response;
-//! together about a third of a proxied request's instructions (docs/benchmarks.md). Here the
-//! request future is small, and idle upstream connections wait in a per-thread pool that
-//! checks them when they are taken ([`crate::idle_upstreams`]) instead of watching each one.
+//! upstream connection to its pool (starting an idle-watcher task) after every response, and
+//! pingora-core's codec keeps every header twice and allocates a 64 KiB buffer per
+//! response (docs/benchmarks.md). Here the request future is small, headers are relayed from
+//! the bytes received, and idle upstream connections wait in a per-thread pool that checks
+//! them when they are taken ([`crate::idle_upstreams`]).
 //!
 //! What it serves: on the plaintext listener, requests that [`DirectPath::takes`] accepts —
 //! HTTP/1.0 or 1.1 in origin form, no body or a `Content-Length` body of at most 64 KiB that
 //! arrived with the head, no upgrade, no `Expect`, no hop-by-hop header other than
-//! `Connection: keep-alive|close`, and a route whose backends speak plain HTTP/1.1. Everything else goes to Pingora's proxy with the bytes read so far (Pingora
-//! reads them first), so one implementation handles bodies, upgrades, TLS and h2.
+//! `Connection: keep-alive|close`, and a route whose backends speak plain HTTP/1.1.
+//! Everything else goes to Pingora's proxy with the bytes read so far (Pingora reads them
+//! first), so one implementation handles streamed bodies, upgrades, TLS and h2.
 //!
 //! The request's phases — checks, routing, picking, `X-Forwarded-*`, feedback, retries,
 //! metrics, access log — are [`WeirProxy`]'s, shared with the Pingora path.
 //!
-//! Must not: parse HTTP itself beyond classifying a request head (pingora-core's codec does
-//! the framing), or take a request it cannot finish the way the Pingora path would.
+//! Must not: take a request it cannot finish the way the Pingora path would, or parse bytes
+//! itself (that is [`crate::h1`]'s, which is pure and tested on its own).
 
 use crate::dataplane::{
     client_ip, error_answer, peer_for, plain_response, quiet_error, redirect_response, Admission,
     RequestCtx, WeirProxy,
 };
+use crate::h1::{
+    self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide, HeadView,
+    LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
+};
 use crate::idle_upstreams;
 use crate::path::normalize;
 use crate::routing::LiveRouting;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use pingora::connectors::TransportConnector;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
-use pingora::protocols::http::v1::server::HttpSession as DownstreamSession;
+use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a client connection may wait between requests, or between two reads of a request
-/// head (Pingora's keep-alive and read timeouts are 60 s too).
+/// head (Pingora's keep-alive and read timeouts are 60 s too); also how long a response
+/// write may wait for a client that does not read.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A request head longer than this is left to Pingora (which reads on up to its own limit and
-/// answers 400 beyond it; weir's header limits apply after).
-const MAX_CLASSIFIED_HEAD: usize = 64 * 1024;
-/// Headers classified; a request with more is left to Pingora.
-const MAX_CLASSIFIED_HEADERS: usize = 128;
-/// Largest request body this path takes: it must have arrived with the head (or right after
-/// it) and is kept until the response, so that a retry can send it again. Larger bodies,
-/// chunked ones and `Expect: 100-continue` go to Pingora, which streams them.
-const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Initial size of a connection's read buffer.
 const HEAD_BUFFER: usize = 4096;
+/// Room made for each read of an upstream response.
+const UPSTREAM_READ_BUFFER: usize = 8192;
+
 /// The direct path of one proxy: its phases, the routing it classifies by and the connector
 /// for new upstream connections (idle ones wait in [`crate::idle_upstreams`]).
 pub struct DirectPath {
@@ -161,97 +161,99 @@ impl DirectPath {
         }
     }
 
-    /// Serves one request whose head is at the start of `head` (taken by [`Self::takes`]);
-    /// `None` when the client connection cannot be reused.
+    /// Serves one request, whose head and body are at the start of `buf` where `view` says
+    /// (taken by [`Self::takes`]). Returns the connection and the bytes already read of what
+    /// follows, or `None` when the connection cannot be reused.
     pub(crate) async fn serve(
         &self,
         stream: Stream,
-        head: BytesMut,
+        mut buf: BytesMut,
+        view: HeadView,
         shutdown: &ShutdownWatch,
     ) -> Option<(Stream, BytesMut)> {
-        let mut down = DownstreamSession::new(stream);
-        down.set_pipelining_enabled(true);
-        down.set_pipelined_prefix(head);
-        match down.read_request().await {
-            Ok(Some(_)) => {}
-            Ok(None) => return None,
+        let received = buf.split_to(view.head_len + view.body_len).freeze();
+        let mut client = Client {
+            stream,
+            keep_alive: true,
+            status: 0,
+            body_bytes: 0,
+        };
+        let (request, mut req) = match ClientRequest::parse(received) {
+            Ok(parsed) => parsed,
             Err(e) => {
-                // The head parsed when classified; only the codec's own checks (a bad
-                // Content-Length, say) end here, as in Pingora's path: 400, close.
+                // The head parsed when classified; only values the header types refuse
+                // end here: 400, close (as on Pingora's path).
                 tracing::debug!(error = %e, "invalid request");
-                down.set_server_keepalive(None);
-                let _ = respond(&mut down, 400, "bad request\n").await;
+                client.keep_alive = false;
+                let _ = client.answer(400, "bad request\n").await;
                 return None;
             }
-        }
-        if *shutdown.borrow() {
-            down.set_server_keepalive(None);
-        }
-        let client_ip = client_ip(down.client_addr());
-        let mut ctx = self.proxy.request_ctx();
-        let raw_header = down.get_headers_raw_bytes();
-        let admission =
-            self.proxy
-                .admit(down.req_header_mut(), || Some(raw_header), false, &mut ctx);
-        let outcome = match admission {
-            Admission::Forward => match read_buffered_body(&mut down).await {
-                Ok(body) => self.forward(&mut down, &body, client_ip, &mut ctx).await,
-                Err(e) => Err(e),
-            },
-            Admission::Refuse(rejection) => {
-                down.set_server_keepalive(None);
-                respond(&mut down, rejection.status, rejection.body()).await
-            }
-            Admission::RedirectToHttps => match redirect_response(down.req_header()) {
-                Ok(resp) => match down.write_response_header(Box::new(resp)).await {
-                    Ok(()) => down.finish_body().await.map(|_| ()),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
-            Admission::Answer(status, body) => respond(&mut down, status, body).await,
         };
-        let code = down.response_written().map_or(0, |r| r.status.as_u16());
+        client.keep_alive = request.wants_keep_alive() && !*shutdown.borrow();
+        let peer = client
+            .stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned());
+        let client_ip = client_ip(peer.as_ref());
+        let mut ctx = self.proxy.request_ctx();
+        let admission = self
+            .proxy
+            .admit(&mut req, || Some(request.head()), false, &mut ctx);
+        let outcome = match admission {
+            Admission::Forward => {
+                self.forward(&mut client, &request, &req, client_ip, &mut ctx)
+                    .await
+            }
+            Admission::Refuse(rejection) => {
+                client.keep_alive = false;
+                client.answer(rejection.status, rejection.body()).await
+            }
+            Admission::RedirectToHttps => match redirect_response(&req) {
+                Ok(resp) => client.answer_with(&resp, "").await,
+                Err(e) => Err(e),
+            },
+            Admission::Answer(status, body) => client.answer(status, body).await,
+        };
         if let Err(e) = &outcome {
             if !quiet_error(e) {
                 tracing::error!(error = %e, "request failed");
             }
         }
-        let bytes = (down.body_bytes_read(), down.body_bytes_sent());
         self.proxy.finish_request(
-            down.req_header(),
-            code,
+            &req,
+            client.status,
             outcome.as_ref().err().map(|e| e.as_ref()),
-            bytes,
+            (request.body().len(), client.body_bytes),
             &mut ctx,
         );
         drop(ctx);
-        if outcome.is_err() {
-            // The framing of what follows is in doubt, or the client is gone.
-            down.shutdown().await;
+        let mut stream = client.stream;
+        if outcome.is_err() || !client.keep_alive {
+            // The framing of what follows is in doubt, the client is gone, or either side
+            // asked to close.
+            let _ = stream.shutdown().await;
             return None;
         }
-        // Reusable: the stream and the bytes already read of what follows.
-        let (stream, prefix) = down.reuse().await.ok().flatten()?.into_parts();
-        Some((stream, prefix.unwrap_or_default()))
+        Some((stream, buf))
     }
 
     /// Sends the request upstream (again, on a retryable failure) and relays the response.
     async fn forward(
         &self,
-        down: &mut DownstreamSession,
-        body: &[u8],
+        client: &mut Client,
+        request: &ClientRequest,
+        req: &RequestHeader,
         client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let replayable = down.req_header().method.is_idempotent();
+        let replayable = req.method.is_idempotent();
         loop {
-            let (target, addr) = match self.proxy.pick_endpoint(down.req_header(), client_ip, ctx) {
+            let (target, addr) = match self.proxy.pick_endpoint(req, client_ip, ctx) {
                 Ok(picked) => picked,
-                Err(e) => return answer_error(down, e).await,
+                Err(e) => return client.answer_error(e).await,
             };
             // An idle connection to the picked endpoint from this thread's pool, else a new one.
-            let (stream, reused) = match idle_upstreams::take(addr) {
+            let (mut upstream, reused) = match idle_upstreams::take(addr) {
                 Some(stream) => (stream, true),
                 None => match self
                     .connector
@@ -264,24 +266,29 @@ impl DirectPath {
                         if self.proxy.connect_failed(&e, replayable, ctx) {
                             continue;
                         }
-                        return answer_error(down, e).await;
+                        return client.answer_error(e).await;
                     }
                 },
             };
-            let mut up = UpstreamSession::new(stream);
-            up.read_timeout = Some(target.read_timeout);
-            match self.exchange(down, body, &mut up, client_ip, ctx).await {
-                Ok(()) => {
-                    up.respect_keepalive();
-                    if let Some(stream) = up.reuse().await {
-                        idle_upstreams::put(addr, stream);
+            let exchange = Exchange {
+                request,
+                req,
+                read_timeout: target.read_timeout,
+            };
+            match self
+                .exchange(&exchange, client, &mut upstream, client_ip, ctx)
+                .await
+            {
+                Ok(reusable) => {
+                    if reusable {
+                        idle_upstreams::put(addr, upstream);
                     }
                     return Ok(());
                 }
                 Err(Failure::Downstream(e)) => return Err(e),
                 Err(Failure::Upstream(mut e)) => {
                     e.esource = ErrorSource::Upstream;
-                    if down.response_written().is_some() {
+                    if client.status != 0 {
                         // Part of the response is out: nothing to retry or answer.
                         self.proxy.proxy_failed(&e, false, false, ctx);
                         return Err(e);
@@ -292,160 +299,223 @@ impl DirectPath {
                     if self.proxy.proxy_failed(&e, stale, replayable, ctx) {
                         continue;
                     }
-                    return answer_error(down, e).await;
+                    return client.answer_error(e).await;
                 }
             }
         }
     }
 
-    /// One attempt on one upstream connection: request out, response back.
+    /// One attempt on one upstream connection: request out, response back. `Ok(true)` when
+    /// the upstream connection is clean and may be reused.
     async fn exchange(
         &self,
-        down: &mut DownstreamSession,
-        body: &[u8],
-        up: &mut UpstreamSession,
+        exchange: &Exchange<'_>,
+        client: &mut Client,
+        upstream: &mut Stream,
         client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Failure> {
-        let mut req = down.req_header().clone();
-        upstream_request(&mut req).map_err(Failure::Upstream)?;
-        self.proxy
-            .forward_headers(down.req_header(), client_ip, false, &mut req, ctx)
-            .map_err(Failure::Upstream)?;
-        up.write_request_header(Box::new(req))
+    ) -> std::result::Result<bool, Failure> {
+        let (request, req) = (exchange.request, exchange.req);
+        let set = self.proxy.forward_headers(req, client_ip, false, ctx);
+        let mut buf = BytesMut::new();
+        request.write_upstream(req.method.as_str(), req.raw_path(), &set, &mut buf);
+        write_all(upstream, &buf, None)
             .await
             .map_err(Failure::Upstream)?;
-        if !body.is_empty() {
-            up.write_body(body).await.map_err(Failure::Upstream)?;
-        }
-        up.finish_body().await.map_err(Failure::Upstream)?;
-        let resp = loop {
-            up.read_response().await.map_err(Failure::Upstream)?;
-            let Some(resp) = up.resp_header() else {
-                return Err(Failure::Upstream(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "no response header",
-                )));
-            };
-            if resp.status == 101 {
-                // Nobody asked for an upgrade.
-                return Err(Failure::Upstream(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "101 to a request without upgrade",
-                )));
-            }
-            if !resp.status.is_informational() {
-                break resp.clone();
-            }
-            let info = Box::new(resp.clone());
-            down.write_response_header(info)
-                .await
-                .map_err(Failure::Downstream)?;
+        // The same buffer now takes the response.
+        buf.clear();
+        buf.reserve(UPSTREAM_READ_BUFFER);
+        let side = ClientSide {
+            http10: request.is_http10(),
+            keep_alive: client.keep_alive,
+            head_request: req.method == http::Method::HEAD,
         };
-        self.proxy.note_response(&resp, ctx);
-        down.write_response_header(Box::new(resp))
-            .await
-            .map_err(Failure::Downstream)?;
-        while let Some(chunk) = up.read_body_bytes().await.map_err(Failure::Upstream)? {
-            down.write_body(&chunk).await.map_err(Failure::Downstream)?;
-        }
-        down.finish_body().await.map_err(Failure::Downstream)?;
-        Ok(())
-    }
-}
-
-/// Where a simple head's Host value and request target are in the buffer (byte ranges, so
-/// the buffer can move on).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HeadView {
-    host: std::ops::Range<usize>,
-    target: std::ops::Range<usize>,
-}
-
-/// What the bytes at the start of a connection's buffer are.
-#[derive(Debug, PartialEq, Eq)]
-enum Classified {
-    /// Not a complete head yet.
-    Partial,
-    /// A complete head with a small `Content-Length` body not all read yet.
-    BodyPending,
-    /// A complete request this path can serve whatever its route: HTTP/1.x in origin form,
-    /// no body or a `Content-Length` body of at most [`MAX_BUFFERED_BODY`] bytes that is all
-    /// in the buffer, no upgrade, no `Expect`, no hop-by-hop header but
-    /// `Connection: keep-alive|close`.
-    Simple(HeadView),
-    /// A complete head for Pingora, or bytes that are no head at all (Pingora answers them).
-    Other,
-}
-
-fn classify(head: &[u8]) -> Classified {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(head) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Classified::Partial,
-        Err(_) => return Classified::Other,
-    };
-    let Some(target) = req.path.filter(|p| p.starts_with('/')) else {
-        return Classified::Other;
-    };
-    let base = head.as_ptr() as usize;
-    // httparse's slices point into `head`.
-    let range = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        start..start + part.len()
-    };
-    let mut host = 0..0;
-    let mut body_len = None;
-    for header in req.headers.iter() {
-        let (name, value) = (header.name, header.value);
-        if name.eq_ignore_ascii_case("host") {
-            host = range(value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            // One plain decimal length; anything else (a list, a sign, a second field) is
-            // for Pingora's path and weir's framing checks there.
-            let len = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|len| *len <= MAX_BUFFERED_BODY);
-            match (len, body_len) {
-                (Some(len), None) => body_len = Some(len),
-                _ => return Classified::Other,
+        let date = get_cached_date();
+        let mut out = BytesMut::new();
+        let head = loop {
+            let parsed =
+                h1::response_head(&buf, side, date.as_bytes(), &mut out).map_err(|why| {
+                    Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
+                })?;
+            match parsed {
+                Some(head) if (100..200).contains(&head.status) => {
+                    // 100 Continue and friends: relayed to an HTTP/1.1 client, then on.
+                    let _ = buf.split_to(head.head_len);
+                    if !out.is_empty() {
+                        client.write(&out).await.map_err(Failure::Downstream)?;
+                        out.clear();
+                    }
+                }
+                Some(head) => break head,
+                None if buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Err(Failure::Upstream(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "response head too long",
+                    )))
+                }
+                None => {
+                    if read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0 {
+                        return Err(Failure::Upstream(Error::explain(
+                            ErrorType::ConnectionClosed,
+                            "upstream closed before a response",
+                        )));
+                    }
+                }
             }
-        } else if name.eq_ignore_ascii_case("connection") {
-            if !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
-            {
-                return Classified::Other;
+        };
+        let retry_after = head.retry_after.clone().and_then(|r| buf.get(r));
+        self.proxy.note_response(head.status, retry_after, ctx);
+        client.status = head.status;
+        client.keep_alive = head.client_keep_alive;
+        let _ = buf.split_to(head.head_len);
+        let chunked = head.chunked_to_client;
+        let clean_end = match head.framing {
+            BodyFraming::Empty => {
+                client.write(&out).await.map_err(Failure::Downstream)?;
+                buf.is_empty()
             }
-        } else if HANDED_OFF_HEADERS
-            .iter()
-            .any(|hop| name.eq_ignore_ascii_case(hop))
-        {
-            return Classified::Other;
-        }
+            BodyFraming::Length(length) => {
+                let mut remaining = length;
+                loop {
+                    let take = remaining.min(buf.len() as u64) as usize;
+                    out.extend_from_slice(&buf[..take]);
+                    let _ = buf.split_to(take);
+                    remaining -= take as u64;
+                    client.body_bytes += take;
+                    client.write(&out).await.map_err(Failure::Downstream)?;
+                    out.clear();
+                    if remaining == 0 {
+                        break buf.is_empty();
+                    }
+                    buf.clear();
+                    if read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0 {
+                        return Err(Failure::Upstream(body_cut_short()));
+                    }
+                }
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::default();
+                loop {
+                    let mut sent = 0;
+                    let consumed = decoder
+                        .decode(&buf, |data| {
+                            sent += data.len();
+                            h1::put_body(&mut out, data, chunked);
+                        })
+                        .map_err(|why| {
+                            Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
+                        })?;
+                    let _ = buf.split_to(consumed);
+                    client.body_bytes += sent;
+                    if decoder.is_done() && chunked {
+                        out.extend_from_slice(LAST_CHUNK);
+                    }
+                    if !out.is_empty() {
+                        client.write(&out).await.map_err(Failure::Downstream)?;
+                        out.clear();
+                    }
+                    if decoder.is_done() {
+                        break buf.is_empty();
+                    }
+                    buf.clear();
+                    if read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0 {
+                        return Err(Failure::Upstream(body_cut_short()));
+                    }
+                }
+            }
+            BodyFraming::UntilClose => loop {
+                client.body_bytes += buf.len();
+                h1::put_body(&mut out, &buf, chunked);
+                buf.clear();
+                let closed = read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0;
+                if closed && chunked {
+                    out.extend_from_slice(LAST_CHUNK);
+                }
+                if !out.is_empty() {
+                    client.write(&out).await.map_err(Failure::Downstream)?;
+                    out.clear();
+                }
+                if closed {
+                    break false;
+                }
+            },
+        };
+        Ok(clean_end && head.upstream_keep_alive)
     }
-    if head.len() < head_len + body_len.unwrap_or(0) {
-        return Classified::BodyPending;
-    }
-    Classified::Simple(HeadView {
-        host,
-        target: range(target.as_bytes()),
-    })
 }
 
-/// Headers that send a request to Pingora: a chunked body, an upgrade, `Expect`, and
-/// hop-by-hop headers Pingora's request policy knows how to strip.
-const HANDED_OFF_HEADERS: [&str; 8] = [
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "http2-settings",
-];
+/// What one upstream attempt sends.
+struct Exchange<'a> {
+    request: &'a ClientRequest,
+    req: &'a RequestHeader,
+    read_timeout: Duration,
+}
+
+/// The client side of one request: the connection, and what was sent on it.
+struct Client {
+    stream: Stream,
+    /// The connection stays open after this request.
+    keep_alive: bool,
+    /// The status of the response under way (0 until its head is sent).
+    status: u16,
+    /// Body bytes sent (without chunk framing).
+    body_bytes: usize,
+}
+
+impl Client {
+    /// Writes (and flushes) bytes of the response, waiting at most
+    /// [`CLIENT_IDLE_TIMEOUT`] for a client that does not read.
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        write_all(&mut self.stream, bytes, Some(CLIENT_IDLE_TIMEOUT)).await
+    }
+
+    /// Writes one of weir's short plain-text answers.
+    async fn answer(&mut self, status: u16, body: &'static str) -> Result<()> {
+        let resp = plain_response(status, body)?;
+        self.answer_with(&resp, body).await
+    }
+
+    /// Writes a response of weir's own: `resp` and `body`.
+    async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
+        let mut out = BytesMut::with_capacity(256 + body.len());
+        let status = resp.status.as_u16();
+        out.put_slice(b"HTTP/1.1 ");
+        out.put_slice(resp.status.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(resp.status.canonical_reason().unwrap_or("").as_bytes());
+        out.put_slice(b"\r\n");
+        for (name, value) in resp.headers.iter() {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"Date: ");
+        out.put_slice(get_cached_date().as_bytes());
+        out.put_slice(if self.keep_alive {
+            b"\r\nConnection: keep-alive\r\n\r\n".as_slice()
+        } else {
+            b"\r\nConnection: close\r\n\r\n".as_slice()
+        });
+        out.put_slice(body.as_bytes());
+        self.status = status;
+        self.body_bytes = body.len();
+        self.write(&out).await
+    }
+
+    /// Answers an error that ended the request before a response started (502/503/504, as
+    /// the Pingora path does) and closes the connection after.
+    async fn answer_error(&mut self, e: Box<Error>) -> Result<()> {
+        let (code, body) = error_answer(&e);
+        self.keep_alive = false;
+        if code > 0 {
+            if let Err(write_error) = self.answer(code, body).await {
+                tracing::debug!(error = %write_error, "could not send error response");
+            }
+        }
+        Err(e)
+    }
+}
 
 /// Which side failed an exchange.
 enum Failure {
@@ -462,105 +532,50 @@ fn is_stale_error(e: &Error) -> bool {
     )
 }
 
-/// The upstream copy of a request this path takes: HTTP/1.1, without the client's
-/// `Connection` header (the only hop-by-hop header such a request carries).
-fn upstream_request(req: &mut RequestHeader) -> Result<()> {
-    req.set_version(http::Version::HTTP_11);
-    if req.headers.contains_key(http::header::CONNECTION) {
-        req.remove_header(&http::header::CONNECTION);
+fn body_cut_short() -> Box<Error> {
+    Error::explain(
+        ErrorType::ConnectionClosed,
+        "upstream closed before the end of the body",
+    )
+}
+
+/// Writes all of `bytes` and flushes (Pingora's streams buffer writes), waiting at most
+/// `timeout` when one is given.
+async fn write_all(stream: &mut Stream, bytes: &[u8], timeout: Option<Duration>) -> Result<()> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    let written = match timeout {
+        Some(timeout) => match fast_timeout::fast_timeout(timeout, write).await {
+            Ok(written) => written,
+            Err(_) => return Error::e_explain(ErrorType::WriteTimedout, "writing timed out"),
+        },
+        None => write.await,
+    };
+    written.or_err(ErrorType::WriteError, "writing")
+}
+
+/// Reads what the upstream sent next into `buf`, waiting at most `timeout`; `Ok(0)` when it
+/// closed the connection.
+async fn read_upstream(
+    upstream: &mut Stream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> std::result::Result<usize, Failure> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(UPSTREAM_READ_BUFFER);
     }
-    Ok(())
-}
-
-/// The request body, all of it already read with the head (see [`classify`]): kept whole so
-/// that a retry can send it again.
-async fn read_buffered_body(down: &mut DownstreamSession) -> Result<Bytes> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = down.read_body_bytes().await? {
-        if body.is_empty() && down.is_body_done() {
-            return Ok(chunk); // the usual case: one piece, no copy
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-/// Writes one of weir's short plain-text answers.
-async fn respond(down: &mut DownstreamSession, status: u16, body: &'static str) -> Result<()> {
-    let resp = plain_response(status, body)?;
-    down.write_response_header(Box::new(resp)).await?;
-    down.write_body(body.as_bytes()).await?;
-    down.finish_body().await?;
-    Ok(())
-}
-
-/// Answers an error that ended the request before a response started (502/503/504, as the
-/// Pingora path does) and closes the connection after.
-async fn answer_error(down: &mut DownstreamSession, e: Box<Error>) -> Result<()> {
-    let (code, body) = error_answer(&e);
-    down.set_server_keepalive(None);
-    if code > 0 {
-        if let Err(write_error) = respond(down, code, body).await {
-            tracing::debug!(error = %write_error, "could not send error response");
-        }
-    }
-    Err(e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{classify, Classified};
-
-    #[allow(clippy::panic)]
-    #[test]
-    fn simple_heads_are_origin_form_http1_with_small_bodies_and_no_hop_by_hop_headers() {
-        let taken: [&[u8]; 7] = [
-            b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz",
-            b"PUT /p HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\n\r\nokGET / HTTP/1.1\r\n",
-            b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
-            b"GET /x?y=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",
-            b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: Close\r\n\r\n",
-            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-Anything: 1\r\n\r\nGET / HTTP/1.1\r\n",
-            b"GET / HTTP/1.1\r\n\r\n",
-        ];
-        for head in taken {
-            let simple = matches!(classify(head), Classified::Simple(_));
-            assert!(simple, "{}", String::from_utf8_lossy(head));
-        }
-        let head = b"GET /p?q HTTP/1.1\r\nhOsT: a.example:8080\r\n\r\n";
-        let Classified::Simple(view) = classify(head) else {
-            panic!("not simple");
-        };
-        assert_eq!(&head[view.host], b"a.example:8080");
-        assert_eq!(&head[view.target], b"/p?q");
-        assert_eq!(
-            classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
-            Classified::Partial
-        );
-        assert_eq!(
-            classify(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxy"),
-            Classified::BodyPending
-        );
-        let handed_off: [&[u8]; 15] = [
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\nxyz",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nxyz",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nxyz",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nxyz",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",
-            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-secret\r\n\r\n",
-            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        ];
-        for head in handed_off {
-            let other = classify(head) == Classified::Other;
-            assert!(other, "{}", String::from_utf8_lossy(head));
-        }
+    match fast_timeout::fast_timeout(timeout, upstream.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(Failure::Upstream(Error::because(
+            ErrorType::ReadError,
+            "reading the upstream response",
+            e,
+        ))),
+        Err(_) => Err(Failure::Upstream(Error::explain(
+            ErrorType::ReadTimedout,
+            "upstream read timed out",
+        ))),
     }
 }

@@ -188,8 +188,8 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             let served = match next {
                 NextHead::Closed => None,
                 NextHead::Simple(view) if direct.takes(&buf, &view) => {
-                    let head = std::mem::take(&mut buf);
-                    Box::pin(direct.serve(stream, head, shutdown)).await
+                    let received = std::mem::take(&mut buf);
+                    Box::pin(direct.serve(stream, received, view, shutdown)).await
                 }
                 NextHead::Simple(_) | NextHead::Other => {
                     // Pingora reads the request from the bytes already read.

@@ -18,6 +18,7 @@ pub mod dataplane;
 pub mod direct;
 pub mod forwarded;
 pub mod gate;
+pub mod h1;
 pub mod hardening;
 pub mod idle_upstreams;
 pub mod logging;

@@ -7,6 +7,8 @@
 //! decide routing or touch the balancer. Without `--otlp-endpoint` nothing is recorded;
 //! the trace id of an incoming `traceparent` still reaches the access log.
 
+use crate::dataplane::UpstreamHeaders;
+use http::{HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -174,7 +176,7 @@ impl RequestTrace {
 
     /// Writes `traceparent`/`tracestate` of the current attempt (else the server span)
     /// into the upstream request, so the upstream continues this trace.
-    pub fn inject(&self, telemetry: &Telemetry, upstream: &mut RequestHeader) {
+    pub fn inject(&self, telemetry: &Telemetry, upstream: &mut UpstreamHeaders) {
         if let Some(cx) = self.attempt.as_ref().or(self.cx.as_ref()) {
             telemetry
                 .propagator
@@ -226,12 +228,14 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-struct HeaderInjector<'a>(&'a mut RequestHeader);
+struct HeaderInjector<'a>(&'a mut UpstreamHeaders);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         // Header names from the propagator are static lowercase ASCII; a failure would
         // only lose trace continuity, never the request.
-        let _ = self.0.insert_header(key.to_string(), value);
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+            self.0.push((name, value));
+        }
     }
 }

@@ -1,0 +1,724 @@
+//! weir's HTTP/1.1 wire format for the direct path ([`crate::direct`]): classifying a client's
+//! request head, writing its upstream copy, reading the upstream's response head and its
+//! body framing, writing the client's response head, and decoding chunked bodies.
+//!
+//! Why weir has its own: pingora-core's codec keeps every header in two maps, allocates a
+//! 64 KiB body buffer per response and inserts `Date`/`Connection` into both maps on every
+//! response — together over half of a direct-path request's instructions
+//! (docs/benchmarks.md). Here a request's header fields are ranges into the bytes received,
+//! the upstream copy is written straight from them, and the response head is rewritten as
+//! it is copied to the client.
+//!
+//! Pure: bytes in, bytes out; all I/O is in `direct`. Strict by design: a request head this
+//! module does not fully understand is not taken ([`classify`] leaves it to Pingora's
+//! path), and an upstream response whose framing is in doubt — two different lengths, a
+//! length and a transfer coding, an unknown coding, a malformed chunk — is an error (502),
+//! never a guess: those are the shapes that split or smuggle responses.
+//!
+//! Must not: do I/O, or keep anything between requests.
+
+use crate::dataplane::UpstreamHeaders;
+use bytes::{BufMut, Bytes, BytesMut};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use smallvec::SmallVec;
+use std::ops::Range;
+
+/// A request head longer than this is left to Pingora (which reads on up to its own limit and
+/// answers 400 beyond it; weir's header limits apply after).
+pub(crate) const MAX_CLASSIFIED_HEAD: usize = 64 * 1024;
+/// Headers classified; a request with more is left to Pingora.
+const MAX_CLASSIFIED_HEADERS: usize = 128;
+/// Largest request body the direct path takes: it must have arrived with the head (or right
+/// after it) and is kept until the response, so that a retry can send it again. Larger
+/// bodies, chunked ones and `Expect: 100-continue` go to Pingora, which streams them.
+const MAX_BUFFERED_BODY: usize = 64 * 1024;
+/// Largest upstream response head (status line and fields); a longer one is a 502.
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most fields in an upstream response head; more is a 502.
+const MAX_RESPONSE_FIELDS: usize = 128;
+/// Most bytes of trailer fields after a chunked body (they are dropped, not forwarded).
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Headers that send a request to Pingora: a chunked body, an upgrade, `Expect`, and
+/// hop-by-hop headers Pingora's request policy knows how to strip.
+const HANDED_OFF_HEADERS: [&str; 8] = [
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "http2-settings",
+];
+
+/// Response fields that describe one connection, not the message (RFC 9110 §7.6.1), and
+/// `Date`, which weir sets itself (as nginx and Pingora do): never copied to the client.
+const RESPONSE_FIELDS_NOT_COPIED: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "date",
+];
+
+/// Where a simple head's parts are in the connection's buffer (byte ranges, so the buffer
+/// can move on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeadView {
+    pub(crate) host: Range<usize>,
+    pub(crate) target: Range<usize>,
+    /// Length of the head, and of the body that follows it (all in the buffer).
+    pub(crate) head_len: usize,
+    pub(crate) body_len: usize,
+}
+
+/// What the bytes at the start of a connection's buffer are.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Classified {
+    /// Not a complete head yet.
+    Partial,
+    /// A complete head with a small `Content-Length` body not all read yet.
+    BodyPending,
+    /// A complete request the direct path can serve whatever its route: HTTP/1.x in origin
+    /// form, no body or a `Content-Length` body of at most [`MAX_BUFFERED_BODY`] bytes that is
+    /// all in the buffer, no upgrade, no `Expect`, no hop-by-hop header but
+    /// `Connection: keep-alive|close`.
+    Simple(HeadView),
+    /// A complete head for Pingora, or bytes that are no head at all (Pingora answers them).
+    Other,
+}
+
+/// Classifies the bytes at the start of `head` (see [`Classified`]).
+pub(crate) fn classify(head: &[u8]) -> Classified {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(head) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Classified::Partial,
+        Err(_) => return Classified::Other,
+    };
+    let Some(target) = req.path.filter(|p| p.starts_with('/')) else {
+        return Classified::Other;
+    };
+    let mut host = 0..0;
+    let mut body_len = None;
+    for header in req.headers.iter() {
+        let (name, value) = (header.name, header.value);
+        if name.eq_ignore_ascii_case("host") {
+            host = range_in(head, value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // One plain decimal length; anything else (a list, a sign, a second field) is
+            // for Pingora's path and weir's framing checks there.
+            let len = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|len| *len <= MAX_BUFFERED_BODY);
+            match (len, body_len) {
+                (Some(len), None) => body_len = Some(len),
+                _ => return Classified::Other,
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
+            {
+                return Classified::Other;
+            }
+        } else if HANDED_OFF_HEADERS
+            .iter()
+            .any(|hop| name.eq_ignore_ascii_case(hop))
+        {
+            return Classified::Other;
+        }
+    }
+    let body_len = body_len.unwrap_or(0);
+    if head.len() < head_len + body_len {
+        return Classified::BodyPending;
+    }
+    Classified::Simple(HeadView {
+        host,
+        target: range_in(head, target.as_bytes()),
+        head_len,
+        body_len,
+    })
+}
+
+/// Where `part` (a slice httparse returned) lies in `whole`.
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// One header field of a [`ClientRequest`]: where its name and value are in the request's
+/// bytes (the head is under 4 GiB).
+#[derive(Debug, Clone)]
+struct Field {
+    name: Range<u32>,
+    value: Range<u32>,
+}
+
+/// A simple request as received (see [`classify`]): its bytes and where its fields are.
+pub(crate) struct ClientRequest {
+    bytes: Bytes,
+    head_len: usize,
+    fields: SmallVec<[Field; 16]>,
+    http10: bool,
+    /// What the client's `Connection` field said, if anything.
+    connection_close: bool,
+    connection_keep_alive: bool,
+}
+
+impl ClientRequest {
+    /// Parses `bytes`, exactly the head and body of a request [`classify`] found simple,
+    /// and builds the [`RequestHeader`] weir's phases read (routing, checks, logging).
+    pub(crate) fn parse(bytes: Bytes) -> Result<(ClientRequest, RequestHeader)> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let head_len = match parsed.parse(&bytes) {
+            Ok(httparse::Status::Complete(len)) => len,
+            _ => {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "request head changed after classification",
+                ))
+            }
+        };
+        let method = parsed.method.unwrap_or("GET");
+        let target = parsed.path.unwrap_or("/");
+        let http10 = parsed.version == Some(0);
+        let mut req =
+            RequestHeader::build_no_case(method, target.as_bytes(), Some(parsed.headers.len()))?;
+        req.set_version(if http10 {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
+        });
+        let mut request = ClientRequest {
+            bytes: Bytes::new(),
+            head_len,
+            fields: SmallVec::new(),
+            http10,
+            connection_close: false,
+            connection_keep_alive: false,
+        };
+        for header in parsed.headers.iter() {
+            let name = range_in(&bytes, header.name.as_bytes());
+            let value = range_in(&bytes, header.value);
+            if header.name.eq_ignore_ascii_case("connection") {
+                request.connection_close |= header.value.eq_ignore_ascii_case(b"close");
+                request.connection_keep_alive |= header.value.eq_ignore_ascii_case(b"keep-alive");
+            }
+            let header_name = http::HeaderName::from_bytes(header.name.as_bytes())
+                .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header name")?;
+            // The value shares the request's bytes: no copy.
+            let header_value = http::HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
+                .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header value")?;
+            req.append_header(header_name, header_value)?;
+            request.fields.push(Field {
+                name: name.start as u32..name.end as u32,
+                value: value.start as u32..value.end as u32,
+            });
+        }
+        request.bytes = bytes;
+        Ok((request, req))
+    }
+
+    /// The request head as received (for the checks that look at raw fields).
+    pub(crate) fn head(&self) -> Bytes {
+        self.bytes.slice(..self.head_len)
+    }
+
+    /// The request body (empty for most requests).
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.bytes[self.head_len..]
+    }
+
+    /// Whether the client asked to keep the connection open after this request (HTTP/1.1
+    /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub(crate) fn wants_keep_alive(&self) -> bool {
+        if self.http10 {
+            self.connection_keep_alive && !self.connection_close
+        } else {
+            !self.connection_close
+        }
+    }
+
+    /// Whether the client speaks HTTP/1.0 (no chunked responses, no 1xx).
+    pub(crate) fn is_http10(&self) -> bool {
+        self.http10
+    }
+
+    fn field(&self, range: &Range<u32>) -> &[u8] {
+        &self.bytes[range.start as usize..range.end as usize]
+    }
+
+    /// Writes the upstream copy of the request to `out`: HTTP/1.1 with `method` and `target`
+    /// (the normal form of the path), the client's fields in their order and spelling except
+    /// `Connection` and those `set` replaces, then `set`, then the body.
+    pub(crate) fn write_upstream(
+        &self,
+        method: &str,
+        target: &[u8],
+        set: &UpstreamHeaders,
+        out: &mut BytesMut,
+    ) {
+        out.reserve(self.bytes.len() + 256);
+        out.put_slice(method.as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(target);
+        out.put_slice(b" HTTP/1.1\r\n");
+        for field in &self.fields {
+            let name = self.field(&field.name);
+            if name.eq_ignore_ascii_case(b"connection")
+                || set
+                    .iter()
+                    .any(|(replaced, _)| name.eq_ignore_ascii_case(replaced.as_str().as_bytes()))
+            {
+                continue;
+            }
+            put_field(out, name, self.field(&field.value));
+        }
+        for (name, value) in set {
+            put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(self.body());
+    }
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// How the body of an upstream response is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    /// No body: a `HEAD` request, 1xx, 204 or 304.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the upstream closes the connection.
+    UntilClose,
+}
+
+/// What [`response_head`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: u16,
+    pub(crate) head_len: usize,
+    pub(crate) framing: BodyFraming,
+    /// The body goes to the client chunked (an HTTP/1.1 client, and a chunked or
+    /// close-delimited upstream body).
+    pub(crate) chunked_to_client: bool,
+    /// The client connection stays open after this response.
+    pub(crate) client_keep_alive: bool,
+    /// The upstream did not ask to close its connection.
+    pub(crate) upstream_keep_alive: bool,
+    /// Where the `Retry-After` value is in the buffer, if there is one.
+    pub(crate) retry_after: Option<Range<usize>>,
+}
+
+/// The client side of a response, as far as the head depends on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientSide {
+    pub(crate) http10: bool,
+    /// The client may keep the connection (its request said so, and weir is not stopping).
+    pub(crate) keep_alive: bool,
+    /// The request was a `HEAD`.
+    pub(crate) head_request: bool,
+}
+
+/// Reads the upstream response head at the start of `buf` (`Ok(None)` while it is
+/// incomplete) and writes the client's copy of it to `out`: status line, the upstream's
+/// fields without the hop-by-hop ones, then weir's `Date`, `Connection` and, when the body is
+/// re-framed, `Transfer-Encoding: chunked`. A 1xx head is written only for HTTP/1.1 clients,
+/// without `Date` or `Connection`. `Err` names what is wrong with a head that cannot be
+/// relayed safely.
+pub(crate) fn response_head(
+    buf: &[u8],
+    client: ClientSide,
+    date: &[u8],
+    out: &mut BytesMut,
+) -> std::result::Result<Option<ResponseHead>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response header fields"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = resp.code.unwrap_or(0);
+    let informational = (100..200).contains(&status);
+    let upstream_http10 = resp.version == Some(0);
+    // Connection options first: they name further fields not to copy.
+    let mut listed: SmallVec<[&[u8]; 4]> = SmallVec::new();
+    let mut upstream_close = false;
+    let mut upstream_keep_alive_token = false;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut retry_after = None;
+    for header in resp.headers.iter() {
+        let (name, value) = (header.name, header.value);
+        if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    upstream_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    upstream_keep_alive_token = true;
+                } else if !token.is_empty() {
+                    listed.push(token);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let digits = value.trim_ascii();
+            let parsed = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u64>().ok())
+                .ok_or("invalid Content-Length in response")?;
+            match length {
+                Some(earlier) if earlier != parsed => {
+                    return Err("conflicting Content-Length in response")
+                }
+                _ => length = Some(parsed),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err("unsupported Transfer-Encoding in response");
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = Some(range_in(buf, value));
+        }
+    }
+    if status == 101 {
+        return Err("101 to a request without upgrade");
+    }
+    if chunked && length.is_some() {
+        return Err("Content-Length with Transfer-Encoding in response");
+    }
+    let framing = if informational || status == 204 || status == 304 || client.head_request {
+        BodyFraming::Empty
+    } else if chunked {
+        BodyFraming::Chunked
+    } else if let Some(length) = length {
+        BodyFraming::Length(length)
+    } else {
+        BodyFraming::UntilClose
+    };
+    let reframed = matches!(framing, BodyFraming::Chunked | BodyFraming::UntilClose);
+    let chunked_to_client = reframed && !client.http10;
+    // An HTTP/1.0 client learns where such a body ends only from the close.
+    let client_keep_alive = client.keep_alive && !(reframed && client.http10);
+    let head = ResponseHead {
+        status,
+        head_len,
+        framing,
+        chunked_to_client,
+        client_keep_alive,
+        upstream_keep_alive: if upstream_http10 {
+            upstream_keep_alive_token && !upstream_close
+        } else {
+            !upstream_close
+        },
+        retry_after,
+    };
+    if informational && client.http10 {
+        return Ok(Some(head));
+    }
+    out.reserve(head_len + 128);
+    out.put_slice(b"HTTP/1.1 ");
+    // httparse read exactly three digits.
+    out.put_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    match resp.reason.filter(|r| !r.is_empty()) {
+        Some(reason) => out.put_slice(reason.as_bytes()),
+        None => out.put_slice(
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+                .as_bytes(),
+        ),
+    }
+    out.put_slice(b"\r\n");
+    for header in resp.headers.iter() {
+        let name = header.name.as_bytes();
+        let hop_by_hop = RESPONSE_FIELDS_NOT_COPIED
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
+        if !hop_by_hop {
+            put_field(out, name, header.value);
+        }
+    }
+    if !informational {
+        put_field(out, b"Date", date);
+        let connection: &[u8] = if client_keep_alive {
+            b"keep-alive"
+        } else {
+            b"close"
+        };
+        put_field(out, b"Connection", connection);
+        if chunked_to_client {
+            put_field(out, b"Transfer-Encoding", b"chunked");
+        }
+    }
+    out.put_slice(b"\r\n");
+    Ok(Some(head))
+}
+
+/// Writes one piece of body to the client: as a chunk when the response is re-framed as
+/// chunked, else as it is.
+pub(crate) fn put_body(out: &mut BytesMut, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        out.reserve(data.len() + 20);
+        let mut size = [0u8; 16];
+        let mut at = size.len();
+        let mut n = data.len();
+        loop {
+            at -= 1;
+            size[at] = b"0123456789abcdef"[n % 16];
+            n /= 16;
+            if n == 0 {
+                break;
+            }
+        }
+        out.put_slice(&size[at..]);
+        out.put_slice(b"\r\n");
+        out.put_slice(data);
+        out.put_slice(b"\r\n");
+    } else {
+        out.put_slice(data);
+    }
+}
+
+/// The end of a chunked body sent to the client.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Where a [`ChunkedDecoder`] is in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ChunkState {
+    /// In the hex size of a chunk (`digits` read so far).
+    #[default]
+    Size,
+    /// After the size: optional whitespace and chunk extensions, up to CR.
+    Extension,
+    /// CR read after the size line; LF next.
+    SizeLf,
+    /// In a chunk's data (`remaining` bytes left).
+    Data,
+    /// CR then LF after a chunk's data.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final CRLF).
+    TrailerStart,
+    /// In a trailer line, up to CR; then LF.
+    Trailer,
+    TrailerLf,
+    /// CR of the final empty line read; LF next.
+    EndLf,
+    Done,
+}
+
+/// Decodes a chunked body incrementally (RFC 9112 §7.1), strictly: hex sizes of at most 16
+/// digits, CRLF line ends only, no control characters in extensions or trailers. Extensions
+/// and trailers are dropped.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkedDecoder {
+    state: ChunkState,
+    digits: u8,
+    remaining: u64,
+    trailer_bytes: usize,
+}
+
+impl ChunkedDecoder {
+    /// Whether the last chunk and the trailer section are through.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes from `input`, passing each piece of body data to `data`. Returns how many
+    /// bytes it consumed: all of `input`, or fewer when the body ended inside it.
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> std::result::Result<usize, &'static str> {
+        let mut at = 0;
+        while at < input.len() {
+            let byte = input[at];
+            match self.state {
+                ChunkState::Size => {
+                    if let Some(digit) = (byte as char).to_digit(16) {
+                        if self.digits == 16 {
+                            return Err("chunk size too long");
+                        }
+                        self.digits += 1;
+                        self.remaining = self.remaining << 4 | u64::from(digit);
+                    } else if self.digits == 0 {
+                        return Err("chunk without a size");
+                    } else if byte == b'\r' {
+                        self.state = ChunkState::SizeLf;
+                    } else if byte == b';' || byte == b' ' || byte == b'\t' {
+                        self.state = ChunkState::Extension;
+                    } else {
+                        return Err("invalid chunk size");
+                    }
+                }
+                ChunkState::Extension => {
+                    if byte == b'\r' {
+                        self.state = ChunkState::SizeLf;
+                    } else if byte.is_ascii_control() && byte != b'\t' {
+                        return Err("control character in chunk extension");
+                    }
+                }
+                ChunkState::SizeLf => {
+                    if byte != b'\n' {
+                        return Err("chunk size line without CRLF");
+                    }
+                    self.state = if self.remaining == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    };
+                }
+                ChunkState::Data => {
+                    let available = (input.len() - at) as u64;
+                    let take = self.remaining.min(available) as usize;
+                    data(&input[at..at + take]);
+                    self.remaining -= take as u64;
+                    at += take;
+                    if self.remaining == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => {
+                    if byte != b'\r' {
+                        return Err("chunk data longer than its size");
+                    }
+                    self.state = ChunkState::DataLf;
+                }
+                ChunkState::DataLf => {
+                    if byte != b'\n' {
+                        return Err("chunk data without CRLF");
+                    }
+                    self.state = ChunkState::Size;
+                    self.digits = 0;
+                }
+                ChunkState::TrailerStart => {
+                    if byte == b'\r' {
+                        self.state = ChunkState::EndLf;
+                    } else if byte.is_ascii_control() {
+                        return Err("control character in trailer");
+                    } else {
+                        self.state = ChunkState::Trailer;
+                    }
+                }
+                ChunkState::Trailer => {
+                    self.trailer_bytes += 1;
+                    if self.trailer_bytes > MAX_TRAILER_BYTES {
+                        return Err("trailer section too long");
+                    }
+                    if byte == b'\r' {
+                        self.state = ChunkState::TrailerLf;
+                    } else if byte.is_ascii_control() && byte != b'\t' {
+                        return Err("control character in trailer");
+                    }
+                }
+                ChunkState::TrailerLf => {
+                    if byte != b'\n' {
+                        return Err("trailer line without CRLF");
+                    }
+                    self.state = ChunkState::TrailerStart;
+                }
+                ChunkState::EndLf => {
+                    if byte != b'\n' {
+                        return Err("chunked body without final CRLF");
+                    }
+                    self.state = ChunkState::Done;
+                    return Ok(at + 1);
+                }
+                ChunkState::Done => return Ok(at),
+            }
+            at += 1;
+        }
+        Ok(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::panic)]
+    #[test]
+    fn simple_heads_are_origin_form_http1_with_small_bodies_and_no_hop_by_hop_headers() {
+        let taken: [&[u8]; 7] = [
+            b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz",
+            b"PUT /p HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\n\r\nokGET / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"GET /x?y=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",
+            b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: Close\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-Anything: 1\r\n\r\nGET / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ];
+        for head in taken {
+            let simple = matches!(classify(head), Classified::Simple(_));
+            assert!(simple, "{}", String::from_utf8_lossy(head));
+        }
+        let head = b"GET /p?q HTTP/1.1\r\nhOsT: a.example:8080\r\n\r\n";
+        let Classified::Simple(view) = classify(head) else {
+            panic!("not simple");
+        };
+        assert_eq!(&head[view.host], b"a.example:8080");
+        assert_eq!(&head[view.target], b"/p?q");
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Classified::Partial
+        );
+        assert_eq!(
+            classify(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxy"),
+            Classified::BodyPending
+        );
+        let handed_off: [&[u8]; 15] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nxyz",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-secret\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ];
+        for head in handed_off {
+            let other = classify(head) == Classified::Other;
+            assert!(other, "{}", String::from_utf8_lossy(head));
+        }
+    }
+}
