@@ -43,6 +43,7 @@ use pingora::server::ShutdownWatch;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -255,9 +256,9 @@ impl DirectPath {
             // An idle connection to the picked endpoint from this thread's pool, else a new one.
             let (mut upstream, reused) = match idle_upstreams::take(addr) {
                 Some(stream) => (stream, true),
-                None => match self
-                    .connector
-                    .new_stream(&peer_for(&target, addr, false))
+                // Boxed: the connect future is most of this one's size, and with the idle pool
+                // most requests never build it.
+                None => match Box::pin(self.connector.new_stream(&peer_for(&target, addr, false)))
                     .await
                 {
                     Ok(stream) => (stream, false),
@@ -540,18 +541,22 @@ fn body_cut_short() -> Box<Error> {
 }
 
 /// Writes all of `bytes` and flushes (Pingora's streams buffer writes), waiting at most
-/// `timeout` when one is given.
+/// `timeout` when one is given. The timer is armed only if the write cannot finish at once
+/// (the socket buffer is full), which for most responses it can.
 async fn write_all(stream: &mut Stream, bytes: &[u8], timeout: Option<Duration>) -> Result<()> {
-    let write = async {
+    let mut write = std::pin::pin!(async {
         stream.write_all(bytes).await?;
         stream.flush().await
-    };
-    let written = match timeout {
-        Some(timeout) => match fast_timeout::fast_timeout(timeout, write).await {
-            Ok(written) => written,
-            Err(_) => return Error::e_explain(ErrorType::WriteTimedout, "writing timed out"),
+    });
+    let written = match futures::poll!(write.as_mut()) {
+        Poll::Ready(written) => written,
+        Poll::Pending => match timeout {
+            Some(timeout) => match fast_timeout::fast_timeout(timeout, write).await {
+                Ok(written) => written,
+                Err(_) => return Error::e_explain(ErrorType::WriteTimedout, "writing timed out"),
+            },
+            None => write.await,
         },
-        None => write.await,
     };
     written.or_err(ErrorType::WriteError, "writing")
 }

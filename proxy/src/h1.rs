@@ -22,6 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use smallvec::SmallVec;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// A request head longer than this is left to Pingora (which reads on up to its own limit and
@@ -95,9 +96,9 @@ pub(crate) enum Classified {
 
 /// Classifies the bytes at the start of `head` (see [`Classified`]).
 pub(crate) fn classify(head: &[u8]) -> Classified {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(head) {
+    let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Classified::Partial,
         Err(_) => return Classified::Other,
@@ -147,6 +148,12 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
     })
 }
 
+/// Room for `N` header fields, left uninitialised: httparse fills what it uses, and
+/// zeroing 128 fields (4 KiB) per parse cost more than the parse.
+fn uninit_headers<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
+    [MaybeUninit::uninit(); N]
+}
+
 /// Where `part` (a slice httparse returned) lies in `whole`.
 fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
@@ -176,9 +183,9 @@ impl ClientRequest {
     /// Parses `bytes`, exactly the head and body of a request [`classify`] found simple,
     /// and builds the [`RequestHeader`] weir's phases read (routing, checks, logging).
     pub(crate) fn parse(bytes: Bytes) -> Result<(ClientRequest, RequestHeader)> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_CLASSIFIED_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let head_len = match parsed.parse(&bytes) {
+        let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
+        let mut parsed = httparse::Request::new(&mut []);
+        let head_len = match parsed.parse_with_uninit_headers(&bytes, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
             _ => {
                 return Err(Error::explain(
@@ -349,9 +356,13 @@ pub(crate) fn response_head(
     date: &[u8],
     out: &mut BytesMut,
 ) -> std::result::Result<Option<ResponseHead>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
+    let mut headers = uninit_headers::<MAX_RESPONSE_FIELDS>();
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("too many response header fields"),
