@@ -732,4 +732,240 @@ mod tests {
             assert!(other, "{}", String::from_utf8_lossy(head));
         }
     }
+
+    const DATE: &[u8] = b"Mon, 23 Nov 2026 10:00:00 GMT";
+
+    fn client_11() -> ClientSide {
+        ClientSide {
+            http10: false,
+            keep_alive: true,
+            head_request: false,
+        }
+    }
+
+    fn head_of(
+        raw: &[u8],
+        client: ClientSide,
+    ) -> (
+        std::result::Result<Option<ResponseHead>, &'static str>,
+        String,
+    ) {
+        let mut out = BytesMut::new();
+        let head = response_head(raw, client, DATE, &mut out);
+        (head, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn response_heads_are_copied_without_hop_by_hop_fields() {
+        let raw = b"HTTP/1.1 200 Fine\r\nServer: up\r\nDate: yesterday\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Kept: yes\r\n\r\nok";
+        let (head, out) = head_of(raw, client_11());
+        let head = head.expect("valid").expect("complete");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.framing, BodyFraming::Length(2));
+        assert_eq!(head.head_len, raw.len() - 2);
+        assert!(head.upstream_keep_alive && head.client_keep_alive && !head.chunked_to_client);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 Fine\r\nServer: up\r\nContent-Length: 2\r\nX-Kept: yes\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n\r\n"
+        );
+        // An HTTP/1.0 upstream closes unless it says keep-alive; `close` closes any.
+        let (head, _) = head_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", client_11());
+        assert!(!head.expect("valid").expect("complete").upstream_keep_alive);
+        let (head, _) = head_of(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            client_11(),
+        );
+        assert!(!head.expect("valid").expect("complete").upstream_keep_alive);
+        // A missing reason phrase gets the standard one.
+        let (_, out) = head_of(b"HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n", client_11());
+        assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+        let (head, _) = head_of(b"HTTP/1.1 200 OK\r\nContent-Len", client_11());
+        assert_eq!(head, Ok(None));
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112_and_reframes_for_the_client() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (head, out) = head_of(chunked, client_11());
+        let head = head.expect("valid").expect("complete");
+        assert_eq!(head.framing, BodyFraming::Chunked);
+        assert!(head.chunked_to_client && head.client_keep_alive);
+        assert!(out.ends_with("Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        // HTTP/1.0 clients get the bare body, delimited by the close.
+        let http10 = ClientSide {
+            http10: true,
+            ..client_11()
+        };
+        let (head, out) = head_of(chunked, http10);
+        let head = head.expect("valid").expect("complete");
+        assert!(!head.chunked_to_client && !head.client_keep_alive);
+        assert!(out.ends_with("Connection: close\r\n\r\n"), "{out}");
+        let (head, _) = head_of(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n", client_11());
+        let head = head.expect("valid").expect("complete");
+        assert_eq!(head.framing, BodyFraming::UntilClose);
+        assert!(head.chunked_to_client);
+        for raw in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+        ] {
+            let (head, _) = head_of(raw, client_11());
+            assert_eq!(
+                head.expect("valid").expect("complete").framing,
+                BodyFraming::Empty
+            );
+        }
+        let head_request = ClientSide {
+            head_request: true,
+            ..client_11()
+        };
+        let (head, out) = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            head_request,
+        );
+        assert_eq!(
+            head.expect("valid").expect("complete").framing,
+            BodyFraming::Empty
+        );
+        assert!(out.contains("Content-Length: 10\r\n"));
+        // 1xx: relayed without Date or Connection to HTTP/1.1 clients, not at all to 1.0.
+        let (head, out) = head_of(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            client_11(),
+        );
+        assert_eq!(head.expect("valid").expect("complete").status, 103);
+        assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+        let (_, out) = head_of(b"HTTP/1.1 100 Continue\r\n\r\n", http10);
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn ambiguous_response_framing_is_an_error() {
+        let refused: [&[u8]; 9] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Bad: a\0b\r\n\r\n",
+        ];
+        for raw in refused {
+            let (head, out) = head_of(raw, client_11());
+            assert!(head.is_err(), "{}", String::from_utf8_lossy(raw));
+            assert_eq!(out, "", "nothing is written for a refused head");
+        }
+        // The same length twice is one length.
+        let (head, _) = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n",
+            client_11(),
+        );
+        assert_eq!(
+            head.expect("valid").expect("complete").framing,
+            BodyFraming::Length(3)
+        );
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_RESPONSE_FIELDS {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(head_of(&many, client_11()).0.is_err());
+    }
+
+    fn decode_all(
+        input: &[u8],
+        step: usize,
+    ) -> std::result::Result<(Vec<u8>, usize), &'static str> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut body = Vec::new();
+        let mut at = 0;
+        while at < input.len() && !decoder.is_done() {
+            let end = (at + step).min(input.len());
+            at += decoder.decode(&input[at..end], |d| body.extend_from_slice(d))?;
+        }
+        assert!(decoder.is_done(), "body not finished");
+        Ok((body, at))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_in_any_pieces_and_stop_at_their_end() {
+        let input = b"5\r\nhello\r\n7;ext=\"x\"\r\n, world\r\nA \r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\nHTTP/1.1 200";
+        let end = input.len() - b"HTTP/1.1 200".len();
+        for step in [1, 2, 3, 7, input.len()] {
+            let (body, consumed) = decode_all(input, step).expect("valid");
+            assert_eq!(body, b"hello, world0123456789", "step {step}");
+            assert_eq!(consumed, end, "step {step}");
+        }
+        let (body, _) = decode_all(b"0\r\n\r\n", 1).expect("valid");
+        assert!(body.is_empty());
+        let refused: [&[u8]; 8] = [
+            b"\r\n",
+            b"g\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"3\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"5;a\0b\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nX: 1\n\r\n",
+        ];
+        for input in refused {
+            let mut decoder = ChunkedDecoder::default();
+            let result = decoder.decode(input, |_| {});
+            assert!(result.is_err(), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn body_pieces_are_framed_as_chunks_when_reframed() {
+        let mut out = BytesMut::new();
+        put_body(&mut out, &[b'a'; 26], true);
+        put_body(&mut out, b"", true);
+        put_body(&mut out, b"xyz", false);
+        let expected = format!("1a\r\n{}\r\nxyz", "a".repeat(26));
+        assert_eq!(&out[..], expected.as_bytes());
+    }
+
+    #[test]
+    fn upstream_requests_keep_the_clients_fields_but_connection_and_replaced_ones() {
+        let raw = b"POST /a/../b HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive\r\nX-Custom-Case: v\r\nContent-Length: 3\r\n\r\nabc";
+        let Classified::Simple(view) = classify(raw) else {
+            panic!("simple");
+        };
+        assert_eq!((view.head_len, view.body_len), (raw.len() - 3, 3));
+        let (request, header) = ClientRequest::parse(Bytes::from_static(raw)).expect("parses");
+        assert_eq!(header.method, http::Method::POST);
+        assert_eq!(
+            header.headers.get("x-custom-case").map(|v| v.as_bytes()),
+            Some(&b"v"[..])
+        );
+        assert_eq!(request.body(), b"abc");
+        assert!(request.wants_keep_alive() && !request.is_http10());
+        let mut set = UpstreamHeaders::new();
+        set.push((
+            http::HeaderName::from_static("x-forwarded-for"),
+            http::HeaderValue::from_static("10.0.0.1"),
+        ));
+        let mut out = BytesMut::new();
+        request.write_upstream("POST", b"/b", &set, &mut out);
+        assert_eq!(
+            &out[..],
+            &b"POST /b HTTP/1.1\r\nHost: shop\r\nX-Custom-Case: v\r\nContent-Length: 3\r\n\
+               x-forwarded-for: 10.0.0.1\r\n\r\nabc"[..]
+        );
+        let keep_alive = |raw: &'static [u8]| {
+            ClientRequest::parse(Bytes::from_static(raw))
+                .expect("parses")
+                .0
+                .wants_keep_alive()
+        };
+        assert!(!keep_alive(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!keep_alive(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(keep_alive(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        ));
+    }
 }
