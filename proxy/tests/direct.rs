@@ -291,3 +291,164 @@ fn an_upstream_closing_idle_connections_fails_no_request() {
         "a closed idle connection counted as an upstream error"
     );
 }
+
+/// An upstream with scripted answers by path, to show how the direct path relays each kind
+/// of response framing (and refuses ambiguous ones).
+fn scripted_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buf) {
+                            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                    seen.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let answer: Vec<u8> = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(),
+                        "/until-close" => b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close".to_vec(),
+                        "/early-hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                        "/smuggle" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+                        "/big" => {
+                            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+                            answer.extend((0..1_048_576u32).map(|i| (i % 251) as u8));
+                            answer
+                        }
+                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                    };
+                    // In pieces, so the proxy sees the answer arrive over several reads.
+                    for piece in answer.chunks(7000) {
+                        if stream.write_all(piece).is_err() {
+                            return;
+                        }
+                    }
+                    if path == "/until-close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `requests` on one connection (the last one should close it) and returns all bytes
+/// the proxy answered.
+fn exchange_all(weir: &Weir, requests: &str) -> Vec<u8> {
+    let mut s = connect(weir);
+    s.write_all(requests.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("read to the close");
+    answer
+}
+
+/// Decodes a chunked body at the start of `bytes`; returns it and what follows.
+fn dechunk(bytes: &[u8]) -> (Vec<u8>, &[u8]) {
+    let mut body = Vec::new();
+    let mut rest = bytes;
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).expect("hex"), 16)
+            .expect("chunk size");
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            assert!(rest.starts_with(b"\r\n"), "no trailers are relayed");
+            return (body, &rest[2..]);
+        }
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n");
+        rest = &rest[size + 2..];
+    }
+}
+
+/// Splits one response head off `bytes`: the head's text and what follows it.
+fn split_head(bytes: &[u8]) -> (String, &[u8]) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    (
+        String::from_utf8_lossy(&bytes[..end + 4]).to_string(),
+        &bytes[end + 4..],
+    )
+}
+
+#[test]
+fn every_response_framing_is_relayed_and_ambiguous_ones_are_refused() {
+    let upstream = scripted_upstream();
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let host = "Host: shop.example.com\r\n";
+
+    // HTTP/1.1: a chunked and a close-delimited body both reach the client chunked, and the
+    // client connection stays usable after each.
+    let answer = exchange_all(
+        &weir,
+        &format!(
+            "GET /chunked HTTP/1.1\r\n{host}\r\nGET /until-close HTTP/1.1\r\n{host}\r\n\
+             GET /early-hints HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+        ),
+    );
+    let (head, rest) = split_head(&answer);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+    assert!(!head.contains("X-Trailer"), "{head}");
+    let (body, rest) = dechunk(rest);
+    assert_eq!(body, b"hello world");
+    let (head, rest) = split_head(rest);
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+    assert!(head.contains("Connection: keep-alive\r\n"), "{head}");
+    let (body, rest) = dechunk(rest);
+    assert_eq!(body, b"until close");
+    let (head, rest) = split_head(rest);
+    assert!(head.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{head}");
+    assert!(head.contains("Link: </s.css>"), "{head}");
+    let (head, rest) = split_head(rest);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert_eq!(rest, b"ok");
+
+    // HTTP/1.0: the bare body, delimited by the close; no 1xx.
+    let answer = exchange_all(&weir, &format!("GET /chunked HTTP/1.0\r\n{host}\r\n"));
+    let (head, rest) = split_head(&answer);
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert!(!head.contains("Transfer-Encoding"), "{head}");
+    assert_eq!(rest, b"hello world");
+
+    // A 1 MiB body over many reads arrives whole.
+    let answer = exchange_all(
+        &weir,
+        &format!("GET /big HTTP/1.1\r\n{host}Connection: close\r\n\r\n"),
+    );
+    let (head, rest) = split_head(&answer);
+    assert!(head.contains("Content-Length: 1048576\r\n"), "{head}");
+    assert_eq!(rest.len(), 1_048_576);
+    assert!(rest.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+
+    // Content-Length with Transfer-Encoding from the upstream: a 502, nothing of it relayed.
+    let answer = exchange_all(&weir, &format!("GET /smuggle HTTP/1.1\r\n{host}\r\n"));
+    let (head, rest) = split_head(&answer);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(rest, b"upstream connection failed\n");
+    let log = weir.access_log_of(6);
+    let statuses: Vec<u64> = log.iter().filter_map(|l| l["status"].as_u64()).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 502], "{log:?}");
+    assert_eq!(log[4]["bytes_out"], 1_048_576);
+}
