@@ -486,18 +486,10 @@ impl Client {
         out.put_slice(resp.status.canonical_reason().unwrap_or("").as_bytes());
         out.put_slice(b"\r\n");
         for (name, value) in resp.headers.iter() {
-            out.put_slice(name.as_str().as_bytes());
-            out.put_slice(b": ");
-            out.put_slice(value.as_bytes());
-            out.put_slice(b"\r\n");
+            h1::put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
         }
-        out.put_slice(b"Date: ");
-        out.put_slice(get_cached_date().as_bytes());
-        out.put_slice(if self.keep_alive {
-            b"\r\nConnection: keep-alive\r\n\r\n".as_slice()
-        } else {
-            b"\r\nConnection: close\r\n\r\n".as_slice()
-        });
+        h1::put_own_fields(&mut out, get_cached_date().as_bytes(), self.keep_alive);
+        out.put_slice(b"\r\n");
         out.put_slice(body.as_bytes());
         self.status = status;
         self.body_bytes = body.len();

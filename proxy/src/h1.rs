@@ -115,10 +115,8 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
         } else if name.eq_ignore_ascii_case("content-length") {
             // One plain decimal length; anything else (a list, a sign, a second field) is
             // for Pingora's path and weir's framing checks there.
-            let len = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok())
+            let len = content_length(value)
+                .and_then(|len| usize::try_from(len).ok())
                 .filter(|len| *len <= MAX_BUFFERED_BODY);
             match (len, body_len) {
                 (Some(len), None) => body_len = Some(len),
@@ -297,7 +295,24 @@ impl ClientRequest {
     }
 }
 
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// A `Content-Length` value: one plain decimal number (no sign, no list).
+fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The fields weir adds to every final response it sends: `Date`, and `Connection` saying
+/// whether the client connection stays open.
+pub(crate) fn put_own_fields(out: &mut BytesMut, date: &[u8], keep_alive: bool) {
+    put_field(out, b"Date", date);
+    let connection: &[u8] = if keep_alive { b"keep-alive" } else { b"close" };
+    put_field(out, b"Connection", connection);
+}
+
+pub(crate) fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(name);
     out.put_slice(b": ");
     out.put_slice(value);
@@ -391,12 +406,7 @@ pub(crate) fn response_head(
                 }
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            let digits = value.trim_ascii();
-            let parsed = std::str::from_utf8(digits)
-                .ok()
-                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|d| d.parse::<u64>().ok())
-                .ok_or("invalid Content-Length in response")?;
+            let parsed = content_length(value).ok_or("invalid Content-Length in response")?;
             match length {
                 Some(earlier) if earlier != parsed => {
                     return Err("conflicting Content-Length in response")
@@ -478,13 +488,7 @@ pub(crate) fn response_head(
         }
     }
     if !informational {
-        put_field(out, b"Date", date);
-        let connection: &[u8] = if client_keep_alive {
-            b"keep-alive"
-        } else {
-            b"close"
-        };
-        put_field(out, b"Connection", connection);
+        put_own_fields(out, date, client_keep_alive);
         if chunked_to_client {
             put_field(out, b"Transfer-Encoding", b"chunked");
         }
