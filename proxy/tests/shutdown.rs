@@ -191,7 +191,11 @@ fn sigint_exits_at_once() {
     let started = Instant::now();
     weir.process.signal("INT");
     let code = weir.process.wait_exit(Duration::from_secs(10));
-    assert!(code.is_some(), "weir still running 10 s after SIGINT");
+    assert!(
+        code.is_some(),
+        "weir still running 10 s after SIGINT; log:\n{}",
+        weir.log_text()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "SIGINT took {:?}",
