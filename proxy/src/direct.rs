@@ -51,6 +51,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// head (Pingora's keep-alive and read timeouts are 60 s too); also how long a response
 /// write may wait for a client that does not read.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long closing a client connection may wait to flush what is left of a response.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial size of a connection's read buffer.
 const HEAD_BUFFER: usize = 4096;
 /// Room made for each read of an upstream response.
@@ -231,8 +233,9 @@ impl DirectPath {
         let mut stream = client.stream;
         if outcome.is_err() || !client.keep_alive {
             // The framing of what follows is in doubt, the client is gone, or either side
-            // asked to close.
-            let _ = stream.shutdown().await;
+            // asked to close. Bounded: the shutdown flushes, and a client that stopped
+            // reading would hold this task forever.
+            let _ = fast_timeout::fast_timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
             return None;
         }
         Some((stream, buf))
