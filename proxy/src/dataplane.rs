@@ -771,6 +771,7 @@ impl ProxyHttp for WeirProxy {
             retry_after.map(HeaderValue::as_bytes),
             ctx,
         );
+        crate::h1::remove_connection_scoped_fields(upstream);
         Ok(())
     }
 

@@ -185,11 +185,12 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         let mut buf = BytesMut::new();
         loop {
             let next = DirectPath::read_head(&mut stream, &mut buf, shutdown).await;
-            let served = match next {
-                NextHead::Closed => None,
+            match next {
+                NextHead::Closed => return None,
                 NextHead::Simple(view) if direct.takes(&buf, &view) => {
                     let received = std::mem::take(&mut buf);
-                    Box::pin(direct.serve(stream, received, view, shutdown)).await
+                    (stream, buf) =
+                        Box::pin(direct.serve(stream, received, view, shutdown)).await?;
                 }
                 NextHead::Simple(_) | NextHead::Other => {
                     // Pingora reads the request from the bytes already read.
@@ -197,18 +198,21 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                     let mut settings = HttpPersistentSettings::for_session(&session);
                     settings.set_pipelined_prefix(std::mem::take(&mut buf));
                     settings.apply_to_session(&mut session);
-                    self.inner
-                        .process_new_http(session, shutdown)
-                        .await
-                        .map(|reused| (reused.consume().0, BytesMut::new()))
+                    let mut reused = self.inner.process_new_http(session, shutdown).await?;
+                    // Pingora may have read the start of a pipelined request past its own; only
+                    // it holds those bytes, so it serves that request too, until it returns
+                    // the connection with nothing read ahead.
+                    loop {
+                        let (next_stream, settings) = reused.consume();
+                        stream = next_stream;
+                        let Some(settings) = settings.filter(holds_pipelined_bytes) else {
+                            break;
+                        };
+                        let mut session = ServerSession::new_http1(stream);
+                        settings.apply_to_session(&mut session);
+                        reused = self.inner.process_new_http(session, shutdown).await?;
+                    }
                 }
-            };
-            match served {
-                Some((next_stream, prefix)) => {
-                    stream = next_stream;
-                    buf = prefix;
-                }
-                None => return None,
             }
         }
     }
@@ -217,6 +221,10 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// 60 s, request limit).
     fn http1_session(&self, stream: Stream, shutdown: &ShutdownWatch) -> ServerSession {
         let mut session = ServerSession::new_http1(stream);
+        // Without this Pingora closes a connection whose client sent the next request before
+        // the answer to this one, and that request is lost (RFC 9112 §9.3.2 allows it, but
+        // weir's own loop answers pipelined requests in order, and so does nginx).
+        session.set_pipelining_enabled(true);
         if *shutdown.borrow() {
             session.set_keepalive(None);
         } else {
@@ -233,6 +241,15 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     fn parking(&self) -> bool {
         self.stats.open.load(Ordering::Relaxed) > PARK_ABOVE
     }
+}
+
+/// Whether Pingora handed a connection back with bytes of the next request it had already
+/// read. Pingora keeps them inside the settings with no accessor, only for the next session
+/// it serves; its `Debug` output is the one place they show. Anything but an explicit `None`
+/// counts as bytes held, so a change in that output sends requests to Pingora (slower),
+/// never loses them.
+fn holds_pipelined_bytes(settings: &HttpPersistentSettings) -> bool {
+    !format!("{settings:?}").contains("pipelined_prefix: None")
 }
 
 #[async_trait]
@@ -281,5 +298,26 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `holds_pipelined_bytes` reads Pingora's `Debug` output; if that output changes, this
+    /// fails instead of pipelined requests going to Pingora without anyone noticing.
+    #[tokio::test]
+    async fn pipelined_bytes_held_by_pingora_are_seen() -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept().await?;
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(accepted));
+        let session = ServerSession::new_http1(stream);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        assert!(!holds_pipelined_bytes(&settings));
+        settings.set_pipelined_prefix(BytesMut::from(&b"GET /next HTTP/1.1\r\n"[..]));
+        assert!(holds_pipelined_bytes(&settings));
+        Ok(())
     }
 }

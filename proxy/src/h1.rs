@@ -19,7 +19,7 @@
 
 use crate::dataplane::UpstreamHeaders;
 use bytes::{BufMut, Bytes, BytesMut};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use smallvec::SmallVec;
 use std::mem::MaybeUninit;
@@ -54,18 +54,63 @@ const HANDED_OFF_HEADERS: [&str; 8] = [
     "http2-settings",
 ];
 
-/// Response fields that describe one connection, not the message (RFC 9110 §7.6.1), and
-/// `Date`, which weir sets itself (as nginx and Pingora do): never copied to the client.
-const RESPONSE_FIELDS_NOT_COPIED: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "date",
-];
+/// Response fields that describe one connection, not the message (RFC 9110 §7.6.1), other
+/// than `Connection` and `Transfer-Encoding`: never relayed to the client, on either path.
+const CONNECTION_SCOPED_RESPONSE_FIELDS: [&str; 5] =
+    ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+
+/// Response fields the direct path writes itself rather than copying: the connection and
+/// framing fields, and `Date` (as nginx and Pingora do).
+const RESPONSE_FIELDS_WRITTEN_BY_WEIR: [&str; 3] = ["connection", "transfer-encoding", "date"];
+
+/// The field names an upstream's `Connection` value asks not to forward (RFC 9110 §7.6.1):
+/// its options other than `close` and `keep-alive`. The framing fields are never among them:
+/// an upstream naming `Content-Length` there would otherwise get a length-framed body relayed
+/// without its length, and the client would read the next response as part of this one.
+fn connection_options(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| {
+            !token.is_empty()
+                && !["close", "keep-alive", "content-length", "transfer-encoding"]
+                    .iter()
+                    .any(|kept| token.eq_ignore_ascii_case(kept.as_bytes()))
+        })
+}
+
+/// Removes from a response on Pingora's path the fields the direct path never relays:
+/// connection-scoped ones and those the upstream's `Connection` names. Pingora writes the
+/// client's `Connection` and framing itself. A 101 keeps `Upgrade` and `Connection`: they are
+/// the switch the client asked for.
+pub(crate) fn remove_connection_scoped_fields(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    // Most responses have none of these: look before building anything.
+    let has_any = resp.headers.keys().any(|name| {
+        name == http::header::CONNECTION
+            || CONNECTION_SCOPED_RESPONSE_FIELDS
+                .iter()
+                .any(|scoped| name.as_str() == *scoped)
+    });
+    if !has_any {
+        return;
+    }
+    let listed: SmallVec<[http::HeaderName; 4]> = resp
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| connection_options(value.as_bytes()))
+        .filter_map(|token| http::HeaderName::from_bytes(token).ok())
+        .collect();
+    for name in CONNECTION_SCOPED_RESPONSE_FIELDS {
+        resp.remove_header(name);
+    }
+    for name in &listed {
+        resp.remove_header(name);
+    }
+}
 
 /// Where a simple head's parts are in the connection's buffer (byte ranges, so the buffer
 /// can move on).
@@ -401,10 +446,9 @@ pub(crate) fn response_head(
                     upstream_close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     upstream_keep_alive_token = true;
-                } else if !token.is_empty() {
-                    listed.push(token);
                 }
             }
+            listed.extend(connection_options(value));
         } else if name.eq_ignore_ascii_case("content-length") {
             let parsed = content_length(value).ok_or("invalid Content-Length in response")?;
             match length {
@@ -479,8 +523,9 @@ pub(crate) fn response_head(
     out.put_slice(b"\r\n");
     for header in resp.headers.iter() {
         let name = header.name.as_bytes();
-        let hop_by_hop = RESPONSE_FIELDS_NOT_COPIED
+        let hop_by_hop = CONNECTION_SCOPED_RESPONSE_FIELDS
             .iter()
+            .chain(&RESPONSE_FIELDS_WRITTEN_BY_WEIR)
             .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !hop_by_hop {

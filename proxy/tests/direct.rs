@@ -319,6 +319,19 @@ fn scripted_upstream() -> SocketAddr {
                         "/until-close" => b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close".to_vec(),
                         "/early-hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                         "/smuggle" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+                        // Connection-scoped fields, one listed in `Connection` and a framing
+                        // field listed there too; the body is the request head as received.
+                        "/hop" => {
+                            let mut answer = format!(
+                                "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop, Content-Length\r\n\
+                                 X-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+                                 Upgrade: h2c\r\nTrailer: X-T\r\nX-Kept: yes\r\nContent-Length: {}\r\n\r\n",
+                                head.len()
+                            )
+                            .into_bytes();
+                            answer.extend_from_slice(head.as_bytes());
+                            answer
+                        }
                         "/big" => {
                             let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
                             answer.extend((0..1_048_576u32).map(|i| (i % 251) as u8));
@@ -451,4 +464,70 @@ fn every_response_framing_is_relayed_and_ambiguous_ones_are_refused() {
     let statuses: Vec<u64> = log.iter().filter_map(|l| l["status"].as_u64()).collect();
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 502], "{log:?}");
     assert_eq!(log[4]["bytes_out"], 1_048_576);
+}
+
+/// Connection-scoped fields stay on their hop, on both `--http1-path` values, for requests the
+/// direct path takes and for those it hands to Pingora: the upstream never sees the client's
+/// (`Keep-Alive`, `TE`, `Proxy-Connection`, fields named in `Connection`), and the client never
+/// sees the upstream's — while a framing field named in `Connection` is kept, so the response
+/// still ends where it should and the connection stays usable. The three requests are
+/// pipelined and the second one goes to Pingora (for its hop-by-hop fields): the third,
+/// which Pingora may already have read, is answered too.
+#[test]
+fn connection_scoped_fields_stay_on_their_hop() {
+    let upstream = scripted_upstream();
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let host = "Host: shop.example.com\r\n";
+        let hop_fields =
+            "Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n\
+                          Proxy-Connection: keep-alive\r\nTE: trailers\r\n";
+        let answer = exchange_all(
+            &weir,
+            &format!(
+                "GET /hop HTTP/1.1\r\n{host}X-Mine: 1\r\n\r\n\
+                 GET /hop HTTP/1.1\r\n{host}{hop_fields}X-Mine: 2\r\n\r\n\
+                 GET /hop HTTP/1.1\r\n{host}X-Mine: 3\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        let mut rest = answer.as_slice();
+        for mine in 1..=3 {
+            let (head, after) = split_head(rest);
+            let lower = head.to_ascii_lowercase();
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+            assert!(lower.contains("x-kept: yes\r\n"), "{path}: {head}");
+            for hop in [
+                "x-hop",
+                "keep-alive:",
+                "proxy-connection",
+                "upgrade",
+                "trailer",
+            ] {
+                assert!(
+                    !lower.contains(hop),
+                    "{path}: {hop} relayed to the client: {head}"
+                );
+            }
+            let length: usize = lower
+                .split("\r\n")
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{path}: no Content-Length in {head}"));
+            let seen = String::from_utf8_lossy(&after[..length]).to_ascii_lowercase();
+            assert!(seen.contains(&format!("x-mine: {mine}")), "{path}: {seen}");
+            for hop in ["x-secret", "keep-alive:", "proxy-connection", "\r\nte:"] {
+                assert!(
+                    !seen.contains(hop),
+                    "{path}: {hop} forwarded upstream: {seen}"
+                );
+            }
+            rest = &after[length..];
+        }
+        assert!(rest.is_empty(), "{path}: bytes after the last answer");
+    }
 }
