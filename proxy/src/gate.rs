@@ -304,15 +304,69 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::apps::ReusedHttpStream;
+
+    async fn accepted_connection() -> std::io::Result<(tokio::net::TcpStream, Stream)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept().await?;
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(accepted));
+        Ok((client, stream))
+    }
+
+    /// Handles every request by panicking: a bug in the request path.
+    struct PanickingApp;
+
+    #[async_trait]
+    impl HttpServerApp for PanickingApp {
+        #[allow(clippy::panic)]
+        async fn process_new_http(
+            self: &Arc<Self>,
+            _session: ServerSession,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<ReusedHttpStream> {
+            panic!("injected panic while handling a request")
+        }
+    }
+
+    /// A panic while serving a request ends that connection's task only (Pingora runs each
+    /// connection in a task of its own and weir unwinds; Cargo.toml): the connection's
+    /// `--max-connections` slot is given back, so the next connection is served, not refused.
+    #[tokio::test]
+    async fn a_panic_while_serving_a_request_gives_its_connection_slot_back(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let metrics = Metrics::new()?;
+        let stats = Arc::new(GateStats::new(&metrics));
+        let gate = Arc::new(ConnectionGate::new(
+            PanickingApp,
+            None,
+            1,
+            Duration::ZERO,
+            Arc::clone(&stats),
+        ));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        for connection in 0..3 {
+            let (mut client, stream) = accepted_connection().await?;
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+                .await?;
+            let (gate, shutdown) = (Arc::clone(&gate), shutdown.clone());
+            let served = tokio::spawn(async move { gate.process_new(stream, &shutdown).await });
+            let outcome = served.await;
+            assert!(
+                outcome.as_ref().is_err_and(|e| e.is_panic()),
+                "connection {connection} was refused instead of reaching the handler"
+            );
+            assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        }
+        Ok(())
+    }
 
     /// `holds_pipelined_bytes` reads Pingora's `Debug` output; if that output changes, this
     /// fails instead of pipelined requests going to Pingora without anyone noticing.
     #[tokio::test]
     async fn pipelined_bytes_held_by_pingora_are_seen() -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
-        let (accepted, _) = listener.accept().await?;
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(accepted));
+        let (_client, stream) = accepted_connection().await?;
         let session = ServerSession::new_http1(stream);
         let mut settings = HttpPersistentSettings::for_session(&session);
         assert!(!holds_pipelined_bytes(&settings));
