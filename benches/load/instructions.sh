@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by `valgrind --tool=callgrind` (repeatable, unlike
 # wall-clock numbers on a shared 2-core machine). Each proxy runs under callgrind twice, for
-# N1 and N2 HTTP/1.1 keep-alive requests from h2load (8 connections) to the nginx upstream of
+# N1 and N2 HTTP/1.1 keep-alive requests from h2load (8 connections; H2LOAD_FLAGS) to the nginx upstream of
 # run.sh; the difference divided by N2 - N1 is the cost of one request without start-up.
 #
 #   benches/load/instructions.sh            # weir and the bare Pingora proxies
 #   TARGETS="weir" N1=2000 N2=12000 benches/load/instructions.sh
+#   H2LOAD_FLAGS="-c8 -m4" benches/load/instructions.sh   # h2c (prior knowledge) to the proxy
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -13,6 +14,7 @@ source benches/load/nginx.sh
 N1="${N1:-2000}"
 N2="${N2:-10000}"
 TARGETS="${TARGETS:-bare-pingora bare-pingora-tuned weir}"
+H2LOAD_FLAGS="${H2LOAD_FLAGS:---h1 -c8}"
 weir_need_commands nginx:nginx valgrind:valgrind
 cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
@@ -40,7 +42,8 @@ count() {
     valgrind --tool=callgrind --callgrind-out-file="$out" $(command_of "$1") >"$work/$1.log" 2>&1 &
     local pid=$!
     for _ in $(seq 600); do curl -fs -o /dev/null "http://127.0.0.1:$PROXY/" && break; sleep 0.1; done
-    h2load --h1 -n "$2" -c 8 "http://127.0.0.1:$PROXY/" | grep -E "^requests:" >&2
+    # shellcheck disable=SC2086
+    h2load $H2LOAD_FLAGS -n "$2" "http://127.0.0.1:$PROXY/" | grep -E "^requests:" >&2
     kill -INT "$pid"; wait "$pid" || true
     awk '/^(summary|totals):/ {print $2}' "$out" | tail -1
 }

@@ -87,27 +87,23 @@ pub(crate) fn remove_connection_scoped_fields(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    // Most responses have none of these: look before building anything.
-    let has_any = resp.headers.keys().any(|name| {
-        name == http::header::CONNECTION
-            || CONNECTION_SCOPED_RESPONSE_FIELDS
-                .iter()
-                .any(|scoped| name.as_str() == *scoped)
-    });
-    if !has_any {
-        return;
+    // One pass over the fields, collecting only what is there: most responses carry at most
+    // `Connection: keep-alive` and lose nothing, so nothing is looked up or removed.
+    let mut doomed: SmallVec<[http::HeaderName; 4]> = SmallVec::new();
+    for (name, value) in resp.headers.iter() {
+        if name == http::header::CONNECTION {
+            doomed.extend(
+                connection_options(value.as_bytes())
+                    .filter_map(|token| http::HeaderName::from_bytes(token).ok()),
+            );
+        } else if CONNECTION_SCOPED_RESPONSE_FIELDS
+            .iter()
+            .any(|scoped| name.as_str() == *scoped)
+        {
+            doomed.push(name.clone());
+        }
     }
-    let listed: SmallVec<[http::HeaderName; 4]> = resp
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|value| connection_options(value.as_bytes()))
-        .filter_map(|token| http::HeaderName::from_bytes(token).ok())
-        .collect();
-    for name in CONNECTION_SCOPED_RESPONSE_FIELDS {
-        resp.remove_header(name);
-    }
-    for name in &listed {
+    for name in &doomed {
         resp.remove_header(name);
     }
 }
