@@ -198,19 +198,18 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                     let mut settings = HttpPersistentSettings::for_session(&session);
                     settings.set_pipelined_prefix(std::mem::take(&mut buf));
                     settings.apply_to_session(&mut session);
-                    let mut reused = self.inner.process_new_http(session, shutdown).await?;
                     // Pingora may have read the start of a pipelined request past its own; only
                     // it holds those bytes, so it serves that request too, until it returns
                     // the connection with nothing read ahead.
                     loop {
+                        let reused = self.inner.process_new_http(session, shutdown).await?;
                         let (next_stream, settings) = reused.consume();
                         stream = next_stream;
                         let Some(settings) = settings.filter(holds_pipelined_bytes) else {
                             break;
                         };
-                        let mut session = ServerSession::new_http1(stream);
+                        session = ServerSession::new_http1(stream);
                         settings.apply_to_session(&mut session);
-                        reused = self.inner.process_new_http(session, shutdown).await?;
                     }
                 }
             }

@@ -81,9 +81,7 @@ impl DelayedShutdownWatch {
         });
         self
     }
-}
 
-impl DelayedShutdownWatch {
     /// SIGINT: flush what must not be lost and exit at once. Not through Pingora's fast
     /// shutdown: it stops the worker runtimes while their accept loops still run, and an
     /// accept loop whose listener was registered on a runtime stopped before its own fails
