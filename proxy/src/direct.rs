@@ -27,7 +27,7 @@ use crate::dataplane::{
     RequestCtx, WeirProxy,
 };
 use crate::h1::{
-    self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide, HeadView,
+    self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide, ClientVersion, HeadView,
     LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
 };
 use crate::idle_upstreams;
@@ -151,6 +151,16 @@ impl DirectPath {
         let Ok(target) = std::str::from_utf8(target) else {
             return false;
         };
+        self.route_is_plain_http1(host, target)
+    }
+
+    /// Whether the route of `host` and `target` (as received) goes to plain HTTP/1.1
+    /// backends; true too when there is no such route (`admit` answers it either way).
+    fn route_is_plain_http1(&self, host: &str, target: &str) -> bool {
+        let table = self.routing.load();
+        if table.plain_http1_only {
+            return true;
+        }
         let path = target.split_once('?').map_or(target, |(path, _)| path);
         // Encoded slashes are kept here; where they are refused, `admit` refuses them on
         // either path.
@@ -162,6 +172,78 @@ impl DirectPath {
             Some(choice) => choice.plain_http1(),
             None => true, // answered by `admit` with a 404
         }
+    }
+
+    /// Whether this path serves an HTTP/2 stream: a request complete with its header (no
+    /// body to come: GET, HEAD and the like), not a CONNECT, to a route whose backends speak
+    /// plain HTTP/1.1. False sends it to Pingora.
+    pub(crate) fn takes_h2(&self, session: &H2Session) -> bool {
+        let req = session.req_header();
+        if !session.is_body_empty()
+            || req.headers.contains_key(http::header::CONTENT_LENGTH)
+            || req.method == http::Method::CONNECT
+        {
+            return false;
+        }
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let Ok(target) = std::str::from_utf8(req.raw_path()) else {
+            return false;
+        };
+        self.route_is_plain_http1(host, target)
+    }
+
+    /// Serves one HTTP/2 stream taken by [`Self::takes_h2`]: the same phases as an HTTP/1
+    /// request, the response written as HTTP/2 frames by Pingora's session.
+    pub(crate) async fn serve_h2(&self, mut session: H2Session) {
+        let tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        let client_ip = client_ip(session.client_addr());
+        session.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT));
+        // The phases read the request while the session writes the response.
+        let Ok(placeholder) = RequestHeader::build_no_case("GET", b"/", None) else {
+            return;
+        };
+        let mut req = std::mem::replace(session.req_header_mut(), placeholder);
+        let mut client = H2Client {
+            session,
+            head: None,
+            data: BytesMut::new(),
+            end: false,
+            ended: false,
+            sent: Sent::default(),
+        };
+        let mut ctx = self.proxy.request_ctx();
+        let outcome = match self.proxy.admit(&mut req, || None, tls, &mut ctx) {
+            Admission::Forward => {
+                self.forward(&mut client, UpstreamRequest::Http2, &req, client_ip, tls, &mut ctx)
+                    .await
+            }
+            Admission::Refuse(rejection) => client.answer(rejection.status, rejection.body()).await,
+            Admission::RedirectToHttps => match redirect_response(&req) {
+                Ok(resp) => client.answer_with(&resp, "").await,
+                Err(e) => Err(e),
+            },
+            Admission::Answer(status, body) => client.answer(status, body).await,
+        };
+        if let Err(e) = &outcome {
+            if !quiet_error(e) {
+                tracing::error!(error = %e, "request failed");
+            }
+        }
+        self.proxy.finish_request(
+            &req,
+            client.sent.status,
+            outcome.as_ref().err().map(|e| e.as_ref()),
+            (0, client.sent.body_bytes),
+            &mut ctx,
+        );
+        // An unfinished response (an error part-way) is reset when the session drops.
     }
 
     /// Serves one request, whose head and body are at the start of `buf` where `view` says
@@ -178,8 +260,10 @@ impl DirectPath {
         let mut client = Client {
             stream,
             keep_alive: true,
-            status: 0,
-            body_bytes: 0,
+            http10: false,
+            out: BytesMut::new(),
+            chunked: false,
+            sent: Sent::default(),
         };
         let (request, mut req) = match ClientRequest::parse(received) {
             Ok(parsed) => parsed,
@@ -193,6 +277,7 @@ impl DirectPath {
             }
         };
         client.keep_alive = request.wants_keep_alive() && !*shutdown.borrow();
+        client.http10 = request.is_http10();
         let peer = client
             .stream
             .get_socket_digest()
@@ -204,7 +289,8 @@ impl DirectPath {
             .admit(&mut req, || Some(request.head()), false, &mut ctx);
         let outcome = match admission {
             Admission::Forward => {
-                self.forward(&mut client, &request, &req, client_ip, &mut ctx)
+                let upstream_request = UpstreamRequest::Http1(&request);
+                self.forward(&mut client, upstream_request, &req, client_ip, false, &mut ctx)
                     .await
             }
             Admission::Refuse(rejection) => {
@@ -224,9 +310,9 @@ impl DirectPath {
         }
         self.proxy.finish_request(
             &req,
-            client.status,
+            client.sent.status,
             outcome.as_ref().err().map(|e| e.as_ref()),
-            (request.body().len(), client.body_bytes),
+            (request.body().len(), client.sent.body_bytes),
             &mut ctx,
         );
         drop(ctx);
@@ -244,10 +330,11 @@ impl DirectPath {
     /// Sends the request upstream (again, on a retryable failure) and relays the response.
     async fn forward(
         &self,
-        client: &mut Client,
-        request: &ClientRequest,
+        client: &mut impl Downstream,
+        request: UpstreamRequest<'_>,
         req: &RequestHeader,
         client_ip: Option<IpAddr>,
+        tls: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let replayable = req.method.is_idempotent();
@@ -277,6 +364,7 @@ impl DirectPath {
             let exchange = Exchange {
                 request,
                 req,
+                tls,
                 read_timeout: target.read_timeout,
             };
             match self
@@ -292,7 +380,7 @@ impl DirectPath {
                 Err(Failure::Downstream(e)) => return Err(e),
                 Err(Failure::Upstream(mut e)) => {
                     e.esource = ErrorSource::Upstream;
-                    if client.status != 0 {
+                    if client.sent().status != 0 {
                         // Part of the response is out: nothing to retry or answer.
                         self.proxy.proxy_failed(&e, false, false, ctx);
                         return Err(e);
@@ -314,41 +402,36 @@ impl DirectPath {
     async fn exchange(
         &self,
         exchange: &Exchange<'_>,
-        client: &mut Client,
+        client: &mut impl Downstream,
         upstream: &mut Stream,
         client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<bool, Failure> {
-        let (request, req) = (exchange.request, exchange.req);
-        let set = self.proxy.forward_headers(req, client_ip, false, ctx);
+        let req = exchange.req;
+        let set = self.proxy.forward_headers(req, client_ip, exchange.tls, ctx);
         let mut buf = BytesMut::new();
-        request.write_upstream(req.method.as_str(), req.raw_path(), &set, &mut buf);
+        match exchange.request {
+            UpstreamRequest::Http1(request) => {
+                request.write_upstream(req.method.as_str(), req.raw_path(), &set, &mut buf)
+            }
+            UpstreamRequest::Http2 => h1::write_upstream_of_h2(req, &set, &mut buf),
+        }
         write_all(upstream, &buf, None)
             .await
             .map_err(Failure::Upstream)?;
         // The same buffer now takes the response.
         buf.clear();
         buf.reserve(UPSTREAM_READ_BUFFER);
-        let side = ClientSide {
-            http10: request.is_http10(),
-            keep_alive: client.keep_alive,
-            head_request: req.method == http::Method::HEAD,
-        };
-        let date = get_cached_date();
-        let mut out = BytesMut::new();
+        let head_request = req.method == http::Method::HEAD;
         let head = loop {
-            let parsed =
-                h1::response_head(&buf, side, date.as_bytes(), &mut out).map_err(|why| {
-                    Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
-                })?;
+            let parsed = client.stage_head(&buf, head_request).map_err(|why| {
+                Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
+            })?;
             match parsed {
                 Some(head) if (100..200).contains(&head.status) => {
                     // 100 Continue and friends: relayed to an HTTP/1.1 client, then on.
                     let _ = buf.split_to(head.head_len);
-                    if !out.is_empty() {
-                        client.write(&out).await.map_err(Failure::Downstream)?;
-                        out.clear();
-                    }
+                    client.flush().await.map_err(Failure::Downstream)?;
                 }
                 Some(head) => break head,
                 None if buf.len() >= MAX_RESPONSE_HEAD => {
@@ -369,25 +452,25 @@ impl DirectPath {
         };
         let retry_after = head.retry_after.clone().and_then(|r| buf.get(r));
         self.proxy.note_response(head.status, retry_after, ctx);
-        client.status = head.status;
-        client.keep_alive = head.client_keep_alive;
+        client.sent().status = head.status;
         let _ = buf.split_to(head.head_len);
-        let chunked = head.chunked_to_client;
         let clean_end = match head.framing {
             BodyFraming::Empty => {
-                client.write(&out).await.map_err(Failure::Downstream)?;
+                client.stage_end();
+                client.flush().await.map_err(Failure::Downstream)?;
                 buf.is_empty()
             }
             BodyFraming::Length(length) => {
                 let mut remaining = length;
                 loop {
                     let take = remaining.min(buf.len() as u64) as usize;
-                    out.extend_from_slice(&buf[..take]);
+                    client.stage_body(&buf[..take]);
                     let _ = buf.split_to(take);
                     remaining -= take as u64;
-                    client.body_bytes += take;
-                    client.write(&out).await.map_err(Failure::Downstream)?;
-                    out.clear();
+                    if remaining == 0 {
+                        client.stage_end();
+                    }
+                    client.flush().await.map_err(Failure::Downstream)?;
                     if remaining == 0 {
                         break buf.is_empty();
                     }
@@ -400,24 +483,16 @@ impl DirectPath {
             BodyFraming::Chunked => {
                 let mut decoder = ChunkedDecoder::default();
                 loop {
-                    let mut sent = 0;
                     let consumed = decoder
-                        .decode(&buf, |data| {
-                            sent += data.len();
-                            h1::put_body(&mut out, data, chunked);
-                        })
+                        .decode(&buf, |data| client.stage_body(data))
                         .map_err(|why| {
                             Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
                         })?;
                     let _ = buf.split_to(consumed);
-                    client.body_bytes += sent;
-                    if decoder.is_done() && chunked {
-                        out.extend_from_slice(LAST_CHUNK);
+                    if decoder.is_done() {
+                        client.stage_end();
                     }
-                    if !out.is_empty() {
-                        client.write(&out).await.map_err(Failure::Downstream)?;
-                        out.clear();
-                    }
+                    client.flush().await.map_err(Failure::Downstream)?;
                     if decoder.is_done() {
                         break buf.is_empty();
                     }
@@ -428,17 +503,13 @@ impl DirectPath {
                 }
             }
             BodyFraming::UntilClose => loop {
-                client.body_bytes += buf.len();
-                h1::put_body(&mut out, &buf, chunked);
+                client.stage_body(&buf);
                 buf.clear();
                 let closed = read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0;
-                if closed && chunked {
-                    out.extend_from_slice(LAST_CHUNK);
+                if closed {
+                    client.stage_end();
                 }
-                if !out.is_empty() {
-                    client.write(&out).await.map_err(Failure::Downstream)?;
-                    out.clear();
-                }
+                client.flush().await.map_err(Failure::Downstream)?;
                 if closed {
                     break false;
                 }
@@ -448,22 +519,87 @@ impl DirectPath {
     }
 }
 
+/// Where the upstream copy of a request comes from.
+#[derive(Clone, Copy)]
+enum UpstreamRequest<'a> {
+    /// The bytes an HTTP/1 client sent (fields relayed in their order and spelling).
+    Http1(&'a ClientRequest),
+    /// An HTTP/2 stream's fields, in the request header (no body).
+    Http2,
+}
+
 /// What one upstream attempt sends.
 struct Exchange<'a> {
-    request: &'a ClientRequest,
+    request: UpstreamRequest<'a>,
     req: &'a RequestHeader,
+    tls: bool,
     read_timeout: Duration,
 }
 
-/// The client side of one request: the connection, and what was sent on it.
-struct Client {
-    stream: Stream,
-    /// The connection stays open after this request.
-    keep_alive: bool,
+/// What a request's client was sent, for the access log and metrics.
+#[derive(Default)]
+struct Sent {
     /// The status of the response under way (0 until its head is sent).
     status: u16,
     /// Body bytes sent (without chunk framing).
     body_bytes: usize,
+}
+
+/// The client side of one request on the direct path: how a response is written back over
+/// the client's protocol. The upstream exchange stages a head and body pieces, then flushes;
+/// each protocol decides how they go out (HTTP/1.1 bytes in one write, HTTP/2 frames).
+trait Downstream {
+    /// Parses the upstream's response head at the start of `buf` (`Ok(None)` while it is
+    /// incomplete) and stages the client's copy of it.
+    fn stage_head(
+        &mut self,
+        buf: &[u8],
+        head_request: bool,
+    ) -> std::result::Result<Option<h1::ResponseHead>, &'static str>;
+    /// Stages a piece of the response body.
+    fn stage_body(&mut self, data: &[u8]);
+    /// Marks the end of the response body.
+    fn stage_end(&mut self);
+    /// Sends what is staged, waiting at most [`CLIENT_IDLE_TIMEOUT`] for a client that does
+    /// not read.
+    async fn flush(&mut self) -> Result<()>;
+    /// Writes a response of weir's own: `resp` and `body`.
+    async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()>;
+    fn sent(&mut self) -> &mut Sent;
+    /// The client connection is closed after this request.
+    fn close_after(&mut self);
+
+    /// Writes one of weir's short plain-text answers.
+    async fn answer(&mut self, status: u16, body: &'static str) -> Result<()> {
+        let resp = plain_response(status, body)?;
+        self.answer_with(&resp, body).await
+    }
+
+    /// Answers an error that ended the request before a response started (502/503/504, as
+    /// the Pingora path does) and closes the connection after.
+    async fn answer_error(&mut self, e: Box<Error>) -> Result<()> {
+        let (code, body) = error_answer(&e);
+        self.close_after();
+        if code > 0 {
+            if let Err(write_error) = self.answer(code, body).await {
+                tracing::debug!(error = %write_error, "could not send error response");
+            }
+        }
+        Err(e)
+    }
+}
+
+/// An HTTP/1 client: the connection, and the response bytes staged for it.
+struct Client {
+    stream: Stream,
+    /// The connection stays open after this request.
+    keep_alive: bool,
+    http10: bool,
+    /// Staged response bytes, written by `flush`.
+    out: BytesMut,
+    /// The body goes out chunked.
+    chunked: bool,
+    sent: Sent,
 }
 
 impl Client {
@@ -472,14 +608,59 @@ impl Client {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         write_all(&mut self.stream, bytes, Some(CLIENT_IDLE_TIMEOUT)).await
     }
+}
 
-    /// Writes one of weir's short plain-text answers.
-    async fn answer(&mut self, status: u16, body: &'static str) -> Result<()> {
-        let resp = plain_response(status, body)?;
-        self.answer_with(&resp, body).await
+impl Downstream for Client {
+    fn stage_head(
+        &mut self,
+        buf: &[u8],
+        head_request: bool,
+    ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
+        let side = ClientSide {
+            version: if self.http10 {
+                ClientVersion::Http10
+            } else {
+                ClientVersion::Http11
+            },
+            keep_alive: self.keep_alive,
+            head_request,
+        };
+        let head = h1::response_head(buf, side, get_cached_date().as_bytes(), &mut self.out)?;
+        if let Some(head) = head.as_ref().filter(|h| !(100..200).contains(&h.status)) {
+            self.keep_alive = head.client_keep_alive;
+            self.chunked = head.chunked_to_client;
+        }
+        Ok(head)
     }
 
-    /// Writes a response of weir's own: `resp` and `body`.
+    fn stage_body(&mut self, data: &[u8]) {
+        self.sent.body_bytes += data.len();
+        h1::put_body(&mut self.out, data, self.chunked);
+    }
+
+    fn stage_end(&mut self) {
+        if self.chunked {
+            self.out.extend_from_slice(LAST_CHUNK);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let written = write_all(&mut self.stream, &self.out, Some(CLIENT_IDLE_TIMEOUT)).await;
+        self.out.clear();
+        written
+    }
+
+    fn sent(&mut self) -> &mut Sent {
+        &mut self.sent
+    }
+
+    fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
     async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
         let mut out = BytesMut::with_capacity(256 + body.len());
         let status = resp.status.as_u16();
@@ -494,22 +675,99 @@ impl Client {
         h1::put_own_fields(&mut out, get_cached_date().as_bytes(), self.keep_alive);
         out.put_slice(b"\r\n");
         out.put_slice(body.as_bytes());
-        self.status = status;
-        self.body_bytes = body.len();
+        self.sent.status = status;
+        self.sent.body_bytes = body.len();
         self.write(&out).await
     }
+}
 
-    /// Answers an error that ended the request before a response started (502/503/504, as
-    /// the Pingora path does) and closes the connection after.
-    async fn answer_error(&mut self, e: Box<Error>) -> Result<()> {
-        let (code, body) = error_answer(&e);
-        self.keep_alive = false;
-        if code > 0 {
-            if let Err(write_error) = self.answer(code, body).await {
-                tracing::debug!(error = %write_error, "could not send error response");
+/// One HTTP/2 stream (request and response) of Pingora's HTTP/2 server session.
+pub(crate) type H2Session = pingora::protocols::http::v2::server::HttpSession;
+
+/// An HTTP/2 client: one stream, whose connection the accept loop in [`crate::h2_streams`]
+/// drives. The response head goes out with the first body bytes (or alone, ending the
+/// stream, when there are none).
+struct H2Client {
+    session: H2Session,
+    head: Option<Box<ResponseHeader>>,
+    data: BytesMut,
+    /// The body is complete: the next flush ends the stream.
+    end: bool,
+    /// The stream was ended.
+    ended: bool,
+    sent: Sent,
+}
+
+impl Downstream for H2Client {
+    fn stage_head(
+        &mut self,
+        buf: &[u8],
+        head_request: bool,
+    ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
+        let side = ClientSide {
+            version: ClientVersion::Http2,
+            keep_alive: true,
+            head_request,
+        };
+        let mut out = h1::H2ResponseHead::default();
+        let head = h1::response_head(buf, side, b"", &mut out)?;
+        if let Some(staged) = out.head {
+            self.head = Some(Box::new(staged));
+        }
+        Ok(head)
+    }
+
+    fn stage_body(&mut self, data: &[u8]) {
+        self.sent.body_bytes += data.len();
+        self.data.extend_from_slice(data);
+    }
+
+    fn stage_end(&mut self) {
+        self.end = true;
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        if let Some(head) = self.head.take() {
+            let end = self.end && self.data.is_empty();
+            self.session.write_response_header(head, end)?;
+            if end {
+                self.ended = true;
+                return Ok(());
             }
         }
-        Err(e)
+        if self.data.is_empty() && !self.end {
+            return Ok(());
+        }
+        // Waits for the client's flow-control window, at most the session's write timeout.
+        self.session
+            .write_body(self.data.split().freeze(), self.end)
+            .await?;
+        self.ended = self.end;
+        Ok(())
+    }
+
+    fn sent(&mut self) -> &mut Sent {
+        &mut self.sent
+    }
+
+    /// The stream ends with its response; the connection carries on.
+    fn close_after(&mut self) {}
+
+    async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
+        self.sent.status = resp.status.as_u16();
+        self.sent.body_bytes = body.len();
+        self.ended = true;
+        self.session
+            .write_response_header(Box::new(resp.clone()), body.is_empty())?;
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.session
+            .write_body(bytes::Bytes::copy_from_slice(body.as_bytes()), true)
+            .await
     }
 }
 

@@ -19,6 +19,7 @@
 //! are the data path's business).
 
 use crate::direct::{DirectPath, NextHead};
+use crate::h2_streams;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -138,7 +139,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     ) -> Option<Stream> {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             done.store(true, Ordering::Relaxed);
-            return self.inner.process_new(stream, &shutdown).await;
+            return self.serve_h2(stream, &shutdown).await;
         }
         if self.parking() && !park_until_readable(&mut stream, &shutdown).await {
             return None;
@@ -150,7 +151,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         if let Ok(true) = stream.try_peek(&mut head).await {
             if head == H2_PREFACE {
                 done.store(true, Ordering::Relaxed);
-                return self.inner.process_new(stream, &shutdown).await;
+                return self.serve_h2(stream, &shutdown).await;
             }
         }
         if let Some(direct) = &self.direct {
@@ -171,6 +172,31 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 settings.apply_to_session(&mut session);
             }
         }
+    }
+
+    /// An HTTP/2 connection. With the direct path on, weir's accept loop gives each stream
+    /// the direct path takes to it and the rest to Pingora, each on a task of its own;
+    /// without, Pingora serves the connection whole.
+    async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if self.direct.is_none() {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let options = self.inner.h2_options();
+        h2_streams::serve_connection(stream, options, shutdown, |session| {
+            let gate = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                match &gate.direct {
+                    Some(direct) if direct.takes_h2(&session) => direct.serve_h2(session).await,
+                    _ => {
+                        let session = ServerSession::new_http2(session);
+                        gate.inner.process_new_http(session, &shutdown).await;
+                    }
+                }
+            });
+        })
+        .await;
+        None
     }
 
     /// A plaintext HTTP/1 connection with the direct path on: each request head is read and

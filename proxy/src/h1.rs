@@ -336,6 +336,64 @@ impl ClientRequest {
     }
 }
 
+/// Fields of a request that arrived over HTTP/2 which its HTTP/1.1 upstream copy never
+/// carries: they describe one connection (HTTP/2 refuses most of them; `te: trailers` is
+/// allowed there but is hop-by-hop in HTTP/1.1).
+const CONNECTION_SCOPED_REQUEST_FIELDS: [http::HeaderName; 7] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::HeaderName::from_static("http2-settings"),
+];
+
+/// Writes the HTTP/1.1 upstream copy of a body-less request that arrived over HTTP/2 as
+/// `req` (its normal-form target already set): `Host` from `:authority` unless the client
+/// sent one, the client's fields except connection-scoped ones and those `set` replaces, then
+/// `set`. HTTP/2 may split `cookie` into several fields; HTTP/1.1 gets them joined into one
+/// (RFC 9113 §8.2.3).
+pub(crate) fn write_upstream_of_h2(req: &RequestHeader, set: &UpstreamHeaders, out: &mut BytesMut) {
+    out.reserve(512);
+    out.put_slice(req.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(req.raw_path());
+    out.put_slice(b" HTTP/1.1\r\n");
+    if !req.headers.contains_key(http::header::HOST) {
+        if let Some(authority) = req.uri.authority() {
+            put_field(out, b"host", authority.as_str().as_bytes());
+        }
+    }
+    let mut cookies = 0;
+    for (name, value) in req.headers.iter() {
+        if name == http::header::COOKIE {
+            cookies += 1;
+            continue;
+        }
+        if CONNECTION_SCOPED_REQUEST_FIELDS.contains(name)
+            || set.iter().any(|(replaced, _)| replaced == name)
+        {
+            continue;
+        }
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if cookies > 0 {
+        out.put_slice(b"cookie: ");
+        for (i, value) in req.headers.get_all(http::header::COOKIE).iter().enumerate() {
+            if i > 0 {
+                out.put_slice(b"; ");
+            }
+            out.put_slice(value.as_bytes());
+        }
+        out.put_slice(b"\r\n");
+    }
+    for (name, value) in set {
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+}
+
 /// A `Content-Length` value: one plain decimal number (no sign, no list).
 fn content_length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
@@ -390,10 +448,21 @@ pub(crate) struct ResponseHead {
     pub(crate) retry_after: Option<Range<usize>>,
 }
 
+/// The protocol the client speaks, as far as a response's head and framing depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientVersion {
+    /// No chunked bodies, no 1xx: a body of unknown length ends with the connection.
+    Http10,
+    Http11,
+    /// Frames of its own: bodies are never chunked, 1xx are not relayed, and the head's
+    /// connection fields do not exist.
+    Http2,
+}
+
 /// The client side of a response, as far as the head depends on it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientSide {
-    pub(crate) http10: bool,
+    pub(crate) version: ClientVersion,
     /// The client may keep the connection (its request said so, and weir is not stopping).
     pub(crate) keep_alive: bool,
     /// The request was a `HEAD`.
@@ -410,7 +479,7 @@ pub(crate) fn response_head(
     buf: &[u8],
     client: ClientSide,
     date: &[u8],
-    out: &mut BytesMut,
+    out: &mut impl ResponseHeadOut,
 ) -> std::result::Result<Option<ResponseHead>, &'static str> {
     let mut headers = uninit_headers::<MAX_RESPONSE_FIELDS>();
     let mut resp = httparse::Response::new(&mut []);
@@ -478,9 +547,10 @@ pub(crate) fn response_head(
         BodyFraming::UntilClose
     };
     let reframed = matches!(framing, BodyFraming::Chunked | BodyFraming::UntilClose);
-    let chunked_to_client = reframed && !client.http10;
+    let chunked_to_client = reframed && client.version == ClientVersion::Http11;
     // An HTTP/1.0 client learns where such a body ends only from the close.
-    let client_keep_alive = client.keep_alive && !(reframed && client.http10);
+    let client_keep_alive =
+        client.keep_alive && !(reframed && client.version == ClientVersion::Http10);
     let head = ResponseHead {
         status,
         head_len,
@@ -494,29 +564,10 @@ pub(crate) fn response_head(
         },
         retry_after,
     };
-    if informational && client.http10 {
+    if informational && client.version != ClientVersion::Http11 {
         return Ok(Some(head));
     }
-    out.reserve(head_len + 128);
-    out.put_slice(b"HTTP/1.1 ");
-    // httparse read exactly three digits.
-    out.put_slice(&[
-        b'0' + (status / 100) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-        b' ',
-    ]);
-    match resp.reason.filter(|r| !r.is_empty()) {
-        Some(reason) => out.put_slice(reason.as_bytes()),
-        None => out.put_slice(
-            http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("")
-                .as_bytes(),
-        ),
-    }
-    out.put_slice(b"\r\n");
+    out.start(status, resp.reason, head_len)?;
     for header in resp.headers.iter() {
         let name = header.name.as_bytes();
         let hop_by_hop = CONNECTION_SCOPED_RESPONSE_FIELDS
@@ -525,17 +576,115 @@ pub(crate) fn response_head(
             .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !hop_by_hop {
-            put_field(out, name, header.value);
+            out.field(name, header.value)?;
         }
     }
-    if !informational {
-        put_own_fields(out, date, client_keep_alive);
-        if chunked_to_client {
-            put_field(out, b"Transfer-Encoding", b"chunked");
-        }
-    }
-    out.put_slice(b"\r\n");
+    out.finish(&head, date)?;
     Ok(Some(head))
+}
+
+/// Where [`response_head`] writes the client's copy of a response head: the bytes of an
+/// HTTP/1.1 head ([`BytesMut`]) or the fields of an HTTP/2 one ([`H2ResponseHead`]). It is
+/// given only the end-to-end fields; `finish` adds what the client's protocol needs.
+pub(crate) trait ResponseHeadOut {
+    fn start(
+        &mut self,
+        status: u16,
+        reason: Option<&str>,
+        head_len: usize,
+    ) -> std::result::Result<(), &'static str>;
+    fn field(&mut self, name: &[u8], value: &[u8]) -> std::result::Result<(), &'static str>;
+    fn finish(&mut self, head: &ResponseHead, date: &[u8])
+        -> std::result::Result<(), &'static str>;
+}
+
+impl ResponseHeadOut for BytesMut {
+    fn start(
+        &mut self,
+        status: u16,
+        reason: Option<&str>,
+        head_len: usize,
+    ) -> std::result::Result<(), &'static str> {
+        self.reserve(head_len + 128);
+        self.put_slice(b"HTTP/1.1 ");
+        // httparse read exactly three digits.
+        self.put_slice(&[
+            b'0' + (status / 100 % 10) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+            b' ',
+        ]);
+        match reason.filter(|r| !r.is_empty()) {
+            Some(reason) => self.put_slice(reason.as_bytes()),
+            None => self.put_slice(
+                http::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("")
+                    .as_bytes(),
+            ),
+        }
+        self.put_slice(b"\r\n");
+        Ok(())
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) -> std::result::Result<(), &'static str> {
+        put_field(self, name, value);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        head: &ResponseHead,
+        date: &[u8],
+    ) -> std::result::Result<(), &'static str> {
+        if !(100..200).contains(&head.status) {
+            put_own_fields(self, date, head.client_keep_alive);
+            if head.chunked_to_client {
+                put_field(self, b"Transfer-Encoding", b"chunked");
+            }
+        }
+        self.put_slice(b"\r\n");
+        Ok(())
+    }
+}
+
+/// The head of a response to an HTTP/2 client, as Pingora's HTTP/2 session sends it (it adds
+/// `Date` itself). Field names are lowercased, as HTTP/2 requires.
+#[derive(Default)]
+pub(crate) struct H2ResponseHead {
+    pub(crate) head: Option<ResponseHeader>,
+}
+
+impl ResponseHeadOut for H2ResponseHead {
+    fn start(
+        &mut self,
+        status: u16,
+        _reason: Option<&str>,
+        _head_len: usize,
+    ) -> std::result::Result<(), &'static str> {
+        let head = ResponseHeader::build_no_case(status, Some(16))
+            .map_err(|_| "invalid response status")?;
+        self.head = Some(head);
+        Ok(())
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) -> std::result::Result<(), &'static str> {
+        let name = http::HeaderName::from_bytes(name).map_err(|_| "invalid response field name")?;
+        let value =
+            http::HeaderValue::from_bytes(value).map_err(|_| "invalid response field value")?;
+        match self.head.as_mut() {
+            Some(head) => head
+                .append_header(name, value)
+                .map(|_| ())
+                .map_err(|_| "invalid response field"),
+            None => Err("response field before its status"),
+        }
+    }
+
+    fn finish(&mut self, _: &ResponseHead, _: &[u8]) -> std::result::Result<(), &'static str> {
+        Ok(())
+    }
 }
 
 /// Writes one piece of body to the client: as a chunk when the response is re-framed as
@@ -782,7 +931,7 @@ mod tests {
 
     fn client_11() -> ClientSide {
         ClientSide {
-            http10: false,
+            version: ClientVersion::Http11,
             keep_alive: true,
             head_request: false,
         }
@@ -839,7 +988,7 @@ mod tests {
         assert!(out.ends_with("Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"));
         // HTTP/1.0 clients get the bare body, delimited by the close.
         let http10 = ClientSide {
-            http10: true,
+            version: ClientVersion::Http10,
             ..client_11()
         };
         let (head, out) = head_of(chunked, http10);

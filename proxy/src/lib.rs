@@ -19,6 +19,7 @@ pub mod direct;
 pub mod forwarded;
 pub mod gate;
 pub mod h1;
+pub mod h2_streams;
 pub mod hardening;
 pub mod idle_upstreams;
 pub mod logging;
