@@ -137,10 +137,10 @@ pub struct Cli {
     #[arg(long, env = "WEIR_WORK_STEALING")]
     pub work_stealing: bool,
 
-    /// Which implementation serves plaintext HTTP/1 requests: `direct` (weir's own loop on
-    /// Pingora's HTTP/1 codec, for requests without an upgrade and with no body or a small
-    /// one, to plain HTTP/1.1 upstreams; Pingora's proxy for everything else) or `pingora`
-    /// (Pingora's proxy for all).
+    /// Which implementation serves simple requests: `direct` (weir's own HTTP/1.1 exchange
+    /// with plain HTTP/1.1 upstreams, for plaintext HTTP/1 requests without an upgrade and
+    /// with no body or a small one, and for HTTP/2 streams without a body, h2c or TLS;
+    /// Pingora's proxy for everything else) or `pingora` (Pingora's proxy for all).
     #[arg(long, env = "WEIR_HTTP1_PATH", value_enum, default_value = "direct")]
     pub http1_path: Http1Path,
 

@@ -16,6 +16,11 @@
 //! Everything else goes to Pingora's proxy with the bytes read so far (Pingora reads them
 //! first), so one implementation handles streamed bodies, upgrades, TLS and h2.
 //!
+//! It also serves HTTP/2 streams without a body ([`DirectPath::takes_h2`]), handed over by
+//! weir's HTTP/2 accept loop ([`crate::h2_streams`]): same phases, same upstream exchange; only
+//! the client side differs ([`Downstream`]: bytes on an HTTP/1 connection, frames of an HTTP/2
+//! stream).
+//!
 //! The request's phases — checks, routing, picking, `X-Forwarded-*`, feedback, retries,
 //! metrics, access log — are [`WeirProxy`]'s, shared with the Pingora path.
 //!
@@ -27,8 +32,8 @@ use crate::dataplane::{
     RequestCtx, WeirProxy,
 };
 use crate::h1::{
-    self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide, ClientVersion, HeadView,
-    LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
+    self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
+    ClientVersion, HeadView, LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
 };
 use crate::idle_upstreams;
 use crate::path::normalize;
@@ -211,6 +216,7 @@ impl DirectPath {
         };
         let mut req = std::mem::replace(session.req_header_mut(), placeholder);
         let mut client = H2Client {
+            head_request: req.method == http::Method::HEAD,
             session,
             head: None,
             data: BytesMut::new(),
@@ -221,8 +227,15 @@ impl DirectPath {
         let mut ctx = self.proxy.request_ctx();
         let outcome = match self.proxy.admit(&mut req, || None, tls, &mut ctx) {
             Admission::Forward => {
-                self.forward(&mut client, UpstreamRequest::Http2, &req, client_ip, tls, &mut ctx)
-                    .await
+                self.forward(
+                    &mut client,
+                    UpstreamRequest::Http2,
+                    &req,
+                    client_ip,
+                    tls,
+                    &mut ctx,
+                )
+                .await
             }
             Admission::Refuse(rejection) => client.answer(rejection.status, rejection.body()).await,
             Admission::RedirectToHttps => match redirect_response(&req) {
@@ -261,6 +274,7 @@ impl DirectPath {
             stream,
             keep_alive: true,
             http10: false,
+            head_request: false,
             out: BytesMut::new(),
             chunked: false,
             sent: Sent::default(),
@@ -278,6 +292,7 @@ impl DirectPath {
         };
         client.keep_alive = request.wants_keep_alive() && !*shutdown.borrow();
         client.http10 = request.is_http10();
+        client.head_request = req.method == http::Method::HEAD;
         let peer = client
             .stream
             .get_socket_digest()
@@ -290,8 +305,15 @@ impl DirectPath {
         let outcome = match admission {
             Admission::Forward => {
                 let upstream_request = UpstreamRequest::Http1(&request);
-                self.forward(&mut client, upstream_request, &req, client_ip, false, &mut ctx)
-                    .await
+                self.forward(
+                    &mut client,
+                    upstream_request,
+                    &req,
+                    client_ip,
+                    false,
+                    &mut ctx,
+                )
+                .await
             }
             Admission::Refuse(rejection) => {
                 client.keep_alive = false;
@@ -408,7 +430,9 @@ impl DirectPath {
         ctx: &mut RequestCtx,
     ) -> std::result::Result<bool, Failure> {
         let req = exchange.req;
-        let set = self.proxy.forward_headers(req, client_ip, exchange.tls, ctx);
+        let set = self
+            .proxy
+            .forward_headers(req, client_ip, exchange.tls, ctx);
         let mut buf = BytesMut::new();
         match exchange.request {
             UpstreamRequest::Http1(request) => {
@@ -422,9 +446,8 @@ impl DirectPath {
         // The same buffer now takes the response.
         buf.clear();
         buf.reserve(UPSTREAM_READ_BUFFER);
-        let head_request = req.method == http::Method::HEAD;
         let head = loop {
-            let parsed = client.stage_head(&buf, head_request).map_err(|why| {
+            let parsed = client.stage_head(&buf).map_err(|why| {
                 Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
             })?;
             match parsed {
@@ -554,7 +577,6 @@ trait Downstream {
     fn stage_head(
         &mut self,
         buf: &[u8],
-        head_request: bool,
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str>;
     /// Stages a piece of the response body.
     fn stage_body(&mut self, data: &[u8]);
@@ -595,6 +617,8 @@ struct Client {
     /// The connection stays open after this request.
     keep_alive: bool,
     http10: bool,
+    /// The request is a `HEAD`: no response body.
+    head_request: bool,
     /// Staged response bytes, written by `flush`.
     out: BytesMut,
     /// The body goes out chunked.
@@ -614,7 +638,6 @@ impl Downstream for Client {
     fn stage_head(
         &mut self,
         buf: &[u8],
-        head_request: bool,
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
         let side = ClientSide {
             version: if self.http10 {
@@ -623,7 +646,7 @@ impl Downstream for Client {
                 ClientVersion::Http11
             },
             keep_alive: self.keep_alive,
-            head_request,
+            head_request: self.head_request,
         };
         let head = h1::response_head(buf, side, get_cached_date().as_bytes(), &mut self.out)?;
         if let Some(head) = head.as_ref().filter(|h| !(100..200).contains(&h.status)) {
@@ -674,6 +697,8 @@ impl Downstream for Client {
         }
         h1::put_own_fields(&mut out, get_cached_date().as_bytes(), self.keep_alive);
         out.put_slice(b"\r\n");
+        // A HEAD answer has the length of the body it does not carry.
+        let body = if self.head_request { "" } else { body };
         out.put_slice(body.as_bytes());
         self.sent.status = status;
         self.sent.body_bytes = body.len();
@@ -689,6 +714,8 @@ pub(crate) type H2Session = pingora::protocols::http::v2::server::HttpSession;
 /// stream, when there are none).
 struct H2Client {
     session: H2Session,
+    /// The request is a `HEAD`: no response body.
+    head_request: bool,
     head: Option<Box<ResponseHeader>>,
     data: BytesMut,
     /// The body is complete: the next flush ends the stream.
@@ -702,12 +729,11 @@ impl Downstream for H2Client {
     fn stage_head(
         &mut self,
         buf: &[u8],
-        head_request: bool,
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
         let side = ClientSide {
             version: ClientVersion::Http2,
             keep_alive: true,
-            head_request,
+            head_request: self.head_request,
         };
         let mut out = h1::H2ResponseHead::default();
         let head = h1::response_head(buf, side, b"", &mut out)?;
@@ -757,6 +783,7 @@ impl Downstream for H2Client {
     fn close_after(&mut self) {}
 
     async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
+        let body = if self.head_request { "" } else { body };
         self.sent.status = resp.status.as_u16();
         self.sent.body_bytes = body.len();
         self.ended = true;

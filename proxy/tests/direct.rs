@@ -663,6 +663,11 @@ fn h2_streams_are_answered_like_http1_requests() {
                     authority: "nowhere.example.com",
                     ..h2_get("/")
                 },
+                H2Request {
+                    method: "HEAD",
+                    authority: "nowhere.example.com",
+                    ..h2_get("/")
+                },
             ],
         );
         let answers: Vec<Answer> = answers
@@ -676,7 +681,7 @@ fn h2_streams_are_answered_like_http1_requests() {
         let ambiguous = if path == "direct" { 502 } else { 200 };
         assert_eq!(
             statuses,
-            vec![200, 200, 200, 200, 200, 200, ambiguous, 200, 404],
+            vec![200, 200, 200, 200, 200, 200, ambiguous, 200, 404, 404],
             "{path}"
         );
         assert_eq!(answers[0].body, b"hello world", "{path}");
@@ -685,9 +690,19 @@ fn h2_streams_are_answered_like_http1_requests() {
         let big = &answers[3];
         assert_eq!(big.header("content-length"), Some("1048576"), "{path}");
         assert_eq!(big.body.len(), 1_048_576, "{path}");
-        assert!(big.body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        assert!(big
+            .body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8));
         for answer in &answers {
-            for hop in ["transfer-encoding", "connection", "keep-alive", "x-hop", "upgrade"] {
+            for hop in [
+                "transfer-encoding",
+                "connection",
+                "keep-alive",
+                "x-hop",
+                "upgrade",
+            ] {
                 assert!(answer.header(hop).is_none(), "{path}: {hop} relayed");
             }
         }
@@ -702,13 +717,22 @@ fn h2_streams_are_answered_like_http1_requests() {
             "x-forwarded-proto: http",
             "x-forwarded-host: shop.example.com",
         ] {
-            assert!(fields.contains(&expected), "{path}: no {expected:?} in {seen}");
+            assert!(
+                fields.contains(&expected),
+                "{path}: no {expected:?} in {seen}"
+            );
         }
-        assert!(!fields.iter().any(|f| f.starts_with("te:")), "{path}: {seen}");
+        assert!(
+            !fields.iter().any(|f| f.starts_with("te:")),
+            "{path}: {seen}"
+        );
         if path == "direct" {
             assert!(fields.contains(&"cookie: a=1; b=2"), "{path}: {seen}");
         }
-        assert!(answers[5].body.is_empty(), "{path}: HEAD answered with a body");
+        assert!(
+            answers[5].body.is_empty(),
+            "{path}: HEAD answered with a body"
+        );
         assert_eq!(answers[5].header("content-length"), Some("1048576"));
         if path == "direct" {
             assert_eq!(answers[6].body, b"upstream connection failed\n");
@@ -717,7 +741,11 @@ fn h2_streams_are_answered_like_http1_requests() {
         }
         let posted = String::from_utf8_lossy(&answers[7].body).to_ascii_lowercase();
         assert!(posted.starts_with("post /hop http/1.1"), "{path}: {posted}");
-        assert_eq!(weir.access_log_of(9).len(), 9, "{path}");
+        assert!(
+            answers[9].body.is_empty(),
+            "{path}: HEAD answered with a body"
+        );
+        assert_eq!(weir.access_log_of(10).len(), 10, "{path}");
     }
 }
 
@@ -753,5 +781,33 @@ fn malformed_h2_streams_end_their_connection_at_the_budget() {
             answers[33].is_none(),
             "{path}: the connection outlived its budget of malformed streams"
         );
+    }
+}
+
+/// weir's own answers (here a 404) to a `HEAD` carry the length of the body they do not
+/// send, on both paths: a body after the head would be read as the start of the next answer.
+#[test]
+fn answers_of_weirs_own_to_head_requests_carry_no_body() {
+    let upstream = scripted_upstream();
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let answer = exchange_all(
+            &weir,
+            "HEAD / HTTP/1.1\r\nHost: nowhere.example.com\r\n\r\n\
+             GET /chunked HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+        );
+        let (head, rest) = split_head(&answer);
+        assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: "),
+            "{path}: {head}"
+        );
+        let (head, _) = split_head(rest);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
     }
 }
