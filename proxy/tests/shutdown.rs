@@ -157,6 +157,54 @@ fn sigterm_under_load_fails_no_request_and_exits_when_drained() {
     );
 }
 
+/// SIGTERM with HTTP/2 streams in flight on one h2c connection (weir's own HTTP/2 accept
+/// loop): the streams, still running when the listener closes and GOAWAY goes out, are
+/// answered 200, and the process exits 0 once they are done, long before the drain timeout.
+#[test]
+fn sigterm_lets_open_h2_streams_finish() {
+    let (mut weir, _app, _dir) = start(&["--shutdown-delay", "300ms", "--drain-timeout", "20s"]);
+    let h2c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client");
+    // One request first, so that the streams below share its connection.
+    let first = h2c
+        .get(weir.url("/first"))
+        .header("host", "app.example.com")
+        .send()
+        .expect("first h2c request");
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let (h2c, url) = (h2c.clone(), weir.url("/slow?delay_ms=1500"));
+            std::thread::spawn(move || {
+                h2c.get(&url)
+                    .header("host", "app.example.com")
+                    .send()
+                    .map(|r| (r.status().as_u16(), r.version()))
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let term_at = Instant::now();
+    weir.process.signal("TERM");
+    for s in slow {
+        assert_eq!(
+            s.join().expect("slow client"),
+            Ok((200, reqwest::Version::HTTP_2)),
+            "in-flight HTTP/2 stream dropped"
+        );
+    }
+    let code = weir.process.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "log:\n{}", weir.log_text());
+    assert!(
+        term_at.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM",
+        term_at.elapsed()
+    );
+}
+
 /// A request longer than the drain timeout is cut off at the timeout: the process still
 /// exits 0, at delay + drain.
 #[test]
