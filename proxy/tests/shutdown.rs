@@ -163,23 +163,22 @@ fn sigterm_under_load_fails_no_request_and_exits_when_drained() {
 #[test]
 fn sigterm_lets_open_h2_streams_finish() {
     let (mut weir, _app, _dir) = start(&["--shutdown-delay", "300ms", "--drain-timeout", "20s"]);
+    // The host name resolves to weir: it is the stream's :authority, as with a real client.
     let h2c = reqwest::blocking::Client::builder()
         .http2_prior_knowledge()
+        .resolve("app.example.com", weir.http)
         .build()
         .expect("h2c client");
+    let url = |path: &str| format!("http://app.example.com:{}{path}", weir.http.port());
     // One request first, so that the streams below share its connection.
-    let first = h2c
-        .get(weir.url("/first"))
-        .header("host", "app.example.com")
-        .send()
-        .expect("first h2c request");
+    let first = h2c.get(url("/first")).send().expect("first h2c request");
+    assert_eq!(first.status(), 200);
     assert_eq!(first.version(), reqwest::Version::HTTP_2);
     let slow: Vec<_> = (0..3)
         .map(|_| {
-            let (h2c, url) = (h2c.clone(), weir.url("/slow?delay_ms=1500"));
+            let (h2c, url) = (h2c.clone(), url("/slow?delay_ms=1500"));
             std::thread::spawn(move || {
                 h2c.get(&url)
-                    .header("host", "app.example.com")
                     .send()
                     .map(|r| (r.status().as_u16(), r.version()))
                     .map_err(|e| e.to_string())
