@@ -185,9 +185,14 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         h2_streams::serve_connection(stream, options, shutdown, |session| {
             let gate = Arc::clone(&self);
             let shutdown = shutdown.clone();
+            // The task's future stays small: tokio moves it several times (into the task, and
+            // on every stage change), so the request's own future is boxed once instead
+            // (moving a large one was ~7 % of the CPU under h2c load, measured with perf).
             tokio::spawn(async move {
                 match &gate.direct {
-                    Some(direct) if direct.takes_h2(&session) => direct.serve_h2(session).await,
+                    Some(direct) if direct.takes_h2(&session) => {
+                        Box::pin(direct.serve_h2(session)).await
+                    }
                     _ => {
                         let session = ServerSession::new_http2(session);
                         gate.inner.process_new_http(session, &shutdown).await;
