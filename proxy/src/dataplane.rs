@@ -126,7 +126,7 @@ impl RequestCtx {
 }
 
 /// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
-fn request_host(req: &RequestHeader) -> &str {
+pub(crate) fn request_host(req: &RequestHeader) -> &str {
     req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())

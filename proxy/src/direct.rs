@@ -28,8 +28,8 @@
 //! itself (that is [`crate::h1`]'s, which is pure and tested on its own).
 
 use crate::dataplane::{
-    client_ip, error_answer, peer_for, plain_response, quiet_error, redirect_response, Admission,
-    RequestCtx, WeirProxy,
+    client_ip, error_answer, peer_for, plain_response, quiet_error, redirect_response,
+    request_host, Admission, RequestCtx, WeirProxy,
 };
 use crate::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
@@ -190,16 +190,10 @@ impl DirectPath {
         {
             return false;
         }
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
         let Ok(target) = std::str::from_utf8(req.raw_path()) else {
             return false;
         };
-        self.route_is_plain_http1(host, target)
+        self.route_is_plain_http1(request_host(req), target)
     }
 
     /// Serves one HTTP/2 stream taken by [`Self::takes_h2`]: the same phases as an HTTP/1

@@ -538,6 +538,21 @@ fn backend_protocol_h2c_speaks_http2_to_the_upstream() {
     // Streams share one connection.
     let second = weir.echo(&client(), "app.example.com", "/two");
     assert_eq!(second["connection"], first["connection"]);
+    // An HTTP/2 client's body-less stream too: weir's direct path (HTTP/1.1 upstreams only)
+    // leaves it to Pingora, which speaks HTTP/2 to this upstream.
+    let h2c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("app.example.com", weir.http)
+        .build()
+        .expect("h2c client");
+    let third: serde_json::Value = h2c
+        .get(format!("http://app.example.com:{}/three", weir.http.port()))
+        .send()
+        .expect("h2c request")
+        .json()
+        .expect("echo JSON");
+    assert_eq!(third["proto"], "HTTP/2.0", "the upstream saw: {third}");
+    assert_eq!(third["path"], "/three");
 }
 
 #[test]
