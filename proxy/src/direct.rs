@@ -219,20 +219,45 @@ impl DirectPath {
             sent: Sent::default(),
         };
         let mut ctx = self.proxy.request_ctx();
-        let outcome = match self.proxy.admit(&mut req, || None, tls, &mut ctx) {
+        let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
+        let request = UpstreamRequest::Http2;
+        let _ = self
+            .respond(
+                &mut client,
+                admission,
+                request,
+                &req,
+                (client_ip, tls),
+                &mut ctx,
+            )
+            .await;
+        // An unfinished response (an error part-way) is reset when the session drops.
+    }
+
+    /// Carries an admitted request to its end on `client`, for both protocols: forwards it or
+    /// answers it as `admission` says, logs a failure, then finishes it (feedback, metrics,
+    /// access log). `(client_ip, tls)`: where the request came from. `Err` when the response
+    /// did not complete.
+    async fn respond(
+        &self,
+        client: &mut impl Downstream,
+        admission: Admission,
+        request: UpstreamRequest<'_>,
+        req: &RequestHeader,
+        (client_ip, tls): (Option<IpAddr>, bool),
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let outcome = match admission {
             Admission::Forward => {
-                self.forward(
-                    &mut client,
-                    UpstreamRequest::Http2,
-                    &req,
-                    client_ip,
-                    tls,
-                    &mut ctx,
-                )
-                .await
+                self.forward(client, request, req, client_ip, tls, ctx)
+                    .await
             }
-            Admission::Refuse(rejection) => client.answer(rejection.status, rejection.body()).await,
-            Admission::RedirectToHttps => match redirect_response(&req) {
+            Admission::Refuse(rejection) => {
+                // After a refusal the framing of what follows is in doubt.
+                client.close_after();
+                client.answer(rejection.status, rejection.body()).await
+            }
+            Admission::RedirectToHttps => match redirect_response(req) {
                 Ok(resp) => client.answer_with(&resp, "").await,
                 Err(e) => Err(e),
             },
@@ -243,14 +268,20 @@ impl DirectPath {
                 tracing::error!(error = %e, "request failed");
             }
         }
+        let body_in = match request {
+            UpstreamRequest::Http1(request) => request.body().len(),
+            UpstreamRequest::Http2 => 0,
+        };
+        let sent = client.sent();
+        let sent = (sent.status, sent.body_bytes);
         self.proxy.finish_request(
-            &req,
-            client.sent.status,
+            req,
+            sent.0,
             outcome.as_ref().err().map(|e| e.as_ref()),
-            (0, client.sent.body_bytes),
-            &mut ctx,
+            (body_in, sent.1),
+            ctx,
         );
-        // An unfinished response (an error part-way) is reset when the session drops.
+        outcome
     }
 
     /// Serves one request, whose head and body are at the start of `buf` where `view` says
@@ -296,41 +327,17 @@ impl DirectPath {
         let admission = self
             .proxy
             .admit(&mut req, || Some(request.head()), false, &mut ctx);
-        let outcome = match admission {
-            Admission::Forward => {
-                let upstream_request = UpstreamRequest::Http1(&request);
-                self.forward(
-                    &mut client,
-                    upstream_request,
-                    &req,
-                    client_ip,
-                    false,
-                    &mut ctx,
-                )
-                .await
-            }
-            Admission::Refuse(rejection) => {
-                client.keep_alive = false;
-                client.answer(rejection.status, rejection.body()).await
-            }
-            Admission::RedirectToHttps => match redirect_response(&req) {
-                Ok(resp) => client.answer_with(&resp, "").await,
-                Err(e) => Err(e),
-            },
-            Admission::Answer(status, body) => client.answer(status, body).await,
-        };
-        if let Err(e) = &outcome {
-            if !quiet_error(e) {
-                tracing::error!(error = %e, "request failed");
-            }
-        }
-        self.proxy.finish_request(
-            &req,
-            client.sent.status,
-            outcome.as_ref().err().map(|e| e.as_ref()),
-            (request.body().len(), client.sent.body_bytes),
-            &mut ctx,
-        );
+        let upstream_request = UpstreamRequest::Http1(&request);
+        let outcome = self
+            .respond(
+                &mut client,
+                admission,
+                upstream_request,
+                &req,
+                (client_ip, false),
+                &mut ctx,
+            )
+            .await;
         drop(ctx);
         let mut stream = client.stream;
         if outcome.is_err() || !client.keep_alive {
