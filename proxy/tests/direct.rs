@@ -355,6 +355,17 @@ fn scripted_upstream() -> SocketAddr {
     addr
 }
 
+/// Manifests routing `shop.example.com` to a new [`scripted_upstream`].
+fn scripted_routes() -> ManifestDir {
+    let upstream = scripted_upstream();
+    let dir = ManifestDir::new();
+    dir.write(
+        "routes.yaml",
+        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
+    );
+    dir
+}
+
 /// Sends `requests` on one connection (the last one should close it) and returns all bytes
 /// the proxy answered.
 fn exchange_all(weir: &Weir, requests: &str) -> Vec<u8> {
@@ -401,12 +412,7 @@ fn split_head(bytes: &[u8]) -> (String, &[u8]) {
 
 #[test]
 fn every_response_framing_is_relayed_and_ambiguous_ones_are_refused() {
-    let upstream = scripted_upstream();
-    let dir = ManifestDir::new();
-    dir.write(
-        "routes.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
-    );
+    let dir = scripted_routes();
     let weir = Weir::start(&dir.path(), &[]);
     let host = "Host: shop.example.com\r\n";
 
@@ -475,12 +481,7 @@ fn every_response_framing_is_relayed_and_ambiguous_ones_are_refused() {
 /// which Pingora may already have read, is answered too.
 #[test]
 fn connection_scoped_fields_stay_on_their_hop() {
-    let upstream = scripted_upstream();
-    let dir = ManifestDir::new();
-    dir.write(
-        "routes.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
-    );
+    let dir = scripted_routes();
     for path in ["direct", "pingora"] {
         let weir = Weir::start(&dir.path(), &["--http1-path", path]);
         let host = "Host: shop.example.com\r\n";
@@ -624,12 +625,7 @@ fn h2_exchange(weir: &Weir, requests: Vec<H2Request>) -> Vec<Option<Answer>> {
 /// every request is logged.
 #[test]
 fn h2_streams_are_answered_like_http1_requests() {
-    let upstream = scripted_upstream();
-    let dir = ManifestDir::new();
-    dir.write(
-        "routes.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
-    );
+    let dir = scripted_routes();
     for path in ["direct", "pingora"] {
         let weir = Weir::start(&dir.path(), &["--http1-path", path]);
         let hop = H2Request {
@@ -754,12 +750,7 @@ fn h2_streams_are_answered_like_http1_requests() {
 /// connection serving, the 32nd ends it.
 #[test]
 fn malformed_h2_streams_end_their_connection_at_the_budget() {
-    let upstream = scripted_upstream();
-    let dir = ManifestDir::new();
-    dir.write(
-        "routes.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
-    );
+    let dir = scripted_routes();
     let malformed = || H2Request {
         fields: vec![("host", "elsewhere.example.com")],
         ..h2_get("/chunked")
@@ -788,12 +779,7 @@ fn malformed_h2_streams_end_their_connection_at_the_budget() {
 /// send, on both paths: a body after the head would be read as the start of the next answer.
 #[test]
 fn answers_of_weirs_own_to_head_requests_carry_no_body() {
-    let upstream = scripted_upstream();
-    let dir = ManifestDir::new();
-    dir.write(
-        "routes.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "web", &[upstream])),
-    );
+    let dir = scripted_routes();
     for path in ["direct", "pingora"] {
         let weir = Weir::start(&dir.path(), &["--http1-path", path]);
         let answer = exchange_all(
