@@ -304,7 +304,7 @@ impl DirectPath {
             chunked: false,
             sent: Sent::default(),
         };
-        let (request, mut req) = match ClientRequest::parse(received) {
+        let (request, mut req) = match ClientRequest::parse(received, view) {
             Ok(parsed) => parsed,
             Err(e) => {
                 // The head parsed when classified; only values the header types refuse
@@ -434,7 +434,9 @@ impl DirectPath {
         let set = self
             .proxy
             .forward_headers(req, client_ip, exchange.tls, ctx);
-        let mut buf = BytesMut::new();
+        // Room for the response from the start: growing it after the request is written
+        // would copy the request for nothing.
+        let mut buf = BytesMut::with_capacity(UPSTREAM_READ_BUFFER);
         match exchange.request {
             UpstreamRequest::Http1(request) => {
                 request.write_upstream(req.method.as_str(), req.raw_path(), &set, &mut buf)

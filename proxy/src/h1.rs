@@ -109,7 +109,7 @@ pub(crate) fn remove_connection_scoped_fields(resp: &mut ResponseHeader) {
 }
 
 /// Where a simple head's parts are in the connection's buffer (byte ranges, so the buffer
-/// can move on).
+/// can move on). Everything [`ClientRequest::parse`] needs: the head is parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HeadView {
     pub(crate) host: Range<usize>,
@@ -117,6 +117,12 @@ pub(crate) struct HeadView {
     /// Length of the head, and of the body that follows it (all in the buffer).
     pub(crate) head_len: usize,
     pub(crate) body_len: usize,
+    method: Range<usize>,
+    http10: bool,
+    fields: SmallVec<[Field; 16]>,
+    /// What the client's `Connection` field said, if anything.
+    connection_close: bool,
+    connection_keep_alive: bool,
 }
 
 /// What the bytes at the start of a connection's buffer are.
@@ -149,8 +155,14 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
     };
     let mut host = 0..0;
     let mut body_len = None;
+    let mut fields = SmallVec::new();
+    let (mut connection_close, mut connection_keep_alive) = (false, false);
     for header in req.headers.iter() {
         let (name, value) = (header.name, header.value);
+        fields.push(Field::new(
+            range_in(head, name.as_bytes()),
+            range_in(head, value),
+        ));
         if name.eq_ignore_ascii_case("host") {
             host = range_in(head, value);
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -164,8 +176,11 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
                 _ => return Classified::Other,
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            if !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
-            {
+            if value.eq_ignore_ascii_case(b"close") {
+                connection_close = true;
+            } else if value.eq_ignore_ascii_case(b"keep-alive") {
+                connection_keep_alive = true;
+            } else {
                 return Classified::Other;
             }
         } else if HANDED_OFF_HEADERS
@@ -184,6 +199,11 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
         target: range_in(head, target.as_bytes()),
         head_len,
         body_len,
+        method: range_in(head, req.method.unwrap_or("GET").as_bytes()),
+        http10: req.version == Some(0),
+        fields,
+        connection_close,
+        connection_keep_alive,
     })
 }
 
@@ -200,11 +220,20 @@ fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 /// One header field of a [`ClientRequest`]: where its name and value are in the request's
-/// bytes (the head is under 4 GiB).
-#[derive(Debug, Clone)]
+/// bytes (the head is under [`MAX_CLASSIFIED_HEAD`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Field {
     name: Range<u32>,
     value: Range<u32>,
+}
+
+impl Field {
+    fn new(name: Range<usize>, value: Range<usize>) -> Self {
+        Field {
+            name: name.start as u32..name.end as u32,
+            value: value.start as u32..value.end as u32,
+        }
+    }
 }
 
 /// A simple request as received (see [`classify`]): its bytes and where its fields are.
@@ -219,57 +248,44 @@ pub(crate) struct ClientRequest {
 }
 
 impl ClientRequest {
-    /// Parses `bytes`, exactly the head and body of a request [`classify`] found simple,
-    /// and builds the [`RequestHeader`] weir's phases read (routing, checks, logging).
-    pub(crate) fn parse(bytes: Bytes) -> Result<(ClientRequest, RequestHeader)> {
-        let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
-        let mut parsed = httparse::Request::new(&mut []);
-        let head_len = match parsed.parse_with_uninit_headers(&bytes, &mut headers) {
-            Ok(httparse::Status::Complete(len)) => len,
-            _ => {
-                return Err(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "request head changed after classification",
-                ))
-            }
-        };
-        let method = parsed.method.unwrap_or("GET");
-        let target = parsed.path.unwrap_or("/");
-        let http10 = parsed.version == Some(0);
-        let mut req =
-            RequestHeader::build_no_case(method, target.as_bytes(), Some(parsed.headers.len()))?;
-        req.set_version(if http10 {
+    /// The request [`classify`] found simple in `bytes` (exactly its head and body, at the
+    /// start of the buffer `view` was taken from), and the [`RequestHeader`] weir's phases
+    /// read (routing, checks, logging). An error for values the header types refuse.
+    pub(crate) fn parse(bytes: Bytes, view: HeadView) -> Result<(ClientRequest, RequestHeader)> {
+        let part = |range: &Range<usize>| bytes.get(range.clone()).unwrap_or_default();
+        let mut req = RequestHeader::build_no_case(
+            part(&view.method),
+            part(&view.target),
+            Some(view.fields.len()),
+        )?;
+        req.set_version(if view.http10 {
             http::Version::HTTP_10
         } else {
             http::Version::HTTP_11
         });
-        let mut request = ClientRequest {
-            bytes: Bytes::new(),
-            head_len,
-            fields: SmallVec::new(),
-            http10,
-            connection_close: false,
-            connection_keep_alive: false,
-        };
-        for header in parsed.headers.iter() {
-            let name = range_in(&bytes, header.name.as_bytes());
-            let value = range_in(&bytes, header.value);
-            if header.name.eq_ignore_ascii_case("connection") {
-                request.connection_close |= header.value.eq_ignore_ascii_case(b"close");
-                request.connection_keep_alive |= header.value.eq_ignore_ascii_case(b"keep-alive");
-            }
-            let header_name = http::HeaderName::from_bytes(header.name.as_bytes())
+        for field in &view.fields {
+            let name = bytes
+                .get(field.name.start as usize..field.name.end as usize)
+                .unwrap_or_default();
+            let header_name = http::HeaderName::from_bytes(name)
                 .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header name")?;
             // The value shares the request's bytes: no copy.
-            let header_value = http::HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
+            let value = field.value.start as usize..field.value.end as usize;
+            if value.end > bytes.len() {
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, "field outside the head");
+            }
+            let header_value = http::HeaderValue::from_maybe_shared(bytes.slice(value))
                 .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header value")?;
             req.append_header(header_name, header_value)?;
-            request.fields.push(Field {
-                name: name.start as u32..name.end as u32,
-                value: value.start as u32..value.end as u32,
-            });
         }
-        request.bytes = bytes;
+        let request = ClientRequest {
+            bytes,
+            head_len: view.head_len,
+            fields: view.fields,
+            http10: view.http10,
+            connection_close: view.connection_close,
+            connection_keep_alive: view.connection_keep_alive,
+        };
         Ok((request, req))
     }
 
@@ -1128,7 +1144,8 @@ mod tests {
             panic!("simple");
         };
         assert_eq!((view.head_len, view.body_len), (raw.len() - 3, 3));
-        let (request, header) = ClientRequest::parse(Bytes::from_static(raw)).expect("parses");
+        let (request, header) =
+            ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
         assert_eq!(header.method, http::Method::POST);
         assert_eq!(
             header.headers.get("x-custom-case").map(|v| v.as_bytes()),
@@ -1149,7 +1166,10 @@ mod tests {
                x-forwarded-for: 10.0.0.1\r\n\r\nabc"[..]
         );
         let keep_alive = |raw: &'static [u8]| {
-            ClientRequest::parse(Bytes::from_static(raw))
+            let Classified::Simple(view) = classify(raw) else {
+                panic!("simple");
+            };
+            ClientRequest::parse(Bytes::from_static(raw), view)
                 .expect("parses")
                 .0
                 .wants_keep_alive()
