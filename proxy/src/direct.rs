@@ -7,7 +7,9 @@
 //! pingora-core's codec keeps every header twice and allocates a 64 KiB buffer per
 //! response (docs/benchmarks.md). Here the request future is small, headers are relayed from
 //! the bytes received, and idle upstream connections wait in a per-thread pool that checks
-//! them when they are taken ([`crate::idle_upstreams`]).
+//! them when they are taken ([`crate::idle_upstreams`]). Its timeouts are tokio's timers of
+//! the thread's own runtime, not Pingora's `fast_timeout`, whose shared timer map cost
+//! ~500 more instructions per request (two reads wait on a timer; docs/benchmarks.md).
 //!
 //! What it serves: on the plaintext listener, requests that [`DirectPath::takes`] accepts —
 //! HTTP/1.0 or 1.1 in origin form, no body or a `Content-Length` body of at most 64 KiB that
@@ -109,7 +111,7 @@ impl DirectPath {
                     return NextHead::Closed;
                 }
                 let read = tokio::select! {
-                    read = fast_timeout::fast_timeout(CLIENT_IDLE_TIMEOUT, stream.read(&mut first)) => read,
+                    read = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.read(&mut first)) => read,
                     _ = shutdown.changed() => return NextHead::Closed,
                 };
                 match read {
@@ -130,7 +132,7 @@ impl DirectPath {
                 buf.reserve(HEAD_BUFFER);
             }
             // A head under way is read to its end even at shutdown.
-            match fast_timeout::fast_timeout(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf)).await {
+            match tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed or timed out inside a head: Pingora reads on and answers it.
                 _ => return NextHead::Other,
@@ -344,7 +346,7 @@ impl DirectPath {
             // The framing of what follows is in doubt, the client is gone, or either side
             // asked to close. Bounded: the shutdown flushes, and a client that stopped
             // reading would hold this task forever.
-            let _ = fast_timeout::fast_timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
             return None;
         }
         Some((stream, buf))
@@ -834,7 +836,7 @@ async fn write_all(stream: &mut Stream, bytes: &[u8], timeout: Option<Duration>)
     let written = match futures::poll!(write.as_mut()) {
         Poll::Ready(written) => written,
         Poll::Pending => match timeout {
-            Some(timeout) => match fast_timeout::fast_timeout(timeout, write).await {
+            Some(timeout) => match tokio::time::timeout(timeout, write).await {
                 Ok(written) => written,
                 Err(_) => return Error::e_explain(ErrorType::WriteTimedout, "writing timed out"),
             },
@@ -854,7 +856,7 @@ async fn read_upstream(
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(UPSTREAM_READ_BUFFER);
     }
-    match fast_timeout::fast_timeout(timeout, upstream.read_buf(buf)).await {
+    match tokio::time::timeout(timeout, upstream.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(Failure::Upstream(Error::because(
             ErrorType::ReadError,
