@@ -63,6 +63,28 @@ const CONNECTION_SCOPED_RESPONSE_FIELDS: [&str; 5] =
 /// framing fields, and `Date` (as nginx and Pingora do).
 const RESPONSE_FIELDS_WRITTEN_BY_WEIR: [&str; 3] = ["connection", "transfer-encoding", "date"];
 
+/// The lengths of the names above, one bit each (all are under 32 bytes): a response field
+/// whose name has none of these lengths is copied without comparing it to each name
+/// (~400 instructions per response, callgrind).
+const NEVER_RELAYED_LENGTHS: u32 = name_lengths(&[
+    &CONNECTION_SCOPED_RESPONSE_FIELDS,
+    &RESPONSE_FIELDS_WRITTEN_BY_WEIR,
+]);
+
+const fn name_lengths(lists: &[&[&str]]) -> u32 {
+    let mut lengths = 0u32;
+    let mut i = 0;
+    while i < lists.len() {
+        let mut j = 0;
+        while j < lists[i].len() {
+            lengths |= 1 << lists[i][j].len();
+            j += 1;
+        }
+        i += 1;
+    }
+    lengths
+}
+
 /// The field names an upstream's `Connection` value asks not to forward (RFC 9110 §7.6.1):
 /// its options other than `close` and `keep-alive`. The framing fields are never among them:
 /// an upstream naming `Content-Length` there would otherwise get a length-framed body relayed
@@ -586,10 +608,14 @@ pub(crate) fn response_head(
     out.start(status, resp.reason, head_len)?;
     for header in resp.headers.iter() {
         let name = header.name.as_bytes();
-        let hop_by_hop = CONNECTION_SCOPED_RESPONSE_FIELDS
-            .iter()
-            .chain(&RESPONSE_FIELDS_WRITTEN_BY_WEIR)
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        let maybe_never_relayed = NEVER_RELAYED_LENGTHS
+            .checked_shr(name.len() as u32)
+            .is_some_and(|bits| bits & 1 == 1);
+        let hop_by_hop = (maybe_never_relayed
+            && CONNECTION_SCOPED_RESPONSE_FIELDS
+                .iter()
+                .chain(&RESPONSE_FIELDS_WRITTEN_BY_WEIR)
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes())))
             || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !hop_by_hop {
             out.field(name, header.value)?;
