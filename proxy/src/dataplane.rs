@@ -37,7 +37,8 @@ use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
 use weir_discovery::{BackendProtocol, HashKey};
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// A name, not a string: looking a field up by `&str` parses and lowercases the name first.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers weir sets on an upstream request (see [`WeirProxy::forward_headers`]).
 pub(crate) type UpstreamHeaders = SmallVec<[(HeaderName, HeaderValue); 5]>;
@@ -408,8 +409,8 @@ impl WeirProxy {
             // Extends a trusted proxy's chain; replaces a claim from anyone else.
             let forwarded_for = self
                 .trusted_proxies
-                .forwarded_for(peer, downstream.headers.get(X_FORWARDED_FOR));
-            set.push((HeaderName::from_static(X_FORWARDED_FOR), forwarded_for));
+                .forwarded_for(peer, downstream.headers.get(&X_FORWARDED_FOR));
+            set.push((X_FORWARDED_FOR, forwarded_for));
         }
         let proto = if tls { "https" } else { "http" };
         set.push((
@@ -892,7 +893,7 @@ fn hash_key(
     }
     match peer {
         Some(ip) => {
-            let client = trusted_proxies.client_ip(ip, req.headers.get(X_FORWARDED_FOR));
+            let client = trusted_proxies.client_ip(ip, req.headers.get(&X_FORWARDED_FOR));
             with_ip_text(client, key_hash)
         }
         None => key_hash(b""),

@@ -74,6 +74,8 @@ pub struct DirectPath {
 }
 
 /// What reading the next request head found.
+// A head's view moves once per request; boxing it would allocate once per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum NextHead {
     /// A complete head this path may take (its host and target in the buffer), whatever
     /// its route says.

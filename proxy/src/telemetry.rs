@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// Spans waiting for export at most (then new ones are dropped).
 const MAX_QUEUED_SPANS: usize = 4096;
+/// The W3C trace context field (a name, not a string: a `&str` lookup parses the name first).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The tracer, or nothing when tracing is off.
 #[derive(Debug)]
@@ -84,7 +86,7 @@ impl Telemetry {
         host: &str,
     ) -> RequestTrace {
         // Tracing off and no incoming trace: nothing to parse or record.
-        if self.tracer.is_none() && !req.headers.contains_key("traceparent") {
+        if self.tracer.is_none() && !req.headers.contains_key(&TRACEPARENT) {
             return RequestTrace::default();
         }
         let parent = self.propagator.extract(&HeaderExtractor(&req.headers));
