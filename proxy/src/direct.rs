@@ -30,8 +30,8 @@
 //! itself (that is [`crate::h1`]'s, which is pure and tested on its own).
 
 use crate::dataplane::{
-    client_ip, error_answer, peer_for, plain_response, quiet_error, redirect_response,
-    request_host, Admission, RequestCtx, WeirProxy,
+    client_ip, error_answer, plain_response, quiet_error, redirect_response, request_host,
+    Admission, RequestCtx, WeirProxy,
 };
 use crate::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
@@ -41,18 +41,19 @@ use crate::idle_upstreams;
 use crate::path::normalize;
 use crate::routing::LiveRouting;
 use bytes::{BufMut, BytesMut};
-use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// How long a client connection may wait between requests, or between two reads of a request
 /// head (Pingora's keep-alive and read timeouts are 60 s too); also how long a response
@@ -65,12 +66,12 @@ const HEAD_BUFFER: usize = 4096;
 /// Room made for each read of an upstream response.
 const UPSTREAM_READ_BUFFER: usize = 8192;
 
-/// The direct path of one proxy: its phases, the routing it classifies by and the connector
-/// for new upstream connections (idle ones wait in [`crate::idle_upstreams`]).
+/// The direct path of one proxy: its phases and the routing it classifies by. Its upstream
+/// connections are plain TCP streams ([`connect_upstream`]); idle ones wait in
+/// [`crate::idle_upstreams`].
 pub struct DirectPath {
     proxy: WeirProxy,
     routing: Arc<LiveRouting>,
-    connector: TransportConnector,
 }
 
 /// What reading the next request head found.
@@ -89,11 +90,7 @@ pub(crate) enum NextHead {
 
 impl DirectPath {
     pub fn new(proxy: WeirProxy, routing: Arc<LiveRouting>) -> Self {
-        DirectPath {
-            proxy,
-            routing,
-            connector: TransportConnector::new(None),
-        }
+        DirectPath { proxy, routing }
     }
 
     /// Reads into `buf` until it holds a complete request head. Waits at most
@@ -207,7 +204,9 @@ impl DirectPath {
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
         let client_ip = client_ip(session.client_addr());
-        session.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT));
+        // No session write timeout: `H2Client` bounds its writes itself, arming a timer only
+        // when the stream's window or the socket is full (Pingora's arms one per write).
+        session.set_write_timeout(None);
         // The phases read the request while the session writes the response.
         let Ok(placeholder) = RequestHeader::build_no_case("GET", b"/", None) else {
             return;
@@ -375,9 +374,7 @@ impl DirectPath {
                 Some(stream) => (stream, true),
                 // Boxed: the connect future is most of this one's size, and with the idle pool
                 // most requests never build it.
-                None => match Box::pin(self.connector.new_stream(&peer_for(&target, addr, false)))
-                    .await
-                {
+                None => match Box::pin(connect_upstream(addr, target.connect_timeout)).await {
                     Ok(stream) => (stream, false),
                     Err(mut e) => {
                         e.esource = ErrorSource::Upstream;
@@ -430,7 +427,7 @@ impl DirectPath {
         &self,
         exchange: &Exchange<'_>,
         client: &mut impl Downstream,
-        upstream: &mut Stream,
+        upstream: &mut TcpStream,
         client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<bool, Failure> {
@@ -774,10 +771,9 @@ impl Downstream for H2Client {
         if self.data.is_empty() && !self.end {
             return Ok(());
         }
-        // Waits for the client's flow-control window, at most the session's write timeout.
-        self.session
-            .write_body(self.data.split().freeze(), self.end)
-            .await?;
+        // Waits for the client's flow-control window, at most CLIENT_IDLE_TIMEOUT.
+        let data = self.data.split().freeze();
+        write_within(CLIENT_IDLE_TIMEOUT, self.session.write_body(data, self.end)).await?;
         self.ended = self.end;
         Ok(())
     }
@@ -799,9 +795,8 @@ impl Downstream for H2Client {
         if body.is_empty() {
             return Ok(());
         }
-        self.session
-            .write_body(bytes::Bytes::copy_from_slice(body.as_bytes()), true)
-            .await
+        let body = bytes::Bytes::copy_from_slice(body.as_bytes());
+        write_within(CLIENT_IDLE_TIMEOUT, self.session.write_body(body, true)).await
     }
 }
 
@@ -827,10 +822,42 @@ fn body_cut_short() -> Box<Error> {
     )
 }
 
-/// Writes all of `bytes` and flushes (Pingora's streams buffer writes), waiting at most
-/// `timeout` when one is given. The timer is armed only if the write cannot finish at once
-/// (the socket buffer is full), which for most responses it can.
-async fn write_all(stream: &mut Stream, bytes: &[u8], timeout: Option<Duration>) -> Result<()> {
+/// A new connection to the plain HTTP/1.1 upstream `addr`, as Pingora's connector makes one
+/// for such a peer (within `timeout`, `TCP_NODELAY` set), but a bare tokio stream: the direct
+/// path reads and writes it without Pingora's buffering and timing layers. Errors have the
+/// types Pingora's connector gives them.
+async fn connect_upstream(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let etype = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
+                _ => ErrorType::ConnectError,
+            };
+            return Err(Error::because(etype, format!("connecting to {addr}"), e));
+        }
+        Err(_) => {
+            return Error::e_explain(
+                ErrorType::ConnectTimedout,
+                format!("connecting to {addr} timed out"),
+            )
+        }
+    };
+    stream
+        .set_nodelay(true)
+        .or_err(ErrorType::SocketError, "setting TCP_NODELAY")?;
+    Ok(stream)
+}
+
+/// Writes all of `bytes` and flushes (Pingora's client streams buffer writes), waiting at
+/// most `timeout` when one is given. Like [`write_within`], the timer is armed only if the
+/// write cannot finish at once; written out here because the extra future layer cost ~200
+/// instructions on every request (callgrind).
+async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut W,
+    bytes: &[u8],
+    timeout: Option<Duration>,
+) -> Result<()> {
     let mut write = std::pin::pin!(async {
         stream.write_all(bytes).await?;
         stream.flush().await
@@ -848,10 +875,25 @@ async fn write_all(stream: &mut Stream, bytes: &[u8], timeout: Option<Duration>)
     written.or_err(ErrorType::WriteError, "writing")
 }
 
+/// Runs `write` to its end, giving up after `timeout` (a `WriteTimedout` error). The timer is
+/// armed only if the write cannot finish at once (the socket buffer or the HTTP/2 stream's
+/// window is full), which for most responses it can: arming and dropping one costs more than
+/// a small write.
+async fn write_within<T>(timeout: Duration, write: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut write = std::pin::pin!(write);
+    match futures::poll!(write.as_mut()) {
+        Poll::Ready(written) => written,
+        Poll::Pending => match tokio::time::timeout(timeout, write).await {
+            Ok(written) => written,
+            Err(_) => Error::e_explain(ErrorType::WriteTimedout, "writing timed out"),
+        },
+    }
+}
+
 /// Reads what the upstream sent next into `buf`, waiting at most `timeout`; `Ok(0)` when it
 /// closed the connection.
 async fn read_upstream(
-    upstream: &mut Stream,
+    upstream: &mut TcpStream,
     buf: &mut BytesMut,
     timeout: Duration,
 ) -> std::result::Result<usize, Failure> {

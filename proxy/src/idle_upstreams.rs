@@ -13,12 +13,12 @@
 
 use crate::dataplane::UPSTREAM_IDLE_TIMEOUT;
 use futures::FutureExt;
-use pingora::protocols::Stream;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// Idle connections kept per endpoint and thread (the most recently used are taken first,
 /// the oldest dropped first). At least as many as requests in flight to one endpoint under a
@@ -35,7 +35,7 @@ thread_local! {
 }
 
 struct Idle {
-    stream: Stream,
+    stream: TcpStream,
     since: Instant,
 }
 
@@ -49,7 +49,7 @@ struct IdlePool {
 }
 
 /// An idle connection to `addr` that is still usable, if this thread has one.
-pub fn take(addr: SocketAddr) -> Option<Stream> {
+pub fn take(addr: SocketAddr) -> Option<TcpStream> {
     POOL.try_with(|pool| pool.borrow_mut().take(addr, Instant::now()))
         .ok()
         .flatten()
@@ -57,7 +57,7 @@ pub fn take(addr: SocketAddr) -> Option<Stream> {
 
 /// Keeps a connection to `addr` that finished a response and may be reused (dropped, and so
 /// closed, when the pool is full).
-pub fn put(addr: SocketAddr, stream: Stream) {
+pub fn put(addr: SocketAddr, stream: TcpStream) {
     let start_sweeper = POOL
         .try_with(|pool| {
             let mut pool = pool.borrow_mut();
@@ -77,7 +77,7 @@ pub fn put(addr: SocketAddr, stream: Stream) {
 }
 
 impl IdlePool {
-    fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<Stream> {
+    fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         let idle = self.by_endpoint.get_mut(&addr)?;
         while let Some(mut connection) = idle.pop_back() {
             self.count -= 1;
@@ -88,7 +88,7 @@ impl IdlePool {
         None
     }
 
-    fn put(&mut self, addr: SocketAddr, stream: Stream, now: Instant) {
+    fn put(&mut self, addr: SocketAddr, stream: TcpStream, now: Instant) {
         if self.count >= PER_THREAD {
             self.sweep(now);
             if self.count >= PER_THREAD {
@@ -133,13 +133,12 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    /// A connected pair: our end as a Pingora stream, and the other end.
-    async fn pair(listener: &TcpListener) -> (Stream, std::net::TcpStream) {
+    /// A connected pair: our end, and the other end.
+    async fn pair(listener: &TcpListener) -> (TcpStream, std::net::TcpStream) {
         let addr = listener.local_addr().expect("addr");
-        let ours = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let ours = TcpStream::connect(addr).await.expect("connect");
         let (theirs, _) = listener.accept().expect("accept");
-        let stream: pingora::protocols::l4::stream::Stream = ours.into();
-        (Box::new(stream), theirs)
+        (ours, theirs)
     }
 
     #[tokio::test]
