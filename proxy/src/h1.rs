@@ -223,7 +223,8 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
         target: range_in(head, target.as_bytes()),
         head_len,
         body_len,
-        method: range_in(head, req.method.unwrap_or("GET").as_bytes()),
+        // Always there in a complete head; an empty one would be refused as invalid.
+        method: req.method.map_or(0..0, |m| range_in(head, m.as_bytes())),
         http10: req.version == Some(0),
         fields,
         connection_close,
