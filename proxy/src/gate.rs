@@ -20,7 +20,7 @@
 //! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
 //! are the data path's business).
 
-use crate::direct::{DirectPath, NextHead};
+use crate::direct::{boxed_in_place, DirectPath, NextHead};
 use crate::h2_streams;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
@@ -193,7 +193,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             tokio::spawn(async move {
                 match &gate.direct {
                     Some(direct) if direct.takes_h2(&session) => {
-                        Box::pin(direct.serve_h2(session)).await
+                        boxed_in_place(|| direct.serve_h2(session)).await
                     }
                     _ => {
                         let session = ServerSession::new_http2(session);
@@ -222,8 +222,8 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 NextHead::Closed => return None,
                 NextHead::Simple(view) if direct.takes(&buf, &view) => {
                     let received = std::mem::take(&mut buf);
-                    (stream, buf) =
-                        Box::pin(direct.serve(stream, received, view, shutdown)).await?;
+                    let serving = boxed_in_place(|| direct.serve(stream, received, view, shutdown));
+                    (stream, buf) = serving.await?;
                 }
                 NextHead::Simple(_) | NextHead::Other => {
                     // Pingora reads the request from the bytes already read.
