@@ -39,6 +39,7 @@ use crate::h1::{
 };
 use crate::idle_upstreams;
 use crate::path::normalize;
+use crate::read_deadline::ReadDeadline;
 use crate::routing::LiveRouting;
 use bytes::{BufMut, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -94,11 +95,13 @@ impl DirectPath {
     }
 
     /// Reads into `buf` until it holds a complete request head. Waits at most
-    /// [`CLIENT_IDLE_TIMEOUT`] for each read; stops waiting for a new request at shutdown.
+    /// [`CLIENT_IDLE_TIMEOUT`] for each read (on the connection's `deadline`); stops waiting
+    /// for a new request at shutdown.
     pub(crate) async fn read_head(
         stream: &mut Stream,
         buf: &mut BytesMut,
         shutdown: &ShutdownWatch,
+        deadline: &mut ReadDeadline<'_>,
     ) -> NextHead {
         loop {
             if buf.is_empty() {
@@ -110,7 +113,7 @@ impl DirectPath {
                     return NextHead::Closed;
                 }
                 let read = tokio::select! {
-                    read = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.read(&mut first)) => read,
+                    read = deadline.within(CLIENT_IDLE_TIMEOUT, stream.read(&mut first)) => read,
                     _ = shutdown.changed() => return NextHead::Closed,
                 };
                 match read {
@@ -131,7 +134,10 @@ impl DirectPath {
                 buf.reserve(HEAD_BUFFER);
             }
             // A head under way is read to its end even at shutdown.
-            match tokio::time::timeout(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf)).await {
+            match deadline
+                .within(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed or timed out inside a head: Pingora reads on and answers it.
                 _ => return NextHead::Other,
@@ -223,38 +229,36 @@ impl DirectPath {
         };
         let mut ctx = self.proxy.request_ctx();
         let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
-        let request = UpstreamRequest::Http2;
+        let request = Served {
+            upstream: UpstreamRequest::Http2,
+            head: &req,
+            client_ip,
+            tls,
+        };
+        // One wait per stream: its own timer.
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut deadline = ReadDeadline::new(timer);
         let _ = self
-            .respond(
-                &mut client,
-                admission,
-                request,
-                &req,
-                (client_ip, tls),
-                &mut ctx,
-            )
+            .respond(&mut client, admission, &request, &mut deadline, &mut ctx)
             .await;
         // An unfinished response (an error part-way) is reset when the session drops.
     }
 
     /// Carries an admitted request to its end on `client`, for both protocols: forwards it or
     /// answers it as `admission` says, logs a failure, then finishes it (feedback, metrics,
-    /// access log). `(client_ip, tls)`: where the request came from. `Err` when the response
-    /// did not complete.
+    /// access log). Upstream reads wait on `deadline`. `Err` when the response did not
+    /// complete.
     async fn respond(
         &self,
         client: &mut impl Downstream,
         admission: Admission,
-        request: UpstreamRequest<'_>,
-        req: &RequestHeader,
-        (client_ip, tls): (Option<IpAddr>, bool),
+        request: &Served<'_>,
+        deadline: &mut ReadDeadline<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let req = request.head;
         let outcome = match admission {
-            Admission::Forward => {
-                self.forward(client, request, req, client_ip, tls, ctx)
-                    .await
-            }
+            Admission::Forward => self.forward(client, request, deadline, ctx).await,
             Admission::Refuse(rejection) => {
                 // After a refusal the framing of what follows is in doubt.
                 client.close_after();
@@ -271,7 +275,7 @@ impl DirectPath {
                 tracing::error!(error = %e, "request failed");
             }
         }
-        let body_in = match request {
+        let body_in = match request.upstream {
             UpstreamRequest::Http1(request) => request.body().len(),
             UpstreamRequest::Http2 => 0,
         };
@@ -296,6 +300,7 @@ impl DirectPath {
         mut buf: BytesMut,
         view: HeadView,
         shutdown: &ShutdownWatch,
+        deadline: &mut ReadDeadline<'_>,
     ) -> Option<(Stream, BytesMut)> {
         let received = buf.split_to(view.head_len + view.body_len).freeze();
         let mut client = Client {
@@ -330,16 +335,14 @@ impl DirectPath {
         let admission = self
             .proxy
             .admit(&mut req, || Some(request.head()), false, &mut ctx);
-        let upstream_request = UpstreamRequest::Http1(&request);
+        let served = Served {
+            upstream: UpstreamRequest::Http1(&request),
+            head: &req,
+            client_ip,
+            tls: false,
+        };
         let outcome = self
-            .respond(
-                &mut client,
-                admission,
-                upstream_request,
-                &req,
-                (client_ip, false),
-                &mut ctx,
-            )
+            .respond(&mut client, admission, &served, deadline, &mut ctx)
             .await;
         drop(ctx);
         let mut stream = client.stream;
@@ -357,15 +360,16 @@ impl DirectPath {
     async fn forward(
         &self,
         client: &mut impl Downstream,
-        request: UpstreamRequest<'_>,
-        req: &RequestHeader,
-        client_ip: Option<IpAddr>,
-        tls: bool,
+        request: &Served<'_>,
+        deadline: &mut ReadDeadline<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let replayable = req.method.is_idempotent();
+        let replayable = request.head.method.is_idempotent();
         loop {
-            let (target, addr) = match self.proxy.pick_endpoint(req, client_ip, ctx) {
+            let picked = self
+                .proxy
+                .pick_endpoint(request.head, request.client_ip, ctx);
+            let (target, addr) = match picked {
                 Ok(picked) => picked,
                 Err(e) => return client.answer_error(e).await,
             };
@@ -387,16 +391,12 @@ impl DirectPath {
                     }
                 }
             };
-            let exchange = Exchange {
-                request,
-                req,
-                tls,
+            let attempt = Attempt {
+                upstream: &mut upstream,
                 read_timeout: target.read_timeout,
+                deadline: &mut *deadline,
             };
-            match self
-                .exchange(&exchange, client, &mut upstream, client_ip, ctx)
-                .await
-            {
+            match self.exchange(request, attempt, client, ctx).await {
                 Ok(reusable) => {
                     if reusable {
                         idle_upstreams::put(addr, upstream);
@@ -427,20 +427,24 @@ impl DirectPath {
     /// the upstream connection is clean and may be reused.
     async fn exchange(
         &self,
-        exchange: &Exchange<'_>,
+        request: &Served<'_>,
+        attempt: Attempt<'_, '_>,
         client: &mut impl Downstream,
-        upstream: &mut TcpStream,
-        client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<bool, Failure> {
-        let req = exchange.req;
+        let req = request.head;
+        let Attempt {
+            upstream,
+            read_timeout,
+            deadline,
+        } = attempt;
         let set = self
             .proxy
-            .forward_headers(req, client_ip, exchange.tls, ctx);
+            .forward_headers(req, request.client_ip, request.tls, ctx);
         // Room for the response from the start: growing it after the request is written
         // would copy the request for nothing.
         let mut buf = BytesMut::with_capacity(UPSTREAM_READ_BUFFER);
-        match exchange.request {
+        match request.upstream {
             UpstreamRequest::Http1(request) => {
                 request.write_upstream(req.method.as_str(), req.raw_path(), &set, &mut buf)
             }
@@ -453,9 +457,13 @@ impl DirectPath {
         buf.clear();
         buf.reserve(UPSTREAM_READ_BUFFER);
         let head = loop {
-            let parsed = client.stage_head(&buf).map_err(|why| {
-                Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
-            })?;
+            // Nothing read yet: no head to look for (the first read is due either way).
+            let parsed = match buf.is_empty() {
+                true => None,
+                false => client.stage_head(&buf).map_err(|why| {
+                    Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
+                })?,
+            };
             match parsed {
                 Some(head) if (100..200).contains(&head.status) => {
                     // 100 Continue and friends: relayed to an HTTP/1.1 client, then on.
@@ -470,7 +478,7 @@ impl DirectPath {
                     )))
                 }
                 None => {
-                    if read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0 {
+                    if read_upstream(upstream, &mut buf, read_timeout, deadline).await? == 0 {
                         return Err(Failure::Upstream(Error::explain(
                             ErrorType::ConnectionClosed,
                             "upstream closed before a response",
@@ -504,7 +512,7 @@ impl DirectPath {
                         break buf.is_empty();
                     }
                     buf.clear();
-                    if read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0 {
+                    if read_upstream(upstream, &mut buf, read_timeout, deadline).await? == 0 {
                         return Err(Failure::Upstream(body_cut_short()));
                     }
                 }
@@ -526,7 +534,7 @@ impl DirectPath {
                         break buf.is_empty();
                     }
                     buf.clear();
-                    if read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0 {
+                    if read_upstream(upstream, &mut buf, read_timeout, deadline).await? == 0 {
                         return Err(Failure::Upstream(body_cut_short()));
                     }
                 }
@@ -534,7 +542,7 @@ impl DirectPath {
             BodyFraming::UntilClose => loop {
                 client.stage_body(&buf);
                 buf.clear();
-                let closed = read_upstream(upstream, &mut buf, exchange.read_timeout).await? == 0;
+                let closed = read_upstream(upstream, &mut buf, read_timeout, deadline).await? == 0;
                 if closed {
                     client.stage_end();
                 }
@@ -557,12 +565,22 @@ enum UpstreamRequest<'a> {
     Http2,
 }
 
-/// What one upstream attempt sends.
-struct Exchange<'a> {
-    request: UpstreamRequest<'a>,
-    req: &'a RequestHeader,
+/// The request being served, as its upstream attempts need it.
+struct Served<'a> {
+    upstream: UpstreamRequest<'a>,
+    /// The request's header, as the phases read it.
+    head: &'a RequestHeader,
+    /// Where it came from.
+    client_ip: Option<IpAddr>,
     tls: bool,
+}
+
+/// One upstream attempt: its connection, and how long each read of the response may wait
+/// (on the connection's `deadline`).
+struct Attempt<'a, 'd> {
+    upstream: &'a mut TcpStream,
     read_timeout: Duration,
+    deadline: &'a mut ReadDeadline<'d>,
 }
 
 /// What a request's client was sent, for the access log and metrics.
@@ -903,17 +921,18 @@ pub(crate) fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::P
     Box::into_pin(Box::write(slot, make()))
 }
 
-/// Reads what the upstream sent next into `buf`, waiting at most `timeout`; `Ok(0)` when it
-/// closed the connection.
+/// Reads what the upstream sent next into `buf`, waiting at most `timeout` (on `deadline`);
+/// `Ok(0)` when it closed the connection.
 async fn read_upstream(
     upstream: &mut TcpStream,
     buf: &mut BytesMut,
     timeout: Duration,
+    deadline: &mut ReadDeadline<'_>,
 ) -> std::result::Result<usize, Failure> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(UPSTREAM_READ_BUFFER);
     }
-    match tokio::time::timeout(timeout, upstream.read_buf(buf)).await {
+    match deadline.within(timeout, upstream.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(Failure::Upstream(Error::because(
             ErrorType::ReadError,

@@ -25,6 +25,7 @@ pub mod idle_upstreams;
 pub mod logging;
 pub mod metrics;
 pub mod path;
+pub(crate) mod read_deadline;
 pub mod retry;
 pub mod router;
 pub mod routing;

@@ -221,13 +221,17 @@ fn read_timeout_comes_from_the_annotation() {
             + &ingress("    weir.dev/read-timeout: 300ms\n    weir.dev/retries: \"0\"\n")),
     );
     let weir = Weir::start(&dir.path(), &[]);
+    // One client connection throughout: its reads share one timer, set to 60 s while it
+    // waits for the next request, and the 300 ms upstream wait must still end in time.
+    let c = client();
+    assert_eq!(weir.echo(&c, "app.example.com", "/")["service"], "slow");
     let started = std::time::Instant::now();
-    let (status, body) = weir.get(&client(), "app.example.com", "/?delay_ms=3000");
+    let (status, body) = weir.get(&c, "app.example.com", "/?delay_ms=3000");
     let took = started.elapsed();
     assert_eq!((status, body.as_str()), (504, "upstream timed out\n"));
     assert!(took < std::time::Duration::from_millis(2500), "{took:?}");
     assert_eq!(
-        weir.echo(&client(), "app.example.com", "/?delay_ms=50")["service"],
+        weir.echo(&c, "app.example.com", "/?delay_ms=50")["service"],
         "slow"
     );
 }
