@@ -279,16 +279,17 @@ impl WeirProxy {
                 Err(_) => return self.refused(Rejection::bad_request("malformed_path_escape")),
             }
         }
+        let host = request_host(req);
         let table = self.routing.load();
         let target = table
             .router
-            .lookup(request_host(req), req.uri.path())
+            .lookup(host, req.uri.path())
             .map(|choice| Arc::clone(choice.choose(&mut rand::rng())));
         drop(table);
         ctx.trace = self.telemetry.start_request(
             req,
             target.as_ref().map(|t| t.route.as_str()),
-            request_host(req),
+            host,
         );
         let Some(target) = target else {
             return Admission::Answer(404, "no route for this host and path\n");
