@@ -213,10 +213,10 @@ impl DirectPath {
         // No session write timeout: `H2Client` bounds its writes itself, arming a timer only
         // when the stream's window or the socket is full (Pingora's arms one per write).
         session.set_write_timeout(None);
-        // The phases read the request while the session writes the response.
-        let Ok(placeholder) = RequestHeader::build_no_case("GET", b"/", None) else {
-            return;
-        };
+        // The phases read the request while the session writes the response. The session
+        // keeps a placeholder (`GET /`, no fields), made without parsing or allocating:
+        // Pingora's builder cost ~1,100 instructions a stream (callgrind).
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
         let mut req = std::mem::replace(session.req_header_mut(), placeholder);
         let mut client = H2Client {
             head_request: req.method == http::Method::HEAD,
