@@ -17,6 +17,7 @@ use crate::forwarded::{with_ip_text, TrustedProxies};
 use crate::hardening::{check_request, Rejection, RequestLimits};
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::path::normalize;
+use crate::request_view::{visible_ascii, RequestView};
 use crate::routing::{LiveRouting, RouteTarget};
 use crate::shutdown::{InFlightRequests, InFlightToken};
 use crate::telemetry::{RequestTrace, Telemetry};
@@ -126,15 +127,6 @@ impl RequestCtx {
     }
 }
 
-/// The request's host: the Host header, else the URI authority (HTTP/2 `:authority`).
-pub(crate) fn request_host(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
 /// Whether the client connection is TLS (the HTTPS listener).
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -153,11 +145,11 @@ fn host_without_port(host: &str) -> &str {
 }
 
 /// The 308 to the same host, path and query over https (`ssl-redirect`).
-pub(crate) fn redirect_response(req: &RequestHeader) -> Result<ResponseHeader> {
+pub(crate) fn redirect_response(req: &impl RequestView) -> Result<ResponseHeader> {
     let location = format!(
         "https://{}{}",
-        host_without_port(request_host(req)),
-        req.uri.path_and_query().map_or("/", |p| p.as_str())
+        host_without_port(req.host()),
+        req.uri().path_and_query().map_or("/", |p| p.as_str())
     );
     let mut resp = ResponseHeader::build(308, Some(3))?;
     resp.insert_header(http::header::LOCATION, location)?;
@@ -251,7 +243,7 @@ impl WeirProxy {
     /// Checks the request, normalises its path and matches its route (first phase).
     pub(crate) fn admit(
         &self,
-        req: &mut RequestHeader,
+        req: &mut impl RequestView,
         raw_header: impl FnOnce() -> Option<Bytes>,
         tls: bool,
         ctx: &mut RequestCtx,
@@ -262,35 +254,33 @@ impl WeirProxy {
         }
         // Route and forward the normal form of the path, so the upstream's reading of it
         // cannot differ from the route it was sent by.
-        let normalized = match normalize(req.uri.path(), self.allow_encoded_slashes) {
+        let normalized = match normalize(req.uri().path(), self.allow_encoded_slashes) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(path)) => Some(path),
             Err(e) => return self.refused(Rejection::bad_request(e.reason())),
         };
         if let Some(path) = normalized {
-            let path_and_query = match req.uri.query() {
+            let path_and_query = match req.uri().query() {
                 Some(query) => format!("{path}?{query}"),
                 None => path,
             };
-            let mut parts = req.uri.clone().into_parts();
+            let mut parts = req.uri().clone().into_parts();
             parts.path_and_query = path_and_query.parse().ok();
             match http::Uri::from_parts(parts) {
                 Ok(uri) => req.set_uri(uri),
                 Err(_) => return self.refused(Rejection::bad_request("malformed_path_escape")),
             }
         }
-        let host = request_host(req);
+        let host = req.host();
         let table = self.routing.load();
         let target = table
             .router
-            .lookup(host, req.uri.path())
+            .lookup(host, req.uri().path())
             .map(|choice| Arc::clone(choice.choose(&mut rand::rng())));
         drop(table);
-        ctx.trace = self.telemetry.start_request(
-            req,
-            target.as_ref().map(|t| t.route.as_str()),
-            host,
-        );
+        ctx.trace =
+            self.telemetry
+                .start_request(req, target.as_ref().map(|t| t.route.as_str()), host);
         let Some(target) = target else {
             return Admission::Answer(404, "no route for this host and path\n");
         };
@@ -330,7 +320,7 @@ impl WeirProxy {
     /// error when the route has nothing to offer.
     pub(crate) fn pick_endpoint(
         &self,
-        req: &RequestHeader,
+        req: &impl RequestView,
         client_ip: Option<IpAddr>,
         ctx: &mut RequestCtx,
     ) -> Result<(Arc<RouteTarget>, SocketAddr)> {
@@ -399,7 +389,7 @@ impl WeirProxy {
     /// client sent: `X-Forwarded-For`/`-Proto`/`-Host` and the trace context.
     pub(crate) fn forward_headers(
         &self,
-        downstream: &RequestHeader,
+        downstream: &impl RequestView,
         client_ip: Option<IpAddr>,
         tls: bool,
         ctx: &mut RequestCtx,
@@ -410,7 +400,7 @@ impl WeirProxy {
             // Extends a trusted proxy's chain; replaces a claim from anyone else.
             let forwarded_for = self
                 .trusted_proxies
-                .forwarded_for(peer, downstream.headers.get(&X_FORWARDED_FOR));
+                .forwarded_for(peer, downstream.field(&X_FORWARDED_FOR));
             set.push((X_FORWARDED_FOR, forwarded_for));
         }
         let proto = if tls { "https" } else { "http" };
@@ -418,13 +408,11 @@ impl WeirProxy {
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(proto),
         ));
-        // The client's Host value itself (a reference-counted copy, no new string).
-        let host = match downstream.headers.get(http::header::HOST) {
-            Some(host) => Some(host.clone()),
-            None => downstream
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        // The client's Host value as it came (any value a header may carry), else the
+        // target's authority.
+        let host = match downstream.field(&http::header::HOST) {
+            Some(host) => HeaderValue::from_bytes(host).ok(),
+            None => HeaderValue::from_str(downstream.authority()).ok(),
         };
         if let Some(host) = host.filter(|h| !h.is_empty()) {
             set.push((HeaderName::from_static("x-forwarded-host"), host));
@@ -488,7 +476,7 @@ impl WeirProxy {
     /// client (0 when none was).
     pub(crate) fn finish_request(
         &self,
-        req: &RequestHeader,
+        req: &impl RequestView,
         code: u16,
         e: Option<&Error>,
         bytes: (usize, usize),
@@ -515,7 +503,7 @@ impl WeirProxy {
                 .with_label_values(&[&target.service, &endpoint.to_string(), code_class(code)])
                 .inc();
         }
-        let method = &req.method;
+        let method = req.method();
         let (namespace, ingress, service) = match &ctx.target {
             Some(t) => (t.namespace.as_str(), t.ingress.as_str(), t.service.as_str()),
             None => ("", "", ""),
@@ -548,9 +536,9 @@ impl WeirProxy {
         // Field values are only evaluated when the access log is on.
         tracing::info!(
             target: "weir::access",
-            method = %req.method,
-            host = request_host(req),
-            path = req.uri.path(),
+            method = %req.method(),
+            host = req.host(),
+            path = req.uri().path(),
             status = code,
             duration_ms = duration.as_secs_f64() * 1000.0,
             upstream = %ctx.tried.last().map_or(String::new(), |a| a.to_string()),
@@ -864,26 +852,29 @@ pub(crate) fn quiet_error(error: &Error) -> bool {
 /// cookie or query parameter falls back to the client address, as Skipper does — the one
 /// `X-Forwarded-For` names when the peer is a trusted proxy, else the peer's.
 fn hash_key(
-    req: &RequestHeader,
+    req: &impl RequestView,
     peer: Option<IpAddr>,
     key: &HashKey,
     trusted_proxies: &TrustedProxies,
 ) -> u64 {
     let found: Option<&[u8]> = match key {
         HashKey::ClientIp => None,
-        HashKey::Path => Some(req.uri.path().as_bytes()),
-        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
-        HashKey::Query(name) => req.uri.query().and_then(|q| {
+        HashKey::Path => Some(req.uri().path().as_bytes()),
+        HashKey::Header(name) => {
+            let name = name.as_bytes();
+            req.fields()
+                .find(|(field, _)| field.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value)
+        }
+        HashKey::Query(name) => req.uri().query().and_then(|q| {
             q.split('&')
                 .filter_map(|kv| kv.split_once('='))
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.as_bytes())
         }),
         HashKey::Cookie(name) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .field_values(&http::header::COOKIE)
+            .filter_map(visible_ascii)
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
             .find(|(k, _)| *k == name)
@@ -894,7 +885,7 @@ fn hash_key(
     }
     match peer {
         Some(ip) => {
-            let client = trusted_proxies.client_ip(ip, req.headers.get(&X_FORWARDED_FOR));
+            let client = trusted_proxies.client_ip(ip, req.field(&X_FORWARDED_FOR));
             with_ip_text(client, key_hash)
         }
         None => key_hash(b""),
@@ -904,6 +895,47 @@ fn hash_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_keys_read_the_same_from_either_view_of_a_request() {
+        use crate::h1::{classify, Classified, ClientRequest};
+        let raw: &'static [u8] = b"GET /cart?u=7&x=1 HTTP/1.1\r\nHost: shop\r\n\
+            X-User: ann\r\nCookie: a=1; sid=s-42\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n";
+        let Classified::Simple(view) = classify(raw) else {
+            panic!("simple");
+        };
+        let direct = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+        let mut pingora = RequestHeader::build("GET", b"/cart?u=7&x=1", None).expect("builds");
+        for (name, value) in [
+            ("Host", "shop"),
+            ("X-User", "ann"),
+            ("Cookie", "a=1; sid=s-42"),
+            ("X-Forwarded-For", "198.51.100.1"),
+        ] {
+            pingora.append_header(name, value).expect("appends");
+        }
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("net")]);
+        let peer = Some(IpAddr::from([10, 0, 0, 9]));
+        let keys = [
+            (HashKey::Header("x-user".into()), Some(&b"ann"[..])),
+            (HashKey::Cookie("sid".into()), Some(b"s-42")),
+            (HashKey::Query("u".into()), Some(b"7")),
+            (HashKey::Path, Some(b"/cart")),
+            // Missing: the client the trusted proxy names.
+            (HashKey::Header("x-absent".into()), None),
+            (HashKey::ClientIp, None),
+        ];
+        let client = key_hash(b"198.51.100.1");
+        for (key, value) in keys {
+            let expected = value.map_or(client, key_hash);
+            assert_eq!(hash_key(&direct, peer, &key, &trusted), expected, "{key:?}");
+            assert_eq!(
+                hash_key(&pingora, peer, &key, &trusted),
+                expected,
+                "{key:?}"
+            );
+        }
+    }
 
     #[test]
     fn errors_map_to_short_answers() {

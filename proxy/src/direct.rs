@@ -30,8 +30,8 @@
 //! itself (that is [`crate::h1`]'s, which is pure and tested on its own).
 
 use crate::dataplane::{
-    client_ip, error_answer, plain_response, quiet_error, redirect_response, request_host,
-    Admission, RequestCtx, WeirProxy,
+    client_ip, error_answer, plain_response, quiet_error, redirect_response, Admission, RequestCtx,
+    UpstreamHeaders, WeirProxy,
 };
 use crate::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
@@ -40,6 +40,7 @@ use crate::h1::{
 use crate::idle_upstreams;
 use crate::path::normalize;
 use crate::read_deadline::ReadDeadline;
+use crate::request_view::RequestView;
 use crate::routing::LiveRouting;
 use bytes::{BufMut, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -200,7 +201,7 @@ impl DirectPath {
         let Ok(target) = std::str::from_utf8(req.raw_path()) else {
             return false;
         };
-        self.route_is_plain_http1(request_host(req), target)
+        self.route_is_plain_http1(req.host(), target)
     }
 
     /// Serves one HTTP/2 stream taken by [`Self::takes_h2`]: the same phases as an HTTP/1
@@ -230,8 +231,7 @@ impl DirectPath {
         let mut ctx = self.proxy.request_ctx();
         let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
         let request = Served {
-            upstream: UpstreamRequest::Http2,
-            head: &req,
+            request: &req,
             client_ip,
             tls,
         };
@@ -252,11 +252,11 @@ impl DirectPath {
         &self,
         client: &mut impl Downstream,
         admission: Admission,
-        request: &Served<'_>,
+        request: &Served<'_, impl DirectRequest>,
         deadline: &mut ReadDeadline<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let req = request.head;
+        let req = request.request;
         let outcome = match admission {
             Admission::Forward => self.forward(client, request, deadline, ctx).await,
             Admission::Refuse(rejection) => {
@@ -275,10 +275,7 @@ impl DirectPath {
                 tracing::error!(error = %e, "request failed");
             }
         }
-        let body_in = match request.upstream {
-            UpstreamRequest::Http1(request) => request.body().len(),
-            UpstreamRequest::Http2 => 0,
-        };
+        let body_in = req.body_len();
         let sent = client.sent();
         let sent = (sent.status, sent.body_bytes);
         self.proxy.finish_request(
@@ -312,7 +309,7 @@ impl DirectPath {
             chunked: false,
             sent: Sent::default(),
         };
-        let (request, mut req) = match ClientRequest::parse(received, view) {
+        let mut request = match ClientRequest::parse(received, view) {
             Ok(parsed) => parsed,
             Err(e) => {
                 // The head parsed when classified; only values the header types refuse
@@ -325,19 +322,19 @@ impl DirectPath {
         };
         client.keep_alive = request.wants_keep_alive() && !*shutdown.borrow();
         client.http10 = request.is_http10();
-        client.head_request = req.method == http::Method::HEAD;
+        client.head_request = request.method() == http::Method::HEAD;
         let peer = client
             .stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned());
         let client_ip = client_ip(peer.as_ref());
         let mut ctx = self.proxy.request_ctx();
+        let head = request.head();
         let admission = self
             .proxy
-            .admit(&mut req, || Some(request.head()), false, &mut ctx);
+            .admit(&mut request, || Some(head), false, &mut ctx);
         let served = Served {
-            upstream: UpstreamRequest::Http1(&request),
-            head: &req,
+            request: &request,
             client_ip,
             tls: false,
         };
@@ -360,15 +357,15 @@ impl DirectPath {
     async fn forward(
         &self,
         client: &mut impl Downstream,
-        request: &Served<'_>,
+        request: &Served<'_, impl DirectRequest>,
         deadline: &mut ReadDeadline<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let replayable = request.head.method.is_idempotent();
+        let replayable = request.request.method().is_idempotent();
         loop {
             let picked = self
                 .proxy
-                .pick_endpoint(request.head, request.client_ip, ctx);
+                .pick_endpoint(request.request, request.client_ip, ctx);
             let (target, addr) = match picked {
                 Ok(picked) => picked,
                 Err(e) => return client.answer_error(e).await,
@@ -427,12 +424,12 @@ impl DirectPath {
     /// the upstream connection is clean and may be reused.
     async fn exchange(
         &self,
-        request: &Served<'_>,
+        request: &Served<'_, impl DirectRequest>,
         attempt: Attempt<'_, '_>,
         client: &mut impl Downstream,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<bool, Failure> {
-        let req = request.head;
+        let req = request.request;
         let Attempt {
             upstream,
             read_timeout,
@@ -444,12 +441,7 @@ impl DirectPath {
         // Room for the response from the start: growing it after the request is written
         // would copy the request for nothing.
         let mut buf = BytesMut::with_capacity(UPSTREAM_READ_BUFFER);
-        match request.upstream {
-            UpstreamRequest::Http1(request) => {
-                request.write_upstream(req.method.as_str(), req.raw_path(), &set, &mut buf)
-            }
-            UpstreamRequest::Http2 => h1::write_upstream_of_h2(req, &set, &mut buf),
-        }
+        req.write_upstream(&set, &mut buf);
         write_all(upstream, &buf, None)
             .await
             .map_err(Failure::Upstream)?;
@@ -556,20 +548,42 @@ impl DirectPath {
     }
 }
 
-/// Where the upstream copy of a request comes from.
-#[derive(Clone, Copy)]
-enum UpstreamRequest<'a> {
-    /// The bytes an HTTP/1 client sent (fields relayed in their order and spelling).
-    Http1(&'a ClientRequest),
-    /// An HTTP/2 stream's fields, in the request header (no body).
-    Http2,
+/// A request the direct path serves: read by the phases, and written upstream as HTTP/1.1.
+trait DirectRequest: RequestView {
+    /// Writes the upstream copy of the request, with the fields in `set` replacing any of
+    /// the same name.
+    fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut);
+    /// Bytes of body that came with the request.
+    fn body_len(&self) -> usize;
+}
+
+/// An HTTP/1 client's request: relayed from the bytes it sent (fields in their order and
+/// spelling).
+impl DirectRequest for ClientRequest {
+    fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
+        ClientRequest::write_upstream(self, set, out);
+    }
+
+    fn body_len(&self) -> usize {
+        self.body().len()
+    }
+}
+
+/// An HTTP/2 stream's request (no body; [`DirectPath::takes_h2`]): its fields in Pingora's
+/// request header.
+impl DirectRequest for RequestHeader {
+    fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
+        h1::write_upstream_of_h2(self, set, out);
+    }
+
+    fn body_len(&self) -> usize {
+        0
+    }
 }
 
 /// The request being served, as its upstream attempts need it.
-struct Served<'a> {
-    upstream: UpstreamRequest<'a>,
-    /// The request's header, as the phases read it.
-    head: &'a RequestHeader,
+struct Served<'a, R> {
+    request: &'a R,
     /// Where it came from.
     client_ip: Option<IpAddr>,
     tls: bool,

@@ -18,6 +18,7 @@
 //! Must not: do I/O, or keep anything between requests.
 
 use crate::dataplane::UpstreamHeaders;
+use crate::request_view::RequestView;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -170,7 +171,9 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
     let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(head, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
+        // Longer heads are Pingora's (see MAX_CLASSIFIED_HEAD).
+        Ok(httparse::Status::Complete(len)) if len <= MAX_CLASSIFIED_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => return Classified::Other,
         Ok(httparse::Status::Partial) => return Classified::Partial,
         Err(_) => return Classified::Other,
     };
@@ -261,7 +264,8 @@ impl Field {
     }
 }
 
-/// A simple request as received (see [`classify`]): its bytes and where its fields are.
+/// A simple request as received (see [`classify`]): its bytes and where its fields are, read
+/// by weir's phases through [`RequestView`] (no header map is built).
 pub(crate) struct ClientRequest {
     bytes: Bytes,
     head_len: usize,
@@ -270,83 +274,53 @@ pub(crate) struct ClientRequest {
     /// What the client's `Connection` field said, if anything.
     connection_close: bool,
     connection_keep_alive: bool,
+    method: http::Method,
+    /// The target as routed (replaced by its normal form in the phases).
+    uri: http::Uri,
+    /// The target as it goes upstream, when not the one received: Pingora's reading of a
+    /// target with a fragment, or the normal form of the path.
+    upstream_target: Option<Bytes>,
 }
 
 impl ClientRequest {
     /// The request [`classify`] found simple in `bytes` (exactly its head and body, at the
-    /// start of the buffer `view` was taken from), and the [`RequestHeader`] weir's phases
-    /// read (routing, checks, logging). An error for values the header types refuse.
-    pub(crate) fn parse(bytes: Bytes, view: HeadView) -> Result<(ClientRequest, RequestHeader)> {
-        let part = |range: &Range<usize>| bytes.get(range.clone()).unwrap_or_default();
-        let version = if view.http10 {
-            http::Version::HTTP_10
-        } else {
-            http::Version::HTTP_11
-        };
-        let fields = view.fields.iter().map(|field| {
-            let name = bytes
-                .get(field.name.start as usize..field.name.end as usize)
-                .unwrap_or_default();
-            let name = http::HeaderName::from_bytes(name)
-                .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header name")?;
-            let value = field.value.start as usize..field.value.end as usize;
-            if value.end > bytes.len() {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "field outside the head");
-            }
-            // The value shares the request's bytes: no copy.
-            let value = http::HeaderValue::from_maybe_shared(bytes.slice(value))
-                .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header value")?;
-            Ok((name, value))
-        });
-        let method = part(&view.method);
-        let req = match shared_path_and_query(&bytes, &view.target) {
-            // The usual target: the Uri shares the request's bytes, and the fields go into
-            // the map as they are (Pingora's `append_header` title-cases each name into a new
-            // string and parses it back; ~1,000 instructions a request, callgrind).
+    /// start of the buffer `view` was taken from). An error for a method or target the `http`
+    /// types refuse. Field names and values need no second check: httparse accepted them by
+    /// the same rules as the `http` types (tokens; visible ASCII, spaces, tabs and obs-text),
+    /// and a classified head is too short for a name over their 64 KiB limit.
+    pub(crate) fn parse(bytes: Bytes, view: HeadView) -> Result<ClientRequest> {
+        let method = bytes.get(view.method.clone()).unwrap_or_default();
+        let method = http::Method::from_bytes(method)
+            .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid method")?;
+        let (uri, upstream_target) = match shared_path_and_query(&bytes, &view.target) {
+            // The usual target: the Uri shares the request's bytes.
             Some(path_and_query) => {
-                let (mut parts, ()) = http::Request::new(()).into_parts();
-                parts.method = http::Method::from_bytes(method)
-                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid method")?;
                 let mut uri = http::uri::Parts::default();
                 uri.path_and_query = Some(path_and_query);
-                parts.uri = http::Uri::from_parts(uri)
+                let uri = http::Uri::from_parts(uri)
                     .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid target")?;
-                parts.version = version;
-                parts.headers.reserve(view.fields.len());
-                for field in fields {
-                    let (name, value) = field?;
-                    parts
-                        .headers
-                        .try_append(name, value)
-                        .or_err(ErrorType::InvalidHTTPHeader, "too many header fields")?;
-                }
-                RequestHeader::from(parts)
+                (uri, None)
             }
             // A fragment: Pingora's rules for the target (it drops the fragment). Targets
             // that are not UTF-8 never get here: `classify` leaves them to Pingora's path.
             None => {
-                let mut req = RequestHeader::build_no_case(
-                    method,
-                    part(&view.target),
-                    Some(view.fields.len()),
-                )?;
-                req.set_version(version);
-                for field in fields {
-                    let (name, value) = field?;
-                    req.append_header(name, value)?;
-                }
-                req
+                let target = bytes.get(view.target.clone()).unwrap_or_default();
+                let pingoras = RequestHeader::build_no_case(method.as_str(), target, None)?;
+                let upstream = Bytes::copy_from_slice(pingoras.raw_path());
+                (pingoras.uri.clone(), Some(upstream))
             }
         };
-        let request = ClientRequest {
+        Ok(ClientRequest {
             bytes,
             head_len: view.head_len,
             fields: view.fields,
             http10: view.http10,
             connection_close: view.connection_close,
             connection_keep_alive: view.connection_keep_alive,
-        };
-        Ok((request, req))
+            method,
+            uri,
+            upstream_target,
+        })
     }
 
     /// The request head as received (for the checks that look at raw fields).
@@ -374,27 +348,24 @@ impl ClientRequest {
         self.http10
     }
 
-    fn field(&self, range: &Range<u32>) -> &[u8] {
-        &self.bytes[range.start as usize..range.end as usize]
+    /// The bytes at `range` (a field's name or value).
+    fn part(&self, range: &Range<u32>) -> &[u8] {
+        self.bytes
+            .get(range.start as usize..range.end as usize)
+            .unwrap_or_default()
     }
 
-    /// Writes the upstream copy of the request to `out`: HTTP/1.1 with `method` and `target`
-    /// (the normal form of the path), the client's fields in their order and spelling except
-    /// `Connection` and those `set` replaces, then `set`, then the body.
-    pub(crate) fn write_upstream(
-        &self,
-        method: &str,
-        target: &[u8],
-        set: &UpstreamHeaders,
-        out: &mut BytesMut,
-    ) {
+    /// Writes the upstream copy of the request to `out`: HTTP/1.1 with its method and
+    /// target (the normal form of the path, once set), the client's fields in their order and
+    /// spelling except `Connection` and those `set` replaces, then `set`, then the body.
+    pub(crate) fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
         out.reserve(self.bytes.len() + 256);
-        out.put_slice(method.as_bytes());
+        out.put_slice(self.method.as_str().as_bytes());
         out.put_u8(b' ');
-        out.put_slice(target);
+        out.put_slice(self.raw_path());
         out.put_slice(b" HTTP/1.1\r\n");
         for field in &self.fields {
-            let name = self.field(&field.name);
+            let name = self.part(&field.name);
             if name.eq_ignore_ascii_case(b"connection")
                 || set
                     .iter()
@@ -402,13 +373,61 @@ impl ClientRequest {
             {
                 continue;
             }
-            put_field(out, name, self.field(&field.value));
+            put_field(out, name, self.part(&field.value));
         }
         for (name, value) in set {
             put_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         out.put_slice(b"\r\n");
         out.put_slice(self.body());
+    }
+}
+
+impl RequestView for ClientRequest {
+    fn method(&self) -> &http::Method {
+        &self.method
+    }
+
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+
+    fn set_uri(&mut self, uri: http::Uri) {
+        // As Pingora's `set_uri`: the new target is the one that goes upstream.
+        self.uri = uri;
+        self.upstream_target = None;
+    }
+
+    fn version(&self) -> http::Version {
+        if self.http10 {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
+        }
+    }
+
+    fn raw_path(&self) -> &[u8] {
+        match &self.upstream_target {
+            Some(target) => target,
+            None => self
+                .uri
+                .path_and_query()
+                .map_or(&b"/"[..], |p| p.as_str().as_bytes()),
+        }
+    }
+
+    fn field(&self, name: &http::HeaderName) -> Option<&[u8]> {
+        let name = name.as_str().as_bytes();
+        self.fields
+            .iter()
+            .find(|field| self.part(&field.name).eq_ignore_ascii_case(name))
+            .map(|field| self.part(&field.value))
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|field| (self.part(&field.name), self.part(&field.value)))
     }
 }
 
@@ -1223,7 +1242,7 @@ mod tests {
     }
 
     #[test]
-    fn request_headers_are_what_pingoras_builder_makes_of_the_same_head() {
+    fn a_client_request_reads_as_pingoras_header_of_the_same_head() {
         let heads: [&[u8]; 5] = [
             b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\naccept: text/html\r\nX-Custom-Case: v\r\n\r\n",
             b"HEAD / HTTP/1.0\r\nHost: shop\r\n\r\n",
@@ -1235,7 +1254,7 @@ mod tests {
             let Classified::Simple(view) = classify(raw) else {
                 panic!("simple: {}", String::from_utf8_lossy(raw));
             };
-            let (_, ours) = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+            let mut ours = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
             // Pingora's own reading of the same head.
             let mut fields = [httparse::EMPTY_HEADER; 16];
             let mut parsed = httparse::Request::new(&mut fields);
@@ -1253,13 +1272,48 @@ mod tests {
                     .expect("appends");
             }
             let what = String::from_utf8_lossy(raw);
-            assert_eq!(ours.method, theirs.method, "{what}");
-            assert_eq!(ours.uri, theirs.uri, "{what}");
-            assert_eq!(ours.raw_path(), theirs.raw_path(), "{what}");
-            assert_eq!(ours.version, theirs.version, "{what}");
-            let ours: Vec<_> = ours.headers.iter().collect();
-            let theirs: Vec<_> = theirs.headers.iter().collect();
-            assert_eq!(ours, theirs, "{what}");
+            same_view(&ours, &theirs, &what);
+            // Both replace the target the same way (the normal form of the path).
+            let normal = http::Uri::from_static("/normal?form");
+            RequestView::set_uri(&mut ours, normal.clone());
+            RequestView::set_uri(&mut theirs, normal);
+            same_view(&ours, &theirs, &what);
+        }
+    }
+
+    /// `ours` and `theirs` read the same through [`RequestView`] (field names in any case).
+    fn same_view(ours: &ClientRequest, theirs: &RequestHeader, what: &str) {
+        assert_eq!(ours.method(), theirs.method(), "{what}");
+        assert_eq!(ours.uri(), theirs.uri(), "{what}");
+        assert_eq!(ours.raw_path(), RequestView::raw_path(theirs), "{what}");
+        assert_eq!(ours.version(), RequestView::version(theirs), "{what}");
+        assert_eq!(ours.host(), theirs.host(), "{what}");
+        let lowercase = |fields: Vec<(&[u8], &[u8])>| -> Vec<(Vec<u8>, Vec<u8>)> {
+            fields
+                .into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            lowercase(ours.fields().collect()),
+            lowercase(theirs.fields().collect()),
+            "{what}"
+        );
+        for name in [
+            http::header::HOST,
+            http::header::ACCEPT,
+            http::header::COOKIE,
+        ] {
+            assert_eq!(
+                ours.field(&name),
+                RequestView::field(theirs, &name),
+                "{what}"
+            );
+            assert_eq!(
+                ours.field_values(&name).collect::<Vec<_>>(),
+                theirs.field_values(&name).collect::<Vec<_>>(),
+                "{what}"
+            );
         }
     }
 
@@ -1270,11 +1324,10 @@ mod tests {
             panic!("simple");
         };
         assert_eq!((view.head_len, view.body_len), (raw.len() - 3, 3));
-        let (request, header) =
-            ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
-        assert_eq!(header.method, http::Method::POST);
+        let mut request = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+        assert_eq!(request.method(), http::Method::POST);
         assert_eq!(
-            header.headers.get("x-custom-case").map(|v| v.as_bytes()),
+            request.field(&http::HeaderName::from_static("x-custom-case")),
             Some(&b"v"[..])
         );
         assert_eq!(request.body(), b"abc");
@@ -1285,7 +1338,8 @@ mod tests {
             http::HeaderValue::from_static("10.0.0.1"),
         ));
         let mut out = BytesMut::new();
-        request.write_upstream("POST", b"/b", &set, &mut out);
+        request.set_uri(http::Uri::from_static("/b"));
+        request.write_upstream(&set, &mut out);
         assert_eq!(
             &out[..],
             &b"POST /b HTTP/1.1\r\nHost: shop\r\nX-Custom-Case: v\r\nContent-Length: 3\r\n\
@@ -1297,7 +1351,6 @@ mod tests {
             };
             ClientRequest::parse(Bytes::from_static(raw), view)
                 .expect("parses")
-                .0
                 .wants_keep_alive()
         };
         assert!(!keep_alive(

@@ -8,8 +8,8 @@
 //! Must not: allocate, or look at anything but the parsed request header (one pass over the
 //! headers per request).
 
-use http::{header, Version};
-use pingora::http::RequestHeader;
+use crate::request_view::RequestView;
+use http::Version;
 
 /// Size limits of a request header (`--max-request-headers`, `--max-request-header-bytes`,
 /// `--max-request-line-bytes`).
@@ -67,12 +67,12 @@ impl Rejection {
 /// Transfer-Encoding is present (RFC 9112 §6.3), so only the raw bytes still show that a
 /// client sent both — the classic smuggling shape, refused here as nginx does.
 pub fn check_request(
-    req: &RequestHeader,
+    req: &impl RequestView,
     raw_header: impl FnOnce() -> Option<bytes::Bytes>,
     limits: &RequestLimits,
 ) -> Result<(), Rejection> {
     // Method, target, version and the separators.
-    let line = req.method.as_str().len() + req.raw_path().len() + 10;
+    let line = req.method().as_str().len() + req.raw_path().len() + 10;
     if line > limits.max_request_line_bytes {
         return Err(Rejection::new(414, "request_line_too_long"));
     }
@@ -81,32 +81,27 @@ pub fn check_request(
     let mut content_lengths = 0usize;
     let mut transfer_encodings = 0usize;
     let mut hosts = 0usize;
-    for (name, value) in req.headers.iter() {
+    for (name, value) in req.fields() {
         count += 1;
-        bytes += name.as_str().len() + value.len() + 4;
-        if name == header::CONTENT_LENGTH {
+        bytes += name.len() + value.len() + 4;
+        if name.eq_ignore_ascii_case(b"content-length") {
             content_lengths += 1;
-            let digits = value.as_bytes();
-            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                 return Err(Rejection::new(400, "invalid_content_length"));
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encodings += 1;
-            if !value
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked")
-            {
+            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(Rejection::new(501, "unsupported_transfer_encoding"));
             }
-        } else if name == header::HOST {
+        } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         }
     }
     if count > limits.max_headers || bytes > limits.max_header_bytes {
         return Err(Rejection::new(431, "header_too_large"));
     }
-    if req.version >= Version::HTTP_2 {
+    if req.version() >= Version::HTTP_2 {
         return Ok(());
     }
     let content_length_dropped =
@@ -120,7 +115,7 @@ pub fn check_request(
     if transfer_encodings > 1 {
         return Err(Rejection::new(400, "duplicate_transfer_encoding"));
     }
-    if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
+    if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
         return Err(Rejection::new(400, "missing_or_duplicate_host"));
     }
     Ok(())
@@ -138,6 +133,7 @@ fn has_field(raw: &[u8], name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
 
     fn request(version: Version, headers: &[(&str, &str)]) -> RequestHeader {
         let mut req = RequestHeader::build("POST", b"/upload", Some(8)).expect("request");

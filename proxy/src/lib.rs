@@ -26,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod path;
 pub(crate) mod read_deadline;
+pub mod request_view;
 pub mod retry;
 pub mod router;
 pub mod routing;

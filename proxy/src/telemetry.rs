@@ -8,6 +8,7 @@
 //! the trace id of an incoming `traceparent` still reaches the access log.
 
 use crate::dataplane::UpstreamHeaders;
+use crate::request_view::{visible_ascii, RequestView};
 use http::{HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
@@ -16,7 +17,6 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
 };
-use pingora::http::RequestHeader;
 use std::time::Duration;
 
 /// Spans waiting for export at most (then new ones are dropped).
@@ -81,15 +81,15 @@ impl Telemetry {
     /// matched).
     pub fn start_request(
         &self,
-        req: &RequestHeader,
+        req: &impl RequestView,
         route: Option<&str>,
         host: &str,
     ) -> RequestTrace {
         // Tracing off and no incoming trace: nothing to parse or record.
-        if self.tracer.is_none() && !req.headers.contains_key(&TRACEPARENT) {
+        if self.tracer.is_none() && req.field(&TRACEPARENT).is_none() {
             return RequestTrace::default();
         }
-        let parent = self.propagator.extract(&HeaderExtractor(&req.headers));
+        let parent = self.propagator.extract(&FieldExtractor(req));
         let incoming = parent.span().span_context().clone();
         let Some(tracer) = &self.tracer else {
             let trace_id = incoming.is_valid().then(|| incoming.trace_id().to_string());
@@ -99,14 +99,14 @@ impl Telemetry {
                 trace_id,
             };
         };
-        let method = req.method.as_str();
+        let method = req.method().as_str();
         let name = match route {
             Some(route) => format!("{method} {route}"),
             None => method.to_string(),
         };
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("url.path", req.uri.path().to_string()),
+            KeyValue::new("url.path", req.uri().path().to_string()),
             KeyValue::new("server.address", host.to_string()),
         ];
         if let Some(route) = route {
@@ -218,15 +218,29 @@ impl RequestTrace {
     }
 }
 
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
+/// The propagator's reading of a request's fields (names in any case; values that are not
+/// visible ASCII read as absent, as `HeaderValue::to_str` has them).
+struct FieldExtractor<'a, R>(&'a R);
 
-impl Extractor for HeaderExtractor<'_> {
+impl<R: RequestView> Extractor for FieldExtractor<'_, R> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let key = key.as_bytes();
+        self.0
+            .fields()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            .and_then(|(_, value)| visible_ascii(value))
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        let mut keys: Vec<&str> = Vec::new();
+        for (name, _) in self.0.fields() {
+            if let Ok(name) = std::str::from_utf8(name) {
+                if !keys.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+                    keys.push(name);
+                }
+            }
+        }
+        keys
     }
 }
 
