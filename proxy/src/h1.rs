@@ -364,6 +364,7 @@ impl ClientRequest {
         out.put_u8(b' ');
         out.put_slice(self.raw_path());
         out.put_slice(b" HTTP/1.1\r\n");
+        let mut lines = LineCopier::new(&self.bytes);
         for field in &self.fields {
             let name = self.part(&field.name);
             if name.eq_ignore_ascii_case(b"connection")
@@ -373,8 +374,9 @@ impl ClientRequest {
             {
                 continue;
             }
-            put_field(out, name, self.part(&field.value));
+            lines.line(out, field);
         }
+        lines.flush(out);
         for (name, value) in set {
             put_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
@@ -517,6 +519,52 @@ pub(crate) fn put_own_fields(out: &mut BytesMut, date: &[u8], keep_alive: bool) 
     put_field(out, b"Date", date);
     let connection: &[u8] = if keep_alive { b"keep-alive" } else { b"close" };
     put_field(out, b"Connection", connection);
+}
+
+/// Copies field lines of a head in `source` to `out`, each adjacent run of them in one copy:
+/// most requests relay all or nearly all of their fields, and writing each one in four
+/// pieces cost ~60 instructions a field (callgrind). A line is copied as received — name,
+/// colon, whitespace and value, all as httparse accepted them — when it ends in CRLF right
+/// after its value; any other line (a bare LF, trailing whitespace) is written anew as
+/// `name: value` CRLF.
+struct LineCopier<'s> {
+    source: &'s [u8],
+    /// Lines waiting to be copied: whole CRLF-terminated lines of `source`.
+    run: Range<usize>,
+}
+
+impl<'s> LineCopier<'s> {
+    fn new(source: &'s [u8]) -> Self {
+        LineCopier { source, run: 0..0 }
+    }
+
+    /// Adds `field`'s line.
+    fn line(&mut self, out: &mut BytesMut, field: &Field) {
+        let (name, value) = (
+            field.name.start as usize..field.name.end as usize,
+            field.value.start as usize..field.value.end as usize,
+        );
+        if name.start != self.run.end {
+            self.flush(out);
+            self.run = name.start..name.start;
+        }
+        let line_end = value.end + 2;
+        if self.source.get(value.end..line_end) == Some(b"\r\n") {
+            self.run.end = line_end;
+        } else {
+            self.flush(out);
+            let part = |range: Range<usize>| self.source.get(range).unwrap_or_default();
+            put_field(out, part(name), part(value));
+        }
+    }
+
+    /// Copies the lines waiting.
+    fn flush(&mut self, out: &mut BytesMut) {
+        if let Some(lines) = self.source.get(self.run.clone()) {
+            out.put_slice(lines);
+        }
+        self.run = 0..0;
+    }
 }
 
 pub(crate) fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -688,7 +736,13 @@ pub(crate) fn response_head(
                 .any(|n| name.eq_ignore_ascii_case(n.as_bytes())))
             || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !hop_by_hop {
-            out.field(name, header.value)?;
+            // The line as received, when it ends in CRLF right after the value.
+            let start = range_in(buf, name).start;
+            let end = range_in(buf, header.value).end;
+            let line = buf
+                .get(start..end + 2)
+                .filter(|line| line.ends_with(b"\r\n"));
+            out.field(name, header.value, line)?;
         }
     }
     out.finish(&head, date)?;
@@ -705,7 +759,14 @@ pub(crate) trait ResponseHeadOut {
         reason: Option<&str>,
         head_len: usize,
     ) -> std::result::Result<(), &'static str>;
-    fn field(&mut self, name: &[u8], value: &[u8]) -> std::result::Result<(), &'static str>;
+    /// One end-to-end field; `line`: the whole field line as received, when it ends in CRLF
+    /// right after the value (an HTTP/1.1 head copies it in one piece).
+    fn field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        line: Option<&[u8]>,
+    ) -> std::result::Result<(), &'static str>;
     fn finish(&mut self, head: &ResponseHead, date: &[u8])
         -> std::result::Result<(), &'static str>;
 }
@@ -740,8 +801,16 @@ impl ResponseHeadOut for BytesMut {
         Ok(())
     }
 
-    fn field(&mut self, name: &[u8], value: &[u8]) -> std::result::Result<(), &'static str> {
-        put_field(self, name, value);
+    fn field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        line: Option<&[u8]>,
+    ) -> std::result::Result<(), &'static str> {
+        match line {
+            Some(line) => self.put_slice(line),
+            None => put_field(self, name, value),
+        }
         Ok(())
     }
 
@@ -787,7 +856,12 @@ impl ResponseHeadOut for H2ResponseHead {
         Ok(())
     }
 
-    fn field(&mut self, name: &[u8], value: &[u8]) -> std::result::Result<(), &'static str> {
+    fn field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        _: Option<&[u8]>,
+    ) -> std::result::Result<(), &'static str> {
         let name = http::HeaderName::from_bytes(name).map_err(|_| "invalid response field name")?;
         let value =
             http::HeaderValue::from_bytes(value).map_err(|_| "invalid response field value")?;
@@ -1096,6 +1170,17 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
         let (head, _) = head_of(b"HTTP/1.1 200 OK\r\nContent-Len", client_11());
         assert_eq!(head, Ok(None));
+        // Lines that end in a bare LF, or in whitespace after the value, reach the client
+        // ending in CRLF; the others as they came.
+        let (_, out) = head_of(
+            b"HTTP/1.1 200 OK\r\nX-A: a\nX-B:b \r\nX-C:  c\r\nContent-Length: 0\r\n\r\n",
+            client_11(),
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-A: a\r\nX-B: b\r\nX-C:  c\r\nContent-Length: 0\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n\r\n"
+        );
     }
 
     #[test]
@@ -1315,6 +1400,51 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn relayed_field_lines_end_in_crlf_whatever_the_client_used() {
+        // A bare LF, extra and no whitespace after the colon, trailing whitespace, an empty
+        // value: every line goes upstream ending in CRLF, in its order, with its value.
+        let raw: &'static [u8] = b"GET / HTTP/1.1\r\nHost: a\nX-A:  spaced\r\nX-B:b\r\n\
+            X-T: t \t\r\nX-E:\r\nConnection: close\r\nX-Last: z\n\r\n";
+        let Classified::Simple(view) = classify(raw) else {
+            panic!("simple");
+        };
+        let request = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+        let mut out = BytesMut::new();
+        request.write_upstream(&UpstreamHeaders::new(), &mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let head = text
+            .strip_suffix("\r\n\r\n")
+            .expect("head ends in CRLF CRLF");
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        // No bare CR or LF left inside a line.
+        assert!(lines.iter().all(|l| !l.contains(['\r', '\n'])), "{text:?}");
+        let fields: Vec<(String, String)> = lines[1..]
+            .iter()
+            .map(|line| {
+                let (name, value) = line.split_once(':').expect("a field line");
+                (
+                    name.to_string(),
+                    value.trim_matches([' ', '\t']).to_string(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("Host", "a"),
+            ("X-A", "spaced"),
+            ("X-B", "b"),
+            ("X-T", "t"),
+            ("X-E", ""),
+            ("X-Last", "z"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(fields, expected, "{text:?}");
+        assert_eq!(lines[0], "GET / HTTP/1.1");
     }
 
     #[test]
