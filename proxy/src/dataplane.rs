@@ -898,13 +898,14 @@ mod tests {
 
     #[test]
     fn hash_keys_read_the_same_from_either_view_of_a_request() {
-        use crate::h1::{classify, Classified, ClientRequest};
+        use crate::h1::{classify, Classified, ClientRequest, HeadFields};
         let raw: &'static [u8] = b"GET /cart?u=7&x=1 HTTP/1.1\r\nHost: shop\r\n\
             X-User: ann\r\nCookie: a=1; sid=s-42\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n";
-        let Classified::Simple(view) = classify(raw) else {
+        let mut fields = HeadFields::default();
+        let Classified::Simple(view) = classify(raw, &mut fields) else {
             panic!("simple");
         };
-        let direct = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+        let direct = ClientRequest::parse(Bytes::from_static(raw), view, &fields).expect("parses");
         let mut pingora = RequestHeader::build("GET", b"/cart?u=7&x=1", None).expect("builds");
         for (name, value) in [
             ("Host", "shop"),

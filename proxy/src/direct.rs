@@ -35,7 +35,7 @@ use crate::dataplane::{
 };
 use crate::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
-    ClientVersion, HeadView, LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
+    ClientVersion, HeadFields, HeadView, LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
 };
 use crate::idle_upstreams;
 use crate::path::normalize;
@@ -77,8 +77,6 @@ pub struct DirectPath {
 }
 
 /// What reading the next request head found.
-// A head's view moves once per request; boxing it would allocate once per request.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum NextHead {
     /// A complete head this path may take (its host and target in the buffer), whatever
     /// its route says.
@@ -95,12 +93,13 @@ impl DirectPath {
         DirectPath { proxy, routing }
     }
 
-    /// Reads into `buf` until it holds a complete request head. Waits at most
-    /// [`CLIENT_IDLE_TIMEOUT`] for each read (on the connection's `deadline`); stops waiting
-    /// for a new request at shutdown.
+    /// Reads into `buf` until it holds a complete request head, whose fields it notes in
+    /// `fields`. Waits at most [`CLIENT_IDLE_TIMEOUT`] for each read (on the connection's
+    /// `deadline`); stops waiting for a new request at shutdown.
     pub(crate) async fn read_head(
         stream: &mut Stream,
         buf: &mut BytesMut,
+        fields: &mut HeadFields,
         shutdown: &ShutdownWatch,
         deadline: &mut ReadDeadline<'_>,
     ) -> NextHead {
@@ -125,7 +124,7 @@ impl DirectPath {
                     _ => return NextHead::Closed,
                 }
             }
-            match classify(buf) {
+            match classify(buf, fields) {
                 Classified::Simple(view) => return NextHead::Simple(view),
                 Classified::Partial if buf.len() < MAX_CLASSIFIED_HEAD => {}
                 Classified::BodyPending => {}
@@ -296,6 +295,7 @@ impl DirectPath {
         stream: Stream,
         mut buf: BytesMut,
         view: HeadView,
+        fields: &HeadFields,
         shutdown: &ShutdownWatch,
         deadline: &mut ReadDeadline<'_>,
     ) -> Option<(Stream, BytesMut)> {
@@ -309,7 +309,7 @@ impl DirectPath {
             chunked: false,
             sent: Sent::default(),
         };
-        let mut request = match ClientRequest::parse(received, view) {
+        let mut request = match ClientRequest::parse(received, view, fields) {
             Ok(parsed) => parsed,
             Err(e) => {
                 // The head parsed when classified; only values the header types refuse
@@ -559,7 +559,7 @@ trait DirectRequest: RequestView {
 
 /// An HTTP/1 client's request: relayed from the bytes it sent (fields in their order and
 /// spelling).
-impl DirectRequest for ClientRequest {
+impl DirectRequest for ClientRequest<'_> {
     fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
         ClientRequest::write_upstream(self, set, out);
     }

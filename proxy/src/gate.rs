@@ -21,6 +21,7 @@
 //! are the data path's business).
 
 use crate::direct::{boxed_in_place, DirectPath, NextHead};
+use crate::h1::HeadFields;
 use crate::h2_streams;
 use crate::metrics::Metrics;
 use crate::read_deadline::ReadDeadline;
@@ -217,17 +218,20 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut buf = BytesMut::new();
+        let mut fields = HeadFields::default();
         // One timer for all of this connection's timed reads (crate::read_deadline).
         let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         let mut deadline = ReadDeadline::new(timer);
         loop {
-            let next = DirectPath::read_head(&mut stream, &mut buf, shutdown, &mut deadline).await;
+            let next =
+                DirectPath::read_head(&mut stream, &mut buf, &mut fields, shutdown, &mut deadline)
+                    .await;
             match next {
                 NextHead::Closed => return None,
                 NextHead::Simple(view) if direct.takes(&buf, &view) => {
                     let received = std::mem::take(&mut buf);
                     let serving = boxed_in_place(|| {
-                        direct.serve(stream, received, view, shutdown, &mut deadline)
+                        direct.serve(stream, received, view, &fields, shutdown, &mut deadline)
                     });
                     (stream, buf) = serving.await?;
                 }

@@ -132,7 +132,8 @@ pub(crate) fn remove_connection_scoped_fields(resp: &mut ResponseHeader) {
 }
 
 /// Where a simple head's parts are in the connection's buffer (byte ranges, so the buffer
-/// can move on). Everything [`ClientRequest::parse`] needs: the head is parsed once.
+/// can move on). With its [`HeadFields`], everything [`ClientRequest::parse`] needs: the head
+/// is parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HeadView {
     pub(crate) host: Range<usize>,
@@ -142,16 +143,19 @@ pub(crate) struct HeadView {
     pub(crate) body_len: usize,
     method: Range<usize>,
     http10: bool,
-    fields: SmallVec<[Field; 16]>,
     /// What the client's `Connection` field said, if anything.
     connection_close: bool,
     connection_keep_alive: bool,
 }
 
+/// Where the fields of the head [`classify`] looked at last are, in order: one per client
+/// connection, reused for each of its requests. (Kept inside each request's view, they were
+/// copied with it every time it moved, ~400 bytes at a time.)
+#[derive(Debug, Default)]
+pub(crate) struct HeadFields(Vec<Field>);
+
 /// What the bytes at the start of a connection's buffer are.
 #[derive(Debug, PartialEq, Eq)]
-// A head's view moves once per request; boxing it would allocate once per request.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Classified {
     /// Not a complete head yet.
     Partial,
@@ -166,8 +170,9 @@ pub(crate) enum Classified {
     Other,
 }
 
-/// Classifies the bytes at the start of `head` (see [`Classified`]).
-pub(crate) fn classify(head: &[u8]) -> Classified {
+/// Classifies the bytes at the start of `head` (see [`Classified`]); where its fields are goes
+/// to `fields` (replacing what was there).
+pub(crate) fn classify(head: &[u8], fields: &mut HeadFields) -> Classified {
     let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(head, &mut headers) {
@@ -182,7 +187,8 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
     };
     let mut host = 0..0;
     let mut body_len = None;
-    let mut fields = SmallVec::new();
+    let fields = &mut fields.0;
+    fields.clear();
     let (mut connection_close, mut connection_keep_alive) = (false, false);
     for header in req.headers.iter() {
         let (name, value) = (header.name, header.value);
@@ -229,7 +235,6 @@ pub(crate) fn classify(head: &[u8]) -> Classified {
         // Always there in a complete head; an empty one would be refused as invalid.
         method: req.method.map_or(0..0, |m| range_in(head, m.as_bytes())),
         http10: req.version == Some(0),
-        fields,
         connection_close,
         connection_keep_alive,
     })
@@ -266,10 +271,10 @@ impl Field {
 
 /// A simple request as received (see [`classify`]): its bytes and where its fields are, read
 /// by weir's phases through [`RequestView`] (no header map is built).
-pub(crate) struct ClientRequest {
+pub(crate) struct ClientRequest<'f> {
     bytes: Bytes,
     head_len: usize,
-    fields: SmallVec<[Field; 16]>,
+    fields: &'f [Field],
     http10: bool,
     /// What the client's `Connection` field said, if anything.
     connection_close: bool,
@@ -282,13 +287,18 @@ pub(crate) struct ClientRequest {
     upstream_target: Option<Bytes>,
 }
 
-impl ClientRequest {
+impl<'f> ClientRequest<'f> {
     /// The request [`classify`] found simple in `bytes` (exactly its head and body, at the
     /// start of the buffer `view` was taken from). An error for a method or target the `http`
     /// types refuse. Field names and values need no second check: httparse accepted them by
     /// the same rules as the `http` types (tokens; visible ASCII, spaces, tabs and obs-text),
     /// and a classified head is too short for a name over their 64 KiB limit.
-    pub(crate) fn parse(bytes: Bytes, view: HeadView) -> Result<ClientRequest> {
+    /// `fields`: where `classify` put the head's fields.
+    pub(crate) fn parse(
+        bytes: Bytes,
+        view: HeadView,
+        fields: &'f HeadFields,
+    ) -> Result<ClientRequest<'f>> {
         let method = bytes.get(view.method.clone()).unwrap_or_default();
         let method = http::Method::from_bytes(method)
             .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid method")?;
@@ -313,7 +323,7 @@ impl ClientRequest {
         Ok(ClientRequest {
             bytes,
             head_len: view.head_len,
-            fields: view.fields,
+            fields: &fields.0,
             http10: view.http10,
             connection_close: view.connection_close,
             connection_keep_alive: view.connection_keep_alive,
@@ -365,7 +375,7 @@ impl ClientRequest {
         out.put_slice(self.raw_path());
         out.put_slice(b" HTTP/1.1\r\n");
         let mut lines = LineCopier::new(&self.bytes);
-        for field in &self.fields {
+        for field in self.fields {
             let name = self.part(&field.name);
             if name.eq_ignore_ascii_case(b"connection")
                 || set
@@ -385,7 +395,7 @@ impl ClientRequest {
     }
 }
 
-impl RequestView for ClientRequest {
+impl RequestView for ClientRequest<'_> {
     fn method(&self) -> &http::Method {
         &self.method
     }
@@ -1081,21 +1091,28 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
         ];
         for head in taken {
-            let simple = matches!(classify(head), Classified::Simple(_));
+            let simple = matches!(
+                classify(head, &mut HeadFields::default()),
+                Classified::Simple(_)
+            );
             assert!(simple, "{}", String::from_utf8_lossy(head));
         }
         let head = b"GET /p?q HTTP/1.1\r\nhOsT: a.example:8080\r\n\r\n";
-        let Classified::Simple(view) = classify(head) else {
+        let mut fields = HeadFields::default();
+        let Classified::Simple(view) = classify(head, &mut fields) else {
             panic!("not simple");
         };
         assert_eq!(&head[view.host], b"a.example:8080");
         assert_eq!(&head[view.target], b"/p?q");
         assert_eq!(
-            classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            classify(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut HeadFields::default()),
             Classified::Partial
         );
         assert_eq!(
-            classify(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxy"),
+            classify(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxy",
+                &mut HeadFields::default()
+            ),
             Classified::BodyPending
         );
         let handed_off: [&[u8]; 15] = [
@@ -1116,7 +1133,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
         ];
         for head in handed_off {
-            let other = classify(head) == Classified::Other;
+            let other = classify(head, &mut HeadFields::default()) == Classified::Other;
             assert!(other, "{}", String::from_utf8_lossy(head));
         }
     }
@@ -1336,10 +1353,12 @@ mod tests {
             b"DELETE /x?#y HTTP/1.1\r\nHost: shop\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
         ];
         for raw in heads {
-            let Classified::Simple(view) = classify(raw) else {
+            let mut fields = HeadFields::default();
+            let Classified::Simple(view) = classify(raw, &mut fields) else {
                 panic!("simple: {}", String::from_utf8_lossy(raw));
             };
-            let mut ours = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+            let mut ours =
+                ClientRequest::parse(Bytes::from_static(raw), view, &fields).expect("parses");
             // Pingora's own reading of the same head.
             let mut fields = [httparse::EMPTY_HEADER; 16];
             let mut parsed = httparse::Request::new(&mut fields);
@@ -1408,10 +1427,11 @@ mod tests {
         // value: every line goes upstream ending in CRLF, in its order, with its value.
         let raw: &'static [u8] = b"GET / HTTP/1.1\r\nHost: a\nX-A:  spaced\r\nX-B:b\r\n\
             X-T: t \t\r\nX-E:\r\nConnection: close\r\nX-Last: z\n\r\n";
-        let Classified::Simple(view) = classify(raw) else {
+        let mut fields = HeadFields::default();
+        let Classified::Simple(view) = classify(raw, &mut fields) else {
             panic!("simple");
         };
-        let request = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+        let request = ClientRequest::parse(Bytes::from_static(raw), view, &fields).expect("parses");
         let mut out = BytesMut::new();
         request.write_upstream(&UpstreamHeaders::new(), &mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
@@ -1450,11 +1470,13 @@ mod tests {
     #[test]
     fn upstream_requests_keep_the_clients_fields_but_connection_and_replaced_ones() {
         let raw = b"POST /a/../b HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive\r\nX-Custom-Case: v\r\nContent-Length: 3\r\n\r\nabc";
-        let Classified::Simple(view) = classify(raw) else {
+        let mut fields = HeadFields::default();
+        let Classified::Simple(view) = classify(raw, &mut fields) else {
             panic!("simple");
         };
         assert_eq!((view.head_len, view.body_len), (raw.len() - 3, 3));
-        let mut request = ClientRequest::parse(Bytes::from_static(raw), view).expect("parses");
+        let mut request =
+            ClientRequest::parse(Bytes::from_static(raw), view, &fields).expect("parses");
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(
             request.field(&http::HeaderName::from_static("x-custom-case")),
@@ -1476,10 +1498,11 @@ mod tests {
                x-forwarded-for: 10.0.0.1\r\n\r\nabc"[..]
         );
         let keep_alive = |raw: &'static [u8]| {
-            let Classified::Simple(view) = classify(raw) else {
+            let mut fields = HeadFields::default();
+            let Classified::Simple(view) = classify(raw, &mut fields) else {
                 panic!("simple");
             };
-            ClientRequest::parse(Bytes::from_static(raw), view)
+            ClientRequest::parse(Bytes::from_static(raw), view, &fields)
                 .expect("parses")
                 .wants_keep_alive()
         };
