@@ -860,12 +860,7 @@ fn hash_key(
     let found: Option<&[u8]> = match key {
         HashKey::ClientIp => None,
         HashKey::Path => Some(req.uri().path().as_bytes()),
-        HashKey::Header(name) => {
-            let name = name.as_bytes();
-            req.fields()
-                .find(|(field, _)| field.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value)
-        }
+        HashKey::Header(name) => req.field_named(name.as_bytes()),
         HashKey::Query(name) => req.uri().query().and_then(|q| {
             q.split('&')
                 .filter_map(|kv| kv.split_once('='))

@@ -329,10 +329,10 @@ impl DirectPath {
             .and_then(|d| d.peer_addr().cloned());
         let client_ip = client_ip(peer.as_ref());
         let mut ctx = self.proxy.request_ctx();
-        let head = request.head();
-        let admission = self
-            .proxy
-            .admit(&mut request, || Some(head), false, &mut ctx);
+        // No raw head for the checks: they need it only to see a `Content-Length` Pingora's
+        // parser dropped beside `Transfer-Encoding`, and this request's fields are the ones
+        // received (`classify` takes no `Transfer-Encoding` either).
+        let admission = self.proxy.admit(&mut request, || None, false, &mut ctx);
         let served = Served {
             request: &request,
             client_ip,

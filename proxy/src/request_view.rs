@@ -30,6 +30,14 @@ pub trait RequestView {
     /// Every field, in the order received: name (any case) and value.
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
 
+    /// The value of the first field whose name is `name` in any case (for names that come
+    /// as text: annotations, propagators).
+    fn field_named(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    }
+
     /// The values of every field named `name`, in order (HTTP/2 may split `cookie`).
     fn field_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> {
         let name = name.as_str().as_bytes();

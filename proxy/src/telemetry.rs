@@ -224,11 +224,7 @@ struct FieldExtractor<'a, R>(&'a R);
 
 impl<R: RequestView> Extractor for FieldExtractor<'_, R> {
     fn get(&self, key: &str) -> Option<&str> {
-        let key = key.as_bytes();
-        self.0
-            .fields()
-            .find(|(name, _)| name.eq_ignore_ascii_case(key))
-            .and_then(|(_, value)| visible_ascii(value))
+        self.0.field_named(key.as_bytes()).and_then(visible_ascii)
     }
 
     fn keys(&self) -> Vec<&str> {
