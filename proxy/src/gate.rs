@@ -179,30 +179,26 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     }
 
     /// An HTTP/2 connection. With the direct path on, weir's accept loop gives each stream
-    /// the direct path takes to it and the rest to Pingora, each on a task of its own;
-    /// without, Pingora serves the connection whole.
+    /// the direct path takes to it, served on the connection's task, and the rest to Pingora,
+    /// each on a task of its own; without, Pingora serves the connection whole.
     async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if self.direct.is_none() {
+        let Some(direct) = self.direct.as_ref() else {
             return self.inner.process_new(stream, shutdown).await;
-        }
+        };
         let options = self.inner.h2_options();
         h2_streams::serve_connection(stream, options, shutdown, |session| {
+            if direct.takes_h2(&session) {
+                // Boxed in place: the connection's stream set moves what it is given.
+                return Some(boxed_in_place(|| direct.serve_h2(session)));
+            }
+            // Pingora's request future is large (~90 KiB) and its own: a task of its own.
             let gate = Arc::clone(&self);
             let shutdown = shutdown.clone();
-            // The task's future stays small: tokio moves it several times (into the task, and
-            // on every stage change), so the request's own future is boxed once instead
-            // (moving a large one was ~7 % of the CPU under h2c load, measured with perf).
             tokio::spawn(async move {
-                match &gate.direct {
-                    Some(direct) if direct.takes_h2(&session) => {
-                        boxed_in_place(|| direct.serve_h2(session)).await
-                    }
-                    _ => {
-                        let session = ServerSession::new_http2(session);
-                        gate.inner.process_new_http(session, &shutdown).await;
-                    }
-                }
+                let session = ServerSession::new_http2(session);
+                gate.inner.process_new_http(session, &shutdown).await;
             });
+            None
         })
         .await;
         None

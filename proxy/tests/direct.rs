@@ -332,6 +332,11 @@ fn scripted_upstream() -> SocketAddr {
                             answer.extend_from_slice(head.as_bytes());
                             answer
                         }
+                        // Answers after a second: a request that is still waiting.
+                        "/slow" => {
+                            std::thread::sleep(Duration::from_secs(1));
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow".to_vec()
+                        }
                         "/big" => {
                             let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
                             answer.extend((0..1_048_576u32).map(|i| (i % 251) as u8));
@@ -771,6 +776,125 @@ fn malformed_h2_streams_end_their_connection_at_the_budget() {
         assert!(
             answers[33].is_none(),
             "{path}: the connection outlived its budget of malformed streams"
+        );
+    }
+}
+
+/// The streams of one HTTP/2 connection are served side by side: answers to quick requests
+/// do not wait behind a slow one opened before them. A stream whose client left while its
+/// upstream was still answering is finished all the same: it is counted once the upstream
+/// answered, and the rest of the proxy is unaffected.
+#[test]
+fn h2_streams_of_one_connection_do_not_wait_for_each_other() {
+    let dir = scripted_routes();
+    let series = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("weir_requests_total{") && l.contains("service=\"web\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (quick_done_first, slow_body) = runtime.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(weir.http)
+                .await
+                .expect("connect");
+            let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+            tokio::spawn(connection);
+            let get = |path: &str| {
+                http::Request::get(format!("http://shop.example.com{path}"))
+                    .body(())
+                    .expect("request")
+            };
+            let body_of = |response: http::Response<h2::RecvStream>| async move {
+                let mut stream = response.into_body();
+                let mut body = Vec::new();
+                while let Some(Ok(data)) = stream.data().await {
+                    let _ = stream.flow_control().release_capacity(data.len());
+                    body.extend_from_slice(&data);
+                }
+                body
+            };
+            let mut client = client.ready().await.expect("ready");
+            let (slow, _) = client.send_request(get("/slow"), true).expect("send /slow");
+            let mut slow = Box::pin(slow);
+            let mut quick = Vec::new();
+            for _ in 0..5 {
+                let mut client = client.clone().ready().await.expect("ready");
+                let (response, _) = client.send_request(get("/chunked"), true).expect("send");
+                quick.push(response);
+            }
+            let all_quick = async {
+                let mut bodies = Vec::new();
+                for response in quick {
+                    bodies.push(body_of(response.await.expect("quick answer")).await);
+                }
+                bodies
+            };
+            let timeout = Duration::from_secs(10);
+            let quick_done_first = tokio::select! {
+                bodies = tokio::time::timeout(timeout, all_quick) => {
+                    let bodies = bodies.expect("quick answers in time");
+                    assert!(bodies.iter().all(|b| b == b"hello world"), "{bodies:?}");
+                    true
+                }
+                _ = &mut slow => false,
+            };
+            let slow = tokio::time::timeout(timeout, slow)
+                .await
+                .expect("slow answer in time")
+                .expect("slow answer");
+            (quick_done_first, body_of(slow).await)
+        });
+        assert!(
+            quick_done_first,
+            "{path}: quick streams waited for the slow one"
+        );
+        assert_eq!(slow_body, b"slow", "{path}");
+
+        // A client that leaves while its stream waits for the upstream.
+        let before = series(&weir.admin_get("/metrics").1);
+        runtime.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(weir.http)
+                .await
+                .expect("connect");
+            let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+            let connection = tokio::spawn(connection);
+            let mut client = client.ready().await.expect("ready");
+            let request = http::Request::get("http://shop.example.com/slow")
+                .body(())
+                .expect("request");
+            let (_response, _) = client.send_request(request, true).expect("send /slow");
+            // Long enough for the stream to reach the upstream, short of its answer.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The connection's task is dropped, and with it the socket.
+            connection.abort();
+            let _ = connection.await;
+        });
+        let mut counted = before;
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            counted = series(&weir.admin_get("/metrics").1);
+            if counted > before {
+                break;
+            }
+        }
+        assert_eq!(
+            counted,
+            before + 1.0,
+            "{path}: the abandoned stream was not counted"
+        );
+        let answers = h2_exchange(&weir, vec![h2_get("/chunked")]);
+        let body = answers[0].as_ref().map(|a| a.body.as_slice());
+        assert_eq!(
+            body,
+            Some(&b"hello world"[..]),
+            "{path}: served after a client left"
         );
     }
 }
