@@ -733,7 +733,7 @@ pub(crate) fn response_head(
     if informational && client.version != ClientVersion::Http11 {
         return Ok(Some(head));
     }
-    out.start(status, resp.reason, head_len)?;
+    out.start(status, resp.reason, &buf[..head_len])?;
     for header in resp.headers.iter() {
         let name = header.name.as_bytes();
         let maybe_never_relayed = NEVER_RELAYED_LENGTHS
@@ -752,7 +752,12 @@ pub(crate) fn response_head(
             let line = buf
                 .get(start..end + 2)
                 .filter(|line| line.ends_with(b"\r\n"));
-            out.field(name, header.value, line)?;
+            out.field(RelayedField {
+                name,
+                value: header.value,
+                value_at: range_in(buf, header.value),
+                line,
+            })?;
         }
     }
     out.finish(&head, date)?;
@@ -763,22 +768,27 @@ pub(crate) fn response_head(
 /// HTTP/1.1 head ([`BytesMut`]) or the fields of an HTTP/2 one ([`H2ResponseHead`]). It is
 /// given only the end-to-end fields; `finish` adds what the client's protocol needs.
 pub(crate) trait ResponseHeadOut {
+    /// The status line; `head`: the whole head as received.
     fn start(
         &mut self,
         status: u16,
         reason: Option<&str>,
-        head_len: usize,
+        head: &[u8],
     ) -> std::result::Result<(), &'static str>;
-    /// One end-to-end field; `line`: the whole field line as received, when it ends in CRLF
-    /// right after the value (an HTTP/1.1 head copies it in one piece).
-    fn field(
-        &mut self,
-        name: &[u8],
-        value: &[u8],
-        line: Option<&[u8]>,
-    ) -> std::result::Result<(), &'static str>;
+    fn field(&mut self, field: RelayedField<'_>) -> std::result::Result<(), &'static str>;
     fn finish(&mut self, head: &ResponseHead, date: &[u8])
         -> std::result::Result<(), &'static str>;
+}
+
+/// One end-to-end field of a response head, as [`response_head`] relays it.
+pub(crate) struct RelayedField<'a> {
+    pub(crate) name: &'a [u8],
+    pub(crate) value: &'a [u8],
+    /// Where `value` is in the head given to [`ResponseHeadOut::start`].
+    pub(crate) value_at: Range<usize>,
+    /// The whole field line as received, when it ends in CRLF right after the value (an
+    /// HTTP/1.1 head copies it in one piece).
+    pub(crate) line: Option<&'a [u8]>,
 }
 
 impl ResponseHeadOut for BytesMut {
@@ -786,9 +796,9 @@ impl ResponseHeadOut for BytesMut {
         &mut self,
         status: u16,
         reason: Option<&str>,
-        head_len: usize,
+        head: &[u8],
     ) -> std::result::Result<(), &'static str> {
-        self.reserve(head_len + 128);
+        self.reserve(head.len() + 128);
         self.put_slice(b"HTTP/1.1 ");
         // httparse read exactly three digits.
         self.put_slice(&[
@@ -811,15 +821,10 @@ impl ResponseHeadOut for BytesMut {
         Ok(())
     }
 
-    fn field(
-        &mut self,
-        name: &[u8],
-        value: &[u8],
-        line: Option<&[u8]>,
-    ) -> std::result::Result<(), &'static str> {
-        match line {
+    fn field(&mut self, field: RelayedField<'_>) -> std::result::Result<(), &'static str> {
+        match field.line {
             Some(line) => self.put_slice(line),
-            None => put_field(self, name, value),
+            None => put_field(self, field.name, field.value),
         }
         Ok(())
     }
@@ -850,6 +855,9 @@ pub(crate) struct H2ResponseHead {
     /// (Pingora's `append_header` title-cases each name into a new string and parses it
     /// back: ~250 instructions a field, callgrind).
     parts: Option<http::response::Parts>,
+    /// A copy of the head as received, which the field values share: one allocation for
+    /// all of them, and Pingora's copy of the head (it keeps one) shares it too.
+    received: Bytes,
 }
 
 impl ResponseHeadOut for H2ResponseHead {
@@ -857,24 +865,24 @@ impl ResponseHeadOut for H2ResponseHead {
         &mut self,
         status: u16,
         _reason: Option<&str>,
-        _head_len: usize,
+        head: &[u8],
     ) -> std::result::Result<(), &'static str> {
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = http::StatusCode::from_u16(status).map_err(|_| "invalid response status")?;
         parts.headers.reserve(16);
         self.parts = Some(parts);
+        self.received = Bytes::copy_from_slice(head);
         Ok(())
     }
 
-    fn field(
-        &mut self,
-        name: &[u8],
-        value: &[u8],
-        _: Option<&[u8]>,
-    ) -> std::result::Result<(), &'static str> {
-        let name = http::HeaderName::from_bytes(name).map_err(|_| "invalid response field name")?;
-        let value =
-            http::HeaderValue::from_bytes(value).map_err(|_| "invalid response field value")?;
+    fn field(&mut self, field: RelayedField<'_>) -> std::result::Result<(), &'static str> {
+        let name =
+            http::HeaderName::from_bytes(field.name).map_err(|_| "invalid response field name")?;
+        let value = match self.received.get(field.value_at.clone()) {
+            Some(_) => http::HeaderValue::from_maybe_shared(self.received.slice(field.value_at)),
+            None => http::HeaderValue::from_bytes(field.value),
+        }
+        .map_err(|_| "invalid response field value")?;
         match self.parts.as_mut() {
             Some(parts) => parts
                 .headers
@@ -1198,6 +1206,37 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX-A: a\r\nX-B: b\r\nX-C:  c\r\nContent-Length: 0\r\n\
              Date: Mon, 23 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn http2_response_heads_carry_the_end_to_end_fields_with_their_values() {
+        let raw = b"HTTP/1.1 200 Fine\r\nServer: up\r\nConnection: keep-alive, X-Hop\r\n\
+            X-Hop: 1\r\nSet-Cookie: a=1\r\nX-Odd:  spaced \t\r\nSet-Cookie: b=2\nX-E:\r\n\
+            Content-Length: 2\r\n\r\nok";
+        let client = ClientSide {
+            version: ClientVersion::Http2,
+            ..client_11()
+        };
+        let mut out = H2ResponseHead::default();
+        let head = response_head(raw, client, b"", &mut out);
+        assert_eq!(head.expect("valid").expect("complete").status, 200);
+        let head = out.head.expect("a head");
+        assert_eq!(head.status, 200);
+        let fields: Vec<(&str, &[u8])> = head
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        // In the map's order: by name as first seen, each name's values as received.
+        let expected: [(&str, &[u8]); 6] = [
+            ("server", b"up"),
+            ("set-cookie", b"a=1"),
+            ("set-cookie", b"b=2"),
+            ("x-odd", b"spaced"),
+            ("x-e", b""),
+            ("content-length", b"2"),
+        ];
+        assert_eq!(fields, expected);
     }
 
     #[test]
