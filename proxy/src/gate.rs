@@ -179,24 +179,40 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     }
 
     /// An HTTP/2 connection. With the direct path on, weir's accept loop gives each stream
-    /// the direct path takes to it, served on the connection's task, and the rest to Pingora,
-    /// each on a task of its own; without, Pingora serves the connection whole.
+    /// the direct path takes to it and the rest to Pingora, each on a task of its own;
+    /// without, Pingora serves the connection whole. On a runtime per thread (the default)
+    /// the direct path's streams are served on the connection's own task: a task of their
+    /// own would run on the same thread anyway, and cost more (crate::h2_streams). Under
+    /// `--work-stealing` they get tasks of their own, so that one connection's streams can
+    /// spread over the threads.
     async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let Some(direct) = self.direct.as_ref() else {
             return self.inner.process_new(stream, shutdown).await;
         };
         let options = self.inner.h2_options();
+        let spread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
         h2_streams::serve_connection(stream, options, shutdown, |session| {
-            if direct.takes_h2(&session) {
+            let direct_stream = direct.takes_h2(&session);
+            if direct_stream && !spread {
                 // Boxed in place: the connection's stream set moves what it is given.
                 return Some(boxed_in_place(|| direct.serve_h2(session)));
             }
-            // Pingora's request future is large (~90 KiB) and its own: a task of its own.
             let gate = Arc::clone(&self);
             let shutdown = shutdown.clone();
+            // The task's future stays small: tokio moves it several times (into the task,
+            // and on every stage change), so the request's own future is boxed once instead
+            // (Pingora's is ~90 KiB).
             tokio::spawn(async move {
-                let session = ServerSession::new_http2(session);
-                gate.inner.process_new_http(session, &shutdown).await;
+                match &gate.direct {
+                    Some(direct) if direct_stream => {
+                        boxed_in_place(|| direct.serve_h2(session)).await
+                    }
+                    _ => {
+                        let session = ServerSession::new_http2(session);
+                        gate.inner.process_new_http(session, &shutdown).await;
+                    }
+                }
             });
             None
         })

@@ -794,8 +794,18 @@ fn h2_streams_of_one_connection_do_not_wait_for_each_other() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    for path in ["direct", "pingora"] {
-        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+    // Streams on the connection's task (a runtime per thread), on tasks of their own
+    // (`--work-stealing`), and Pingora's.
+    let variants: [(&str, &[&str]); 3] = [
+        ("direct", &["--http1-path", "direct"]),
+        (
+            "direct, work-stealing",
+            &["--http1-path", "direct", "--work-stealing"],
+        ),
+        ("pingora", &["--http1-path", "pingora"]),
+    ];
+    for (path, args) in variants {
+        let weir = Weir::start(&dir.path(), args);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
