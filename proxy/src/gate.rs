@@ -9,9 +9,10 @@
 //!   future of the gate's instead of Pingora's large per-request one ([`PARK_ABOVE`]).
 //!
 //! HTTP/2 connections (TLS with ALPN h2, or the h2c preface) are not held to the header
-//! deadline: their streams are handled on tasks of their own. With the direct path on they
-//! run weir's accept loop ([`crate::h2_streams`]), which gives each stream to the direct path
-//! or to Pingora; without, Pingora serves them whole.
+//! deadline: each stream is a request of its own. With the direct path on they run weir's
+//! accept loop ([`crate::h2_streams`]), which gives each stream to the direct path (served
+//! on the connection's task) or to Pingora (on a task of its own); without, Pingora serves
+//! them whole.
 //!
 //! Plaintext HTTP/1 connections run the direct path's loop when it is on (`--http1-path
 //! direct`): each request head is read here and goes to [`DirectPath`] or, if it does not
