@@ -6,7 +6,7 @@ Input rows: name, mode, round, CPU clock ticks of the proxy process during the r
 after it, and a RESULT line (requests, seconds, non-2xx, socket errors, p50/p99/p99.9 in µs).
 Per mode and target: the median over rounds of req/s and of each percentile, CPU seconds per
 10,000 requests, the largest RSS and the summed errors; then ratios to nginx and to the two
-bare Pingora proxies.
+bare Pingora proxies and to HAProxy.
 """
 import statistics
 import sys
@@ -83,8 +83,8 @@ def main():
     for mode in modes:
         print(f"\n**{mode}** — {MODES[mode].format(c=connections, rate=rate)}\n")
         print("| target | req/s | p50 | p99 | p99.9 | CPU s / 10k req | RSS | errors "
-              "| vs nginx | vs bare Pingora | vs bare Pingora tuned |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| vs nginx | vs HAProxy | vs bare Pingora | vs bare Pingora tuned |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in order:
             if n not in med[mode]:
                 continue
@@ -98,7 +98,7 @@ def main():
                 return f"{a / b:.2f}x" + (" p99" if key == "p99" else "") if b else ""
             print(f"| {n} | {m['rps']:,.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {m['p999']:.2f} ms | "
                   f"{m['cpu10k']:.3f} | {m['rss']:.1f} MiB | {m['errors']} | {vs('nginx')} | "
-                  f"{vs('bare-pingora')} | {vs('bare-pingora-tuned')} |")
+                  f"{vs('haproxy')} | {vs('bare-pingora')} | {vs('bare-pingora-tuned')} |")
     svg(med, order, plot)
     print(f"\nPlot: {plot}")
 

@@ -9,11 +9,15 @@
 #   h2c   h2load -c16 -m4 (HTTP/2 prior knowledge to the proxy, HTTP/1.1 upstream)
 #   rate  h2load --h1 -c32 at a fixed RATE req/s (latency when nobody is saturated)
 # Records req/s, p50/p99/p99.9, CPU seconds per 10k requests and RSS of the proxy process;
-# prints Markdown tables with ratios to nginx and to both bare proxies, and writes a plot
+# prints Markdown tables with ratios to nginx, HAProxy and both bare proxies, and writes a plot
 # (PLOT, default target/load/throughput.svg).
 #
 #   benches/load/run.sh                                  # 3 rounds of 10 s per target and mode
 #   ROUNDS=5 DURATION=20 MODES="h1 rate" RATE=20000 benches/load/run.sh
+#   TARGETS="weir nginx haproxy" ROUNDS=10 DURATION=8 MODES=h1 benches/load/run.sh  # side by side
+#
+# TARGETS (default: all of them) limits the rounds to some targets: with fewer, each is driven
+# more often in the same time, and comparisons between them move less with the machine.
 #
 # weir runs with its access log off (`--log-level warn`), as nginx and HAProxy do here.
 set -euo pipefail
@@ -26,6 +30,7 @@ CONNECTIONS="${CONNECTIONS:-32}"
 MODES="${MODES:-h1 h2c rate}"
 RATE="${RATE:-10000}"
 PLOT="${PLOT:-target/load/throughput.svg}"
+TARGETS="${TARGETS:-direct nginx haproxy bare-pingora bare-pingora-tuned bare-h1-loop weir weir-pingora-path}"
 
 weir_need_commands nginx:nginx haproxy:haproxy wrk:wrk
 cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
@@ -117,6 +122,7 @@ for round in $(seq "$ROUNDS"); do
             bare-h1-loop:$H1_LOOP:$h1_loop_pid weir:$WEIR:$weir_pid \
             weir-pingora-path:$WEIR_PINGORA:$weir_pingora_pid; do
             IFS=: read -r name port pid <<<"$target"
+            [[ " $TARGETS " == *" $name "* ]] || continue
             if [ "$mode" = h2c ]; then
                 case "$name" in
                     direct | bare-h1-loop) continue ;; # HTTP/1.1 only
