@@ -748,14 +748,14 @@ pub(crate) fn response_head(
         if !hop_by_hop {
             // The line as received, when it ends in CRLF right after the value.
             let start = range_in(buf, name).start;
-            let end = range_in(buf, header.value).end;
+            let value_at = range_in(buf, header.value);
             let line = buf
-                .get(start..end + 2)
+                .get(start..value_at.end + 2)
                 .filter(|line| line.ends_with(b"\r\n"));
             out.field(RelayedField {
                 name,
                 value: header.value,
-                value_at: range_in(buf, header.value),
+                value_at,
                 line,
             })?;
         }
