@@ -35,6 +35,8 @@ pub mod kind {
     pub const GOAWAY: u8 = 0x7;
     pub const WINDOW_UPDATE: u8 = 0x8;
     pub const CONTINUATION: u8 = 0x9;
+    #[cfg(test)]
+    pub const UNKNOWN_FOR_TESTS: u8 = 0xfa;
 }
 
 /// Frame flags (§6); which apply depends on the type.
@@ -98,9 +100,15 @@ impl FrameHead {
     }
 
     pub fn write(self, out: &mut BytesMut) {
+        out.put_slice(&self.to_bytes());
+    }
+
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let len = self.len.to_be_bytes();
-        out.put_slice(&[len[1], len[2], len[3], self.kind, self.flags]);
-        out.put_u32(self.stream & 0x7fff_ffff);
+        let id = (self.stream & 0x7fff_ffff).to_be_bytes();
+        [
+            len[1], len[2], len[3], self.kind, self.flags, id[0], id[1], id[2], id[3],
+        ]
     }
 
     pub fn has(&self, flag: u8) -> bool {

@@ -13,5 +13,6 @@
 //! Must not: do I/O, read clocks, spawn, or know about routes and upstreams. Everything
 //! here is a pure function of its input, so it is unit-tested and fuzzed byte by byte.
 
+pub mod conn;
 pub mod frame;
 pub mod hpack;

@@ -294,7 +294,7 @@ fn read_int(block: &[u8], at: &mut usize, prefix: u8) -> Result<usize, DecodeErr
 }
 
 /// Writes `value` with an `prefix`-bit prefix whose other bits are `flags`.
-fn write_int(out: &mut BytesMut, flags: u8, prefix: u8, value: usize) {
+pub(crate) fn write_int(out: &mut BytesMut, flags: u8, prefix: u8, value: usize) {
     let mask = (1usize << prefix) - 1;
     if value < mask {
         out.put_u8(flags | value as u8);
