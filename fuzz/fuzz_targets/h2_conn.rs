@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Event::Trailers { stream, .. } | Event::Reset { stream, .. } => conn.release(stream),
+                Event::WindowOpened => {}
             }
         }
         assert!(conn.open_streams() <= 4);

@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
         fields.push((name.to_ascii_lowercase(), value.to_vec()));
     }
-    let mut encoder = Encoder::default();
+    let encoder = Encoder;
     let mut out = BytesMut::new();
     encoder.status(200 + (data.len() % 400) as u16, &mut out);
     for (name, value) in &fields {

@@ -19,7 +19,7 @@
 //! what PING and SETTINGS acknowledgements can pile up.
 
 use crate::frame::{self, flag, kind, setting, ErrorCode, FrameHead, HEADER_LEN};
-use crate::hpack::{Decoded, Decoder, Encoder, Field};
+use crate::hpack::{Decoded, Decoder, Encoder, Field, TABLE_SIZE_ZERO};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 
@@ -34,6 +34,9 @@ pub struct Settings {
     pub max_header_list_size: u32,
     /// Streams refused past the concurrency limit before the connection is closed.
     pub max_refused_streams: u32,
+    /// Malformed requests (each reset) before the connection is closed: a client this
+    /// broken is not worth the work (Pingora's budget is the same).
+    pub max_malformed_streams: u32,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             connection_window: 1024 * 1024,
             max_header_list_size: 64 * 1024,
             max_refused_streams: 1000,
+            max_malformed_streams: 32,
         }
     }
 }
@@ -94,6 +98,9 @@ pub enum Event {
     /// The stream ended without its request completing: the client reset it, sent a
     /// malformed body, or the connection failed. Its response is not wanted.
     Reset { stream: u32, code: ErrorCode },
+    /// A window grew (WINDOW_UPDATE or SETTINGS) while response data was queued: some of
+    /// it went out, and its senders may queue more.
+    WindowOpened,
 }
 
 /// A connection error (RFC 9113 §5.4.1): GOAWAY has been written to the output, and the
@@ -189,7 +196,8 @@ pub struct ServerConnection {
     settings: Settings,
     phase: Phase,
     decoder: Decoder,
-    encoder: Encoder,
+    /// The client was told its table is not used ([`TABLE_SIZE_ZERO`]).
+    table_dropped: bool,
     streams: Vec<Stream>,
     /// The highest stream identifier the client opened.
     last_stream: u32,
@@ -205,6 +213,7 @@ pub struct ServerConnection {
     events: VecDeque<Event>,
     out: BytesMut,
     refused: u32,
+    malformed: u32,
     /// The last stream served after GOAWAY was sent.
     goaway_sent: Option<u32>,
     goaway_received: bool,
@@ -234,7 +243,7 @@ impl ServerConnection {
         }
         ServerConnection {
             decoder: Decoder::new(4096),
-            encoder: Encoder::default(),
+            table_dropped: false,
             phase: Phase::Preface,
             streams: Vec::new(),
             last_stream: 0,
@@ -248,6 +257,7 @@ impl ServerConnection {
             events: VecDeque::new(),
             out,
             refused: 0,
+            malformed: 0,
             goaway_sent: None,
             goaway_received: false,
             settings,
@@ -606,6 +616,13 @@ impl ServerConnection {
                     }
                 }
                 _ => {
+                    self.malformed += 1;
+                    if self.malformed > self.settings.max_malformed_streams {
+                        return Err(conn_err(
+                            ErrorCode::PROTOCOL_ERROR,
+                            "too many malformed requests",
+                        ));
+                    }
                     self.reset_stream_frame(id, ErrorCode::PROTOCOL_ERROR);
                     return Ok(());
                 }
@@ -920,7 +937,7 @@ impl ServerConnection {
         &mut self,
         stream: u32,
         end_stream: bool,
-        encode: impl FnOnce(&mut Encoder, &mut BytesMut),
+        encode: impl FnOnce(&Encoder, &mut BytesMut),
     ) -> Result<(), StreamClosed> {
         let i = self.stream_index(stream).ok_or(StreamClosed)?;
         let s = &mut self.streams[i];
@@ -932,7 +949,11 @@ impl ServerConnection {
         let start = self.out.len();
         // The frame header goes first, its length filled in once the block is written.
         self.out.put_slice(&[0; HEADER_LEN]);
-        encode(&mut self.encoder, &mut self.out);
+        if !self.table_dropped {
+            self.out.put_u8(TABLE_SIZE_ZERO);
+            self.table_dropped = true;
+        }
+        encode(&Encoder, &mut self.out);
         let block_len = self.out.len() - start - HEADER_LEN;
         if block_len <= self.peer_max_frame_size as usize {
             let mut flags = flag::END_HEADERS;
@@ -995,7 +1016,7 @@ impl ServerConnection {
     pub fn send_trailers(
         &mut self,
         stream: u32,
-        encode: impl FnOnce(&mut Encoder, &mut BytesMut),
+        encode: impl FnOnce(&Encoder, &mut BytesMut),
     ) -> Result<(), StreamClosed> {
         let i = self.stream_index(stream).ok_or(StreamClosed)?;
         let s = &mut self.streams[i];
@@ -1003,7 +1024,7 @@ impl ServerConnection {
             return Err(StreamClosed);
         }
         let mut block = BytesMut::new();
-        encode(&mut self.encoder, &mut block);
+        encode(&Encoder, &mut block);
         let was_waiting = s.queued_len > 0 || s.end_queued;
         s.trailers = Some(block.freeze());
         s.end_queued = true;
@@ -1064,6 +1085,9 @@ impl ServerConnection {
 
     /// Moves queued body bytes into the output as far as the windows allow.
     fn flush_queued(&mut self) {
+        if !self.ready.is_empty() {
+            self.events.push_back(Event::WindowOpened);
+        }
         let mut rounds = self.ready.len();
         while rounds > 0 {
             rounds -= 1;
@@ -1730,6 +1754,25 @@ mod tests {
             c.request(3, &get("/"), true);
             assert_eq!(c.events().len(), 1, "{what}");
         }
+        // A client that keeps sending them is cut off.
+        let mut c = Client::with(
+            Settings {
+                max_malformed_streams: 2,
+                ..Settings::default()
+            },
+            &[],
+        );
+        let bad = [get("/"), vec![("connection", "close".into())]].concat();
+        let bad: Vec<(&str, &str)> = bad.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let flags = flag::END_HEADERS | flag::END_STREAM;
+        c.send(&frame(kind::HEADERS, flags, 1, &block(&bad)))
+            .unwrap();
+        c.send(&frame(kind::HEADERS, flags, 3, &block(&bad)))
+            .unwrap();
+        let e = c
+            .send(&frame(kind::HEADERS, flags, 5, &block(&bad)))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PROTOCOL_ERROR);
         // A host field equal to :authority, in any case, is fine.
         let mut c = Client::new();
         c.request(

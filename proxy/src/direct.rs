@@ -37,6 +37,8 @@ use crate::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
     ClientVersion, HeadFields, HeadView, LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
 };
+use crate::h2_request::H2Request;
+use crate::h2_server::{self, H2Stream};
 use crate::idle_upstreams;
 use crate::path::normalize;
 use crate::read_deadline::ReadDeadline;
@@ -201,6 +203,55 @@ impl DirectPath {
             return false;
         };
         self.route_is_plain_http1(req.host(), target)
+    }
+
+    /// Whether this path serves a request of weir's own HTTP/2 server: as
+    /// [`Self::takes_h2`] says for the `h2` crate's streams.
+    pub(crate) fn takes_weir_h2(&self, req: &H2Request, end_stream: bool) -> bool {
+        if !end_stream
+            || req.head().content_length.is_some()
+            || req.method() == http::Method::CONNECT
+        {
+            return false;
+        }
+        let Ok(target) = std::str::from_utf8(req.raw_path()) else {
+            return false;
+        };
+        self.route_is_plain_http1(req.host(), target)
+    }
+
+    /// Serves one request of weir's own HTTP/2 server taken by [`Self::takes_weir_h2`]:
+    /// the same phases as an HTTP/1 request, the response queued as HTTP/2 frames on the
+    /// stream. `client_ip` and `tls`: the connection's.
+    pub(crate) async fn serve_weir_h2(
+        &self,
+        stream: H2Stream,
+        mut req: H2Request,
+        client_ip: Option<IpAddr>,
+        tls: bool,
+    ) {
+        let mut client = WeirH2Client {
+            head_request: req.method() == http::Method::HEAD,
+            stream,
+            block: None,
+            data: BytesMut::new(),
+            end: false,
+            ended: false,
+            sent: Sent::default(),
+        };
+        let mut ctx = self.proxy.request_ctx();
+        let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
+        let request = Served {
+            request: &req,
+            client_ip,
+            tls,
+        };
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut deadline = ReadDeadline::new(timer);
+        let _ = self
+            .respond(&mut client, admission, &request, &mut deadline, &mut ctx)
+            .await;
+        // An unfinished response is reset when the stream drops.
     }
 
     /// Serves one HTTP/2 stream taken by [`Self::takes_h2`]: the same phases as an HTTP/1
@@ -581,6 +632,17 @@ impl DirectRequest for RequestHeader {
     }
 }
 
+/// A request of weir's own HTTP/2 server (no body; [`DirectPath::takes_weir_h2`]).
+impl DirectRequest for H2Request {
+    fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
+        h1::write_upstream_of_h2(self, set, out);
+    }
+
+    fn body_len(&self) -> usize {
+        0
+    }
+}
+
 /// The request being served, as its upstream attempts need it.
 struct Served<'a, R> {
     request: &'a R,
@@ -831,6 +893,132 @@ impl Downstream for H2Client {
         }
         let body = bytes::Bytes::copy_from_slice(body.as_bytes());
         write_within(CLIENT_IDLE_TIMEOUT, self.session.write_body(body, true)).await
+    }
+}
+
+/// A client of weir's own HTTP/2 server: one stream of a connection that
+/// [`crate::h2_server`] drives. The response head goes out with the first body bytes (or
+/// alone, ending the stream, when there are none).
+struct WeirH2Client {
+    stream: H2Stream,
+    /// The request is a `HEAD`: no response body.
+    head_request: bool,
+    /// The response head's header block, staged.
+    block: Option<BytesMut>,
+    data: BytesMut,
+    /// The body is complete: the next flush ends the stream.
+    end: bool,
+    /// The stream was ended.
+    ended: bool,
+    sent: Sent,
+}
+
+/// The client reset the stream, or its connection is gone.
+fn stream_closed() -> Box<Error> {
+    let mut e = Error::new_down(ErrorType::WriteError);
+    e.set_context("HTTP/2 stream closed by the client");
+    e
+}
+
+impl WeirH2Client {
+    /// Waits (at most [`CLIENT_IDLE_TIMEOUT`]) until the stream's queued response is
+    /// below [`h2_server::STREAM_HIGH_WATER`], or, at its end, all in the output.
+    async fn wait_writable(&self) -> Result<()> {
+        let limit = if self.ended {
+            0
+        } else {
+            h2_server::STREAM_HIGH_WATER
+        };
+        write_within(CLIENT_IDLE_TIMEOUT, async {
+            self.stream
+                .writable(limit)
+                .await
+                .map_err(|_| stream_closed())
+        })
+        .await
+    }
+}
+
+impl Downstream for WeirH2Client {
+    fn stage_head(
+        &mut self,
+        buf: &[u8],
+    ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
+        let side = ClientSide {
+            version: ClientVersion::Http2,
+            keep_alive: true,
+            head_request: self.head_request,
+        };
+        let mut out = h1::HpackResponseHead::default();
+        let head = h1::response_head(buf, side, get_cached_date().as_bytes(), &mut out)?;
+        if out.done {
+            self.block = Some(out.block);
+        }
+        Ok(head)
+    }
+
+    fn stage_body(&mut self, data: &[u8]) {
+        self.sent.body_bytes += data.len();
+        self.data.extend_from_slice(data);
+    }
+
+    fn stage_end(&mut self) {
+        self.end = true;
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        if let Some(block) = self.block.take() {
+            let end = self.end && self.data.is_empty();
+            self.stream
+                .send_headers(end, |_, out| out.extend_from_slice(&block))
+                .map_err(|_| stream_closed())?;
+            if end {
+                self.ended = true;
+                return self.wait_writable().await;
+            }
+        }
+        if self.data.is_empty() && !self.end {
+            return Ok(());
+        }
+        let data = self.data.split().freeze();
+        self.stream
+            .send_data(data, self.end)
+            .map_err(|_| stream_closed())?;
+        self.ended = self.end;
+        self.wait_writable().await
+    }
+
+    fn sent(&mut self) -> &mut Sent {
+        &mut self.sent
+    }
+
+    /// The stream ends with its response; the connection carries on.
+    fn close_after(&mut self) {}
+
+    async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
+        let body = if self.head_request { "" } else { body };
+        self.sent.status = resp.status.as_u16();
+        self.sent.body_bytes = body.len();
+        self.ended = true;
+        self.stream
+            .send_headers(body.is_empty(), |e, out| {
+                e.status(resp.status.as_u16(), out);
+                for (name, value) in resp.headers.iter() {
+                    e.field(name.as_str().as_bytes(), value.as_bytes(), out);
+                }
+                e.field(b"date", get_cached_date().as_bytes(), out);
+            })
+            .map_err(|_| stream_closed())?;
+        if !body.is_empty() {
+            let body = bytes::Bytes::copy_from_slice(body.as_bytes());
+            self.stream
+                .send_data(body, true)
+                .map_err(|_| stream_closed())?;
+        }
+        self.wait_writable().await
     }
 }
 

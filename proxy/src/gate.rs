@@ -21,13 +21,19 @@
 //! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
 //! are the data path's business).
 
+use crate::cli::Http2Server;
+use crate::dataplane::client_ip;
 use crate::direct::{boxed_in_place, DirectPath, NextHead};
 use crate::h1::HeadFields;
+use crate::h2_bridge::{Bridge, BridgeSetup, ConnectionDigests};
+use crate::h2_request::H2Request;
+use crate::h2_server::{self, NewRequest};
 use crate::h2_streams;
 use crate::metrics::Metrics;
 use crate::read_deadline::ReadDeadline;
 use async_trait::async_trait;
 use bytes::BytesMut;
+use futures::future::Either;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
@@ -37,6 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use weir_http2::conn::Settings;
 
 tokio::task_local! {
     /// Set by the data path once the first request header of this connection is parsed.
@@ -76,6 +83,7 @@ pub struct ConnectionGate<A> {
     max_connections: usize,
     header_timeout: Duration,
     stats: Arc<GateStats>,
+    http2_server: Http2Server,
 }
 
 impl<A> ConnectionGate<A> {
@@ -92,7 +100,14 @@ impl<A> ConnectionGate<A> {
             max_connections,
             header_timeout,
             stats,
+            http2_server: Http2Server::H2,
         }
+    }
+
+    /// Which HTTP/2 server reads client connections (`--http2-server`).
+    pub fn with_http2_server(mut self, server: Http2Server) -> Self {
+        self.http2_server = server;
+        self
     }
 }
 
@@ -190,9 +205,13 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         let Some(direct) = self.direct.as_ref() else {
             return self.inner.process_new(stream, shutdown).await;
         };
-        let options = self.inner.h2_options();
         let spread = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
+        if self.http2_server == Http2Server::Weir && !spread {
+            self.serve_weir_h2(direct, stream, shutdown).await;
+            return None;
+        }
+        let options = self.inner.h2_options();
         h2_streams::serve_connection(stream, options, shutdown, |session| {
             let direct_stream = direct.takes_h2(&session);
             if direct_stream && !spread {
@@ -220,6 +239,45 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         })
         .await;
         None
+    }
+
+    /// An HTTP/2 connection on weir's own server ([`h2_server`]): requests the direct path
+    /// takes are served on the connection's task; the rest go over the connection's bridge
+    /// to Pingora ([`Bridge`]), also on its task (the bridge's own connection runs apart).
+    async fn serve_weir_h2(&self, direct: &DirectPath, stream: Stream, shutdown: &ShutdownWatch) {
+        let digests = ConnectionDigests {
+            ssl: stream.get_ssl_digest(),
+            socket: stream.get_socket_digest(),
+            proxy: stream.get_proxy_digest(),
+        };
+        let tls = digests.ssl.is_some();
+        let client_ip = client_ip(digests.client_addr());
+        let bridge = Bridge::new(BridgeSetup {
+            app: Arc::clone(&self.inner),
+            digests,
+            shutdown: shutdown.clone(),
+        });
+        let bridge = &bridge;
+        h2_server::serve_connection(stream, Settings::default(), shutdown, |request| {
+            let NewRequest {
+                stream,
+                head,
+                end_stream,
+            } = request;
+            // The direct path takes what it can read as an `http` request; the bridge
+            // (Pingora) answers the rest, including what `http` refuses.
+            if let Ok(req) = H2Request::new(head.clone()) {
+                if direct.takes_weir_h2(&req, end_stream) {
+                    return Some(Either::Left(boxed_in_place(|| {
+                        direct.serve_weir_h2(stream, req, client_ip, tls)
+                    })));
+                }
+            }
+            Some(Either::Right(Box::pin(
+                bridge.relay(stream, head, end_stream),
+            )))
+        })
+        .await;
     }
 
     /// A plaintext HTTP/1 connection with the direct path on: each request head is read and

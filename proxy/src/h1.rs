@@ -474,37 +474,47 @@ const CONNECTION_SCOPED_REQUEST_FIELDS: [http::HeaderName; 7] = [
 /// sent one, the client's fields except connection-scoped ones and those `set` replaces, then
 /// `set`. HTTP/2 may split `cookie` into several fields; HTTP/1.1 gets them joined into one
 /// (RFC 9113 §8.2.3).
-pub(crate) fn write_upstream_of_h2(req: &RequestHeader, set: &UpstreamHeaders, out: &mut BytesMut) {
+pub(crate) fn write_upstream_of_h2(
+    req: &impl RequestView,
+    set: &UpstreamHeaders,
+    out: &mut BytesMut,
+) {
     out.reserve(512);
-    out.put_slice(req.method.as_str().as_bytes());
+    out.put_slice(req.method().as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(req.raw_path());
     out.put_slice(b" HTTP/1.1\r\n");
-    if !req.headers.contains_key(http::header::HOST) {
-        if let Some(authority) = req.uri.authority() {
-            put_field(out, b"host", authority.as_str().as_bytes());
+    if req.field(&http::header::HOST).is_none() {
+        let authority = req.authority();
+        if !authority.is_empty() {
+            put_field(out, b"host", authority.as_bytes());
         }
     }
     let mut cookies = 0;
-    for (name, value) in req.headers.iter() {
-        if name == http::header::COOKIE {
+    // HTTP/2 field names are lowercase, as `HeaderName`s are.
+    for (name, value) in req.fields() {
+        if name == b"cookie" {
             cookies += 1;
             continue;
         }
-        if CONNECTION_SCOPED_REQUEST_FIELDS.contains(name)
-            || set.iter().any(|(replaced, _)| replaced == name)
+        if CONNECTION_SCOPED_REQUEST_FIELDS
+            .iter()
+            .any(|scoped| scoped.as_str().as_bytes() == name)
+            || set
+                .iter()
+                .any(|(replaced, _)| replaced.as_str().as_bytes() == name)
         {
             continue;
         }
-        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        put_field(out, name, value);
     }
     if cookies > 0 {
         out.put_slice(b"cookie: ");
-        for (i, value) in req.headers.get_all(http::header::COOKIE).iter().enumerate() {
+        for (i, value) in req.field_values(&http::header::COOKIE).enumerate() {
             if i > 0 {
                 out.put_slice(b"; ");
             }
-            out.put_slice(value.as_bytes());
+            out.put_slice(value);
         }
         out.put_slice(b"\r\n");
     }
@@ -895,6 +905,47 @@ impl ResponseHeadOut for H2ResponseHead {
 
     fn finish(&mut self, _: &ResponseHead, _: &[u8]) -> std::result::Result<(), &'static str> {
         self.head = self.parts.take().map(ResponseHeader::from);
+        Ok(())
+    }
+}
+
+/// The client's copy of a response head as an HPACK header block, for weir's own HTTP/2
+/// server ([`crate::h2_server`]): status, the end-to-end fields with their names
+/// lowercased (HTTP/2 requires it; HTTP/1 upstreams write them in any case), then `date`.
+#[derive(Default)]
+pub(crate) struct HpackResponseHead {
+    pub(crate) block: BytesMut,
+    /// The head is complete (a final response: 1xx heads are not relayed to HTTP/2).
+    pub(crate) done: bool,
+}
+
+impl ResponseHeadOut for HpackResponseHead {
+    fn start(
+        &mut self,
+        status: u16,
+        _reason: Option<&str>,
+        head: &[u8],
+    ) -> std::result::Result<(), &'static str> {
+        self.block.reserve(head.len());
+        weir_http2::hpack::Encoder.status(status, &mut self.block);
+        Ok(())
+    }
+
+    fn field(&mut self, field: RelayedField<'_>) -> std::result::Result<(), &'static str> {
+        // httparse leaves no CR or LF in a value; HTTP/2 forbids NUL too.
+        if field.value.contains(&0) {
+            return Err("invalid response field value");
+        }
+        let mut name = SmallVec::<[u8; 32]>::from_slice(field.name);
+        name.make_ascii_lowercase();
+        weir_http2::hpack::Encoder.field(&name, field.value, &mut self.block);
+        Ok(())
+    }
+
+    /// Adds weir's `date` (the upstream's is not relayed, as on every path).
+    fn finish(&mut self, _: &ResponseHead, date: &[u8]) -> std::result::Result<(), &'static str> {
+        weir_http2::hpack::Encoder.field(b"date", date, &mut self.block);
+        self.done = true;
         Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! [`Decoder`] reads a client's header blocks, keeping the dynamic table the client's
 //! encoder indexes into; [`Encoder`] writes weir's response header blocks. The encoder
-//! never adds to the client's dynamic table: the first block it writes sets that table's
-//! size to zero, and every field is a static-table index or a literal "without indexing".
+//! never adds to the client's dynamic table: every field is a static-table index or a
+//! literal "without indexing" (and the connection's first block sets the client's table
+//! size to zero, [`TABLE_SIZE_ZERO`]), so one block can be encoded apart from the others.
 //! Responses relay what the upstream said, so indexing would buy bytes on the wire, not
 //! CPU, and a table of ours would be per-connection state to keep and bound.
 //!
@@ -309,22 +310,18 @@ pub(crate) fn write_int(out: &mut BytesMut, flags: u8, prefix: u8, value: usize)
     out.put_u8(rest as u8);
 }
 
-/// Writes weir's response header blocks for one connection.
-#[derive(Debug, Default)]
-pub struct Encoder {
-    /// The client has been told its table is not used (a size update to zero).
-    table_dropped: bool,
-}
+/// A dynamic table size update to zero: always within the client's limit, and it says
+/// that nothing of weir's will ever be in the client's table. It leads the first header
+/// block of a connection.
+pub const TABLE_SIZE_ZERO: u8 = 0x20;
+
+/// Writes weir's response header blocks. It keeps no state: each block stands alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Encoder;
 
 impl Encoder {
     /// Starts a response header block in `out` with its status.
-    pub fn status(&mut self, status: u16, out: &mut BytesMut) {
-        if !self.table_dropped {
-            // A size update to zero: always within the client's limit, and says that
-            // nothing of ours will ever be in its table.
-            out.put_u8(0x20);
-            self.table_dropped = true;
-        }
+    pub fn status(&self, status: u16, out: &mut BytesMut) {
         let index = match status {
             200 => 8,
             204 => 9,
@@ -352,7 +349,7 @@ impl Encoder {
 
     /// Adds a field to the block `out` (after [`Self::status`]). `name` must be lowercase
     /// (HTTP/2 requires it; weir's HTTP/1 response parser lowers names).
-    pub fn field(&mut self, name: &[u8], value: &[u8], out: &mut BytesMut) {
+    pub fn field(&self, name: &[u8], value: &[u8], out: &mut BytesMut) {
         // Credentials are sent "never indexed" so no later hop indexes them either.
         let flags = match name {
             b"set-cookie" | b"authorization" | b"proxy-authorization" | b"cookie" => 0x10,
@@ -600,14 +597,14 @@ mod tests {
 
     #[test]
     fn encoded_responses_decode_to_what_was_written() {
-        let mut e = Encoder::default();
+        let e = Encoder;
         let mut out = BytesMut::new();
+        out.put_u8(TABLE_SIZE_ZERO);
         e.status(200, &mut out);
         e.field(b"content-type", b"text/plain", &mut out);
         e.field(b"x-request-id", b"abc", &mut out);
         e.field(b"set-cookie", b"a=b", &mut out);
         e.field(b"x-long", &[b'v'; 300], &mut out);
-        assert_eq!(out[0], 0x20, "the first block drops the client's table");
         let mut d = Decoder::new(4096);
         let got = decode_all(&mut d, &out).unwrap();
         assert_eq!(
@@ -623,7 +620,7 @@ mod tests {
         assert_eq!(d.table.size, 0, "nothing was indexed");
         let mut out = BytesMut::new();
         e.status(503, &mut out);
-        assert_eq!(&out[..], b"\x08\x03503", "the size update is sent once");
+        assert_eq!(&out[..], b"\x08\x03503");
         assert_eq!(
             decode_all(&mut d, &out).unwrap(),
             pairs(&[(":status", "503")])

@@ -1,0 +1,471 @@
+//! weir's HTTP/2 server loop (issue #9): drives one client connection with weir's own
+//! codec ([`weir_http2`]) and hands each request to a callback, which returns the future
+//! that serves it ([`H2Stream`] is its side of the stream).
+//!
+//! Why not the `h2` crate: under h2c load `h2` and the `http` maps it builds were ~25,000
+//! of the ~43,800 instructions weir spent on a request (docs/benchmarks.md). This loop
+//! reads into one buffer, lets the state machine turn it into requests, runs the streams'
+//! futures on the connection's own task (a task each cost ~2,000 instructions a request),
+//! and writes what they queued in one write.
+//!
+//! It keeps what the `h2` loop ([`crate::h2_streams`]) kept:
+//! - at shutdown, GOAWAY, then the streams already opened are served until they are done;
+//! - streams still running when the connection ends (the client went away, or a write
+//!   failed) are run to their end: their writes fail, and they are logged and counted;
+//! - reading stops while more than [`OUTPUT_HIGH_WATER`] bytes wait to be written, so a
+//!   client that sends but does not read (PING or SETTINGS floods, many responses) is
+//!   held to that much memory.
+//!
+//! Must not: read or answer requests (the callback's), or hold the stream table's lock
+//! across an await.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite};
+use weir_http2::conn::{Event, RequestHead, ServerConnection, Settings, StreamClosed};
+use weir_http2::frame::ErrorCode;
+use weir_http2::hpack::{Encoder, Field};
+
+/// Output bytes past which the loop stops reading from the client.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// A stream's queued response bytes past which its sender waits ([`H2Stream::send_data`]
+/// callers await [`H2Stream::writable`]).
+pub(crate) const STREAM_HIGH_WATER: usize = 64 * 1024;
+
+/// What a request needs to be served: its side of the stream and its head.
+pub(crate) struct NewRequest {
+    pub(crate) stream: H2Stream,
+    pub(crate) head: RequestHead,
+    /// No body follows.
+    pub(crate) end_stream: bool,
+}
+
+/// The connection and what its streams wait on, shared by the loop and the streams.
+struct Shared {
+    conn: ServerConnection,
+    slots: Vec<Slot>,
+    /// Wakes the loop when a stream served elsewhere (another task) queued output.
+    loop_waker: Option<Waker>,
+    /// The loop is running (it will write what streams queue, so they need not wake it).
+    in_loop: bool,
+    /// The socket is gone: nothing queued now will be written.
+    closed: bool,
+}
+
+/// What one stream's server is told by the connection.
+struct Slot {
+    id: u32,
+    body: std::collections::VecDeque<Bytes>,
+    /// The request body ended (END_STREAM or trailers).
+    body_done: bool,
+    trailers: Option<Vec<Field>>,
+    reset: Option<ErrorCode>,
+    waker: Option<Waker>,
+    /// The server waits for response data to go out ([`H2Stream::writable`]).
+    wants_window: bool,
+}
+
+impl Shared {
+    fn slot(&mut self, id: u32) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.id == id)
+    }
+
+    fn wake_stream(&mut self, id: u32) {
+        if let Some(waker) = self.slot(id).and_then(|s| s.waker.take()) {
+            waker.wake();
+        }
+    }
+
+    /// A stream queued output: the loop writes it (woken if it is not running).
+    fn output_queued(&mut self) {
+        if !self.in_loop {
+            if let Some(waker) = self.loop_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves the state as it was: every update under it is
+    // complete before anything that can panic.
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One stream, as the future serving it sees it. Dropping it releases the stream: a
+/// response not finished by then is reset.
+pub(crate) struct H2Stream {
+    id: u32,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl H2Stream {
+    /// Queues the response head; `encode` writes the block, status first.
+    pub(crate) fn send_headers(
+        &self,
+        end_stream: bool,
+        encode: impl FnOnce(&Encoder, &mut BytesMut),
+    ) -> Result<(), StreamClosed> {
+        let mut shared = lock(&self.shared);
+        if shared.closed {
+            return Err(StreamClosed);
+        }
+        shared.conn.send_headers(self.id, end_stream, encode)?;
+        shared.output_queued();
+        Ok(())
+    }
+
+    /// Queues response body bytes; they go out as the client's windows allow.
+    pub(crate) fn send_data(&self, data: Bytes, end_stream: bool) -> Result<(), StreamClosed> {
+        let mut shared = lock(&self.shared);
+        if shared.closed {
+            return Err(StreamClosed);
+        }
+        shared.conn.send_data(self.id, data, end_stream)?;
+        shared.output_queued();
+        Ok(())
+    }
+
+    /// Queues response trailers, which end the stream.
+    pub(crate) fn send_trailers(
+        &self,
+        encode: impl FnOnce(&Encoder, &mut BytesMut),
+    ) -> Result<(), StreamClosed> {
+        let mut shared = lock(&self.shared);
+        if shared.closed {
+            return Err(StreamClosed);
+        }
+        shared.conn.send_trailers(self.id, encode)?;
+        shared.output_queued();
+        Ok(())
+    }
+
+    /// Waits until fewer than `limit` response bytes wait for the client's window: 0 waits
+    /// until the whole response is in the output. `Err` when the stream was reset or the
+    /// connection is gone.
+    pub(crate) async fn writable(&self, limit: usize) -> Result<(), StreamClosed> {
+        std::future::poll_fn(|cx| {
+            let mut shared = lock(&self.shared);
+            if shared.closed {
+                return Poll::Ready(Err(StreamClosed));
+            }
+            if shared.slot(self.id).is_some_and(|s| s.reset.is_some()) {
+                return Poll::Ready(Err(StreamClosed));
+            }
+            let waiting = shared.conn.queued(self.id);
+            let done = if limit == 0 {
+                shared.conn.response_sent(self.id)
+            } else {
+                waiting < limit
+            };
+            if done {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(slot) = shared.slot(self.id) {
+                slot.waker = Some(cx.waker().clone());
+                slot.wants_window = true;
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next piece of the request body: `None` once it is complete (trailers, if any,
+    /// then come from [`Self::trailers`]), `Err` when the stream was reset.
+    pub(crate) async fn data(&self) -> Result<Option<Bytes>, ErrorCode> {
+        std::future::poll_fn(|cx| {
+            let mut shared = lock(&self.shared);
+            let closed = shared.closed;
+            let Some(slot) = shared.slot(self.id) else {
+                return Poll::Ready(Err(ErrorCode::CANCEL));
+            };
+            if let Some(data) = slot.body.pop_front() {
+                let n = data.len();
+                shared.conn.consumed(self.id, n);
+                shared.output_queued();
+                return Poll::Ready(Ok(Some(data)));
+            }
+            if let Some(code) = slot.reset {
+                return Poll::Ready(Err(code));
+            }
+            if slot.body_done {
+                return Poll::Ready(Ok(None));
+            }
+            if closed {
+                return Poll::Ready(Err(ErrorCode::CANCEL));
+            }
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The request's trailers, once [`Self::data`] returned `None`.
+    pub(crate) fn trailers(&self) -> Option<Vec<Field>> {
+        lock(&self.shared).slot(self.id)?.trailers.take()
+    }
+
+    /// Whether the client reset the stream or the connection is gone.
+    pub(crate) fn is_reset(&self) -> bool {
+        let mut shared = lock(&self.shared);
+        shared.closed || shared.slot(self.id).is_none_or(|s| s.reset.is_some())
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        let mut shared = lock(&self.shared);
+        shared.slots.retain(|s| s.id != self.id);
+        shared.conn.release(self.id);
+        shared.output_queued();
+    }
+}
+
+/// Serves one HTTP/2 connection whose client preface has not been read, until the client
+/// closes it, an error ends it, or after shutdown its streams are done. `on_request` gets
+/// each request and returns the future that serves it on this task, or `None` when it
+/// handed the request on (spawned it).
+pub(crate) async fn serve_connection<S: Future<Output = ()>>(
+    mut io: Stream,
+    settings: Settings,
+    shutdown: &ShutdownWatch,
+    mut on_request: impl FnMut(NewRequest) -> Option<S>,
+) {
+    let shared = Arc::new(Mutex::new(Shared {
+        conn: ServerConnection::new(settings),
+        slots: Vec::new(),
+        loop_waker: None,
+        in_loop: false,
+        closed: false,
+    }));
+    let mut serving = FuturesUnordered::new();
+    let mut read_buf = BytesMut::with_capacity(16 * 1024);
+    let mut write_buf = BytesMut::new();
+    let mut shutdown = shutdown.clone();
+    let mut shutdown_signal = std::pin::pin!(shutdown.changed());
+    let mut stopping = false;
+    // The socket can still be read and written.
+    let mut open = true;
+    std::future::poll_fn(|cx| {
+        lock(&shared).in_loop = true;
+        loop {
+            let mut progress = false;
+            if !stopping && shutdown_signal.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                lock(&shared).conn.go_away();
+            }
+            // The streams first: what they queue is written below in the same pass.
+            while let Poll::Ready(Some(())) = serving.poll_next_unpin(cx) {}
+            if open {
+                match write_out(&mut io, &shared, &mut write_buf, cx) {
+                    Ok(wrote) => progress |= wrote,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "HTTP/2 client write failed");
+                        open = false;
+                        close(&shared);
+                        continue;
+                    }
+                }
+            }
+            let finished = {
+                let mut shared = lock(&shared);
+                shared.conn.is_finished() && shared.conn.output().is_empty()
+            };
+            if open && finished && write_buf.is_empty() {
+                open = false;
+                close(&shared);
+                continue;
+            }
+            if open && write_buf.len() < OUTPUT_HIGH_WATER {
+                match read_in(&mut io, &mut read_buf, cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        open = false;
+                        close(&shared);
+                        continue;
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        if let Err(e) = lock(&shared).conn.recv(&mut read_buf) {
+                            tracing::debug!(error = %e, "HTTP/2 connection error");
+                        }
+                        dispatch(&shared, &mut serving, &mut on_request);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !open && serving.is_empty() {
+                return Poll::Ready(());
+            }
+            if !progress {
+                let mut guard = lock(&shared);
+                // A stream served on this task may have queued output after the write
+                // above; another pass writes it rather than wait for a wake.
+                if open && !guard.conn.output().is_empty() && write_buf.is_empty() {
+                    continue;
+                }
+                guard.in_loop = false;
+                guard.loop_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+    })
+    .await;
+    // The socket is closed by dropping it (Pingora's shutdown would wait on the peer).
+    drop(io);
+}
+
+/// The socket is gone: every stream still served is told so.
+fn close(shared: &Mutex<Shared>) {
+    let mut guard = lock(shared);
+    guard.closed = true;
+    let ids: Vec<u32> = guard.slots.iter().map(|s| s.id).collect();
+    for id in ids {
+        guard.wake_stream(id);
+    }
+}
+
+/// Hands the connection's events to the streams: new requests to `on_request` (called
+/// without the lock: it may drop the stream, which takes it), bodies and resets to their
+/// stream's slot.
+fn dispatch<S: Future<Output = ()>>(
+    shared: &Arc<Mutex<Shared>>,
+    serving: &mut FuturesUnordered<S>,
+    on_request: &mut impl FnMut(NewRequest) -> Option<S>,
+) {
+    let mut window_moved = false;
+    loop {
+        let mut guard = lock(shared);
+        let Some(event) = guard.conn.next_event() else {
+            break;
+        };
+        match event {
+            Event::Request {
+                stream,
+                head,
+                end_stream,
+            } => {
+                guard.slots.push(Slot {
+                    id: stream,
+                    body: Default::default(),
+                    body_done: end_stream,
+                    trailers: None,
+                    reset: None,
+                    waker: None,
+                    wants_window: false,
+                });
+                drop(guard);
+                let request = NewRequest {
+                    stream: H2Stream {
+                        id: stream,
+                        shared: Arc::clone(shared),
+                    },
+                    head,
+                    end_stream,
+                };
+                if let Some(serve) = on_request(request) {
+                    serving.push(serve);
+                }
+            }
+            Event::RequestTooLarge { stream } => {
+                // Answered here: the head was never read.
+                let _ = guard
+                    .conn
+                    .send_headers(stream, true, |e, out| e.status(431, out));
+                guard.conn.release(stream);
+            }
+            Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => {
+                if let Some(slot) = guard.slot(stream) {
+                    if !data.is_empty() {
+                        slot.body.push_back(data);
+                    }
+                    slot.body_done |= end_stream;
+                    guard.wake_stream(stream);
+                } else {
+                    guard.conn.consumed(stream, data.len());
+                }
+            }
+            Event::Trailers { stream, fields } => {
+                if let Some(slot) = guard.slot(stream) {
+                    slot.trailers = Some(fields);
+                    slot.body_done = true;
+                    guard.wake_stream(stream);
+                }
+            }
+            Event::Reset { stream, code } => {
+                if let Some(slot) = guard.slot(stream) {
+                    slot.reset = Some(code);
+                    guard.wake_stream(stream);
+                }
+            }
+            Event::WindowOpened => window_moved = true,
+        }
+    }
+    if window_moved {
+        // Queued data may have gone out: its senders may go on.
+        let mut guard = lock(shared);
+        for slot in guard.slots.iter_mut().filter(|s| s.wants_window) {
+            slot.wants_window = false;
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Writes what the connection queued; `Ok(true)` if anything was written.
+fn write_out(
+    io: &mut Stream,
+    shared: &Mutex<Shared>,
+    write_buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> std::io::Result<bool> {
+    if write_buf.is_empty() {
+        let mut guard = lock(shared);
+        let out = guard.conn.output();
+        if out.is_empty() {
+            return Ok(false);
+        }
+        std::mem::swap(write_buf, out);
+    }
+    let mut wrote = false;
+    while !write_buf.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, write_buf) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
+                write_buf.advance(n);
+                wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(wrote),
+        }
+    }
+    // TLS buffers: the bytes must reach the socket.
+    match Pin::new(&mut *io).poll_flush(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(wrote),
+    }
+}
+
+fn read_in(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    let io: Pin<&mut (dyn AsyncRead + Unpin + Send)> = Pin::new(&mut *io);
+    tokio_util::io::poll_read_buf(io, cx, buf)
+}
