@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                         conn.release(stream);
                     }
                 }
-                Event::RequestTooLarge { stream } => {
+                Event::RequestTooLarge { stream } | Event::Malformed { stream, .. } => {
                     let _ = conn.send_headers(stream, true, |e, out| e.status(431, out));
                     conn.release(stream);
                 }

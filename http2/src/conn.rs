@@ -34,8 +34,8 @@ pub struct Settings {
     pub max_header_list_size: u32,
     /// Streams refused past the concurrency limit before the connection is closed.
     pub max_refused_streams: u32,
-    /// Malformed requests (each reset) before the connection is closed: a client this
-    /// broken is not worth the work (Pingora's budget is the same).
+    /// Malformed requests (each answered 400) at which the connection is closed: a client
+    /// this broken is not worth the work (Pingora's budget is the same).
     pub max_malformed_streams: u32,
 }
 
@@ -86,6 +86,9 @@ pub enum Event {
     },
     /// A header list past the limit: the stream is open, and should be answered 431.
     RequestTooLarge { stream: u32 },
+    /// A malformed request (RFC 9113 §8.1.1; `reason` says how): the stream is open, and
+    /// should be answered 400 rather than forwarded.
+    Malformed { stream: u32, reason: &'static str },
     /// Request body bytes. The application calls [`ServerConnection::consumed`] as it
     /// takes them, which opens the client's window again.
     Data {
@@ -602,29 +605,33 @@ impl ServerConnection {
             self.reset_stream_frame(id, ErrorCode::REFUSED_STREAM);
             return Ok(());
         }
-        // What reaches the application: a request, or a list too large to read. A
-        // malformed request is reset here and never seen.
+        // What reaches the application: a request, a list too large to read, or a
+        // malformed request (to answer, never to forward).
         let event = if decoded == Decoded::TooLarge {
             Event::RequestTooLarge { stream: id }
         } else {
-            match request_head(fields) {
-                Ok(head) if !(end_stream && head.content_length.is_some_and(|cl| cl > 0)) => {
-                    Event::Request {
-                        stream: id,
-                        head,
-                        end_stream,
-                    }
+            let head = request_head(fields).and_then(|head| {
+                if end_stream && head.content_length.is_some_and(|cl| cl > 0) {
+                    Err(MalformedRequest("content-length without a body"))
+                } else {
+                    Ok(head)
                 }
-                _ => {
+            });
+            match head {
+                Ok(head) => Event::Request {
+                    stream: id,
+                    head,
+                    end_stream,
+                },
+                Err(MalformedRequest(reason)) => {
                     self.malformed += 1;
-                    if self.malformed > self.settings.max_malformed_streams {
+                    if self.malformed >= self.settings.max_malformed_streams {
                         return Err(conn_err(
                             ErrorCode::PROTOCOL_ERROR,
                             "too many malformed requests",
                         ));
                     }
-                    self.reset_stream_frame(id, ErrorCode::PROTOCOL_ERROR);
-                    return Ok(());
+                    Event::Malformed { stream: id, reason }
                 }
             }
         };
@@ -1680,7 +1687,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_requests_are_reset_and_never_seen() {
+    fn malformed_requests_are_reported_to_answer_never_as_requests() {
         let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
             (
                 "uppercase name",
@@ -1744,15 +1751,26 @@ mod tests {
         for (what, fields) in cases {
             let mut c = Client::new();
             c.request(1, &fields, true);
-            assert_eq!(c.events(), vec![], "{what}");
+            let events = c.events();
+            assert!(
+                matches!(events[..], [Event::Malformed { stream: 1, .. }]),
+                "{what}: {events:?}"
+            );
+            c.conn
+                .send_headers(1, true, |e, out| e.status(400, out))
+                .unwrap();
+            c.conn.release(1);
             assert_eq!(
-                rst(&c.sent()),
-                vec![(1, ErrorCode::PROTOCOL_ERROR.0)],
+                c.sent()[0].fields,
+                vec![(":status".into(), "400".into())],
                 "{what}"
             );
             // The connection carries on.
             c.request(3, &get("/"), true);
-            assert_eq!(c.events().len(), 1, "{what}");
+            assert!(
+                matches!(c.events()[..], [Event::Request { stream: 3, .. }]),
+                "{what}"
+            );
         }
         // A client that keeps sending them is cut off.
         let mut c = Client::with(
@@ -1767,10 +1785,8 @@ mod tests {
         let flags = flag::END_HEADERS | flag::END_STREAM;
         c.send(&frame(kind::HEADERS, flags, 1, &block(&bad)))
             .unwrap();
-        c.send(&frame(kind::HEADERS, flags, 3, &block(&bad)))
-            .unwrap();
         let e = c
-            .send(&frame(kind::HEADERS, flags, 5, &block(&bad)))
+            .send(&frame(kind::HEADERS, flags, 3, &block(&bad)))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::PROTOCOL_ERROR);
         // A host field equal to :authority, in any case, is fine.

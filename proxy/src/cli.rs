@@ -157,7 +157,7 @@ pub struct Cli {
 
     /// Which HTTP/2 server reads client connections: `weir` (weir's own; needs the direct
     /// path and one runtime per thread, else `h2` is used) or `h2` (the `h2` crate's).
-    #[arg(long, env = "WEIR_HTTP2_SERVER", value_enum, default_value = "h2")]
+    #[arg(long, env = "WEIR_HTTP2_SERVER", value_enum, default_value = "weir")]
     pub http2_server: Http2Server,
 
     /// After SIGTERM: fail /readyz and keep serving this long before closing listeners.

@@ -100,7 +100,7 @@ impl<A> ConnectionGate<A> {
             max_connections,
             header_timeout,
             stats,
-            http2_server: Http2Server::H2,
+            http2_server: Http2Server::Weir,
         }
     }
 

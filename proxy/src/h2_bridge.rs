@@ -76,10 +76,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Bridge<A> {
     }
 
     async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, h2::Error> {
-        self.sender
-            .get_or_try_init(|| self.open())
-            .await
-            .cloned()
+        self.sender.get_or_try_init(|| self.open()).await.cloned()
     }
 
     /// Opens the pipe: Pingora serves one end as it serves a client connection, an `h2`

@@ -376,10 +376,16 @@ fn dispatch<S: Future<Output = ()>>(
             }
             Event::RequestTooLarge { stream } => {
                 // Answered here: the head was never read.
-                let _ = guard
-                    .conn
-                    .send_headers(stream, true, |e, out| e.status(431, out));
-                guard.conn.release(stream);
+                answer(
+                    &mut guard.conn,
+                    stream,
+                    431,
+                    "request header fields too large\n",
+                );
+            }
+            Event::Malformed { stream, reason } => {
+                tracing::debug!(stream, reason, "malformed HTTP/2 request");
+                answer(&mut guard.conn, stream, 400, "bad request\n");
             }
             Event::Data {
                 stream,
@@ -422,6 +428,17 @@ fn dispatch<S: Future<Output = ()>>(
             }
         }
     }
+}
+
+/// A short answer of weir's own to a request no server saw, which ends its stream.
+fn answer(conn: &mut ServerConnection, stream: u32, status: u16, body: &'static str) {
+    let _ = conn.send_headers(stream, false, |e, out| {
+        e.status(status, out);
+        e.field(b"content-type", b"text/plain", out);
+        e.field(b"content-length", body.len().to_string().as_bytes(), out);
+    });
+    let _ = conn.send_data(stream, Bytes::from_static(body.as_bytes()), true);
+    conn.release(stream);
 }
 
 /// Writes what the connection queued; `Ok(true)` if anything was written.

@@ -751,7 +751,7 @@ fn h2_streams_are_answered_like_http1_requests() {
 }
 
 /// Streams the HTTP/2 layer refuses as malformed (here a `host` field that contradicts
-/// `:authority`: a 400) are counted per connection on both paths: the 31st still leaves the
+/// `:authority`: a 400) are counted per connection on every path: the 31st still leaves the
 /// connection serving, the 32nd ends it.
 #[test]
 fn malformed_h2_streams_end_their_connection_at_the_budget() {
@@ -760,8 +760,14 @@ fn malformed_h2_streams_end_their_connection_at_the_budget() {
         fields: vec![("host", "elsewhere.example.com")],
         ..h2_get("/chunked")
     };
-    for path in ["direct", "pingora"] {
-        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+    // weir's HTTP/2 server, the `h2` crate's with the direct path, and Pingora's.
+    let variants: [(&str, &[&str]); 3] = [
+        ("weir", &["--http1-path", "direct"]),
+        ("h2", &["--http1-path", "direct", "--http2-server", "h2"]),
+        ("pingora", &["--http1-path", "pingora"]),
+    ];
+    for (path, args) in variants {
+        let weir = Weir::start(&dir.path(), args);
         let mut requests: Vec<H2Request> = (0..31).map(|_| malformed()).collect();
         requests.push(h2_get("/chunked"));
         requests.push(malformed());
@@ -794,10 +800,14 @@ fn h2_streams_of_one_connection_do_not_wait_for_each_other() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    // Streams on the connection's task (a runtime per thread), on tasks of their own
-    // (`--work-stealing`), and Pingora's.
-    let variants: [(&str, &[&str]); 3] = [
+    // weir's HTTP/2 server; the `h2` crate's with streams on the connection's task (a
+    // runtime per thread) and on tasks of their own (`--work-stealing`); and Pingora's.
+    let variants: [(&str, &[&str]); 4] = [
         ("direct", &["--http1-path", "direct"]),
+        (
+            "direct, h2",
+            &["--http1-path", "direct", "--http2-server", "h2"],
+        ),
         (
             "direct, work-stealing",
             &["--http1-path", "direct", "--work-stealing"],
