@@ -622,8 +622,9 @@ fn h2_exchange(weir: &Weir, requests: Vec<H2Request>) -> Vec<Option<Answer>> {
     })
 }
 
-/// HTTP/2 streams get the same answers on both `--http1-path` values (on `direct`, weir's
-/// own HTTP/2 accept loop serves body-less streams itself and hands the rest to Pingora):
+/// HTTP/2 streams get the same answers on both `--http1-path` values and both HTTP/2
+/// servers (on `direct`, body-less streams are served by the direct path and the rest by
+/// Pingora):
 /// every framing of the upstream's body arrives whole and unframed, connection-scoped fields
 /// stay on their hop, a split `cookie` reaches the HTTP/1.1 upstream as one field, `Host` and
 /// `X-Forwarded-*` are set from the stream, an ambiguous upstream response is a 502 and
@@ -631,8 +632,18 @@ fn h2_exchange(weir: &Weir, requests: Vec<H2Request>) -> Vec<Option<Answer>> {
 #[test]
 fn h2_streams_are_answered_like_http1_requests() {
     let dir = scripted_routes();
-    for path in ["direct", "pingora"] {
-        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+    // weir's HTTP/2 server, the `h2` crate's with the direct path, and Pingora's.
+    let variants: [(&str, &[&str]); 3] = [
+        ("direct", &["--http1-path", "direct"]),
+        (
+            "direct, h2",
+            &["--http1-path", "direct", "--http2-server", "h2"],
+        ),
+        ("pingora", &["--http1-path", "pingora"]),
+    ];
+    for (path, args) in variants {
+        let direct = path.starts_with("direct");
+        let weir = Weir::start(&dir.path(), args);
         let hop = H2Request {
             fields: vec![
                 ("cookie", "a=1"),
@@ -679,7 +690,7 @@ fn h2_streams_are_answered_like_http1_requests() {
         let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
         // `Content-Length` with `Transfer-Encoding`: weir's own path refuses it, Pingora's
         // follows `Transfer-Encoding` (RFC 9112 §6.3 allows either); neither relays both.
-        let ambiguous = if path == "direct" { 502 } else { 200 };
+        let ambiguous = if direct { 502 } else { 200 };
         assert_eq!(
             statuses,
             vec![200, 200, 200, 200, 200, 200, ambiguous, 200, 404, 404],
@@ -727,7 +738,7 @@ fn h2_streams_are_answered_like_http1_requests() {
             !fields.iter().any(|f| f.starts_with("te:")),
             "{path}: {seen}"
         );
-        if path == "direct" {
+        if direct {
             assert!(fields.contains(&"cookie: a=1; b=2"), "{path}: {seen}");
         }
         assert!(
@@ -735,7 +746,7 @@ fn h2_streams_are_answered_like_http1_requests() {
             "{path}: HEAD answered with a body"
         );
         assert_eq!(answers[5].header("content-length"), Some("1048576"));
-        if path == "direct" {
+        if direct {
             assert_eq!(answers[6].body, b"upstream connection failed\n");
         } else {
             assert!(answers[6].body.is_empty(), "{path}");
