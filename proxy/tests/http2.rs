@@ -211,3 +211,121 @@ fn reset_streams_hold_their_slot_until_served() {
         .count();
     assert_eq!(held, 100, "{log:?}");
 }
+
+/// Frames as a client writes them, for the protocol-error cases.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Sends the preface, empty SETTINGS and `then` on a new connection; returns the frames
+/// weir sent, as (type, flags, stream, payload), until it closed the connection (or 5 s).
+fn raw_exchange(weir: &Weir, then: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(weir.http).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    hello.extend_from_slice(then);
+    tcp.write_all(&hello).expect("send");
+    let mut bytes = Vec::new();
+    let _ = tcp.read_to_end(&mut bytes);
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        let stream =
+            u32::from_be_bytes([bytes[at + 5], bytes[at + 6], bytes[at + 7], bytes[at + 8]]);
+        let end = (at + 9 + len).min(bytes.len());
+        frames.push((
+            bytes[at + 3],
+            bytes[at + 4],
+            stream,
+            bytes[at + 9..end].to_vec(),
+        ));
+        at += 9 + len;
+    }
+    frames
+}
+
+/// The error code of the GOAWAY among `frames`, if any.
+fn goaway(frames: &[(u8, u8, u32, Vec<u8>)]) -> Option<u32> {
+    frames
+        .iter()
+        .find(|f| f.0 == 7)
+        .map(|f| u32::from_be_bytes([f.3[4], f.3[5], f.3[6], f.3[7]]))
+}
+
+/// A client that breaks the protocol gets GOAWAY with the error code RFC 9113 names, and
+/// its connection is closed; every other connection is served as before.
+#[test]
+fn protocol_errors_end_only_their_connection_with_the_right_code() {
+    let (weir, _app, _dir) = start();
+    let too_long_continuations: Vec<u8> = std::iter::once(frame(1, 0, 1, &[0x82]))
+        .chain((0..20).map(|_| frame(9, 0, 1, &[0u8; 16_000])))
+        .flatten()
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        (
+            "frame past SETTINGS_MAX_FRAME_SIZE",
+            frame(0, 0, 1, &[0; 16_385]),
+            0x6,
+        ),
+        (
+            "HPACK index past the tables",
+            frame(1, 5, 1, &[0xff, 0x10]),
+            0x9,
+        ),
+        ("DATA on stream 0", frame(0, 0, 0, b"x"), 0x1),
+        (
+            "HEADERS on an even stream",
+            frame(1, 5, 2, &[0x82, 0x86, 0x84]),
+            0x1,
+        ),
+        (
+            "connection window past 2^31-1",
+            frame(8, 0, 0, &0x7fff_ffffu32.to_be_bytes()),
+            0x3,
+        ),
+        (
+            "SETTINGS_ENABLE_PUSH of 2",
+            frame(4, 0, 0, &[0, 2, 0, 0, 0, 2]),
+            0x1,
+        ),
+        (
+            "header block interrupted",
+            [frame(1, 0, 1, &[0x82]), frame(6, 0, 0, &[0; 8])].concat(),
+            0x1,
+        ),
+        ("CONTINUATION without end", too_long_continuations, 0xb),
+    ];
+    for (what, bytes, code) in cases {
+        let frames = raw_exchange(&weir, &bytes);
+        assert_eq!(goaway(&frames), Some(code), "{what}: {frames:?}");
+    }
+    // A PING is answered with its payload, and is no error.
+    let frames = raw_exchange(
+        &weir,
+        &[frame(6, 0, 0, b"weir-pin"), frame(7, 0, 0, &[0; 8])].concat(),
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.0 == 6 && f.1 == 1 && f.3 == b"weir-pin"),
+        "{frames:?}"
+    );
+    // weir serves as before.
+    runtime().block_on(async {
+        let client = connect(&weir, &h2::client::Builder::new()).await;
+        let mut c = client.ready().await.expect("ready");
+        let (response, _) = c.send_request(get("/still"), true).expect("send");
+        let echoed: Value =
+            serde_json::from_slice(&body_of(response.await.expect("response")).await)
+                .expect("json");
+        assert_eq!(echoed["path"], "/still");
+    });
+}
