@@ -266,13 +266,15 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             } = request;
             // The direct path takes what it can read as an `http` request; the bridge
             // (Pingora) answers the rest, including what `http` refuses.
-            if let Ok(req) = H2Request::new(head.clone()) {
-                if direct.takes_weir_h2(&req, end_stream) {
+            let head = match H2Request::new(head) {
+                Ok(req) if direct.takes_weir_h2(&req, end_stream) => {
                     return Some(Either::Left(boxed_in_place(|| {
                         direct.serve_weir_h2(stream, req, client_ip, tls)
                     })));
                 }
-            }
+                Ok(req) => req.into_head(),
+                Err(head) => head,
+            };
             Some(Either::Right(Box::pin(
                 bridge.relay(stream, head, end_stream),
             )))

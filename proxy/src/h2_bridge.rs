@@ -124,7 +124,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Bridge<A> {
             Ok(request) => request,
             Err(reason) => {
                 tracing::debug!(reason, "HTTP/2 request not relayed");
-                answer(&stream, 400, "bad request\n");
+                stream.answer(400, "bad request\n");
                 return;
             }
         };
@@ -136,7 +136,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Bridge<A> {
             Ok(sent) => sent,
             Err(e) => {
                 tracing::warn!(error = %e, "HTTP/2 bridge to the proxy failed");
-                answer(&stream, 502, "bad gateway\n");
+                stream.answer(502, "bad gateway\n");
                 return;
             }
         };
@@ -153,16 +153,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> Bridge<A> {
             () = download => {}
         }
     }
-}
-
-/// A short answer of weir's own on `stream`.
-fn answer(stream: &H2Stream, status: u16, body: &'static str) {
-    let _ = stream.send_headers(false, |e, out| {
-        e.status(status, out);
-        e.field(b"content-type", b"text/plain", out);
-        e.field(b"content-length", body.len().to_string().as_bytes(), out);
-    });
-    let _ = stream.send_data(Bytes::from_static(body.as_bytes()), true);
 }
 
 /// The `http` request Pingora's side gets for `head` (without its body).
@@ -252,7 +242,7 @@ async fn download_response(stream: &H2Stream, response: h2::client::ResponseFutu
         Err(e) => {
             tracing::debug!(error = %e, "bridged request failed");
             if !stream.is_reset() {
-                answer(stream, 502, "bad gateway\n");
+                stream.answer(502, "bad gateway\n");
             }
             return;
         }

@@ -23,15 +23,22 @@ pub(crate) struct H2Request {
 }
 
 impl H2Request {
-    /// The view of `head`, or why the `http` crate refuses its method or target (the
-    /// client is answered 400).
-    pub(crate) fn new(head: RequestHead) -> Result<H2Request, &'static str> {
-        let method = Method::from_bytes(&head.method).map_err(|_| "invalid method")?;
+    /// The view of `head`, or `head` back when the `http` crate refuses its method or
+    /// target (for a server that reads it otherwise).
+    // Not an error to propagate: the request itself comes back, moved rather than boxed.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn new(head: RequestHead) -> Result<H2Request, RequestHead> {
+        let Ok(method) = Method::from_bytes(&head.method) else {
+            return Err(head);
+        };
         let path = head.path.clone().unwrap_or_default();
         let uri = if path.is_empty() {
             Uri::default()
         } else {
-            Uri::from_maybe_shared(path.clone()).map_err(|_| "invalid target")?
+            match Uri::from_maybe_shared(path.clone()) {
+                Ok(uri) => uri,
+                Err(_) => return Err(head),
+            }
         };
         Ok(H2Request {
             method,
@@ -43,6 +50,11 @@ impl H2Request {
 
     pub(crate) fn head(&self) -> &RequestHead {
         &self.head
+    }
+
+    /// The head as received (the target as the client sent it, whatever `set_uri` did).
+    pub(crate) fn into_head(self) -> RequestHead {
+        self.head
     }
 }
 

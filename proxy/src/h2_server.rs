@@ -208,6 +208,16 @@ impl H2Stream {
         .await
     }
 
+    /// Answers with a short plain-text response of weir's own (a failure before any
+    /// response began).
+    pub(crate) fn answer(&self, status: u16, body: &'static str) {
+        let mut shared = lock(&self.shared);
+        if !shared.closed {
+            queue_answer(&mut shared.conn, self.id, status, body);
+            shared.output_queued();
+        }
+    }
+
     /// The request's trailers, once [`Self::data`] returned `None`.
     pub(crate) fn trailers(&self) -> Option<Vec<Field>> {
         lock(&self.shared).slot(self.id)?.trailers.take()
@@ -376,16 +386,18 @@ fn dispatch<S: Future<Output = ()>>(
             }
             Event::RequestTooLarge { stream } => {
                 // Answered here: the head was never read.
-                answer(
+                queue_answer(
                     &mut guard.conn,
                     stream,
                     431,
                     "request header fields too large\n",
                 );
+                guard.conn.release(stream);
             }
             Event::Malformed { stream, reason } => {
                 tracing::debug!(stream, reason, "malformed HTTP/2 request");
-                answer(&mut guard.conn, stream, 400, "bad request\n");
+                queue_answer(&mut guard.conn, stream, 400, "bad request\n");
+                guard.conn.release(stream);
             }
             Event::Data {
                 stream,
@@ -430,15 +442,14 @@ fn dispatch<S: Future<Output = ()>>(
     }
 }
 
-/// A short answer of weir's own to a request no server saw, which ends its stream.
-fn answer(conn: &mut ServerConnection, stream: u32, status: u16, body: &'static str) {
+/// Queues a short plain-text answer of weir's own on `stream`, which ends it.
+fn queue_answer(conn: &mut ServerConnection, stream: u32, status: u16, body: &'static str) {
     let _ = conn.send_headers(stream, false, |e, out| {
         e.status(status, out);
         e.field(b"content-type", b"text/plain", out);
         e.field(b"content-length", body.len().to_string().as_bytes(), out);
     });
     let _ = conn.send_data(stream, Bytes::from_static(body.as_bytes()), true);
-    conn.release(stream);
 }
 
 /// Writes what the connection queued; `Ok(true)` if anything was written.
