@@ -258,7 +258,8 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             shutdown: shutdown.clone(),
         });
         let bridge = &bridge;
-        h2_server::serve_connection(stream, Settings::default(), shutdown, |request| {
+        let idle = h2_server::IDLE_TIMEOUT;
+        h2_server::serve_connection(stream, Settings::default(), idle, shutdown, |request| {
             let NewRequest {
                 stream,
                 head,

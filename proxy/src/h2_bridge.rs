@@ -34,7 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 use weir_http2::conn::RequestHead;
 
 /// The pipe's buffer each way.
@@ -64,19 +64,35 @@ impl ConnectionDigests {
 /// One client connection's way to Pingora, opened for its first request that needs it.
 pub(crate) struct Bridge<A> {
     setup: BridgeSetup<A>,
-    sender: OnceCell<h2::client::SendRequest<Bytes>>,
+    /// The pipe's `h2` client, once opened. Async-locked: the first request opens it while
+    /// the others wait.
+    sender: Mutex<Option<h2::client::SendRequest<Bytes>>>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> Bridge<A> {
     pub(crate) fn new(setup: BridgeSetup<A>) -> Self {
         Bridge {
             setup,
-            sender: OnceCell::new(),
+            sender: Mutex::new(None),
         }
     }
 
-    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, h2::Error> {
-        self.sender.get_or_try_init(|| self.open()).await.cloned()
+    /// A client of the pipe that is ready for a request. A pipe that Pingora's side closed
+    /// (its own budget of refused streams, say) is replaced, so one failure does not fail
+    /// every later request of the connection.
+    async fn ready_sender(&self) -> Result<h2::client::SendRequest<Bytes>, h2::Error> {
+        let mut sender = self.sender.lock().await;
+        if let Some(open) = sender.clone() {
+            match open.ready().await {
+                Ok(ready) => return Ok(ready),
+                Err(e) => {
+                    tracing::debug!(error = %e, "HTTP/2 bridge to the proxy closed; reopening")
+                }
+            }
+        }
+        let opened = self.open().await?;
+        *sender = Some(opened.clone());
+        opened.ready().await
     }
 
     /// Opens the pipe: Pingora serves one end as it serves a client connection, an `h2`
@@ -129,7 +145,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Bridge<A> {
             }
         };
         let sent = async {
-            let mut sender = self.sender().await?.ready().await?;
+            let mut sender = self.ready_sender().await?;
             sender.send_request(request, end_stream)
         };
         let (response, body_out) = match sent.await {

@@ -14,7 +14,9 @@
 //!   failed) are run to their end: their writes fail, and they are logged and counted;
 //! - reading stops while more than [`OUTPUT_HIGH_WATER`] bytes wait to be written, so a
 //!   client that sends but does not read (PING or SETTINGS floods, many responses) is
-//!   held to that much memory.
+//!   held to that much memory;
+//! - a connection without a request for [`IDLE_TIMEOUT`] is sent GOAWAY and closed (also
+//!   one that never sends its preface), so idle clients cannot hold connections forever.
 //!
 //! Must not: read or answer requests (the callback's), or hold the stream table's lock
 //! across an await.
@@ -27,6 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use weir_http2::conn::{Event, RequestHead, ServerConnection, Settings, StreamClosed};
 use weir_http2::frame::ErrorCode;
@@ -34,6 +37,10 @@ use weir_http2::hpack::{Encoder, Field};
 
 /// Output bytes past which the loop stops reading from the client.
 pub(crate) const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// How long a connection may go without a request before it is closed with GOAWAY (as an
+/// idle HTTP/1 keep-alive connection is after 60 s): it is checked once per period, so an
+/// idle connection goes after one to two periods.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A stream's queued response bytes past which its sender waits ([`H2Stream::send_data`]
 /// callers await [`H2Stream::writable`]).
 pub(crate) const STREAM_HIGH_WATER: usize = 64 * 1024;
@@ -240,12 +247,14 @@ impl Drop for H2Stream {
 }
 
 /// Serves one HTTP/2 connection whose client preface has not been read, until the client
-/// closes it, an error ends it, or after shutdown its streams are done. `on_request` gets
+/// closes it, an error ends it, it stays without a request for `idle_timeout` (one to two
+/// of them), or after shutdown its streams are done. `on_request` gets
 /// each request and returns the future that serves it on this task, or `None` when it
 /// handed the request on (spawned it).
 pub(crate) async fn serve_connection<S: Future<Output = ()>>(
     mut io: Stream,
     settings: Settings,
+    idle_timeout: Duration,
     shutdown: &ShutdownWatch,
     mut on_request: impl FnMut(NewRequest) -> Option<S>,
 ) {
@@ -264,6 +273,12 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
     let mut stopping = false;
     // The socket can still be read and written.
     let mut open = true;
+    // Requests so far, and as many when the idle timer was last armed: a timer that fires
+    // with no new request and none under way closes the connection. Counting keeps the
+    // timer off the request path (it is re-armed at most once a period).
+    let mut requests = 0u64;
+    let mut requests_when_armed = 0u64;
+    let mut idle = std::pin::pin!(tokio::time::sleep(idle_timeout));
     std::future::poll_fn(|cx| {
         lock(&shared).in_loop = true;
         loop {
@@ -271,6 +286,18 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
             if !stopping && shutdown_signal.as_mut().poll(cx).is_ready() {
                 stopping = true;
                 lock(&shared).conn.go_away();
+            }
+            if open && idle.as_mut().poll(cx).is_ready() {
+                let mut guard = lock(&shared);
+                if requests == requests_when_armed && guard.conn.open_streams() == 0 {
+                    tracing::debug!("idle HTTP/2 connection closed");
+                    guard.conn.go_away();
+                } else {
+                    requests_when_armed = requests;
+                }
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + idle_timeout);
+                progress = true;
             }
             // The streams first: what they queue is written below in the same pass.
             while let Poll::Ready(Some(())) = serving.poll_next_unpin(cx) {}
@@ -306,7 +333,7 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                         if let Err(e) = lock(&shared).conn.recv(&mut read_buf) {
                             tracing::debug!(error = %e, "HTTP/2 connection error");
                         }
-                        dispatch(&shared, &mut serving, &mut on_request);
+                        requests += dispatch(&shared, &mut serving, &mut on_request);
                     }
                     Poll::Pending => {}
                 }
@@ -344,13 +371,14 @@ fn close(shared: &Mutex<Shared>) {
 
 /// Hands the connection's events to the streams: new requests to `on_request` (called
 /// without the lock: it may drop the stream, which takes it), bodies and resets to their
-/// stream's slot.
+/// stream's slot. Returns how many requests it handed on.
 fn dispatch<S: Future<Output = ()>>(
     shared: &Arc<Mutex<Shared>>,
     serving: &mut FuturesUnordered<S>,
     on_request: &mut impl FnMut(NewRequest) -> Option<S>,
-) {
+) -> u64 {
     let mut window_moved = false;
+    let mut requests = 0;
     loop {
         let mut guard = lock(shared);
         let Some(event) = guard.conn.next_event() else {
@@ -372,6 +400,7 @@ fn dispatch<S: Future<Output = ()>>(
                     wants_window: false,
                 });
                 drop(guard);
+                requests += 1;
                 let request = NewRequest {
                     stream: H2Stream {
                         id: stream,
@@ -440,6 +469,7 @@ fn dispatch<S: Future<Output = ()>>(
             }
         }
     }
+    requests
 }
 
 /// Queues a short plain-text answer of weir's own on `stream`, which ends it.
@@ -496,4 +526,106 @@ fn read_in(
     }
     let io: Pin<&mut (dyn AsyncRead + Unpin + Send)> = Pin::new(&mut *io);
     tokio_util::io::poll_read_buf(io, cx, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+    /// The error codes of the GOAWAY frames in `bytes` (whole frames from the server).
+    fn goaways(bytes: &[u8]) -> Vec<u32> {
+        let mut codes = Vec::new();
+        let mut at = 0;
+        while at + 9 <= bytes.len() {
+            let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+            if bytes[at + 3] == 0x7 {
+                let p = &bytes[at + 9..at + 9 + len];
+                codes.push(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+        codes
+    }
+
+    /// Serves one in-memory connection; the returned stream is the client's end.
+    fn serve(
+        on_request: impl FnMut(NewRequest) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>>
+            + Send
+            + 'static,
+    ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let idle = Duration::from_secs(60);
+            serve_connection(
+                Box::new(server),
+                Settings::default(),
+                idle,
+                &shutdown,
+                on_request,
+            )
+            .await;
+        });
+        (client, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_sent_goaway_and_closed() {
+        let (mut client, task) = serve(|_| None);
+        client.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_secs(60)..=Duration::from_secs(121)).contains(&waited),
+            "closed after {waited:?}"
+        );
+        assert_eq!(goaways(&received), vec![0], "GOAWAY with NO_ERROR");
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_a_request_under_way_is_not_idle() {
+        // The request takes 200 s (three idle periods) to answer.
+        let (mut client, task) = serve(|request| {
+            Some(Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(200)).await;
+                let _ = request
+                    .stream
+                    .send_headers(true, |e, out| e.status(204, out));
+            }))
+        });
+        client.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+        // HEADERS, END_STREAM | END_HEADERS, stream 1: GET http / (static indexes).
+        client
+            .write_all(b"\0\0\x03\x01\x05\0\0\0\x01\x82\x86\x84")
+            .await
+            .unwrap();
+        let mut answer = vec![0; 4096];
+        let mut received = Vec::new();
+        // Until the answer's HEADERS frame (type 1 on stream 1) arrives.
+        let started = tokio::time::Instant::now();
+        while !received
+            .windows(6)
+            .any(|w| w == [0x01, 0x05, 0, 0, 0, 0x01])
+        {
+            let n = client.read(&mut answer).await.unwrap();
+            assert!(n > 0, "closed before the answer");
+            received.extend_from_slice(&answer[..n]);
+        }
+        assert!(started.elapsed() >= Duration::from_secs(200));
+        assert!(
+            goaways(&received).is_empty(),
+            "GOAWAY while a request was under way"
+        );
+        // Idle from now on: closed within two periods.
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(goaways(&rest), vec![0]);
+        task.await.unwrap();
+    }
 }

@@ -118,8 +118,9 @@ fn a_stream_with_a_shut_window_waits_without_holding_up_the_connection() {
 }
 
 /// A request body sent in many frames, as the windows allow, reaches the upstream whole
-/// (through the bridge to Pingora's proxy, which serves requests with bodies); so does a
-/// body whose client ends it with trailers.
+/// (through the bridge to Pingora's proxy, which serves requests with bodies), with the
+/// client's address in `X-Forwarded-For`; so does a body whose client ends it with
+/// trailers.
 #[test]
 fn request_bodies_reach_the_upstream_whole() {
     let (weir, _app, _dir) = start();
@@ -156,6 +157,9 @@ fn request_bodies_reach_the_upstream_whole() {
             let echoed: Value = serde_json::from_slice(&body_of(response).await).expect("json");
             assert_eq!(echoed["method"], "POST");
             assert_eq!(echoed["body_bytes"], size, "trailers: {trailers}");
+            // Pingora's side of the bridge sees the client, not the pipe.
+            assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1");
+            assert_eq!(echoed["headers"]["x-forwarded-proto"], "http");
         }
     });
 }
