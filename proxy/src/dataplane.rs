@@ -824,6 +824,24 @@ impl ProxyHttp for WeirProxy {
         quiet_error(error)
     }
 
+    /// Drops an empty last piece of a request body. HTTP/2 clients may end a body with an
+    /// empty DATA frame of its own; Pingora writes that piece to an HTTP/1.1 upstream as a
+    /// zero-size chunk, which is the last-chunk marker, and then ends the body again. The
+    /// second `0\r\n\r\n` stays on the upstream connection, which reads it as the next
+    /// request: a 400 answered to whoever sends one next (`proxy/tests/http2.rs`).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
+        }
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let code = session
             .response_written()

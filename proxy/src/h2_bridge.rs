@@ -207,7 +207,7 @@ fn bridged_request(head: &RequestHead) -> Result<Request<()>, &'static str> {
 async fn upload_body(stream: &H2Stream, mut out: h2::SendStream<Bytes>) {
     loop {
         match stream.data().await {
-            Ok(Some(mut chunk)) => {
+            Ok(Some((mut chunk, last))) => {
                 while !chunk.is_empty() {
                     out.reserve_capacity(chunk.len());
                     let granted = match std::future::poll_fn(|cx| out.poll_capacity(cx)).await {
@@ -216,9 +216,14 @@ async fn upload_body(stream: &H2Stream, mut out: h2::SendStream<Bytes>) {
                         _ => return, // the bridged stream is gone; the response says why
                     };
                     let piece = chunk.split_to(granted.min(chunk.len()));
-                    if out.send_data(piece, false).is_err() {
+                    // The body's end rides on its last bytes when it is known by then
+                    // (one frame fewer than an empty one of its own).
+                    if out.send_data(piece, last && chunk.is_empty()).is_err() {
                         return;
                     }
+                }
+                if last {
+                    return;
                 }
             }
             Ok(None) => {

@@ -185,9 +185,10 @@ impl H2Stream {
         .await
     }
 
-    /// The next piece of the request body: `None` once it is complete (trailers, if any,
-    /// then come from [`Self::trailers`]), `Err` when the stream was reset.
-    pub(crate) async fn data(&self) -> Result<Option<Bytes>, ErrorCode> {
+    /// The next piece of the request body, and whether it is the last one (the body is
+    /// complete with it and no trailers follow): `None` once the body is complete (trailers,
+    /// if any, then come from [`Self::trailers`]), `Err` when the stream was reset.
+    pub(crate) async fn data(&self) -> Result<Option<(Bytes, bool)>, ErrorCode> {
         std::future::poll_fn(|cx| {
             let mut shared = lock(&self.shared);
             let closed = shared.closed;
@@ -195,10 +196,11 @@ impl H2Stream {
                 return Poll::Ready(Err(ErrorCode::CANCEL));
             };
             if let Some(data) = slot.body.pop_front() {
+                let last = slot.body_done && slot.body.is_empty() && slot.trailers.is_none();
                 let n = data.len();
                 shared.conn.consumed(self.id, n);
                 shared.output_queued();
-                return Poll::Ready(Ok(Some(data)));
+                return Poll::Ready(Ok(Some((data, last))));
             }
             if let Some(code) = slot.reset {
                 return Poll::Ready(Err(code));
