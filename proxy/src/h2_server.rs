@@ -289,18 +289,6 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                 stopping = true;
                 lock(&shared).conn.go_away();
             }
-            if open && idle.as_mut().poll(cx).is_ready() {
-                let mut guard = lock(&shared);
-                if requests == requests_when_armed && guard.conn.open_streams() == 0 {
-                    tracing::debug!("idle HTTP/2 connection closed");
-                    guard.conn.go_away();
-                } else {
-                    requests_when_armed = requests;
-                }
-                idle.as_mut()
-                    .reset(tokio::time::Instant::now() + idle_timeout);
-                progress = true;
-            }
             // The streams first: what they queue is written below in the same pass.
             while let Poll::Ready(Some(())) = serving.poll_next_unpin(cx) {}
             if open {
@@ -348,6 +336,19 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                 // A stream served on this task may have queued output after the write
                 // above; another pass writes it rather than wait for a wake.
                 if open && !guard.conn.output().is_empty() && write_buf.is_empty() {
+                    continue;
+                }
+                // The idle timer is looked at only when the loop is about to wait: once a
+                // poll rather than once a pass.
+                if open && idle.as_mut().poll(cx).is_ready() {
+                    if requests == requests_when_armed && guard.conn.open_streams() == 0 {
+                        tracing::debug!("idle HTTP/2 connection closed");
+                        guard.conn.go_away();
+                    } else {
+                        requests_when_armed = requests;
+                    }
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + idle_timeout);
                     continue;
                 }
                 guard.in_loop = false;
