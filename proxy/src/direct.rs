@@ -206,12 +206,17 @@ impl DirectPath {
     }
 
     /// Whether this path serves a request of weir's own HTTP/2 server: as
-    /// [`Self::takes_h2`] says for the `h2` crate's streams.
+    /// [`Self::takes_h2`] says for the `h2` crate's streams, and also one with a body that
+    /// declares its length, of at most [`h1::MAX_BUFFERED_BODY`] bytes, without `expect`
+    /// (the body is read whole first, as an HTTP/1 request's is, so a retry can resend it).
     pub(crate) fn takes_weir_h2(&self, req: &H2Request, end_stream: bool) -> bool {
-        if !end_stream
-            || req.head().content_length.is_some()
-            || req.method() == http::Method::CONNECT
-        {
+        let body_ok = match req.head().content_length {
+            None => end_stream,
+            Some(len) => {
+                len <= h1::MAX_BUFFERED_BODY as u64 && req.field(&http::header::EXPECT).is_none()
+            }
+        };
+        if !body_ok || req.method() == http::Method::CONNECT {
             return false;
         }
         let Ok(target) = std::str::from_utf8(req.raw_path()) else {
@@ -230,6 +235,25 @@ impl DirectPath {
         client_ip: Option<IpAddr>,
         tls: bool,
     ) {
+        if req.head().content_length.is_some_and(|len| len > 0) {
+            // The body, whole (the connection holds the client to its declared length);
+            // trailers are dropped, as an HTTP/1.1 copy with a length cannot carry them.
+            let mut body = BytesMut::new();
+            let read = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, async {
+                while let Some((data, _)) = stream.data().await? {
+                    body.extend_from_slice(&data);
+                }
+                Ok::<(), weir_http2::frame::ErrorCode>(())
+            });
+            match read.await {
+                Ok(Ok(())) => req.set_body(body.freeze()),
+                Ok(Err(_)) => return, // reset by the client: nobody to answer
+                Err(_) => {
+                    stream.answer(408, "request timeout\n");
+                    return;
+                }
+            }
+        }
         let mut client = WeirH2Client {
             head_request: req.method() == http::Method::HEAD,
             stream,
@@ -632,14 +656,16 @@ impl DirectRequest for RequestHeader {
     }
 }
 
-/// A request of weir's own HTTP/2 server (no body; [`DirectPath::takes_weir_h2`]).
+/// A request of weir's own HTTP/2 server ([`DirectPath::takes_weir_h2`]): its fields,
+/// then its body, read whole.
 impl DirectRequest for H2Request {
     fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
         h1::write_upstream_of_h2(self, set, out);
+        out.extend_from_slice(self.body());
     }
 
     fn body_len(&self) -> usize {
-        0
+        self.body().len()
     }
 }
 

@@ -34,7 +34,7 @@ const MAX_CLASSIFIED_HEADERS: usize = 128;
 /// Largest request body the direct path takes: it must have arrived with the head (or right
 /// after it) and is kept until the response, so that a retry can send it again. Larger
 /// bodies, chunked ones and `Expect: 100-continue` go to Pingora, which streams them.
-const MAX_BUFFERED_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Largest upstream response head (status line and fields); a longer one is a 502.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most fields in an upstream response head; more is a 502.

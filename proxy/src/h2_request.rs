@@ -20,6 +20,8 @@ pub(crate) struct H2Request {
     /// The target as it goes upstream: as received, or its normal form once set.
     path: Bytes,
     head: RequestHead,
+    /// The request body, when it was read whole before the request was served.
+    body: Bytes,
 }
 
 impl H2Request {
@@ -45,7 +47,16 @@ impl H2Request {
             uri,
             path,
             head,
+            body: Bytes::new(),
         })
+    }
+
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    pub(crate) fn set_body(&mut self, body: Bytes) {
+        self.body = body;
     }
 
     pub(crate) fn head(&self) -> &RequestHead {

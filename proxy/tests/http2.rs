@@ -467,3 +467,69 @@ fn chunked_upstream_copies_of_bodies_end_once() {
         assert_eq!(seen, vec![Ok(1000); 6], "{args:?}");
     }
 }
+
+/// Bodies that declare their length reach the upstream whole and with that length, whether
+/// small enough for weir's own path (read whole first, at most 64 KiB) or not (streamed by
+/// Pingora's), and whether their end comes with the last bytes or after them.
+#[test]
+fn bodies_with_a_declared_length_reach_the_upstream_whole() {
+    let (weir, _app, _dir) = start();
+    runtime().block_on(async {
+        let client = connect(&weir, &h2::client::Builder::new()).await;
+        for (size, end_apart) in [(5usize, false), (5, true), (65_536, false), (200_000, true)] {
+            let request = http::Request::put("http://app.example.com/sized")
+                .header("content-length", size.to_string())
+                .body(())
+                .expect("request");
+            let mut c = client.clone().ready().await.expect("ready");
+            let (response, mut out) = c.send_request(request, false).expect("send");
+            let mut body = Bytes::from(vec![3u8; size]);
+            while !body.is_empty() {
+                out.reserve_capacity(body.len().min(16_384));
+                let granted = std::future::poll_fn(|cx| out.poll_capacity(cx))
+                    .await
+                    .expect("capacity")
+                    .expect("capacity");
+                let piece = body.split_to(granted.min(body.len()));
+                let last = body.is_empty() && !end_apart;
+                out.send_data(piece, last).expect("data");
+            }
+            if end_apart {
+                out.send_data(Bytes::new(), true).expect("end");
+            }
+            let response = tokio::time::timeout(Duration::from_secs(10), response)
+                .await
+                .expect("answer in time")
+                .expect("response");
+            assert_eq!(response.status(), 200, "{size}");
+            let echoed: Value = serde_json::from_slice(&body_of(response).await).expect("json");
+            assert_eq!(echoed["method"], "PUT");
+            assert_eq!(echoed["body_bytes"], size, "{size}");
+            assert_eq!(echoed["headers"]["content-length"], size.to_string());
+            assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1");
+        }
+        // A body shorter than it said is malformed: the stream is reset, not forwarded.
+        let request = http::Request::put("http://app.example.com/short")
+            .header("content-length", "10")
+            .body(())
+            .expect("request");
+        let mut c = client.clone().ready().await.expect("ready");
+        let (response, mut out) = c.send_request(request, false).expect("send");
+        out.send_data(Bytes::from_static(b"12345"), true)
+            .expect("data");
+        let answer = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("answer in time");
+        assert!(
+            answer
+                .as_ref()
+                .is_err_and(|e| e.reason() == Some(h2::Reason::PROTOCOL_ERROR)),
+            "{answer:?}"
+        );
+    });
+    let log = weir.access_log_of(4);
+    assert!(
+        !log.iter().any(|l| l["path"] == "/short"),
+        "a malformed body reached the upstream: {log:?}"
+    );
+}
