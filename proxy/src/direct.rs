@@ -18,10 +18,11 @@
 //! Everything else goes to Pingora's proxy with the bytes read so far (Pingora reads them
 //! first), so one implementation handles streamed bodies, upgrades, TLS and h2.
 //!
-//! It also serves HTTP/2 streams without a body ([`DirectPath::takes_h2`]), handed over by
-//! weir's HTTP/2 accept loop ([`crate::h2_streams`]): same phases, same upstream exchange; only
-//! the client side differs ([`Downstream`]: bytes on an HTTP/1 connection, frames of an HTTP/2
-//! stream).
+//! It also serves HTTP/2 requests: from weir's own HTTP/2 server ([`crate::h2_server`]) those
+//! without a body or with one of a declared length up to 64 KiB ([`DirectPath::takes_weir_h2`]),
+//! from the `h2` crate's accept loop ([`crate::h2_streams`]) those without a body
+//! ([`DirectPath::takes_h2`]): same phases, same upstream exchange; only the client side
+//! differs ([`Downstream`]: bytes on an HTTP/1 connection, frames of an HTTP/2 stream).
 //!
 //! The request's phases — checks, routing, picking, `X-Forwarded-*`, feedback, retries,
 //! metrics, access log — are [`WeirProxy`]'s, shared with the Pingora path.
