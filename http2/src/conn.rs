@@ -226,7 +226,8 @@ impl ServerConnection {
     /// A connection that has not yet read the client preface. weir's SETTINGS and the
     /// connection window's first WINDOW_UPDATE are already in the output.
     pub fn new(settings: Settings) -> Self {
-        let mut out = BytesMut::with_capacity(16 * 1024);
+        // Small: it grows with what is queued, and an idle connection keeps it.
+        let mut out = BytesMut::with_capacity(1024);
         frame::write_settings(
             &mut out,
             &[

@@ -37,6 +37,9 @@ use weir_http2::hpack::{Encoder, Field};
 
 /// Output bytes past which the loop stops reading from the client.
 pub(crate) const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Room made for each read from the client: a request's frames are small, and an idle
+/// connection keeps its buffer (uploads grow it as they need).
+const READ_BUFFER: usize = 4096;
 /// How long a connection may go without a request before it is closed with GOAWAY (as an
 /// idle HTTP/1 keep-alive connection is after 60 s): it is checked once per period, so an
 /// idle connection goes after one to two periods.
@@ -268,7 +271,7 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
         closed: false,
     }));
     let mut serving = FuturesUnordered::new();
-    let mut read_buf = BytesMut::with_capacity(16 * 1024);
+    let mut read_buf = BytesMut::with_capacity(READ_BUFFER);
     let mut write_buf = BytesMut::new();
     let mut shutdown = shutdown.clone();
     let mut shutdown_signal = std::pin::pin!(shutdown.changed());
@@ -524,8 +527,8 @@ fn read_in(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
+    if buf.capacity() - buf.len() < READ_BUFFER / 4 {
+        buf.reserve(READ_BUFFER);
     }
     let io: Pin<&mut (dyn AsyncRead + Unpin + Send)> = Pin::new(&mut *io);
     tokio_util::io::poll_read_buf(io, cx, buf)
