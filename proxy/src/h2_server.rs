@@ -12,9 +12,10 @@
 //! - at shutdown, GOAWAY, then the streams already opened are served until they are done;
 //! - streams still running when the connection ends (the client went away, or a write
 //!   failed) are run to their end: their writes fail, and they are logged and counted;
-//! - reading stops while more than [`OUTPUT_HIGH_WATER`] bytes wait to be written, so a
-//!   client that sends but does not read (PING or SETTINGS floods, many responses) is
-//!   held to that much memory;
+//! - reading stops while more than [`OUTPUT_HIGH_WATER`] bytes wait to be written, and
+//!   streams with more body to send wait while the connection's output is that full, so a
+//!   client that sends but does not read (PING or SETTINGS floods, large responses behind
+//!   windows it opened) is held to about twice that much memory;
 //! - a connection without a request for [`IDLE_TIMEOUT`] is sent GOAWAY and closed (also
 //!   one that never sends its preface), so idle clients cannot hold connections forever.
 //!
@@ -66,6 +67,8 @@ struct Shared {
     in_loop: bool,
     /// The socket is gone: nothing queued now will be written.
     closed: bool,
+    /// A stream waits for the connection's output to fall below [`OUTPUT_HIGH_WATER`].
+    output_waiters: bool,
 }
 
 /// What one stream's server is told by the connection.
@@ -171,14 +174,19 @@ impl H2Stream {
                 return Poll::Ready(Err(StreamClosed));
             }
             let waiting = shared.conn.queued(self.id);
+            // More body to come also waits while the connection's output is full: a client
+            // that opens its windows but does not read would otherwise have it grow without
+            // end.
+            let output_full = limit != 0 && shared.conn.output().len() >= OUTPUT_HIGH_WATER;
             let done = if limit == 0 {
                 shared.conn.response_sent(self.id)
             } else {
-                waiting < limit
+                waiting < limit && !output_full
             };
             if done {
                 return Poll::Ready(Ok(()));
             }
+            shared.output_waiters |= output_full;
             if let Some(slot) = shared.slot(self.id) {
                 slot.waker = Some(cx.waker().clone());
                 slot.wants_window = true;
@@ -269,6 +277,7 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
         loop_waker: None,
         in_loop: false,
         closed: false,
+        output_waiters: false,
     }));
     let mut serving = FuturesUnordered::new();
     let mut read_buf = BytesMut::with_capacity(READ_BUFFER);
@@ -296,7 +305,12 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
             while let Poll::Ready(Some(())) = serving.poll_next_unpin(cx) {}
             if open {
                 match write_out(&mut io, &shared, &mut write_buf, cx) {
-                    Ok(wrote) => progress |= wrote,
+                    Ok(wrote) => {
+                        progress |= wrote;
+                        if wrote {
+                            wake_output_waiters(&shared);
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "HTTP/2 client write failed");
                         open = false;
@@ -314,7 +328,8 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                 close(&shared);
                 continue;
             }
-            if open && write_buf.len() < OUTPUT_HIGH_WATER {
+            let unwritten = write_buf.len() + lock(&shared).conn.output().len();
+            if open && unwritten < OUTPUT_HIGH_WATER {
                 match read_in(&mut io, &mut read_buf, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         open = false;
@@ -363,6 +378,21 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
     .await;
     // The socket is closed by dropping it (Pingora's shutdown would wait on the peer).
     drop(io);
+}
+
+/// The output went out: streams that waited for it to shrink may queue more.
+fn wake_output_waiters(shared: &Mutex<Shared>) {
+    let mut guard = lock(shared);
+    if !guard.output_waiters || guard.conn.output().len() >= OUTPUT_HIGH_WATER {
+        return;
+    }
+    guard.output_waiters = false;
+    for slot in guard.slots.iter_mut().filter(|s| s.wants_window) {
+        slot.wants_window = false;
+        if let Some(waker) = slot.waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// The socket is gone: every stream still served is told so.
@@ -633,5 +663,53 @@ mod tests {
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(goaways(&rest), vec![0]);
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_opens_its_windows_but_does_not_read_holds_the_output() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let most_queued = Arc::new(AtomicUsize::new(0));
+        let produced = Arc::new(AtomicUsize::new(0));
+        let (most, made) = (Arc::clone(&most_queued), Arc::clone(&produced));
+        // A response of up to 100 MiB, written as the direct path writes one.
+        let (mut client, _task) = serve(move |request| {
+            let (most, made) = (Arc::clone(&most), Arc::clone(&made));
+            Some(Box::pin(async move {
+                let stream = request.stream;
+                let _ = stream.send_headers(false, |e, out| e.status(200, out));
+                for _ in 0..6400 {
+                    let piece = Bytes::from(vec![0u8; 16 * 1024]);
+                    if stream.send_data(piece, false).is_err() {
+                        return;
+                    }
+                    made.fetch_add(16 * 1024, Ordering::Relaxed);
+                    let queued = lock(&stream.shared).conn.output().len();
+                    most.fetch_max(queued, Ordering::Relaxed);
+                    if stream.writable(STREAM_HIGH_WATER).await.is_err() {
+                        return;
+                    }
+                }
+            }))
+        });
+        // SETTINGS_INITIAL_WINDOW_SIZE 2^31-1, the connection window opened as far, then a
+        // request; the client never reads.
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(b"\0\0\x06\x04\0\0\0\0\0\0\x04\x7f\xff\xff\xff");
+        hello.extend_from_slice(b"\0\0\x04\x08\0\0\0\0\0\x7f\xff\0\0");
+        hello.extend_from_slice(b"\0\0\x03\x01\x05\0\0\0\x01\x82\x86\x84");
+        client.write_all(&hello).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let most = most_queued.load(Ordering::Relaxed);
+        let made = produced.load(Ordering::Relaxed);
+        assert!(
+            most <= 2 * OUTPUT_HIGH_WATER,
+            "{most} bytes queued for a client that reads nothing"
+        );
+        // The pipe (64 KiB) and the two buffers: a few hundred KiB, not 100 MiB.
+        assert!(
+            made < 1024 * 1024,
+            "{made} bytes produced for a client that reads nothing"
+        );
+        drop(client);
     }
 }
