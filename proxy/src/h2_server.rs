@@ -293,6 +293,8 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
     let mut requests = 0u64;
     let mut requests_when_armed = 0u64;
     let mut idle = std::pin::pin!(tokio::time::sleep(idle_timeout));
+    // The connection's output as the last read left it (not yet handed to the socket).
+    let mut output_after_read = 0usize;
     std::future::poll_fn(|cx| {
         lock(&shared).in_loop = true;
         loop {
@@ -304,13 +306,12 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
             // The streams first: what they queue is written below in the same pass.
             while let Poll::Ready(Some(())) = serving.poll_next_unpin(cx) {}
             if open {
+                if write_buf.is_empty() {
+                    // `write_out` takes all of the connection's output.
+                    output_after_read = 0;
+                }
                 match write_out(&mut io, &shared, &mut write_buf, cx) {
-                    Ok(wrote) => {
-                        progress |= wrote;
-                        if wrote {
-                            wake_output_waiters(&shared);
-                        }
-                    }
+                    Ok(wrote) => progress |= wrote,
                     Err(e) => {
                         tracing::debug!(error = %e, "HTTP/2 client write failed");
                         open = false;
@@ -328,8 +329,9 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                 close(&shared);
                 continue;
             }
-            let unwritten = write_buf.len() + lock(&shared).conn.output().len();
-            if open && unwritten < OUTPUT_HIGH_WATER {
+            // What streams queue is held to the mark by `H2Stream::writable`; what reading
+            // queues (acknowledgements, answers of weir's own) is counted here.
+            if open && write_buf.len() + output_after_read < OUTPUT_HIGH_WATER {
                 match read_in(&mut io, &mut read_buf, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         open = false;
@@ -338,8 +340,12 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                     }
                     Poll::Ready(Ok(_)) => {
                         progress = true;
-                        if let Err(e) = lock(&shared).conn.recv(&mut read_buf) {
-                            tracing::debug!(error = %e, "HTTP/2 connection error");
+                        {
+                            let mut guard = lock(&shared);
+                            if let Err(e) = guard.conn.recv(&mut read_buf) {
+                                tracing::debug!(error = %e, "HTTP/2 connection error");
+                            }
+                            output_after_read = guard.conn.output().len();
                         }
                         requests += dispatch(&shared, &mut serving, &mut on_request);
                     }
@@ -380,12 +386,8 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
     drop(io);
 }
 
-/// The output went out: streams that waited for it to shrink may queue more.
-fn wake_output_waiters(shared: &Mutex<Shared>) {
-    let mut guard = lock(shared);
-    if !guard.output_waiters || guard.conn.output().len() >= OUTPUT_HIGH_WATER {
-        return;
-    }
+/// Wakes the streams that wait for the output to shrink.
+fn wake_output_waiters(guard: &mut MutexGuard<'_, Shared>) {
     guard.output_waiters = false;
     for slot in guard.slots.iter_mut().filter(|s| s.wants_window) {
         slot.wants_window = false;
@@ -532,6 +534,10 @@ fn write_out(
             return Ok(false);
         }
         std::mem::swap(write_buf, out);
+        // The output is empty again: streams that waited for it to shrink may go on.
+        if guard.output_waiters {
+            wake_output_waiters(&mut guard);
+        }
     }
     let mut wrote = false;
     while !write_buf.is_empty() {
