@@ -258,6 +258,45 @@ fn certificates_follow_sni_and_secrets_change_without_a_restart() {
         );
     }
 
+    // A body of no declared length (streamed: over HTTP/2 it crosses weir's bridge to
+    // Pingora) reaches the upstream marked as having come over TLS, from the client.
+    let mut upload = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "--cacert",
+            ca_file.to_str().expect("utf8"),
+            "--resolve",
+            &format!("shop.example.com:{port}:127.0.0.1"),
+            "-X",
+            "POST",
+            "-T",
+            "-",
+            &format!("https://shop.example.com:{port}/upload"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    {
+        use std::io::Write;
+        let mut stdin = upload.stdin.take().expect("stdin");
+        stdin.write_all(b"hello").expect("write body");
+    }
+    let out = upload.wait_with_output().expect("curl");
+    let echoed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo json");
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["body_bytes"], 5);
+    assert!(
+        echoed["headers"].get("content-length").is_none(),
+        "{echoed}"
+    );
+    assert_eq!(echoed["headers"]["x-forwarded-proto"], "https", "{echoed}");
+    assert_eq!(
+        echoed["headers"]["x-forwarded-for"], "127.0.0.1",
+        "{echoed}"
+    );
+
     // A long request is in flight when the Secret changes: it completes, and new
     // handshakes get the new certificate.
     let long = std::thread::spawn(move || tls_get(port, "shop.example.com", "/?delay_ms=1500"));
