@@ -60,6 +60,21 @@ async fn body_of(response: http::Response<h2::RecvStream>) -> Vec<u8> {
     body
 }
 
+/// Sends `body` as the stream's windows allow, in frames of at most 16 KiB; `end`: the
+/// last frame ends the stream (an empty body sends nothing).
+async fn send_body(out: &mut h2::SendStream<Bytes>, mut body: Bytes, end: bool) {
+    while !body.is_empty() {
+        out.reserve_capacity(body.len().min(16_384));
+        let granted = std::future::poll_fn(|cx| out.poll_capacity(cx))
+            .await
+            .expect("capacity")
+            .expect("capacity");
+        let piece = body.split_to(granted.min(body.len()));
+        let last = end && body.is_empty();
+        out.send_data(piece, last).expect("data");
+    }
+}
+
 async fn connect(weir: &Weir, builder: &h2::client::Builder) -> h2::client::SendRequest<Bytes> {
     let tcp = tokio::net::TcpStream::connect(weir.http)
         .await
@@ -135,16 +150,7 @@ fn request_bodies_reach_the_upstream_whole() {
                 .expect("request");
             let mut c = client.clone().ready().await.expect("ready");
             let (response, mut out) = c.send_request(request, false).expect("send");
-            let mut body = Bytes::from(vec![7u8; size]);
-            while !body.is_empty() {
-                out.reserve_capacity(body.len().min(16_384));
-                let granted = std::future::poll_fn(|cx| out.poll_capacity(cx))
-                    .await
-                    .expect("capacity")
-                    .expect("capacity");
-                let piece = body.split_to(granted.min(body.len()));
-                out.send_data(piece, false).expect("data");
-            }
+            send_body(&mut out, Bytes::from(vec![7u8; size]), false).await;
             if trailers {
                 let mut map = http::HeaderMap::new();
                 map.insert("x-checksum", http::HeaderValue::from_static("7"));
@@ -483,17 +489,7 @@ fn bodies_with_a_declared_length_reach_the_upstream_whole() {
                 .expect("request");
             let mut c = client.clone().ready().await.expect("ready");
             let (response, mut out) = c.send_request(request, false).expect("send");
-            let mut body = Bytes::from(vec![3u8; size]);
-            while !body.is_empty() {
-                out.reserve_capacity(body.len().min(16_384));
-                let granted = std::future::poll_fn(|cx| out.poll_capacity(cx))
-                    .await
-                    .expect("capacity")
-                    .expect("capacity");
-                let piece = body.split_to(granted.min(body.len()));
-                let last = body.is_empty() && !end_apart;
-                out.send_data(piece, last).expect("data");
-            }
+            send_body(&mut out, Bytes::from(vec![3u8; size]), !end_apart).await;
             if end_apart {
                 out.send_data(Bytes::new(), true).expect("end");
             }
