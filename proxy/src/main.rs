@@ -30,11 +30,33 @@ fn fail(message: impl std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
+/// Pingora gives a second listener on an address it has already bound that same socket (its
+/// table of sockets is keyed by address), which is then closed twice: a crash, or in a release
+/// build another connection's descriptor closed under it. Two listeners on one port are an
+/// error in the flags, so `--check` reports it too.
+fn check_distinct_listeners(listeners: &[(&str, SocketAddr)]) {
+    for (i, &(flag, addr)) in listeners.iter().enumerate() {
+        let overlapped = listeners[..i].iter().find(|(_, earlier)| {
+            earlier.port() == addr.port()
+                && (earlier.ip() == addr.ip()
+                    || earlier.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        if let Some((earlier_flag, earlier)) = overlapped {
+            fail(format!(
+                "{flag} {addr}: overlaps {earlier_flag} {earlier}; each listener needs a port of its own"
+            ));
+        }
+    }
+}
+
 /// Binding is Pingora's job, but it reports a busy port with a panic deep in startup;
 /// trying first gives the operator one clear line instead.
-fn check_bindable(flag: &str, addr: SocketAddr) {
-    if let Err(e) = TcpListener::bind(addr) {
-        fail(format!("{flag} {addr}: cannot listen: {e}"));
+fn check_bindable(listeners: &[(&str, SocketAddr)]) {
+    for &(flag, addr) in listeners {
+        if let Err(e) = TcpListener::bind(addr) {
+            fail(format!("{flag} {addr}: cannot listen: {e}"));
+        }
     }
 }
 
@@ -90,15 +112,19 @@ fn main() {
             ));
         }
     }
+    let mut listeners = vec![
+        ("--http-listen", cli.http_listen),
+        ("--admin-listen", cli.admin_listen),
+    ];
+    if let Some(addr) = cli.https_listen {
+        listeners.push(("--https-listen", addr));
+    }
+    check_distinct_listeners(&listeners);
     if cli.check {
         println!("weir: configuration is valid");
         return;
     }
-    check_bindable("--http-listen", cli.http_listen);
-    check_bindable("--admin-listen", cli.admin_listen);
-    if let Some(addr) = cli.https_listen {
-        check_bindable("--https-listen", addr);
-    }
+    check_bindable(&listeners);
 
     let metrics = metrics::Metrics::with_endpoint_metrics(cli.endpoint_metrics)
         .unwrap_or_else(|e| fail(format!("metrics: {e}")));

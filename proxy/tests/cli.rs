@@ -100,6 +100,62 @@ fn a_busy_port_is_a_one_line_error() {
     );
 }
 
+/// Pingora hands a second listener on an address it has bound the same socket, which is then
+/// closed twice (a crash in a debug build): weir refuses two listeners on one address.
+#[test]
+fn two_listeners_on_one_address_are_a_one_line_error() {
+    let dir = ManifestDir::new();
+    let manifests = dir.path();
+    let manifests = manifests.to_str().expect("utf8");
+    let port = free_port();
+    let same = format!("127.0.0.1:{port}");
+    let other = format!("127.0.0.1:{}", free_port());
+    let stderr = refuses(
+        &[
+            "--manifests",
+            manifests,
+            "--http-listen",
+            &same,
+            "--admin-listen",
+            &other,
+            "--https-listen",
+            &same,
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("--https-listen") && stderr.contains("overlaps --http-listen"),
+        "{stderr}"
+    );
+    // Any address overlaps the same port on every address.
+    let stderr = refuses(
+        &[
+            "--manifests",
+            manifests,
+            "--http-listen",
+            &format!("0.0.0.0:{port}"),
+            "--admin-listen",
+            &same,
+        ],
+        &[],
+    );
+    assert!(stderr.contains("overlaps --http-listen"), "{stderr}");
+    // It is an error in the flags, so `--check` finds it without listening.
+    let stderr = refuses(
+        &[
+            "--manifests",
+            manifests,
+            "--check",
+            "--http-listen",
+            &same,
+            "--admin-listen",
+            &same,
+        ],
+        &[],
+    );
+    assert!(stderr.contains("--admin-listen"), "{stderr}");
+}
+
 #[test]
 fn flags_fall_back_to_environment_variables() {
     let dir = ManifestDir::new();
