@@ -75,6 +75,30 @@ impl ErrorCode {
     pub const ENHANCE_YOUR_CALM: ErrorCode = ErrorCode(0xb);
 }
 
+/// The code's name in RFC 9113 §7, for logs.
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.0 {
+            0x0 => "NO_ERROR",
+            0x1 => "PROTOCOL_ERROR",
+            0x2 => "INTERNAL_ERROR",
+            0x3 => "FLOW_CONTROL_ERROR",
+            0x4 => "SETTINGS_TIMEOUT",
+            0x5 => "STREAM_CLOSED",
+            0x6 => "FRAME_SIZE_ERROR",
+            0x7 => "REFUSED_STREAM",
+            0x8 => "CANCEL",
+            0x9 => "COMPRESSION_ERROR",
+            0xa => "CONNECT_ERROR",
+            0xb => "ENHANCE_YOUR_CALM",
+            0xc => "INADEQUATE_SECURITY",
+            0xd => "HTTP_1_1_REQUIRED",
+            other => return write!(f, "unknown error code {other:#x}"),
+        };
+        f.write_str(name)
+    }
+}
+
 /// A frame header (§4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHead {
@@ -304,6 +328,13 @@ mod tests {
             (0x010203, 1, 5, 7)
         );
         assert_eq!(FrameHead::parse(&out[..8]), None);
+    }
+
+    #[test]
+    fn error_codes_print_their_rfc_names() {
+        assert_eq!(ErrorCode::CANCEL.to_string(), "CANCEL");
+        assert_eq!(ErrorCode(0xd).to_string(), "HTTP_1_1_REQUIRED");
+        assert_eq!(ErrorCode(0x42).to_string(), "unknown error code 0x42");
     }
 
     #[test]

@@ -236,9 +236,12 @@ impl DirectPath {
         client_ip: Option<IpAddr>,
         tls: bool,
     ) {
+        let mut ctx = self.proxy.request_ctx();
+        let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
         if req.head().content_length.is_some_and(|len| len > 0) {
             // The body, whole (the connection holds the client to its declared length);
             // trailers are dropped, as an HTTP/1.1 copy with a length cannot carry them.
+            // Admitted first, so a request that ends here is logged and counted on its route.
             let mut body = BytesMut::new();
             let read = tokio::time::timeout(CLIENT_IDLE_TIMEOUT, async {
                 while let Some((data, _)) = stream.data().await? {
@@ -246,14 +249,39 @@ impl DirectPath {
                 }
                 Ok::<(), weir_http2::frame::ErrorCode>(())
             });
-            match read.await {
-                Ok(Ok(())) => req.set_body(body.freeze()),
-                Ok(Err(_)) => return, // reset by the client: nobody to answer
+            let (status, error) = match read.await {
+                Ok(Ok(())) => (0, None),
+                // Reset by the client, or by the connection for a body that broke its
+                // declared length: nobody to answer.
+                Ok(Err(code)) => (
+                    0,
+                    Some(Error::create(
+                        ErrorType::ConnectionClosed,
+                        ErrorSource::Downstream,
+                        Some(format!("stream reset during the request body: {code}").into()),
+                        None,
+                    )),
+                ),
                 Err(_) => {
                     stream.answer(408, "request timeout\n");
-                    return;
+                    (
+                        408,
+                        Some(Error::create(
+                            ErrorType::ReadTimedout,
+                            ErrorSource::Downstream,
+                            Some("request body not complete in time".into()),
+                            None,
+                        )),
+                    )
                 }
+            };
+            if let Some(error) = error {
+                let received = body.len();
+                self.proxy
+                    .finish_request(&req, status, Some(&error), (received, 0), &mut ctx);
+                return;
             }
+            req.set_body(body.freeze());
         }
         let mut client = WeirH2Client {
             head_request: req.method() == http::Method::HEAD,
@@ -264,8 +292,6 @@ impl DirectPath {
             ended: false,
             sent: Sent::default(),
         };
-        let mut ctx = self.proxy.request_ctx();
-        let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
         let request = Served {
             request: &req,
             client_ip,

@@ -522,10 +522,33 @@ fn bodies_with_a_declared_length_reach_the_upstream_whole() {
                 .is_err_and(|e| e.reason() == Some(h2::Reason::PROTOCOL_ERROR)),
             "{answer:?}"
         );
+        // A client that gives up part way through its body.
+        let request = http::Request::put("http://app.example.com/cancelled")
+            .header("content-length", "10")
+            .body(())
+            .expect("request");
+        let mut c = client.clone().ready().await.expect("ready");
+        let (_response, mut out) = c.send_request(request, false).expect("send");
+        out.send_data(Bytes::from_static(b"123"), false)
+            .expect("data");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out.send_reset(h2::Reason::CANCEL);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     });
-    let log = weir.access_log_of(4);
-    assert!(
-        !log.iter().any(|l| l["path"] == "/short"),
-        "a malformed body reached the upstream: {log:?}"
-    );
+    // Neither reached the upstream, and each has its access-log line on its route, with what
+    // ended it: no response (status 0), no upstream, the body bytes taken (none from the
+    // frame that broke the declared length).
+    let log = weir.access_log_of(6);
+    for (path, reason, bytes_in) in [("/short", "PROTOCOL_ERROR", 0), ("/cancelled", "CANCEL", 3)] {
+        let line = log
+            .iter()
+            .find(|l| l["path"] == path)
+            .unwrap_or_else(|| panic!("no access-log line for {path}: {log:?}"));
+        assert_eq!(line["status"], 0, "{line}");
+        assert_eq!(line["upstream"], "", "{path} reached the upstream: {line}");
+        assert_eq!(line["service"], "app", "{line}");
+        assert_eq!(line["bytes_in"], bytes_in, "{line}");
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{path}: {line}");
+    }
 }
