@@ -1083,6 +1083,16 @@ impl ServerConnection {
         self.remove_if_done(i);
     }
 
+    /// The application gives up on `stream` part-way: RST_STREAM with `code`, unless its
+    /// response is already complete or the stream was reset.
+    pub fn reset(&mut self, stream: u32, code: ErrorCode) {
+        if let Some(i) = self.stream_index(stream) {
+            if !self.streams[i].send_closed {
+                self.reset_stream(i, code);
+            }
+        }
+    }
+
     /// Sends GOAWAY (NO_ERROR): streams already open are served, new ones are ignored.
     pub fn go_away(&mut self) {
         if self.goaway_sent.is_none() && self.phase != Phase::Failed {

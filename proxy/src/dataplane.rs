@@ -792,6 +792,19 @@ impl ProxyHttp for WeirProxy {
             let spelled = Bytes::copy_from_slice(name.as_str().as_bytes());
             upstream.insert_header(spelled, value)?;
         }
+        // Pingora strips every hop-by-hop field, `te` among them, from the requests of weir's
+        // HTTP/2 server (custom sessions to it) on their way to an HTTP/2 upstream. There
+        // `te: trailers` is end-to-end, and gRPC requires it: it goes on.
+        if upstream.version == http::Version::HTTP_2
+            && !upstream.headers.contains_key(http::header::TE)
+            && session
+                .req_header()
+                .headers
+                .get(http::header::TE)
+                .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            upstream.insert_header(http::header::TE, "trailers")?;
+        }
         Ok(())
     }
 

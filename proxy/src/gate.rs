@@ -25,9 +25,9 @@ use crate::cli::Http2Server;
 use crate::dataplane::client_ip;
 use crate::direct::{boxed_in_place, DirectPath, NextHead};
 use crate::h1::HeadFields;
-use crate::h2_bridge::{Bridge, BridgeSetup, ConnectionDigests};
 use crate::h2_request::H2Request;
 use crate::h2_server::{self, NewRequest};
+use crate::h2_session::{ConnectionDigests, PingoraStream};
 use crate::h2_streams;
 use crate::metrics::Metrics;
 use crate::read_deadline::ReadDeadline;
@@ -242,8 +242,8 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     }
 
     /// An HTTP/2 connection on weir's own server ([`h2_server`]): requests the direct path
-    /// takes are served on the connection's task; the rest go over the connection's bridge
-    /// to Pingora ([`Bridge`]), also on its task (the bridge's own connection runs apart).
+    /// takes are served by it, the rest by Pingora's proxy as sessions of its own
+    /// ([`PingoraStream`]); all on the connection's task.
     async fn serve_weir_h2(&self, direct: &DirectPath, stream: Stream, shutdown: &ShutdownWatch) {
         let digests = ConnectionDigests {
             ssl: stream.get_ssl_digest(),
@@ -252,12 +252,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         };
         let tls = digests.ssl.is_some();
         let client_ip = client_ip(digests.client_addr());
-        let bridge = Bridge::new(BridgeSetup {
-            app: Arc::clone(&self.inner),
-            digests,
-            shutdown: shutdown.clone(),
-        });
-        let bridge = &bridge;
+        let digests = &digests;
         let idle = h2_server::IDLE_TIMEOUT;
         h2_server::serve_connection(stream, Settings::default(), idle, shutdown, |request| {
             let NewRequest {
@@ -265,8 +260,8 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 head,
                 end_stream,
             } = request;
-            // The direct path takes what it can read as an `http` request; the bridge
-            // (Pingora) answers the rest, including what `http` refuses.
+            // The direct path takes what it can read as an `http` request; Pingora answers
+            // the rest, and 400 goes to what `http` refuses.
             let head = match H2Request::new(head) {
                 Ok(req) if direct.takes_weir_h2(&req, end_stream) => {
                     return Some(Either::Left(boxed_in_place(|| {
@@ -276,9 +271,17 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 Ok(req) => req.into_head(),
                 Err(head) => head,
             };
-            Some(Either::Right(Box::pin(
-                bridge.relay(stream, head, end_stream),
-            )))
+            let session = match PingoraStream::new(stream, &head, end_stream, digests) {
+                Ok(session) => ServerSession::new_custom(Box::new(session)),
+                Err((stream, reason)) => {
+                    tracing::debug!(reason, "HTTP/2 request refused");
+                    stream.answer(400, "bad request\n");
+                    return None;
+                }
+            };
+            Some(Either::Right(Box::pin(async move {
+                let _ = self.inner.process_new_http(session, shutdown).await;
+            })))
         })
         .await;
     }

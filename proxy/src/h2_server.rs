@@ -238,15 +238,34 @@ impl H2Stream {
         }
     }
 
-    /// The request's trailers, once [`Self::data`] returned `None`.
-    pub(crate) fn trailers(&self) -> Option<Vec<Field>> {
-        lock(&self.shared).slot(self.id)?.trailers.take()
+    /// Gives up on the response part-way: RST_STREAM with `code` (nothing when the response
+    /// is complete).
+    pub(crate) fn reset(&self, code: ErrorCode) {
+        let mut shared = lock(&self.shared);
+        if !shared.closed {
+            shared.conn.reset(self.id, code);
+            shared.output_queued();
+        }
     }
 
-    /// Whether the client reset the stream or the connection is gone.
-    pub(crate) fn is_reset(&self) -> bool {
-        let mut shared = lock(&self.shared);
-        shared.closed || shared.slot(self.id).is_none_or(|s| s.reset.is_some())
+    /// Waits until the client resets the stream or the connection is gone, with the reset's
+    /// code (CANCEL for a lost connection).
+    pub(crate) async fn closed(&self) -> ErrorCode {
+        std::future::poll_fn(|cx| {
+            let mut shared = lock(&self.shared);
+            if shared.closed {
+                return Poll::Ready(ErrorCode::CANCEL);
+            }
+            let Some(slot) = shared.slot(self.id) else {
+                return Poll::Ready(ErrorCode::CANCEL);
+            };
+            if let Some(code) = slot.reset {
+                return Poll::Ready(code);
+            }
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 }
 

@@ -88,7 +88,13 @@ fn start_server() -> SocketAddr {
     support::serve_connections(listener, |stream| async move {
         let service =
             hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                // gRPC over HTTP/2 requires `te: trailers`, and some servers (gRPC's C core)
+                // refuse requests without it: weir must pass it on.
+                let te = req.headers().get("te").map(|v| v.as_bytes().to_vec());
                 let response = match req.uri().path() {
+                    _ if te.as_deref() != Some(b"trailers".as_slice()) => {
+                        Status::failed_precondition("te: trailers missing").into_http()
+                    }
                     UNARY => {
                         tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default())
                             .unary(Unary, req)
