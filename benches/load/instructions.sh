@@ -7,6 +7,9 @@
 #   benches/load/instructions.sh            # weir and the bare Pingora proxies
 #   TARGETS="weir" N1=2000 N2=12000 benches/load/instructions.sh
 #   H2LOAD_FLAGS="-c8 -m4" benches/load/instructions.sh   # h2c (prior knowledge) to the proxy
+#   UPSTREAM=h2c TARGETS=weir H2LOAD_FLAGS="-c8 -m4" benches/load/instructions.sh
+#       # ... and h2c from weir to nginx (`backend-protocol: h2c`, as gRPC): the requests
+#       # weir's HTTP/2 server hands to Pingora's proxy
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -25,7 +28,13 @@ trap cleanup EXIT
 UP=19100; PROXY=19101; ADMIN=19102
 mkdir -p "$work/manifests"
 python3 benches/load/manifests.py 0 "$UP" "$work/manifests/bench.yaml"
-nginx -c "$(nginx_upstream_conf "$work" "127.0.0.1:$UP")" & pids+=($!)
+if [ "${UPSTREAM:-http1}" = h2c ]; then
+    sed -i 's|metadata: {name: bench, namespace: bench}|metadata: {name: bench, namespace: bench, annotations: {weir.dev/backend-protocol: h2c}}|' \
+        "$work/manifests/bench.yaml"
+    nginx -c "$(nginx_upstream_conf "$work" "127.0.0.1:$UP http2")" & pids+=($!)
+else
+    nginx -c "$(nginx_upstream_conf "$work" "127.0.0.1:$UP")" & pids+=($!)
+fi
 
 command_of() {
     case "$1" in

@@ -2017,6 +2017,30 @@ mod tests {
     }
 
     #[test]
+    fn the_application_resets_an_unfinished_response_with_its_code() {
+        let mut c = Client::new();
+        c.request(1, &get("/"), true);
+        c.request(3, &get("/"), true);
+        c.events();
+        c.conn
+            .send_headers(1, false, |e, out| e.status(200, out))
+            .unwrap();
+        c.conn.reset(1, ErrorCode::INTERNAL_ERROR);
+        // A complete response is not reset.
+        c.conn
+            .send_headers(3, true, |e, out| e.status(204, out))
+            .unwrap();
+        c.conn.reset(3, ErrorCode::INTERNAL_ERROR);
+        let sent = c.sent();
+        assert_eq!(rst(&sent), vec![(1, ErrorCode::INTERNAL_ERROR.0)]);
+        assert!(
+            matches!(c.events()[..], [Event::Reset { stream: 1, code }] if code == ErrorCode::INTERNAL_ERROR),
+            "the stream's server hears of it"
+        );
+        assert!(c.conn.send_data(1, Bytes::from_static(b"x"), true).is_err());
+    }
+
+    #[test]
     fn a_response_head_larger_than_a_frame_is_continued() {
         let mut c = Client::new();
         c.request(1, &get("/"), true);

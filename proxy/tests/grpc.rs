@@ -1,6 +1,6 @@
 //! End to end: gRPC through weir — a small tonic server (in this test) behind a route with
 //! `backend-protocol: h2c`, a tonic client in front: unary calls, a server-streaming call
-//! whose trailers (grpc-status) must arrive, and an error status.
+//! whose trailers (grpc-status) must arrive, an error status, and a cancelled call.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use support::{ManifestDir, Weir};
 use tonic::codec::ProstCodec;
 use tonic::{Code, Request, Response, Status};
@@ -69,7 +70,10 @@ impl tonic::server::ServerStreamingService<EchoRequest> for Stream {
     fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
         Box::pin(async move {
             let EchoRequest { message, count } = request.into_inner();
+            // Dropped with the reply stream: when the call ends or is cancelled.
+            let watch = (message == "endless").then(|| DropFlag(&ENDLESS_STREAM_DROPPED));
             let replies = futures::stream::iter(0..count).then(move |index| {
+                let _watch = &watch;
                 let message = message.clone();
                 async move {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -78,6 +82,17 @@ impl tonic::server::ServerStreamingService<EchoRequest> for Stream {
             });
             Ok(Response::new(Box::pin(replies) as ReplyStream))
         })
+    }
+}
+
+/// Set when the server drops the reply stream of the "endless" call.
+static ENDLESS_STREAM_DROPPED: AtomicBool = AtomicBool::new(false);
+
+struct DropFlag(&'static AtomicBool);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -200,9 +215,38 @@ fn grpc_unary_streaming_and_errors_pass_through_weir() {
             .expect_err("NOT_FOUND");
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), "no such echo");
+
+        // A client that cancels a streaming call cancels it on the server: weir resets the
+        // upstream stream rather than reading replies nobody wants.
+        grpc.ready().await.expect("ready");
+        let response: Response<tonic::codec::Streaming<EchoReply>> = grpc
+            .server_streaming(
+                Request::new(EchoRequest {
+                    message: "endless".into(),
+                    count: 100_000,
+                }),
+                PathAndQuery::from_static(STREAM),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("stream call");
+        let mut stream = response.into_inner();
+        for _ in 0..2 {
+            stream.message().await.expect("message").expect("not ended");
+        }
+        assert!(!ENDLESS_STREAM_DROPPED.load(Ordering::SeqCst));
+        drop(stream);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ENDLESS_STREAM_DROPPED.load(Ordering::SeqCst) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server still streams 5 s after the client cancelled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     });
-    // 12 calls, each logged as an h2 request to the gRPC upstream.
-    let log = weir.access_log_of(12);
+    // 13 calls, each logged as an h2 request to the gRPC upstream.
+    let log = weir.access_log_of(13);
     assert!(
         log.iter()
             .all(|l| l["upstream"] == server.to_string() && l["status"] == 200),

@@ -133,7 +133,7 @@ fn a_stream_with_a_shut_window_waits_without_holding_up_the_connection() {
 }
 
 /// A request body sent in many frames, as the windows allow, reaches the upstream whole
-/// (through the bridge to Pingora's proxy, which serves requests with bodies), with the
+/// (handed to Pingora's proxy, which serves requests with streamed bodies), with the
 /// client's address in `X-Forwarded-For`; so does a body whose client ends it with
 /// trailers.
 #[test]
@@ -173,7 +173,7 @@ fn request_bodies_reach_the_upstream_whole() {
             let echoed: Value = serde_json::from_slice(&body).expect("json");
             assert_eq!(echoed["method"], "POST");
             assert_eq!(echoed["body_bytes"], size, "trailers: {trailers}");
-            // Pingora's side of the bridge sees the client, not the pipe.
+            // Pingora's session reports the client connection.
             assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1");
             assert_eq!(echoed["headers"]["x-forwarded-proto"], "http");
         }
@@ -443,7 +443,7 @@ fn chunked_upstream_copies_of_bodies_end_once() {
         "app.yaml",
         &(APP.to_string() + &service_yaml("demo", "app", &[addr])),
     );
-    // weir's HTTP/2 server (the bridge to Pingora), the `h2` crate's, and Pingora's alone:
+    // weir's HTTP/2 server (handing Pingora the stream), the `h2` crate's, and Pingora's alone:
     // the double end was Pingora's, so every path had it.
     let variants: [&[&str]; 3] = [&[], &["--http2-server", "h2"], &["--http1-path", "pingora"]];
     for args in variants {

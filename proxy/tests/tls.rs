@@ -258,7 +258,7 @@ fn certificates_follow_sni_and_secrets_change_without_a_restart() {
         );
     }
 
-    // A body of no declared length (streamed: over HTTP/2 it crosses weir's bridge to
+    // A body of no declared length (streamed: over HTTP/2 weir's server hands it to
     // Pingora) reaches the upstream marked as having come over TLS, from the client.
     let mut upload = std::process::Command::new("curl")
         .args([
