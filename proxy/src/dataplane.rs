@@ -819,7 +819,12 @@ impl ProxyHttp for WeirProxy {
         // (`Connection: close`), or a keep-alive client sends its next request into a
         // connection that is about to close.
         session.set_keepalive(None);
-        if code > 0 {
+        // Once the response has begun, an answer would go on as its body and end it: a cut
+        // response would arrive complete, with the error text appended. Nothing is written
+        // then; the session is dropped unfinished, which closes an HTTP/1 connection and
+        // resets an HTTP/2 stream, so the client sees the response failed.
+        let started = session.response_written().is_some();
+        if code > 0 && !started {
             if let Err(write_error) = respond_plain(session, code, body).await {
                 tracing::debug!(error = %write_error, "could not send error response");
             }

@@ -63,7 +63,7 @@ use tokio::net::TcpStream;
 /// How long a client connection may wait between requests, or between two reads of a request
 /// head (Pingora's keep-alive and read timeouts are 60 s too); also how long a response
 /// write may wait for a client that does not read.
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long closing a client connection may wait to flush what is left of a response.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial size of a connection's read buffer.

@@ -14,6 +14,7 @@
 //! Must not: decide anything about the request (Pingora's proxy runs every phase), or queue
 //! more than [`STREAM_HIGH_WATER`] of response body per stream.
 
+use crate::direct::CLIENT_IDLE_TIMEOUT;
 use crate::h2_server::{H2Stream, STREAM_HIGH_WATER};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -141,23 +142,19 @@ impl PingoraStream {
     }
 
     /// Waits until the queued response body is below `limit` (0: all of it out), within the
-    /// write timeout.
+    /// write timeout; without one, as long as the direct path waits for a client that does not
+    /// read ([`CLIENT_IDLE_TIMEOUT`]), so such a client cannot hold a stream and its upstream
+    /// request for ever.
     async fn writable(&self, limit: usize) -> Result<()> {
-        let writable = self.stream.writable(limit);
-        let result = match self.write_timeout {
-            Some(t) => match tokio::time::timeout(t, writable).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::WriteTimedout,
-                        format!("writing the HTTP/2 response, timeout: {t:?}"),
-                    )
-                    .map_err(|e| e.into_down())
-                }
-            },
-            None => writable.await,
-        };
-        result.map_err(|_| stream_reset())
+        let t = self.write_timeout.unwrap_or(CLIENT_IDLE_TIMEOUT);
+        match tokio::time::timeout(t, self.stream.writable(limit)).await {
+            Ok(result) => result.map_err(|_| stream_reset()),
+            Err(_) => Error::e_explain(
+                ErrorType::WriteTimedout,
+                format!("writing the HTTP/2 response, timeout: {t:?}"),
+            )
+            .map_err(|e| e.into_down()),
+        }
     }
 
     fn write_head(&mut self, mut head: Box<ResponseHeader>, end: bool) -> Result<()> {

@@ -552,3 +552,114 @@ fn bodies_with_a_declared_length_reach_the_upstream_whole() {
         assert!(error.contains(reason), "{path}: {line}");
     }
 }
+
+/// An upstream that answers every request with a chunked 200 and closes after its first
+/// chunk: a response cut short.
+fn cutting_upstream() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 16_384];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                );
+                // Dropped: closed before the last chunk.
+            });
+        }
+    });
+    addr
+}
+
+/// A response its upstream cut short must reach the client as a failed one (the HTTP/1.1
+/// connection closed without the last chunk, the HTTP/2 stream reset), never as a complete
+/// response with an error text appended. weir once answered such an error after the head
+/// had gone out, on every request Pingora served: the client got `hello` and
+/// "upstream connection failed", ended as if whole.
+#[test]
+fn a_response_cut_by_its_upstream_never_arrives_complete() {
+    let upstream = cutting_upstream();
+    let dir = ManifestDir::new();
+    dir.write(
+        "app.yaml",
+        &(APP.to_string() + &service_yaml("demo", "app", &[upstream])),
+    );
+    // weir's own paths (direct, and Pingora's proxy for streamed bodies) and Pingora's alone.
+    let variants: [&[&str]; 2] = [&[], &["--http1-path", "pingora"]];
+    for args in variants {
+        let weir = Weir::start(&dir.path(), args);
+
+        // HTTP/1.1: the connection ends without the last chunk.
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(weir.http).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        tcp.write_all(b"GET /cut HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+            .expect("request");
+        let mut response = Vec::new();
+        let _ = tcp.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200"), "{args:?}: {text}");
+        assert!(
+            !text.contains("\r\n0\r\n\r\n") && !text.contains("upstream connection failed"),
+            "{args:?}: a cut response arrived complete over HTTP/1.1: {text:?}"
+        );
+
+        // HTTP/2: a GET, and a POST whose body has no declared length (which weir's own
+        // server hands to Pingora's proxy): each stream ends in an error.
+        runtime().block_on(async {
+            let client = connect(&weir, &h2::client::Builder::new()).await;
+            for post in [false, true] {
+                let request = if post {
+                    http::Request::post("http://app.example.com/cut")
+                        .body(())
+                        .expect("request")
+                } else {
+                    get("/cut")
+                };
+                let mut c = client.clone().ready().await.expect("ready");
+                let (response, mut out) = c.send_request(request, !post).expect("send");
+                if post {
+                    out.send_data(Bytes::from_static(b"data"), true)
+                        .expect("body");
+                }
+                let response = tokio::time::timeout(Duration::from_secs(10), response)
+                    .await
+                    .expect("answer in time")
+                    .expect("response head");
+                assert_eq!(response.status(), 200, "{args:?}");
+                let mut body = response.into_body();
+                let mut received = Vec::new();
+                let ended = loop {
+                    match tokio::time::timeout(Duration::from_secs(10), body.data()).await {
+                        Ok(Some(Ok(data))) => {
+                            let _ = body.flow_control().release_capacity(data.len());
+                            received.extend_from_slice(&data);
+                        }
+                        Ok(Some(Err(e))) => break Err(e),
+                        Ok(None) => break Ok(()),
+                        Err(_) => {
+                            panic!("{args:?}, post {post}: the stream neither ended nor failed")
+                        }
+                    }
+                };
+                assert!(
+                    ended.is_err(),
+                    "{args:?}, post {post}: a cut response arrived complete over HTTP/2: {:?}",
+                    String::from_utf8_lossy(&received)
+                );
+            }
+        });
+    }
+}
