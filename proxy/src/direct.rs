@@ -249,33 +249,33 @@ impl DirectPath {
                 }
                 Ok::<(), weir_http2::frame::ErrorCode>(())
             });
-            let (status, error) = match read.await {
-                Ok(Ok(())) => (0, None),
+            let failed = match read.await {
+                Ok(Ok(())) => None,
                 // Reset by the client, or by the connection for a body that broke its
                 // declared length: nobody to answer.
-                Ok(Err(code)) => (
+                Ok(Err(code)) => Some((
                     0,
-                    Some(Error::create(
+                    Error::create(
                         ErrorType::ConnectionClosed,
                         ErrorSource::Downstream,
                         Some(format!("stream reset during the request body: {code}").into()),
                         None,
-                    )),
-                ),
+                    ),
+                )),
                 Err(_) => {
                     stream.answer(408, "request timeout\n");
-                    (
+                    Some((
                         408,
-                        Some(Error::create(
+                        Error::create(
                             ErrorType::ReadTimedout,
                             ErrorSource::Downstream,
                             Some("request body not complete in time".into()),
                             None,
-                        )),
-                    )
+                        ),
+                    ))
                 }
             };
-            if let Some(error) = error {
+            if let Some((status, error)) = failed {
                 let received = body.len();
                 self.proxy
                     .finish_request(&req, status, Some(&error), (received, 0), &mut ctx);
