@@ -12,6 +12,7 @@
 //! Must not: block, do file or API I/O, or lock shared state; routing state is read through
 //! one atomic load per request.
 
+use crate::access_log::{AccessLine, AccessLog};
 use crate::concurrency::ConcurrencyPermit;
 use crate::forwarded::{with_ip_text, TrustedProxies};
 use crate::hardening::{check_request, Rejection, RequestLimits};
@@ -58,6 +59,7 @@ pub struct WeirProxy {
     trusted_proxies: TrustedProxies,
     limits: RequestLimits,
     allow_encoded_slashes: bool,
+    access_log: AccessLog,
     in_flight: Arc<InFlightRequests>,
 }
 
@@ -68,6 +70,8 @@ pub struct DataPlaneOptions {
     pub limits: RequestLimits,
     /// Keep `%2F` in paths (encoded) instead of refusing the request.
     pub allow_encoded_slashes: bool,
+    /// Where each request's line goes (off when disabled).
+    pub access_log: AccessLog,
 }
 
 impl WeirProxy {
@@ -81,6 +85,7 @@ impl WeirProxy {
             trusted_proxies: options.trusted_proxies,
             limits: options.limits,
             allow_encoded_slashes: options.allow_encoded_slashes,
+            access_log: options.access_log,
             in_flight: Arc::default(),
             routing,
             metrics,
@@ -531,28 +536,28 @@ impl WeirProxy {
                     .observe(duration.as_secs_f64());
             }
         }
-        // The access log: one line per request (JSON with --log-format json), target
-        // `weir::access` so operators can filter or silence it with RUST_LOG.
-        // Field values are only evaluated when the access log is on.
-        tracing::info!(
-            target: "weir::access",
-            method = %req.method(),
-            host = req.host(),
-            path = req.uri().path(),
-            status = code,
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            upstream = %ctx.tried.last().map_or(String::new(), |a| a.to_string()),
-            pick_reason = ctx.reason.map_or("", PickReason::as_str),
-            attempts = ctx.tried.len(),
-            namespace,
-            ingress,
-            service,
-            bytes_in = bytes.0,
-            bytes_out = bytes.1,
-            trace_id = ctx.trace.trace_id.as_deref().unwrap_or(""),
-            error = e.map(|e| e.to_string()).unwrap_or_default(),
-            "request"
-        );
+        // The access log: one line per request (crate::access_log), off the request path
+        // but for its formatting, which is skipped when the log filter turns it off.
+        if self.access_log.enabled() {
+            let error = e.map(|e| e as &dyn std::fmt::Display);
+            self.access_log.write(&AccessLine {
+                method: method.as_str(),
+                host: req.host(),
+                path: req.uri().path(),
+                status: code,
+                duration,
+                upstream: ctx.tried.last().copied(),
+                pick_reason: ctx.reason.map_or("", PickReason::as_str),
+                attempts: ctx.tried.len(),
+                namespace,
+                ingress,
+                service,
+                bytes_in: bytes.0,
+                bytes_out: bytes.1,
+                trace_id: ctx.trace.trace_id.as_deref().unwrap_or(""),
+                error,
+            });
+        }
     }
 
     fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {

@@ -11,12 +11,12 @@
 //! the thread's own runtime, not Pingora's `fast_timeout`, whose shared timer map cost
 //! ~500 more instructions per request (two reads wait on a timer; docs/benchmarks.md).
 //!
-//! What it serves: on the plaintext listener, requests that [`DirectPath::takes`] accepts —
+//! What it serves: on both listeners (plaintext and TLS), requests that [`DirectPath::takes`] accepts —
 //! HTTP/1.0 or 1.1 in origin form, no body or a `Content-Length` body of at most 64 KiB that
 //! arrived with the head, no upgrade, no `Expect`, no hop-by-hop header other than
 //! `Connection: keep-alive|close`, and a route whose backends speak plain HTTP/1.1.
 //! Everything else goes to Pingora's proxy with the bytes read so far (Pingora reads them
-//! first), so one implementation handles streamed bodies, upgrades, TLS and h2.
+//! first), so one implementation handles streamed bodies, upgrades, and TLS or h2 upstreams.
 //!
 //! It also serves HTTP/2 requests: from weir's own HTTP/2 server ([`crate::h2_server`]) those
 //! without a body or with one of a declared length up to 64 KiB ([`DirectPath::takes_weir_h2`]),
@@ -430,15 +430,16 @@ impl DirectPath {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned());
         let client_ip = client_ip(peer.as_ref());
+        let tls = client.stream.get_ssl_digest().is_some();
         let mut ctx = self.proxy.request_ctx();
         // No raw head for the checks: they need it only to see a `Content-Length` Pingora's
         // parser dropped beside `Transfer-Encoding`, and this request's fields are the ones
         // received (`classify` takes no `Transfer-Encoding` either).
-        let admission = self.proxy.admit(&mut request, || None, false, &mut ctx);
+        let admission = self.proxy.admit(&mut request, || None, tls, &mut ctx);
         let served = Served {
             request: &request,
             client_ip,
-            tls: false,
+            tls,
         };
         let outcome = self
             .respond(&mut client, admission, &served, deadline, &mut ctx)

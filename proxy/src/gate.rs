@@ -14,9 +14,9 @@
 //! on the connection's task) or to Pingora (on a task of its own); without, Pingora serves
 //! them whole.
 //!
-//! Plaintext HTTP/1 connections run the direct path's loop when it is on (`--http1-path
-//! direct`): each request head is read here and goes to [`DirectPath`] or, if it does not
-//! take it, to Pingora with the bytes already read.
+//! HTTP/1 connections, plaintext or TLS, run the direct path's loop when it is on
+//! (`--http1-path direct`): each request head is read here and goes to [`DirectPath`] or, if
+//! it does not take it, to Pingora with the bytes already read.
 //!
 //! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
 //! are the data path's business).
@@ -78,7 +78,7 @@ impl GateStats {
 
 pub struct ConnectionGate<A> {
     inner: Arc<A>,
-    /// weir's own HTTP/1.1 path for plaintext connections (`None`: Pingora serves all).
+    /// weir's own HTTP/1.1 path (`None`: Pingora serves all).
     direct: Option<DirectPath>,
     max_connections: usize,
     header_timeout: Duration,
@@ -175,9 +175,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             }
         }
         if let Some(direct) = &self.direct {
-            if stream.get_ssl_digest().is_none() {
-                return self.serve_direct(direct, stream, &shutdown).await;
-            }
+            return self.serve_direct(direct, stream, &shutdown).await;
         }
         // HTTP/1.1, as Pingora's own loop does it (keep-alive 60 s, request limit).
         let mut session = self.http1_session(stream, &shutdown);
@@ -286,7 +284,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         .await;
     }
 
-    /// A plaintext HTTP/1 connection with the direct path on: each request head is read and
+    /// An HTTP/1 connection (plaintext or TLS) with the direct path on: each request head is read and
     /// classified here; the direct path serves what it takes, Pingora the rest (one request
     /// at a time, from the bytes already read), and the connection comes back after either.
     async fn serve_direct(

@@ -9,6 +9,7 @@
 //! Must not: contain balancing algorithms (they live in `weir-balancer`) or translation of
 //! Kubernetes objects (in `weir-discovery`).
 
+pub mod access_log;
 pub mod admin;
 pub mod allocator;
 pub mod cli;

@@ -1,11 +1,13 @@
 //! Process-wide logging: `tracing` with text or JSON output; Pingora's `log` records are
-//! bridged into it. Level from `--log-level`, else `RUST_LOG`, else `info`.
+//! bridged into it. Level from `--log-level`, else `RUST_LOG`, else `info`. Log lines go to
+//! standard error; the access log ([`crate::access_log`]) to standard output.
 
 use crate::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(format: Option<LogFormat>, level: Option<&str>) {
+/// Returns the format chosen (the access log, [`crate::access_log`], writes its lines in it).
+pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogFormat {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Text
     } else {
@@ -25,4 +27,5 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) {
     if let Err(e) = result {
         eprintln!("weir: logging already initialised: {e}");
     }
+    format
 }

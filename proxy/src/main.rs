@@ -14,7 +14,9 @@ use std::time::Duration;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
 use weir_proxy::supervise::Supervised;
-use weir_proxy::{admin, allocator, cli, config, dataplane, logging, metrics, routing, shutdown};
+use weir_proxy::{
+    access_log, admin, allocator, cli, config, dataplane, logging, metrics, routing, shutdown,
+};
 
 // Pingora allocates and frees several buffers and boxed futures per request: jemalloc gives
 // ~10 % more req/s than glibc's allocator and the least memory per idle connection of the
@@ -73,7 +75,7 @@ fn kubernetes_config_available() -> bool {
 
 fn main() {
     let cli = cli::parse();
-    logging::init(cli.log_format, cli.log_level.as_deref());
+    let log_format = logging::init(cli.log_format, cli.log_level.as_deref());
     allocator::return_freed_memory_when_idle();
 
     // kube and Pingora both use rustls: one process-wide crypto provider, installed before
@@ -185,6 +187,9 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let access_log =
+        access_log::AccessLog::stdout(log_format, metrics.access_log_dropped_total.clone())
+            .unwrap_or_else(|e| fail(format!("access log: {e}")));
     let logic = dataplane::WeirProxy::new(
         Arc::clone(&routing),
         metrics.clone(),
@@ -199,6 +204,7 @@ fn main() {
                 max_request_line_bytes: cli.max_request_line_bytes as usize,
             },
             allow_encoded_slashes: cli.allow_encoded_slashes,
+            access_log: access_log.clone(),
         },
     );
     let in_flight = logic.in_flight();
@@ -285,11 +291,16 @@ fn main() {
             shutdown::DelayedShutdownWatch::new(shutdown_flag, cli.shutdown_delay)
                 .exit_when_drained(in_flight, {
                     let telemetry = Arc::clone(&telemetry);
-                    move || telemetry.shutdown()
+                    let access_log = access_log.clone();
+                    move || {
+                        telemetry.shutdown();
+                        access_log.flush();
+                    }
                 }),
         ),
     });
     telemetry.shutdown();
+    access_log.flush();
 }
 
 /// A CA bundle Pingora can load: readable, at least one PEM certificate, each of them

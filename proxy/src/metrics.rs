@@ -28,6 +28,8 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_refused_total: IntCounter,
     pub request_header_timeouts_total: IntCounter,
+    /// Access-log lines dropped because standard output could not keep up.
+    pub access_log_dropped_total: IntCounter,
     pub background_restarts_total: IntCounterVec,
     pub endpoints: prometheus::IntGaugeVec,
     /// Per-endpoint series, only with `--endpoint-metrics` (one series per pod: cardinality
@@ -165,6 +167,11 @@ impl Metrics {
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused_total.clone()))?;
         registry.register(Box::new(request_header_timeouts_total.clone()))?;
+        let access_log_dropped_total = IntCounter::new(
+            "weir_access_log_dropped_total",
+            "Access-log lines dropped because standard output did not keep up (no request waits for the log).",
+        )?;
+        registry.register(Box::new(access_log_dropped_total.clone()))?;
         let background_restarts_total = IntCounterVec::new(
             Opts::new(
                 "weir_background_restarts_total",
@@ -207,6 +214,7 @@ impl Metrics {
             connections_open,
             connections_refused_total,
             request_header_timeouts_total,
+            access_log_dropped_total,
             background_restarts_total,
             endpoints,
             endpoint_requests_total,

@@ -334,13 +334,7 @@ fn admin_endpoints_and_request_metrics() {
     assert_eq!(s.weir.admin_get("/nope").0, 404);
 
     // One access-log line per request, with the balancer's reason and the upstream.
-    let access: Vec<serde_json::Value> = s
-        .weir
-        .log_text()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "weir::access")
-        .collect();
+    let access = s.weir.access_log_of(4);
     assert_eq!(access.len(), 4, "3 proxied + 1 unrouted");
     let line = &access[0];
     assert_eq!(line["status"], 200);

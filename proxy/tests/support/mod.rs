@@ -9,7 +9,7 @@ use reqwest::blocking::Client;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use weir_testsupport::process::{free_port, wait_for_listen, ChildGuard};
 
@@ -97,7 +97,8 @@ impl Weir {
                     &["--threads", "2"][..]
                 })
                 .args(["--log-format", "json"])
-                .stdout(Stdio::null())
+                // The access log (stdout) and the other log lines (stderr) in one file.
+                .stdout(log_file.try_clone().expect("log file"))
                 .stderr(log_file),
         );
         let weir = Weir {
