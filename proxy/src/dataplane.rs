@@ -450,7 +450,7 @@ impl WeirProxy {
         self.feed_back(ctx, Outcome::Failure);
         self.count_upstream_error(ctx, e);
         ctx.stale_connection_retry = false;
-        self.may_retry(replayable, ctx)
+        self.may_retry(replayable, false, ctx)
     }
 
     /// After an error while proxying: whether to try again. `stale`: the error came from a
@@ -472,7 +472,7 @@ impl WeirProxy {
             && if stale {
                 replayable
             } else {
-                self.may_retry(replayable, ctx)
+                self.may_retry(replayable, true, ctx)
             }
     }
 
@@ -570,9 +570,12 @@ impl WeirProxy {
     }
 
     /// Whether the request may be sent again: `replayable` (idempotent, its body still at
-    /// hand), attempts left on its route, and room in the route's retry budget (which then
-    /// counts it).
-    fn may_retry(&self, replayable: bool, ctx: &mut RequestCtx) -> bool {
+    /// hand), attempts left on its route, and, when the failed attempt `reached_upstream`,
+    /// room in the route's retry budget (which then counts it). A connect that failed sent
+    /// nothing: its retry adds no load to any backend beyond the request itself, and when an
+    /// endpoint dies every request picked for it fails this way at once, more of them than
+    /// the budget's floor of 3 (a `502` for clients of a dead pod while its peers are fine).
+    fn may_retry(&self, replayable: bool, reached_upstream: bool, ctx: &mut RequestCtx) -> bool {
         let Some(target) = &ctx.target else {
             return false;
         };
@@ -584,6 +587,9 @@ impl WeirProxy {
         }
         if attempts > target.retries as usize || !replayable {
             return false;
+        }
+        if !reached_upstream {
+            return true;
         }
         match target.retry_budget.try_retry() {
             Some(slot) => {

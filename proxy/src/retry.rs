@@ -1,6 +1,7 @@
-//! [`RetryBudget`]: how many retries a route may have in flight (DESIGN §4: 20 % of the
-//! route's active requests, at least 3), so that retries cannot multiply load on a
-//! struggling backend.
+//! [`RetryBudget`]: how many retries a route may have in flight (20 % of the route's active
+//! requests, at least 3; docs/configuration.md), so that retries cannot multiply load on a
+//! struggling backend. Retries after a failed connect, which sent nothing, are not counted
+//! (`WeirProxy::may_retry`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

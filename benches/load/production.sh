@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The comparison that matters: every proxy as an ingress runs it, side by side in one run.
+#   weir     as shipped: default flags, --threads 1, its access log on (JSON, to stdout)
+#   nginx    one worker, a JSON access_log of the same fields, ingress-nginx's TLS settings
+#   haproxy  one thread, `option httplog` logged to stdout
+# Every log goes to /dev/null; all three proxy to the same nginx upstream ("ok\n") with
+# upstream keep-alive and serve the same ECDSA P-256 certificate. Modes, in interleaved rounds:
+#   h1       wrk -t1 -c32: plaintext HTTP/1.1 keep-alive
+#   h2c      h2load -c8 -m16: HTTP/2 prior knowledge
+#   tls-h1   wrk -t1 -c32 over TLS (HTTP/1.1 keep-alive)
+#   tls-h2   h2load -c8 -m16 over TLS (ALPN h2)
+#   tls-new  wrk -t1 -c32 over TLS with `Connection: close`: a new connection, and a full
+#            handshake, per request
+# Prints a Markdown table: median req/s and p99 per proxy and mode, weir's ratio to the better
+# of nginx and HAProxy, and weir's p99 over nginx's; CPU seconds per 10k requests beside it.
+#
+#   benches/load/production.sh                              # 3 rounds of 10 s
+#   ROUNDS=5 DURATION=8 MODES="tls-h1 tls-new" benches/load/production.sh
+#   WEIR_FLAGS="--log-level warn" benches/load/production.sh  # weir without its access log
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/prereqs.sh
+source benches/load/nginx.sh
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+MODES="${MODES:-h1 h2c tls-h1 tls-h2 tls-new}"
+TARGETS="${TARGETS:-nginx haproxy weir}"
+WEIR_FLAGS="${WEIR_FLAGS:-}"
+PROFILE="${PROFILE:-release}"
+
+weir_need_commands nginx:nginx haproxy:haproxy wrk:wrk openssl:openssl
+cargo build --profile "$PROFILE" -q -p weir-proxy --bin weir
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+UP=19100; NGINX=19101; NGINX_H2C=19102; NGINX_TLS=19103
+HAPROXY=19111; HAPROXY_H2C=19112; HAPROXY_TLS=19113
+WEIR=19121; WEIR_TLS=19123; ADMIN=19125
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj /CN=bench.example -addext subjectAltName=DNS:bench.example \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+
+nginx_upstream_conf "$work" "127.0.0.1:$UP" >/dev/null
+# ingress-nginx's defaults for the parts that cost: a JSON access log (its log-format-upstream
+# fields), TLS 1.2 and 1.3, a shared session cache, upstream keep-alive.
+nginx_conf "$work" proxy "
+    log_format weir_json escape=json '{\"time\":\"\$time_iso8601\",\"method\":\"\$request_method\",'
+        '\"host\":\"\$host\",\"path\":\"\$uri\",\"status\":\$status,\"duration\":\$request_time,'
+        '\"upstream\":\"\$upstream_addr\",\"upstream_status\":\"\$upstream_status\",'
+        '\"bytes_in\":\$request_length,\"bytes_out\":\$bytes_sent,\"request_id\":\"\$request_id\"}';
+    access_log /dev/null weir_json;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;
+    upstream u { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+    server { listen 127.0.0.1:$NGINX backlog=4096; listen 127.0.0.1:$NGINX_TLS ssl http2 backlog=4096;
+        keepalive_requests 1000000;
+        location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
+    server { listen 127.0.0.1:$NGINX_H2C http2 backlog=4096; keepalive_requests 1000000;
+        location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" >/dev/null
+sed -i 's/^    access_log off;$//' "$work/proxy/nginx.conf"
+cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 4000
+    log stdout format raw local0
+    tune.ssl.default-dh-param 2048
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend f
+    bind 127.0.0.1:$HAPROXY
+    bind 127.0.0.1:$HAPROXY_TLS ssl crt $work/haproxy.pem alpn h2,http/1.1
+    default_backend b
+frontend f2
+    bind 127.0.0.1:$HAPROXY_H2C proto h2
+    default_backend b
+backend b
+    server s 127.0.0.1:$UP
+CONF
+mkdir -p "$work/manifests"
+python3 benches/load/manifests.py 0 "$UP" "$work/manifests/bench.yaml"
+b64() { base64 -w0 "$1"; }
+cat >>"$work/manifests/bench.yaml" <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls, namespace: bench}
+type: kubernetes.io/tls
+data: {tls.crt: $(b64 "$work/cert.pem"), tls.key: $(b64 "$work/key.pem")}
+YAML
+
+nginx -c "$work/upstream/nginx.conf" & pids+=($!)
+nginx -c "$work/proxy/nginx.conf" & pids+=($!); nginx_pid=$!
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!); haproxy_pid=$!
+# shellcheck disable=SC2086
+target/$PROFILE/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
+    --https-listen "127.0.0.1:$WEIR_TLS" --default-certificate bench/tls \
+    --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-format json $WEIR_FLAGS \
+    >/dev/null 2>"$work/weir.err" & pids+=($!); weir_pid=$!
+for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGINX/" "https://127.0.0.1:$NGINX_TLS/" \
+    "http://127.0.0.1:$HAPROXY/" "https://127.0.0.1:$HAPROXY_TLS/" "http://127.0.0.1:$WEIR/" \
+    "https://127.0.0.1:$WEIR_TLS/"; do
+    for _ in $(seq 100); do curl -kfs -o /dev/null "$url" && break; sleep 0.1; done
+    curl -kfs -o /dev/null "$url" || { echo "$url does not answer" >&2; cat "$work/weir.err" >&2; exit 1; }
+done
+
+family() { echo "$1"; pgrep -P "$1" || true; }
+ticks() { for p in $(family "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
+results="$work/results.tsv"
+measure() { # $1 mode, $2 plaintext port, $3 h2c port, $4 TLS port
+    rm -f "$work/h2load.log"
+    case "$1" in
+        h1) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
+        h2c) h2load -c8 -m16 -D"$DURATION" --log-file="$work/h2load.log" "http://127.0.0.1:$3/" \
+                | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
+        tls-h1) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "https://127.0.0.1:$4/" | grep '^RESULT' ;;
+        tls-h2) h2load -c8 -m16 -D"$DURATION" --log-file="$work/h2load.log" "https://127.0.0.1:$4/" \
+                | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
+        tls-new) wrk -t1 -c32 -d"${DURATION}s" -H "Connection: close" -s benches/load/latency.lua \
+                "https://127.0.0.1:$4/" | grep '^RESULT' ;;
+    esac
+}
+for round in $(seq "$ROUNDS"); do
+    for mode in $MODES; do
+        for target in "nginx:$NGINX:$NGINX_H2C:$NGINX_TLS:$nginx_pid" \
+            "haproxy:$HAPROXY:$HAPROXY_H2C:$HAPROXY_TLS:$haproxy_pid" \
+            "weir:$WEIR:$WEIR:$WEIR_TLS:$weir_pid"; do
+            IFS=: read -r name plain h2c tls pid <<<"$target"
+            [[ " $TARGETS " == *" $name "* ]] || continue
+            before=$(ticks "$pid")
+            out=$(measure "$mode" "$plain" "$h2c" "$tls")
+            after=$(ticks "$pid")
+            printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$round" "$((after - before))" "$out" >>"$results"
+            echo "round $round $mode $name: $out" >&2
+        done
+    done
+done
+python3 - "$results" "$(getconf CLK_TCK)" "$MODES" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, mode, _round, ticks, result = line.rstrip("\n").split("\t")
+    f = dict(kv.split("=") for kv in result.split()[1:])
+    reqs, secs = int(f["requests"]), float(f["seconds"])
+    rows.setdefault((mode, name), []).append({
+        "rps": reqs / secs if secs else 0.0, "p99": int(f["p99"]),
+        "errors": int(f["non2xx"]) + int(f["socket_errors"]),
+        "cpu": int(ticks) / int(sys.argv[2]) / reqs * 10000 if reqs else 0.0})
+med = lambda mode, name, k: statistics.median(r[k] for r in rows.get((mode, name), [{k: 0}]))
+print("| mode | nginx req/s | HAProxy req/s | weir req/s | weir / best | p99 µs nginx / HAProxy / weir | weir p99 / nginx | CPU s per 10k nginx / HAProxy / weir | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for mode in sys.argv[3].split():
+    n, h, w = (med(mode, t, "rps") for t in ("nginx", "haproxy", "weir"))
+    best = max(n, h)
+    p = [med(mode, t, "p99") for t in ("nginx", "haproxy", "weir")]
+    c = [med(mode, t, "cpu") for t in ("nginx", "haproxy", "weir")]
+    errors = sum(r["errors"] for (m, _), rs in rows.items() if m == mode for r in rs)
+    print(f"| {mode} | {n:,.0f} | {h:,.0f} | {w:,.0f} | {w / best if best else 0:.2f} | "
+          f"{p[0]:,} / {p[1]:,} / {p[2]:,} | {p[2] / p[0] if p[0] else 0:.2f} | "
+          f"{c[0]:.2f} / {c[1]:.2f} / {c[2]:.2f} | {errors} |")
+PY
