@@ -1,6 +1,6 @@
 //! Pick cost per algorithm at 10, 100 and 1,000 endpoints, alone and with a second thread
 //! picking from the same pool at the same time; and the cost of updating a 1,000-endpoint
-//! pool in place. Targets (DESIGN §4): P2C < 100 ns, bounded consistent hash < 300 ns at
+//! pool in place. Targets (docs/balancing.md): P2C < 100 ns, bounded consistent hash < 300 ns at
 //! 1,000 endpoints. Run: `cargo bench -p weir-balancer --bench pick`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

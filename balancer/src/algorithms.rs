@@ -50,7 +50,7 @@ pub fn power_of_two<'a, R: Rng + ?Sized>(
     }
 }
 
-/// Peak EWMA (DESIGN §4.3): two distinct random candidates, the lower
+/// Peak EWMA (docs/balancing.md): two distinct random candidates, the lower
 /// `latency x (in_flight + 1) / weight` wins. An endpoint without a latency sample yet is
 /// valued at the median of the measured candidates (computed only when such an endpoint is
 /// drawn), so a new endpoint is neither flooded nor starved.

@@ -139,7 +139,7 @@ impl EndpointState {
         Nanos(self.ready_since.load(Ordering::Relaxed))
     }
 
-    /// Records the time to response headers of one request (peak EWMA, DESIGN §4.3): a
+    /// Records the time to response headers of one request (peak EWMA, docs/balancing.md): a
     /// sample above the decayed estimate replaces it at once (peak), otherwise
     /// `estimate = estimate x w + sample x (1 - w)` with `w = e^(-dt/decay)`. Concurrent updates may lose one sample (a benign
     /// race on an estimate; the pick path never locks).

@@ -1,4 +1,4 @@
-//! N-ring fade-in for consistent hashing (DESIGN §4.4).
+//! N-ring fade-in for consistent hashing (docs/balancing.md).
 //!
 //! Weight ramps do not work for a hash ring: lowering a new endpoint's weight would move
 //! keys around twice. Instead each scale-up batch gets a ring of its own — every endpoint

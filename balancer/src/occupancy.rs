@@ -1,5 +1,5 @@
 //! [`Occupancy`]: seconds of work per second over the last 150 ms, in five 30 ms buckets
-//! (the `occupancy` load signal of bounded load, DESIGN §4.2). 2.0 means the endpoint spent
+//! (the `occupancy` load signal of bounded load, docs/balancing.md). 2.0 means the endpoint spent
 //! as much time serving as two requests running back to back for the whole window.
 //!
 //! A finished request adds its duration (clipped to the window) to the bucket of its end.

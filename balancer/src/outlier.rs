@@ -1,4 +1,4 @@
-//! Passive outlier ejection (DESIGN §4.5) and slow start (§4.4): how outcomes and age
+//! Passive outlier ejection and slow start (docs/balancing.md): how outcomes and age
 //! change whether, and how much, an endpoint is used.
 //!
 //! Per endpoint ([`OutlierState`], lock-free): consecutive failures; ejected until when;

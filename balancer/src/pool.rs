@@ -196,7 +196,7 @@ pub const HEALTH_FADE: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a pool recomputes its median latency (the health factor's reference).
 const REFERENCE_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The load bounded load compares (DESIGN §4.2).
+/// The load bounded load compares (docs/balancing.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoadSignal {
@@ -209,7 +209,7 @@ pub enum LoadSignal {
 }
 
 /// Ring walk cap for bounded load: after this many distinct endpoints over target, the
-/// least loaded of them is taken (DESIGN §4.2).
+/// least loaded of them is taken (docs/balancing.md).
 pub const BOUNDED_WALK: usize = 10;
 
 /// What the pool needs to know about one request.

@@ -1,5 +1,5 @@
 //! [`HashRing`]: the consistent-hash ring, placed exactly as Skipper places it
-//! (DESIGN §4.1), so traffic moved from Skipper keeps its cache locality.
+//! (docs/balancing.md), so traffic moved from Skipper keeps its cache locality.
 //!
 //! Endpoint E owns [`VIRTUAL_NODES`] points at `xxHash64("http://<ip>:<port>-<j>")`,
 //! j = 0..99 (seed 0; IPv6 written `[ip]:port`). A key goes to the owner of the first

@@ -1,4 +1,4 @@
-//! Zone-aware routing (DESIGN §4.7), Envoy's rule.
+//! Zone-aware routing (docs/balancing.md), Envoy's rule.
 //!
 //! With a local zone, zone awareness on, the pool spread over at least 2 zones and at least
 //! [`MIN_ENDPOINTS`] endpoints (all with a zone): traffic stays in the local zone as long as

@@ -1,4 +1,4 @@
-//! N-ring fade-in for consistent hashing (DESIGN §4.4), under an injected clock.
+//! N-ring fade-in for consistent hashing (docs/balancing.md), under an injected clock.
 //! Tolerances: shares are measured over the keys whose owner differs between rings; each
 //! stated tolerance is at least 4 standard deviations for the number of such keys.
 

@@ -1,4 +1,4 @@
-//! Zone-aware routing (DESIGN §4.7): shares equal Envoy's formula with weir's replicas
+//! Zone-aware routing (docs/balancing.md): shares equal Envoy's formula with weir's replicas
 //! assumed evenly spread over the zones. Tolerance: ±1 percentage point over 100,000
 //! picks (one standard deviation of a share near 1/2 is 0.16 points).
 

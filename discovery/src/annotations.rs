@@ -1,7 +1,7 @@
-//! `weir.dev/*` annotations (DESIGN §4) -> how a route balances ([`RoutePolicy`]).
+//! `weir.dev/*` annotations (docs/configuration.md) -> how a route balances ([`RoutePolicy`]).
 //!
 //! Every value is validated; the first bad one rejects the whole Ingress with a reason that
-//! names the annotation. Absent annotations take DESIGN's defaults.
+//! names the annotation. Absent annotations take the defaults docs/configuration.md lists.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

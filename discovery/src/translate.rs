@@ -148,7 +148,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     snapshot
 }
 
-/// Class selection (DESIGN §3): `spec.ingressClassName` naming our class (whose
+/// Class selection (docs/configuration.md): `spec.ingressClassName` naming our class (whose
 /// IngressClass, if present, must name our controller), else the legacy annotation, else —
 /// for class-less Ingresses — our IngressClass marked as the cluster default.
 fn is_our_class(ingress: &Ingress, classes: &[Arc<IngressClass>], ours: &str) -> bool {

@@ -1,8 +1,7 @@
-//! Command line of the `weir` binary (DESIGN §2). Every flag also reads `WEIR_<FLAG>`.
+//! Command line of the `weir` binary (README.md lists the flags). Every flag also reads `WEIR_<FLAG>`.
 //!
-//! Only flags whose feature exists are accepted; the rest of DESIGN §2 (Kubernetes, TLS,
-//! zones, tracing, status publishing) is added with those features, so an operator never
-//! sets a flag that silently does nothing.
+//! Only flags whose feature exists are accepted: an operator never sets a flag that silently
+//! does nothing.
 
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;

@@ -895,7 +895,7 @@ pub(crate) fn quiet_error(error: &Error) -> bool {
             ))
 }
 
-/// The request's consistent-hash key, hashed (DESIGN §4 `hash-key`). A missing header,
+/// The request's consistent-hash key, hashed (`weir.dev/hash-key`, docs/configuration.md). A missing header,
 /// cookie or query parameter falls back to the client address, as Skipper does — the one
 /// `X-Forwarded-For` names when the peer is a trusted proxy, else the peer's.
 fn hash_key(

@@ -79,7 +79,7 @@ fn main() {
     allocator::return_freed_memory_when_idle();
 
     // kube and Pingora both use rustls: one process-wide crypto provider, installed before
-    // either builds a TLS configuration (DESIGN §8).
+    // either builds a TLS configuration (the first one would panic otherwise).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     // Manifests are read now so that bad files stop the start with one clear line.

@@ -1,4 +1,4 @@
-//! Prometheus metrics of weir (names and labels: DESIGN §5).
+//! Prometheus metrics of weir (names and labels: docs/metrics.md).
 //!
 //! Owns the registry and every metric handle. Label values are bounded: methods outside
 //! the standard set become `_OTHER`, routes are identified by namespace/ingress/service,

@@ -1,4 +1,4 @@
-//! Signal handling (DESIGN §6). SIGTERM: `/readyz` fails at once, listeners keep accepting
+//! Signal handling (docs/operations.md). SIGTERM: `/readyz` fails at once, listeners keep accepting
 //! for `--shutdown-delay` (so load balancers and kube-proxy stop sending), then Pingora
 //! closes them and in-flight requests get up to `--drain-timeout`. SIGINT: exit at once.
 //!

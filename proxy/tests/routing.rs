@@ -166,7 +166,7 @@ fn an_upstream_that_never_answers_the_connect_gets_504() {
     let started = std::time::Instant::now();
     let (status, body) = s.weir.get(&client(), "slow.example.com", "/");
     assert_eq!((status, body.as_str()), (504, "upstream timed out\n"));
-    // The 2 s connect timeout (DESIGN §4 default) is what ended it.
+    // The 2 s connect timeout (the default of `weir.dev/connect-timeout`) is what ended it.
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(1900),
         "{:?}",

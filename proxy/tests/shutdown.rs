@@ -1,4 +1,4 @@
-//! End to end: SIGTERM under load (DESIGN §6) and SIGINT. The real weir binary, real echo
+//! End to end: SIGTERM under load (docs/operations.md) and SIGINT. The real weir binary, real echo
 //! upstreams, real HTTP clients.
 
 // Test code: a failed expectation is a failed test.
