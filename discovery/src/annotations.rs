@@ -3,87 +3,12 @@
 //! Every value is validated; the first bad one rejects the whole Ingress with a reason that
 //! names the annotation. Absent annotations take the defaults docs/configuration.md lists.
 
-use serde::Serialize;
+pub use crate::snapshot::{BackendProtocol, HashKey, RoutePolicy};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use weir_balancer::{Algorithm, LoadSignal, OutlierConfig, PoolConfig, SlowStart};
+use weir_balancer::{Algorithm, LoadSignal, OutlierConfig, SlowStart};
 
 const PREFIX: &str = "weir.dev/";
-
-/// Where a consistent-hash key comes from (`weir.dev/hash-key`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Default)]
-#[serde(tag = "from", content = "name", rename_all = "kebab-case")]
-pub enum HashKey {
-    /// First `X-Forwarded-For` address, else the peer address (Skipper's default).
-    #[default]
-    ClientIp,
-    Header(String),
-    Cookie(String),
-    Query(String),
-    Path,
-}
-
-/// How weir talks to a route's upstreams (`weir.dev/backend-protocol`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendProtocol {
-    /// HTTP/1.1 (default).
-    #[default]
-    Http,
-    /// HTTP/2 over plaintext with prior knowledge (gRPC without TLS).
-    H2c,
-    /// HTTP/1.1 over TLS, the certificate verified unless `backend-tls-verify: "false"`.
-    Https,
-}
-
-/// Balancing of one route: the pool configuration, the hash key, retries and timeouts.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RoutePolicy {
-    pub pool: PoolConfig,
-    pub hash_key: HashKey,
-    /// Extra attempts for idempotent requests, each to another endpoint (`retries`, 1).
-    pub retries: u32,
-    /// `connect-timeout` (2 s) and `read-timeout` (60 s).
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    /// `websocket-idle-timeout` (1 h): how long an upgraded connection may carry nothing
-    /// before weir closes it (instead of the read timeout).
-    pub websocket_idle_timeout: Duration,
-    pub backend_protocol: BackendProtocol,
-    /// `max-concurrency`: requests this route may have in flight at once; beyond that weir
-    /// answers 503 at once (absent: no limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    /// `backend-tls-verify` (true): verify an https upstream's certificate chain and name.
-    #[serde(skip_serializing_if = "is_true")]
-    pub backend_tls_verify: bool,
-    /// `backend-tls-server-name`: the name sent as SNI and verified for https upstreams
-    /// (absent: `<service>.<namespace>.svc`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_tls_server_name: Option<String>,
-    /// `backend-weights`: Service name -> weight, for rules of this Ingress that send one
-    /// host and path to several Services (absent: no split).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_weights: Option<BTreeMap<String, u32>>,
-}
-
-impl Default for RoutePolicy {
-    fn default() -> Self {
-        RoutePolicy {
-            pool: PoolConfig::default(),
-            hash_key: HashKey::default(),
-            retries: 1,
-            connect_timeout: Duration::from_secs(2),
-            read_timeout: Duration::from_secs(60),
-            websocket_idle_timeout: Duration::from_secs(3600),
-            backend_protocol: BackendProtocol::Http,
-            backend_weights: None,
-            max_concurrency: None,
-            backend_tls_verify: true,
-            backend_tls_server_name: None,
-        }
-    }
-}
 
 fn duration(name: &str, value: &str) -> Result<Duration, String> {
     humantime_like(value).ok_or_else(|| {
@@ -119,10 +44,6 @@ fn number<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T
         .trim()
         .parse()
         .map_err(|_| format!("annotation {PREFIX}{name}: {value:?} is not {what}"))
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
 }
 
 /// Largest weight `backend-weights` accepts (weights are relative; this keeps sums far from

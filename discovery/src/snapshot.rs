@@ -1,9 +1,14 @@
-//! [`RoutingSnapshot`]: everything the proxy needs to route, as plain immutable data.
+//! [`RoutingSnapshot`]: everything the proxy needs to route, as plain immutable data: the
+//! route model every source translates onto. Types only: the parsing that fills them lives
+//! in the translation modules (`annotations`, `tls`, `validate`), which depend on this one.
 
+use rustls::sign::CertifiedKey;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use weir_balancer::EndpointSpec;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_balancer::{EndpointSpec, PoolConfig};
 
 /// `namespace/name` of a Kubernetes object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -108,7 +113,7 @@ pub struct RouteSnapshot {
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
-    pub policy: crate::annotations::RoutePolicy,
+    pub policy: RoutePolicy,
 }
 
 /// An object that was left out of the snapshot, and why.
@@ -132,10 +137,10 @@ pub struct RoutingSnapshot {
     /// Ingresses of our class that made it in.
     pub ingresses: Vec<ObjectRef>,
     /// Hosts served over TLS (oldest Ingress first; the first listing of a host wins).
-    pub tls_hosts: Vec<crate::tls::TlsHost>,
+    pub tls_hosts: Vec<TlsHost>,
     /// Usable certificates of the Secrets `tls_hosts` name, by `(namespace, name)`. A host
     /// whose Secret is missing or unusable (see `rejected`) gets the default certificate.
-    pub certificates: BTreeMap<(String, String), crate::tls::CertificateSnapshot>,
+    pub certificates: BTreeMap<(String, String), CertificateSnapshot>,
 }
 
 impl RouteSnapshot {
@@ -180,4 +185,115 @@ impl RoutingSnapshot {
             "tls": { "hosts": self.tls_hosts, "certificates": certificates },
         })
     }
+}
+
+/// Where a consistent-hash key comes from (`weir.dev/hash-key`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(tag = "from", content = "name", rename_all = "kebab-case")]
+pub enum HashKey {
+    /// First `X-Forwarded-For` address, else the peer address (Skipper's default).
+    #[default]
+    ClientIp,
+    Header(String),
+    Cookie(String),
+    Query(String),
+    Path,
+}
+
+/// How weir talks to a route's upstreams (`weir.dev/backend-protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (default).
+    #[default]
+    Http,
+    /// HTTP/2 over plaintext with prior knowledge (gRPC without TLS).
+    H2c,
+    /// HTTP/1.1 over TLS, the certificate verified unless `backend-tls-verify: "false"`.
+    Https,
+}
+
+/// Balancing of one route: the pool configuration, the hash key, retries and timeouts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoutePolicy {
+    pub pool: PoolConfig,
+    pub hash_key: HashKey,
+    /// Extra attempts for idempotent requests, each to another endpoint (`retries`, 1).
+    pub retries: u32,
+    /// `connect-timeout` (2 s) and `read-timeout` (60 s).
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// `websocket-idle-timeout` (1 h): how long an upgraded connection may carry nothing
+    /// before weir closes it (instead of the read timeout).
+    pub websocket_idle_timeout: Duration,
+    pub backend_protocol: BackendProtocol,
+    /// `max-concurrency`: requests this route may have in flight at once; beyond that weir
+    /// answers 503 at once (absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// `backend-tls-verify` (true): verify an https upstream's certificate chain and name.
+    #[serde(skip_serializing_if = "is_true")]
+    pub backend_tls_verify: bool,
+    /// `backend-tls-server-name`: the name sent as SNI and verified for https upstreams
+    /// (absent: `<service>.<namespace>.svc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_tls_server_name: Option<String>,
+    /// `backend-weights`: Service name -> weight, for rules of this Ingress that send one
+    /// host and path to several Services (absent: no split).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_weights: Option<BTreeMap<String, u32>>,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            pool: PoolConfig::default(),
+            hash_key: HashKey::default(),
+            retries: 1,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(60),
+            websocket_idle_timeout: Duration::from_secs(3600),
+            backend_protocol: BackendProtocol::Http,
+            backend_weights: None,
+            max_concurrency: None,
+            backend_tls_verify: true,
+            backend_tls_server_name: None,
+        }
+    }
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A host served over TLS and the Secret whose certificate it presents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TlsHost {
+    /// An exact name or a wildcard (`*.example.com`: one more label).
+    pub host: HostMatch,
+    pub secret: ObjectRef,
+    /// The Ingress that listed it (the oldest one wins a host).
+    pub ingress: ObjectRef,
+}
+
+/// A certificate and key ready to serve. Compared by certificate chain.
+#[derive(Clone, Debug)]
+pub struct ServedCertificate(pub Arc<CertifiedKey>);
+
+impl PartialEq for ServedCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.cert == other.0.cert
+    }
+}
+
+/// A usable `kubernetes.io/tls` Secret.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CertificateSnapshot {
+    pub secret: ObjectRef,
+    /// Expiry of the leaf certificate (Unix seconds).
+    pub not_after_unix: i64,
+    /// The leaf's DNS subject alternative names (what clients will accept it for).
+    pub dns_names: Vec<String>,
+    #[serde(skip)]
+    pub certified: ServedCertificate,
 }

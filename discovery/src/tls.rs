@@ -5,48 +5,16 @@
 //! the certificate has not expired). Must not: hold sockets or decide which certificate a
 //! connection gets (the proxy's resolver does, from what this module produced).
 
-use crate::snapshot::{HostMatch, ObjectRef};
+use crate::snapshot::HostMatch;
+pub use crate::snapshot::{CertificateSnapshot, ServedCertificate, TlsHost};
 use k8s_openapi::api::core::v1::Secret;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use serde::Serialize;
 use std::sync::Arc;
 
 /// The Secret type Ingress TLS uses.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
-
-/// A host served over TLS and the Secret whose certificate it presents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TlsHost {
-    /// An exact name or a wildcard (`*.example.com`: one more label).
-    pub host: HostMatch,
-    pub secret: ObjectRef,
-    /// The Ingress that listed it (the oldest one wins a host).
-    pub ingress: ObjectRef,
-}
-
-/// A certificate and key ready to serve. Compared by certificate chain.
-#[derive(Clone, Debug)]
-pub struct ServedCertificate(pub Arc<CertifiedKey>);
-
-impl PartialEq for ServedCertificate {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.cert == other.0.cert
-    }
-}
-
-/// A usable `kubernetes.io/tls` Secret.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CertificateSnapshot {
-    pub secret: ObjectRef,
-    /// Expiry of the leaf certificate (Unix seconds).
-    pub not_after_unix: i64,
-    /// The leaf's DNS subject alternative names (what clients will accept it for).
-    pub dns_names: Vec<String>,
-    #[serde(skip)]
-    pub certified: ServedCertificate,
-}
 
 /// The hosts one Ingress lists under `spec.tls`, with their Secret names; an Ingress whose
 /// `spec.tls` has a bad host or no `secretName` is invalid (as a bad rule would be).

@@ -14,7 +14,7 @@
 
 use crate::access_log::{AccessLine, AccessLog};
 use crate::concurrency::ConcurrencyPermit;
-use crate::forwarded::{with_ip_text, TrustedProxies};
+use crate::forwarded::{client_ip, with_ip_text, TrustedProxies, UpstreamHeaders};
 use crate::hardening::{check_request, Rejection, RequestLimits};
 use crate::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::path::normalize;
@@ -22,6 +22,7 @@ use crate::request_view::{visible_ascii, RequestView};
 use crate::routing::{LiveRouting, RouteTarget};
 use crate::shutdown::{InFlightRequests, InFlightToken};
 use crate::telemetry::{RequestTrace, Telemetry};
+use crate::timeouts::UPSTREAM_IDLE_TIMEOUT;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -42,12 +43,6 @@ use weir_discovery::{BackendProtocol, HashKey};
 /// A name, not a string: looking a field up by `&str` parses and lowercases the name first.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Headers weir sets on an upstream request (see [`WeirProxy::forward_headers`]).
-pub(crate) type UpstreamHeaders = SmallVec<[(HeaderName, HeaderValue); 5]>;
-
-/// How long an idle upstream connection stays pooled. Below the 60 s keep-alive timeout
-/// common to nginx-, Go- and Java-based backends, so we close first.
-pub(crate) const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 /// Concurrent streams weir opens on one upstream h2 connection.
 const H2_STREAMS_PER_CONNECTION: usize = 100;
 
@@ -253,7 +248,7 @@ impl WeirProxy {
         tls: bool,
         ctx: &mut RequestCtx,
     ) -> Admission {
-        crate::gate::header_complete();
+        crate::header_deadline::header_complete();
         if let Err(rejection) = check_request(req, raw_header, &self.limits) {
             return self.refused(rejection);
         }
@@ -674,14 +669,6 @@ pub(crate) fn peer_for(target: &RouteTarget, addr: SocketAddr, upgrade: bool) ->
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
     }
     peer
-}
-
-/// The client's address (the TCP peer) as an IP, when it is an inet socket; `peer` is the
-/// session's `client_addr()` on either HTTP path.
-pub(crate) fn client_ip(
-    peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
-) -> Option<IpAddr> {
-    peer.and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
 /// Whether Pingora could send the request again: idempotent, its body still in the retry

@@ -31,9 +31,9 @@
 //! itself (that is [`crate::h1`]'s, which is pure and tested on its own).
 
 use crate::dataplane::{
-    client_ip, error_answer, plain_response, quiet_error, redirect_response, Admission, RequestCtx,
-    UpstreamHeaders, WeirProxy,
+    error_answer, plain_response, quiet_error, redirect_response, Admission, RequestCtx, WeirProxy,
 };
+use crate::forwarded::{client_ip, UpstreamHeaders};
 use crate::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
     ClientVersion, HeadFields, HeadView, LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
@@ -45,6 +45,7 @@ use crate::path::normalize;
 use crate::read_deadline::ReadDeadline;
 use crate::request_view::RequestView;
 use crate::routing::LiveRouting;
+use crate::timeouts::{CLIENT_IDLE_TIMEOUT, CLOSE_TIMEOUT};
 use bytes::{BufMut, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -60,12 +61,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long a client connection may wait between requests, or between two reads of a request
-/// head (Pingora's keep-alive and read timeouts are 60 s too); also how long a response
-/// write may wait for a client that does not read.
-pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long closing a client connection may wait to flush what is left of a response.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial size of a connection's read buffer.
 const HEAD_BUFFER: usize = 4096;
 /// Room made for each read of an upstream response.

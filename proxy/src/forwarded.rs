@@ -15,6 +15,18 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+/// Fields weir sets on an upstream request (`X-Forwarded-*`, trace context), replacing any
+/// of the same name the client sent.
+pub(crate) type UpstreamHeaders = smallvec::SmallVec<[(http::HeaderName, http::HeaderValue); 5]>;
+
+/// The client's address (the TCP peer) as an IP, when it is an inet socket; `peer` is the
+/// connection's `client_addr()` on every engine.
+pub(crate) fn client_ip(
+    peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
+) -> Option<std::net::IpAddr> {
+    peer.and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
 /// One network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {

@@ -22,15 +22,17 @@
 //! are the data path's business).
 
 use crate::cli::Http2Server;
-use crate::dataplane::client_ip;
 use crate::direct::{boxed_in_place, DirectPath, NextHead};
+use crate::forwarded::client_ip;
 use crate::h1::HeadFields;
 use crate::h2_request::H2Request;
 use crate::h2_server::{self, NewRequest};
 use crate::h2_session::{ConnectionDigests, PingoraStream};
 use crate::h2_streams;
+use crate::header_deadline;
 use crate::metrics::Metrics;
 use crate::read_deadline::ReadDeadline;
+use crate::timeouts::CLIENT_IDLE_TIMEOUT;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use futures::future::Either;
@@ -44,17 +46,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use weir_http2::conn::Settings;
-
-tokio::task_local! {
-    /// Set by the data path once the first request header of this connection is parsed.
-    static HEADER_DONE: Arc<AtomicBool>;
-}
-
-/// Tells the gate that the current connection's request header has been read (called by
-/// the data path at its first phase; a no-op outside a gated connection).
-pub fn header_complete() {
-    let _ = HEADER_DONE.try_with(|done| done.store(true, Ordering::Relaxed));
-}
 
 /// What the gate counts: the open-connection count it decides on, and its metrics.
 #[derive(Debug)]
@@ -126,8 +117,6 @@ impl Drop for Slot<'_> {
 /// keep-alive connections cost ~0.9 GiB in a bare Pingora proxy. The price, one 1-byte
 /// read per request, is paid only with that many connections open.
 const PARK_ABOVE: usize = 512;
-/// How long a parked connection may stay idle (Pingora's keep-alive timeout is 60 s too).
-const PARKED_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Waits until the client sends something; false if it closed, idled out or the server is
 /// shutting down (the connection is then closed).
@@ -139,7 +128,7 @@ async fn park_until_readable(stream: &mut Stream, shutdown: &ShutdownWatch) -> b
     let mut first = [0u8; 1];
     tokio::select! {
         peeked = stream.try_peek(&mut first) => peeked.is_ok(),
-        _ = tokio::time::sleep(PARKED_IDLE_TIMEOUT) => false,
+        _ = tokio::time::sleep(CLIENT_IDLE_TIMEOUT) => false,
         _ = shutdown.changed() => false,
     }
 }
@@ -251,7 +240,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         let tls = digests.ssl.is_some();
         let client_ip = client_ip(digests.client_addr());
         let digests = &digests;
-        let idle = h2_server::IDLE_TIMEOUT;
+        let idle = CLIENT_IDLE_TIMEOUT;
         h2_server::serve_connection(stream, Settings::default(), idle, shutdown, |request| {
             let NewRequest {
                 stream,
@@ -346,7 +335,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         } else {
-            session.set_keepalive(Some(60));
+            session.set_keepalive(Some(CLIENT_IDLE_TIMEOUT.as_secs()));
         }
         session.set_keepalive_reuses_remaining(
             self.inner
@@ -389,7 +378,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
         }
         let done = Arc::new(AtomicBool::new(false));
         let header_seen = Arc::clone(&done);
-        let serve = HEADER_DONE.scope(
+        let serve = header_deadline::scope(
             Arc::clone(&done),
             Arc::clone(self).serve(stream, shutdown.clone(), done),
         );

@@ -17,7 +17,7 @@
 //!
 //! Must not: do I/O, or keep anything between requests.
 
-use crate::dataplane::UpstreamHeaders;
+use crate::forwarded::UpstreamHeaders;
 use crate::request_view::RequestView;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};

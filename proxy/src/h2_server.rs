@@ -16,8 +16,10 @@
 //!   streams with more body to send wait while the connection's output is that full, so a
 //!   client that sends but does not read (PING or SETTINGS floods, large responses behind
 //!   windows it opened) is held to about twice that much memory;
-//! - a connection without a request for [`IDLE_TIMEOUT`] is sent GOAWAY and closed (also
-//!   one that never sends its preface), so idle clients cannot hold connections forever.
+//! - a connection without a request for its idle timeout (the caller's: the client idle
+//!   timeout of [`crate::timeouts`]) is sent GOAWAY and closed (also one that never sends its
+//!   preface), so idle clients cannot hold connections forever. It is checked once per
+//!   period, so an idle connection goes after one to two periods.
 //!
 //! Must not: read or answer requests (the callback's), or hold the stream table's lock
 //! across an await.
@@ -41,10 +43,6 @@ pub(crate) const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 /// Room made for each read from the client: a request's frames are small, and an idle
 /// connection keeps its buffer (uploads grow it as they need).
 const READ_BUFFER: usize = 4096;
-/// How long a connection may go without a request before it is closed with GOAWAY (as an
-/// idle HTTP/1 keep-alive connection is after 60 s): it is checked once per period, so an
-/// idle connection goes after one to two periods.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A stream's queued response bytes past which its sender waits ([`H2Stream::send_data`]
 /// callers await [`H2Stream::writable`]).
 pub(crate) const STREAM_HIGH_WATER: usize = 64 * 1024;

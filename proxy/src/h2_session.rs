@@ -14,8 +14,8 @@
 //! Must not: decide anything about the request (Pingora's proxy runs every phase), or queue
 //! more than [`STREAM_HIGH_WATER`] of response body per stream.
 
-use crate::direct::CLIENT_IDLE_TIMEOUT;
 use crate::h2_server::{H2Stream, STREAM_HIGH_WATER};
+use crate::timeouts::CLIENT_IDLE_TIMEOUT;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;

@@ -11,7 +11,7 @@
 //! pool is never borrowed twice), or hand out a connection idle for longer than
 //! [`UPSTREAM_IDLE_TIMEOUT`] (the upstream may be about to close it).
 
-use crate::dataplane::UPSTREAM_IDLE_TIMEOUT;
+use crate::timeouts::UPSTREAM_IDLE_TIMEOUT;
 use futures::FutureExt;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};

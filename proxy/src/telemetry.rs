@@ -7,7 +7,7 @@
 //! decide routing or touch the balancer. Without `--otlp-endpoint` nothing is recorded;
 //! the trace id of an incoming `traceparent` still reaches the access log.
 
-use crate::dataplane::UpstreamHeaders;
+use crate::forwarded::UpstreamHeaders;
 use crate::request_view::{visible_ascii, RequestView};
 use http::{HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
