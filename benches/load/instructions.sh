@@ -10,6 +10,8 @@
 #   UPSTREAM=h2c TARGETS=weir H2LOAD_FLAGS="-c8 -m4" benches/load/instructions.sh
 #       # ... and h2c from weir to nginx (`backend-protocol: h2c`, as gRPC): the requests
 #       # weir's HTTP/2 server hands to Pingora's proxy
+#   TARGETS=weir WEIR_FLAGS="" benches/load/instructions.sh   # weir with its access log on
+#   TARGETS=weir WEIR_BIN=/tmp/weir-before benches/load/instructions.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -18,8 +20,13 @@ N1="${N1:-2000}"
 N2="${N2:-10000}"
 TARGETS="${TARGETS:-bare-pingora bare-pingora-tuned weir}"
 H2LOAD_FLAGS="${H2LOAD_FLAGS:---h1 -c8}"
+# weir's log flags: its access log off by default, as the other targets log nothing.
+WEIR_FLAGS="${WEIR_FLAGS---log-level warn}"
 weir_need_commands nginx:nginx valgrind:valgrind
-cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
+if [ -z "${WEIR_BIN:-}" ]; then
+    cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
+    WEIR_BIN=target/release/weir
+fi
 
 work="$(mktemp -d)"
 pids=()
@@ -40,7 +47,7 @@ command_of() {
     case "$1" in
         bare-pingora) echo "target/release/bare-pingora 127.0.0.1:$PROXY 127.0.0.1:$UP 1" ;;
         bare-pingora-tuned) echo "target/release/bare-pingora-tuned 127.0.0.1:$PROXY 127.0.0.1:$UP 1 no-steal" ;;
-        weir) echo "target/release/weir --manifests $work/manifests --http-listen 127.0.0.1:$PROXY --admin-listen 127.0.0.1:$ADMIN --threads 1 --log-level warn --shutdown-delay 0s --drain-timeout 1s" ;;
+        weir) echo "$WEIR_BIN --manifests $work/manifests --http-listen 127.0.0.1:$PROXY --admin-listen 127.0.0.1:$ADMIN --threads 1 --log-format json $WEIR_FLAGS --shutdown-delay 0s --drain-timeout 1s" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
 }

@@ -17,6 +17,7 @@
 #   benches/load/production.sh                              # 3 rounds of 10 s
 #   ROUNDS=5 DURATION=8 MODES="tls-h1 tls-new" benches/load/production.sh
 #   WEIR_FLAGS="--log-level warn" benches/load/production.sh  # weir without its access log
+#   WEIR_BIN=/tmp/weir-before benches/load/production.sh     # another weir binary (no build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -27,9 +28,13 @@ MODES="${MODES:-h1 h2c tls-h1 tls-h2 tls-new}"
 TARGETS="${TARGETS:-nginx haproxy weir}"
 WEIR_FLAGS="${WEIR_FLAGS:-}"
 PROFILE="${PROFILE:-release}"
+WEIR_BIN="${WEIR_BIN:-}"
 
 weir_need_commands nginx:nginx haproxy:haproxy wrk:wrk openssl:openssl
-cargo build --profile "$PROFILE" -q -p weir-proxy --bin weir
+if [ -z "$WEIR_BIN" ]; then
+    cargo build --profile "$PROFILE" -q -p weir-proxy --bin weir
+    WEIR_BIN="target/$PROFILE/weir"
+fi
 
 work="$(mktemp -d)"
 pids=()
@@ -108,7 +113,7 @@ nginx -c "$work/upstream/nginx.conf" & pids+=($!)
 nginx -c "$work/proxy/nginx.conf" & pids+=($!); nginx_pid=$!
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!); haproxy_pid=$!
 # shellcheck disable=SC2086
-target/$PROFILE/weir --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
+"$WEIR_BIN" --manifests "$work/manifests" --http-listen "127.0.0.1:$WEIR" \
     --https-listen "127.0.0.1:$WEIR_TLS" --default-certificate bench/tls \
     --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-format json $WEIR_FLAGS \
     >/dev/null 2>"$work/weir.err" & pids+=($!); weir_pid=$!

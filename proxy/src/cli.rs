@@ -24,17 +24,6 @@ pub enum Http1Path {
     Pingora,
 }
 
-/// Which HTTP/2 server reads client connections (h2c and TLS with ALPN h2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Http2Server {
-    /// weir's own (crate weir-http2): the direct path's streams are served from the
-    /// frames it decodes; other streams reach Pingora's proxy over an in-process HTTP/2
-    /// connection.
-    Weir,
-    /// The `h2` crate's, as Pingora uses it.
-    H2,
-}
-
 #[derive(Debug, Parser)]
 #[command(
     name = "weir",
@@ -147,17 +136,12 @@ pub struct Cli {
     #[arg(long, env = "WEIR_WORK_STEALING")]
     pub work_stealing: bool,
 
-    /// Which implementation serves simple requests: `direct` (weir's own HTTP/1.1 exchange
-    /// with plain HTTP/1.1 upstreams, for plaintext HTTP/1 requests without an upgrade and
-    /// with no body or a small one, and for HTTP/2 streams without a body, h2c or TLS;
-    /// Pingora's proxy for everything else) or `pingora` (Pingora's proxy for all).
+    /// Which implementation serves simple requests: `direct` (weir's own HTTP/1.1 and
+    /// HTTP/2 server and its exchange with plain HTTP/1.1 upstreams, for requests without an
+    /// upgrade and with no body or a small one, plaintext or TLS; Pingora's proxy for
+    /// everything else) or `pingora` (Pingora's proxy for all).
     #[arg(long, env = "WEIR_HTTP1_PATH", value_enum, default_value = "direct")]
     pub http1_path: Http1Path,
-
-    /// Which HTTP/2 server reads client connections: `weir` (weir's own; needs the direct
-    /// path and one runtime per thread, else `h2` is used) or `h2` (the `h2` crate's).
-    #[arg(long, env = "WEIR_HTTP2_SERVER", value_enum, default_value = "weir")]
-    pub http2_server: Http2Server,
 
     /// After SIGTERM: fail /readyz and keep serving this long before closing listeners.
     #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "10s", value_parser = parse_duration)]

@@ -1,4 +1,4 @@
-//! The direct HTTP/1.1 path (issue #9): plain HTTP/1.x requests with no body or a small one,
+//! The direct HTTP/1.1 path: plain HTTP/1.x requests with no body or a small one,
 //! served in one loop per client connection on weir's own HTTP/1.1 wire format
 //! ([`crate::h1`]), instead of through pingora-proxy.
 //!
@@ -18,11 +18,10 @@
 //! Everything else goes to Pingora's proxy with the bytes read so far (Pingora reads them
 //! first), so one implementation handles streamed bodies, upgrades, and TLS or h2 upstreams.
 //!
-//! It also serves HTTP/2 requests: from weir's own HTTP/2 server ([`crate::h2_server`]) those
-//! without a body or with one of a declared length up to 64 KiB ([`DirectPath::takes_weir_h2`]),
-//! from the `h2` crate's accept loop ([`crate::h2_streams`]) those without a body
-//! ([`DirectPath::takes_h2`]): same phases, same upstream exchange; only the client side
-//! differs ([`Downstream`]: bytes on an HTTP/1 connection, frames of an HTTP/2 stream).
+//! It also serves HTTP/2 requests of weir's own HTTP/2 server ([`crate::h2_server`]) without
+//! a body or with one of a declared length up to 64 KiB ([`DirectPath::takes_weir_h2`]):
+//! same phases, same upstream exchange; only the client side differs ([`Downstream`]: bytes
+//! on an HTTP/1 connection, frames of an HTTP/2 stream).
 //!
 //! The request's phases — checks, routing, picking, `X-Forwarded-*`, feedback, retries,
 //! metrics, access log — are [`WeirProxy`]'s, shared with the Pingora path.
@@ -47,7 +46,7 @@ use crate::request_view::RequestView;
 use crate::routing::LiveRouting;
 use crate::timeouts::{CLIENT_IDLE_TIMEOUT, CLOSE_TIMEOUT};
 use bytes::{BufMut, BytesMut};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::Stream;
@@ -184,27 +183,11 @@ impl DirectPath {
         }
     }
 
-    /// Whether this path serves an HTTP/2 stream: a request complete with its header (no
-    /// body to come: GET, HEAD and the like), not a CONNECT, to a route whose backends speak
-    /// plain HTTP/1.1. False sends it to Pingora.
-    pub(crate) fn takes_h2(&self, session: &H2Session) -> bool {
-        let req = session.req_header();
-        if !session.is_body_empty()
-            || req.headers.contains_key(http::header::CONTENT_LENGTH)
-            || req.method == http::Method::CONNECT
-        {
-            return false;
-        }
-        let Ok(target) = std::str::from_utf8(req.raw_path()) else {
-            return false;
-        };
-        self.route_is_plain_http1(req.host(), target)
-    }
-
-    /// Whether this path serves a request of weir's own HTTP/2 server: as
-    /// [`Self::takes_h2`] says for the `h2` crate's streams, and also one with a body that
-    /// declares its length, of at most [`h1::MAX_BUFFERED_BODY`] bytes, without `expect`
-    /// (the body is read whole first, as an HTTP/1 request's is, so a retry can resend it).
+    /// Whether this path serves a request of weir's own HTTP/2 server: not a CONNECT, to a
+    /// route whose backends speak plain HTTP/1.1, with no body or one that declares its
+    /// length, of at most [`h1::MAX_BUFFERED_BODY`] bytes, without `expect` (the body is read
+    /// whole first, as an HTTP/1 request's is, so a retry can resend it). False sends it to
+    /// Pingora.
     pub(crate) fn takes_weir_h2(&self, req: &H2Request, end_stream: bool) -> bool {
         let body_ok = match req.head().content_length {
             None => end_stream,
@@ -298,46 +281,6 @@ impl DirectPath {
             .respond(&mut client, admission, &request, &mut deadline, &mut ctx)
             .await;
         // An unfinished response is reset when the stream drops.
-    }
-
-    /// Serves one HTTP/2 stream taken by [`Self::takes_h2`]: the same phases as an HTTP/1
-    /// request, the response written as HTTP/2 frames by Pingora's session.
-    pub(crate) async fn serve_h2(&self, mut session: H2Session) {
-        let tls = session
-            .digest()
-            .is_some_and(|digest| digest.ssl_digest.is_some());
-        let client_ip = client_ip(session.client_addr());
-        // No session write timeout: `H2Client` bounds its writes itself, arming a timer only
-        // when the stream's window or the socket is full (Pingora's arms one per write).
-        session.set_write_timeout(None);
-        // The phases read the request while the session writes the response. The session
-        // keeps a placeholder (`GET /`, no fields), made without parsing or allocating:
-        // Pingora's builder cost ~1,100 instructions a stream (callgrind).
-        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-        let mut req = std::mem::replace(session.req_header_mut(), placeholder);
-        let mut client = H2Client {
-            head_request: req.method == http::Method::HEAD,
-            session,
-            head: None,
-            data: BytesMut::new(),
-            end: false,
-            ended: false,
-            sent: Sent::default(),
-        };
-        let mut ctx = self.proxy.request_ctx();
-        let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
-        let request = Served {
-            request: &req,
-            client_ip,
-            tls,
-        };
-        // One wait per stream: its own timer.
-        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-        let mut deadline = ReadDeadline::new(timer);
-        let _ = self
-            .respond(&mut client, admission, &request, &mut deadline, &mut ctx)
-            .await;
-        // An unfinished response (an error part-way) is reset when the session drops.
     }
 
     /// Carries an admitted request to its end on `client`, for both protocols: forwards it or
@@ -667,18 +610,6 @@ impl DirectRequest for ClientRequest<'_> {
     }
 }
 
-/// An HTTP/2 stream's request (no body; [`DirectPath::takes_h2`]): its fields in Pingora's
-/// request header.
-impl DirectRequest for RequestHeader {
-    fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
-        h1::write_upstream_of_h2(self, set, out);
-    }
-
-    fn body_len(&self) -> usize {
-        0
-    }
-}
-
 /// A request of weir's own HTTP/2 server ([`DirectPath::takes_weir_h2`]): its fields,
 /// then its body, read whole.
 impl DirectRequest for H2Request {
@@ -852,96 +783,6 @@ impl Downstream for Client {
         self.sent.status = status;
         self.sent.body_bytes = body.len();
         self.write(&out).await
-    }
-}
-
-/// One HTTP/2 stream (request and response) of Pingora's HTTP/2 server session.
-pub(crate) type H2Session = pingora::protocols::http::v2::server::HttpSession;
-
-/// An HTTP/2 client: one stream, whose connection the accept loop in [`crate::h2_streams`]
-/// drives. The response head goes out with the first body bytes (or alone, ending the
-/// stream, when there are none).
-struct H2Client {
-    session: H2Session,
-    /// The request is a `HEAD`: no response body.
-    head_request: bool,
-    head: Option<Box<ResponseHeader>>,
-    data: BytesMut,
-    /// The body is complete: the next flush ends the stream.
-    end: bool,
-    /// The stream was ended.
-    ended: bool,
-    sent: Sent,
-}
-
-impl Downstream for H2Client {
-    fn stage_head(
-        &mut self,
-        buf: &[u8],
-    ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
-        let side = ClientSide {
-            version: ClientVersion::Http2,
-            keep_alive: true,
-            head_request: self.head_request,
-        };
-        let mut out = h1::H2ResponseHead::default();
-        let head = h1::response_head(buf, side, b"", &mut out)?;
-        if let Some(staged) = out.head {
-            self.head = Some(Box::new(staged));
-        }
-        Ok(head)
-    }
-
-    fn stage_body(&mut self, data: &[u8]) {
-        self.sent.body_bytes += data.len();
-        self.data.extend_from_slice(data);
-    }
-
-    fn stage_end(&mut self) {
-        self.end = true;
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        if self.ended {
-            return Ok(());
-        }
-        if let Some(head) = self.head.take() {
-            let end = self.end && self.data.is_empty();
-            self.session.write_response_header(head, end)?;
-            if end {
-                self.ended = true;
-                return Ok(());
-            }
-        }
-        if self.data.is_empty() && !self.end {
-            return Ok(());
-        }
-        // Waits for the client's flow-control window, at most CLIENT_IDLE_TIMEOUT.
-        let data = self.data.split().freeze();
-        write_within(CLIENT_IDLE_TIMEOUT, self.session.write_body(data, self.end)).await?;
-        self.ended = self.end;
-        Ok(())
-    }
-
-    fn sent(&mut self) -> &mut Sent {
-        &mut self.sent
-    }
-
-    /// The stream ends with its response; the connection carries on.
-    fn close_after(&mut self) {}
-
-    async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
-        let body = if self.head_request { "" } else { body };
-        self.sent.status = resp.status.as_u16();
-        self.sent.body_bytes = body.len();
-        self.ended = true;
-        self.session
-            .write_response_header(Box::new(resp.clone()), body.is_empty())?;
-        if body.is_empty() {
-            return Ok(());
-        }
-        let body = bytes::Bytes::copy_from_slice(body.as_bytes());
-        write_within(CLIENT_IDLE_TIMEOUT, self.session.write_body(body, true)).await
     }
 }
 

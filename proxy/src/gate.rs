@@ -1,4 +1,4 @@
-//! The door of the proxy listeners (issue #10): [`ConnectionGate`] wraps Pingora's HTTP
+//! The door of the proxy listeners: [`ConnectionGate`] wraps Pingora's HTTP
 //! application and decides, per connection, before any HTTP is parsed:
 //! - `--max-connections`: beyond it a new connection gets a one-line 503 and is closed
 //!   (a fast, explicit answer instead of a queue the client cannot see);
@@ -9,9 +9,9 @@
 //!   future of the gate's instead of Pingora's large per-request one ([`PARK_ABOVE`]).
 //!
 //! HTTP/2 connections (TLS with ALPN h2, or the h2c preface) are not held to the header
-//! deadline: each stream is a request of its own. With the direct path on they run weir's
-//! accept loop ([`crate::h2_streams`]), which gives each stream to the direct path (served
-//! on the connection's task) or to Pingora (on a task of its own); without, Pingora serves
+//! deadline: each stream is a request of its own. With the direct path on they are read by
+//! weir's own HTTP/2 server ([`h2_server`]), which gives each stream to the direct path or to
+//! Pingora's proxy (as a session of its own, [`PingoraStream`]); without, Pingora serves
 //! them whole.
 //!
 //! HTTP/1 connections, plaintext or TLS, run the direct path's loop when it is on
@@ -21,14 +21,12 @@
 //! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
 //! are the data path's business).
 
-use crate::cli::Http2Server;
 use crate::direct::{boxed_in_place, DirectPath, NextHead};
 use crate::forwarded::client_ip;
 use crate::h1::HeadFields;
 use crate::h2_request::H2Request;
 use crate::h2_server::{self, NewRequest};
 use crate::h2_session::{ConnectionDigests, PingoraStream};
-use crate::h2_streams;
 use crate::header_deadline;
 use crate::metrics::Metrics;
 use crate::read_deadline::ReadDeadline;
@@ -74,7 +72,6 @@ pub struct ConnectionGate<A> {
     max_connections: usize,
     header_timeout: Duration,
     stats: Arc<GateStats>,
-    http2_server: Http2Server,
 }
 
 impl<A> ConnectionGate<A> {
@@ -91,14 +88,7 @@ impl<A> ConnectionGate<A> {
             max_connections,
             header_timeout,
             stats,
-            http2_server: Http2Server::Weir,
         }
-    }
-
-    /// Which HTTP/2 server reads client connections (`--http2-server`).
-    pub fn with_http2_server(mut self, server: Http2Server) -> Self {
-        self.http2_server = server;
-        self
     }
 }
 
@@ -181,51 +171,21 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         }
     }
 
-    /// An HTTP/2 connection. With the direct path on, weir's accept loop gives each stream
-    /// the direct path takes to it and the rest to Pingora (each on a task of its own);
-    /// without, Pingora serves the connection whole. On a runtime per thread (the default)
-    /// the direct path's streams are served on the connection's own task: a task of their
-    /// own would run on the same thread anyway, and cost more (crate::h2_streams). Under
-    /// `--work-stealing` they get tasks of their own, so that one connection's streams can
-    /// spread over the threads.
+    /// An HTTP/2 connection: weir's own server ([`h2_server`]) reads it when the direct path
+    /// is on and each thread has a runtime of its own (the default), and serves every stream
+    /// on the connection's task; otherwise Pingora serves the connection whole. Under
+    /// `--work-stealing` the streams of one busy connection must be able to spread over the
+    /// threads, which serving them on the connection's task would prevent.
     async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let Some(direct) = self.direct.as_ref() else {
-            return self.inner.process_new(stream, shutdown).await;
-        };
         let spread = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
-        if self.http2_server == Http2Server::Weir && !spread {
-            self.serve_weir_h2(direct, stream, shutdown).await;
-            return None;
-        }
-        let options = self.inner.h2_options();
-        h2_streams::serve_connection(stream, options, shutdown, |session| {
-            let direct_stream = direct.takes_h2(&session);
-            if direct_stream && !spread {
-                // Boxed in place: the connection's stream set moves what it is given.
-                return Some(boxed_in_place(|| direct.serve_h2(session)));
+        match self.direct.as_ref() {
+            Some(direct) if !spread => {
+                self.serve_weir_h2(direct, stream, shutdown).await;
+                None
             }
-            let gate = Arc::clone(&self);
-            let shutdown = shutdown.clone();
-            // The task's future stays small: tokio moves it several times (into the task,
-            // and on every stage change), so the request's own future is boxed once instead
-            // (moving a large one was ~7 % of the CPU under h2c load, measured with perf;
-            // Pingora's is ~90 KiB).
-            tokio::spawn(async move {
-                match &gate.direct {
-                    Some(direct) if direct_stream => {
-                        boxed_in_place(|| direct.serve_h2(session)).await
-                    }
-                    _ => {
-                        let session = ServerSession::new_http2(session);
-                        gate.inner.process_new_http(session, &shutdown).await;
-                    }
-                }
-            });
-            None
-        })
-        .await;
-        None
+            _ => self.inner.process_new(stream, shutdown).await,
+        }
     }
 
     /// An HTTP/2 connection on weir's own server ([`h2_server`]): requests the direct path

@@ -765,7 +765,6 @@ pub(crate) fn response_head(
             out.field(RelayedField {
                 name,
                 value: header.value,
-                value_at,
                 line,
             })?;
         }
@@ -775,7 +774,7 @@ pub(crate) fn response_head(
 }
 
 /// Where [`response_head`] writes the client's copy of a response head: the bytes of an
-/// HTTP/1.1 head ([`BytesMut`]) or the fields of an HTTP/2 one ([`H2ResponseHead`]). It is
+/// HTTP/1.1 head ([`BytesMut`]) or the HPACK block of an HTTP/2 one ([`HpackResponseHead`]). It is
 /// given only the end-to-end fields; `finish` adds what the client's protocol needs.
 pub(crate) trait ResponseHeadOut {
     /// The status line; `head`: the whole head as received.
@@ -794,8 +793,6 @@ pub(crate) trait ResponseHeadOut {
 pub(crate) struct RelayedField<'a> {
     pub(crate) name: &'a [u8],
     pub(crate) value: &'a [u8],
-    /// Where `value` is in the head given to [`ResponseHeadOut::start`].
-    pub(crate) value_at: Range<usize>,
     /// The whole field line as received, when it ends in CRLF right after the value (an
     /// HTTP/1.1 head copies it in one piece).
     pub(crate) line: Option<&'a [u8]>,
@@ -851,60 +848,6 @@ impl ResponseHeadOut for BytesMut {
             }
         }
         self.put_slice(b"\r\n");
-        Ok(())
-    }
-}
-
-/// The head of a response to an HTTP/2 client, as Pingora's HTTP/2 session sends it (it adds
-/// `Date` itself). Field names are lowercased, as HTTP/2 requires.
-#[derive(Default)]
-pub(crate) struct H2ResponseHead {
-    /// The head, once [`ResponseHeadOut::finish`] has run.
-    pub(crate) head: Option<ResponseHeader>,
-    /// The head under way: built as `http` parts, whose map takes each field as it is
-    /// (Pingora's `append_header` title-cases each name into a new string and parses it
-    /// back: ~250 instructions a field, callgrind).
-    parts: Option<http::response::Parts>,
-    /// A copy of the head as received, which the field values share: one allocation for
-    /// all of them, and Pingora's copy of the head (it keeps one) shares it too.
-    received: Bytes,
-}
-
-impl ResponseHeadOut for H2ResponseHead {
-    fn start(
-        &mut self,
-        status: u16,
-        _reason: Option<&str>,
-        head: &[u8],
-    ) -> std::result::Result<(), &'static str> {
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = http::StatusCode::from_u16(status).map_err(|_| "invalid response status")?;
-        parts.headers.reserve(16);
-        self.parts = Some(parts);
-        self.received = Bytes::copy_from_slice(head);
-        Ok(())
-    }
-
-    fn field(&mut self, field: RelayedField<'_>) -> std::result::Result<(), &'static str> {
-        let name =
-            http::HeaderName::from_bytes(field.name).map_err(|_| "invalid response field name")?;
-        let value = match self.received.get(field.value_at.clone()) {
-            Some(_) => http::HeaderValue::from_maybe_shared(self.received.slice(field.value_at)),
-            None => http::HeaderValue::from_bytes(field.value),
-        }
-        .map_err(|_| "invalid response field value")?;
-        match self.parts.as_mut() {
-            Some(parts) => parts
-                .headers
-                .try_append(name, value)
-                .map(|_| ())
-                .map_err(|_| "too many response fields"),
-            None => Err("response field before its status"),
-        }
-    }
-
-    fn finish(&mut self, _: &ResponseHead, _: &[u8]) -> std::result::Result<(), &'static str> {
-        self.head = self.parts.take().map(ResponseHeader::from);
         Ok(())
     }
 }
@@ -1268,25 +1211,32 @@ mod tests {
             version: ClientVersion::Http2,
             ..client_11()
         };
-        let mut out = H2ResponseHead::default();
-        let head = response_head(raw, client, b"", &mut out);
+        let mut out = HpackResponseHead::default();
+        let head = response_head(raw, client, b"Mon, 23 Nov 2026 10:00:00 GMT", &mut out);
         assert_eq!(head.expect("valid").expect("complete").status, 200);
-        let head = out.head.expect("a head");
-        assert_eq!(head.status, 200);
-        let fields: Vec<(&str, &[u8])> = head
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_bytes()))
-            .collect();
-        // In the map's order: by name as first seen, each name's values as received.
-        let expected: [(&str, &[u8]); 6] = [
-            ("server", b"up"),
-            ("set-cookie", b"a=1"),
-            ("set-cookie", b"b=2"),
-            ("x-odd", b"spaced"),
-            ("x-e", b""),
-            ("content-length", b"2"),
+        assert!(out.done);
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        weir_http2::hpack::Decoder::new(4096)
+            .decode(&out.block.freeze(), 64 * 1024, |f| {
+                fields.push((f.name.to_vec(), f.value.to_vec()))
+            })
+            .expect("a valid HPACK block");
+        // As received, names lowercased, the connection's fields and the upstream's date
+        // dropped, weir's date last.
+        let expected: [(&[u8], &[u8]); 8] = [
+            (b":status", b"200"),
+            (b"server", b"up"),
+            (b"set-cookie", b"a=1"),
+            (b"x-odd", b"spaced"),
+            (b"set-cookie", b"b=2"),
+            (b"x-e", b""),
+            (b"content-length", b"2"),
+            (b"date", b"Mon, 23 Nov 2026 10:00:00 GMT"),
         ];
+        let fields: Vec<(&[u8], &[u8])> = fields
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
         assert_eq!(fields, expected);
     }
 

@@ -1,4 +1,4 @@
-//! weir's HTTP/2 server loop (issue #9): drives one client connection with weir's own
+//! weir's HTTP/2 server loop: drives one client connection with weir's own
 //! codec ([`weir_http2`]) and hands each request to a callback, which returns the future
 //! that serves it ([`H2Stream`] is its side of the stream).
 //!
@@ -8,7 +8,7 @@
 //! futures on the connection's own task (a task each cost ~2,000 instructions a request),
 //! and writes what they queued in one write.
 //!
-//! It keeps what the `h2` loop ([`crate::h2_streams`]) kept:
+//! Like Pingora's own loop:
 //! - at shutdown, GOAWAY, then the streams already opened are served until they are done;
 //! - streams still running when the connection ends (the client went away, or a write
 //!   failed) are run to their end: their writes fail, and they are logged and counted;

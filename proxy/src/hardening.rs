@@ -1,4 +1,4 @@
-//! Request shapes weir refuses before any routing or upstream work (issue #10): framing that
+//! Request shapes weir refuses before any routing or upstream work: framing that
 //! two HTTP parsers could read differently (request smuggling) and requests over the size
 //! limits. Pingora's parser already rejects obsolete line folding, NUL/CR in values, invalid
 //! header names, negative or non-numeric Content-Length and unknown versions; what it lets

@@ -23,7 +23,6 @@ pub mod h1;
 pub(crate) mod h2_request;
 pub(crate) mod h2_server;
 pub(crate) mod h2_session;
-pub mod h2_streams;
 pub mod hardening;
 pub(crate) mod header_deadline;
 pub mod idle_upstreams;

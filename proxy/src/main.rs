@@ -224,8 +224,7 @@ fn main() {
             cli.max_connections as usize,
             cli.request_header_timeout,
             gate_stats,
-        )
-        .with_http2_server(cli.http2_server),
+        ),
     );
     proxy.add_tcp(&cli.http_listen.to_string());
     if let (Some(addr), Some(store)) = (cli.https_listen, &certificates) {

@@ -1,4 +1,4 @@
-//! The request path weir routes on and forwards (issue #10): one normal form, so that
+//! The request path weir routes on and forwards: one normal form, so that
 //! `//`, `/./`, `/../`, `%2e%2e` and friends cannot route a request to a backend that the
 //! plain path would not reach, while the backend resolves them to that plain path.
 //!

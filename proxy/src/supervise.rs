@@ -1,4 +1,4 @@
-//! Supervision of background work (issue #10): the manifest watcher and the Kubernetes
+//! Supervision of background work: the manifest watcher and the Kubernetes
 //! watches run as Pingora background services; if one panics or returns, Pingora does not
 //! start it again and weir would serve its last routes forever without a word.
 //! [`Supervised`] runs the service as a task of its own, and when that task ends before

@@ -632,13 +632,9 @@ fn h2_exchange(weir: &Weir, requests: Vec<H2Request>) -> Vec<Option<Answer>> {
 #[test]
 fn h2_streams_are_answered_like_http1_requests() {
     let dir = scripted_routes();
-    // weir's HTTP/2 server, the `h2` crate's with the direct path, and Pingora's.
-    let variants: [(&str, &[&str]); 3] = [
+    // weir's HTTP/2 server with the direct path, and Pingora's.
+    let variants: [(&str, &[&str]); 2] = [
         ("direct", &["--http1-path", "direct"]),
-        (
-            "direct, h2",
-            &["--http1-path", "direct", "--http2-server", "h2"],
-        ),
         ("pingora", &["--http1-path", "pingora"]),
     ];
     for (path, args) in variants {
@@ -771,10 +767,9 @@ fn malformed_h2_streams_end_their_connection_at_the_budget() {
         fields: vec![("host", "elsewhere.example.com")],
         ..h2_get("/chunked")
     };
-    // weir's HTTP/2 server, the `h2` crate's with the direct path, and Pingora's.
-    let variants: [(&str, &[&str]); 3] = [
+    // weir's HTTP/2 server, and Pingora's.
+    let variants: [(&str, &[&str]); 2] = [
         ("weir", &["--http1-path", "direct"]),
-        ("h2", &["--http1-path", "direct", "--http2-server", "h2"]),
         ("pingora", &["--http1-path", "pingora"]),
     ];
     for (path, args) in variants {
@@ -811,14 +806,10 @@ fn h2_streams_of_one_connection_do_not_wait_for_each_other() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    // weir's HTTP/2 server; the `h2` crate's with streams on the connection's task (a
-    // runtime per thread) and on tasks of their own (`--work-stealing`); and Pingora's.
-    let variants: [(&str, &[&str]); 4] = [
+    // weir's HTTP/2 server; Pingora's, under `--work-stealing` (where weir's server would
+    // keep one connection's streams on one thread) and with `--http1-path pingora`.
+    let variants: [(&str, &[&str]); 3] = [
         ("direct", &["--http1-path", "direct"]),
-        (
-            "direct, h2",
-            &["--http1-path", "direct", "--http2-server", "h2"],
-        ),
         (
             "direct, work-stealing",
             &["--http1-path", "direct", "--work-stealing"],

@@ -1,4 +1,4 @@
-//! End to end: weir's own HTTP/2 server (`--http2-server weir`, the default) under what a
+//! End to end: weir's own HTTP/2 server (the default, `--http1-path direct`) under what a
 //! client can do with the protocol: hold its flow-control window shut, upload bodies in
 //! many frames, and open and reset streams faster than they can be served. The real weir
 //! binary, real echo upstreams, the `h2` crate as the client.
@@ -443,9 +443,9 @@ fn chunked_upstream_copies_of_bodies_end_once() {
         "app.yaml",
         &(APP.to_string() + &service_yaml("demo", "app", &[addr])),
     );
-    // weir's HTTP/2 server (handing Pingora the stream), the `h2` crate's, and Pingora's alone:
-    // the double end was Pingora's, so every path had it.
-    let variants: [&[&str]; 3] = [&[], &["--http2-server", "h2"], &["--http1-path", "pingora"]];
+    // weir's HTTP/2 server (handing Pingora the stream), and Pingora's alone: the double end
+    // was Pingora's, so every path had it.
+    let variants: [&[&str]; 2] = [&[], &["--http1-path", "pingora"]];
     for args in variants {
         let weir = Weir::start(&dir.path(), args);
         runtime().block_on(async {
