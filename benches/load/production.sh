@@ -18,6 +18,8 @@
 #   ROUNDS=5 DURATION=8 MODES="tls-h1 tls-new" benches/load/production.sh
 #   WEIR_FLAGS="--log-level warn" benches/load/production.sh  # weir without its access log
 #   WEIR_BIN=/tmp/weir-before benches/load/production.sh     # another weir binary (no build)
+#   BASELINE_BIN=/tmp/weir-before benches/load/production.sh # and a second weir beside it, the
+#                                                            # same way: its req/s and weir's ratio
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -29,6 +31,8 @@ TARGETS="${TARGETS:-nginx haproxy weir}"
 WEIR_FLAGS="${WEIR_FLAGS:-}"
 PROFILE="${PROFILE:-release}"
 WEIR_BIN="${WEIR_BIN:-}"
+BASELINE_BIN="${BASELINE_BIN:-}"
+[ -z "$BASELINE_BIN" ] || TARGETS="$TARGETS baseline"
 
 weir_need_commands nginx:nginx haproxy:haproxy wrk:wrk openssl:openssl
 if [ -z "$WEIR_BIN" ]; then
@@ -49,6 +53,7 @@ trap cleanup EXIT
 UP=19100; NGINX=19101; NGINX_H2C=19102; NGINX_TLS=19103
 HAPROXY=19111; HAPROXY_H2C=19112; HAPROXY_TLS=19113
 WEIR=19121; WEIR_TLS=19123; ADMIN=19125
+BASE=19131; BASE_TLS=19133; BASE_ADMIN=19135
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj /CN=bench.example -addext subjectAltName=DNS:bench.example \
@@ -117,6 +122,15 @@ haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!); haproxy_pid=$!
     --https-listen "127.0.0.1:$WEIR_TLS" --default-certificate bench/tls \
     --admin-listen "127.0.0.1:$ADMIN" --threads 1 --log-format json $WEIR_FLAGS \
     >/dev/null 2>"$work/weir.err" & pids+=($!); weir_pid=$!
+base_pid=0
+if [ -n "$BASELINE_BIN" ]; then
+    # shellcheck disable=SC2086
+    "$BASELINE_BIN" --manifests "$work/manifests" --http-listen "127.0.0.1:$BASE" \
+        --https-listen "127.0.0.1:$BASE_TLS" --default-certificate bench/tls \
+        --admin-listen "127.0.0.1:$BASE_ADMIN" --threads 1 --log-format json $WEIR_FLAGS \
+        >/dev/null 2>"$work/base.err" & pids+=($!); base_pid=$!
+    for _ in $(seq 100); do curl -kfs -o /dev/null "https://127.0.0.1:$BASE_TLS/" && break; sleep 0.1; done
+fi
 for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGINX/" "https://127.0.0.1:$NGINX_TLS/" \
     "http://127.0.0.1:$HAPROXY/" "https://127.0.0.1:$HAPROXY_TLS/" "http://127.0.0.1:$WEIR/" \
     "https://127.0.0.1:$WEIR_TLS/"; do
@@ -144,7 +158,7 @@ for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
         for target in "nginx:$NGINX:$NGINX_H2C:$NGINX_TLS:$nginx_pid" \
             "haproxy:$HAPROXY:$HAPROXY_H2C:$HAPROXY_TLS:$haproxy_pid" \
-            "weir:$WEIR:$WEIR:$WEIR_TLS:$weir_pid"; do
+            "weir:$WEIR:$WEIR:$WEIR_TLS:$weir_pid" "baseline:$BASE:$BASE:$BASE_TLS:$base_pid"; do
             IFS=: read -r name plain h2c tls pid <<<"$target"
             [[ " $TARGETS " == *" $name "* ]] || continue
             before=$(ticks "$pid")
@@ -167,8 +181,10 @@ for line in open(sys.argv[1]):
         "errors": int(f["non2xx"]) + int(f["socket_errors"]),
         "cpu": int(ticks) / int(sys.argv[2]) / reqs * 10000 if reqs else 0.0})
 med = lambda mode, name, k: statistics.median(r[k] for r in rows.get((mode, name), [{k: 0}]))
-print("| mode | nginx req/s | HAProxy req/s | weir req/s | weir / best | p99 µs nginx / HAProxy / weir | weir p99 / nginx | CPU s per 10k nginx / HAProxy / weir | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+baseline = any(name == "baseline" for _, name in rows)
+print("| mode | nginx req/s | HAProxy req/s | weir req/s | weir / best | p99 µs nginx / HAProxy / weir | weir p99 / nginx | CPU s per 10k nginx / HAProxy / weir | errors |"
+      + (" baseline req/s | weir / baseline |" if baseline else ""))
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if baseline else ""))
 for mode in sys.argv[3].split():
     n, h, w = (med(mode, t, "rps") for t in ("nginx", "haproxy", "weir"))
     best = max(n, h)
@@ -177,5 +193,6 @@ for mode in sys.argv[3].split():
     errors = sum(r["errors"] for (m, _), rs in rows.items() if m == mode for r in rs)
     print(f"| {mode} | {n:,.0f} | {h:,.0f} | {w:,.0f} | {w / best if best else 0:.2f} | "
           f"{p[0]:,} / {p[1]:,} / {p[2]:,} | {p[2] / p[0] if p[0] else 0:.2f} | "
-          f"{c[0]:.2f} / {c[1]:.2f} / {c[2]:.2f} | {errors} |")
+          f"{c[0]:.2f} / {c[1]:.2f} / {c[2]:.2f} | {errors} |"
+          + (f" {med(mode, 'baseline', 'rps'):,.0f} | {w / med(mode, 'baseline', 'rps') if med(mode, 'baseline', 'rps') else 0:.2f} |" if baseline else ""))
 PY

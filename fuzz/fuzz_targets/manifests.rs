@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             default_certificate: None,
         };
         let snapshot = translate(&parsed.objects, &opts);
-        let live = weir_proxy::routing::LiveRouting::default();
+        let live = weir_proxy::routes::routing::LiveRouting::default();
         live.apply(snapshot);
     }
 });

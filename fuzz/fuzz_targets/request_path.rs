@@ -2,7 +2,7 @@
 //! normal form — normalising it again changes nothing, no `//`, no `.` or `..` segment.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use weir_proxy::path::normalize;
+use weir_proxy::http::path::normalize;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use weir_discovery::{HostMatch, PathMatch};
-use weir_proxy::router::Router;
+use weir_proxy::routes::router::Router;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

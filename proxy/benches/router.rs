@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use weir_discovery::{HostMatch, PathMatch};
-use weir_proxy::router::Router;
+use weir_proxy::routes::router::Router;
 
 fn build(rules: usize) -> Router<usize> {
     let mut router = Router::new();

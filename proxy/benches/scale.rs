@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use weir_discovery::objects::ClusterObjects;
 use weir_discovery::{translate, TranslateOptions};
-use weir_proxy::routing::LiveRouting;
+use weir_proxy::routes::routing::LiveRouting;
 
 const INGRESSES: usize = 10_000;
 const ENDPOINTS_PER_SERVICE: usize = 5;

@@ -1,41 +1,28 @@
 //! weir-proxy: the weir ingress router.
 //!
-//! Owns everything that touches the network or the process: the router compiled from a
-//! snapshot ([`router`]), the live routing state ([`routing`]), the Pingora data path
-//! ([`dataplane`]), the configuration pipeline ([`config`]), the admin listener
-//! ([`admin`]), metrics, logging, signals and the command line. The binary `weir`
-//! (`src/main.rs`) only wires these together.
+//! Layers, each depending only on those listed before it:
+//! - [`http`]: HTTP's rules as weir applies them, with no I/O and no engine: the HTTP/1.1
+//!   wire format, request checks, the path's normal form, `X-Forwarded-*`, a request read
+//!   the same way whatever carried it.
+//! - [`routes`]: the router compiled from a snapshot, the live routing state swapped in by
+//!   each reload, and the configuration pipeline that feeds it.
+//! - [`request`]: the request core: the phases of a request (admit, route, pick, forward,
+//!   finish) written once, with what they share (retries, limits, timeouts, the access log,
+//!   traces). Every engine calls it; none of it knows which engine carries the request.
+//! - [`engine`]: what carries requests: weir's own HTTP/1.1 and HTTP/2 engine
+//!   ([`engine::own`]), and Pingora's proxy for what it does not take ([`engine::pingora`]).
+//! - [`listener`]: the door of each listener (connection limits, the first-header deadline,
+//!   which engine gets a connection) and TLS certificates.
+//! - [`app`]: the process: command line, logging, metrics registry, admin listener, signals.
+//!
+//! The binary `weir` (`src/main.rs`) only wires these together.
 //!
 //! Must not: contain balancing algorithms (they live in `weir-balancer`) or translation of
 //! Kubernetes objects (in `weir-discovery`).
 
-pub mod access_log;
-pub mod admin;
-pub mod allocator;
-pub mod cli;
-pub mod concurrency;
-pub mod config;
-pub mod dataplane;
-pub mod direct;
-pub mod forwarded;
-pub mod gate;
-pub mod h1;
-pub(crate) mod h2_request;
-pub(crate) mod h2_server;
-pub(crate) mod h2_session;
-pub mod hardening;
-pub(crate) mod header_deadline;
-pub mod idle_upstreams;
-pub mod logging;
-pub mod metrics;
-pub mod path;
-pub(crate) mod read_deadline;
-pub mod request_view;
-pub mod retry;
-pub mod router;
-pub mod routing;
-pub mod shutdown;
-pub mod supervise;
-pub mod telemetry;
-pub(crate) mod timeouts;
-pub mod tls;
+pub mod app;
+pub mod engine;
+pub mod http;
+pub mod listener;
+pub mod request;
+pub mod routes;

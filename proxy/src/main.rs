@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::TranslateOptions;
-use weir_proxy::supervise::Supervised;
-use weir_proxy::{
-    access_log, admin, allocator, cli, config, dataplane, logging, metrics, routing, shutdown,
-};
+use weir_proxy::app::supervise::Supervised;
+use weir_proxy::app::{admin, allocator, cli, logging, metrics, shutdown};
+use weir_proxy::request::{access_log, phases as dataplane};
+use weir_proxy::routes::{config, routing};
 
 // Pingora allocates and frees several buffers and boxed futures per request: jemalloc gives
 // ~10 % more req/s than glibc's allocator and the least memory per idle connection of the
@@ -133,14 +133,14 @@ fn main() {
     // Built before any runtime starts: the exporter's blocking client runs on the SDK's
     // own thread.
     let telemetry = Arc::new(match &cli.otlp_endpoint {
-        Some(endpoint) => weir_proxy::telemetry::Telemetry::otlp(endpoint)
+        Some(endpoint) => weir_proxy::request::telemetry::Telemetry::otlp(endpoint)
             .unwrap_or_else(|e| fail(format!("--otlp-endpoint {endpoint}: {e}"))),
-        None => weir_proxy::telemetry::Telemetry::disabled(),
+        None => weir_proxy::request::telemetry::Telemetry::disabled(),
     });
     let certificates = cli.https_listen.map(|_| {
-        let default = weir_proxy::tls::self_signed_default()
+        let default = weir_proxy::listener::tls::self_signed_default()
             .unwrap_or_else(|e| fail(format!("default certificate: {e}")));
-        Arc::new(weir_proxy::tls::CertificateStore::new(default))
+        Arc::new(weir_proxy::listener::tls::CertificateStore::new(default))
     });
     // An empty zone (the chart's WEIR_ZONE from a pod label that is absent) means none.
     let zone = cli.zone.clone().filter(|z| !z.is_empty());
@@ -195,10 +195,10 @@ fn main() {
         metrics.clone(),
         Arc::clone(&telemetry),
         dataplane::DataPlaneOptions {
-            trusted_proxies: weir_proxy::forwarded::TrustedProxies::new(
+            trusted_proxies: weir_proxy::http::forwarded::TrustedProxies::new(
                 cli.trusted_proxies.clone(),
             ),
-            limits: weir_proxy::hardening::RequestLimits {
+            limits: weir_proxy::http::hardening::RequestLimits {
                 max_headers: cli.max_request_headers as usize,
                 max_header_bytes: cli.max_request_header_bytes as usize,
                 max_request_line_bytes: cli.max_request_line_bytes as usize,
@@ -208,17 +208,18 @@ fn main() {
         },
     );
     let in_flight = logic.in_flight();
-    let direct = (cli.http1_path == weir_proxy::cli::Http1Path::Direct)
-        .then(|| weir_proxy::direct::DirectPath::new(logic.clone(), Arc::clone(&routing)));
+    let direct = (cli.http1_path == weir_proxy::app::cli::Http1Path::Direct).then(|| {
+        weir_proxy::engine::own::direct::DirectPath::new(logic.clone(), Arc::clone(&routing))
+    });
     let mut http = pingora::proxy::http_proxy(&server.configuration, logic);
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
     http.server_options = Some(options);
-    let gate_stats = Arc::new(weir_proxy::gate::GateStats::new(&metrics));
+    let gate_stats = Arc::new(weir_proxy::listener::gate::GateStats::new(&metrics));
     let restarts = metrics.background_restarts_total.clone();
     let mut proxy = Service::new(
         "weir proxy".to_string(),
-        weir_proxy::gate::ConnectionGate::new(
+        weir_proxy::listener::gate::ConnectionGate::new(
             http,
             direct,
             cli.max_connections as usize,

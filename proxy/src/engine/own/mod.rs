@@ -1,0 +1,11 @@
+//! weir's own engine: the HTTP/1.1 loop and exchange ([`direct`]), the HTTP/2 server
+//! ([`h2_server`], on the `weir-http2` codec), the per-thread pool of idle upstream
+//! connections ([`idle_upstreams`]) and the connection's read timer ([`read_deadline`]).
+//!
+//! Must not: decide anything about a request beyond whether it takes it (the request core
+//! does), or parse bytes itself ([`crate::http::h1`] and `weir-http2` do).
+
+pub mod direct;
+pub(crate) mod h2_server;
+pub mod idle_upstreams;
+pub(crate) mod read_deadline;

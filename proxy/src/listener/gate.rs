@@ -1,0 +1,423 @@
+//! The door of the proxy listeners: [`ConnectionGate`] wraps Pingora's HTTP
+//! application and decides, per connection, before any HTTP is parsed:
+//! - `--max-connections`: beyond it a new connection gets a one-line 503 and is closed
+//!   (a fast, explicit answer instead of a queue the client cannot see);
+//! - `--request-header-timeout`: the first request header must be complete within this time
+//!   of the connection's start, or the connection is closed (slowloris). Pingora only times
+//!   each read (60 s), so a client sending a byte a minute would hold a connection forever;
+//! - idle keep-alive connections, when many are open, wait between requests in a small
+//!   future of the gate's instead of Pingora's large per-request one ([`PARK_ABOVE`]).
+//!
+//! HTTP/2 connections (TLS with ALPN h2, or the h2c preface) are not held to the header
+//! deadline: each stream is a request of its own. With the direct path on they are read by
+//! weir's own HTTP/2 server ([`h2_server`]), which gives each stream to the direct path or to
+//! Pingora's proxy (as a session of its own, [`PingoraStream`]); without, Pingora serves
+//! them whole.
+//!
+//! HTTP/1 connections, plaintext or TLS, run the direct path's loop when it is on
+//! (`--http1-path direct`): each request head is read here and goes to [`DirectPath`] or, if
+//! it does not take it, to Pingora with the bytes already read.
+//!
+//! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
+//! are the data path's business).
+
+use crate::app::metrics::Metrics;
+use crate::engine::own::direct::{boxed_in_place, DirectPath, NextHead};
+use crate::engine::own::h2_server::{self, NewRequest};
+use crate::engine::own::read_deadline::ReadDeadline;
+use crate::engine::pingora::h2_session::{ConnectionDigests, PingoraStream};
+use crate::engine::pingora::holds_pipelined_bytes;
+use crate::http::forwarded::client_ip;
+use crate::http::h1::HeadFields;
+use crate::http::h2_request::H2Request;
+use crate::request::header_deadline;
+use crate::request::timeouts::CLIENT_IDLE_TIMEOUT;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::future::Either;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use prometheus::{IntCounter, IntGauge};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use weir_http2::conn::Settings;
+
+/// What the gate counts: the open-connection count it decides on, and its metrics.
+#[derive(Debug)]
+pub struct GateStats {
+    open: AtomicUsize,
+    open_gauge: IntGauge,
+    refused: IntCounter,
+    header_timeouts: IntCounter,
+}
+
+impl GateStats {
+    pub fn new(metrics: &Metrics) -> Self {
+        GateStats {
+            open: AtomicUsize::new(0),
+            open_gauge: metrics.connections_open.clone(),
+            refused: metrics.connections_refused_total.clone(),
+            header_timeouts: metrics.request_header_timeouts_total.clone(),
+        }
+    }
+}
+
+pub struct ConnectionGate<A> {
+    inner: Arc<A>,
+    /// weir's own HTTP/1.1 path (`None`: Pingora serves all).
+    direct: Option<DirectPath>,
+    max_connections: usize,
+    header_timeout: Duration,
+    stats: Arc<GateStats>,
+}
+
+impl<A> ConnectionGate<A> {
+    pub fn new(
+        inner: A,
+        direct: Option<DirectPath>,
+        max_connections: usize,
+        header_timeout: Duration,
+        stats: Arc<GateStats>,
+    ) -> Self {
+        ConnectionGate {
+            inner: Arc::new(inner),
+            direct,
+            max_connections,
+            header_timeout,
+            stats,
+        }
+    }
+}
+
+/// One slot of `--max-connections`, given back when the connection's turn ends.
+struct Slot<'a>(&'a GateStats);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let open = self.0.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.open_gauge.set(open as i64);
+    }
+}
+
+/// Above this many open connections, a connection waits for its next request here (a few
+/// KiB) instead of inside Pingora's request future (~95 KiB each, measured): 10,000 idle
+/// keep-alive connections cost ~0.9 GiB in a bare Pingora proxy. The price, one 1-byte
+/// read per request, is paid only with that many connections open.
+const PARK_ABOVE: usize = 512;
+
+/// Waits until the client sends something; false if it closed, idled out or the server is
+/// shutting down (the connection is then closed).
+async fn park_until_readable(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = stream.try_peek(&mut first) => peeked.is_ok(),
+        _ = tokio::time::sleep(CLIENT_IDLE_TIMEOUT) => false,
+        _ = shutdown.changed() => false,
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 21\r\nconnection: close\r\n\r\ntoo many connections\n";
+
+impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
+    /// One connection: h2 goes to Pingora whole; HTTP/1 requests are served one by one
+    /// here, so that between them the connection can wait in a small future (see
+    /// [`PARK_ABOVE`]) instead of inside Pingora's request future.
+    async fn serve(
+        self: Arc<Self>,
+        mut stream: Stream,
+        shutdown: ShutdownWatch,
+        done: Arc<AtomicBool>,
+    ) -> Option<Stream> {
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            done.store(true, Ordering::Relaxed);
+            return self.serve_h2(stream, &shutdown).await;
+        }
+        if self.parking() && !park_until_readable(&mut stream, &shutdown).await {
+            return None;
+        }
+        // The h2c preface: Pingora serves the connection (its streams run on other tasks,
+        // so the header deadline does not apply). Pingora peeks the same way; a first
+        // message shorter than the preface waits for more bytes there too.
+        let mut head = [0u8; 24];
+        if let Ok(true) = stream.try_peek(&mut head).await {
+            if head == H2_PREFACE {
+                done.store(true, Ordering::Relaxed);
+                return self.serve_h2(stream, &shutdown).await;
+            }
+        }
+        if let Some(direct) = &self.direct {
+            return self.serve_direct(direct, stream, &shutdown).await;
+        }
+        // HTTP/1.1, as Pingora's own loop does it (keep-alive 60 s, request limit).
+        let mut session = self.http1_session(stream, &shutdown);
+        loop {
+            let reused = self.inner.process_new_http(session, &shutdown).await?;
+            let (mut stream, settings) = reused.consume();
+            if self.parking() && !park_until_readable(&mut stream, &shutdown).await {
+                return None;
+            }
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+        }
+    }
+
+    /// An HTTP/2 connection: weir's own server ([`h2_server`]) reads it when the direct path
+    /// is on and each thread has a runtime of its own (the default), and serves every stream
+    /// on the connection's task; otherwise Pingora serves the connection whole. Under
+    /// `--work-stealing` the streams of one busy connection must be able to spread over the
+    /// threads, which serving them on the connection's task would prevent.
+    async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let spread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        match self.direct.as_ref() {
+            Some(direct) if !spread => {
+                self.serve_weir_h2(direct, stream, shutdown).await;
+                None
+            }
+            _ => self.inner.process_new(stream, shutdown).await,
+        }
+    }
+
+    /// An HTTP/2 connection on weir's own server ([`h2_server`]): requests the direct path
+    /// takes are served by it, the rest by Pingora's proxy as sessions of its own
+    /// ([`PingoraStream`]); all on the connection's task.
+    async fn serve_weir_h2(&self, direct: &DirectPath, stream: Stream, shutdown: &ShutdownWatch) {
+        let digests = ConnectionDigests {
+            ssl: stream.get_ssl_digest(),
+            socket: stream.get_socket_digest(),
+            proxy: stream.get_proxy_digest(),
+        };
+        let tls = digests.ssl.is_some();
+        let client_ip = client_ip(digests.client_addr());
+        let digests = &digests;
+        let idle = CLIENT_IDLE_TIMEOUT;
+        h2_server::serve_connection(stream, Settings::default(), idle, shutdown, |request| {
+            let NewRequest {
+                stream,
+                head,
+                end_stream,
+            } = request;
+            // The direct path takes what it can read as an `http` request; Pingora answers
+            // the rest, and 400 goes to what `http` refuses.
+            let head = match H2Request::new(head) {
+                Ok(req) if direct.takes_weir_h2(&req, end_stream) => {
+                    return Some(Either::Left(boxed_in_place(|| {
+                        direct.serve_weir_h2(stream, req, client_ip, tls)
+                    })));
+                }
+                Ok(req) => req.into_head(),
+                Err(head) => head,
+            };
+            let session = match PingoraStream::new(stream, &head, end_stream, digests) {
+                Ok(session) => ServerSession::new_custom(Box::new(session)),
+                Err((stream, reason)) => {
+                    tracing::debug!(reason, "HTTP/2 request refused");
+                    stream.answer(400, "bad request\n");
+                    return None;
+                }
+            };
+            Some(Either::Right(Box::pin(async move {
+                let _ = self.inner.process_new_http(session, shutdown).await;
+            })))
+        })
+        .await;
+    }
+
+    /// An HTTP/1 connection (plaintext or TLS) with the direct path on: each request head is read and
+    /// classified here; the direct path serves what it takes, Pingora the rest (one request
+    /// at a time, from the bytes already read), and the connection comes back after either.
+    async fn serve_direct(
+        &self,
+        direct: &DirectPath,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut buf = BytesMut::new();
+        let mut fields = HeadFields::default();
+        // One timer for all of this connection's timed reads (crate::engine::own::read_deadline).
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut deadline = ReadDeadline::new(timer);
+        loop {
+            let next =
+                DirectPath::read_head(&mut stream, &mut buf, &mut fields, shutdown, &mut deadline)
+                    .await;
+            match next {
+                NextHead::Closed => return None,
+                NextHead::Simple(view) if direct.takes(&buf, &view) => {
+                    let received = std::mem::take(&mut buf);
+                    let serving = boxed_in_place(|| {
+                        direct.serve(stream, received, view, &fields, shutdown, &mut deadline)
+                    });
+                    (stream, buf) = serving.await?;
+                }
+                NextHead::Simple(_) | NextHead::Other => {
+                    // Pingora reads the request from the bytes already read.
+                    let mut session = self.http1_session(stream, shutdown);
+                    let mut settings = HttpPersistentSettings::for_session(&session);
+                    settings.set_pipelined_prefix(std::mem::take(&mut buf));
+                    settings.apply_to_session(&mut session);
+                    // Pingora may have read the start of a pipelined request past its own; only
+                    // it holds those bytes, so it serves that request too, until it returns
+                    // the connection with nothing read ahead.
+                    loop {
+                        let reused = self.inner.process_new_http(session, shutdown).await?;
+                        let (next_stream, settings) = reused.consume();
+                        stream = next_stream;
+                        let Some(settings) = settings.filter(holds_pipelined_bytes) else {
+                            break;
+                        };
+                        session = ServerSession::new_http1(stream);
+                        settings.apply_to_session(&mut session);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A Pingora HTTP/1 session on `stream`, set up as Pingora's own loop does it (keep-alive
+    /// 60 s, request limit).
+    fn http1_session(&self, stream: Stream, shutdown: &ShutdownWatch) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        // Without this Pingora closes a connection whose client sent the next request before
+        // the answer to this one, and that request is lost (RFC 9112 §9.3.2 allows it, but
+        // weir's own loop answers pipelined requests in order, and so does nginx).
+        session.set_pipelining_enabled(true);
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(CLIENT_IDLE_TIMEOUT.as_secs()));
+        }
+        session.set_keepalive_reuses_remaining(
+            self.inner
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        session
+    }
+
+    fn parking(&self) -> bool {
+        self.stats.open.load(Ordering::Relaxed) > PARK_ABOVE
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // Called once per connection (keep-alive requests loop inside `serve`).
+        let open = self.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let _slot = Slot(&self.stats);
+        self.stats.open_gauge.set(open as i64);
+        if open > self.max_connections {
+            self.stats.refused.inc();
+            let _ = stream.write_all(FULL).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let header_seen = Arc::clone(&done);
+        let serve = header_deadline::scope(
+            Arc::clone(&done),
+            Arc::clone(self).serve(stream, shutdown.clone(), done),
+        );
+        if self.header_timeout.is_zero() {
+            return serve.await;
+        }
+        tokio::pin!(serve);
+        let deadline = tokio::time::sleep(self.header_timeout);
+        tokio::pin!(deadline);
+        tokio::select! {
+            result = &mut serve => result,
+            _ = &mut deadline => {
+                if header_seen.load(Ordering::Relaxed) {
+                    // Being served: the deadline was for the first header only.
+                    serve.await
+                } else {
+                    self.stats.header_timeouts.inc();
+                    tracing::debug!("request header not complete in time: connection closed");
+                    None
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::apps::ReusedHttpStream;
+
+    async fn accepted_connection() -> std::io::Result<(tokio::net::TcpStream, Stream)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept().await?;
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(accepted));
+        Ok((client, stream))
+    }
+
+    /// Handles every request by panicking: a bug in the request path.
+    struct PanickingApp;
+
+    #[async_trait]
+    impl HttpServerApp for PanickingApp {
+        #[allow(clippy::panic)]
+        async fn process_new_http(
+            self: &Arc<Self>,
+            _session: ServerSession,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<ReusedHttpStream> {
+            panic!("injected panic while handling a request")
+        }
+    }
+
+    /// A panic while serving a request ends that connection's task only (Pingora runs each
+    /// connection in a task of its own and weir unwinds; Cargo.toml): the connection's
+    /// `--max-connections` slot is given back, so the next connection is served, not refused.
+    #[tokio::test]
+    async fn a_panic_while_serving_a_request_gives_its_connection_slot_back(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let metrics = Metrics::new()?;
+        let stats = Arc::new(GateStats::new(&metrics));
+        let gate = Arc::new(ConnectionGate::new(
+            PanickingApp,
+            None,
+            1,
+            Duration::ZERO,
+            Arc::clone(&stats),
+        ));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        for connection in 0..3 {
+            let (mut client, stream) = accepted_connection().await?;
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+                .await?;
+            let (gate, shutdown) = (Arc::clone(&gate), shutdown.clone());
+            let served = tokio::spawn(async move { gate.process_new(stream, &shutdown).await });
+            let outcome = served.await;
+            assert!(
+                outcome.as_ref().is_err_and(|e| e.is_panic()),
+                "connection {connection} was refused instead of reaching the handler"
+            );
+            assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! The listeners' side of a connection, before any request: the gate that admits it and
+//! hands it to an engine ([`gate`]), and the certificates TLS connections are served
+//! ([`tls`]).
+//!
+//! Must not: read requests beyond telling HTTP/2 from HTTP/1.
+
+pub mod gate;
+pub mod tls;

@@ -1,0 +1,568 @@
+//! The access log: one line per request, on standard output.
+//!
+//! Why not through `tracing`: its JSON formatter builds a map of the fields and a `String`
+//! per line, and writes each line to the stream under a lock, on the request path; on one
+//! worker that cost about 30 % of weir's throughput (docs/benchmarks.md), where nginx's
+//! `access_log` costs about 5 %. Here a line is formatted straight into a buffer of the worker
+//! thread's own (no allocation once the buffer has grown), and a writer thread of its own
+//! takes every buffer every [`FLUSH_INTERVAL`] (sooner when one fills up) and writes it in one
+//! write. When standard output cannot keep up, a thread's buffer stops growing at
+//! [`SHARD_LIMIT`] and further lines are dropped and counted
+//! (`weir_access_log_dropped_total`): no request ever waits for the log.
+//!
+//! The access log stays a `tracing` target for the operator: it is written when the log
+//! filter enables `weir::access` at `info` (`--log-level warn` or `info,weir::access=off`
+//! turn it off), and its lines look like weir's other log lines in either `--log-format`.
+//!
+//! Must not: block or allocate per line on the request path, or lose lines on a clean exit
+//! ([`AccessLog::flush`]).
+
+use crate::app::cli::LogFormat;
+use prometheus::IntCounter;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a line may wait in a thread's buffer before the writer takes it.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// A thread's buffer past which the writer is woken at once.
+const WAKE_AT: usize = 256 * 1024;
+/// A thread's buffer past which lines are dropped (counted) until the writer takes it.
+const SHARD_LIMIT: usize = 4 * 1024 * 1024;
+
+/// One request's line.
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub upstream: Option<SocketAddr>,
+    pub pick_reason: &'a str,
+    pub attempts: usize,
+    pub namespace: &'a str,
+    pub ingress: &'a str,
+    pub service: &'a str,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub trace_id: &'a str,
+    pub error: Option<&'a dyn fmt::Display>,
+}
+
+/// The access log of one process (cheap to clone); [`AccessLog::disabled`] writes nothing.
+#[derive(Clone, Default)]
+pub struct AccessLog {
+    shared: Option<Arc<Shared>>,
+}
+
+impl fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("enabled", &self.shared.is_some())
+            .finish()
+    }
+}
+
+struct Shared {
+    format: LogFormat,
+    /// Every thread's buffer, for the writer to take.
+    shards: Mutex<Vec<Arc<Shard>>>,
+    dropped: IntCounter,
+    writer: std::thread::Thread,
+    /// Held while a batch is written, so that [`AccessLog::flush`] waits for the writer's.
+    output: Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    lines: Mutex<Vec<u8>>,
+}
+
+thread_local! {
+    /// This thread's buffer, registered with the writer on the first line.
+    static SHARD: RefCell<Option<Arc<Shard>>> = const { RefCell::new(None) };
+}
+
+impl AccessLog {
+    /// Writes nothing (unit tests, benchmarks of the phases).
+    pub fn disabled() -> Self {
+        AccessLog::default()
+    }
+
+    /// The access log on standard output, in `format`, counting dropped lines in `dropped`;
+    /// starts the writer thread.
+    pub fn stdout(format: LogFormat, dropped: IntCounter) -> std::io::Result<Self> {
+        Self::to_writer(format, dropped, Box::new(std::io::stdout()))
+    }
+
+    fn to_writer(
+        format: LogFormat,
+        dropped: IntCounter,
+        output: Box<dyn std::io::Write + Send>,
+    ) -> std::io::Result<Self> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
+        let thread = std::thread::Builder::new()
+            .name("weir-access-log".to_string())
+            .spawn(move || {
+                if let Ok(shared) = handle_rx.recv() {
+                    let mut batch = Vec::new();
+                    loop {
+                        std::thread::park_timeout(FLUSH_INTERVAL);
+                        shared.write_batch(&mut batch);
+                    }
+                }
+            })?;
+        let shared = Arc::new(Shared {
+            format,
+            shards: Mutex::new(Vec::new()),
+            dropped,
+            writer: thread.thread().clone(),
+            output: Mutex::new(output),
+        });
+        let _ = handle_tx.send(Arc::clone(&shared));
+        Ok(AccessLog {
+            shared: Some(shared),
+        })
+    }
+
+    /// Whether a line would be written: the log is on and the log filter enables
+    /// `weir::access` at `info` (a cached answer per call site, no work per request).
+    pub fn enabled(&self) -> bool {
+        self.shared.is_some() && tracing::enabled!(target: "weir::access", tracing::Level::INFO)
+    }
+
+    /// Formats `line` into this thread's buffer, or counts it dropped when the buffer is full.
+    pub fn write(&self, line: &AccessLine<'_>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        SHARD.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let shard = cell.get_or_insert_with(|| shared.register());
+            let mut lines = shard.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            if lines.len() >= SHARD_LIMIT {
+                shared.dropped.inc();
+                return;
+            }
+            let before = lines.len();
+            match shared.format {
+                LogFormat::Json => json_line(&mut lines, line),
+                LogFormat::Text => text_line(&mut lines, line),
+            }
+            if before < WAKE_AT && lines.len() >= WAKE_AT {
+                shared.writer.unpark();
+            }
+        });
+    }
+
+    /// Writes every line formatted so far (before the process exits).
+    pub fn flush(&self) {
+        if let Some(shared) = &self.shared {
+            shared.write_batch(&mut Vec::new());
+        }
+    }
+}
+
+impl Shared {
+    fn register(&self) -> Arc<Shard> {
+        let shard = Arc::new(Shard::default());
+        self.shards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&shard));
+        shard
+    }
+
+    /// Takes every thread's lines (swapping in `batch`'s empty buffer, so that neither side
+    /// allocates once both have grown) and writes them.
+    fn write_batch(&self, batch: &mut Vec<u8>) {
+        let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for shard in shards {
+            batch.clear();
+            {
+                let mut lines = shard.lines.lock().unwrap_or_else(PoisonError::into_inner);
+                if lines.is_empty() {
+                    continue;
+                }
+                std::mem::swap(&mut *lines, batch);
+            }
+            // A failed write (standard output closed) loses this batch only; nothing waits.
+            let _ = output.write_all(batch);
+        }
+        let _ = output.flush();
+        // A burst's buffer is not kept for ever.
+        if batch.capacity() > SHARD_LIMIT {
+            *batch = Vec::new();
+        }
+    }
+}
+
+/// `{"timestamp":...,"level":"INFO","target":"weir::access","message":"request",...}`: the
+/// fields `tracing`'s JSON lines have, so one parser reads every line weir writes.
+fn json_line(out: &mut Vec<u8>, line: &AccessLine<'_>) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(out, SystemTime::now());
+    out.extend_from_slice(
+        b"\",\"level\":\"INFO\",\"target\":\"weir::access\",\"message\":\"request\",\"method\":\"",
+    );
+    json_str(out, line.method);
+    out.extend_from_slice(b"\",\"host\":\"");
+    json_str(out, line.host);
+    out.extend_from_slice(b"\",\"path\":\"");
+    json_str(out, line.path);
+    out.extend_from_slice(b"\",\"status\":");
+    decimal(out, line.status.into());
+    out.extend_from_slice(b",\"duration_ms\":");
+    millis(out, line.duration);
+    out.extend_from_slice(b",\"upstream\":\"");
+    if let Some(addr) = line.upstream {
+        let _ = write!(JsonEscaped(out), "{addr}");
+    }
+    out.extend_from_slice(b"\",\"pick_reason\":\"");
+    json_str(out, line.pick_reason);
+    out.extend_from_slice(b"\",\"attempts\":");
+    decimal(out, line.attempts as u64);
+    out.extend_from_slice(b",\"namespace\":\"");
+    json_str(out, line.namespace);
+    out.extend_from_slice(b"\",\"ingress\":\"");
+    json_str(out, line.ingress);
+    out.extend_from_slice(b"\",\"service\":\"");
+    json_str(out, line.service);
+    out.extend_from_slice(b"\",\"bytes_in\":");
+    decimal(out, line.bytes_in as u64);
+    out.extend_from_slice(b",\"bytes_out\":");
+    decimal(out, line.bytes_out as u64);
+    out.extend_from_slice(b",\"trace_id\":\"");
+    json_str(out, line.trace_id);
+    out.extend_from_slice(b"\",\"error\":\"");
+    if let Some(error) = line.error {
+        let _ = write!(JsonEscaped(out), "{error}");
+    }
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// `2026-01-02T03:04:05.678901Z  INFO weir::access: request method=GET host=...`: as
+/// `tracing`'s text lines read; values with spaces, quotes or controls are quoted.
+fn text_line(out: &mut Vec<u8>, line: &AccessLine<'_>) {
+    timestamp(out, SystemTime::now());
+    out.extend_from_slice(b"  INFO weir::access: request method=");
+    text_value(out, line.method);
+    out.extend_from_slice(b" host=");
+    text_value(out, line.host);
+    out.extend_from_slice(b" path=");
+    text_value(out, line.path);
+    out.extend_from_slice(b" status=");
+    decimal(out, line.status.into());
+    out.extend_from_slice(b" duration_ms=");
+    millis(out, line.duration);
+    out.extend_from_slice(b" upstream=");
+    if let Some(addr) = line.upstream {
+        let _ = write!(JsonEscaped(out), "{addr}");
+    }
+    out.extend_from_slice(b" pick_reason=");
+    text_value(out, line.pick_reason);
+    out.extend_from_slice(b" attempts=");
+    decimal(out, line.attempts as u64);
+    out.extend_from_slice(b" namespace=");
+    text_value(out, line.namespace);
+    out.extend_from_slice(b" ingress=");
+    text_value(out, line.ingress);
+    out.extend_from_slice(b" service=");
+    text_value(out, line.service);
+    out.extend_from_slice(b" bytes_in=");
+    decimal(out, line.bytes_in as u64);
+    out.extend_from_slice(b" bytes_out=");
+    decimal(out, line.bytes_out as u64);
+    out.extend_from_slice(b" trace_id=");
+    text_value(out, line.trace_id);
+    out.extend_from_slice(b" error=");
+    if let Some(error) = line.error {
+        out.push(b'"');
+        let _ = write!(JsonEscaped(out), "{error}");
+        out.push(b'"');
+    }
+    out.push(b'\n');
+}
+
+/// A text value bare when it is one visible word, else quoted and escaped as JSON is.
+fn text_value(out: &mut Vec<u8>, value: &str) {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        out.push(b'"');
+        json_str(out, value);
+        out.push(b'"');
+    }
+}
+
+/// `value` inside a JSON string: `"`, `\` and control characters escaped (RFC 8259 §7).
+fn json_str(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// A `Display` value written into a JSON string without a `String` in between.
+struct JsonEscaped<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        json_str(self.0, s);
+        Ok(())
+    }
+}
+
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Milliseconds with three decimals (microsecond resolution).
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    decimal(out, micros / 1000);
+    out.push(b'.');
+    let frac = micros % 1000;
+    out.push(b'0' + (frac / 100) as u8);
+    out.push(b'0' + (frac / 10 % 10) as u8);
+    out.push(b'0' + (frac % 10) as u8);
+}
+
+/// RFC 3339 in UTC with microseconds: `2026-01-02T03:04:05.678901Z`.
+fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let of_day = secs % 86_400;
+    let two = |out: &mut Vec<u8>, n: u64| {
+        out.push(b'0' + (n / 10 % 10) as u8);
+        out.push(b'0' + (n % 10) as u8);
+    };
+    decimal(out, year.max(0) as u64);
+    out.push(b'-');
+    two(out, month);
+    out.push(b'-');
+    two(out, day);
+    out.push(b'T');
+    two(out, of_day / 3600);
+    out.push(b':');
+    two(out, of_day / 60 % 60);
+    out.push(b':');
+    two(out, of_day % 60);
+    out.push(b'.');
+    let micros = u64::from(since.subsec_micros());
+    let mut digits = [b'0'; 6];
+    let mut rest = micros;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sample<'a>(error: Option<&'a dyn fmt::Display>) -> AccessLine<'a> {
+        AccessLine {
+            method: "GET",
+            host: "shop.example.com",
+            path: "/a\"b\\c\u{1}",
+            status: 502,
+            duration: Duration::from_micros(12_345),
+            upstream: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            pick_reason: "retry",
+            attempts: 2,
+            namespace: "demo",
+            ingress: "shop",
+            service: "app",
+            bytes_in: 7,
+            bytes_out: 1_048_576,
+            trace_id: "",
+            error,
+        }
+    }
+
+    #[test]
+    fn a_json_line_is_json_with_every_field() -> Result<(), Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        let error = "upstream said \"no\"\nat once";
+        json_line(&mut out, &sample(Some(&error)));
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out)?;
+        assert_eq!(v["target"], "weir::access");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["path"], "/a\"b\\c\u{1}");
+        assert_eq!(v["status"], 502);
+        assert_eq!(v["duration_ms"], 12.345);
+        assert_eq!(v["upstream"], "127.0.0.1:8080");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["bytes_out"], 1_048_576);
+        assert_eq!(v["error"], error);
+        Ok(())
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let mut out = Vec::new();
+        // 2024-02-29T23:59:58.000042Z: a leap day, near midnight.
+        timestamp(
+            &mut out,
+            UNIX_EPOCH + Duration::from_micros(1_709_251_198_000_042),
+        );
+        assert_eq!(out, b"2024-02-29T23:59:58.000042Z");
+        out.clear();
+        timestamp(&mut out, UNIX_EPOCH);
+        assert_eq!(out, b"1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn text_values_with_spaces_are_quoted() {
+        let mut out = Vec::new();
+        text_line(&mut out, &sample(None));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(" INFO weir::access: request method=GET host=shop.example.com "));
+        assert!(text.contains(" path=\"/a\\\"b\\\\c\\u0001\" status=502 duration_ms=12.345 "));
+        assert!(text.contains(" trace_id=\"\" error=\n"), "{text}");
+    }
+
+    /// Lines from several threads all reach the output, whole; past a thread's limit lines
+    /// are counted dropped instead of waiting.
+    #[test]
+    fn lines_from_many_threads_reach_the_writer_whole() -> Result<(), Box<dyn std::error::Error>> {
+        let captured = Captured::default();
+        let dropped = IntCounter::new("dropped", "dropped")?;
+        let log =
+            AccessLog::to_writer(LogFormat::Json, dropped.clone(), Box::new(captured.clone()))?;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        log.write(&sample(None));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        log.flush();
+        let out = captured
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut lines = 0;
+        for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)?;
+            assert_eq!(v["host"], "shop.example.com");
+            lines += 1;
+        }
+        assert_eq!(lines, 4000);
+        assert_eq!(dropped.get(), 0);
+        Ok(())
+    }
+
+    /// An output that blocks (a full pipe) never holds up the request path: the thread's
+    /// buffer stops at its limit and the rest is counted dropped.
+    #[test]
+    fn a_stuck_output_drops_and_counts_lines() -> Result<(), Box<dyn std::error::Error>> {
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl std::io::Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, stuck) = std::sync::mpsc::channel();
+        let dropped = IntCounter::new("dropped", "dropped")?;
+        let log = AccessLog::to_writer(LogFormat::Json, dropped.clone(), Box::new(Stuck(stuck)))?;
+        let line = sample(None);
+        let mut one = Vec::new();
+        json_line(&mut one, &line);
+        // Enough lines to fill this thread's buffer twice over, in a bounded loop.
+        let n = 2 * SHARD_LIMIT / one.len() + 10;
+        for _ in 0..n {
+            log.write(&line);
+        }
+        assert!(dropped.get() > 0, "nothing dropped after {n} lines");
+        drop(release);
+        Ok(())
+    }
+}

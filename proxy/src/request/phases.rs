@@ -1,0 +1,630 @@
+//! The phases of a request (see [`crate::request`] for their order): [`WeirProxy`]'s
+//! methods, called by every engine — weir's own ([`crate::engine::own`]) and Pingora's proxy
+//! ([`crate::engine::pingora::proxy_http`]) — so that a request is checked, routed, balanced,
+//! retried, fed back and logged the same way whatever carries it. [`RequestCtx`] is the state
+//! one request carries through them.
+//!
+//! Must not: block, do file or API I/O, or lock shared state; routing state is read through
+//! one atomic load per request.
+
+use crate::app::metrics::{code_class, method_label, upstream_error_kind, Metrics};
+use crate::app::shutdown::{InFlightRequests, InFlightToken};
+use crate::http::forwarded::{with_ip_text, TrustedProxies, UpstreamHeaders};
+use crate::http::hardening::{check_request, Rejection, RequestLimits};
+use crate::http::path::normalize;
+use crate::http::request_view::{visible_ascii, RequestView};
+use crate::request::access_log::{AccessLine, AccessLog};
+use crate::request::concurrency::ConcurrencyPermit;
+use crate::request::telemetry::{RequestTrace, Telemetry};
+use crate::routes::routing::{LiveRouting, RouteTarget};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::prelude::*;
+use smallvec::SmallVec;
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_balancer::ring::key_hash;
+use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
+use weir_discovery::HashKey;
+
+/// A name, not a string: looking a field up by `&str` parses and lowercases the name first.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+#[derive(Clone)]
+pub struct WeirProxy {
+    routing: Arc<LiveRouting>,
+    metrics: Metrics,
+    telemetry: Arc<Telemetry>,
+    trusted_proxies: TrustedProxies,
+    limits: RequestLimits,
+    allow_encoded_slashes: bool,
+    access_log: AccessLog,
+    in_flight: Arc<InFlightRequests>,
+}
+
+/// What the command line decides about the request path.
+#[derive(Debug, Clone, Default)]
+pub struct DataPlaneOptions {
+    pub trusted_proxies: TrustedProxies,
+    pub limits: RequestLimits,
+    /// Keep `%2F` in paths (encoded) instead of refusing the request.
+    pub allow_encoded_slashes: bool,
+    /// Where each request's line goes (off when disabled).
+    pub access_log: AccessLog,
+}
+
+impl WeirProxy {
+    pub fn new(
+        routing: Arc<LiveRouting>,
+        metrics: Metrics,
+        telemetry: Arc<Telemetry>,
+        options: DataPlaneOptions,
+    ) -> Self {
+        WeirProxy {
+            trusted_proxies: options.trusted_proxies,
+            limits: options.limits,
+            allow_encoded_slashes: options.allow_encoded_slashes,
+            access_log: options.access_log,
+            in_flight: Arc::default(),
+            routing,
+            metrics,
+            telemetry,
+        }
+    }
+
+    /// The count of requests in flight (for the shutdown drain).
+    pub fn in_flight(&self) -> Arc<InFlightRequests> {
+        Arc::clone(&self.in_flight)
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    target: Option<Arc<RouteTarget>>,
+    /// Endpoints this request was sent to, in order.
+    tried: SmallVec<[SocketAddr; 2]>,
+    reason: Option<PickReason>,
+    /// In-flight slot on the current endpoint; released when the request ends.
+    guard: Option<InFlightGuard>,
+    /// When the current attempt started, and when its response headers arrived.
+    attempt_start: Option<Instant>,
+    upstream_headers: Option<(Instant, u16, Option<Duration>)>,
+    /// The current attempt's outcome was already fed back (connect failure).
+    outcome_recorded: bool,
+    /// Counts this request (and its retry, if any) against the route's retry budget.
+    budget: SmallVec<[crate::request::retry::BudgetGuard; 2]>,
+    /// The retry under way is for a stale pooled connection, not a failed endpoint.
+    stale_connection_retry: bool,
+    /// The request's spans (empty when tracing is off) and trace id.
+    trace: RequestTrace,
+    /// Slot in the route's `max-concurrency` limit, held until the request is logged.
+    permit: Option<ConcurrencyPermit>,
+    /// Counts the request for the shutdown drain until the context is dropped.
+    _in_flight: InFlightToken,
+}
+
+impl RequestCtx {
+    /// Whether the current attempt has its (final) response header from the upstream.
+    pub(crate) fn has_upstream_response(&self) -> bool {
+        self.upstream_headers.is_some()
+    }
+}
+
+/// What [`WeirProxy::admit`] decided about a request before any upstream is involved.
+pub(crate) enum Admission {
+    /// Send it upstream: `ctx.target` is set.
+    Forward,
+    /// Refused (already counted and logged): answer it and close the connection.
+    Refuse(Rejection),
+    /// Answer with a 308 to https.
+    RedirectToHttps,
+    /// Answer with this status and body.
+    Answer(u16, &'static str),
+}
+
+/// The shared phases of a request, independent of which HTTP implementation carries it
+/// (Pingora's proxy, or the direct HTTP/1.1 path in [`crate::engine::own::direct`]): both call these, so a
+/// request is routed, balanced, fed back and logged the same way on either.
+impl WeirProxy {
+    /// A fresh per-request context (counts the request for the shutdown drain).
+    pub(crate) fn request_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            target: None,
+            tried: SmallVec::new(),
+            reason: None,
+            guard: None,
+            attempt_start: None,
+            upstream_headers: None,
+            outcome_recorded: false,
+            budget: SmallVec::new(),
+            stale_connection_retry: false,
+            trace: RequestTrace::default(),
+            permit: None,
+            _in_flight: self.in_flight.enter(),
+        }
+    }
+
+    /// Checks the request, normalises its path and matches its route (first phase).
+    pub(crate) fn admit(
+        &self,
+        req: &mut impl RequestView,
+        raw_header: impl FnOnce() -> Option<Bytes>,
+        tls: bool,
+        ctx: &mut RequestCtx,
+    ) -> Admission {
+        crate::request::header_deadline::header_complete();
+        if let Err(rejection) = check_request(req, raw_header, &self.limits) {
+            return self.refused(rejection);
+        }
+        // Route and forward the normal form of the path, so the upstream's reading of it
+        // cannot differ from the route it was sent by.
+        let normalized = match normalize(req.uri().path(), self.allow_encoded_slashes) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(path)) => Some(path),
+            Err(e) => return self.refused(Rejection::bad_request(e.reason())),
+        };
+        if let Some(path) = normalized {
+            let path_and_query = match req.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = path_and_query.parse().ok();
+            match http::Uri::from_parts(parts) {
+                Ok(uri) => req.set_uri(uri),
+                Err(_) => return self.refused(Rejection::bad_request("malformed_path_escape")),
+            }
+        }
+        let host = req.host();
+        let table = self.routing.load();
+        let target = table
+            .router
+            .lookup(host, req.uri().path())
+            .map(|choice| Arc::clone(choice.choose(&mut rand::rng())));
+        drop(table);
+        ctx.trace =
+            self.telemetry
+                .start_request(req, target.as_ref().map(|t| t.route.as_str()), host);
+        let Some(target) = target else {
+            return Admission::Answer(404, "no route for this host and path\n");
+        };
+        if target.ssl_redirect && !tls {
+            ctx.target = Some(target);
+            return Admission::RedirectToHttps;
+        }
+        if let Some(limit) = &target.concurrency {
+            match limit.try_acquire() {
+                Some(permit) => ctx.permit = Some(permit),
+                None => {
+                    // Full: fail fast rather than queue more work on the upstreams.
+                    ctx.target = Some(target);
+                    return Admission::Answer(503, "route at its concurrency limit\n");
+                }
+            }
+        }
+        ctx.target = Some(target);
+        Admission::Forward
+    }
+
+    /// Counts and logs a refused request.
+    fn refused(&self, rejection: Rejection) -> Admission {
+        self.metrics
+            .requests_rejected_total
+            .with_label_values(&[rejection.reason])
+            .inc();
+        tracing::info!(
+            reason = rejection.reason,
+            status = rejection.status,
+            "request refused"
+        );
+        Admission::Refuse(rejection)
+    }
+
+    /// Picks the endpoint of the next attempt and takes its in-flight slot; an `HTTPStatus(503)`
+    /// error when the route has nothing to offer.
+    pub(crate) fn pick_endpoint(
+        &self,
+        req: &impl RequestView,
+        client_ip: Option<IpAddr>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(Arc<RouteTarget>, SocketAddr)> {
+        let Some(target) = ctx.target.clone() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route selected",
+            ));
+        };
+        let mut rng = rand::rng();
+        let key_hash = if target.pool.algorithm() == Algorithm::ConsistentHash {
+            hash_key(req, client_ip, &target.hash_key, &self.trusted_proxies)
+        } else {
+            0
+        };
+        let request = PickRequest {
+            tried: &ctx.tried,
+            key_hash,
+            now: Nanos::now(),
+        };
+        let mut pick = target.pool.pick(&request, &mut rng);
+        if pick.endpoint.is_none() && ctx.stale_connection_retry {
+            // A pooled connection turned out stale (the endpoint itself is fine): with every
+            // endpoint tried, the same one over a fresh connection is the right call.
+            pick = target.pool.pick(
+                &PickRequest {
+                    key_hash,
+                    now: request.now,
+                    ..PickRequest::default()
+                },
+                &mut rng,
+            );
+            pick.reason = PickReason::Retry;
+        }
+        ctx.reason = Some(pick.reason);
+        target
+            .series
+            .count_pick(&self.metrics, &target.labels(), pick.reason);
+        let Some(endpoint) = pick.endpoint else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "route has no available endpoints",
+            ));
+        };
+        let addr = endpoint.addr();
+        if ctx.tried.is_empty() {
+            ctx.budget.push(target.retry_budget.start());
+        }
+        // Replacing the guard releases the slot of a previous attempt.
+        ctx.guard = Some(target.pool.start_request(&endpoint));
+        ctx.tried.push(addr);
+        ctx.trace.start_attempt(
+            &self.telemetry,
+            addr,
+            ctx.tried.len(),
+            pick.reason.as_str(),
+            &target.service,
+        );
+        ctx.attempt_start = Some(Instant::now());
+        ctx.upstream_headers = None;
+        ctx.outcome_recorded = false;
+        Ok((target, addr))
+    }
+
+    /// The headers weir sets on the upstream request, each replacing any of the same name the
+    /// client sent: `X-Forwarded-For`/`-Proto`/`-Host` and the trace context.
+    pub(crate) fn forward_headers(
+        &self,
+        downstream: &impl RequestView,
+        client_ip: Option<IpAddr>,
+        tls: bool,
+        ctx: &mut RequestCtx,
+    ) -> UpstreamHeaders {
+        let mut set = UpstreamHeaders::new();
+        ctx.trace.inject(&self.telemetry, &mut set);
+        if let Some(peer) = client_ip {
+            // Extends a trusted proxy's chain; replaces a claim from anyone else.
+            let forwarded_for = self
+                .trusted_proxies
+                .forwarded_for(peer, downstream.field(&X_FORWARDED_FOR));
+            set.push((X_FORWARDED_FOR, forwarded_for));
+        }
+        let proto = if tls { "https" } else { "http" };
+        set.push((
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
+        ));
+        // The client's Host value as it came (any value a header may carry), else the
+        // target's authority.
+        let host = match downstream.field(&http::header::HOST) {
+            Some(host) => HeaderValue::from_bytes(host).ok(),
+            None => HeaderValue::from_str(downstream.authority()).ok(),
+        };
+        if let Some(host) = host.filter(|h| !h.is_empty()) {
+            set.push((HeaderName::from_static("x-forwarded-host"), host));
+        }
+        set
+    }
+
+    /// Notes the upstream's status, its `Retry-After` (delay in seconds) and the time to
+    /// response headers.
+    pub(crate) fn note_response(
+        &self,
+        status: u16,
+        retry_after: Option<&[u8]>,
+        ctx: &mut RequestCtx,
+    ) {
+        let retry_after = (status == 503)
+            .then_some(retry_after)
+            .flatten()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if ctx.upstream_headers.is_none() && !(100..200).contains(&status) {
+            ctx.upstream_headers = Some((Instant::now(), status, retry_after));
+        }
+    }
+
+    /// After a failed connect: reports it to the pool at once (a retry replaces the guard)
+    /// and says whether the request may go to another endpoint. Nothing was sent.
+    pub(crate) fn connect_failed(&self, e: &Error, replayable: bool, ctx: &mut RequestCtx) -> bool {
+        self.feed_back(ctx, Outcome::Failure);
+        self.count_upstream_error(ctx, e);
+        ctx.stale_connection_retry = false;
+        self.may_retry(replayable, false, ctx)
+    }
+
+    /// After an error while proxying: whether to try again. `stale`: the error came from a
+    /// reused pooled connection that turned out closed, which says nothing about the endpoint
+    /// (sent again over a fresh connection when the request is replayable).
+    pub(crate) fn proxy_failed(
+        &self,
+        e: &Error,
+        stale: bool,
+        replayable: bool,
+        ctx: &mut RequestCtx,
+    ) -> bool {
+        ctx.stale_connection_retry = stale;
+        if e.esource() == &ErrorSource::Upstream && !stale {
+            self.feed_back(ctx, Outcome::Failure);
+            self.count_upstream_error(ctx, e);
+        }
+        ctx.upstream_headers.is_none()
+            && if stale {
+                replayable
+            } else {
+                self.may_retry(replayable, true, ctx)
+            }
+    }
+
+    /// The last phase: feeds the outcome back to the pool, releases the request's slots,
+    /// records metrics and writes the access log line. `code` is the status sent to the
+    /// client (0 when none was).
+    pub(crate) fn finish_request(
+        &self,
+        req: &impl RequestView,
+        code: u16,
+        e: Option<&Error>,
+        bytes: (usize, usize),
+        ctx: &mut RequestCtx,
+    ) {
+        let outcome = match (e, ctx.upstream_headers) {
+            (_, Some((_, 503, Some(retry_after)))) => Outcome::Overloaded { retry_after },
+            (_, Some((_, status, _))) if status >= 500 => Outcome::Failure,
+            (_, Some(_)) => Outcome::Success,
+            (Some(e), None) if e.esource() == &ErrorSource::Upstream => Outcome::Failure,
+            _ => Outcome::ClientCancelled,
+        };
+        self.feed_back(ctx, outcome);
+        ctx.guard = None;
+        ctx.permit = None;
+        ctx.trace
+            .finish(code, ctx.upstream_headers.map(|(_, status, _)| status));
+        if let (Some(counter), Some(target), Some(endpoint)) = (
+            &self.metrics.endpoint_requests_total,
+            &ctx.target,
+            ctx.tried.last(),
+        ) {
+            counter
+                .with_label_values(&[&target.service, &endpoint.to_string(), code_class(code)])
+                .inc();
+        }
+        let method = req.method();
+        let (namespace, ingress, service) = match &ctx.target {
+            Some(t) => (t.namespace.as_str(), t.ingress.as_str(), t.service.as_str()),
+            None => ("", "", ""),
+        };
+        let duration = ctx.start.elapsed();
+        match &ctx.target {
+            Some(t) => t.series.count_request(
+                &self.metrics,
+                &t.labels(),
+                method,
+                code,
+                duration.as_secs_f64(),
+            ),
+            None => {
+                // No route (404): one shared, rarely hit series.
+                let code_label = code.to_string();
+                let method = method_label(method);
+                self.metrics
+                    .requests_total
+                    .with_label_values(&["", "", "", method, &code_label])
+                    .inc();
+                self.metrics
+                    .request_duration
+                    .with_label_values(&["", "", "", method, code_class(code)])
+                    .observe(duration.as_secs_f64());
+            }
+        }
+        // The access log: one line per request (crate::request::access_log), off the request path
+        // but for its formatting, which is skipped when the log filter turns it off.
+        if self.access_log.enabled() {
+            let error = e.map(|e| e as &dyn std::fmt::Display);
+            self.access_log.write(&AccessLine {
+                method: method.as_str(),
+                host: req.host(),
+                path: req.uri().path(),
+                status: code,
+                duration,
+                upstream: ctx.tried.last().copied(),
+                pick_reason: ctx.reason.map_or("", PickReason::as_str),
+                attempts: ctx.tried.len(),
+                namespace,
+                ingress,
+                service,
+                bytes_in: bytes.0,
+                bytes_out: bytes.1,
+                trace_id: ctx.trace.trace_id.as_deref().unwrap_or(""),
+                error,
+            });
+        }
+    }
+
+    fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
+        if let Some(target) = &ctx.target {
+            self.metrics
+                .upstream_errors_total
+                .with_label_values(&[&target.service, upstream_error_kind(e)])
+                .inc();
+        }
+    }
+
+    /// Whether the request may be sent again: `replayable` (idempotent, its body still at
+    /// hand), attempts left on its route, and, when the failed attempt `reached_upstream`,
+    /// room in the route's retry budget (which then counts it). A connect that failed sent
+    /// nothing: its retry adds no load to any backend beyond the request itself, and when an
+    /// endpoint dies every request picked for it fails this way at once, more of them than
+    /// the budget's floor of 3 (a `502` for clients of a dead pod while its peers are fine).
+    fn may_retry(&self, replayable: bool, reached_upstream: bool, ctx: &mut RequestCtx) -> bool {
+        let Some(target) = &ctx.target else {
+            return false;
+        };
+        let attempts = ctx.tried.len();
+        // Nothing left to try: answer with this failure (502/504), not "no endpoints".
+        let (routable, draining) = target.pool.counts();
+        if routable.max(draining) <= attempts {
+            return false;
+        }
+        if attempts > target.retries as usize || !replayable {
+            return false;
+        }
+        if !reached_upstream {
+            return true;
+        }
+        match target.retry_budget.try_retry() {
+            Some(slot) => {
+                ctx.budget.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells the pool how the current attempt went (once per attempt): outcome for outlier
+    /// ejection, time to response headers for peak EWMA and occupancy.
+    fn feed_back(&self, ctx: &mut RequestCtx, outcome: Outcome) {
+        if ctx.outcome_recorded {
+            return;
+        }
+        let (Some(target), Some(guard)) = (&ctx.target, &ctx.guard) else {
+            return;
+        };
+        ctx.outcome_recorded = true;
+        let now = Nanos::now();
+        let endpoint = guard.endpoint();
+        if let (Some(start), Some((headers_at, ..))) = (ctx.attempt_start, ctx.upstream_headers) {
+            let latency = headers_at.duration_since(start);
+            target.series.observe_upstream_response(
+                &self.metrics,
+                &target.labels(),
+                latency.as_secs_f64(),
+            );
+            // Failures are the outlier detector's business; a fast 500 fed in as latency
+            // would make a broken endpoint look like the fastest one.
+            if outcome == Outcome::Success {
+                target.pool.observe_latency(endpoint, latency, now);
+            }
+        }
+        if let Some(until) = target.pool.record(endpoint, outcome, now) {
+            self.metrics
+                .outlier_ejections_total
+                .with_label_values(&[&target.service])
+                .inc();
+            tracing::warn!(
+                endpoint = %endpoint.addr(),
+                service = %target.service,
+                ejected_for_secs = until.since(now).as_secs(),
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+}
+
+/// The request's consistent-hash key, hashed (`weir.dev/hash-key`, docs/configuration.md). A missing header,
+/// cookie or query parameter falls back to the client address, as Skipper does — the one
+/// `X-Forwarded-For` names when the peer is a trusted proxy, else the peer's.
+fn hash_key(
+    req: &impl RequestView,
+    peer: Option<IpAddr>,
+    key: &HashKey,
+    trusted_proxies: &TrustedProxies,
+) -> u64 {
+    let found: Option<&[u8]> = match key {
+        HashKey::ClientIp => None,
+        HashKey::Path => Some(req.uri().path().as_bytes()),
+        HashKey::Header(name) => req.field_named(name.as_bytes()),
+        HashKey::Query(name) => req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_bytes())
+        }),
+        HashKey::Cookie(name) => req
+            .field_values(&http::header::COOKIE)
+            .filter_map(visible_ascii)
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_bytes()),
+    };
+    if let Some(bytes) = found {
+        return key_hash(bytes);
+    }
+    match peer {
+        Some(ip) => {
+            let client = trusted_proxies.client_ip(ip, req.field(&X_FORWARDED_FOR));
+            with_ip_text(client, key_hash)
+        }
+        None => key_hash(b""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys_read_the_same_from_either_view_of_a_request() {
+        use crate::http::h1::{classify, Classified, ClientRequest, HeadFields};
+        let raw: &'static [u8] = b"GET /cart?u=7&x=1 HTTP/1.1\r\nHost: shop\r\n\
+            X-User: ann\r\nCookie: a=1; sid=s-42\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n";
+        let mut fields = HeadFields::default();
+        let Classified::Simple(view) = classify(raw, &mut fields) else {
+            panic!("simple");
+        };
+        let direct = ClientRequest::parse(Bytes::from_static(raw), view, &fields).expect("parses");
+        let mut pingora = RequestHeader::build("GET", b"/cart?u=7&x=1", None).expect("builds");
+        for (name, value) in [
+            ("Host", "shop"),
+            ("X-User", "ann"),
+            ("Cookie", "a=1; sid=s-42"),
+            ("X-Forwarded-For", "198.51.100.1"),
+        ] {
+            pingora.append_header(name, value).expect("appends");
+        }
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("net")]);
+        let peer = Some(IpAddr::from([10, 0, 0, 9]));
+        let keys = [
+            (HashKey::Header("x-user".into()), Some(&b"ann"[..])),
+            (HashKey::Cookie("sid".into()), Some(b"s-42")),
+            (HashKey::Query("u".into()), Some(b"7")),
+            (HashKey::Path, Some(b"/cart")),
+            // Missing: the client the trusted proxy names.
+            (HashKey::Header("x-absent".into()), None),
+            (HashKey::ClientIp, None),
+        ];
+        let client = key_hash(b"198.51.100.1");
+        for (key, value) in keys {
+            let expected = value.map_or(client, key_hash);
+            assert_eq!(hash_key(&direct, peer, &key, &trusted), expected, "{key:?}");
+            assert_eq!(
+                hash_key(&pingora, peer, &key, &trusted),
+                expected,
+                "{key:?}"
+            );
+        }
+    }
+}

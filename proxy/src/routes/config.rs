@@ -1,0 +1,432 @@
+//! Configuration pipeline: source objects -> translation -> [`LiveRouting::apply`], with
+//! the logging and metrics operators need to see what happened.
+//!
+//! [`ConfigApplier`] is the one place a snapshot is published from; [`ManifestsService`]
+//! re-reads manifests when files change and [`KubernetesService`] watches the API server. Problems are logged
+//! once when they appear (not on every reload) and counted in `weir_config_errors_total`.
+
+use crate::app::metrics::Metrics;
+use crate::routes::routing::LiveRouting;
+use async_trait::async_trait;
+use k8s_openapi::api::networking::v1::Ingress;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weir_discovery::manifests::{LoadReport, ManifestSource, ManifestWatcher};
+use weir_discovery::{translate, ClusterObjects, ObjectRef, Rejection, TranslateOptions};
+
+/// The outcome of one apply: Ingresses served, objects rejected.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub served: Vec<ObjectRef>,
+    pub rejected: Vec<Rejection>,
+}
+
+pub struct ConfigApplier {
+    routing: Arc<LiveRouting>,
+    metrics: Metrics,
+    options: TranslateOptions,
+    /// Problems reported by the previous apply, so each is logged once.
+    known_problems: Mutex<BTreeSet<String>>,
+}
+
+impl ConfigApplier {
+    pub fn new(routing: Arc<LiveRouting>, metrics: Metrics, options: TranslateOptions) -> Self {
+        ConfigApplier {
+            routing,
+            metrics,
+            options,
+            known_problems: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Translates `objects` and makes the result live. `parse_rejected` are documents the
+    /// source could not turn into objects; `report` says which files failed to load.
+    /// Returns what was served and what was rejected.
+    pub fn apply(
+        &self,
+        objects: &ClusterObjects,
+        parse_rejected: Vec<Rejection>,
+        report: &LoadReport,
+    ) -> Applied {
+        let started = std::time::Instant::now();
+        // Certificates are checked for expiry against the time of each translation.
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let options = TranslateOptions {
+            now_unix,
+            ..self.options.clone()
+        };
+        let snapshot = translate(objects, &options);
+
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        for (path, reason) in &report.failed {
+            let kind = if reason.starts_with("invalid YAML") {
+                "yaml"
+            } else {
+                "read"
+            };
+            problems.push((
+                kind,
+                format!(
+                    "{}: {reason}; keeping its last good content",
+                    path.display()
+                ),
+            ));
+        }
+        for r in parse_rejected.iter().chain(snapshot.rejected.iter()) {
+            problems.push((
+                "invalid_object",
+                format!("{} skipped: {}", r.object, r.reason),
+            ));
+        }
+        for (key, backend) in &snapshot.backends {
+            if let Some(problem) = &backend.problem {
+                problems.push((
+                    "backend",
+                    format!("backend {key}: {problem}; requests to it get 503"),
+                ));
+            }
+        }
+        self.report_new_problems(&problems);
+
+        let applied = Applied {
+            served: snapshot.ingresses.clone(),
+            rejected: parse_rejected
+                .iter()
+                .chain(snapshot.rejected.iter())
+                .cloned()
+                .collect(),
+        };
+        let ingresses = applied.served.len();
+        let routes = self.routing.apply(snapshot);
+        self.metrics
+            .routes
+            .set(i64::try_from(routes).unwrap_or(i64::MAX));
+        let result = if report.is_clean() {
+            "success"
+        } else {
+            "error"
+        };
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&[result])
+            .inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.config_last_reload.set(now);
+        tracing::info!(
+            routes,
+            ingresses,
+            problems = problems.len(),
+            generation = self.routing.load().generation,
+            translate_and_apply_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "routing snapshot applied"
+        );
+        applied
+    }
+
+    fn report_new_problems(&self, problems: &[(&'static str, String)]) {
+        let mut known = self
+            .known_problems
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current: BTreeSet<String> = problems.iter().map(|(_, m)| m.clone()).collect();
+        for (kind, message) in problems {
+            if !known.contains(message) {
+                tracing::warn!(kind, "{message}");
+                self.metrics
+                    .config_errors_total
+                    .with_label_values(&[kind])
+                    .inc();
+            }
+        }
+        *known = current;
+    }
+}
+
+/// Re-reads `--manifests` when files change and applies the result.
+pub struct ManifestsService {
+    source: Mutex<ManifestSource>,
+    applier: Arc<ConfigApplier>,
+    debounce: Duration,
+}
+
+impl ManifestsService {
+    pub fn new(source: ManifestSource, applier: Arc<ConfigApplier>, debounce: Duration) -> Self {
+        ManifestsService {
+            source: Mutex::new(source),
+            applier,
+            debounce,
+        }
+    }
+
+    /// Reads every manifest again and applies what is there.
+    pub fn reload(&self) {
+        let mut source = self
+            .source
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = std::time::Instant::now();
+        let report = source.reload();
+        let objects = source.objects();
+        let rejected = source.rejected();
+        drop(source);
+        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(
+            files = report.files,
+            parsed = report.parsed,
+            read_ms,
+            "manifests read"
+        );
+        self.applier.apply(&objects, rejected, &report);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ManifestsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let roots = self
+            .source
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .roots()
+            .to_vec();
+        let mut watcher = loop {
+            match ManifestWatcher::new(&roots, self.debounce) {
+                Ok(w) => break w,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch manifests; retrying in 5s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        // Changes between the initial load and the watch starting would otherwise be lost.
+        self.reload();
+        loop {
+            tokio::select! {
+                changed = watcher.changed() => {
+                    if changed.is_none() {
+                        tracing::error!("manifest watcher stopped; routes stay as they are");
+                        return;
+                    }
+                    self.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Who writes Ingress status: the Service to publish and the Lease to elect the writer.
+#[derive(Debug, Clone)]
+pub struct StatusPublishing {
+    pub service: (String, String),
+    pub election_namespace: String,
+    pub election_id: String,
+    pub identity: String,
+}
+
+/// Watches Kubernetes and applies what it sees (when weir runs without `--manifests`), and
+/// with `--publish-service` writes Ingress status when elected.
+pub struct KubernetesService {
+    kubeconfig: Option<std::path::PathBuf>,
+    namespace: Option<String>,
+    applier: Arc<ConfigApplier>,
+    debounce: Duration,
+    publishing: Option<StatusPublishing>,
+}
+
+impl KubernetesService {
+    pub fn new(
+        kubeconfig: Option<std::path::PathBuf>,
+        namespace: Option<String>,
+        applier: Arc<ConfigApplier>,
+        debounce: Duration,
+        publishing: Option<StatusPublishing>,
+    ) -> Self {
+        KubernetesService {
+            kubeconfig,
+            namespace,
+            applier,
+            debounce,
+            publishing,
+        }
+    }
+
+    async fn client(&self) -> Result<kube::Client, String> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+        };
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for KubernetesService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The client lives on this service's runtime (its workers are spawned here).
+        let client = loop {
+            match self.client().await {
+                Ok(client) => break client,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot configure the Kubernetes client; retrying in 5s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        let applier = Arc::clone(&self.applier);
+        let metrics = applier.metrics.clone();
+        let served: Arc<Mutex<Vec<Arc<Ingress>>>> = Arc::default();
+        // Rejections go to a task that posts Events, so the watch loop never waits on writes.
+        let (rejections, rejected_rx) = tokio::sync::watch::channel(Vec::<Rejection>::new());
+        let identity = self.publishing.as_ref().map_or_else(
+            || format!("weir-{}", std::process::id()),
+            |p| p.identity.clone(),
+        );
+        let events = report_rejections(client.clone(), identity, rejected_rx);
+        let served_by_watch = Arc::clone(&served);
+        let watch = weir_discovery::kubernetes::run(
+            client.clone(),
+            self.namespace.clone(),
+            self.debounce,
+            move |objects| {
+                let applied = applier.apply(&objects, Vec::new(), &LoadReport::default());
+                let _ = rejections.send(applied.rejected);
+                // A set, not a scan per Ingress: snapshots may hold tens of thousands.
+                let served: std::collections::HashSet<(&str, &str)> = applied
+                    .served
+                    .iter()
+                    .map(|r| (r.namespace.as_str(), r.name.as_str()))
+                    .collect();
+                let ours: Vec<Arc<Ingress>> = objects
+                    .ingresses
+                    .iter()
+                    .filter(|i| {
+                        let ns = i.metadata.namespace.as_deref().unwrap_or_default();
+                        let name = i.metadata.name.as_deref().unwrap_or_default();
+                        served.contains(&(ns, name))
+                    })
+                    .cloned()
+                    .collect();
+                *served_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = ours;
+            },
+            move |error| {
+                tracing::warn!(
+                    kind = "watch",
+                    "{error}; keeping the last good routes and retrying"
+                );
+                metrics
+                    .config_errors_total
+                    .with_label_values(&["watch"])
+                    .inc();
+            },
+        );
+        let status = async {
+            match &self.publishing {
+                Some(publishing) => publish_status(client.clone(), publishing, served).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = watch => tracing::error!("Kubernetes watches ended"),
+            _ = status => {}
+            _ = events => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Posts a `Warning` Event on each rejected Ingress, once per distinct reason while this
+/// process runs.
+async fn report_rejections(
+    client: kube::Client,
+    identity: String,
+    mut rejected: tokio::sync::watch::Receiver<Vec<Rejection>>,
+) {
+    let mut reported: std::collections::BTreeSet<(ObjectRef, String)> = Default::default();
+    while rejected.changed().await.is_ok() {
+        let current = rejected.borrow_and_update().clone();
+        for r in current.into_iter().filter(|r| r.object.kind == "Ingress") {
+            let key = (r.object.clone(), r.reason.clone());
+            if reported.contains(&key) {
+                continue;
+            }
+            match weir_discovery::status::report_rejection(client.clone(), &r, &identity).await {
+                Ok(()) => {
+                    reported.insert(key);
+                }
+                Err(e) => tracing::warn!(error = %e, object = %r.object, "could not post an Event"),
+            }
+        }
+    }
+}
+
+/// Every 2 s: take part in the election; while leading, bring the status of the served
+/// Ingresses to the publish Service's addresses.
+async fn publish_status(
+    client: kube::Client,
+    publishing: &StatusPublishing,
+    served: Arc<Mutex<Vec<Arc<Ingress>>>>,
+) {
+    use weir_discovery::status::{published_addresses, update_ingress_status, LeaderElector};
+    let elector = LeaderElector::new(
+        client.clone(),
+        &publishing.election_namespace,
+        &publishing.election_id,
+        &publishing.identity,
+        Duration::from_secs(15),
+    );
+    let (service_ns, service_name) = &publishing.service;
+    let mut leading = false;
+    let mut last_error = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let round = async {
+            let now_leading = elector.try_lead().await?;
+            if now_leading != leading {
+                tracing::info!(leading = now_leading, identity = %publishing.identity, "Ingress status leadership changed");
+                leading = now_leading;
+            }
+            if leading {
+                let addresses =
+                    published_addresses(client.clone(), service_ns, service_name).await?;
+                let ingresses = served.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let written = update_ingress_status(client.clone(), &ingresses, &addresses).await?;
+                if written > 0 {
+                    tracing::info!(written, "Ingress status updated");
+                }
+            }
+            Ok::<(), kube::Error>(())
+        };
+        match round.await {
+            Ok(()) => last_error.clear(),
+            Err(e) => {
+                let message = e.to_string();
+                if message != last_error {
+                    tracing::warn!(error = %message, "Ingress status round failed; retrying");
+                    last_error = message;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! [`LiveRouting`]: the routing table the data path reads, and how a new
+//! [`RoutingSnapshot`] becomes live.
+//!
+//! Applying a snapshot updates the balancer pools **in place** (an endpoint that survives
+//! keeps its in-flight count and other state), compiles a new [`Router`], and publishes
+//! both with one atomic swap. Requests in flight keep the table they started with.
+//!
+//! Must not: do I/O or decide what the snapshot contains.
+
+use crate::request::concurrency::ConcurrencyLimit;
+use crate::routes::router::Router;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use weir_balancer::{EndpointRegistry, Nanos, Pool};
+use weir_discovery::{BackendKey, HashKey, RouteSnapshot, RoutingSnapshot};
+
+/// What a matched request is sent to, with its metric labels prepared once per reload.
+#[derive(Debug)]
+pub struct RouteTarget {
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+    /// The matched rule's path as written (`http.route` of traces).
+    pub route: String,
+    pub pool: Arc<Pool>,
+    /// Where the consistent-hash key comes from (used only by hashing pools).
+    pub hash_key: HashKey,
+    pub retries: u32,
+    pub connect_timeout: std::time::Duration,
+    pub read_timeout: std::time::Duration,
+    /// Replaces `read_timeout` once a connection is upgraded (WebSocket).
+    pub websocket_idle_timeout: std::time::Duration,
+    pub retry_budget: Arc<crate::request::retry::RetryBudget>,
+    pub backend_protocol: weir_discovery::BackendProtocol,
+    /// For `backend-protocol: https`: the server name sent and verified, and whether the
+    /// certificate is verified at all.
+    pub upstream_tls: Option<UpstreamTls>,
+    /// Answer plain-HTTP requests with a 308 to https (the host has TLS and weir has an
+    /// HTTPS listener).
+    pub ssl_redirect: bool,
+    /// `max-concurrency` of the rule (shared by the targets of a split).
+    pub concurrency: Option<Arc<ConcurrencyLimit>>,
+    /// This target's metric handles (filled by its first requests).
+    pub series: crate::app::metrics::RouteSeries,
+}
+
+impl RouteTarget {
+    /// The upstreams speak plain HTTP/1.1 (no TLS, no h2c).
+    pub fn plain_http1(&self) -> bool {
+        self.upstream_tls.is_none()
+            && self.backend_protocol == weir_discovery::BackendProtocol::Http
+    }
+
+    /// The labels of this target's series.
+    pub fn labels(&self) -> crate::app::metrics::RouteLabels<'_> {
+        crate::app::metrics::RouteLabels {
+            namespace: &self.namespace,
+            ingress: &self.ingress,
+            service: &self.service,
+            algorithm: self.pool.algorithm().name(),
+        }
+    }
+}
+
+/// TLS to the upstream of one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// SNI and the name the certificate must carry (`backend-tls-server-name`, else
+    /// `<service>.<namespace>.svc`).
+    pub server_name: String,
+    /// `backend-tls-verify`: chain and name checked (true unless opted out).
+    pub verify: bool,
+}
+
+/// What one rule sends requests to: a single target, or several by weight
+/// (`weir.dev/backend-weights`).
+#[derive(Debug)]
+pub struct RouteChoice {
+    /// The target of an unsplit route; the first of a split.
+    primary: Arc<RouteTarget>,
+    /// A split's targets with cumulative weights (ascending; the last is the total).
+    /// Empty for an unsplit route.
+    split: Box<[(u64, Arc<RouteTarget>)]>,
+    /// Every target's upstreams speak plain HTTP/1.1 (no TLS, no h2c).
+    plain_http1: bool,
+}
+
+impl RouteChoice {
+    fn single(target: Arc<RouteTarget>) -> Self {
+        RouteChoice {
+            plain_http1: target.plain_http1(),
+            primary: target,
+            split: Box::new([]),
+        }
+    }
+
+    /// `None` when no target has a weight above 0.
+    fn weighted(targets: Vec<(u32, Arc<RouteTarget>)>) -> Option<Self> {
+        let mut total = 0u64;
+        let split: Box<[(u64, Arc<RouteTarget>)]> = targets
+            .into_iter()
+            .filter(|(w, _)| *w > 0)
+            .map(|(w, t)| {
+                total += u64::from(w);
+                (total, t)
+            })
+            .collect();
+        let primary = Arc::clone(&split.first()?.1);
+        let plain_http1 = split.iter().all(|(_, t)| t.plain_http1());
+        Some(RouteChoice {
+            primary,
+            split,
+            plain_http1,
+        })
+    }
+
+    /// Whether every target of the rule speaks plain HTTP/1.1 upstream (what the direct
+    /// HTTP/1.1 path serves).
+    pub fn plain_http1(&self) -> bool {
+        self.plain_http1
+    }
+
+    /// The target for one request: a weighted draw when the route is split (no RNG
+    /// otherwise).
+    pub fn choose<R: rand::Rng + ?Sized>(&self, rng: &mut R) -> &Arc<RouteTarget> {
+        let Some((total, _)) = self.split.last() else {
+            return &self.primary;
+        };
+        let ticket = rng.random_range(0..*total);
+        self.split
+            .iter()
+            .find(|(cumulative, _)| ticket < *cumulative)
+            .map_or(&self.primary, |(_, t)| t)
+    }
+}
+
+/// One published generation of routing.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub router: Router<Arc<RouteChoice>>,
+    pub snapshot: Arc<RoutingSnapshot>,
+    pub generation: u64,
+    /// Every rule's upstreams speak plain HTTP/1.1: the direct path need not look a request
+    /// up to know it can serve it.
+    pub plain_http1_only: bool,
+}
+
+impl RoutingTable {
+    fn empty() -> Self {
+        RoutingTable {
+            router: Router::new(),
+            snapshot: Arc::new(RoutingSnapshot::default()),
+            generation: 0,
+            plain_http1_only: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LiveRouting {
+    table: ArcSwap<RoutingTable>,
+    /// Pools by backend and balancing policy, kept across snapshots (two Ingresses that
+    /// send one Service different annotations get two pools over the same endpoint states).
+    /// Locked only while applying a snapshot.
+    pools: Mutex<HashMap<(BackendKey, String), Arc<Pool>>>,
+    /// `max-concurrency` limits by rule (Ingress, host, path), kept across snapshots so
+    /// requests in flight during a reload keep counting. Locked only while applying.
+    limits: Mutex<HashMap<String, Arc<ConcurrencyLimit>>>,
+    /// This proxy's zone (`--zone`), for zone-aware pools.
+    zone: Option<String>,
+    registry: EndpointRegistry,
+    ready: AtomicBool,
+    /// Served certificates, when there is an HTTPS listener.
+    certificates: Option<Arc<crate::listener::tls::CertificateStore>>,
+    /// `--default-certificate` (namespace, name).
+    default_certificate: Option<(String, String)>,
+}
+
+impl Default for LiveRouting {
+    fn default() -> Self {
+        LiveRouting {
+            table: ArcSwap::from_pointee(RoutingTable::empty()),
+            pools: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+            zone: None,
+            registry: EndpointRegistry::new(),
+            ready: AtomicBool::new(false),
+            certificates: None,
+            default_certificate: None,
+        }
+    }
+}
+
+impl LiveRouting {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live routing for a proxy in `zone`.
+    pub fn in_zone(zone: Option<String>) -> Self {
+        LiveRouting {
+            zone,
+            ..Self::default()
+        }
+    }
+
+    /// Keeps `store` in step with every snapshot applied (the HTTPS listener's
+    /// certificates), with `default` (namespace, name) as the default certificate once its
+    /// Secret loads. Also turns on `ssl-redirect` for routes whose host has TLS.
+    pub fn with_certificates(
+        mut self,
+        store: Arc<crate::listener::tls::CertificateStore>,
+        default: Option<(String, String)>,
+    ) -> Self {
+        self.certificates = Some(store);
+        self.default_certificate = default;
+        self
+    }
+
+    /// The current table; cheap, lock-free, safe to hold for a whole request.
+    pub fn load(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    pub fn load_full(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn registry(&self) -> &EndpointRegistry {
+        &self.registry
+    }
+
+    /// Endpoint counts per (service, state) over the live pools, for `weir_endpoints`.
+    /// An endpoint counts once per pool it is in; states: ready, draining, ejected,
+    /// slow_start (ready but younger than its pool's slow-start window).
+    pub fn endpoint_states(&self) -> Vec<(String, &'static str, i64)> {
+        let now = Nanos::now();
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts: std::collections::BTreeMap<(String, &'static str), i64> =
+            Default::default();
+        for ((backend, _), pool) in pools.iter() {
+            let window = pool.config().slow_start.map(|s| s.window);
+            for e in pool.endpoints() {
+                let state = if e.is_draining() {
+                    "draining"
+                } else if e.ejected_until(now).is_some() {
+                    "ejected"
+                } else if window.is_some_and(|w| now.since(e.ready_since()) < w) {
+                    "slow_start"
+                } else {
+                    "ready"
+                };
+                *counts.entry((backend.service.clone(), state)).or_default() += 1;
+            }
+        }
+        counts.into_iter().map(|((s, st), n)| (s, st, n)).collect()
+    }
+
+    /// Every live pool with the backend it balances (for `/debug/endpoints`).
+    pub fn pools(&self) -> Vec<(BackendKey, Arc<Pool>)> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = pools
+            .iter()
+            .map(|((backend, _), pool)| (backend.clone(), Arc::clone(pool)))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// True once a snapshot has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Makes `snapshot` live. Returns the number of routes compiled (rules plus a default
+    /// backend, if any).
+    pub fn apply(&self, snapshot: RoutingSnapshot) -> usize {
+        let snapshot = Arc::new(snapshot);
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Nanos::now();
+        // Each route's policy key, computed once (the routes of a snapshot are many); a
+        // pool is keyed by backend and policy.
+        let keyed: Vec<(&RouteSnapshot, String)> = snapshot
+            .routes
+            .iter()
+            .chain(snapshot.default_backend.iter())
+            .map(|route| {
+                let policy = serde_json::to_string(&route.policy.pool).unwrap_or_default();
+                (route, policy)
+            })
+            .collect();
+        let mut live_keys = std::collections::HashSet::new();
+        for (route, policy) in &keyed {
+            for backend_key in route.backends() {
+                let Some(backend) = snapshot.backends.get(backend_key) else {
+                    continue;
+                };
+                let key = (backend_key.clone(), policy.clone());
+                if live_keys.insert(key.clone()) {
+                    let pool = pools.entry(key).or_insert_with(|| {
+                        Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
+                    });
+                    pool.update(&backend.endpoints, &self.registry, now);
+                }
+            }
+        }
+        pools.retain(|key, _| live_keys.contains(key));
+
+        // One limit per rule with max-concurrency, shared by the targets of a split.
+        let mut limits = self
+            .limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut live_limits = std::collections::HashSet::new();
+        let mut limit_for = |route: &RouteSnapshot| -> Option<Arc<ConcurrencyLimit>> {
+            let max = route.policy.max_concurrency?;
+            let key = format!("{}|{:?}|{:?}", route.ingress, route.host, route.path);
+            let limit = limits
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(ConcurrencyLimit::new(max)));
+            limit.set_max(max);
+            live_limits.insert(key);
+            Some(Arc::clone(limit))
+        };
+        let target_to = |route: &RouteSnapshot,
+                         backend: &BackendKey,
+                         policy: &str,
+                         concurrency: &Option<Arc<ConcurrencyLimit>>|
+         -> Option<Arc<RouteTarget>> {
+            let pool = pools.get(&(backend.clone(), policy.to_string()))?;
+            Some(Arc::new(RouteTarget {
+                namespace: route.ingress.namespace.clone(),
+                ingress: route.ingress.name.clone(),
+                service: backend.service.clone(),
+                route: route.path.as_written().to_string(),
+                pool: Arc::clone(pool),
+                hash_key: route.policy.hash_key.clone(),
+                retries: route.policy.retries,
+                connect_timeout: route.policy.connect_timeout,
+                read_timeout: route.policy.read_timeout,
+                websocket_idle_timeout: route.policy.websocket_idle_timeout,
+                retry_budget: Arc::default(),
+                backend_protocol: route.policy.backend_protocol,
+                ssl_redirect: route.ssl_redirect && self.certificates.is_some(),
+                concurrency: concurrency.clone(),
+                series: Default::default(),
+                upstream_tls: (route.policy.backend_protocol
+                    == weir_discovery::BackendProtocol::Https)
+                    .then(|| UpstreamTls {
+                        server_name: route.policy.backend_tls_server_name.clone().unwrap_or_else(
+                            || format!("{}.{}.svc", backend.service, backend.namespace),
+                        ),
+                        verify: route.policy.backend_tls_verify,
+                    }),
+            }))
+        };
+        let mut target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
+            let concurrency = limit_for(route);
+            if route.split.is_empty() {
+                let target = target_to(route, &route.backend, policy, &concurrency)?;
+                return Some(Arc::new(RouteChoice::single(target)));
+            }
+            let targets = route
+                .split
+                .iter()
+                .filter_map(|w| {
+                    Some((
+                        w.weight,
+                        target_to(route, &w.backend, policy, &concurrency)?,
+                    ))
+                })
+                .collect();
+            RouteChoice::weighted(targets).map(Arc::new)
+        };
+        let mut router = Router::new();
+        let mut count = 0;
+        let mut plain_http1_only = true;
+        // `keyed` holds the rules in order, then the default backend if there is one.
+        let (rules, default) = keyed.split_at(snapshot.routes.len());
+        for (route, key) in rules {
+            let Some(target) = target_for(route, key) else {
+                continue;
+            };
+            plain_http1_only &= target.plain_http1();
+            match router.insert(&route.host, &route.path, target) {
+                Ok(()) => count += 1,
+                // Translation validated every rule already; this only guards against a
+                // source that skipped it.
+                Err(e) => tracing::warn!(ingress = %route.ingress, error = %e, "rule not compiled"),
+            }
+        }
+        if let Some(target) = default
+            .first()
+            .and_then(|(route, key)| target_for(route, key))
+        {
+            plain_http1_only &= target.plain_http1();
+            router.set_default(target);
+            count += 1;
+        }
+        drop(pools);
+        limits.retain(|key, _| live_limits.contains(key));
+        drop(limits);
+        if let Some(store) = &self.certificates {
+            store.apply(&snapshot);
+            if let Some(cert) = self
+                .default_certificate
+                .as_ref()
+                .and_then(|key| snapshot.certificates.get(key))
+            {
+                store.set_default(Arc::clone(&cert.certified.0));
+            }
+        }
+
+        let generation = self.table.load().generation + 1;
+        self.table.store(Arc::new(RoutingTable {
+            router,
+            snapshot,
+            generation,
+            plain_http1_only,
+        }));
+        self.registry.prune();
+        self.ready.store(true, Ordering::Release);
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use weir_balancer::EndpointSpec;
+    use weir_discovery::{BackendSnapshot, HostMatch, ObjectRef, PathMatch};
+
+    fn snapshot(ports: &[u16]) -> RoutingSnapshot {
+        let key = BackendKey {
+            namespace: "ns".into(),
+            service: "svc".into(),
+            port: "80".into(),
+        };
+        let mut s = RoutingSnapshot::default();
+        s.routes.push(RouteSnapshot {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".into()),
+            backend: key.clone(),
+            split: Vec::new(),
+            ssl_redirect: false,
+            ingress: ObjectRef {
+                kind: "Ingress",
+                namespace: "ns".into(),
+                name: "ing".into(),
+            },
+            policy: Default::default(),
+        });
+        s.backends.insert(
+            key,
+            BackendSnapshot {
+                endpoints: ports
+                    .iter()
+                    .map(|p| EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], *p))))
+                    .collect(),
+                problem: None,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn apply_publishes_and_keeps_endpoint_state() {
+        let live = LiveRouting::new();
+        assert!(!live.is_ready());
+        assert_eq!(live.apply(snapshot(&[1, 2])), 1);
+        assert!(live.is_ready());
+        let table = live.load_full();
+        let mut rng = rand::rng();
+        let target = table
+            .router
+            .lookup("any", "/x")
+            .expect("route")
+            .choose(&mut rng);
+        let ep = target
+            .pool
+            .pick(&weir_balancer::PickRequest::default(), &mut rand::rng())
+            .endpoint
+            .expect("endpoint");
+        let guard = ep.start_request();
+
+        live.apply(snapshot(&[1, 2, 3]));
+        let table2 = live.load_full();
+        assert_eq!(table2.generation, table.generation + 1);
+        let target2 = table2
+            .router
+            .lookup("any", "/x")
+            .expect("route")
+            .choose(&mut rng);
+        assert!(
+            Arc::ptr_eq(&target.pool, &target2.pool),
+            "pool updated in place"
+        );
+        let same = target2
+            .pool
+            .endpoints()
+            .into_iter()
+            .find(|e| e.addr() == ep.addr())
+            .expect("survivor");
+        assert_eq!(same.in_flight(), 1);
+        drop(guard);
+        assert_eq!(same.in_flight(), 0);
+        assert_eq!(target2.pool.counts(), (3, 0));
+    }
+
+    #[test]
+    fn a_split_route_shares_requests_by_weight() {
+        use rand::SeedableRng;
+        let mut s = snapshot(&[1]);
+        let canary = BackendKey {
+            service: "canary".into(),
+            ..s.routes[0].backend.clone()
+        };
+        s.backends.insert(
+            canary.clone(),
+            BackendSnapshot {
+                endpoints: vec![EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], 9)))],
+                problem: None,
+            },
+        );
+        let main = s.routes[0].backend.clone();
+        s.routes[0].split = vec![
+            weir_discovery::WeightedBackend {
+                backend: main,
+                weight: 90,
+            },
+            weir_discovery::WeightedBackend {
+                backend: canary,
+                weight: 10,
+            },
+        ];
+        let live = LiveRouting::new();
+        live.apply(s);
+        let table = live.load_full();
+        let choice = table.router.lookup("any", "/").expect("route");
+        // 100,000 seeded draws: one standard deviation of a 10 % share is 0.095 points, so
+        // ±0.5 points is over 5 sigma.
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+        let canary_picks = (0..100_000)
+            .filter(|_| choice.choose(&mut rng).service == "canary")
+            .count();
+        let share = canary_picks as f64 / 1000.0;
+        assert!((share - 10.0).abs() < 0.5, "canary got {share} %");
+    }
+}
