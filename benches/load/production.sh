@@ -11,6 +11,9 @@
 #   tls-h2   h2load -c8 -m16 over TLS (ALPN h2)
 #   tls-new  wrk -t1 -c32 over TLS with `Connection: close`: a new connection, and a full
 #            handshake, per request
+#   tls-resume  openssl s_time -reuse (one client, one GET per connection): new connections
+#            that resume the first one's TLS session (not in the default MODES: one client
+#            measures handshake latency more than the proxy's capacity)
 # Prints a Markdown table: median req/s and p99 per proxy and mode, weir's ratio to the better
 # of nginx and HAProxy, and weir's p99 over nginx's; CPU seconds per 10k requests beside it.
 #
@@ -152,6 +155,9 @@ measure() { # $1 mode, $2 plaintext port, $3 h2c port, $4 TLS port
                 | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
         tls-new) wrk -t1 -c32 -d"${DURATION}s" -H "Connection: close" -s benches/load/latency.lua \
                 "https://127.0.0.1:$4/" | grep '^RESULT' ;;
+        tls-resume) openssl s_time -connect "127.0.0.1:$4" -reuse -time "$DURATION" -www / 2>/dev/null \
+                | awk '/real seconds/ && !done {
+                    print "RESULT requests=" $1 " seconds=" $4 " non2xx=0 socket_errors=0 p50=0 p99=0 p999=0"; done = 1 }' ;;
     esac
 }
 for round in $(seq "$ROUNDS"); do

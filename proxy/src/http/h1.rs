@@ -17,6 +17,7 @@
 //!
 //! Must not: do I/O, or keep anything between requests.
 
+use crate::http::fields::{is_connection_scoped, CONNECTION_SCOPED};
 use crate::http::forwarded::UpstreamHeaders;
 use crate::http::request_view::RequestView;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -42,35 +43,17 @@ const MAX_RESPONSE_FIELDS: usize = 128;
 /// Most bytes of trailer fields after a chunked body (they are dropped, not forwarded).
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
-/// Headers that send a request to Pingora: a chunked body, an upgrade, `Expect`, and
-/// hop-by-hop headers Pingora's request policy knows how to strip.
-const HANDED_OFF_HEADERS: [&str; 8] = [
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "http2-settings",
-];
+/// Response fields never copied to the client: the connection-scoped ones (weir writes the
+/// client's `Connection` and framing itself) and `Date`, which weir writes too (as nginx and
+/// Pingora do).
+fn never_relayed(name: &[u8]) -> bool {
+    is_connection_scoped(name) || name.eq_ignore_ascii_case(b"date")
+}
 
-/// Response fields that describe one connection, not the message (RFC 9110 §7.6.1), other
-/// than `Connection` and `Transfer-Encoding`: never relayed to the client, on either path.
-const CONNECTION_SCOPED_RESPONSE_FIELDS: [&str; 5] =
-    ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
-
-/// Response fields the direct path writes itself rather than copying: the connection and
-/// framing fields, and `Date` (as nginx and Pingora do).
-const RESPONSE_FIELDS_WRITTEN_BY_WEIR: [&str; 3] = ["connection", "transfer-encoding", "date"];
-
-/// The lengths of the names above, one bit each (all are under 32 bytes): a response field
+/// The lengths of those names, one bit each (all are under 32 bytes): a response field
 /// whose name has none of these lengths is copied without comparing it to each name
 /// (~400 instructions per response, callgrind).
-const NEVER_RELAYED_LENGTHS: u32 = name_lengths(&[
-    &CONNECTION_SCOPED_RESPONSE_FIELDS,
-    &RESPONSE_FIELDS_WRITTEN_BY_WEIR,
-]);
+const NEVER_RELAYED_LENGTHS: u32 = name_lengths(&[&CONNECTION_SCOPED, &["date"]]);
 
 const fn name_lengths(lists: &[&[&str]]) -> u32 {
     let mut lengths = 0u32;
@@ -119,10 +102,10 @@ pub(crate) fn remove_connection_scoped_fields(resp: &mut ResponseHeader) {
                 connection_options(value.as_bytes())
                     .filter_map(|token| http::HeaderName::from_bytes(token).ok()),
             );
-        } else if CONNECTION_SCOPED_RESPONSE_FIELDS
-            .iter()
-            .any(|scoped| name.as_str() == *scoped)
+        } else if name != http::header::TRANSFER_ENCODING
+            && is_connection_scoped(name.as_str().as_bytes())
         {
+            // `Transfer-Encoding` stays: Pingora frames the client's copy from it.
             doomed.push(name.clone());
         }
     }
@@ -216,10 +199,8 @@ pub(crate) fn classify(head: &[u8], fields: &mut HeadFields) -> Classified {
             } else {
                 return Classified::Other;
             }
-        } else if HANDED_OFF_HEADERS
-            .iter()
-            .any(|hop| name.eq_ignore_ascii_case(hop))
-        {
+        } else if is_connection_scoped(name.as_bytes()) || name.eq_ignore_ascii_case("expect") {
+            // A chunked body, an upgrade, `Expect` or another connection's field: Pingora's.
             return Classified::Other;
         }
     }
@@ -456,19 +437,6 @@ fn shared_path_and_query(bytes: &Bytes, range: &Range<usize>) -> Option<http::ur
     http::uri::PathAndQuery::from_maybe_shared(bytes.slice(range.clone())).ok()
 }
 
-/// Fields of a request that arrived over HTTP/2 which its HTTP/1.1 upstream copy never
-/// carries: they describe one connection (HTTP/2 refuses most of them; `te: trailers` is
-/// allowed there but is hop-by-hop in HTTP/1.1).
-const CONNECTION_SCOPED_REQUEST_FIELDS: [http::HeaderName; 7] = [
-    http::header::CONNECTION,
-    http::HeaderName::from_static("keep-alive"),
-    http::HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::HeaderName::from_static("http2-settings"),
-];
-
 /// Writes the HTTP/1.1 upstream copy of a body-less request that arrived over HTTP/2 as
 /// `req` (its normal-form target already set): `Host` from `:authority` unless the client
 /// sent one, the client's fields except connection-scoped ones and those `set` replaces, then
@@ -497,9 +465,8 @@ pub(crate) fn write_upstream_of_h2(
             cookies += 1;
             continue;
         }
-        if CONNECTION_SCOPED_REQUEST_FIELDS
-            .iter()
-            .any(|scoped| scoped.as_str().as_bytes() == name)
+        // `te: trailers` is allowed in HTTP/2 but is hop-by-hop in HTTP/1.1.
+        if is_connection_scoped(name)
             || set
                 .iter()
                 .any(|(replaced, _)| replaced.as_str().as_bytes() == name)
@@ -749,11 +716,7 @@ pub(crate) fn response_head(
         let maybe_never_relayed = NEVER_RELAYED_LENGTHS
             .checked_shr(name.len() as u32)
             .is_some_and(|bits| bits & 1 == 1);
-        let hop_by_hop = (maybe_never_relayed
-            && CONNECTION_SCOPED_RESPONSE_FIELDS
-                .iter()
-                .chain(&RESPONSE_FIELDS_WRITTEN_BY_WEIR)
-                .any(|n| name.eq_ignore_ascii_case(n.as_bytes())))
+        let hop_by_hop = (maybe_never_relayed && never_relayed(name))
             || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !hop_by_hop {
             // The line as received, when it ends in CRLF right after the value.

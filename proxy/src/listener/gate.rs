@@ -30,6 +30,7 @@ use crate::engine::pingora::holds_pipelined_bytes;
 use crate::http::forwarded::client_ip;
 use crate::http::h1::HeadFields;
 use crate::http::h2_request::H2Request;
+use crate::request::answers::{http1_answer, plain_response};
 use crate::request::header_deadline;
 use crate::request::timeouts::CLIENT_IDLE_TIMEOUT;
 use async_trait::async_trait;
@@ -125,7 +126,7 @@ async fn park_until_readable(stream: &mut Stream, shutdown: &ShutdownWatch) -> b
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 21\r\nconnection: close\r\n\r\ntoo many connections\n";
+const FULL: &str = "too many connections\n";
 
 impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// One connection: h2 goes to Pingora whole; HTTP/1 requests are served one by one
@@ -324,7 +325,11 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
         self.stats.open_gauge.set(open as i64);
         if open > self.max_connections {
             self.stats.refused.inc();
-            let _ = stream.write_all(FULL).await;
+            let mut answer = BytesMut::new();
+            if let Ok(resp) = plain_response(503, FULL) {
+                http1_answer(&resp, FULL, false, false, &mut answer);
+            }
+            let _ = stream.write_all(&answer).await;
             let _ = stream.shutdown().await;
             return None;
         }

@@ -323,7 +323,10 @@ fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 fn json_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     // Most values need no escape: one copy.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f) {
+    if !bytes
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+    {
         out.extend_from_slice(bytes);
         return;
     }

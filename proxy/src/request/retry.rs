@@ -3,8 +3,31 @@
 //! struggling backend. Retries after a failed connect, which sent nothing, are not counted
 //! (`WeirProxy::may_retry`).
 
+use pingora::prelude::{Error, ErrorType};
+use pingora::RetryType;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+
+/// Whether a request may be sent again after a failed attempt: its method is idempotent
+/// (RFC 9110 §9.2.2) and its whole body is still at hand (`body_at_hand`).
+pub(crate) fn replayable(method: &http::Method, body_at_hand: bool) -> bool {
+    method.is_idempotent() && body_at_hand
+}
+
+/// Whether a failed attempt met a stale connection: one reused from a pool that failed before
+/// any byte of a response because the upstream had closed or reset it while it was idle (an
+/// engine that knows marks such an error `ReusedOnly`, as Pingora's does; else it is a closed,
+/// read or write error — not a timeout, which is the endpoint's). It says nothing about the
+/// endpoint: a replayable request is sent again over a fresh connection, budget aside.
+pub(crate) fn is_stale(reused: bool, response_begun: bool, e: &Error) -> bool {
+    reused
+        && !response_begun
+        && (matches!(e.retry, RetryType::ReusedOnly)
+            || matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            ))
+}
 
 #[derive(Debug, Default)]
 pub struct RetryBudget {

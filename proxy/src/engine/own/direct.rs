@@ -40,11 +40,14 @@ use crate::http::h1::{
 use crate::http::h2_request::H2Request;
 use crate::http::path::normalize;
 use crate::http::request_view::RequestView;
-use crate::request::answers::{error_answer, plain_response, quiet_error, redirect_response};
+use crate::request::answers::{
+    error_answer, http1_answer, http2_answer_head, plain_response, quiet_error, redirect_response,
+};
 use crate::request::phases::{Admission, RequestCtx, WeirProxy};
+use crate::request::retry;
 use crate::request::timeouts::{CLIENT_IDLE_TIMEOUT, CLOSE_TIMEOUT};
 use crate::routes::routing::LiveRouting;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::date::get_cached_date;
@@ -401,7 +404,8 @@ impl DirectPath {
         deadline: &mut ReadDeadline<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let replayable = request.request.method().is_idempotent();
+        // The body came whole with the request: always at hand.
+        let replayable = retry::replayable(request.request.method(), true);
         loop {
             let picked = self
                 .proxy
@@ -448,9 +452,7 @@ impl DirectPath {
                         self.proxy.proxy_failed(&e, false, false, ctx);
                         return Err(e);
                     }
-                    // A reused connection that failed before any response byte was stale
-                    // (closed by the upstream while idle), not a failing endpoint.
-                    let stale = reused && !ctx.has_upstream_response() && is_stale_error(&e);
+                    let stale = retry::is_stale(reused, ctx.has_upstream_response(), &e);
                     if self.proxy.proxy_failed(&e, stale, replayable, ctx) {
                         continue;
                     }
@@ -764,23 +766,10 @@ impl Downstream for Client {
     }
 
     async fn answer_with(&mut self, resp: &ResponseHeader, body: &str) -> Result<()> {
-        let mut out = BytesMut::with_capacity(256 + body.len());
-        let status = resp.status.as_u16();
-        out.put_slice(b"HTTP/1.1 ");
-        out.put_slice(resp.status.as_str().as_bytes());
-        out.put_u8(b' ');
-        out.put_slice(resp.status.canonical_reason().unwrap_or("").as_bytes());
-        out.put_slice(b"\r\n");
-        for (name, value) in resp.headers.iter() {
-            h1::put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        h1::put_own_fields(&mut out, get_cached_date().as_bytes(), self.keep_alive);
-        out.put_slice(b"\r\n");
-        // A HEAD answer has the length of the body it does not carry.
-        let body = if self.head_request { "" } else { body };
-        out.put_slice(body.as_bytes());
-        self.sent.status = status;
-        self.sent.body_bytes = body.len();
+        let mut out = BytesMut::new();
+        http1_answer(resp, body, self.head_request, self.keep_alive, &mut out);
+        self.sent.status = resp.status.as_u16();
+        self.sent.body_bytes = if self.head_request { 0 } else { body.len() };
         self.write(&out).await
     }
 }
@@ -893,13 +882,7 @@ impl Downstream for WeirH2Client {
         self.sent.body_bytes = body.len();
         self.ended = true;
         self.stream
-            .send_headers(body.is_empty(), |e, out| {
-                e.status(resp.status.as_u16(), out);
-                for (name, value) in resp.headers.iter() {
-                    e.field(name.as_str().as_bytes(), value.as_bytes(), out);
-                }
-                e.field(b"date", get_cached_date().as_bytes(), out);
-            })
+            .send_headers(body.is_empty(), |e, out| http2_answer_head(resp, e, out))
             .map_err(|_| stream_closed())?;
         if !body.is_empty() {
             let body = bytes::Bytes::copy_from_slice(body.as_bytes());
@@ -915,15 +898,6 @@ impl Downstream for WeirH2Client {
 enum Failure {
     Upstream(Box<Error>),
     Downstream(Box<Error>),
-}
-
-/// Errors that on a reused connection mean it was closed while idle: the upstream reset or
-/// closed it before answering (not a timeout, which is the endpoint's).
-fn is_stale_error(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-    )
 }
 
 fn body_cut_short() -> Box<Error> {

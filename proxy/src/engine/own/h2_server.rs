@@ -24,6 +24,7 @@
 //! Must not: read or answer requests (the callback's), or hold the stream table's lock
 //! across an await.
 
+use crate::request::answers::{http2_answer_head, plain_response};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use pingora::protocols::Stream;
@@ -529,11 +530,12 @@ fn dispatch<S: Future<Output = ()>>(
 
 /// Queues a short plain-text answer of weir's own on `stream`, which ends it.
 fn queue_answer(conn: &mut ServerConnection, stream: u32, status: u16, body: &'static str) {
-    let _ = conn.send_headers(stream, false, |e, out| {
-        e.status(status, out);
-        e.field(b"content-type", b"text/plain", out);
-        e.field(b"content-length", body.len().to_string().as_bytes(), out);
-    });
+    // Only weir's own statuses come here; one that is not a status leaves the stream
+    // unanswered (the caller resets or closes it).
+    let Ok(resp) = plain_response(status, body) else {
+        return;
+    };
+    let _ = conn.send_headers(stream, false, |e, out| http2_answer_head(&resp, e, out));
     let _ = conn.send_data(stream, Bytes::from_static(body.as_bytes()), true);
 }
 

@@ -15,6 +15,7 @@
 //! more than [`STREAM_HIGH_WATER`] of response body per stream.
 
 use crate::engine::own::h2_server::{H2Stream, STREAM_HIGH_WATER};
+use crate::http::fields::CONNECTION_SCOPED;
 use crate::request::timeouts::CLIENT_IDLE_TIMEOUT;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -168,14 +169,8 @@ impl PingoraStream {
         }
         head.insert_header(header::DATE, get_cached_date())?;
         // Connection-specific fields cannot be sent over HTTP/2 (RFC 9113 §8.2.2).
-        for name in [
-            header::TRANSFER_ENCODING,
-            header::CONNECTION,
-            header::UPGRADE,
-            HeaderName::from_static("keep-alive"),
-            HeaderName::from_static("proxy-connection"),
-        ] {
-            head.remove_header(&name);
+        for name in CONNECTION_SCOPED {
+            head.remove_header(name);
         }
         self.stream
             .send_headers(end, |e, out| {

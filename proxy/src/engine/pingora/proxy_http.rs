@@ -14,6 +14,7 @@
 use crate::http::forwarded::client_ip;
 use crate::request::answers::{error_answer, plain_response, quiet_error, redirect_response};
 use crate::request::phases::{Admission, RequestCtx, WeirProxy};
+use crate::request::retry;
 use crate::request::timeouts::UPSTREAM_IDLE_TIMEOUT;
 use crate::routes::routing::RouteTarget;
 use async_trait::async_trait;
@@ -23,7 +24,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::RetryType;
 use std::net::SocketAddr;
 use weir_discovery::BackendProtocol;
 
@@ -88,10 +88,11 @@ pub(crate) fn peer_for(target: &RouteTarget, addr: SocketAddr, upgrade: bool) ->
     peer
 }
 
-/// Whether Pingora could send the request again: idempotent, its body still in the retry
-/// buffer.
+/// Whether Pingora could send the request again: its body is at hand while it is still in
+/// Pingora's retry buffer.
 fn replayable(session: &Session) -> bool {
-    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
+    let body_at_hand = !session.as_ref().retry_buffer_truncated();
+    retry::replayable(&session.req_header().method, body_at_hand)
 }
 
 /// Pingora's `ProxyHttp` phases, each a thin call into the shared phases above.
@@ -157,18 +158,9 @@ impl ProxyHttp for WeirProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        // Pingora marks errors on a reused pooled connection `ReusedOnly`: the connection
-        // was stale, which says nothing about the endpoint.
-        let stale = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+        let stale = retry::is_stale(client_reused, ctx.has_upstream_response(), &e);
         let retry = self.proxy_failed(&e, stale, replayable(session), ctx);
-        if retry {
-            e.retry.decide_reuse(client_reused);
-            if !stale {
-                e.set_retry(true);
-            }
-        } else {
-            e.set_retry(false);
-        }
+        e.set_retry(retry);
         e
     }
 

@@ -1,0 +1,46 @@
+//! Which fields describe a connection rather than the message: one table for every engine
+//! and protocol (RFC 9110 §7.6.1; RFC 9113 §8.2.2 refuses them in HTTP/2, `te: trailers`
+//! aside). They are never forwarded to the next hop and never relayed to a client over
+//! another connection; each place that meets them says what it does with them instead.
+//!
+//! Must not: hold state.
+
+/// The connection-scoped fields, lowercase.
+pub(crate) const CONNECTION_SCOPED: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Whether `name` (any case) is one of [`CONNECTION_SCOPED`].
+pub(crate) fn is_connection_scoped(name: &[u8]) -> bool {
+    CONNECTION_SCOPED
+        .iter()
+        .any(|scoped| name.eq_ignore_ascii_case(scoped.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_scoped_fields_match_in_any_case() {
+        for name in [
+            "Connection",
+            "KEEP-ALIVE",
+            "te",
+            "Transfer-Encoding",
+            "HTTP2-Settings",
+        ] {
+            assert!(is_connection_scoped(name.as_bytes()), "{name}");
+        }
+        for name in ["content-length", "tee", "trailers", "x-upgrade", ""] {
+            assert!(!is_connection_scoped(name.as_bytes()), "{name}");
+        }
+    }
+}
