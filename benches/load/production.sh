@@ -7,6 +7,7 @@
 # upstream keep-alive and serve the same ECDSA P-256 certificate. Modes, in interleaved rounds:
 #   h1       wrk -t1 -c32: plaintext HTTP/1.1 keep-alive
 #   h2c      h2load -c8 -m16: HTTP/2 prior knowledge
+#   h1-post  wrk -t1 -c32, plaintext HTTP/1.1, a 4 KiB POST body on every request (post.lua)
 #   tls-h1   wrk -t1 -c32 over TLS (HTTP/1.1 keep-alive)
 #   tls-h2   h2load -c8 -m16 over TLS (ALPN h2)
 #   tls-new  wrk -t1 -c32 over TLS with `Connection: close`: a new connection, and a full
@@ -148,6 +149,7 @@ measure() { # $1 mode, $2 plaintext port, $3 h2c port, $4 TLS port
     rm -f "$work/h2load.log"
     case "$1" in
         h1) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
+        h1-post) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/post.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
         h2c) h2load -c8 -m16 -D"$DURATION" --log-file="$work/h2load.log" "http://127.0.0.1:$3/" \
                 | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
         tls-h1) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "https://127.0.0.1:$4/" | grep '^RESULT' ;;
