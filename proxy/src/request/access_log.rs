@@ -22,7 +22,6 @@ use crate::http::forwarded::with_ip_text;
 use prometheus::IntCounter;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +32,8 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 const WAKE_AT: usize = 256 * 1024;
 /// A thread's buffer past which lines are dropped (counted) until the writer takes it.
 const SHARD_LIMIT: usize = 4 * 1024 * 1024;
+/// How long [`AccessLog::flush`] waits for a writer that is stuck.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// One request's line.
 pub struct AccessLine<'a> {
@@ -83,8 +84,9 @@ struct Shard {
 }
 
 thread_local! {
-    /// This thread's buffer, registered with the writer on the first line.
-    static SHARD: RefCell<Option<Arc<Shard>>> = const { RefCell::new(None) };
+    /// This thread's buffer, registered with its log's writer on the first line (with the
+    /// address of the log it belongs to: a thread that writes to another log gets another).
+    static SHARD: RefCell<Option<(usize, Arc<Shard>)>> = const { RefCell::new(None) };
 }
 
 impl AccessLog {
@@ -142,7 +144,16 @@ impl AccessLog {
         };
         SHARD.with(|cell| {
             let mut cell = cell.borrow_mut();
-            let shard = cell.get_or_insert_with(|| shared.register());
+            let owner = Arc::as_ptr(shared) as usize;
+            if cell
+                .as_ref()
+                .is_none_or(|(registered, _)| *registered != owner)
+            {
+                *cell = Some((owner, shared.register()));
+            }
+            let Some((_, shard)) = cell.as_ref() else {
+                return;
+            };
             let mut lines = shard.lines.lock().unwrap_or_else(PoisonError::into_inner);
             if lines.len() >= SHARD_LIMIT {
                 shared.dropped.inc();
@@ -159,10 +170,31 @@ impl AccessLog {
         });
     }
 
-    /// Writes every line formatted so far (before the process exits).
+    /// Writes every line formatted so far (before the process exits). Waits at most
+    /// [`FLUSH_WAIT`] for a writer stuck on a standard output nobody reads: exiting matters
+    /// more than those lines.
     pub fn flush(&self) {
-        if let Some(shared) = &self.shared {
-            shared.write_batch(&mut Vec::new());
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        loop {
+            match shared.output.try_lock() {
+                Ok(mut output) => {
+                    shared.write_batch_to(&mut **output, &mut Vec::new());
+                    return;
+                }
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    shared.write_batch_to(&mut **poisoned.into_inner(), &mut Vec::new());
+                    return;
+                }
+                Err(std::sync::TryLockError::WouldBlock)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            }
         }
     }
 }
@@ -177,10 +209,17 @@ impl Shared {
         shard
     }
 
-    /// Takes every thread's lines (swapping in `batch`'s empty buffer, so that neither side
-    /// allocates once both have grown) and writes them.
+    /// Takes every thread's lines and writes them (the writer thread's turn).
     fn write_batch(&self, batch: &mut Vec<u8>) {
         let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write_batch_to(&mut **output, batch);
+    }
+
+    /// Takes every thread's lines (swapping in `batch`'s empty buffer, so that neither side
+    /// allocates once both have grown) and writes them to `output`. A write that fails loses
+    /// the rest of its batch, counted as dropped lines; a line it cut short is ended, so the
+    /// next line starts on a line of its own.
+    fn write_batch_to(&self, output: &mut dyn std::io::Write, batch: &mut Vec<u8>) {
         let shards: Vec<Arc<Shard>> = self
             .shards
             .lock()
@@ -188,6 +227,10 @@ impl Shared {
             .clone();
         for shard in shards {
             batch.clear();
+            // A burst's buffer is not handed on to a thread for ever: it goes back smaller.
+            if batch.capacity() > 2 * WAKE_AT {
+                *batch = Vec::with_capacity(WAKE_AT);
+            }
             {
                 let mut lines = shard.lines.lock().unwrap_or_else(PoisonError::into_inner);
                 if lines.is_empty() {
@@ -195,14 +238,24 @@ impl Shared {
                 }
                 std::mem::swap(&mut *lines, batch);
             }
-            // A failed write (standard output closed) loses this batch only; nothing waits.
-            let _ = output.write_all(batch);
+            let mut written = 0;
+            while written < batch.len() {
+                match output.write(&batch[written..]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            if written < batch.len() {
+                let lost = batch[written..].iter().filter(|&&b| b == b'\n').count();
+                self.dropped.inc_by(lost as u64);
+                if written > 0 && batch[written - 1] != b'\n' {
+                    let _ = output.write(b"\n");
+                }
+            }
         }
         let _ = output.flush();
-        // A burst's buffer is not kept for ever.
-        if batch.capacity() > SHARD_LIMIT {
-            *batch = Vec::new();
-        }
     }
 }
 
@@ -566,6 +619,96 @@ mod tests {
         }
         assert_eq!(lines, 4000);
         assert_eq!(dropped.get(), 0);
+        Ok(())
+    }
+
+    /// A write that fails part-way loses the rest of its batch as counted drops, and ends the
+    /// line it cut so the next batch starts on a line of its own.
+    #[test]
+    fn a_failed_write_counts_what_it_lost_and_ends_the_cut_line(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        /// Takes `room` bytes, then fails every write but a lone newline.
+        struct Full {
+            taken: Vec<u8>,
+            room: usize,
+        }
+        impl std::io::Write for Full {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if buf == b"\n" {
+                    self.taken.push(b'\n');
+                    return Ok(1);
+                }
+                let n = buf.len().min(self.room);
+                if n == 0 {
+                    return Err(std::io::ErrorKind::StorageFull.into());
+                }
+                self.room -= n;
+                self.taken.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dropped = IntCounter::new("dropped", "dropped")?;
+        let shared = Shared {
+            format: LogFormat::Json,
+            shards: Mutex::new(Vec::new()),
+            dropped: dropped.clone(),
+            writer: std::thread::current(),
+            output: Mutex::new(Box::new(std::io::sink())),
+        };
+        let shard = shared.register();
+        let mut one = Vec::new();
+        json_line(&mut one, &sample(None));
+        for _ in 0..10 {
+            json_line(
+                &mut shard.lines.lock().unwrap_or_else(PoisonError::into_inner),
+                &sample(None),
+            );
+        }
+        // Room for two lines and a half.
+        let mut out = Full {
+            taken: Vec::new(),
+            room: one.len() * 5 / 2,
+        };
+        shared.write_batch_to(&mut out, &mut Vec::new());
+        assert_eq!(dropped.get(), 8, "the cut line and the seven after it");
+        let lines: Vec<&[u8]> = out.taken.split(|&b| b == b'\n').collect();
+        assert_eq!(
+            lines.len(),
+            4,
+            "two whole lines, the cut one ended, nothing after"
+        );
+        for whole in &lines[..2] {
+            serde_json::from_slice::<serde_json::Value>(whole)?;
+        }
+        Ok(())
+    }
+
+    /// Exiting never waits for ever on a writer stuck on a standard output nobody reads.
+    #[test]
+    fn flush_gives_up_on_a_stuck_writer() -> Result<(), Box<dyn std::error::Error>> {
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl std::io::Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, stuck) = std::sync::mpsc::channel();
+        let dropped = IntCounter::new("dropped", "dropped")?;
+        let log = AccessLog::to_writer(LogFormat::Json, dropped, Box::new(Stuck(stuck)))?;
+        // Enough for the writer to be woken and stuck in its write.
+        for _ in 0..(2 * WAKE_AT / 300) {
+            log.write(&sample(None));
+        }
+        std::thread::sleep(FLUSH_INTERVAL * 3);
+        log.flush();
+        drop(release);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use crate::http::path::normalize;
 use crate::http::request_view::{visible_ascii, RequestView};
 use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::concurrency::ConcurrencyPermit;
+use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
 use crate::routes::routing::{LiveRouting, RouteTarget};
 use bytes::Bytes;
@@ -353,7 +354,7 @@ impl WeirProxy {
         self.feed_back(ctx, Outcome::Failure);
         self.count_upstream_error(ctx, e);
         ctx.stale_connection_retry = false;
-        self.may_retry(replayable, false, ctx)
+        self.may_retry(replayable, !retry::sent_nothing(e), ctx)
     }
 
     /// After an error while proxying: whether to try again. `stale`: the error came from a
@@ -367,7 +368,11 @@ impl WeirProxy {
         ctx: &mut RequestCtx,
     ) -> bool {
         ctx.stale_connection_retry = stale;
-        if e.esource() == &ErrorSource::Upstream && !stale {
+        if e.esource() != &ErrorSource::Upstream {
+            // The client went away or broke its request: nobody to retry for.
+            return false;
+        }
+        if !stale {
             self.feed_back(ctx, Outcome::Failure);
             self.count_upstream_error(ctx, e);
         }
@@ -474,10 +479,11 @@ impl WeirProxy {
 
     /// Whether the request may be sent again: `replayable` (idempotent, its body still at
     /// hand), attempts left on its route, and, when the failed attempt `reached_upstream`,
-    /// room in the route's retry budget (which then counts it). A connect that failed sent
-    /// nothing: its retry adds no load to any backend beyond the request itself, and when an
-    /// endpoint dies every request picked for it fails this way at once, more of them than
-    /// the budget's floor of 3 (a `502` for clients of a dead pod while its peers are fine).
+    /// room in the route's retry budget (which then counts it). A connect refused, unrouted or
+    /// timed out sent nothing ([`retry::sent_nothing`]): its retry adds no load to any backend
+    /// beyond the request itself, and when an endpoint dies every request picked for it fails
+    /// this way at once, more of them than the budget's floor of 3 (a `502` for clients of a
+    /// dead pod while its peers are fine). A failed TLS handshake did reach the backend.
     fn may_retry(&self, replayable: bool, reached_upstream: bool, ctx: &mut RequestCtx) -> bool {
         let Some(target) = &ctx.target else {
             return false;

@@ -128,13 +128,18 @@ impl Weir {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The access log so far: one JSON object per request (target `weir::access`).
+    /// The access log so far: one JSON object per request (target `weir::access`), in the
+    /// order the requests ended (worker threads' lines reach the log in batches, so the file's
+    /// order is by thread within each batch).
     pub fn access_log(&self) -> Vec<Value> {
-        self.log_text()
+        let mut lines: Vec<Value> = self
+            .log_text()
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .filter(|v| v["target"] == "weir::access")
-            .collect()
+            .collect();
+        lines.sort_by(|a, b| a["timestamp"].as_str().cmp(&b["timestamp"].as_str()));
+        lines
     }
 
     /// The access log once it holds at least `n` lines (a request is logged just after
