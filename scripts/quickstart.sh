@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 
 cargo build --release -p weir-proxy -p weir-testsupport --bins
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 pids=()
 cleanup() {
