@@ -259,89 +259,103 @@ impl Shared {
     }
 }
 
+/// One field's value, as each format writes it.
+enum Value<'a> {
+    Str(&'a str),
+    Num(u64),
+    Millis(Duration),
+    Addr(Option<SocketAddr>),
+    Text(Option<&'a dyn fmt::Display>),
+}
+
+impl AccessLine<'_> {
+    /// The line's fields, in the order every format writes them.
+    fn fields(&self) -> [(&'static str, Value<'_>); 15] {
+        [
+            ("method", Value::Str(self.method)),
+            ("host", Value::Str(self.host)),
+            ("path", Value::Str(self.path)),
+            ("status", Value::Num(self.status.into())),
+            ("duration_ms", Value::Millis(self.duration)),
+            ("upstream", Value::Addr(self.upstream)),
+            ("pick_reason", Value::Str(self.pick_reason)),
+            ("attempts", Value::Num(self.attempts as u64)),
+            ("namespace", Value::Str(self.namespace)),
+            ("ingress", Value::Str(self.ingress)),
+            ("service", Value::Str(self.service)),
+            ("bytes_in", Value::Num(self.bytes_in as u64)),
+            ("bytes_out", Value::Num(self.bytes_out as u64)),
+            ("trace_id", Value::Str(self.trace_id)),
+            ("error", Value::Text(self.error)),
+        ]
+    }
+}
+
 /// `{"timestamp":...,"level":"INFO","target":"weir::access","message":"request",...}`: the
 /// fields `tracing`'s JSON lines have, so one parser reads every line weir writes.
 fn json_line(out: &mut Vec<u8>, line: &AccessLine<'_>) {
     out.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(out, SystemTime::now());
     out.extend_from_slice(
-        b"\",\"level\":\"INFO\",\"target\":\"weir::access\",\"message\":\"request\",\"method\":\"",
+        b"\",\"level\":\"INFO\",\"target\":\"weir::access\",\"message\":\"request\"",
     );
-    json_str(out, line.method);
-    out.extend_from_slice(b"\",\"host\":\"");
-    json_str(out, line.host);
-    out.extend_from_slice(b"\",\"path\":\"");
-    json_str(out, line.path);
-    out.extend_from_slice(b"\",\"status\":");
-    decimal(out, line.status.into());
-    out.extend_from_slice(b",\"duration_ms\":");
-    millis(out, line.duration);
-    out.extend_from_slice(b",\"upstream\":\"");
-    if let Some(addr) = line.upstream {
-        socket_addr(out, addr);
+    for (name, value) in line.fields() {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        match value {
+            Value::Num(n) => decimal(out, n),
+            Value::Millis(d) => millis(out, d),
+            Value::Str(s) => {
+                out.push(b'"');
+                json_str(out, s);
+                out.push(b'"');
+            }
+            Value::Addr(addr) => {
+                out.push(b'"');
+                if let Some(addr) = addr {
+                    socket_addr(out, addr);
+                }
+                out.push(b'"');
+            }
+            Value::Text(text) => {
+                out.push(b'"');
+                if let Some(text) = text {
+                    let _ = write!(JsonEscaped(out), "{text}");
+                }
+                out.push(b'"');
+            }
+        }
     }
-    out.extend_from_slice(b"\",\"pick_reason\":\"");
-    json_str(out, line.pick_reason);
-    out.extend_from_slice(b"\",\"attempts\":");
-    decimal(out, line.attempts as u64);
-    out.extend_from_slice(b",\"namespace\":\"");
-    json_str(out, line.namespace);
-    out.extend_from_slice(b"\",\"ingress\":\"");
-    json_str(out, line.ingress);
-    out.extend_from_slice(b"\",\"service\":\"");
-    json_str(out, line.service);
-    out.extend_from_slice(b"\",\"bytes_in\":");
-    decimal(out, line.bytes_in as u64);
-    out.extend_from_slice(b",\"bytes_out\":");
-    decimal(out, line.bytes_out as u64);
-    out.extend_from_slice(b",\"trace_id\":\"");
-    json_str(out, line.trace_id);
-    out.extend_from_slice(b"\",\"error\":\"");
-    if let Some(error) = line.error {
-        let _ = write!(JsonEscaped(out), "{error}");
-    }
-    out.extend_from_slice(b"\"}\n");
+    out.extend_from_slice(b"}\n");
 }
 
 /// `2026-01-02T03:04:05.678901Z  INFO weir::access: request method=GET host=...`: as
 /// `tracing`'s text lines read; values with spaces, quotes or controls are quoted.
 fn text_line(out: &mut Vec<u8>, line: &AccessLine<'_>) {
     timestamp(out, SystemTime::now());
-    out.extend_from_slice(b"  INFO weir::access: request method=");
-    text_value(out, line.method);
-    out.extend_from_slice(b" host=");
-    text_value(out, line.host);
-    out.extend_from_slice(b" path=");
-    text_value(out, line.path);
-    out.extend_from_slice(b" status=");
-    decimal(out, line.status.into());
-    out.extend_from_slice(b" duration_ms=");
-    millis(out, line.duration);
-    out.extend_from_slice(b" upstream=");
-    if let Some(addr) = line.upstream {
-        socket_addr(out, addr);
-    }
-    out.extend_from_slice(b" pick_reason=");
-    text_value(out, line.pick_reason);
-    out.extend_from_slice(b" attempts=");
-    decimal(out, line.attempts as u64);
-    out.extend_from_slice(b" namespace=");
-    text_value(out, line.namespace);
-    out.extend_from_slice(b" ingress=");
-    text_value(out, line.ingress);
-    out.extend_from_slice(b" service=");
-    text_value(out, line.service);
-    out.extend_from_slice(b" bytes_in=");
-    decimal(out, line.bytes_in as u64);
-    out.extend_from_slice(b" bytes_out=");
-    decimal(out, line.bytes_out as u64);
-    out.extend_from_slice(b" trace_id=");
-    text_value(out, line.trace_id);
-    out.extend_from_slice(b" error=");
-    if let Some(error) = line.error {
-        out.push(b'"');
-        let _ = write!(JsonEscaped(out), "{error}");
-        out.push(b'"');
+    out.extend_from_slice(b"  INFO weir::access: request");
+    for (name, value) in line.fields() {
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        match value {
+            Value::Num(n) => decimal(out, n),
+            Value::Millis(d) => millis(out, d),
+            Value::Str(s) => text_value(out, s),
+            Value::Addr(addr) => {
+                if let Some(addr) = addr {
+                    socket_addr(out, addr);
+                }
+            }
+            Value::Text(text) => {
+                if let Some(text) = text {
+                    out.push(b'"');
+                    let _ = write!(JsonEscaped(out), "{text}");
+                    out.push(b'"');
+                }
+            }
+        }
     }
     out.push(b'\n');
 }
