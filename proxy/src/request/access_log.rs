@@ -596,6 +596,19 @@ mod tests {
         }
     }
 
+    /// A standard output nobody reads: every write blocks until the test drops the sender.
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     fn sample<'a>(error: Option<&'a dyn fmt::Display>) -> AccessLine<'a> {
         AccessLine {
             method: "GET",
@@ -773,16 +786,6 @@ mod tests {
     /// Exiting never waits for ever on a writer stuck on a standard output nobody reads.
     #[test]
     fn flush_gives_up_on_a_stuck_writer() -> Result<(), Box<dyn std::error::Error>> {
-        struct Stuck(std::sync::mpsc::Receiver<()>);
-        impl std::io::Write for Stuck {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
-                Err(std::io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let (release, stuck) = std::sync::mpsc::channel();
         let dropped = IntCounter::new("dropped", "dropped")?;
         let log = AccessLog::to_writer(LogFormat::Json, dropped, Box::new(Stuck(stuck)))?;
@@ -800,16 +803,6 @@ mod tests {
     /// buffer stops at its limit and the rest is counted dropped.
     #[test]
     fn a_stuck_output_drops_and_counts_lines() -> Result<(), Box<dyn std::error::Error>> {
-        struct Stuck(std::sync::mpsc::Receiver<()>);
-        impl std::io::Write for Stuck {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
-                Err(std::io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let (release, stuck) = std::sync::mpsc::channel();
         let dropped = IntCounter::new("dropped", "dropped")?;
         let log = AccessLog::to_writer(LogFormat::Json, dropped.clone(), Box::new(Stuck(stuck)))?;
