@@ -44,15 +44,7 @@ if [ -z "$WEIR_BIN" ]; then
     WEIR_BIN="target/$PROFILE/weir"
 fi
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 0.5
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/load/procs.sh
 
 UP=19100; NGINX=19101; NGINX_H2C=19102; NGINX_TLS=19103
 HAPROXY=19111; HAPROXY_H2C=19112; HAPROXY_TLS=19113
@@ -142,8 +134,6 @@ for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGINX/" "https://127.0.0.1
     curl -kfs -o /dev/null "$url" || { echo "$url does not answer" >&2; cat "$work/weir.err" >&2; exit 1; }
 done
 
-family() { echo "$1"; pgrep -P "$1" || true; }
-ticks() { for p in $(family "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
 results="$work/results.tsv"
 measure() { # $1 mode, $2 plaintext port, $3 h2c port, $4 TLS port
     rm -f "$work/h2load.log"

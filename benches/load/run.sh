@@ -35,17 +35,7 @@ TARGETS="${TARGETS:-direct nginx haproxy bare-pingora bare-pingora-tuned bare-h1
 weir_need_commands nginx:nginx haproxy:haproxy wrk:wrk
 cargo build --release -q -p weir-proxy -p weir-bench-bare-pingora --bins
 
-work="$(mktemp -d)"
-pids=()
-# INT: everyone stops at once (weir's fast shutdown); TERM for what is still there (HAProxy
-# in -db mode keeps running on INT, and held the caller's pipe open).
-cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 0.5
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/load/procs.sh
 
 UP=19000; NGINX=19001; HAPROXY=19002; BARE=19003; WEIR=19004; ADMIN=19005; TUNED=19006
 WEIR_PINGORA=19007; ADMIN_PINGORA=19008; H1_LOOP=19009
@@ -98,11 +88,6 @@ for port in $UP $NGINX $HAPROXY $BARE $TUNED $H1_LOOP $WEIR $WEIR_PINGORA; do
     curl -fs -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port does not answer" >&2; exit 1; }
 done
 
-# CPU ticks and RSS of a proxy: the process and its children (nginx's worker runs under
-# the master process started here).
-family() { echo "$1"; pgrep -P "$1" || true; }
-ticks() { for p in $(family "$1"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
-rss_kib() { for p in $(family "$1"); do awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'; }
 results="$work/results.tsv"
 # One measurement: prints the RESULT line of latency.lua / h2load_result.py.
 measure() { # $1 mode, $2 port
