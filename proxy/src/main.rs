@@ -235,6 +235,10 @@ fn main() {
         tls.set_cert_resolver(Arc::clone(store) as Arc<dyn rustls::server::ResolvesServerCert>);
         tls.enable_h2();
         proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        // Handshakes of new connections wait their turn behind requests under way.
+        proxy.endpoints().set_pre_tls_callback(Arc::new(
+            weir_proxy::listener::handshake_turns::HandshakeTurns,
+        ));
     }
 
     let shutdown_flag = Arc::new(admin::ShutdownFlag::default());
