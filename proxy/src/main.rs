@@ -208,6 +208,7 @@ fn main() {
         },
     );
     let in_flight = logic.in_flight();
+    let core = logic.clone();
     let direct = (cli.http1_path == weir_proxy::app::cli::Http1Path::Direct).then(|| {
         weir_proxy::engine::own::direct::DirectPath::new(logic.clone(), Arc::clone(&routing))
     });
@@ -221,6 +222,7 @@ fn main() {
         "weir proxy".to_string(),
         weir_proxy::listener::gate::ConnectionGate::new(
             http,
+            core,
             direct,
             cli.max_connections as usize,
             cli.request_header_timeout,

@@ -105,7 +105,7 @@ fn malformed_and_smuggling_shapes_are_refused_and_never_reach_the_upstream() {
         ("CL with letters", format!("POST / HTTP/1.1\r\n{host}Content-Length: 0x10\r\n\r\n{smuggled}"), 400),
         ("CL overflow", format!("POST / HTTP/1.1\r\n{host}Content-Length: 99999999999999999999999\r\n\r\n"), 400),
         ("two TE", format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"), 400),
-        ("TE not chunked", format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{smuggled}"), 400),
+        ("TE not chunked", format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{smuggled}"), 501),
         ("TE gzip, chunked", format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggled}"), 501),
         ("TE with space before colon", format!("POST / HTTP/1.1\r\n{host}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"), 400),
         ("TE in HTTP/1.0", format!("POST / HTTP/1.0\r\n{host}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"), 400),

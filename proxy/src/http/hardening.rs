@@ -1,9 +1,8 @@
-//! Request shapes weir refuses before any routing or upstream work: framing that
-//! two HTTP parsers could read differently (request smuggling) and requests over the size
-//! limits. Pingora's parser already rejects obsolete line folding, NUL/CR in values, invalid
-//! header names, negative or non-numeric Content-Length and unknown versions; what it lets
-//! through (Content-Length beside Transfer-Encoding, repeated framing headers, `5, 5`,
-//! codings other than `chunked`, HTTP/1.1 without Host, oversized headers) is checked here.
+//! Request shapes weir refuses before any routing or upstream work, whatever the protocol:
+//! requests over the size limits, and `Host` values that are missing, repeated or not an
+//! authority. HTTP/1 framing (the request line, `Content-Length`, `Transfer-Encoding`,
+//! chunked bodies) is checked on the raw bytes before this, in [`crate::http::h1`] and
+//! [`crate::http::chunked`]; docs/security.md lists every rejection.
 //!
 //! Must not: allocate, or look at anything but the parsed request header (one pass over the
 //! headers per request).
@@ -40,7 +39,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    const fn new(status: u16, reason: &'static str) -> Self {
+    pub(crate) const fn new(status: u16, reason: &'static str) -> Self {
         Rejection { status, reason }
     }
 
@@ -60,17 +59,10 @@ impl Rejection {
     }
 }
 
-/// Checks one request header; `Err` says how to refuse it. HTTP/2 requests have no
-/// message framing headers of their own (the stream frames them) and skip those checks.
-///
-/// `raw_header` is the header block as received (HTTP/1): Pingora drops Content-Length when
-/// Transfer-Encoding is present (RFC 9112 §6.3), so only the raw bytes still show that a
-/// client sent both — the classic smuggling shape, refused here as nginx does.
-pub fn check_request(
-    req: &impl RequestView,
-    raw_header: impl FnOnce() -> Option<bytes::Bytes>,
-    limits: &RequestLimits,
-) -> Result<(), Rejection> {
+/// Checks one request header, of any protocol; `Err` says how to refuse it. HTTP/1 framing
+/// (request line, `Content-Length`, `Transfer-Encoding`) was checked on the raw head before
+/// ([`crate::http::h1`]'s `classify`); HTTP/2 streams frame themselves.
+pub fn check_request(req: &impl RequestView, limits: &RequestLimits) -> Result<(), Rejection> {
     // Method, target, version and the separators.
     let line = req.method().as_str().len() + req.raw_path().len() + 10;
     if line > limits.max_request_line_bytes {
@@ -78,24 +70,15 @@ pub fn check_request(
     }
     let mut count = 0usize;
     let mut bytes = 0usize;
-    let mut content_lengths = 0usize;
-    let mut transfer_encodings = 0usize;
     let mut hosts = 0usize;
     for (name, value) in req.fields() {
         count += 1;
         bytes += name.len() + value.len() + 4;
-        if name.eq_ignore_ascii_case(b"content-length") {
-            content_lengths += 1;
-            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-                return Err(Rejection::new(400, "invalid_content_length"));
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encodings += 1;
-            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(Rejection::new(501, "unsupported_transfer_encoding"));
-            }
-        } else if name.eq_ignore_ascii_case(b"host") {
+        if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !is_authority(value) {
+                return Err(Rejection::bad_request("invalid_host"));
+            }
         }
     }
     if count > limits.max_headers || bytes > limits.max_header_bytes {
@@ -104,30 +87,60 @@ pub fn check_request(
     if req.version() >= Version::HTTP_2 {
         return Ok(());
     }
-    let content_length_dropped =
-        || raw_header().is_some_and(|raw| has_field(&raw, b"content-length"));
-    if transfer_encodings > 0 && (content_lengths > 0 || content_length_dropped()) {
-        return Err(Rejection::new(400, "content_length_with_transfer_encoding"));
-    }
-    if content_lengths > 1 {
-        return Err(Rejection::new(400, "duplicate_content_length"));
-    }
-    if transfer_encodings > 1 {
-        return Err(Rejection::new(400, "duplicate_transfer_encoding"));
-    }
     if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
         return Err(Rejection::new(400, "missing_or_duplicate_host"));
     }
     Ok(())
 }
 
-/// Whether a raw header block has a field `name` (lowercase), at the start of a line.
-fn has_field(raw: &[u8], name: &[u8]) -> bool {
-    raw.split(|b| *b == b'\n').skip(1).any(|line| {
-        line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name)
-            && line[name.len()..].trim_ascii_start().first() == Some(&b':')
-    })
+/// Whether `value` is a `Host` value RFC 9112 §3.2 allows: an RFC 3986 authority without
+/// userinfo — a registered name (letters, digits, `-._~`, sub-delims, `%XX`), an IPv4
+/// address or a bracketed IPv6 address — and an optional port of digits. What is not
+/// (userinfo, a path, a space, a port that is not a number) would be read differently by
+/// the router, the upstream and anything that builds a URL from it.
+pub fn is_authority(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let is_v6 = std::str::from_utf8(&value[1..end])
+            .ok()
+            .and_then(|text| text.parse::<std::net::Ipv6Addr>().ok())
+            .is_some();
+        if !is_v6 {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b""[..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|b| *b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &b""[..]),
+        }
+    };
+    if port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let mut at = 0;
+    while at < host.len() {
+        match host[at] {
+            b'%' => {
+                let hex = host.get(at + 1..at + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                at += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        at += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -145,13 +158,9 @@ mod tests {
     }
 
     fn status(version: Version, headers: &[(&str, &str)]) -> Option<u16> {
-        check_request(
-            &request(version, headers),
-            || None,
-            &RequestLimits::default(),
-        )
-        .err()
-        .map(|r| r.status)
+        check_request(&request(version, headers), &RequestLimits::default())
+            .err()
+            .map(|r| r.status)
     }
 
     #[test]
@@ -163,6 +172,8 @@ mod tests {
             None
         );
         assert_eq!(status(v11, &[("host", "a")]), None);
+        assert_eq!(status(v11, &[("host", "a"), ("host", "b")]), Some(400));
+        assert_eq!(status(v11, &[]), Some(400), "HTTP/1.1 needs a Host");
         assert_eq!(
             status(Version::HTTP_10, &[]),
             None,
@@ -176,62 +187,35 @@ mod tests {
     }
 
     #[test]
-    fn ambiguous_framing_is_refused() {
+    fn host_values_outside_the_authority_syntax_are_refused() {
         let v11 = Version::HTTP_11;
-        let host = ("host", "a");
-        for (headers, expected) in [
-            (
-                vec![
-                    host,
-                    ("content-length", "5"),
-                    ("transfer-encoding", "chunked"),
-                ],
-                400,
-            ),
-            (
-                vec![host, ("content-length", "5"), ("content-length", "5")],
-                400,
-            ),
-            (vec![host, ("content-length", "5, 5")], 400),
-            (vec![host, ("content-length", "")], 400),
-            (
-                vec![
-                    host,
-                    ("transfer-encoding", "chunked"),
-                    ("transfer-encoding", "chunked"),
-                ],
-                400,
-            ),
-            (vec![host, ("transfer-encoding", "gzip, chunked")], 501),
-            (vec![host, ("transfer-encoding", "chunked, identity")], 501),
-            (vec![host, ("host", "b")], 400),
-            (vec![], 400),
+        for host in [
+            "a.example",
+            "a.example:8080",
+            "A-b_c~d.example",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "xn--bcher-kva.example",
+            "a%2Db.example",
         ] {
-            assert_eq!(status(v11, &headers), Some(expected), "{headers:?}");
+            assert_eq!(status(v11, &[("host", host)]), None, "{host}");
         }
-    }
-
-    #[test]
-    fn content_length_dropped_by_the_parser_is_still_seen() {
-        // What Pingora hands over for `Content-Length` + `Transfer-Encoding`: CL removed.
-        let req = request(
-            Version::HTTP_11,
-            &[("host", "a"), ("transfer-encoding", "chunked")],
-        );
-        let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let verdict = check_request(
-            &req,
-            || Some(bytes::Bytes::from(raw)),
-            &RequestLimits::default(),
-        );
-        assert_eq!(verdict.map_err(|r| r.status), Err(400));
-        let clean = "POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let verdict = check_request(
-            &req,
-            || Some(bytes::Bytes::from(clean)),
-            &RequestLimits::default(),
-        );
-        assert_eq!(verdict, Ok(()));
+        for host in [
+            "user@a.example",
+            "a.example/path",
+            "a example",
+            "a.example:http",
+            "a.example:123456",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "a%zz.example",
+            "a\\b",
+            "a\"b",
+        ] {
+            assert_eq!(status(v11, &[("host", host)]), Some(400), "{host}");
+        }
     }
 
     #[test]
@@ -245,8 +229,7 @@ mod tests {
             Version::HTTP_11,
             &[("host", "a"), ("a", "1"), ("b", "2"), ("c", "3")],
         );
-        let check =
-            |req: &RequestHeader| check_request(req, || None, &limits).map_err(|r| r.status);
+        let check = |req: &RequestHeader| check_request(req, &limits).map_err(|r| r.status);
         assert_eq!(check(&many), Err(431));
         let big = request(
             Version::HTTP_11,

@@ -27,16 +27,19 @@ use crate::engine::own::h2_server::{self, NewRequest};
 use crate::engine::own::read_deadline::ReadDeadline;
 use crate::engine::pingora::h2_session::{ConnectionDigests, PingoraStream};
 use crate::engine::pingora::holds_pipelined_bytes;
+use crate::engine::pingora::one_request::OneRequest;
 use crate::http::forwarded::client_ip;
 use crate::http::h1::HeadFields;
 use crate::http::h2_request::H2Request;
+use crate::http::hardening::Rejection;
 use crate::request::answers::{http1_answer, plain_response};
 use crate::request::header_deadline;
+use crate::request::phases::WeirProxy;
 use crate::request::timeouts::CLIENT_IDLE_TIMEOUT;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use futures::future::Either;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -44,7 +47,7 @@ use prometheus::{IntCounter, IntGauge};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_http2::conn::Settings;
 
 /// What the gate counts: the open-connection count it decides on, and its metrics.
@@ -69,6 +72,8 @@ impl GateStats {
 
 pub struct ConnectionGate<A> {
     inner: Arc<A>,
+    /// The request core, for the heads the gate refuses.
+    core: WeirProxy,
     /// weir's own HTTP/1.1 path (`None`: Pingora serves all).
     direct: Option<DirectPath>,
     max_connections: usize,
@@ -79,6 +84,7 @@ pub struct ConnectionGate<A> {
 impl<A> ConnectionGate<A> {
     pub fn new(
         inner: A,
+        core: WeirProxy,
         direct: Option<DirectPath>,
         max_connections: usize,
         header_timeout: Duration,
@@ -86,6 +92,7 @@ impl<A> ConnectionGate<A> {
     ) -> Self {
         ConnectionGate {
             inner: Arc::new(inner),
+            core,
             direct,
             max_connections,
             header_timeout,
@@ -125,6 +132,9 @@ async fn park_until_readable(stream: &mut Stream, shutdown: &ShutdownWatch) -> b
     }
 }
 
+/// How long a refused connection reads on before it closes.
+const LINGER: Duration = Duration::from_secs(1);
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FULL: &str = "too many connections\n";
 
@@ -155,22 +165,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 return self.serve_h2(stream, &shutdown).await;
             }
         }
-        if let Some(direct) = &self.direct {
-            return self.serve_direct(direct, stream, &shutdown).await;
-        }
-        // HTTP/1.1, as Pingora's own loop does it (keep-alive 60 s, request limit).
-        let mut session = self.http1_session(stream, &shutdown);
-        loop {
-            let reused = self.inner.process_new_http(session, &shutdown).await?;
-            let (mut stream, settings) = reused.consume();
-            if self.parking() && !park_until_readable(&mut stream, &shutdown).await {
-                return None;
-            }
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-        }
+        self.serve_http1(stream, &shutdown).await
     }
 
     /// An HTTP/2 connection: weir's own server ([`h2_server`]) reads it when the direct path
@@ -235,15 +230,13 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         .await;
     }
 
-    /// An HTTP/1 connection (plaintext or TLS) with the direct path on: each request head is read and
-    /// classified here; the direct path serves what it takes, Pingora the rest (one request
-    /// at a time, from the bytes already read), and the connection comes back after either.
-    async fn serve_direct(
-        &self,
-        direct: &DirectPath,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    /// An HTTP/1 connection (plaintext or TLS): each request head is read and classified
+    /// here, whatever engine serves it, so every request is framed by weir's one strict
+    /// reading ([`crate::http::h1::classify`]). The direct path serves what it takes;
+    /// Pingora's proxy the rest, one request at a time, read through [`OneRequest`] so it
+    /// sees only that request's checked bytes; a malformed head is answered and the
+    /// connection closed. The connection comes back here after each request.
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let mut buf = BytesMut::new();
         let mut fields = HeadFields::default();
         // One timer for all of this connection's timed reads (crate::engine::own::read_deadline).
@@ -253,37 +246,67 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             let next =
                 DirectPath::read_head(&mut stream, &mut buf, &mut fields, shutdown, &mut deadline)
                     .await;
-            match next {
+            let framing = match next {
                 NextHead::Closed => return None,
-                NextHead::Simple(view) if direct.takes(&buf, &view) => {
-                    let received = std::mem::take(&mut buf);
-                    let serving = boxed_in_place(|| {
-                        direct.serve(stream, received, view, &fields, shutdown, &mut deadline)
-                    });
-                    (stream, buf) = serving.await?;
+                NextHead::Malformed(rejection) => {
+                    // Boxed: its buffer and timer would otherwise be in every connection's
+                    // future, idle ones too.
+                    Box::pin(self.refuse_head(&mut stream, rejection)).await;
+                    return None;
                 }
-                NextHead::Simple(_) | NextHead::Other => {
-                    // Pingora reads the request from the bytes already read.
-                    let mut session = self.http1_session(stream, shutdown);
-                    let mut settings = HttpPersistentSettings::for_session(&session);
-                    settings.set_pipelined_prefix(std::mem::take(&mut buf));
-                    settings.apply_to_session(&mut session);
-                    // Pingora may have read the start of a pipelined request past its own; only
-                    // it holds those bytes, so it serves that request too, until it returns
-                    // the connection with nothing read ahead.
-                    loop {
-                        let reused = self.inner.process_new_http(session, shutdown).await?;
-                        let (next_stream, settings) = reused.consume();
-                        stream = next_stream;
-                        let Some(settings) = settings.filter(holds_pipelined_bytes) else {
-                            break;
-                        };
-                        session = ServerSession::new_http1(stream);
-                        settings.apply_to_session(&mut session);
+                NextHead::Simple(view) => match &self.direct {
+                    Some(direct) if direct.takes(&buf, &view) => {
+                        let received = std::mem::take(&mut buf);
+                        let serving = boxed_in_place(|| {
+                            direct.serve(stream, received, view, &fields, shutdown, &mut deadline)
+                        });
+                        (stream, buf) = serving.await?;
+                        continue;
                     }
+                    _ => view.framing(),
+                },
+                NextHead::Other(framing) => framing,
+            };
+            // Pingora's proxy serves this one request, read through `OneRequest`.
+            let one = OneRequest::new(stream, std::mem::take(&mut buf), framing);
+            let session = self.http1_session(Box::new(one), shutdown);
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            let (back, settings) = reused.consume();
+            if settings.as_ref().is_some_and(holds_pipelined_bytes) {
+                // Pingora read past the request (it cannot through `OneRequest`): those
+                // bytes were not checked here, so the connection ends.
+                return None;
+            }
+            let one = back.into_any().downcast::<OneRequest>().ok()?;
+            if !one.request_done() {
+                return None; // the body was not read to its end: its framing is lost
+            }
+            (stream, buf) = one.into_parts();
+        }
+    }
+
+    /// Answers a head weir refuses (counted and logged by the request core) and closes.
+    async fn refuse_head(&self, stream: &mut Stream, rejection: Rejection) {
+        self.core.refused_head(rejection);
+        let mut answer = BytesMut::new();
+        if let Ok(resp) = plain_response(rejection.status, rejection.body()) {
+            http1_answer(&resp, rejection.body(), false, false, &mut answer);
+            let _ = stream.write_all(&answer).await;
+            let _ = stream.flush().await;
+        }
+        // Read what the client still sends for a moment before closing, so that the close
+        // does not reset the connection before the client has read the answer.
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            for _ in 0..16 {
+                match stream.read(&mut sink).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
                 }
             }
-        }
+        })
+        .await;
     }
 
     /// A Pingora HTTP/1 session on `stream`, set up as Pingora's own loop does it (keep-alive
@@ -401,8 +424,15 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let metrics = Metrics::new()?;
         let stats = Arc::new(GateStats::new(&metrics));
+        let core = WeirProxy::new(
+            Arc::new(crate::routes::routing::LiveRouting::new()),
+            metrics.clone(),
+            Arc::new(crate::request::telemetry::Telemetry::disabled()),
+            Default::default(),
+        );
         let gate = Arc::new(ConnectionGate::new(
             PanickingApp,
+            core,
             None,
             1,
             Duration::ZERO,

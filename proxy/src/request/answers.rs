@@ -8,6 +8,7 @@
 //!
 //! Must not: write to a connection (each engine writes the head its own way).
 
+use crate::http::chunked::BrokenBody;
 use crate::http::h1;
 use crate::http::request_view::RequestView;
 use pingora::http::ResponseHeader;
@@ -103,6 +104,7 @@ pub(crate) fn error_answer(e: &Error) -> (u16, &'static str) {
         }
         _ => match e.esource() {
             ErrorSource::Upstream => (502, "upstream connection failed\n"),
+            ErrorSource::Downstream if broken_body(e) => (400, "bad request\n"),
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                     (0, "") // the client is gone: nothing to answer
@@ -112,6 +114,23 @@ pub(crate) fn error_answer(e: &Error) -> (u16, &'static str) {
             ErrorSource::Internal | ErrorSource::Unset => (500, "internal error\n"),
         },
     }
+}
+
+/// Whether `e` is a client's request body that broke its framing
+/// ([`crate::http::chunked::BrokenBody`]): the client's fault, answered 400.
+pub(crate) fn broken_body(e: &Error) -> bool {
+    // Pingora nests its errors as causes, boxed once or twice.
+    let mut cause = e.cause.as_deref();
+    while let Some(inner) = cause {
+        if let Some(error) = inner.downcast_ref::<Error>() {
+            cause = error.cause.as_deref();
+        } else if let Some(error) = inner.downcast_ref::<Box<Error>>() {
+            cause = error.cause.as_deref();
+        } else {
+            return BrokenBody::within(inner).is_some();
+        }
+    }
+    false
 }
 
 /// Errors that are weir's decisions (503 for an empty pool) or the client hanging up: not
@@ -131,6 +150,24 @@ pub(crate) fn quiet_error(error: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_body_is_found_however_pingora_wraps_it() {
+        let io = || std::io::Error::new(std::io::ErrorKind::InvalidData, BrokenBody("bad size"));
+        let once = Error::because(ErrorType::ReadError, "when reading body", io());
+        assert!(broken_body(&once));
+        let twice = Error::because(ErrorType::ReadError, "peer", once).into_down();
+        assert!(broken_body(&twice));
+        assert_eq!(error_answer(&twice).0, 400);
+        let plain = Error::because(
+            ErrorType::ReadError,
+            "when reading body",
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"),
+        )
+        .into_down();
+        assert!(!broken_body(&plain));
+        assert_eq!(error_answer(&plain).0, 0);
+    }
 
     #[test]
     fn errors_map_to_short_answers() {

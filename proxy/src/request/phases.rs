@@ -18,7 +18,6 @@ use crate::request::concurrency::ConcurrencyPermit;
 use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
 use crate::routes::routing::{LiveRouting, RouteTarget};
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::prelude::*;
 use smallvec::SmallVec;
@@ -153,12 +152,11 @@ impl WeirProxy {
     pub(crate) fn admit(
         &self,
         req: &mut impl RequestView,
-        raw_header: impl FnOnce() -> Option<Bytes>,
         tls: bool,
         ctx: &mut RequestCtx,
     ) -> Admission {
         crate::request::header_deadline::header_complete();
-        if let Err(rejection) = check_request(req, raw_header, &self.limits) {
+        if let Err(rejection) = check_request(req, &self.limits) {
             return self.refused(rejection);
         }
         // Route and forward the normal form of the path, so the upstream's reading of it
@@ -213,6 +211,12 @@ impl WeirProxy {
 
     /// Counts and logs a refused request.
     fn refused(&self, rejection: Rejection) -> Admission {
+        self.count_refused(rejection);
+        Admission::Refuse(rejection)
+    }
+
+    /// Counts a refusal in `weir_requests_rejected_total` by its reason, and logs it.
+    pub(crate) fn count_refused(&self, rejection: Rejection) {
         self.metrics
             .requests_rejected_total
             .with_label_values(&[rejection.reason])
@@ -222,7 +226,32 @@ impl WeirProxy {
             status = rejection.status,
             "request refused"
         );
-        Admission::Refuse(rejection)
+    }
+
+    /// A request head refused before it could be read as a request (the HTTP/1 framing
+    /// check, [`crate::http::h1::classify`]): counted, logged, and given an access log line
+    /// with what is known (no method, host or path).
+    pub(crate) fn refused_head(&self, rejection: Rejection) {
+        self.count_refused(rejection);
+        if self.access_log.enabled() {
+            self.access_log.write(&AccessLine {
+                method: "",
+                host: "",
+                path: "",
+                status: rejection.status,
+                duration: Duration::ZERO,
+                upstream: None,
+                pick_reason: "",
+                attempts: 0,
+                namespace: "",
+                ingress: "",
+                service: "",
+                bytes_in: 0,
+                bytes_out: rejection.body().len(),
+                trace_id: "",
+                error: Some(&rejection.reason),
+            });
+        }
     }
 
     /// Picks the endpoint of the next attempt and takes its in-flight slot; an `HTTPStatus(503)`
@@ -601,7 +630,8 @@ mod tests {
         let Classified::Simple(view) = classify(raw, &mut fields) else {
             panic!("simple");
         };
-        let direct = ClientRequest::parse(Bytes::from_static(raw), view, &fields).expect("parses");
+        let direct =
+            ClientRequest::parse(bytes::Bytes::from_static(raw), view, &fields).expect("parses");
         let mut pingora = RequestHeader::build("GET", b"/cart?u=7&x=1", None).expect("builds");
         for (name, value) in [
             ("Host", "shop"),

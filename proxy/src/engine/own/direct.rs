@@ -35,9 +35,10 @@ use crate::engine::own::read_deadline::ReadDeadline;
 use crate::http::forwarded::{client_ip, UpstreamHeaders};
 use crate::http::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
-    ClientVersion, HeadFields, HeadView, LAST_CHUNK, MAX_CLASSIFIED_HEAD, MAX_RESPONSE_HEAD,
+    ClientVersion, HeadFields, HeadView, RequestFraming, LAST_CHUNK, MAX_RESPONSE_HEAD,
 };
 use crate::http::h2_request::H2Request;
+use crate::http::hardening::Rejection;
 use crate::http::path::normalize;
 use crate::http::request_view::RequestView;
 use crate::request::answers::{
@@ -80,10 +81,13 @@ pub(crate) enum NextHead {
     /// A complete head this path may take (its host and target in the buffer), whatever
     /// its route says.
     Simple(HeadView),
-    /// Bytes that are not a head this path takes (a body, an upgrade, an error, a huge
-    /// head): for Pingora.
-    Other,
-    /// The client closed, idled out, or the server is shutting down.
+    /// A well-framed head this path does not take (a large or chunked body, an upgrade,
+    /// `Expect`, a huge head): for Pingora's proxy.
+    Other(RequestFraming),
+    /// A head weir refuses (answered, then the connection is closed).
+    Malformed(Rejection),
+    /// The client closed, idled out, or the server is shutting down, or a head was cut
+    /// short by any of those.
     Closed,
 }
 
@@ -125,9 +129,9 @@ impl DirectPath {
             }
             match classify(buf, fields) {
                 Classified::Simple(view) => return NextHead::Simple(view),
-                Classified::Partial if buf.len() < MAX_CLASSIFIED_HEAD => {}
-                Classified::BodyPending => {}
-                _ => return NextHead::Other,
+                Classified::Other(framing) => return NextHead::Other(framing),
+                Classified::Malformed(rejection) => return NextHead::Malformed(rejection),
+                Classified::Partial | Classified::BodyPending => {}
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(HEAD_BUFFER);
@@ -138,8 +142,8 @@ impl DirectPath {
                 .await
             {
                 Ok(Ok(n)) if n > 0 => {}
-                // Closed or timed out inside a head: Pingora reads on and answers it.
-                _ => return NextHead::Other,
+                // Closed or timed out inside a head (as nginx, no answer).
+                _ => return NextHead::Closed,
             }
         }
     }
@@ -217,7 +221,7 @@ impl DirectPath {
         tls: bool,
     ) {
         let mut ctx = self.proxy.request_ctx();
-        let admission = self.proxy.admit(&mut req, || None, tls, &mut ctx);
+        let admission = self.proxy.admit(&mut req, tls, &mut ctx);
         if req.head().content_length.is_some_and(|len| len > 0) {
             // The body, whole (the connection holds the client to its declared length);
             // trailers are dropped, as an HTTP/1.1 copy with a length cannot carry them.
@@ -375,7 +379,7 @@ impl DirectPath {
         // No raw head for the checks: they need it only to see a `Content-Length` Pingora's
         // parser dropped beside `Transfer-Encoding`, and this request's fields are the ones
         // received (`classify` takes no `Transfer-Encoding` either).
-        let admission = self.proxy.admit(&mut request, || None, tls, &mut ctx);
+        let admission = self.proxy.admit(&mut request, tls, &mut ctx);
         let served = Served {
             request: &request,
             client_ip,

@@ -1,5 +1,6 @@
 //! Pingora's proxy as an engine: weir's `ProxyHttp` ([`proxy_http`]) and the HTTP/2 streams
-//! weir's own server hands to Pingora as sessions of its own ([`h2_session`]).
+//! weir's own server hands to Pingora as sessions of its own ([`h2_session`]), and the
+//! HTTP/1 client stream Pingora reads one checked request from ([`one_request`]).
 //!
 //! Every reliance on Pingora internals is here, and Pingora is pinned to the exact version
 //! they were written against (Cargo.toml): the custom server session trait, which is
@@ -12,6 +13,7 @@
 use pingora::apps::HttpPersistentSettings;
 
 pub(crate) mod h2_session;
+pub(crate) mod one_request;
 pub mod proxy_http;
 
 /// Whether Pingora handed a connection back with bytes of the next request it had already

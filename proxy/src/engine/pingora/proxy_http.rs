@@ -12,7 +12,10 @@
 //! Must not: decide anything the request core decides.
 
 use crate::http::forwarded::client_ip;
-use crate::request::answers::{error_answer, plain_response, quiet_error, redirect_response};
+use crate::http::hardening::Rejection;
+use crate::request::answers::{
+    broken_body, error_answer, plain_response, quiet_error, redirect_response,
+};
 use crate::request::phases::{Admission, RequestCtx, WeirProxy};
 use crate::request::retry;
 use crate::request::timeouts::UPSTREAM_IDLE_TIMEOUT;
@@ -106,8 +109,7 @@ impl ProxyHttp for WeirProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let tls = is_tls(session);
-        let raw_header = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
-        match self.admit(session.req_header_mut(), || raw_header, tls, ctx) {
+        match self.admit(session.req_header_mut(), tls, ctx) {
             Admission::Forward => Ok(false),
             Admission::Refuse(rejection) => {
                 // After a refusal, the framing of what follows on the connection is in doubt.
@@ -222,6 +224,9 @@ impl ProxyHttp for WeirProxy {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = error_answer(e);
+        if broken_body(e) {
+            self.count_refused(Rejection::bad_request("malformed_chunked_body"));
+        }
         // Pingora does not reuse the client connection after a failed proxy attempt; say so
         // (`Connection: close`), or a keep-alive client sends its next request into a
         // connection that is about to close.
