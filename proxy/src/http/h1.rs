@@ -20,7 +20,7 @@
 pub(crate) use crate::http::chunked::ChunkedDecoder;
 use crate::http::fields::{is_connection_scoped, CONNECTION_SCOPED};
 use crate::http::forwarded::UpstreamHeaders;
-use crate::http::hardening::Rejection;
+use crate::http::hardening::{is_authority, Rejection};
 use crate::http::request_view::RequestView;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -243,7 +243,8 @@ fn parse_rejection(error: httparse::Error) -> Rejection {
 /// This is weir's one reading of an HTTP/1 request's framing, for every engine: the request
 /// line (a method token, single spaces, an origin-, absolute- or (`OPTIONS`) asterisk-form
 /// target, `HTTP/1.0` or `HTTP/1.1`), `Content-Length` (one field, digits only) and
-/// `Transfer-Encoding` (`chunked` alone, HTTP/1.1 only, never beside a length). A head
+/// `Transfer-Encoding` (`chunked` alone, HTTP/1.1 only, never beside a length), `Host` (an
+/// authority, [`is_authority`]). A head
 /// classified here reads the same to every HTTP/1 parser; anything else is `Malformed`.
 pub(crate) fn classify(head: &[u8], fields: &mut HeadFields) -> Classified {
     let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
@@ -317,6 +318,9 @@ fn classify_parsed(
             range_in(head, value),
         ));
         if name.eq_ignore_ascii_case("host") {
+            if !is_authority(value) {
+                return malformed("invalid_host");
+            }
             host = range_in(head, value);
         } else if name.eq_ignore_ascii_case("content-length") {
             if length.is_some() {
@@ -1161,7 +1165,7 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
-        let refused: [(&[u8], u16, &str); 19] = [
+        let refused: [(&[u8], u16, &str); 20] = [
             (b"GET GET /b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_http_version"),
             (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_http_version"),
             (b"GET  /a HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_request_line"),
@@ -1181,6 +1185,7 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "unsupported_transfer_encoding"),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "transfer_encoding_in_http10"),
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", 400, "underscore_in_guarded_field"),
+            (b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400, "invalid_host"),
         ];
         for (head, status, reason) in refused {
             assert_eq!(

@@ -201,6 +201,21 @@ impl ProxyHttp for WeirProxy {
             let spelled = Bytes::copy_from_slice(name.as_str().as_bytes());
             upstream.insert_header(spelled, value)?;
         }
+        // A length with leading zeros (`007`) goes on in its normal form: one reading for
+        // every parser after weir (the framing check let only digits through).
+        if let Some(len) = upstream.headers.get(http::header::CONTENT_LENGTH) {
+            let digits = len.as_bytes();
+            if digits.len() > 1 && digits[0] == b'0' {
+                let normal = digits
+                    .iter()
+                    .position(|d| *d != b'0')
+                    .map_or(&b"0"[..], |at| &digits[at..]);
+                let normal = http::HeaderValue::from_bytes(normal).map_err(|e| {
+                    Error::because(ErrorType::InvalidHTTPHeader, "content-length", e)
+                })?;
+                upstream.insert_header(http::header::CONTENT_LENGTH, normal)?;
+            }
+        }
         // Pingora strips every hop-by-hop field, `te` among them, from the requests of weir's
         // HTTP/2 server (custom sessions to it) on their way to an HTTP/2 upstream. There
         // `te: trailers` is end-to-end, and gRPC requires it: it goes on.
