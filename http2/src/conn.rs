@@ -37,6 +37,11 @@ pub struct Settings {
     /// Malformed requests (each answered 400) at which the connection is closed: a client
     /// this broken is not worth the work (Pingora's budget is the same).
     pub max_malformed_streams: u32,
+    /// Frames in a row that do no work (empty DATA without END_STREAM, empty CONTINUATION,
+    /// PRIORITY, SETTINGS, PING, DATA for a closed stream, unknown types) at which the
+    /// connection is sent GOAWAY ENHANCE_YOUR_CALM: each costs a little and answers nothing
+    /// (CVE-2019-9518, CVE-2019-9512's class). A request or body data starts the count anew.
+    pub max_idle_frames: u32,
 }
 
 impl Default for Settings {
@@ -48,6 +53,7 @@ impl Default for Settings {
             max_header_list_size: 64 * 1024,
             max_refused_streams: 1000,
             max_malformed_streams: 32,
+            max_idle_frames: 1000,
         }
     }
 }
@@ -193,6 +199,11 @@ struct PendingBlock {
     block: BytesMut,
 }
 
+/// How many closed streams a connection remembers (see `closed_recently`): more than a
+/// client can have open at once, so a late frame on any stream it could still think open
+/// is recognised.
+const CLOSED_REMEMBERED: usize = 256;
+
 /// One HTTP/2 server connection.
 #[derive(Debug)]
 pub struct ServerConnection {
@@ -217,6 +228,12 @@ pub struct ServerConnection {
     out: BytesMut,
     refused: u32,
     malformed: u32,
+    /// Frames in a row that did no work ([`Settings::max_idle_frames`]).
+    idle_frames: u32,
+    /// Identifiers of the streams closed most recently, for telling a late frame on a
+    /// stream weir is done with (answered, §5.1) from a stream the client never opened
+    /// (a connection error, §5.1.1).
+    closed_recently: VecDeque<u32>,
     /// The last stream served after GOAWAY was sent.
     goaway_sent: Option<u32>,
     goaway_received: bool,
@@ -262,6 +279,8 @@ impl ServerConnection {
             out,
             refused: 0,
             malformed: 0,
+            idle_frames: 0,
+            closed_recently: VecDeque::new(),
             goaway_sent: None,
             goaway_received: false,
             settings,
@@ -380,6 +399,7 @@ impl ServerConnection {
                 ));
             }
         }
+        self.count_work(&head, &payload)?;
         match head.kind {
             kind::DATA => self.data(head, payload),
             kind::HEADERS => self.headers(head, payload),
@@ -406,6 +426,49 @@ impl ServerConnection {
             // Unknown types are ignored (§5.5).
             _ => Ok(()),
         }
+    }
+
+    /// Counts frames that do no work ([`Settings::max_idle_frames`]); a frame that asks for
+    /// work (a header block, body data, the end of a body) starts the count anew.
+    fn count_work(&mut self, head: &FrameHead, payload: &[u8]) -> Result<(), ConnectionError> {
+        let ack = head.has(flag::ACK);
+        let work = match head.kind {
+            kind::HEADERS => true,
+            kind::DATA => {
+                head.has(flag::END_STREAM)
+                    || frame::unpadded(head, payload).map_or(true, |(range, _)| !range.is_empty())
+            }
+            kind::CONTINUATION => !payload.is_empty() || head.has(flag::END_HEADERS),
+            kind::PRIORITY | kind::PING | kind::SETTINGS => false,
+            // Neither: these answer or end what is under way.
+            kind::RST_STREAM | kind::WINDOW_UPDATE | kind::GOAWAY | kind::PUSH_PROMISE => {
+                return Ok(())
+            }
+            _ => false, // unknown types are ignored (§5.5)
+        };
+        if work {
+            self.idle_frames = 0;
+            return Ok(());
+        }
+        if ack && matches!(head.kind, kind::PING | kind::SETTINGS) {
+            return Ok(()); // answers to weir's own
+        }
+        self.idle_frames += 1;
+        if self.idle_frames > self.settings.max_idle_frames {
+            return Err(conn_err(
+                ErrorCode::ENHANCE_YOUR_CALM,
+                "too many frames that do no work",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Notes that stream `id` closed (see `closed_recently`).
+    fn note_closed(&mut self, id: u32) {
+        if self.closed_recently.len() == CLOSED_REMEMBERED {
+            self.closed_recently.pop_front();
+        }
+        self.closed_recently.push_back(id);
     }
 
     fn stream_index(&self, id: u32) -> Option<usize> {
@@ -447,7 +510,12 @@ impl ServerConnection {
         let end_stream = head.has(flag::END_STREAM);
         if self.streams[i].recv_closed {
             self.credit_connection(len as u32);
-            if !self.streams[i].reset {
+            if self.streams[i].reset {
+                // On a stream the client (or weir) reset: a stream error (§5.1, §6.1), and
+                // a frame that does no work.
+                self.reset_stream_frame(head.stream, ErrorCode::STREAM_CLOSED);
+                self.idle_frames += 1;
+            } else {
                 // Data after END_STREAM (§5.1, half-closed remote).
                 self.reset_stream(i, ErrorCode::STREAM_CLOSED);
             }
@@ -575,6 +643,13 @@ impl ServerConnection {
             return self.trailers(i, end_stream, fields, decoded);
         }
         if id <= self.last_stream {
+            if !self.closed_recently.contains(&id) {
+                // A new stream must have a higher identifier than every one before (§5.1.1).
+                return Err(conn_err(
+                    ErrorCode::PROTOCOL_ERROR,
+                    "stream identifier lower than one already opened",
+                ));
+            }
             // A stream weir has finished with (its response sent, or refused): the client
             // may not have seen that yet.
             self.reset_stream_frame(id, ErrorCode::STREAM_CLOSED);
@@ -589,9 +664,11 @@ impl ServerConnection {
         self.last_stream = id;
         if self.goaway_sent.is_some() {
             // Streams opened after GOAWAY are ignored (§6.8).
+            self.note_closed(id);
             return Ok(());
         }
         if refuse {
+            self.note_closed(id);
             self.reset_stream_frame(id, ErrorCode::PROTOCOL_ERROR);
             return Ok(());
         }
@@ -603,6 +680,7 @@ impl ServerConnection {
                     "too many streams past the limit",
                 ));
             }
+            self.note_closed(id);
             self.reset_stream_frame(id, ErrorCode::REFUSED_STREAM);
             return Ok(());
         }
@@ -891,6 +969,7 @@ impl ServerConnection {
             return;
         }
         let s = self.streams.swap_remove(i);
+        self.note_closed(s.id);
         if !s.recv_closed {
             // The response is complete while the client is still sending: it may stop
             // (§8.1).
@@ -2101,5 +2180,112 @@ mod tests {
             .send(&frame(kind::WINDOW_UPDATE, 0, 9, &5u32.to_be_bytes()))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn a_stream_opened_below_one_already_opened_is_a_connection_error() {
+        let mut c = Client::new();
+        c.request(5, &get("/"), true);
+        c.events();
+        // Stream 3 was never opened; opening it after 5 breaks §5.1.1.
+        let fields = get("/");
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let e = c
+            .send(&frame(
+                kind::HEADERS,
+                flag::END_HEADERS | flag::END_STREAM,
+                3,
+                &block(&fields),
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PROTOCOL_ERROR);
+        assert_eq!(goaway_code(&c.sent()), Some(ErrorCode::PROTOCOL_ERROR.0));
+    }
+
+    #[test]
+    fn data_on_a_stream_the_client_reset_is_a_stream_closed_error() {
+        let mut c = Client::new();
+        let post = vec![
+            (":method", "POST".to_string()),
+            (":scheme", "http".into()),
+            (":authority", "example.com".into()),
+            (":path", "/".into()),
+        ];
+        c.request(1, &post, false);
+        c.events();
+        c.send(&frame(
+            kind::RST_STREAM,
+            0,
+            1,
+            &ErrorCode::CANCEL.0.to_be_bytes(),
+        ))
+        .unwrap();
+        assert!(c.events().contains(&Event::Reset {
+            stream: 1,
+            code: ErrorCode::CANCEL
+        }));
+        c.sent();
+        c.send(&frame(kind::DATA, 0, 1, b"late")).unwrap();
+        assert_eq!(rst(&c.sent()), vec![(1, ErrorCode::STREAM_CLOSED.0)]);
+    }
+
+    #[test]
+    fn frames_that_do_no_work_end_the_connection_past_the_budget() {
+        let settings = Settings {
+            max_idle_frames: 10,
+            ..Settings::default()
+        };
+        let post = vec![
+            (":method", "POST".to_string()),
+            (":scheme", "http".into()),
+            (":authority", "example.com".into()),
+            (":path", "/".into()),
+        ];
+        let idle_frames: [Vec<u8>; 5] = [
+            frame(kind::DATA, 0, 1, b""),
+            frame(kind::PRIORITY, 0, 1, &[0, 0, 0, 0, 16]),
+            frame(kind::PING, 0, 0, &[0; 8]),
+            frame(kind::SETTINGS, 0, 0, b""),
+            frame(0x20, 0, 0, b"unknown type"),
+        ];
+        for idle in &idle_frames {
+            let mut c = Client::with(settings.clone(), &[]);
+            c.request(1, &post, false);
+            // Work in between starts the count anew: 10 idle, data, 10 idle is fine.
+            for _ in 0..10 {
+                c.send(idle).unwrap();
+            }
+            c.send(&frame(kind::DATA, 0, 1, b"body")).unwrap();
+            for _ in 0..10 {
+                c.send(idle).unwrap();
+            }
+            // The 11th in a row is one too many.
+            let e = c.send(idle).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ENHANCE_YOUR_CALM, "{idle:?}");
+            assert_eq!(goaway_code(&c.sent()), Some(ErrorCode::ENHANCE_YOUR_CALM.0));
+        }
+        // Empty CONTINUATION frames in a header block count too.
+        let mut c = Client::with(settings, &[]);
+        let fields = get("/");
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        c.send(&frame(kind::HEADERS, flag::END_STREAM, 1, &block(&fields)))
+            .unwrap();
+        for _ in 0..10 {
+            c.send(&frame(kind::CONTINUATION, 0, 1, b"")).unwrap();
+        }
+        let e = c.send(&frame(kind::CONTINUATION, 0, 1, b"")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ENHANCE_YOUR_CALM);
+        // Acknowledgements of weir's own PING and SETTINGS are not idle.
+        let mut c = Client::with(
+            Settings {
+                max_idle_frames: 2,
+                ..Settings::default()
+            },
+            &[],
+        );
+        for _ in 0..10 {
+            c.send(&frame(kind::PING, flag::ACK, 0, &[0; 8])).unwrap();
+            c.send(&frame(kind::SETTINGS, flag::ACK, 0, b"")).unwrap();
+        }
     }
 }

@@ -322,11 +322,62 @@ fn protocol_errors_end_only_their_connection_with_the_right_code() {
             0x1,
         ),
         ("CONTINUATION without end", too_long_continuations, 0xb),
+        (
+            "a stream opened below one already opened (RFC 9113 5.1.1)",
+            [
+                frame(1, 5, 5, &[0x82, 0x86, 0x84]),
+                frame(1, 5, 3, &[0x82, 0x86, 0x84]),
+            ]
+            .concat(),
+            0x1,
+        ),
+        (
+            "a flood of empty DATA frames",
+            std::iter::once(frame(1, 4, 1, &[0x83, 0x86, 0x84]))
+                .chain((0..1_100).map(|_| frame(0, 0, 1, &[])))
+                .flatten()
+                .collect(),
+            0xb,
+        ),
+        (
+            "a flood of PING frames",
+            (0..1_100).flat_map(|_| frame(6, 0, 0, &[0; 8])).collect(),
+            0xb,
+        ),
+        (
+            "a flood of PRIORITY frames",
+            (0..1_100)
+                .flat_map(|_| frame(2, 0, 1, &[0, 0, 0, 0, 16]))
+                .collect(),
+            0xb,
+        ),
     ];
     for (what, bytes, code) in cases {
         let frames = raw_exchange(&weir, &bytes);
         assert_eq!(goaway(&frames), Some(code), "{what}: {frames:?}");
     }
+    // DATA on a stream the client reset is a stream error (RFC 9113 5.1, 6.1), not
+    // silence and not the connection's end.
+    let frames = raw_exchange(
+        &weir,
+        &[
+            frame(1, 4, 1, &[0x83, 0x86, 0x84]),
+            frame(3, 0, 1, &8u32.to_be_bytes()),
+            frame(0, 0, 1, b"late"),
+            frame(7, 0, 0, &[0; 8]),
+        ]
+        .concat(),
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.0 == 3 && f.2 == 1 && f.3 == 5u32.to_be_bytes()),
+        "no RST_STREAM STREAM_CLOSED: {frames:?}"
+    );
+    assert!(
+        goaway(&frames).is_none_or(|code| code == 0),
+        "a connection error: {frames:?}"
+    );
     // A PING is answered with its payload, and is no error.
     let frames = raw_exchange(
         &weir,
