@@ -79,7 +79,7 @@ enum ChunkState {
 
 /// Decodes a chunked body incrementally and strictly (see the module doc).
 #[derive(Debug, Default)]
-pub(crate) struct ChunkedDecoder {
+pub struct ChunkedDecoder {
     state: ChunkState,
     digits: u8,
     remaining: u64,
@@ -99,13 +99,13 @@ fn is_qdtext(byte: u8) -> bool {
 
 impl ChunkedDecoder {
     /// Whether the last chunk and the trailer section are through.
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.state == ChunkState::Done
     }
 
     /// Decodes from `input`, passing each piece of body data to `data`. Returns how many
     /// bytes it consumed: all of `input`, or fewer when the body ended inside it.
-    pub(crate) fn decode(
+    pub fn decode(
         &mut self,
         input: &[u8],
         mut data: impl FnMut(&[u8]),

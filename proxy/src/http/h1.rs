@@ -17,7 +17,7 @@
 //!
 //! Must not: do I/O, or keep anything between requests.
 
-pub(crate) use crate::http::chunked::ChunkedDecoder;
+pub use crate::http::chunked::ChunkedDecoder;
 use crate::http::fields::{is_connection_scoped, CONNECTION_SCOPED};
 use crate::http::forwarded::UpstreamHeaders;
 use crate::http::hardening::{is_authority, Rejection};
@@ -118,12 +118,12 @@ pub(crate) fn remove_connection_scoped_fields(resp: &mut ResponseHeader) {
 /// can move on). With its [`HeadFields`], everything [`ClientRequest::parse`] needs: the head
 /// is parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HeadView {
+pub struct HeadView {
     pub(crate) host: Range<usize>,
     pub(crate) target: Range<usize>,
     /// Length of the head, and of the body that follows it (all in the buffer).
-    pub(crate) head_len: usize,
-    pub(crate) body_len: usize,
+    pub head_len: usize,
+    pub body_len: usize,
     method: Range<usize>,
     http10: bool,
     /// What the client's `Connection` field said, if anything.
@@ -133,7 +133,7 @@ pub(crate) struct HeadView {
 
 impl HeadView {
     /// The head's framing, for a reader that is not the direct path.
-    pub(crate) fn framing(&self) -> RequestFraming {
+    pub fn framing(&self) -> RequestFraming {
         RequestFraming {
             head_len: self.head_len,
             body: match self.body_len {
@@ -148,12 +148,12 @@ impl HeadView {
 /// connection, reused for each of its requests. (Kept inside each request's view, they were
 /// copied with it every time it moved, ~400 bytes at a time.)
 #[derive(Debug, Default)]
-pub(crate) struct HeadFields(Vec<Field>);
+pub struct HeadFields(Vec<Field>);
 
 /// How a request's body is framed, as the head says (RFC 9112 §6.3): what a reader must
 /// take after the head before the next request starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RequestBody {
+pub enum RequestBody {
     /// No body: the next request starts right after the head.
     None,
     /// `Content-Length` bytes.
@@ -167,14 +167,14 @@ pub(crate) enum RequestBody {
 
 /// A complete, well-framed head: its length and its body's framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RequestFraming {
-    pub(crate) head_len: usize,
-    pub(crate) body: RequestBody,
+pub struct RequestFraming {
+    pub head_len: usize,
+    pub body: RequestBody,
 }
 
 /// What the bytes at the start of a connection's buffer are.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Classified {
+pub enum Classified {
     /// Not a complete head yet.
     Partial,
     /// A complete head with a small `Content-Length` body not all read yet.
@@ -246,7 +246,7 @@ fn parse_rejection(error: httparse::Error) -> Rejection {
 /// `Transfer-Encoding` (`chunked` alone, HTTP/1.1 only, never beside a length), `Host` (an
 /// authority, [`is_authority`]). A head
 /// classified here reads the same to every HTTP/1 parser; anything else is `Malformed`.
-pub(crate) fn classify(head: &[u8], fields: &mut HeadFields) -> Classified {
+pub fn classify(head: &[u8], fields: &mut HeadFields) -> Classified {
     let mut headers = uninit_headers::<MAX_CLASSIFIED_HEADERS>();
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut headers) {

@@ -3,7 +3,7 @@
 //!
 //! Must not: read or write sockets, route, or depend on the request core or an engine.
 
-pub(crate) mod chunked;
+pub mod chunked;
 pub(crate) mod fields;
 pub mod forwarded;
 pub mod h1;
