@@ -14,12 +14,14 @@
 //! Pingora's proxy (as a session of its own, [`PingoraStream`]); without, Pingora serves
 //! them whole.
 //!
-//! HTTP/1 connections, plaintext or TLS, run the direct path's loop when it is on
-//! (`--http1-path direct`): each request head is read here and goes to [`DirectPath`] or, if
-//! it does not take it, to Pingora with the bytes already read.
+//! HTTP/1 connections, plaintext or TLS, run one loop whichever engine serves them: each
+//! request head is read here and framed by weir's one strict check
+//! ([`crate::http::h1::classify`]); a malformed head is answered and the connection closed;
+//! the rest go to [`DirectPath`] (`--http1-path direct`, when it takes them) or to Pingora,
+//! which reads exactly that request through [`OneRequest`].
 //!
-//! Must not: interpret requests beyond routing them to a path (checks, routing and proxying
-//! are the data path's business).
+//! Must not: interpret requests beyond framing them and choosing an engine (checks, routing
+//! and proxying are the request core's business).
 
 use crate::app::metrics::Metrics;
 use crate::engine::own::direct::{boxed_in_place, DirectPath, NextHead};
