@@ -12,6 +12,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The HTTP/2 conformance suite (a cargo install of a few minutes), before the tests need it.
+bash scripts/tools.sh httpwg >/dev/null
 cargo test --workspace --locked
 
 # A short fuzz run of every cargo-fuzz target (libFuzzer; its nightly-only compiler flags are

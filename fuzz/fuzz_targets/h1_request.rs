@@ -8,11 +8,14 @@
 //! - a chunked body weir's decoder accepts is read the same by the chunk-size reader
 //!   Pingora uses (`httparse::parse_chunk_size`): the same data, ending at the same byte,
 //!   so no byte of it can be read as a request of its own;
-//! - the decoder gives the same result whether the body comes whole or in two pieces.
+//! - the decoder gives the same result whether the body comes whole or in two pieces;
+//! - what the direct path forwards of a request it takes reads, to the upstream, as exactly
+//!   one request: the same method, target, fields (but `Connection`) and body.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use weir_proxy::http::chunked::ChunkedDecoder;
-use weir_proxy::http::h1::{classify, Classified, HeadFields, RequestBody};
+use bytes::Bytes;
+use weir_proxy::http::h1::{classify, upstream_copy, Classified, HeadFields, RequestBody};
 
 /// A chunked body as Pingora's reader reads it (chunk sizes by `httparse`, the trailer
 /// section up to the first empty line): its data and where it ends.
@@ -95,6 +98,45 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(strict.method, req.method);
     assert_eq!(strict.path, req.path);
     assert_eq!(strict.headers.len(), req.headers.len());
+    if let Classified::Simple(view) = &whole {
+        if let Some(copy) = upstream_copy(&Bytes::copy_from_slice(data)) {
+            let mut up_headers = vec![httparse::EMPTY_HEADER; 10_001];
+            let mut up = httparse::Request::new(&mut up_headers);
+            let Ok(httparse::Status::Complete(up_head)) = up.parse(&copy) else {
+                panic!("the upstream copy does not parse: {copy:?}");
+            };
+            assert_eq!(up.method, strict.method);
+            if !strict.path.is_some_and(|p| p.contains('#')) {
+                assert_eq!(up.path, strict.path);
+            }
+            let body = &copy[up_head..];
+            assert_eq!(body, &data[view.head_len..view.head_len + view.body_len]);
+            let lengths: Vec<&[u8]> = up
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| h.value)
+                .collect();
+            match lengths.as_slice() {
+                [] => assert!(body.is_empty(), "a body without its length"),
+                [len] => assert_eq!(*len, body.len().to_string().as_bytes()),
+                _ => panic!("two lengths forwarded"),
+            }
+            assert!(!up
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")));
+            let sent: Vec<(&str, &[u8])> = strict
+                .headers
+                .iter()
+                .filter(|h| !h.name.eq_ignore_ascii_case("connection"))
+                .map(|h| (h.name, h.value))
+                .collect();
+            let forwarded: Vec<(&str, &[u8])> =
+                up.headers.iter().map(|h| (h.name, h.value)).collect();
+            assert_eq!(sent, forwarded, "fields changed on the way");
+        }
+    }
     if framing.body == RequestBody::Chunked {
         let body = &data[framing.head_len..];
         if let Ok((decoded, end)) = strict_dechunk(body, cut as usize) {

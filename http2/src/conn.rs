@@ -158,6 +158,12 @@ struct Stream {
     send_closed: bool,
     /// The stream was reset by either side.
     reset: bool,
+    /// The request was malformed (§8.1.1): once its answer is out, the stream is reset
+    /// with PROTOCOL_ERROR, as the stream error the RFC requires.
+    malformed: bool,
+    /// The client closed its side itself (END_STREAM or RST_STREAM), so it knows the stream
+    /// is closed: a later header block on it is a connection error (§5.1).
+    client_closed: bool,
     /// The application is done with it.
     released: bool,
     send_window: i64,
@@ -230,13 +236,13 @@ pub struct ServerConnection {
     malformed: u32,
     /// Frames in a row that did no work ([`Settings::max_idle_frames`]).
     idle_frames: u32,
-    /// Identifiers of the streams closed most recently, for telling a late frame on a
-    /// stream weir is done with (answered, §5.1) from a stream the client never opened
-    /// (a connection error, §5.1.1).
-    closed_recently: VecDeque<u32>,
+    /// The streams closed most recently, and whether the client closed its side itself: a
+    /// late frame on a stream weir reset is answered (§5.1: the client may not have seen
+    /// the reset yet); a header block on a stream the client itself closed, or on one it
+    /// never opened, is a connection error (§5.1, §5.1.1).
+    closed_recently: VecDeque<(u32, bool)>,
     /// The last stream served after GOAWAY was sent.
     goaway_sent: Option<u32>,
-    goaway_received: bool,
 }
 
 impl ServerConnection {
@@ -282,7 +288,6 @@ impl ServerConnection {
             idle_frames: 0,
             closed_recently: VecDeque::new(),
             goaway_sent: None,
-            goaway_received: false,
             settings,
         }
     }
@@ -301,11 +306,13 @@ impl ServerConnection {
         self.streams.iter().filter(|s| !s.released).count()
     }
 
-    /// The connection has nothing more to do: it failed, or it is going away (either side
-    /// sent GOAWAY) and every stream is done. The caller flushes the output and closes.
+    /// The connection has nothing more to do: it failed, or weir sent GOAWAY and every
+    /// stream is done. The caller flushes the output and closes.
     pub fn is_finished(&self) -> bool {
-        self.phase == Phase::Failed
-            || ((self.goaway_sent.is_some() || self.goaway_received) && self.streams.is_empty())
+        // A client's GOAWAY does not end the connection: the client closes it when it is
+        // done, and until then it may still send PING (RFC 9113 §6.8); an abandoned one
+        // idles out.
+        self.phase == Phase::Failed || (self.goaway_sent.is_some() && self.streams.is_empty())
     }
 
     /// Reads every complete frame at the start of `buf`, removing it.
@@ -418,7 +425,6 @@ impl ServerConnection {
                 if payload.len() < 8 {
                     return Err(conn_err(ErrorCode::FRAME_SIZE_ERROR, "GOAWAY too short"));
                 }
-                self.goaway_received = true;
                 Ok(())
             }
             kind::WINDOW_UPDATE => self.window_update(head, &payload),
@@ -463,12 +469,13 @@ impl ServerConnection {
         Ok(())
     }
 
-    /// Notes that stream `id` closed (see `closed_recently`).
-    fn note_closed(&mut self, id: u32) {
+    /// Notes that stream `id` closed (see `closed_recently`); `client_ended`: the client
+    /// closed its side itself (END_STREAM or RST_STREAM).
+    fn note_closed(&mut self, id: u32, client_ended: bool) {
         if self.closed_recently.len() == CLOSED_REMEMBERED {
             self.closed_recently.pop_front();
         }
-        self.closed_recently.push_back(id);
+        self.closed_recently.push_back((id, client_ended));
     }
 
     fn stream_index(&self, id: u32) -> Option<usize> {
@@ -538,6 +545,7 @@ impl ServerConnection {
             return Ok(());
         }
         s.recv_closed = end_stream;
+        s.client_closed = end_stream;
         // Padding is credited at once; the data when the application takes it.
         let padding = len as u32 - data_len as u32;
         if padding > 0 {
@@ -643,12 +651,26 @@ impl ServerConnection {
             return self.trailers(i, end_stream, fields, decoded);
         }
         if id <= self.last_stream {
-            if !self.closed_recently.contains(&id) {
+            match self
+                .closed_recently
+                .iter()
+                .find(|(closed, _)| *closed == id)
+            {
                 // A new stream must have a higher identifier than every one before (§5.1.1).
-                return Err(conn_err(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "stream identifier lower than one already opened",
-                ));
+                None => {
+                    return Err(conn_err(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "stream identifier lower than one already opened",
+                    ))
+                }
+                // The client ended this stream itself and knows it is closed (§5.1).
+                Some((_, true)) => {
+                    return Err(conn_err(
+                        ErrorCode::STREAM_CLOSED,
+                        "header block on a stream the client closed",
+                    ))
+                }
+                Some((_, false)) => {}
             }
             // A stream weir has finished with (its response sent, or refused): the client
             // may not have seen that yet.
@@ -664,11 +686,11 @@ impl ServerConnection {
         self.last_stream = id;
         if self.goaway_sent.is_some() {
             // Streams opened after GOAWAY are ignored (§6.8).
-            self.note_closed(id);
+            self.note_closed(id, false);
             return Ok(());
         }
         if refuse {
-            self.note_closed(id);
+            self.note_closed(id, false);
             self.reset_stream_frame(id, ErrorCode::PROTOCOL_ERROR);
             return Ok(());
         }
@@ -680,7 +702,7 @@ impl ServerConnection {
                     "too many streams past the limit",
                 ));
             }
-            self.note_closed(id);
+            self.note_closed(id, false);
             self.reset_stream_frame(id, ErrorCode::REFUSED_STREAM);
             return Ok(());
         }
@@ -724,6 +746,8 @@ impl ServerConnection {
             headers_sent: false,
             send_closed: false,
             reset: false,
+            malformed: matches!(event, Event::Malformed { .. }),
+            client_closed: end_stream,
             released: false,
             send_window: self.peer_initial_window as i64,
             recv_window: self.settings.initial_window as i64,
@@ -748,6 +772,13 @@ impl ServerConnection {
         decoded: Decoded,
     ) -> Result<(), ConnectionError> {
         let s = &self.streams[i];
+        if s.client_closed {
+            // The client knows it closed this stream (§5.1).
+            return Err(conn_err(
+                ErrorCode::STREAM_CLOSED,
+                "header block on a stream the client closed",
+            ));
+        }
         if s.recv_closed {
             if !s.reset {
                 self.reset_stream(i, ErrorCode::STREAM_CLOSED);
@@ -766,6 +797,7 @@ impl ServerConnection {
         }
         let stream = s.id;
         self.streams[i].recv_closed = true;
+        self.streams[i].client_closed = true;
         self.events.push_back(Event::Trailers { stream, fields });
         Ok(())
     }
@@ -813,6 +845,7 @@ impl ServerConnection {
             if !s.reset {
                 s.reset = true;
                 s.recv_closed = true;
+                s.client_closed = true;
                 s.send_closed = true;
                 s.queued.clear();
                 s.queued_len = 0;
@@ -969,8 +1002,11 @@ impl ServerConnection {
             return;
         }
         let s = self.streams.swap_remove(i);
-        self.note_closed(s.id);
-        if !s.recv_closed {
+        self.note_closed(s.id, s.client_closed);
+        if s.malformed && !s.reset {
+            // Answered (§8.1.1 allows a response first), then the stream error.
+            frame::write_rst_stream(&mut self.out, s.id, ErrorCode::PROTOCOL_ERROR);
+        } else if !s.recv_closed {
             // The response is complete while the client is still sending: it may stop
             // (§8.1).
             frame::write_rst_stream(&mut self.out, s.id, ErrorCode::NO_ERROR);

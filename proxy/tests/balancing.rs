@@ -368,24 +368,32 @@ fn an_upstream_killed_under_get_load_fails_no_client_request() {
     let dir = ManifestDir::new();
     dir.write("all.yaml", &(service(&[&a, &b, &victim]) + &ingress("")));
     let weir = Weir::start(&dir.path(), &[]);
-    let loader = {
-        let url = weir.url("/?delay_ms=5");
-        std::thread::spawn(move || {
-            let c = client();
-            (0..400)
-                .map(|_| {
-                    c.get(&url)
-                        .header("host", "app.example.com")
-                        .send()
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0)
-                })
-                .collect::<Vec<u16>>()
+    // Four clients: with requests in flight the balancer spreads them over all three
+    // endpoints (one client alone may, by its latency scores, leave one endpoint unpicked
+    // for a while, and then no request would meet the killed one).
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let url = weir.url("/?delay_ms=5");
+            std::thread::spawn(move || {
+                let c = client();
+                (0..100)
+                    .map(|_| {
+                        c.get(&url)
+                            .header("host", "app.example.com")
+                            .send()
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or(0)
+                    })
+                    .collect::<Vec<u16>>()
+            })
         })
-    };
+        .collect();
     std::thread::sleep(std::time::Duration::from_millis(300));
     victim.kill();
-    let statuses = loader.join().expect("loader");
+    let statuses: Vec<u16> = loaders
+        .into_iter()
+        .flat_map(|l| l.join().expect("loader"))
+        .collect();
     let failed: Vec<_> = statuses.iter().filter(|&&s| s != 200).collect();
     assert!(
         failed.is_empty(),
@@ -399,7 +407,12 @@ fn an_upstream_killed_under_get_load_fails_no_client_request() {
         .iter()
         .filter(|l| l["attempts"].as_u64().unwrap_or(0) > 1)
         .collect();
-    assert!(!retried.is_empty(), "no request met the killed upstream");
+    let by_upstream = upstream_counts(&log);
+    assert!(
+        !retried.is_empty(),
+        "no request met the killed upstream: {by_upstream:?}, victim {}",
+        victim.addr
+    );
     for line in retried {
         assert_eq!(line["pick_reason"], "retry", "{line}");
         assert_eq!(line["status"], 200, "{line}");

@@ -217,12 +217,16 @@ pub fn start_echo_at(addr: SocketAddr, service: &str, pod: &str, extra: &[&str])
     guard
 }
 
-/// A tool from `scripts/tools.sh` (`kubectl` or `helm`, fetched into `.tools/bin` on first
-/// use). Panics with the script's error when it cannot be installed.
+/// A tool from `scripts/tools.sh` (`kubectl`, `helm` or `httpwg`, fetched into `.tools/bin`
+/// on first use). Panics with the script's error when it cannot be installed.
 pub fn tool(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("scripts/tools.sh"))
+    let mut script = Command::new("bash");
+    script.arg(root.join("scripts/tools.sh"));
+    if name == "httpwg" {
+        script.arg("httpwg");
+    }
+    let out = script
         .output()
         .unwrap_or_else(|e| panic!("cannot run scripts/tools.sh: {e}"));
     assert!(

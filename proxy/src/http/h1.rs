@@ -398,6 +398,22 @@ fn classify_parsed(
     })
 }
 
+/// The upstream copy the direct path writes of the simple request at the start of `raw`
+/// (head and body), with none of weir's own fields added; `None` if it is not one the direct
+/// path takes. For differential tests of the framing check against what goes on
+/// (`fuzz/fuzz_targets/h1_request.rs`).
+pub fn upstream_copy(raw: &Bytes) -> Option<BytesMut> {
+    let mut fields = HeadFields::default();
+    let Classified::Simple(view) = classify(raw, &mut fields) else {
+        return None;
+    };
+    let len = view.head_len + view.body_len;
+    let request = ClientRequest::parse(raw.slice(..len), view, &fields).ok()?;
+    let mut out = BytesMut::new();
+    request.write_upstream(&UpstreamHeaders::new(), &mut out);
+    Some(out)
+}
+
 /// Room for `N` header fields, left uninitialised: httparse fills what it uses, and
 /// zeroing 128 fields (4 KiB) per parse cost more than the parse.
 fn uninit_headers<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {

@@ -26,6 +26,7 @@
 use crate::app::metrics::Metrics;
 use crate::engine::own::direct::{boxed_in_place, DirectPath, NextHead};
 use crate::engine::own::h2_server::{self, NewRequest};
+use crate::engine::own::lingering_close::lingering_close;
 use crate::engine::own::read_deadline::ReadDeadline;
 use crate::engine::pingora::h2_session::{ConnectionDigests, PingoraStream};
 use crate::engine::pingora::holds_pipelined_bytes;
@@ -49,7 +50,7 @@ use prometheus::{IntCounter, IntGauge};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use weir_http2::conn::Settings;
 
 /// What the gate counts: the open-connection count it decides on, and its metrics.
@@ -133,9 +134,6 @@ async fn park_until_readable(stream: &mut Stream, shutdown: &ShutdownWatch) -> b
         _ = shutdown.changed() => false,
     }
 }
-
-/// How long a refused connection reads on before it closes.
-const LINGER: Duration = Duration::from_secs(1);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FULL: &str = "too many connections\n";
@@ -296,19 +294,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             let _ = stream.write_all(&answer).await;
             let _ = stream.flush().await;
         }
-        // Read what the client still sends for a moment before closing, so that the close
-        // does not reset the connection before the client has read the answer.
-        let _ = stream.shutdown().await;
-        let mut sink = [0u8; 4096];
-        let _ = tokio::time::timeout(LINGER, async {
-            for _ in 0..16 {
-                match stream.read(&mut sink).await {
-                    Ok(n) if n > 0 => {}
-                    _ => break,
-                }
-            }
-        })
-        .await;
+        lingering_close(stream).await;
     }
 
     /// A Pingora HTTP/1 session on `stream`, set up as Pingora's own loop does it (keep-alive

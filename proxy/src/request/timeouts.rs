@@ -16,6 +16,12 @@ pub(crate) const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long closing a client connection may wait to flush what is left of a response.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection weir ends (after a refused request head or an HTTP/2 connection
+/// error) reads on before it closes, so that its last answer is not lost to a reset: the
+/// close of a socket with unread input resets the connection, and the client may then lose
+/// what it had not read yet (nginx's `lingering_close`).
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+
 /// How long an idle upstream connection stays pooled. Below the 60 s keep-alive timeout
 /// common to nginx-, Go- and Java-based backends, so weir closes first.
 pub(crate) const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(55);

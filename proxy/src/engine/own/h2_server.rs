@@ -24,6 +24,7 @@
 //! Must not: read or answer requests (the callback's), or hold the stream table's lock
 //! across an await.
 
+use crate::engine::own::lingering_close::lingering_close;
 use crate::request::answers::{http2_answer_head, plain_response};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -305,6 +306,8 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
     let mut stopping = false;
     // The socket can still be read and written.
     let mut open = true;
+    // weir ended the connection (GOAWAY) while the client may still be sending.
+    let mut ended_here = false;
     // Requests so far, and as many when the idle timer was last armed: a timer that fires
     // with no new request and none under way closes the connection. Counting keeps the
     // timer off the request path (it is re-armed at most once a period).
@@ -344,6 +347,7 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
             };
             if open && finished && write_buf.is_empty() {
                 open = false;
+                ended_here = true;
                 close(&shared);
                 continue;
             }
@@ -400,6 +404,9 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
         }
     })
     .await;
+    if ended_here {
+        lingering_close(&mut io).await;
+    }
     // The socket is closed by dropping it (Pingora's shutdown would wait on the peer).
     drop(io);
 }
