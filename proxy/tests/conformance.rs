@@ -243,6 +243,8 @@ fn malformed_and_ambiguous_requests_are_refused_on_every_engine() {
         ("chunk longer than its size", format!("POST / HTTP/1.1\r\n{host}{te}\r\n2\r\nabc\r\n0\r\n\r\n{smuggled}"), 400),
         ("last chunk without CRLF", format!("POST / HTTP/1.1\r\n{host}{te}\r\n0\r\n\n{smuggled}"), 400),
         ("doubled method", format!("GET GET /b HTTP/1.1\r\n{host}\r\n"), 400),
+        // Shorter than the HTTP/2 preface: answered, not left waiting for more bytes.
+        ("short doubled method", "GET GET / HTTP/1.1\r\n\r\n".to_string(), 400),
         ("space in the target", format!("GET /a b HTTP/1.1\r\n{host}\r\n"), 400),
         ("two spaces after the method", format!("GET  /a HTTP/1.1\r\n{host}\r\n"), 400),
         ("tab between the parts", format!("GET\t/a HTTP/1.1\r\n{host}\r\n"), 400),
@@ -365,8 +367,15 @@ fn well_framed_requests_reach_the_upstream_framed_one_way_on_every_engine() {
             Some("3"),
             "{engine}: the length goes on in its normal form"
         );
-        // Underscores in other names are the backend's business: forwarded as sent.
         drop(got);
+        // A request shorter than the HTTP/2 preface is served at once.
+        let (statuses, closed, _) = exchange(weir.http, b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            (statuses.as_slice(), closed),
+            (&[200][..], true),
+            "{engine}"
+        );
+        // Underscores in other names are the backend's business: forwarded as sent.
         let (statuses, _, _) = exchange(
             weir.http,
             format!("GET /underscore HTTP/1.1\r\n{host}X_Custom: 1\r\nConnection: close\r\n\r\n")

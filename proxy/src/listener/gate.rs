@@ -155,14 +155,19 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         if self.parking() && !park_until_readable(&mut stream, &shutdown).await {
             return None;
         }
-        // The h2c preface: Pingora serves the connection (its streams run on other tasks,
-        // so the header deadline does not apply). Pingora peeks the same way; a first
-        // message shorter than the preface waits for more bytes there too.
-        let mut head = [0u8; 24];
-        if let Ok(true) = stream.try_peek(&mut head).await {
-            if head == H2_PREFACE {
-                done.store(true, Ordering::Relaxed);
-                return self.serve_h2(stream, &shutdown).await;
+        // The h2c preface (HTTP/2 streams are not held to the header deadline). A peek
+        // waits until it has all the bytes it asks for, so the whole preface is asked for
+        // only when its first three bytes are there: an HTTP/1 request shorter than the
+        // preface (`GET / HTTP/1.0` and an empty line) must not wait for bytes that never
+        // come.
+        let mut start = [0u8; 3];
+        if let Ok(true) = stream.try_peek(&mut start).await {
+            let mut head = [0u8; 24];
+            if start == H2_PREFACE[..3] && matches!(stream.try_peek(&mut head).await, Ok(true)) {
+                if head == H2_PREFACE {
+                    done.store(true, Ordering::Relaxed);
+                    return self.serve_h2(stream, &shutdown).await;
+                }
             }
         }
         self.serve_http1(stream, &shutdown).await
