@@ -163,11 +163,12 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         let mut start = [0u8; 3];
         if let Ok(true) = stream.try_peek(&mut start).await {
             let mut head = [0u8; 24];
-            if start == H2_PREFACE[..3] && matches!(stream.try_peek(&mut head).await, Ok(true)) {
-                if head == H2_PREFACE {
-                    done.store(true, Ordering::Relaxed);
-                    return self.serve_h2(stream, &shutdown).await;
-                }
+            if start == H2_PREFACE[..3]
+                && matches!(stream.try_peek(&mut head).await, Ok(true))
+                && head == H2_PREFACE
+            {
+                done.store(true, Ordering::Relaxed);
+                return self.serve_h2(stream, &shutdown).await;
             }
         }
         self.serve_http1(stream, &shutdown).await
