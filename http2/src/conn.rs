@@ -40,7 +40,9 @@ pub struct Settings {
     /// Frames in a row that do no work (empty DATA without END_STREAM, empty CONTINUATION,
     /// PRIORITY, SETTINGS, PING, DATA for a closed stream, unknown types) at which the
     /// connection is sent GOAWAY ENHANCE_YOUR_CALM: each costs a little and answers nothing
-    /// (CVE-2019-9518, CVE-2019-9512's class). A request or body data starts the count anew.
+    /// (CVE-2019-9518, CVE-2019-9512's class). A request or body data from the client, or
+    /// response headers or data from weir, start the count anew: a client reading a long
+    /// response may PING every round trip (gRPC's bandwidth estimation does).
     pub max_idle_frames: u32,
 }
 
@@ -438,11 +440,19 @@ impl ServerConnection {
     /// work (a header block, body data, the end of a body) starts the count anew.
     fn count_work(&mut self, head: &FrameHead, payload: &[u8]) -> Result<(), ConnectionError> {
         let ack = head.has(flag::ACK);
+        // Body and trailers count as work only on a stream still open to the client: on a
+        // closed one they are answered with a reset and nothing else (a reset flood).
+        let open = |id: u32| {
+            self.stream_index(id)
+                .is_some_and(|i| !self.streams[i].recv_closed)
+        };
         let work = match head.kind {
-            kind::HEADERS => true,
+            kind::HEADERS => head.stream > self.last_stream || open(head.stream),
             kind::DATA => {
-                head.has(flag::END_STREAM)
-                    || frame::unpadded(head, payload).map_or(true, |(range, _)| !range.is_empty())
+                open(head.stream)
+                    && (head.has(flag::END_STREAM)
+                        || frame::unpadded(head, payload)
+                            .map_or(true, |(range, _)| !range.is_empty()))
             }
             kind::CONTINUATION => !payload.is_empty() || head.has(flag::END_HEADERS),
             kind::PRIORITY | kind::PING | kind::SETTINGS => false,
@@ -521,7 +531,6 @@ impl ServerConnection {
                 // On a stream the client (or weir) reset: a stream error (§5.1, §6.1), and
                 // a frame that does no work.
                 self.reset_stream_frame(head.stream, ErrorCode::STREAM_CLOSED);
-                self.idle_frames += 1;
             } else {
                 // Data after END_STREAM (§5.1, half-closed remote).
                 self.reset_stream(i, ErrorCode::STREAM_CLOSED);
@@ -1063,6 +1072,8 @@ impl ServerConnection {
         encode: impl FnOnce(&Encoder, &mut BytesMut),
     ) -> Result<(), StreamClosed> {
         let i = self.stream_index(stream).ok_or(StreamClosed)?;
+        // weir is sending: the client's PINGs and window updates are not idle chatter.
+        self.idle_frames = 0;
         let s = &mut self.streams[i];
         if s.send_closed || s.headers_sent {
             return Err(StreamClosed);
@@ -1116,6 +1127,8 @@ impl ServerConnection {
         end_stream: bool,
     ) -> Result<(), StreamClosed> {
         let i = self.stream_index(stream).ok_or(StreamClosed)?;
+        // weir is sending: the client's PINGs and window updates are not idle chatter.
+        self.idle_frames = 0;
         let s = &mut self.streams[i];
         if s.send_closed || !s.headers_sent {
             return Err(StreamClosed);
@@ -2323,5 +2336,46 @@ mod tests {
             c.send(&frame(kind::PING, flag::ACK, 0, &[0; 8])).unwrap();
             c.send(&frame(kind::SETTINGS, flag::ACK, 0, b"")).unwrap();
         }
+    }
+
+    #[test]
+    fn weir_sending_resets_the_idle_budget_and_a_reset_flood_does_not() {
+        let settings = Settings {
+            max_idle_frames: 10,
+            ..Settings::default()
+        };
+        // A client reading a response may PING every round trip.
+        let mut c = Client::with(settings.clone(), &[]);
+        c.request(1, &get("/"), true);
+        for _ in 0..9 {
+            c.send(&frame(kind::PING, 0, 0, &[0; 8])).unwrap();
+        }
+        c.respond(1, b"a response");
+        for _ in 0..10 {
+            c.send(&frame(kind::PING, 0, 0, &[0; 8])).unwrap();
+        }
+        let e = c.send(&frame(kind::PING, 0, 0, &[0; 8])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ENHANCE_YOUR_CALM);
+        // DATA on a stream the client reset is answered with a reset each time, and counts.
+        let post = vec![
+            (":method", "POST".to_string()),
+            (":scheme", "http".into()),
+            (":authority", "example.com".into()),
+            (":path", "/".into()),
+        ];
+        let mut c = Client::with(settings, &[]);
+        c.request(1, &post, false);
+        c.send(&frame(
+            kind::RST_STREAM,
+            0,
+            1,
+            &ErrorCode::CANCEL.0.to_be_bytes(),
+        ))
+        .unwrap();
+        for _ in 0..10 {
+            c.send(&frame(kind::DATA, 0, 1, b"x")).unwrap();
+        }
+        let e = c.send(&frame(kind::DATA, 0, 1, b"x")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ENHANCE_YOUR_CALM);
     }
 }

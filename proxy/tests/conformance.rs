@@ -391,3 +391,36 @@ fn well_framed_requests_reach_the_upstream_framed_one_way_on_every_engine() {
         );
     }
 }
+
+/// A client that pipelines requests and then closes its sending side still gets every
+/// answer, on both engines (the first request, with a chunked body, goes to Pingora's proxy
+/// on either); a target with UTF-8 in it is served, not a reason to drop the connection.
+#[test]
+fn pipelined_requests_before_a_half_close_are_all_answered() {
+    let host = "Host: raw.example\r\n";
+    for (engine, flags) in ENGINES {
+        let (upstream, seen) = strict_upstream();
+        let (weir, _dir) = weir_before(upstream, flags);
+        let raw = format!(
+            "POST /first HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+             GET /caf\u{e9}-\u{e9}\u{e9} HTTP/1.1\r\n{host}\r\n"
+        );
+        let mut s = TcpStream::connect(weir.http).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        s.write_all(raw.as_bytes()).expect("send");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{engine}: {text}");
+        let paths: Vec<String> = seen
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        assert_eq!(paths, ["/first", "/caf\u{e9}-\u{e9}\u{e9}"], "{engine}");
+    }
+}

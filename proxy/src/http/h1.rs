@@ -295,9 +295,14 @@ fn classify_parsed(
         return malformed("invalid_request_line");
     }
     let origin_form = target.starts_with('/');
-    let absolute_form = target.len() > 8
-        && (target[..7].eq_ignore_ascii_case("http://")
-            || target[..8].eq_ignore_ascii_case("https://"));
+    // Bytes, not `str` slices: a target may hold UTF-8 past its first bytes.
+    let scheme = |prefix: &[u8]| {
+        target
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    };
+    let absolute_form = target.len() > 8 && (scheme(b"http://") || scheme(b"https://"));
     let asterisk_form = target == "*" && method == "OPTIONS";
     if !(origin_form || absolute_form || asterisk_form) {
         return malformed("invalid_request_target");
@@ -347,11 +352,13 @@ fn classify_parsed(
             } else if value.eq_ignore_ascii_case(b"keep-alive") {
                 connection_keep_alive = true;
             } else {
-                upgrade |= value
-                    .split(|b| *b == b',')
-                    .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
                 simple = false;
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            // What Pingora takes for an upgrade: an `Upgrade` field in HTTP/1.1, whatever
+            // `Connection` says; its bytes after a 101 are the new protocol's.
+            upgrade = version == 1;
+            simple = false;
         } else if is_connection_scoped(name.as_bytes()) || name.eq_ignore_ascii_case("expect") {
             // An upgrade, `Expect` or another connection's field: Pingora's.
             simple = false;
@@ -367,6 +374,9 @@ fn classify_parsed(
         return malformed("transfer_encoding_in_http10");
     }
     let body = match (chunked, length) {
+        // An upgrade with a body: after a 101 the body's end would be read two ways (as
+        // the body's, and as the new protocol's bytes).
+        (true, _) | (false, Some(1..)) if upgrade => return malformed("upgrade_with_body"),
         (true, _) => RequestBody::Chunked,
         (false, Some(len)) if len > 0 => RequestBody::Length(len),
         _ if upgrade => RequestBody::Tunnel,
@@ -1153,8 +1163,28 @@ mod tests {
 
     #[test]
     fn every_request_is_framed_one_way_or_refused() {
-        let framed: [(&[u8], RequestBody); 6] = [
+        let framed: [(&[u8], RequestBody); 11] = [
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", RequestBody::None),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+                RequestBody::Tunnel,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+                RequestBody::None,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",
+                RequestBody::None,
+            ),
+            (
+                "GET /\u{e9}\u{e9}\u{e9}\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n".as_bytes(),
+                RequestBody::None,
+            ),
+            (
+                "GET /\u{e9}\u{e9}\u{e9}\u{e9}?q HTTP/1.1\r\nHost: a\r\n\r\n".as_bytes(),
+                RequestBody::None,
+            ),
             (
                 b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
                 RequestBody::None,
@@ -1181,7 +1211,9 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
-        let refused: [(&[u8], u16, &str); 20] = [
+        let refused: [(&[u8], u16, &str); 22] = [
+            (b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\nabc", 400, "upgrade_with_body"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "upgrade_with_body"),
             (b"GET GET /b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_http_version"),
             (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_http_version"),
             (b"GET  /a HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_request_line"),

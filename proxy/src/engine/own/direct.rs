@@ -35,7 +35,7 @@ use crate::engine::own::read_deadline::ReadDeadline;
 use crate::http::forwarded::{client_ip, UpstreamHeaders};
 use crate::http::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
-    ClientVersion, HeadFields, HeadView, RequestFraming, LAST_CHUNK, MAX_RESPONSE_HEAD,
+    ClientVersion, HeadFields, HeadView, RequestFraming, LAST_CHUNK, MAX_HEAD, MAX_RESPONSE_HEAD,
 };
 use crate::http::h2_request::H2Request;
 use crate::http::hardening::Rejection;
@@ -76,6 +76,14 @@ pub struct DirectPath {
     routing: Arc<LiveRouting>,
 }
 
+/// Whether `bytes` hold an empty line (`\n\n` or `\n\r\n`), the end of a head.
+fn ends_a_head(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(at, b)| *b == b'\n' && matches!(&bytes[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
 /// What reading the next request head found.
 pub(crate) enum NextHead {
     /// A complete head this path may take (its host and target in the buffer), whatever
@@ -106,6 +114,11 @@ impl DirectPath {
         shutdown: &ShutdownWatch,
         deadline: &mut ReadDeadline<'_>,
     ) -> NextHead {
+        // How far `buf` was searched for the empty line that ends a head: a head is parsed
+        // only once that line is there (or the head is at its size limit), so one sent a
+        // byte at a time costs one parse, not one per read.
+        let mut searched = 0usize;
+        let mut head_ended = false;
         loop {
             if buf.is_empty() {
                 // Waiting for a request: no buffer held by an idle connection until bytes
@@ -127,11 +140,18 @@ impl DirectPath {
                     _ => return NextHead::Closed,
                 }
             }
-            match classify(buf, fields) {
-                Classified::Simple(view) => return NextHead::Simple(view),
-                Classified::Other(framing) => return NextHead::Other(framing),
-                Classified::Malformed(rejection) => return NextHead::Malformed(rejection),
-                Classified::Partial | Classified::BodyPending => {}
+            if !head_ended {
+                head_ended =
+                    ends_a_head(&buf[searched.saturating_sub(2)..]) || buf.len() >= MAX_HEAD;
+                searched = buf.len();
+            }
+            if head_ended {
+                match classify(buf, fields) {
+                    Classified::Simple(view) => return NextHead::Simple(view),
+                    Classified::Other(framing) => return NextHead::Other(framing),
+                    Classified::Malformed(rejection) => return NextHead::Malformed(rejection),
+                    Classified::Partial | Classified::BodyPending => {}
+                }
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(HEAD_BUFFER);

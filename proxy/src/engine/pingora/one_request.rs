@@ -63,6 +63,8 @@ pub(crate) struct OneRequest {
     rest: Rest,
     /// Why the body broke its framing, once it did.
     broken: Option<&'static str>,
+    /// The client closed its sending side (after this request).
+    client_sent_all: bool,
 }
 
 impl OneRequest {
@@ -82,6 +84,7 @@ impl OneRequest {
             head_left: framing.head_len,
             rest,
             broken: None,
+            client_sent_all: false,
         };
         one.clear();
         one
@@ -161,12 +164,17 @@ impl AsyncRead for OneRequest {
             }
             if matches!(this.rest, Rest::Done) && this.head_left == 0 {
                 // The request is through: what follows is the next one's, for the gate.
-                // Pingora still learns of the client closing.
-                if this.held.len() >= MAX_HELD_AHEAD {
+                // Pingora reads on beside its wait for the upstream, to learn of the client
+                // going away: a reset (an error) is passed on, but not the end of the
+                // client's sending side, which only says it sends no more requests, not that
+                // it wants no answer (weir's own engine answers it too). That read then just
+                // never completes.
+                if this.held.len() >= MAX_HELD_AHEAD || this.client_sent_all {
                     return Poll::Pending;
                 }
                 if ready!(this.poll_fill(cx))? == 0 {
-                    return Poll::Ready(Ok(()));
+                    this.client_sent_all = true;
+                    return Poll::Pending;
                 }
                 continue;
             }

@@ -201,20 +201,26 @@ impl ProxyHttp for WeirProxy {
             let spelled = Bytes::copy_from_slice(name.as_str().as_bytes());
             upstream.insert_header(spelled, value)?;
         }
-        // A length with leading zeros (`007`) goes on in its normal form: one reading for
-        // every parser after weir (the framing check let only digits through).
-        if let Some(len) = upstream.headers.get(http::header::CONTENT_LENGTH) {
-            let digits = len.as_bytes();
-            if digits.len() > 1 && digits[0] == b'0' {
-                let normal = digits
-                    .iter()
-                    .position(|d| *d != b'0')
-                    .map_or(&b"0"[..], |at| &digits[at..]);
-                let normal = http::HeaderValue::from_bytes(normal).map_err(|e| {
-                    Error::because(ErrorType::InvalidHTTPHeader, "content-length", e)
+        // A length with leading zeros (`007`) goes on in its normal form, and once (HTTP/2
+        // may carry equal lengths spelled differently): one reading for every parser after
+        // weir (the framing checks let only equal digit strings through).
+        let odd_length = upstream
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .enumerate()
+            .any(|(n, len)| n > 0 || (len.len() > 1 && len.as_bytes()[0] == b'0'));
+        if odd_length {
+            let normal = upstream
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|len| std::str::from_utf8(len.as_bytes()).ok())
+                .and_then(|len| len.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::explain(ErrorType::InvalidHTTPHeader, "content-length not a number")
                 })?;
-                upstream.insert_header(http::header::CONTENT_LENGTH, normal)?;
-            }
+            upstream.remove_header(&http::header::CONTENT_LENGTH);
+            upstream.insert_header(http::header::CONTENT_LENGTH, normal.to_string())?;
         }
         // Pingora strips every hop-by-hop field, `te` among them, from the requests of weir's
         // HTTP/2 server (custom sessions to it) on their way to an HTTP/2 upstream. There
