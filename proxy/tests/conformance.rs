@@ -14,16 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{service_yaml, ManifestDir, Weir};
-
-const INGRESS: &str = "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: raw, namespace: demo}
-spec:
-  ingressClassName: weir
-  defaultBackend: {service: {name: raw, port: {name: http}}}
----
-";
+use support::{default_backend_yaml, raw_exchange, ManifestDir, Weir};
 
 const ENGINES: [(&str, &[&str]); 2] = [("direct", &[]), ("pingora", &["--http1-path", "pingora"])];
 
@@ -189,40 +180,11 @@ fn serve_strictly(mut stream: TcpStream, record: &Mutex<Seen>) {
     }
 }
 
-/// Sends `raw` on a fresh connection and reads until weir closes it or 3 s pass: every
-/// status answered, in order, and whether the connection was closed.
-fn exchange(weir: SocketAddr, raw: &[u8]) -> (Vec<u16>, bool, String) {
-    let mut s = TcpStream::connect(weir).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    s.write_all(raw).expect("send");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut closed = false;
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => break, // still open after 3 s
-        }
-    }
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let statuses = text
-        .split("HTTP/1.1 ")
-        .skip(1)
-        .filter_map(|part| part.get(..3)?.parse().ok())
-        .collect();
-    (statuses, closed, text)
-}
-
 fn weir_before(upstream: SocketAddr, flags: &[&str]) -> (Weir, ManifestDir) {
     let dir = ManifestDir::new();
     dir.write(
         "raw.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "raw", &[upstream])),
+        &default_backend_yaml("demo", "raw", &[upstream]),
     );
     let weir = Weir::start(&dir.path(), flags);
     (weir, dir)
@@ -272,7 +234,7 @@ fn malformed_and_ambiguous_requests_are_refused_on_every_engine() {
         let mut wrong = Vec::new();
         for (name, raw, expected) in &cases {
             let before = seen.lock().expect("lock").requests.len();
-            let (statuses, closed, text) = exchange(weir.http, raw.as_bytes());
+            let (statuses, closed, text) = raw_exchange(weir.http, raw.as_bytes());
             std::thread::sleep(Duration::from_millis(30));
             let seen = seen.lock().expect("lock");
             let reached = &seen.requests[before..];
@@ -316,7 +278,7 @@ fn malformed_and_ambiguous_requests_are_refused_on_every_engine() {
             refused_lines >= 20,
             "{engine}: {refused_lines} access log lines with 400"
         );
-        let (statuses, _, _) = exchange(
+        let (statuses, _, _) = raw_exchange(
             weir.http,
             format!("GET /fine HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes(),
         );
@@ -341,7 +303,7 @@ fn well_framed_requests_reach_the_upstream_framed_one_way_on_every_engine() {
              GET /after-expect HTTP/1.1\r\n{host}\r\n\
              POST /zeros HTTP/1.1\r\n{host}Content-Length: 003\r\nConnection: close\r\n\r\nabc"
         );
-        let (statuses, closed, text) = exchange(weir.http, raw.as_bytes());
+        let (statuses, closed, text) = raw_exchange(weir.http, raw.as_bytes());
         let finals: Vec<u16> = statuses.iter().copied().filter(|s| *s != 100).collect();
         assert_eq!(finals, [200; 5], "{engine}: {text}");
         assert!(closed, "{engine}: Connection: close was not honoured");
@@ -369,14 +331,14 @@ fn well_framed_requests_reach_the_upstream_framed_one_way_on_every_engine() {
         );
         drop(got);
         // A request shorter than the HTTP/2 preface is served at once.
-        let (statuses, closed, _) = exchange(weir.http, b"GET / HTTP/1.0\r\n\r\n");
+        let (statuses, closed, _) = raw_exchange(weir.http, b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!(
             (statuses.as_slice(), closed),
             (&[200][..], true),
             "{engine}"
         );
         // Underscores in other names are the backend's business: forwarded as sent.
-        let (statuses, _, _) = exchange(
+        let (statuses, _, _) = raw_exchange(
             weir.http,
             format!("GET /underscore HTTP/1.1\r\n{host}X_Custom: 1\r\nConnection: close\r\n\r\n")
                 .as_bytes(),

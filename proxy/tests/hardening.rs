@@ -12,17 +12,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{service_yaml, ManifestDir, Weir};
+use support::{default_backend_yaml, raw_exchange, ManifestDir, Weir};
 use weir_testsupport::process::rss_kib;
-
-const INGRESS: &str = "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: raw, namespace: demo}
-spec:
-  ingressClassName: weir
-  defaultBackend: {service: {name: raw, port: {name: http}}}
----
-";
 
 /// An upstream that answers every header block with a 200 and keeps all bytes it got.
 fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
@@ -55,32 +46,11 @@ fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
-/// Sends `raw` on a fresh connection; the status of the answer and whether weir closed the
-/// connection after it.
+/// Sends `raw` on a fresh connection: the status of the first answer (0 for none) and
+/// whether weir closed the connection.
 fn send_raw(weir: SocketAddr, raw: &[u8]) -> (u16, bool) {
-    let mut s = TcpStream::connect(weir).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    s.write_all(raw).expect("send");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut closed = false;
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => break, // still open after 3 s
-        }
-    }
-    let status = std::str::from_utf8(&answer)
-        .ok()
-        .and_then(|a| a.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    (status, closed)
+    let (statuses, closed, _) = raw_exchange(weir, raw);
+    (statuses.first().copied().unwrap_or(0), closed)
 }
 
 #[test]
@@ -89,7 +59,7 @@ fn malformed_and_smuggling_shapes_are_refused_and_never_reach_the_upstream() {
     let dir = ManifestDir::new();
     dir.write(
         "raw.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "raw", &[upstream])),
+        &default_backend_yaml("demo", "raw", &[upstream]),
     );
     let weir = Weir::start(&dir.path(), &[]);
     let host = "Host: raw.example\r\n";
@@ -160,7 +130,7 @@ fn gated_weir(flags: &[&str]) -> (Weir, support::Echo, ManifestDir) {
     let dir = ManifestDir::new();
     dir.write(
         "raw.yaml",
-        &(INGRESS.to_string() + &service_yaml("demo", "raw", &[app.addr])),
+        &default_backend_yaml("demo", "raw", &[app.addr]),
     );
     let weir = Weir::start(&dir.path(), flags);
     (weir, app, dir)

@@ -8,7 +8,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{service_yaml, Echo, ManifestDir, Weir};
+use support::{default_backend_yaml, Echo, ManifestDir, Weir};
 
 /// weir's HTTP/2 server passes httpwg, the h2spec cases ported to Rust (RFC 9113 and HPACK,
 /// 107 cases), run against the binary over h2c: every malformed request is a stream error
@@ -20,16 +20,7 @@ fn the_http2_server_passes_the_httpwg_conformance_suite() {
     let dir = ManifestDir::new();
     dir.write(
         "app.yaml",
-        &("apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: app, namespace: demo}
-spec:
-  ingressClassName: weir
-  defaultBackend: {service: {name: app, port: {name: http}}}
----
-"
-        .to_string()
-            + &service_yaml("demo", "app", &[app.addr])),
+        &default_backend_yaml("demo", "app", &[app.addr]),
     );
     let weir = Weir::start(&dir.path(), &[]);
     let httpwg = weir_testsupport::process::tool("httpwg");

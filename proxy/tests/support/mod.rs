@@ -242,6 +242,51 @@ endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
     out
 }
 
+/// Manifests that send every request, whatever its host, to the Service `name` at `addrs`:
+/// an Ingress with only a `defaultBackend`, and the Service.
+pub fn default_backend_yaml(namespace: &str, name: &str, addrs: &[SocketAddr]) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ingressClassName: weir
+  defaultBackend: {{service: {{name: {name}, port: {{name: http}}}}}}
+---
+"
+    ) + &service_yaml(namespace, name, addrs)
+}
+
+/// Sends `raw` on a fresh connection and reads until weir closes it or 3 s pass: every
+/// status answered, in order, whether the connection was closed, and the answer's text.
+pub fn raw_exchange(weir: SocketAddr, raw: &[u8]) -> (Vec<u16>, bool, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(weir).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s.write_all(raw).expect("send");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break, // still open after 3 s
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let statuses = text
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|part| part.get(..3)?.parse().ok())
+        .collect();
+    (statuses, closed, text)
+}
+
 /// A temporary manifests directory (plus room for logs beside it).
 pub struct ManifestDir {
     pub root: tempfile::TempDir,
