@@ -69,9 +69,9 @@ thread_local! {
     static TURNS: SharedTurns = SharedTurns::default();
 }
 
-fn lock(turns: &Mutex<Turns>) -> MutexGuard<'_, Turns> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding it; a poisoned lock still holds consistent counts.
-    turns.lock().unwrap_or_else(PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Returns when a handshake may start: at once if fewer than [`PER_TURN`] started this
@@ -165,7 +165,7 @@ mod tests {
                 let turn = Arc::clone(&turn);
                 tokio::spawn(async move {
                     wait_turn().await;
-                    lock_vec(&started).push((i, turn.load(Ordering::SeqCst)));
+                    lock(&started).push((i, turn.load(Ordering::SeqCst)));
                 })
             })
             .collect();
@@ -176,7 +176,7 @@ mod tests {
                 .expect("handshake task");
         }
         counter.abort();
-        let started = lock_vec(&started).clone();
+        let started = lock(&started).clone();
         let order: Vec<usize> = started.iter().map(|(i, _)| *i).collect();
         assert_eq!(order, (0..10).collect::<Vec<_>>(), "arrival order");
         for t in started.iter().map(|(_, t)| *t) {
@@ -232,9 +232,5 @@ mod tests {
             !lock(&TURNS.with(Arc::clone)).ticking,
             "ticker still running"
         );
-    }
-
-    fn lock_vec<T>(v: &Mutex<T>) -> MutexGuard<'_, T> {
-        v.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
