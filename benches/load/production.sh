@@ -20,6 +20,7 @@
 #
 #   benches/load/production.sh                              # 3 rounds of 10 s
 #   ROUNDS=5 DURATION=8 MODES="tls-h1 tls-new" benches/load/production.sh
+#   CONNS=1 MODES=tls-new benches/load/production.sh          # wrk connections (default 32)
 #   WEIR_FLAGS="--log-level warn" benches/load/production.sh  # weir without its access log
 #   WEIR_BIN=/tmp/weir-before benches/load/production.sh     # another weir binary (no build)
 #   BASELINE_BIN=/tmp/weir-before benches/load/production.sh # and a second weir beside it, the
@@ -30,6 +31,7 @@ source scripts/prereqs.sh
 source benches/load/nginx.sh
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
+CONNS="${CONNS:-32}"
 MODES="${MODES:-h1 h2c tls-h1 tls-h2 tls-new}"
 TARGETS="${TARGETS:-nginx haproxy weir}"
 WEIR_FLAGS="${WEIR_FLAGS:-}"
@@ -138,14 +140,14 @@ results="$work/results.tsv"
 measure() { # $1 mode, $2 plaintext port, $3 h2c port, $4 TLS port
     rm -f "$work/h2load.log"
     case "$1" in
-        h1) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
-        h1-post) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/post.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
+        h1) wrk -t1 -c"$CONNS" -d"${DURATION}s" -s benches/load/latency.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
+        h1-post) wrk -t1 -c"$CONNS" -d"${DURATION}s" -s benches/load/post.lua "http://127.0.0.1:$2/" | grep '^RESULT' ;;
         h2c) h2load -c8 -m16 -D"$DURATION" --log-file="$work/h2load.log" "http://127.0.0.1:$3/" \
                 | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
-        tls-h1) wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "https://127.0.0.1:$4/" | grep '^RESULT' ;;
+        tls-h1) wrk -t1 -c"$CONNS" -d"${DURATION}s" -s benches/load/latency.lua "https://127.0.0.1:$4/" | grep '^RESULT' ;;
         tls-h2) h2load -c8 -m16 -D"$DURATION" --log-file="$work/h2load.log" "https://127.0.0.1:$4/" \
                 | python3 benches/load/h2load_result.py "$work/h2load.log" ;;
-        tls-new) wrk -t1 -c32 -d"${DURATION}s" -H "Connection: close" -s benches/load/latency.lua \
+        tls-new) wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Connection: close" -s benches/load/latency.lua \
                 "https://127.0.0.1:$4/" | grep '^RESULT' ;;
         tls-resume) openssl s_time -connect "127.0.0.1:$4" -reuse -time "$DURATION" -www / 2>/dev/null \
                 | awk '/real seconds/ && !done {
