@@ -229,14 +229,25 @@ fn main() {
             gate_stats,
         ),
     );
-    proxy.add_tcp(&cli.http_listen.to_string());
+    // No buffers in Pingora's socket layer: weir's engines read into buffers of their own
+    // and release them while a connection is idle (a 64 KiB read buffer per connection,
+    // allocated for its whole life, would be 12 times what nginx needs per idle
+    // connection); they write whole answers, which a write buffer would only copy.
+    use pingora::listeners::{L4BufferSettings, ListenerConfig};
+    proxy.add_listener(
+        ListenerConfig::tcp(cli.http_listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+    );
     if let (Some(addr), Some(store)) = (cli.https_listen, &certificates) {
         // Paths are ignored once a resolver is set: every certificate comes from `store`.
         let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
             .unwrap_or_else(|e| fail(format!("--https-listen: {e}")));
         tls.set_cert_resolver(Arc::clone(store) as Arc<dyn rustls::server::ResolvesServerCert>);
         tls.enable_h2();
-        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .tls(tls)
+                .l4_buffer(L4BufferSettings::unbuffered()),
+        );
         // Handshakes of new connections wait their turn behind requests under way.
         proxy.endpoints().set_pre_tls_callback(Arc::new(
             weir_proxy::listener::handshake_turns::HandshakeTurns,

@@ -150,6 +150,14 @@ impl HeadView {
 #[derive(Debug, Default)]
 pub struct HeadFields(Vec<Field>);
 
+impl HeadFields {
+    /// Frees the list while its connection waits for the next request (an idle connection
+    /// holds no per-request memory).
+    pub(crate) fn release(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
 /// How a request's body is framed, as the head says (RFC 9112 §6.3): what a reader must
 /// take after the head before the next request starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,9 @@
 //! - `--request-header-timeout`: the first request header must be complete within this time
 //!   of the connection's start, or the connection is closed (slowloris). Pingora only times
 //!   each read (60 s), so a client sending a byte a minute would hold a connection forever;
-//! - idle keep-alive connections, when many are open, wait between requests in a small
-//!   future of the gate's instead of Pingora's large per-request one ([`PARK_ABOVE`]).
+//! - each connection it admits continues on a task of its own ([`ConnectionGate::connection`]),
+//!   sized for what a connection holds while it waits for its next request: the task
+//!   Pingora gave it is sized for a TLS handshake and ends.
 //!
 //! HTTP/2 connections (TLS with ALPN h2, or the h2c preface) are not held to the header
 //! deadline: each stream is a request of its own. With the direct path on they are read by
@@ -104,34 +105,14 @@ impl<A> ConnectionGate<A> {
     }
 }
 
-/// One slot of `--max-connections`, given back when the connection's turn ends.
-struct Slot<'a>(&'a GateStats);
+/// One slot of `--max-connections`, given back when the connection ends (also when its
+/// task unwinds from a panic).
+struct Slot(Arc<GateStats>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         let open = self.0.open.fetch_sub(1, Ordering::Relaxed) - 1;
         self.0.open_gauge.set(open as i64);
-    }
-}
-
-/// Above this many open connections, a connection waits for its next request here (a few
-/// KiB) instead of inside Pingora's request future (~95 KiB each, measured): 10,000 idle
-/// keep-alive connections cost ~0.9 GiB in a bare Pingora proxy. The price, one 1-byte
-/// read per request, is paid only with that many connections open.
-const PARK_ABOVE: usize = 512;
-
-/// Waits until the client sends something; false if it closed, idled out or the server is
-/// shutting down (the connection is then closed).
-async fn park_until_readable(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return false;
-    }
-    let mut first = [0u8; 1];
-    tokio::select! {
-        peeked = stream.try_peek(&mut first) => peeked.is_ok(),
-        _ = tokio::time::sleep(CLIENT_IDLE_TIMEOUT) => false,
-        _ = shutdown.changed() => false,
     }
 }
 
@@ -139,9 +120,46 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FULL: &str = "too many connections\n";
 
 impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
-    /// One connection: h2 goes to Pingora whole; HTTP/1 requests are served one by one
-    /// here, so that between them the connection can wait in a small future (see
-    /// [`PARK_ABOVE`]) instead of inside Pingora's request future.
+    /// The task of one admitted connection, to its end. Pingora's task for it is sized by
+    /// the largest thing it awaits, the TLS handshake (8.6 KiB, heaptrack); this one by
+    /// what a connection holds while it waits for a request, for as long as it stays open.
+    /// Everything large a request needs is boxed for that request only.
+    async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch, _slot: Slot) {
+        let done = Arc::new(AtomicBool::new(false));
+        let header_seen = Arc::clone(&done);
+        let serve = header_deadline::scope(
+            Arc::clone(&done),
+            Arc::clone(&self).serve(stream, shutdown.clone(), done),
+        );
+        tokio::pin!(serve);
+        let deadline = tokio::time::sleep(self.header_timeout);
+        tokio::pin!(deadline);
+        let mut reused = if self.header_timeout.is_zero() {
+            serve.await
+        } else {
+            tokio::select! {
+                result = &mut serve => result,
+                _ = &mut deadline => {
+                    if header_seen.load(Ordering::Relaxed) {
+                        // Being served: the deadline was for the first header only.
+                        serve.await
+                    } else {
+                        self.stats.header_timeouts.inc();
+                        tracing::debug!("request header not complete in time: connection closed");
+                        None
+                    }
+                }
+            }
+        };
+        // What Pingora serves whole (HTTP/2 under `--work-stealing`) it may hand back for
+        // another turn, as its own connection loop would.
+        while let Some(stream) = reused {
+            reused = self.inner.process_new(stream, &shutdown).await;
+        }
+    }
+
+    /// One connection, HTTP/2 or HTTP/1. The HTTP/2 server's state is boxed: inline, it
+    /// would size every connection's task, HTTP/1 ones too.
     async fn serve(
         self: Arc<Self>,
         mut stream: Stream,
@@ -150,10 +168,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     ) -> Option<Stream> {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             done.store(true, Ordering::Relaxed);
-            return self.serve_h2(stream, &shutdown).await;
-        }
-        if self.parking() && !park_until_readable(&mut stream, &shutdown).await {
-            return None;
+            return Box::pin(self.serve_h2(stream, &shutdown)).await;
         }
         // The h2c preface (HTTP/2 streams are not held to the header deadline). A peek
         // waits until it has all the bytes it asks for, so the whole preface is asked for
@@ -168,7 +183,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 && head == H2_PREFACE
             {
                 done.store(true, Ordering::Relaxed);
-                return self.serve_h2(stream, &shutdown).await;
+                return Box::pin(self.serve_h2(stream, &shutdown)).await;
             }
         }
         self.serve_http1(stream, &shutdown).await
@@ -323,10 +338,6 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         );
         session
     }
-
-    fn parking(&self) -> bool {
-        self.stats.open.load(Ordering::Relaxed) > PARK_ABOVE
-    }
 }
 
 #[async_trait]
@@ -336,9 +347,9 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // Called once per connection (keep-alive requests loop inside `serve`).
+        // Called once per connection, on the task Pingora spawned for its handshake.
         let open = self.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
-        let _slot = Slot(&self.stats);
+        let slot = Slot(Arc::clone(&self.stats));
         self.stats.open_gauge.set(open as i64);
         if open > self.max_connections {
             self.stats.refused.inc();
@@ -350,31 +361,8 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
             let _ = stream.shutdown().await;
             return None;
         }
-        let done = Arc::new(AtomicBool::new(false));
-        let header_seen = Arc::clone(&done);
-        let serve = header_deadline::scope(
-            Arc::clone(&done),
-            Arc::clone(self).serve(stream, shutdown.clone(), done),
-        );
-        if self.header_timeout.is_zero() {
-            return serve.await;
-        }
-        tokio::pin!(serve);
-        let deadline = tokio::time::sleep(self.header_timeout);
-        tokio::pin!(deadline);
-        tokio::select! {
-            result = &mut serve => result,
-            _ = &mut deadline => {
-                if header_seen.load(Ordering::Relaxed) {
-                    // Being served: the deadline was for the first header only.
-                    serve.await
-                } else {
-                    self.stats.header_timeouts.inc();
-                    tracing::debug!("request header not complete in time: connection closed");
-                    None
-                }
-            }
-        }
+        tokio::spawn(Arc::clone(self).connection(stream, shutdown.clone(), slot));
+        None
     }
 
     async fn cleanup(&self) {
@@ -386,6 +374,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
 mod tests {
     use super::*;
     use pingora::apps::ReusedHttpStream;
+    use tokio::io::AsyncReadExt;
 
     async fn accepted_connection() -> std::io::Result<(tokio::net::TcpStream, Stream)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -395,8 +384,9 @@ mod tests {
         Ok((client, stream))
     }
 
-    /// Handles every request by panicking: a bug in the request path.
-    struct PanickingApp;
+    /// Handles every request by panicking (a bug in the request path), counting them.
+    #[derive(Default)]
+    struct PanickingApp(AtomicUsize);
 
     #[async_trait]
     impl HttpServerApp for PanickingApp {
@@ -406,12 +396,13 @@ mod tests {
             _session: ServerSession,
             _shutdown: &ShutdownWatch,
         ) -> Option<ReusedHttpStream> {
+            self.0.fetch_add(1, Ordering::Relaxed);
             panic!("injected panic while handling a request")
         }
     }
 
-    /// A panic while serving a request ends that connection's task only (Pingora runs each
-    /// connection in a task of its own and weir unwinds; Cargo.toml): the connection's
+    /// A panic while serving a request ends that connection's task only (each connection
+    /// runs in a task of its own and weir unwinds; Cargo.toml): the connection's
     /// `--max-connections` slot is given back, so the next connection is served, not refused.
     #[tokio::test]
     async fn a_panic_while_serving_a_request_gives_its_connection_slot_back(
@@ -425,7 +416,7 @@ mod tests {
             Default::default(),
         );
         let gate = Arc::new(ConnectionGate::new(
-            PanickingApp,
+            PanickingApp::default(),
             core,
             None,
             1,
@@ -433,19 +424,22 @@ mod tests {
             Arc::clone(&stats),
         ));
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        for connection in 0..3 {
+        for connection in 1..=3 {
             let (mut client, stream) = accepted_connection().await?;
             client
                 .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
                 .await?;
-            let (gate, shutdown) = (Arc::clone(&gate), shutdown.clone());
-            let served = tokio::spawn(async move { gate.process_new(stream, &shutdown).await });
-            let outcome = served.await;
+            assert!(gate.process_new(stream, &shutdown).await.is_none());
+            // The connection's task reaches the handler, panics and ends (bounded wait).
+            let mut closed = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut closed)).await;
             assert!(
-                outcome.as_ref().is_err_and(|e| e.is_panic()),
-                "connection {connection} was refused instead of reaching the handler"
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "connection {connection} was not closed by its task's end: {read:?}"
             );
+            assert_eq!(gate.inner.0.load(Ordering::Relaxed), connection, "reached the handler");
             assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+            assert_eq!(stats.refused.get(), 0);
         }
         Ok(())
     }

@@ -30,6 +30,7 @@
 //! itself (that is [`crate::http::h1`]'s, which is pure and tested on its own).
 
 use crate::engine::own::h2_server::{self, H2Stream};
+use crate::engine::own::idle_read::read_idle;
 use crate::engine::own::idle_upstreams;
 use crate::engine::own::read_deadline::ReadDeadline;
 use crate::http::forwarded::{client_ip, UpstreamHeaders};
@@ -121,22 +122,19 @@ impl DirectPath {
         let mut head_ended = false;
         loop {
             if buf.is_empty() {
-                // Waiting for a request: no buffer held by an idle connection until bytes
+                // Waiting for a request: an idle connection holds no buffer until bytes
                 // arrive (10,000 idle keep-alive connections are a normal load).
-                let mut first = [0u8; 1024];
+                fields.release();
                 let mut shutdown = shutdown.clone();
                 if *shutdown.borrow() {
                     return NextHead::Closed;
                 }
                 let read = tokio::select! {
-                    read = deadline.within(CLIENT_IDLE_TIMEOUT, stream.read(&mut first)) => read,
+                    read = deadline.within(CLIENT_IDLE_TIMEOUT, read_idle(stream, buf, HEAD_BUFFER)) => read,
                     _ = shutdown.changed() => return NextHead::Closed,
                 };
                 match read {
-                    Ok(Ok(n)) if n > 0 => {
-                        buf.reserve(HEAD_BUFFER.max(n));
-                        buf.extend_from_slice(&first[..n]);
-                    }
+                    Ok(Ok(n)) if n > 0 => {}
                     _ => return NextHead::Closed,
                 }
             }
