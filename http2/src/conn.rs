@@ -303,6 +303,25 @@ impl ServerConnection {
         self.events.pop_front()
     }
 
+    /// Frees the capacity of the buffers and queues that are empty, and the decoder's
+    /// scratch space: for a connection with nothing under way, which would otherwise keep
+    /// what its busiest moment needed for as long as it stays open.
+    pub fn release_idle_memory(&mut self) {
+        if self.out.is_empty() {
+            self.out = BytesMut::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.ready.is_empty() {
+            self.ready = VecDeque::new();
+        }
+        if self.streams.is_empty() {
+            self.streams = Vec::new();
+        }
+        self.decoder.release_scratch();
+    }
+
     /// Streams open for the application (not yet released).
     pub fn open_streams(&self) -> usize {
         self.streams.iter().filter(|s| !s.released).count()

@@ -140,6 +140,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Frees the Huffman scratch space (an idle connection's decoder keeps only its table).
+    pub fn release_scratch(&mut self) {
+        self.scratch = Vec::new();
+    }
+
     /// A decoder whose table may grow to `size_limit` bytes (SETTINGS_HEADER_TABLE_SIZE,
     /// 4,096 by default).
     pub fn new(size_limit: usize) -> Self {

@@ -437,7 +437,11 @@ mod tests {
                 matches!(read, Ok(Ok(0)) | Ok(Err(_))),
                 "connection {connection} was not closed by its task's end: {read:?}"
             );
-            assert_eq!(gate.inner.0.load(Ordering::Relaxed), connection, "reached the handler");
+            assert_eq!(
+                gate.inner.0.load(Ordering::Relaxed),
+                connection,
+                "reached the handler"
+            );
             assert_eq!(stats.open.load(Ordering::Relaxed), 0);
             assert_eq!(stats.refused.get(), 0);
         }

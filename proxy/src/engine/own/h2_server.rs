@@ -24,6 +24,7 @@
 //! Must not: read or answer requests (the callback's), or hold the stream table's lock
 //! across an await.
 
+use crate::engine::own::idle_read::poll_read_idle;
 use crate::engine::own::lingering_close::lingering_close;
 use crate::request::answers::{http2_answer_head, plain_response};
 use bytes::{Buf, Bytes, BytesMut};
@@ -299,7 +300,7 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
         output_waiters: false,
     }));
     let mut serving = FuturesUnordered::new();
-    let mut read_buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut read_buf = BytesMut::new();
     let mut write_buf = BytesMut::new();
     let mut shutdown = shutdown.clone();
     let mut shutdown_signal = std::pin::pin!(shutdown.changed());
@@ -396,6 +397,11 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                     idle.as_mut()
                         .reset(tokio::time::Instant::now() + idle_timeout);
                     continue;
+                }
+                if serving.is_empty() && guard.conn.open_streams() == 0 && write_buf.is_empty() {
+                    // Nothing under way: the connection waits holding only its state.
+                    write_buf = BytesMut::new();
+                    guard.conn.release_idle_memory();
                 }
                 guard.in_loop = false;
                 guard.loop_waker = Some(cx.waker().clone());
@@ -584,11 +590,17 @@ fn write_out(
     }
 }
 
+/// Reads what the client sent. An idle connection holds no read buffer: with nothing
+/// unread, the read borrows the thread's scratch buffer and a buffer is taken only once
+/// bytes arrive ([`poll_read_idle`]).
 fn read_in(
     io: &mut Stream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
+    if buf.is_empty() {
+        return poll_read_idle(Pin::new(&mut *io), cx, buf, READ_BUFFER);
+    }
     if buf.capacity() - buf.len() < READ_BUFFER / 4 {
         buf.reserve(READ_BUFFER);
     }

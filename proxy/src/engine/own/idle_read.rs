@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// The scratch buffer's size: a request head of usual size, or one TLS record's plaintext,
@@ -26,32 +26,43 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
 }
 
-/// Reads the next bytes of `stream` into `buf`, which must be empty and is released (its
-/// capacity freed) while no byte has arrived. Once bytes arrive `buf` gets room for at least
-/// `capacity` bytes and holds them. Returns how many arrived (0: the peer closed).
+/// Reads the next bytes of `stream` into `buf`, which must hold no unread bytes. While none
+/// arrives `buf` is released (its capacity freed); once bytes arrive it gets room for at
+/// least `capacity` bytes and holds them. Returns how many arrived (0: the peer closed).
 pub(crate) async fn read_idle<S: AsyncRead + Unpin + ?Sized>(
     stream: &mut S,
     buf: &mut BytesMut,
     capacity: usize,
 ) -> io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_idle(Pin::new(&mut *stream), cx, buf, capacity)).await
+}
+
+/// [`read_idle`] as a poll, for a connection loop that polls its socket itself.
+pub(crate) fn poll_read_idle<S: AsyncRead + ?Sized>(
+    stream: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    capacity: usize,
+) -> Poll<io::Result<usize>> {
     debug_assert!(buf.is_empty());
-    *buf = BytesMut::new();
-    std::future::poll_fn(|cx| {
-        with_scratch(|scratch| {
-            let mut read = ReadBuf::new(scratch);
-            match Pin::new(&mut *stream).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    let arrived = read.filled();
-                    buf.reserve(capacity.max(arrived.len()));
-                    buf.extend_from_slice(arrived);
-                    Poll::Ready(Ok(arrived.len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
+    with_scratch(|scratch| {
+        let mut read = ReadBuf::new(scratch);
+        match stream.poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let arrived = read.filled();
+                buf.reserve(capacity.max(arrived.len()));
+                buf.extend_from_slice(arrived);
+                Poll::Ready(Ok(arrived.len()))
             }
-        })
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if buf.capacity() != 0 {
+                    *buf = BytesMut::new();
+                }
+                Poll::Pending
+            }
+        }
     })
-    .await
 }
 
 /// Lends the thread's scratch buffer to `read` for one call.
@@ -62,4 +73,36 @@ fn with_scratch<R>(read: impl FnOnce(&mut [u8]) -> R) -> R {
         // of its own then, rather than a panic.
         Err(_) => read(&mut vec![0; SCRATCH]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWrite;
+
+    /// While nothing arrives the connection's buffer is freed; bytes that arrive are all
+    /// in it, with room for a head; a closed peer reads as 0.
+    #[test]
+    fn an_idle_read_holds_no_buffer_until_bytes_arrive() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = BytesMut::with_capacity(4096);
+        let waiting = poll_read_idle(Pin::new(&mut server), &mut cx, &mut buf, 4096);
+        assert!(waiting.is_pending());
+        assert_eq!(buf.capacity(), 0, "an idle connection's buffer is released");
+
+        let head = b"GET / HTTP/1.1\r\n";
+        let wrote = Pin::new(&mut client).poll_write(&mut cx, head);
+        assert!(matches!(wrote, Poll::Ready(Ok(16))));
+        let read = poll_read_idle(Pin::new(&mut server), &mut cx, &mut buf, 4096);
+        assert!(matches!(read, Poll::Ready(Ok(16))), "{read:?}");
+        assert_eq!(&buf[..], head);
+        assert!(buf.capacity() >= 4096);
+
+        drop(client);
+        buf.clear();
+        let closed = poll_read_idle(Pin::new(&mut server), &mut cx, &mut buf, 4096);
+        assert!(matches!(closed, Poll::Ready(Ok(0))), "{closed:?}");
+    }
 }
