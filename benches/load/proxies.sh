@@ -8,7 +8,8 @@
 #   haproxy  one thread, `option httplog` logged to stdout
 # Every log goes to /dev/null; all three serve the same ECDSA P-256 certificate.
 # MAX_CONNS: nginx's worker_connections and HAProxy's maxconn (weir keeps its default,
-# --max-connections 10000, unless WEIR_FLAGS says otherwise).
+# --max-connections 10000, unless WEIR_FLAGS says otherwise); HAPROXY_MAXCONN overrides it
+# for HAProxy, which needs two descriptors per connection it allows.
 MAX_CONNS="${MAX_CONNS:-4000}"
 NGINX_WORKER_CONNECTIONS="$MAX_CONNS"
 UP=19100; NGINX=19101; NGINX_H2C=19102; NGINX_TLS=19103
@@ -42,7 +43,7 @@ sed -i 's/^    access_log off;$//' "$work/proxy/nginx.conf"
 cat > "$work/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn $MAX_CONNS
+    maxconn ${HAPROXY_MAXCONN:-$MAX_CONNS}
     log stdout format raw local0
     tune.ssl.default-dh-param 2048
 defaults
