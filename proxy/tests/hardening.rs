@@ -188,6 +188,23 @@ fn a_slow_header_is_cut_off_at_the_header_timeout() {
         );
     }
     assert_eq!(weir.metric("weir_request_header_timeouts_total"), Some(1.0));
+    // A connection that sends nothing, and one that stops inside what could be the h2c
+    // preface, are held to the same deadline.
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut silent = TcpStream::connect(weir.http).expect("connect");
+        silent.write_all(sent).expect("send");
+        silent
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let started = std::time::Instant::now();
+        let read = silent.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0) | Err(_)) && started.elapsed() < Duration::from_millis(2500),
+            "{sent:?}: not closed at the header deadline ({read:?} after {:?})",
+            started.elapsed()
+        );
+    }
+    assert_eq!(weir.metric("weir_request_header_timeouts_total"), Some(3.0));
     // The kept-alive connection, idle for longer than the header timeout, still works.
     kept.write_all(ok.as_bytes()).expect("send again");
     let n = kept.read(&mut buf).expect("second answer");

@@ -37,7 +37,6 @@ use crate::http::h1::HeadFields;
 use crate::http::h2_request::H2Request;
 use crate::http::hardening::Rejection;
 use crate::request::answers::{http1_answer, plain_response};
-use crate::request::header_deadline;
 use crate::request::phases::WeirProxy;
 use crate::request::timeouts::CLIENT_IDLE_TIMEOUT;
 use async_trait::async_trait;
@@ -48,10 +47,11 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use prometheus::{IntCounter, IntGauge};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 use weir_http2::conn::Settings;
 
 /// What the gate counts: the open-connection count it decides on, and its metrics.
@@ -125,32 +125,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// what a connection holds while it waits for a request, for as long as it stays open.
     /// Everything large a request needs is boxed for that request only.
     async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch, _slot: Slot) {
-        let done = Arc::new(AtomicBool::new(false));
-        let header_seen = Arc::clone(&done);
-        let serve = header_deadline::scope(
-            Arc::clone(&done),
-            Arc::clone(&self).serve(stream, shutdown.clone(), done),
-        );
-        tokio::pin!(serve);
-        let deadline = tokio::time::sleep(self.header_timeout);
-        tokio::pin!(deadline);
-        let mut reused = if self.header_timeout.is_zero() {
-            serve.await
-        } else {
-            tokio::select! {
-                result = &mut serve => result,
-                _ = &mut deadline => {
-                    if header_seen.load(Ordering::Relaxed) {
-                        // Being served: the deadline was for the first header only.
-                        serve.await
-                    } else {
-                        self.stats.header_timeouts.inc();
-                        tracing::debug!("request header not complete in time: connection closed");
-                        None
-                    }
-                }
-            }
-        };
+        let mut reused = Arc::clone(&self).serve(stream, &shutdown).await;
         // What Pingora serves whole (HTTP/2 under `--work-stealing`) it may hand back for
         // another turn, as its own connection loop would.
         while let Some(stream) = reused {
@@ -160,33 +135,58 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
 
     /// One connection, HTTP/2 or HTTP/1. The HTTP/2 server's state is boxed: inline, it
     /// would size every connection's task, HTTP/1 ones too.
+    ///
+    /// One timer bounds every timed read of the connection ([`ReadDeadline`]), and with it
+    /// the first-head deadline (`--request-header-timeout`, from now): the first request
+    /// head, and before it the bytes that tell HTTP/1 from the h2c preface, must be in by
+    /// then. HTTP/2 connections are not held to it once known: each stream is a request of
+    /// its own.
     async fn serve(
         self: Arc<Self>,
         mut stream: Stream,
-        shutdown: ShutdownWatch,
-        done: Arc<AtomicBool>,
+        shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            done.store(true, Ordering::Relaxed);
-            return Box::pin(self.serve_h2(stream, &shutdown)).await;
+            return Box::pin(self.serve_h2(stream, shutdown)).await;
         }
-        // The h2c preface (HTTP/2 streams are not held to the header deadline). A peek
-        // waits until it has all the bytes it asks for, so the whole preface is asked for
-        // only when its first three bytes are there: an HTTP/1 request shorter than the
-        // preface (`GET / HTTP/1.0` and an empty line) must not wait for bytes that never
-        // come.
+        let head_by =
+            (!self.header_timeout.is_zero()).then(|| Instant::now() + self.header_timeout);
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut deadline = ReadDeadline::new(timer);
+        // The h2c preface. A peek waits until it has all the bytes it asks for, so the whole
+        // preface is asked for only when its first three bytes are there: an HTTP/1 request
+        // shorter than the preface (`GET / HTTP/1.0` and an empty line) must not wait for
+        // bytes that never come.
         let mut start = [0u8; 3];
-        if let Ok(true) = stream.try_peek(&mut start).await {
+        let peeked = deadline
+            .within_until(CLIENT_IDLE_TIMEOUT, head_by, stream.try_peek(&mut start))
+            .await;
+        if matches!(peeked, Ok(Ok(true))) && start == H2_PREFACE[..3] {
             let mut head = [0u8; 24];
-            if start == H2_PREFACE[..3]
-                && matches!(stream.try_peek(&mut head).await, Ok(true))
-                && head == H2_PREFACE
-            {
-                done.store(true, Ordering::Relaxed);
-                return Box::pin(self.serve_h2(stream, &shutdown)).await;
+            let peeked = deadline
+                .within_until(CLIENT_IDLE_TIMEOUT, head_by, stream.try_peek(&mut head))
+                .await;
+            if matches!(peeked, Ok(Ok(true))) && head == H2_PREFACE {
+                return Box::pin(self.serve_h2(stream, shutdown)).await;
             }
+            if peeked.is_err() {
+                return self.timed_out(head_by);
+            }
+        } else if peeked.is_err() {
+            return self.timed_out(head_by);
         }
-        self.serve_http1(stream, &shutdown).await
+        self.serve_http1(stream, shutdown, &mut deadline, head_by)
+            .await
+    }
+
+    /// A connection that did not send in time: counted if the first-head deadline had come
+    /// (else the idle timeout did), and closed.
+    fn timed_out(&self, head_by: Option<Instant>) -> Option<Stream> {
+        if head_by.is_some_and(|by| Instant::now() >= by) {
+            self.stats.header_timeouts.inc();
+            tracing::debug!("request header not complete in time: connection closed");
+        }
+        None
     }
 
     /// An HTTP/2 connection: weir's own server ([`h2_server`]) reads it when the direct path
@@ -257,18 +257,34 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// Pingora's proxy the rest, one request at a time, read through [`OneRequest`] so it
     /// sees only that request's checked bytes; a malformed head is answered and the
     /// connection closed. The connection comes back here after each request.
-    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+        deadline: &mut ReadDeadline<'_>,
+        mut head_by: Option<Instant>,
+    ) -> Option<Stream> {
         let mut buf = BytesMut::new();
         let mut fields = HeadFields::default();
-        // One timer for all of this connection's timed reads (crate::engine::own::read_deadline).
-        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-        let mut deadline = ReadDeadline::new(timer);
         loop {
-            let next =
-                DirectPath::read_head(&mut stream, &mut buf, &mut fields, shutdown, &mut deadline)
-                    .await;
+            let next = DirectPath::read_head(
+                &mut stream,
+                &mut buf,
+                &mut fields,
+                shutdown,
+                deadline,
+                head_by,
+            )
+            .await;
+            // Only the first head has a deadline of its own.
+            head_by = None;
             let framing = match next {
                 NextHead::Closed => return None,
+                NextHead::HeaderTimeout => {
+                    self.stats.header_timeouts.inc();
+                    tracing::debug!("request header not complete in time: connection closed");
+                    return None;
+                }
                 NextHead::Malformed(rejection) => {
                     // Boxed: its buffer and timer would otherwise be in every connection's
                     // future, idle ones too.
@@ -279,7 +295,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                     Some(direct) if direct.takes(&buf, &view) => {
                         let received = std::mem::take(&mut buf);
                         let serving = boxed_in_place(|| {
-                            direct.serve(stream, received, view, &fields, shutdown, &mut deadline)
+                            direct.serve(stream, received, view, &fields, shutdown, deadline)
                         });
                         (stream, buf) = serving.await?;
                         continue;

@@ -23,7 +23,6 @@
 pub mod access_log;
 pub mod answers;
 pub mod concurrency;
-pub(crate) mod header_deadline;
 pub mod phases;
 pub mod retry;
 pub mod telemetry;

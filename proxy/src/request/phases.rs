@@ -155,7 +155,6 @@ impl WeirProxy {
         tls: bool,
         ctx: &mut RequestCtx,
     ) -> Admission {
-        crate::request::header_deadline::header_complete();
         if let Err(rejection) = check_request(req, &self.limits) {
             return self.refused(rejection);
         }

@@ -32,7 +32,7 @@
 use crate::engine::own::h2_server::{self, H2Stream};
 use crate::engine::own::idle_read::read_idle;
 use crate::engine::own::idle_upstreams;
-use crate::engine::own::read_deadline::ReadDeadline;
+use crate::engine::own::read_deadline::{Elapsed, ReadDeadline};
 use crate::http::forwarded::{client_ip, UpstreamHeaders};
 use crate::http::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
@@ -98,6 +98,8 @@ pub(crate) enum NextHead {
     /// The client closed, idled out, or the server is shutting down, or a head was cut
     /// short by any of those.
     Closed,
+    /// The first head was not complete by its deadline (`--request-header-timeout`).
+    HeaderTimeout,
 }
 
 impl DirectPath {
@@ -107,14 +109,21 @@ impl DirectPath {
 
     /// Reads into `buf` until it holds a complete request head, whose fields it notes in
     /// `fields`. Waits at most [`CLIENT_IDLE_TIMEOUT`] for each read (on the connection's
-    /// `deadline`); stops waiting for a new request at shutdown.
+    /// `deadline`), and not past `head_by` (the first head's deadline) if given; stops
+    /// waiting for a new request at shutdown.
     pub(crate) async fn read_head(
         stream: &mut Stream,
         buf: &mut BytesMut,
         fields: &mut HeadFields,
         shutdown: &ShutdownWatch,
         deadline: &mut ReadDeadline<'_>,
+        head_by: Option<tokio::time::Instant>,
     ) -> NextHead {
+        // Out of time: the first-head deadline if it has come, else the idle timeout.
+        let timed_out = || match head_by {
+            Some(by) if tokio::time::Instant::now() >= by => NextHead::HeaderTimeout,
+            _ => NextHead::Closed,
+        };
         // How far `buf` was searched for the empty line that ends a head: a head is parsed
         // only once that line is there (or the head is at its size limit), so one sent a
         // byte at a time costs one parse, not one per read.
@@ -130,11 +139,12 @@ impl DirectPath {
                     return NextHead::Closed;
                 }
                 let read = tokio::select! {
-                    read = deadline.within(CLIENT_IDLE_TIMEOUT, read_idle(stream, buf, HEAD_BUFFER)) => read,
+                    read = deadline.within_until(CLIENT_IDLE_TIMEOUT, head_by, read_idle(stream, buf, HEAD_BUFFER)) => read,
                     _ = shutdown.changed() => return NextHead::Closed,
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => {}
+                    Err(Elapsed) => return timed_out(),
                     _ => return NextHead::Closed,
                 }
             }
@@ -156,11 +166,12 @@ impl DirectPath {
             }
             // A head under way is read to its end even at shutdown.
             match deadline
-                .within(CLIENT_IDLE_TIMEOUT, stream.read_buf(buf))
+                .within_until(CLIENT_IDLE_TIMEOUT, head_by, stream.read_buf(buf))
                 .await
             {
                 Ok(Ok(n)) if n > 0 => {}
-                // Closed or timed out inside a head (as nginx, no answer).
+                // Timed out or closed inside a head (as nginx, no answer).
+                Err(Elapsed) => return timed_out(),
                 _ => return NextHead::Closed,
             }
         }

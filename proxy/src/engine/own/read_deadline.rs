@@ -1,5 +1,6 @@
 //! [`ReadDeadline`]: one tokio timer that bounds every timed read of a connection in turn —
-//! the wait for a client's next request, then the wait for the upstream's response.
+//! the wait for a client's next request (for the first one, also the first-head deadline of
+//! `--request-header-timeout`), then the wait for the upstream's response.
 //!
 //! Why: a `tokio::time::timeout` per read registers a timer with the runtime's timer wheel
 //! on its first poll and takes it out again when dropped, each under the wheel's lock. The
@@ -40,9 +41,24 @@ impl<'a> ReadDeadline<'a> {
         timeout: Duration,
         wait: F,
     ) -> Result<F::Output, Elapsed> {
+        self.within_until(timeout, None, wait).await
+    }
+
+    /// [`Self::within`], but giving up at `until` if that comes first (a deadline that
+    /// spans several waits, such as the first request head's).
+    pub(crate) async fn within_until<F: Future>(
+        &mut self,
+        timeout: Duration,
+        until: Option<Instant>,
+        wait: F,
+    ) -> Result<F::Output, Elapsed> {
+        let mut at = Instant::now() + timeout;
+        if let Some(until) = until {
+            at = at.min(until);
+        }
         // Later than the last deadline (the usual case: equal timeouts, time moves on):
         // an atomic update. Earlier: tokio files the timer again.
-        self.timer.as_mut().reset(Instant::now() + timeout);
+        self.timer.as_mut().reset(at);
         let mut wait = std::pin::pin!(wait);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(done) = wait.as_mut().poll(cx) {
