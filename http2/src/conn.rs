@@ -304,7 +304,7 @@ impl ServerConnection {
     }
 
     /// Frees the capacity of the buffers and queues that are empty, and the decoder's
-    /// scratch space: for a connection with nothing under way, which would otherwise keep
+    /// scratch space and unused table room: for a connection with nothing under way, which would otherwise keep
     /// what its busiest moment needed for as long as it stays open.
     pub fn release_idle_memory(&mut self) {
         if self.out.is_empty() {
@@ -319,7 +319,7 @@ impl ServerConnection {
         if self.streams.is_empty() {
             self.streams = Vec::new();
         }
-        self.decoder.release_scratch();
+        self.decoder.release_idle_memory();
     }
 
     /// Streams open for the application (not yet released).

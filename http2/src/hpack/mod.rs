@@ -140,9 +140,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Frees the Huffman scratch space (an idle connection's decoder keeps only its table).
-    pub fn release_scratch(&mut self) {
+    /// Frees the Huffman scratch space and the table's unused room: an idle connection's
+    /// decoder keeps only its table's entries.
+    pub fn release_idle_memory(&mut self) {
         self.scratch = Vec::new();
+        self.table.entries.shrink_to_fit();
     }
 
     /// A decoder whose table may grow to `size_limit` bytes (SETTINGS_HEADER_TABLE_SIZE,

@@ -402,6 +402,9 @@ pub(crate) async fn serve_connection<S: Future<Output = ()>>(
                     // Nothing under way: the connection waits holding only its state.
                     write_buf = BytesMut::new();
                     guard.conn.release_idle_memory();
+                    if guard.slots.is_empty() {
+                        guard.slots = Vec::new();
+                    }
                 }
                 guard.in_loop = false;
                 guard.loop_waker = Some(cx.waker().clone());
