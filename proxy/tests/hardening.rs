@@ -292,8 +292,9 @@ fn h2c_answered(stream: &mut TcpStream) -> Result<u8, String> {
 /// weir at its default `--max-connections` (10,000) holds that many idle connections,
 /// 8,000 HTTP/1.1 keep-alive ones (each served one request) and 2,000 h2c ones (each
 /// served one GET), within a stated memory limit: 64 MiB more than before them (6.5 KiB
-/// each; measured: about 2 KiB each for HTTP/1.1 and 9 for h2c, docs/benchmarks.md). A
-/// connection beyond the limit gets the 503, and the idle ones are all still usable.
+/// each; measured in a release build: 2.6 KiB each for HTTP/1.1 and 4.5 for h2c,
+/// docs/benchmarks.md). A connection beyond the limit gets the 503, and the idle ones are
+/// all still usable.
 #[test]
 fn max_connections_worth_of_idle_connections_fit_the_memory_limit() {
     const HTTP1: usize = 8_000;
