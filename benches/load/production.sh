@@ -16,7 +16,9 @@
 #            that resume the first one's TLS session (not in the default MODES: one client
 #            measures handshake latency more than the proxy's capacity)
 # Prints a Markdown table: median req/s and p99 per proxy and mode, weir's ratio to the better
-# of nginx and HAProxy, and weir's p99 over nginx's; CPU seconds per 10k requests beside it.
+# of nginx and HAProxy, and weir's p99 over nginx's; CPU seconds per 10k requests beside it, and
+# the load generator's CPU (% of one core: near 100, the client limits the run and its own
+# queueing is in the latency).
 #
 #   benches/load/production.sh                              # 3 rounds of 10 s
 #   ROUNDS=5 DURATION=8 MODES="tls-h1 tls-new" benches/load/production.sh
@@ -50,6 +52,7 @@ source benches/load/procs.sh
 source benches/load/proxies.sh
 
 results="$work/results.tsv"
+TIMEFORMAT='%U %S %R'
 measure() { # $1 mode, $2 plaintext port, $3 h2c port, $4 TLS port
     rm -f "$work/h2load.log"
     case "$1" in
@@ -75,10 +78,13 @@ for round in $(seq "$ROUNDS"); do
             IFS=: read -r name plain h2c tls pid <<<"$target"
             [[ " $TARGETS " == *" $name "* ]] || continue
             before=$(ticks "$pid")
-            out=$(measure "$mode" "$plain" "$h2c" "$tls")
+            # The load generator's CPU too: near 100 % of its one thread, it is what limits
+            # the run, and latency includes its own queueing.
+            { time out=$(measure "$mode" "$plain" "$h2c" "$tls" 2>&3); } 3>&2 2>"$work/client.time"
             after=$(ticks "$pid")
-            printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$round" "$((after - before))" "$out" >>"$results"
-            echo "round $round $mode $name: $out" >&2
+            client=$(tail -1 "$work/client.time" | awk '{ printf "%.0f", ($1 + $2) / $3 * 100 }')
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$round" "$((after - before))" "$client" "$out" >>"$results"
+            echo "round $round $mode $name: $out client_cpu=$client%" >&2
         done
     done
 done
@@ -86,26 +92,28 @@ python3 - "$results" "$(getconf CLK_TCK)" "$MODES" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, mode, _round, ticks, result = line.rstrip("\n").split("\t")
+    name, mode, _round, ticks, client, result = line.rstrip("\n").split("\t")
     f = dict(kv.split("=") for kv in result.split()[1:])
     reqs, secs = int(f["requests"]), float(f["seconds"])
     rows.setdefault((mode, name), []).append({
         "rps": reqs / secs if secs else 0.0, "p99": int(f["p99"]),
         "errors": int(f["non2xx"]) + int(f["socket_errors"]),
-        "cpu": int(ticks) / int(sys.argv[2]) / reqs * 10000 if reqs else 0.0})
+        "cpu": int(ticks) / int(sys.argv[2]) / reqs * 10000 if reqs else 0.0,
+        "client": int(client)})
 med = lambda mode, name, k: statistics.median(r[k] for r in rows.get((mode, name), [{k: 0}]))
 baseline = any(name == "baseline" for _, name in rows)
-print("| mode | nginx req/s | HAProxy req/s | weir req/s | weir / best | p99 µs nginx / HAProxy / weir | weir p99 / nginx | CPU s per 10k nginx / HAProxy / weir | errors |"
+print("| mode | nginx req/s | HAProxy req/s | weir req/s | weir / best | p99 µs nginx / HAProxy / weir | weir p99 / nginx | CPU s per 10k nginx / HAProxy / weir | client CPU % nginx / HAProxy / weir | errors |"
       + (" baseline req/s | weir / baseline |" if baseline else ""))
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if baseline else ""))
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if baseline else ""))
 for mode in sys.argv[3].split():
     n, h, w = (med(mode, t, "rps") for t in ("nginx", "haproxy", "weir"))
     best = max(n, h)
     p = [med(mode, t, "p99") for t in ("nginx", "haproxy", "weir")]
     c = [med(mode, t, "cpu") for t in ("nginx", "haproxy", "weir")]
+    cl = [med(mode, t, "client") for t in ("nginx", "haproxy", "weir")]
     errors = sum(r["errors"] for (m, _), rs in rows.items() if m == mode for r in rs)
     print(f"| {mode} | {n:,.0f} | {h:,.0f} | {w:,.0f} | {w / best if best else 0:.2f} | "
           f"{p[0]:,} / {p[1]:,} / {p[2]:,} | {p[2] / p[0] if p[0] else 0:.2f} | "
-          f"{c[0]:.2f} / {c[1]:.2f} / {c[2]:.2f} | {errors} |"
+          f"{c[0]:.2f} / {c[1]:.2f} / {c[2]:.2f} | {cl[0]:.0f} / {cl[1]:.0f} / {cl[2]:.0f} | {errors} |"
           + (f" {med(mode, 'baseline', 'rps'):,.0f} | {w / med(mode, 'baseline', 'rps') if med(mode, 'baseline', 'rps') else 0:.2f} |" if baseline else ""))
 PY
