@@ -304,8 +304,8 @@ impl ServerConnection {
     }
 
     /// Frees the capacity of the buffers and queues that are empty, and the decoder's
-    /// scratch space and unused table room: for a connection with nothing under way, which would otherwise keep
-    /// what its busiest moment needed for as long as it stays open.
+    /// scratch space and unused table room: for a connection with nothing under way, which
+    /// would otherwise keep what its busiest moment needed for as long as it stays open.
     pub fn release_idle_memory(&mut self) {
         if self.out.is_empty() {
             self.out = BytesMut::new();

@@ -28,7 +28,7 @@ use crate::app::metrics::Metrics;
 use crate::engine::own::direct::{boxed_in_place, DirectPath, NextHead};
 use crate::engine::own::h2_server::{self, NewRequest};
 use crate::engine::own::lingering_close::lingering_close;
-use crate::engine::own::read_deadline::ReadDeadline;
+use crate::engine::own::read_deadline::{self, ReadDeadline};
 use crate::engine::pingora::h2_session::{ConnectionDigests, PingoraStream};
 use crate::engine::pingora::holds_pipelined_bytes;
 use crate::engine::pingora::one_request::OneRequest;
@@ -161,28 +161,29 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         let peeked = deadline
             .within_until(CLIENT_IDLE_TIMEOUT, head_by, stream.try_peek(&mut start))
             .await;
+        if peeked.is_err() {
+            return self.ran_out(head_by);
+        }
         if matches!(peeked, Ok(Ok(true))) && start == H2_PREFACE[..3] {
             let mut head = [0u8; 24];
             let peeked = deadline
                 .within_until(CLIENT_IDLE_TIMEOUT, head_by, stream.try_peek(&mut head))
                 .await;
+            if peeked.is_err() {
+                return self.ran_out(head_by);
+            }
             if matches!(peeked, Ok(Ok(true))) && head == H2_PREFACE {
                 return Box::pin(self.serve_h2(stream, shutdown)).await;
             }
-            if peeked.is_err() {
-                return self.timed_out(head_by);
-            }
-        } else if peeked.is_err() {
-            return self.timed_out(head_by);
         }
         self.serve_http1(stream, shutdown, &mut deadline, head_by)
             .await
     }
 
-    /// A connection that did not send in time: counted if the first-head deadline had come
-    /// (else the idle timeout did), and closed.
-    fn timed_out(&self, head_by: Option<Instant>) -> Option<Stream> {
-        if head_by.is_some_and(|by| Instant::now() >= by) {
+    /// A connection that did not send in time is closed; counted when the first-head
+    /// deadline (`head_by`) had come rather than the idle timeout.
+    fn ran_out(&self, head_by: Option<Instant>) -> Option<Stream> {
+        if read_deadline::reached(head_by) {
             self.stats.header_timeouts.inc();
             tracing::debug!("request header not complete in time: connection closed");
         }
@@ -277,14 +278,10 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             )
             .await;
             // Only the first head has a deadline of its own.
-            head_by = None;
+            let first_head_by = head_by.take();
             let framing = match next {
                 NextHead::Closed => return None,
-                NextHead::HeaderTimeout => {
-                    self.stats.header_timeouts.inc();
-                    tracing::debug!("request header not complete in time: connection closed");
-                    return None;
-                }
+                NextHead::HeaderTimeout => return self.ran_out(first_head_by),
                 NextHead::Malformed(rejection) => {
                     // Boxed: its buffer and timer would otherwise be in every connection's
                     // future, idle ones too.

@@ -32,7 +32,7 @@
 use crate::engine::own::h2_server::{self, H2Stream};
 use crate::engine::own::idle_read::read_idle;
 use crate::engine::own::idle_upstreams;
-use crate::engine::own::read_deadline::{Elapsed, ReadDeadline};
+use crate::engine::own::read_deadline::{self, Elapsed, ReadDeadline};
 use crate::http::forwarded::{client_ip, UpstreamHeaders};
 use crate::http::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
@@ -120,9 +120,9 @@ impl DirectPath {
         head_by: Option<tokio::time::Instant>,
     ) -> NextHead {
         // Out of time: the first-head deadline if it has come, else the idle timeout.
-        let timed_out = || match head_by {
-            Some(by) if tokio::time::Instant::now() >= by => NextHead::HeaderTimeout,
-            _ => NextHead::Closed,
+        let timed_out = || match read_deadline::reached(head_by) {
+            true => NextHead::HeaderTimeout,
+            false => NextHead::Closed,
         };
         // How far `buf` was searched for the empty line that ends a head: a head is parsed
         // only once that line is there (or the head is at its size limit), so one sent a

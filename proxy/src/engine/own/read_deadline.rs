@@ -27,6 +27,12 @@ pub(crate) struct ReadDeadline<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Elapsed;
 
+/// Whether a deadline given to [`ReadDeadline::within_until`] has come: after [`Elapsed`], it
+/// tells that deadline from the wait's own timeout.
+pub(crate) fn reached(until: Option<Instant>) -> bool {
+    until.is_some_and(|until| Instant::now() >= until)
+}
+
 impl<'a> ReadDeadline<'a> {
     /// Uses `timer` (any `Sleep`; its deadline is replaced before every wait), pinned where
     /// the connection's state lives, e.g. with `std::pin::pin!`.
