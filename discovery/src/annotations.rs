@@ -233,9 +233,103 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
     Ok(policy)
 }
 
+/// Every `weir.dev/*` annotation weir reads on an Ingress (docs/configuration.md).
+const KNOWN: &[&str] = &[
+    "backend-protocol",
+    "backend-tls-server-name",
+    "backend-tls-verify",
+    "backend-weights",
+    "connect-timeout",
+    "hash-balance-factor",
+    "hash-key",
+    "hash-load-signal",
+    "latency-health-factor",
+    "load-balancer",
+    "max-concurrency",
+    "outlier-base-ejection",
+    "outlier-consecutive-failures",
+    "outlier-max-ejection",
+    "outlier-max-ejection-percent",
+    "path-regex",
+    "read-timeout",
+    "retries",
+    "slow-start",
+    "slow-start-aggression",
+    "slow-start-min-weight",
+    "ssl-redirect",
+    "websocket-idle-timeout",
+    "zone-aware",
+];
+
+/// ingress-nginx's annotations (none of which weir implements yet).
+const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// The annotations of an Ingress that ask weir, or ingress-nginx, for something weir does
+/// not do: a `weir.dev/*` name weir does not know (a typo is not silently a default) and
+/// every `nginx.ingress.kubernetes.io/*` one. The Ingress is served without them and they
+/// are reported. Annotations of other tools (`kubectl.kubernetes.io/*`, `cert-manager.io/*`,
+/// ...) are not weir's to judge.
+pub fn unsupported(annotations: Option<&BTreeMap<String, String>>) -> Vec<String> {
+    let Some(annotations) = annotations else {
+        return Vec::new();
+    };
+    annotations
+        .keys()
+        .filter(|key| match key.strip_prefix(PREFIX) {
+            Some(name) => !KNOWN.contains(&name),
+            None => key.starts_with(NGINX_PREFIX),
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_weir_and_every_nginx_annotation_are_unsupported() {
+        let map: BTreeMap<String, String> = [
+            "weir.dev/load-balancer",
+            "weir.dev/path-regex",
+            "weir.dev/load-balancr",
+            "nginx.ingress.kubernetes.io/rewrite-target",
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "kubectl.kubernetes.io/last-applied-configuration",
+            "cert-manager.io/cluster-issuer",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), String::new()))
+        .collect();
+        assert_eq!(
+            unsupported(Some(&map)),
+            [
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "nginx.ingress.kubernetes.io/rewrite-target",
+                "weir.dev/load-balancr",
+            ]
+        );
+        assert!(unsupported(None).is_empty());
+    }
+
+    /// Every annotation docs/configuration.md lists for an Ingress is known.
+    #[test]
+    fn every_documented_annotation_is_known() {
+        let docs = include_str!("../../docs/configuration.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .split('`')
+            .filter_map(|word| word.strip_prefix(PREFIX))
+            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .filter(|name| *name != "ingress-controller")
+            .collect();
+        assert!(documented.len() >= 20, "{documented:?}");
+        for name in documented {
+            assert!(
+                KNOWN.contains(&name),
+                "weir.dev/{name} is documented but not known"
+            );
+        }
+    }
 
     fn of(pairs: &[(&str, &str)]) -> Result<RoutePolicy, String> {
         let map: BTreeMap<String, String> = pairs

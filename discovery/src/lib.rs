@@ -23,6 +23,6 @@ pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
-    RoutingSnapshot, WeightedBackend,
+    RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -123,6 +123,14 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// An annotation of a served Ingress that weir does not implement: the Ingress is served
+/// without it, and it is reported ([`crate::annotations::unsupported`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct UnsupportedAnnotation {
+    pub object: ObjectRef,
+    pub annotation: String,
+}
+
 /// Every route and backend, as of one consistent view of the objects.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RoutingSnapshot {
@@ -136,6 +144,8 @@ pub struct RoutingSnapshot {
     pub rejected: Vec<Rejection>,
     /// Ingresses of our class that made it in.
     pub ingresses: Vec<ObjectRef>,
+    /// Annotations of those Ingresses that weir does not implement.
+    pub unsupported: Vec<UnsupportedAnnotation>,
     /// Hosts served over TLS (oldest Ingress first; the first listing of a host wins).
     pub tls_hosts: Vec<TlsHost>,
     /// Usable certificates of the Secrets `tls_hosts` name, by `(namespace, name)`. A host
@@ -155,7 +165,8 @@ impl RouteSnapshot {
 
 impl RoutingSnapshot {
     /// The JSON view of the snapshot that `/debug/routes` shows and the golden tests compare:
-    /// routes, default backend, backends (by `namespace/service:port`) and rejections.
+    /// routes, default backend, backends (by `namespace/service:port`), rejections and
+    /// unsupported annotations.
     pub fn to_json(&self) -> serde_json::Value {
         let backends: serde_json::Map<String, serde_json::Value> = self
             .backends
@@ -182,6 +193,7 @@ impl RoutingSnapshot {
             "default_backend": self.default_backend,
             "backends": backends,
             "rejected": self.rejected,
+            "unsupported_annotations": self.unsupported,
             "tls": { "hosts": self.tls_hosts, "certificates": certificates },
         })
     }

@@ -206,15 +206,17 @@ pub async fn update_ingress_status(
     Ok(written)
 }
 
-/// Posts a `Warning` Event (`events.k8s.io/v1`) saying why an Ingress was rejected.
-pub async fn report_rejection(
+/// Posts a `Warning` Event (`events.k8s.io/v1`) on `object`: `reason` is the Event's
+/// machine-readable reason (`Rejected`, `UnsupportedAnnotation`), `note` says why.
+pub async fn report_warning(
     client: Client,
-    rejection: &crate::snapshot::Rejection,
+    object: &crate::snapshot::ObjectRef,
+    reason: &str,
+    note: &str,
     identity: &str,
 ) -> Result<(), kube::Error> {
     use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::events::v1::Event;
-    let object = &rejection.object;
     let event = Event {
         metadata: ObjectMeta {
             generate_name: Some(format!("{}.", object.name)),
@@ -223,9 +225,9 @@ pub async fn report_rejection(
         },
         event_time: Some(MicroTime(Timestamp::now())),
         type_: Some("Warning".to_string()),
-        reason: Some("Rejected".to_string()),
+        reason: Some(reason.to_string()),
         action: Some("Translate".to_string()),
-        note: Some(rejection.reason.chars().take(1000).collect()),
+        note: Some(note.chars().take(1000).collect()),
         reporting_controller: Some(crate::CONTROLLER_NAME.to_string()),
         reporting_instance: Some(identity.to_string()),
         regarding: Some(ObjectReference {

@@ -8,7 +8,7 @@
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
     BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
-    RoutingSnapshot, WeightedBackend,
+    RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -126,6 +126,12 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
                     ingress: ingress_ref.clone(),
                 });
             }
+        }
+        for annotation in crate::annotations::unsupported(ingress.metadata.annotations.as_ref()) {
+            snapshot.unsupported.push(UnsupportedAnnotation {
+                object: ingress_ref.clone(),
+                annotation,
+            });
         }
         snapshot.ingresses.push(ingress_ref);
     }

@@ -219,6 +219,47 @@ fn one_elected_replica_writes_ingress_status_only_when_it_changes() {
     assert_eq!(holder, Some(format!("weir-{}", follower.process.pid())));
 }
 
+/// An annotation weir does not implement gets a Warning Event of its own
+/// (`UnsupportedAnnotation`) on the Ingress, which is served without it.
+#[test]
+fn an_unsupported_annotation_gets_an_event_and_the_ingress_serves() {
+    let app = Echo::start("app");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(&INGRESS.replace(
+        "metadata: {name: app, namespace: demo}",
+        "metadata: {name: app, namespace: demo, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"}}",
+    ))
+    .expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    let event = wait_until(Duration::from_secs(10), || !api.list("Event").is_empty())
+        .and_then(|_| api.list("Event").into_iter().next())
+        .unwrap_or_else(|| panic!("no Event; log:\n{}", weir.log_text()));
+    assert_eq!(
+        event.pointer("/regarding/name").and_then(|v| v.as_str()),
+        Some("app")
+    );
+    assert_eq!(
+        event.pointer("/reason").and_then(|v| v.as_str()),
+        Some("UnsupportedAnnotation")
+    );
+    let note = event
+        .pointer("/note")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    assert!(
+        note.contains("nginx.ingress.kubernetes.io/ssl-passthrough"),
+        "{note}"
+    );
+    assert!(served_by(&weir, "app"));
+    assert_eq!(
+        weir.metric("weir_config_unsupported_annotations_total"),
+        Some(1.0)
+    );
+}
+
 #[test]
 fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let app = Echo::start("app");

@@ -286,3 +286,69 @@ fn an_invalid_ingress_is_skipped_and_the_others_serve() {
         "{routes}"
     );
 }
+
+/// Annotations weir does not implement (an unknown `weir.dev/*` name, ingress-nginx's) leave
+/// the Ingress served without them; each is logged once, counted, and listed on
+/// /debug/routes, and the annotations weir knows still apply.
+#[test]
+fn unsupported_annotations_are_reported_and_the_ingress_is_served() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    let annotated = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: migrated\n  namespace: demo\n  annotations:\n    nginx.ingress.kubernetes.io/rewrite-target: /\n    nginx.ingress.kubernetes.io/configuration-snippet: 'more_set_headers \"X: y\";'\n    weir.dev/load-balancr: random\n    weir.dev/retries: \"0\"\n    kubectl.kubernetes.io/last-applied-configuration: '{}'\nspec:\n  ingressClassName: weir\n  rules:\n  - host: app.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n---\n";
+    dir.write(
+        "all.yaml",
+        &(service_yaml("demo", "app", &[app.addr]) + annotated),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    assert_eq!(
+        weir.echo(&client(), "app.example.com", "/")["service"],
+        "app"
+    );
+    assert_eq!(
+        weir.metric("weir_config_unsupported_annotations_total"),
+        Some(3.0)
+    );
+    assert_eq!(
+        weir.metric(r#"weir_config_errors_total{kind="invalid_object"}"#),
+        None
+    );
+    let log = weir.log_text();
+    for annotation in [
+        "nginx.ingress.kubernetes.io/rewrite-target",
+        "nginx.ingress.kubernetes.io/configuration-snippet",
+        "weir.dev/load-balancr",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("Ingress demo/migrated")
+                && l.contains(&format!("annotation {annotation} is not supported"))),
+            "{annotation}: {log}"
+        );
+    }
+    assert!(!log.contains("weir.dev/retries is not"), "{log}");
+    assert!(!log.contains("kubectl.kubernetes.io"), "{log}");
+    let (_, routes) = weir.admin_get("/debug/routes");
+    let routes: serde_json::Value = serde_json::from_str(&routes).expect("JSON");
+    assert_eq!(
+        routes["unsupported_annotations"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(3),
+        "{routes}"
+    );
+    // Once each: a reload with the same objects logs and counts nothing new.
+    let reloads = weir
+        .metric(r#"weir_config_reloads_total{result="success"}"#)
+        .unwrap_or(0.0);
+    dir.write(
+        "all.yaml",
+        &(service_yaml("demo", "app", &[app.addr]) + annotated + "# touched\n"),
+    );
+    wait_until(Duration::from_secs(10), || {
+        weir.metric(r#"weir_config_reloads_total{result="success"}"#) > Some(reloads)
+    })
+    .expect("the touched file was reloaded");
+    assert_eq!(
+        weir.metric("weir_config_unsupported_annotations_total"),
+        Some(3.0)
+    );
+}

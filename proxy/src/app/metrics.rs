@@ -20,6 +20,7 @@ pub struct Metrics {
     pub routes: IntGauge,
     pub config_reloads_total: IntCounterVec,
     pub config_errors_total: IntCounterVec,
+    pub config_unsupported_annotations_total: IntCounter,
     pub config_last_reload: Gauge,
     pub balancer_picks_total: IntCounterVec,
     pub outlier_ejections_total: IntCounterVec,
@@ -110,6 +111,11 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let config_unsupported_annotations_total = IntCounter::new(
+            "weir_config_unsupported_annotations_total",
+            "Annotations of served Ingresses that weir does not implement (an unknown weir.dev/* \
+             name, any nginx.ingress.kubernetes.io/* one), each counted once when it appears.",
+        )?;
         let config_last_reload = Gauge::new(
             "weir_config_last_reload_timestamp_seconds",
             "Unix time of the last configuration reload that was applied.",
@@ -188,6 +194,7 @@ impl Metrics {
         registry.register(Box::new(routes.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
         registry.register(Box::new(config_errors_total.clone()))?;
+        registry.register(Box::new(config_unsupported_annotations_total.clone()))?;
         registry.register(Box::new(config_last_reload.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -206,6 +213,7 @@ impl Metrics {
             routes,
             config_reloads_total,
             config_errors_total,
+            config_unsupported_annotations_total,
             config_last_reload,
             balancer_picks_total,
             outlier_ejections_total,

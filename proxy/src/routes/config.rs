@@ -15,14 +15,57 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_discovery::manifests::{LoadReport, ManifestSource, ManifestWatcher};
-use weir_discovery::{translate, ClusterObjects, ObjectRef, Rejection, TranslateOptions};
+use weir_discovery::{
+    translate, ClusterObjects, ObjectRef, Rejection, TranslateOptions, UnsupportedAnnotation,
+};
 
-/// The outcome of one apply: Ingresses served, objects rejected.
+/// The outcome of one apply: Ingresses served, objects rejected, annotations of served
+/// Ingresses that weir does not implement.
 #[derive(Debug, Default)]
 pub struct Applied {
     pub served: Vec<ObjectRef>,
     pub rejected: Vec<Rejection>,
+    pub unsupported: Vec<UnsupportedAnnotation>,
 }
+
+/// What a Warning Event says of one object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Warning {
+    object: ObjectRef,
+    /// The Event's reason: `Rejected` or `UnsupportedAnnotation`.
+    reason: &'static str,
+    note: String,
+}
+
+impl Applied {
+    /// The Warning Events this outcome calls for: one per rejection of an Ingress, one per
+    /// unsupported annotation.
+    fn warnings(&self) -> Vec<Warning> {
+        let rejected = self
+            .rejected
+            .iter()
+            .filter(|r| r.object.kind == "Ingress")
+            .map(|r| Warning {
+                object: r.object.clone(),
+                reason: "Rejected",
+                note: r.reason.clone(),
+            });
+        let unsupported = self.unsupported.iter().map(|u| Warning {
+            object: u.object.clone(),
+            reason: "UnsupportedAnnotation",
+            note: unsupported_note(&u.annotation),
+        });
+        rejected.chain(unsupported).collect()
+    }
+}
+
+fn unsupported_note(annotation: &str) -> String {
+    format!("annotation {annotation} is not supported by weir; the Ingress is served without it")
+}
+
+/// The kind of problem an unsupported annotation is (its own metric, not an error: the
+/// Ingress is served).
+const UNSUPPORTED_ANNOTATION: &str = "unsupported_annotation";
 
 pub struct ConfigApplier {
     routing: Arc<LiveRouting>,
@@ -83,6 +126,12 @@ impl ConfigApplier {
                 format!("{} skipped: {}", r.object, r.reason),
             ));
         }
+        for u in &snapshot.unsupported {
+            problems.push((
+                UNSUPPORTED_ANNOTATION,
+                format!("{}: {}", u.object, unsupported_note(&u.annotation)),
+            ));
+        }
         for (key, backend) in &snapshot.backends {
             if let Some(problem) = &backend.problem {
                 problems.push((
@@ -100,6 +149,7 @@ impl ConfigApplier {
                 .chain(snapshot.rejected.iter())
                 .cloned()
                 .collect(),
+            unsupported: snapshot.unsupported.clone(),
         };
         let ingresses = applied.served.len();
         let routes = self.routing.apply(snapshot);
@@ -140,10 +190,14 @@ impl ConfigApplier {
         for (kind, message) in problems {
             if !known.contains(message) {
                 tracing::warn!(kind, "{message}");
-                self.metrics
-                    .config_errors_total
-                    .with_label_values(&[kind])
-                    .inc();
+                if *kind == UNSUPPORTED_ANNOTATION {
+                    self.metrics.config_unsupported_annotations_total.inc();
+                } else {
+                    self.metrics
+                        .config_errors_total
+                        .with_label_values(&[kind])
+                        .inc();
+                }
             }
         }
         *known = current;
@@ -296,13 +350,13 @@ impl BackgroundService for KubernetesService {
         let applier = Arc::clone(&self.applier);
         let metrics = applier.metrics.clone();
         let served: Arc<Mutex<Vec<Arc<Ingress>>>> = Arc::default();
-        // Rejections go to a task that posts Events, so the watch loop never waits on writes.
-        let (rejections, rejected_rx) = tokio::sync::watch::channel(Vec::<Rejection>::new());
+        // Warnings go to a task that posts Events, so the watch loop never waits on writes.
+        let (warnings, warnings_rx) = tokio::sync::watch::channel(Vec::<Warning>::new());
         let identity = self.publishing.as_ref().map_or_else(
             || format!("weir-{}", std::process::id()),
             |p| p.identity.clone(),
         );
-        let events = report_rejections(client.clone(), identity, rejected_rx);
+        let events = report_warnings(client.clone(), identity, warnings_rx);
         let served_by_watch = Arc::clone(&served);
         let watch = weir_discovery::kubernetes::run(
             client.clone(),
@@ -310,7 +364,7 @@ impl BackgroundService for KubernetesService {
             self.debounce,
             move |objects| {
                 let applied = applier.apply(&objects, Vec::new(), &LoadReport::default());
-                let _ = rejections.send(applied.rejected);
+                let _ = warnings.send(applied.warnings());
                 // A set, not a scan per Ingress: snapshots may hold tens of thousands.
                 let served: std::collections::HashSet<(&str, &str)> = applied
                     .served
@@ -355,26 +409,33 @@ impl BackgroundService for KubernetesService {
     }
 }
 
-/// Posts a `Warning` Event on each rejected Ingress, once per distinct reason while this
-/// process runs.
-async fn report_rejections(
+/// Posts a `Warning` Event for each rejected Ingress and each unsupported annotation, once
+/// per distinct note while this process runs.
+async fn report_warnings(
     client: kube::Client,
     identity: String,
-    mut rejected: tokio::sync::watch::Receiver<Vec<Rejection>>,
+    mut warnings: tokio::sync::watch::Receiver<Vec<Warning>>,
 ) {
-    let mut reported: std::collections::BTreeSet<(ObjectRef, String)> = Default::default();
-    while rejected.changed().await.is_ok() {
-        let current = rejected.borrow_and_update().clone();
-        for r in current.into_iter().filter(|r| r.object.kind == "Ingress") {
-            let key = (r.object.clone(), r.reason.clone());
-            if reported.contains(&key) {
+    let mut reported: BTreeSet<Warning> = BTreeSet::new();
+    while warnings.changed().await.is_ok() {
+        let current = warnings.borrow_and_update().clone();
+        for w in current {
+            if reported.contains(&w) {
                 continue;
             }
-            match weir_discovery::status::report_rejection(client.clone(), &r, &identity).await {
+            let posted = weir_discovery::status::report_warning(
+                client.clone(),
+                &w.object,
+                w.reason,
+                &w.note,
+                &identity,
+            )
+            .await;
+            match posted {
                 Ok(()) => {
-                    reported.insert(key);
+                    reported.insert(w);
                 }
-                Err(e) => tracing::warn!(error = %e, object = %r.object, "could not post an Event"),
+                Err(e) => tracing::warn!(error = %e, object = %w.object, "could not post an Event"),
             }
         }
     }
