@@ -33,6 +33,10 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub struct TranslateOptions {
     /// The class this instance serves (`--ingress-class`).
     pub ingress_class: String,
+    /// The `spec.controller` an IngressClass of that name must have (`--ingress-controller`):
+    /// [`CONTROLLER_NAME`] by default; `k8s.io/ingress-nginx` takes over ingress-nginx's
+    /// `nginx` class as it is.
+    pub controller: String,
     /// Only objects of this namespace (`--watch-namespace`); `None` = all.
     pub watch_namespace: Option<String>,
     /// The current time (Unix seconds) for rejecting expired certificates; 0 checks none
@@ -46,6 +50,7 @@ impl Default for TranslateOptions {
     fn default() -> Self {
         TranslateOptions {
             ingress_class: "weir".to_string(),
+            controller: CONTROLLER_NAME.to_string(),
             watch_namespace: None,
             now_unix: 0,
             default_certificate: None,
@@ -67,7 +72,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         .iter()
         .map(|ing| &**ing)
         .filter(|ing| in_scope(ing.metadata.namespace.as_deref()))
-        .filter(|ing| is_our_class(ing, &objects.ingress_classes, &opts.ingress_class))
+        .filter(|ing| is_our_class(ing, &objects.ingress_classes, opts))
         .collect();
     ours.sort_by(|a, b| {
         let key = |i: &Ingress| {
@@ -157,11 +162,15 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
 /// Class selection (docs/configuration.md): `spec.ingressClassName` naming our class (whose
 /// IngressClass, if present, must name our controller), else the legacy annotation, else —
 /// for class-less Ingresses — our IngressClass marked as the cluster default.
-fn is_our_class(ingress: &Ingress, classes: &[Arc<IngressClass>], ours: &str) -> bool {
+fn is_our_class(ingress: &Ingress, classes: &[Arc<IngressClass>], opts: &TranslateOptions) -> bool {
+    let ours = opts.ingress_class.as_str();
     let class_named = |name: &str| {
         classes
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(name))
+    };
+    let our_controller = |class: &IngressClass| {
+        class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(opts.controller.as_str())
     };
     let spec_class = ingress
         .spec
@@ -171,12 +180,7 @@ fn is_our_class(ingress: &Ingress, classes: &[Arc<IngressClass>], ours: &str) ->
         if name != ours {
             return false;
         }
-        return match class_named(name) {
-            Some(class) => {
-                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
-            }
-            None => true,
-        };
+        return class_named(name).is_none_or(|class| our_controller(class));
     }
     if let Some(annotation) = ingress
         .metadata
@@ -187,7 +191,7 @@ fn is_our_class(ingress: &Ingress, classes: &[Arc<IngressClass>], ours: &str) ->
         return annotation == ours;
     }
     class_named(ours).is_some_and(|class| {
-        class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+        our_controller(class)
             && class
                 .metadata
                 .annotations

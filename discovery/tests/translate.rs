@@ -93,6 +93,38 @@ fn class_by_legacy_annotation_and_flag() {
     assert_eq!(accepted_names(&s), ["theirs"]);
 }
 
+/// ingress-nginx's class as it stands (`IngressClass nginx` with controller
+/// `k8s.io/ingress-nginx`): not weir's by class name alone, weir's with
+/// `--ingress-controller k8s.io/ingress-nginx`, and then also its classless Ingresses when
+/// that class is the default.
+#[test]
+fn ingress_nginx_class_is_taken_over_with_its_controller_name() {
+    let nginx_class = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: nginx\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec: {controller: k8s.io/ingress-nginx}\n---\n";
+    let classless = "  defaultBackend: {service: {name: s, port: {number: 80}}}";
+    let named =
+        "  ingressClassName: nginx\n  defaultBackend: {service: {name: s, port: {number: 80}}}";
+    let yaml = nginx_class.to_string()
+        + &ingress("named", "", named)
+        + &ingress("classless", "", classless);
+    let class_only = TranslateOptions {
+        ingress_class: "nginx".into(),
+        ..TranslateOptions::default()
+    };
+    let s = translate(&objects(&yaml), &class_only);
+    assert!(
+        s.ingresses.is_empty(),
+        "another controller's class: {:?}",
+        s.ingresses
+    );
+    let taken_over = TranslateOptions {
+        ingress_class: "nginx".into(),
+        controller: "k8s.io/ingress-nginx".into(),
+        ..TranslateOptions::default()
+    };
+    let s = translate(&objects(&yaml), &taken_over);
+    assert_eq!(accepted_names(&s), ["classless", "named"]);
+}
+
 #[test]
 fn classless_ingresses_only_with_a_default_class() {
     let spec = "  defaultBackend: {service: {name: s, port: {number: 80}}}";

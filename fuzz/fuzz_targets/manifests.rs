@@ -11,8 +11,7 @@ fuzz_target!(|data: &[u8]| {
         let opts = TranslateOptions {
             ingress_class: "weir".to_string(),
             watch_namespace: None,
-            now_unix: 0,
-            default_certificate: None,
+            ..TranslateOptions::default()
         };
         let snapshot = translate(&parsed.objects, &opts);
         let live = weir_proxy::routes::routing::LiveRouting::default();

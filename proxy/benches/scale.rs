@@ -70,8 +70,7 @@ fn options() -> TranslateOptions {
     TranslateOptions {
         ingress_class: "weir".to_string(),
         watch_namespace: None,
-        now_unix: 0,
-        default_certificate: None,
+        ..TranslateOptions::default()
     }
 }
 

@@ -154,6 +154,7 @@ fn main() {
         metrics.clone(),
         TranslateOptions {
             ingress_class: cli.ingress_class.clone(),
+            controller: cli.ingress_controller.clone(),
             watch_namespace: cli.watch_namespace.clone(),
             now_unix: 0,
             default_certificate: cli.default_certificate.clone(),

@@ -43,6 +43,10 @@ fn bad_flags_and_files_are_one_line_errors() {
     assert!(refuses(&["--manifests", good, "--threads", "0"], &[]).contains("0"));
     assert!(refuses(&["--manifests", good, "--log-format", "xml"], &[]).contains("xml"));
     assert!(
+        refuses(&["--manifests", good, "--ingress-controller", "nginx"], &[])
+            .contains("not a controller name")
+    );
+    assert!(
         refuses(&["--manifests", good, "--log-level", "info,=x=y"], &[]).contains("log filter")
     );
 

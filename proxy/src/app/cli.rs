@@ -59,6 +59,12 @@ pub struct Cli {
     #[arg(long, env = "WEIR_INGRESS_CLASS", default_value = "weir")]
     pub ingress_class: String,
 
+    /// The `spec.controller` an IngressClass of that name must have. With `--ingress-class
+    /// nginx --ingress-controller k8s.io/ingress-nginx`, weir serves ingress-nginx's class as
+    /// it stands (docs/configuration.md).
+    #[arg(long, env = "WEIR_INGRESS_CONTROLLER", default_value = weir_discovery::CONTROLLER_NAME, value_parser = parse_controller_name)]
+    pub ingress_controller: String,
+
     /// Only read objects of this namespace (default: all).
     #[arg(long, env = "WEIR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -186,6 +192,22 @@ fn parse_namespaced_name(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// An IngressClass `spec.controller`: a domain-prefixed path such as `acme.io/foo`, at most
+/// 250 characters (as the API server validates it).
+fn parse_controller_name(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} is not a controller name like example.com/ingress-controller");
+    let (domain, path) = s.split_once('/').ok_or_else(bad)?;
+    let domain_ok = !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let path_ok = !path.is_empty() && path.bytes().all(|b| b.is_ascii_graphic());
+    if s.len() > 250 || !domain_ok || !path_ok {
+        return Err(bad());
+    }
+    Ok(s.to_string())
+}
+
 fn parse_log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| s.to_string())
@@ -238,6 +260,16 @@ mod tests {
             .expect("valid");
         assert_eq!(cli.manifests.len(), 2);
         assert_eq!(cli.ingress_class, "weir");
+        assert_eq!(cli.ingress_controller, "weir.dev/ingress-controller");
+        let nginx = Cli::try_parse_from([
+            "weir",
+            "--manifests",
+            "a",
+            "--ingress-controller",
+            "k8s.io/ingress-nginx",
+        ])
+        .expect("valid");
+        assert_eq!(nginx.ingress_controller, "k8s.io/ingress-nginx");
         assert_eq!(cli.http_listen, "0.0.0.0:8080".parse().expect("addr"));
         assert_eq!(cli.shutdown_delay, Duration::from_secs(10));
         assert_eq!(cli.reload_debounce, None);
@@ -252,6 +284,28 @@ mod tests {
             vec!["weir", "--manifests", "a", "--threads", "0"],
             vec!["weir", "--manifests", "a", "--publish-service", "no-slash"],
             vec!["weir", "--manifests", "a", "--bogus"],
+            vec![
+                "weir",
+                "--manifests",
+                "a",
+                "--ingress-controller",
+                "no-slash",
+            ],
+            vec![
+                "weir",
+                "--manifests",
+                "a",
+                "--ingress-controller",
+                "Upper.io/x",
+            ],
+            vec!["weir", "--manifests", "a", "--ingress-controller", "a.io/"],
+            vec![
+                "weir",
+                "--manifests",
+                "a",
+                "--ingress-controller",
+                "a.io/with space",
+            ],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
         }
