@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Memory of idle client connections: opens N connections of one protocol to a running proxy,
 has one request answered on each (an idle keep-alive connection has served something),
-holds them all open and prints the serving processes' RSS growth per connection.
+holds them all open for SETTLE seconds (default 20) and prints the serving processes' RSS
+growth per connection.
 
     python3 benches/load/idle_conns.py PROTO PORT N PID[,PID...]
 
@@ -11,6 +12,7 @@ is summed (nginx's worker, HAProxy, weir). Prints one line:
     RESULT proto=h1 conns=N before_kib=... after_kib=... per_conn_kib=...
 Every read waits at most 10 s; a connection that fails ends the run with an error.
 """
+import os
 import socket
 import ssl
 import struct
@@ -19,6 +21,7 @@ import time
 
 proto, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pids = [int(p) for p in sys.argv[4].split(",")]
+SETTLE = float(os.environ.get("SETTLE", "20"))
 HOST = "bench.example"
 
 
@@ -103,7 +106,10 @@ for _ in range(n):
     conns.append(sock)
     if time.monotonic() - started > 300:
         sys.exit(f"opening {n} connections took over 300 s")
-time.sleep(2)
+# Measured once the connections have been idle a while, as an ingress's idle keep-alive
+# connections are: what a proxy frees when a connection goes idle shows in RSS when its
+# allocator gives the pages back (weir's jemalloc: within about 17 s, on its 10 s decay).
+time.sleep(SETTLE)
 after = rss_kib()
 print(f"RESULT proto={proto} conns={n} before_kib={before} after_kib={after} "
       f"per_conn_kib={(after - before) / n:.2f}")

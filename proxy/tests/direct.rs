@@ -150,6 +150,72 @@ fn mixed_connection(path: &str) -> Vec<Answer> {
     answers
 }
 
+/// A keep-alive connection idle for over a second is parked (it waits without a task of its
+/// own, `weir_connections_parked`) and its next request, direct or handed to Pingora, is
+/// served as before, with the client's address; a parked connection the client closes is
+/// closed (no longer open or parked).
+#[test]
+fn an_idle_connection_is_parked_and_served_again() {
+    for path in ["direct", "pingora"] {
+        let web = Echo::start("web");
+        let dir = ManifestDir::new();
+        dir.write(
+            "routes.yaml",
+            &(INGRESS.to_string() + &service_yaml("demo", "web", &[web.addr])),
+        );
+        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let gauge = |name: &str| weir.metric(name).unwrap_or(-1.0);
+        let mut s = connect(&weir);
+        let mut pending = Vec::new();
+        let requests: [&[u8]; 3] = [
+            b"GET /a HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+            b"GET /b HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+            b"POST /c HTTP/1.1\r\nHost: shop.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+        ];
+        for (i, request) in requests.iter().enumerate() {
+            if i > 0 {
+                // Parked within a second of idling (and the scrape's own connection is
+                // not, having just served it).
+                let parked = (0..40).any(|_| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    gauge("weir_connections_parked ") == 1.0
+                });
+                assert!(
+                    parked,
+                    "{path}: request {i}: the idle connection was not parked"
+                );
+            }
+            s.write_all(request).expect("send");
+            let answer = read_answer(&mut s, &mut pending, false);
+            assert_eq!(answer.status, 200, "{path}: request {i}");
+            let seen = answer.json();
+            assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1", "{path}");
+            assert_eq!(gauge("weir_connections_parked "), 0.0, "{path}: resumed");
+        }
+        let statuses: Vec<u64> = weir
+            .access_log_of(3)
+            .iter()
+            .filter_map(|l| l["status"].as_u64())
+            .collect();
+        assert_eq!(statuses, [200, 200, 200], "{path}");
+        // Parked again, then closed by the client: weir closes its side.
+        let parked = (0..40).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            gauge("weir_connections_parked ") == 1.0
+        });
+        assert!(parked, "{path}: parked again");
+        drop(s);
+        let closed = (0..40).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            gauge("weir_connections_parked ") == 0.0 && gauge("weir_connections_open ") <= 1.0
+        });
+        assert!(
+            closed,
+            "{path}: a parked connection the client closed stays open"
+        );
+    }
+}
+
 #[test]
 fn one_connection_mixes_direct_and_handed_off_requests_with_the_same_answers() {
     let direct = mixed_connection("direct");

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub upstream_errors_total: IntCounterVec,
     pub requests_rejected_total: IntCounterVec,
     pub connections_open: IntGauge,
+    pub connections_parked: IntGauge,
     pub connections_refused_total: IntCounter,
     pub request_header_timeouts_total: IntCounter,
     /// Access-log lines dropped because standard output could not keep up.
@@ -162,6 +163,10 @@ impl Metrics {
             "weir_connections_open",
             "Client connections with a request being read or served (what --max-connections limits).",
         )?;
+        let connections_parked = IntGauge::new(
+            "weir_connections_parked",
+            "Idle plaintext HTTP/1 keep-alive connections waiting without a task of their own (counted in weir_connections_open too).",
+        )?;
         let connections_refused_total = IntCounter::new(
             "weir_connections_refused_total",
             "Client connections answered 503 and closed at --max-connections.",
@@ -171,6 +176,7 @@ impl Metrics {
             "Connections closed because their first request header was not complete within --request-header-timeout.",
         )?;
         registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_parked.clone()))?;
         registry.register(Box::new(connections_refused_total.clone()))?;
         registry.register(Box::new(request_header_timeouts_total.clone()))?;
         let access_log_dropped_total = IntCounter::new(
@@ -220,6 +226,7 @@ impl Metrics {
             upstream_errors_total,
             requests_rejected_total,
             connections_open,
+            connections_parked,
             connections_refused_total,
             request_header_timeouts_total,
             access_log_dropped_total,

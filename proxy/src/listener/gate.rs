@@ -36,6 +36,7 @@ use crate::http::forwarded::client_ip;
 use crate::http::h1::HeadFields;
 use crate::http::h2_request::H2Request;
 use crate::http::hardening::Rejection;
+use crate::listener::parked::{self, Parker, PARK_AFTER};
 use crate::request::answers::{http1_answer, plain_response};
 use crate::request::phases::WeirProxy;
 use crate::request::timeouts::CLIENT_IDLE_TIMEOUT;
@@ -59,6 +60,7 @@ use weir_http2::conn::Settings;
 pub struct GateStats {
     open: AtomicUsize,
     open_gauge: IntGauge,
+    parked: IntGauge,
     refused: IntCounter,
     header_timeouts: IntCounter,
 }
@@ -68,6 +70,7 @@ impl GateStats {
         GateStats {
             open: AtomicUsize::new(0),
             open_gauge: metrics.connections_open.clone(),
+            parked: metrics.connections_parked.clone(),
             refused: metrics.connections_refused_total.clone(),
             header_timeouts: metrics.request_header_timeouts_total.clone(),
         }
@@ -106,31 +109,99 @@ impl<A> ConnectionGate<A> {
 }
 
 /// One slot of `--max-connections`, given back when the connection ends (also when its
-/// task unwinds from a panic).
-struct Slot(Arc<GateStats>);
+/// task unwinds from a panic). A parked connection holds its slot without this value
+/// ([`Slot::keep_counted`]).
+struct Slot(Option<Arc<GateStats>>);
+
+impl Slot {
+    /// Takes a slot: `open` is the connection count with it.
+    fn take(stats: &Arc<GateStats>) -> (Slot, usize) {
+        let open = stats.open.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.open_gauge.set(open as i64);
+        (Slot(Some(Arc::clone(stats))), open)
+    }
+
+    /// The slot a connection already counted holds (one that was parked).
+    fn counted(stats: &Arc<GateStats>) -> Slot {
+        Slot(Some(Arc::clone(stats)))
+    }
+
+    /// Leaves the slot taken without holding it (the connection is parked).
+    fn keep_counted(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let open = self.0.open.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.0.open_gauge.set(open as i64);
+        if let Some(stats) = self.0.take() {
+            let open = stats.open.fetch_sub(1, Ordering::Relaxed) - 1;
+            stats.open_gauge.set(open as i64);
+        }
     }
+}
+
+/// How a connection's serving ended.
+enum After {
+    /// Closed, or to be closed.
+    Closed,
+    /// Idle: a plaintext HTTP/1 connection to park.
+    Idle(Stream),
+    /// Handed back by Pingora, which serves it again.
+    Reuse(Stream),
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FULL: &str = "too many connections\n";
 
 impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
-    /// The task of one admitted connection, to its end. Pingora's task for it is sized by
-    /// the largest thing it awaits, the TLS handshake (8.6 KiB, heaptrack); this one by
-    /// what a connection holds while it waits for a request, for as long as it stays open.
-    /// Everything large a request needs is boxed for that request only.
-    async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch, _slot: Slot) {
-        let mut reused = Arc::clone(&self).serve(stream, &shutdown).await;
-        // What Pingora serves whole (HTTP/2 under `--work-stealing`) it may hand back for
-        // another turn, as its own connection loop would.
-        while let Some(stream) = reused {
-            reused = self.inner.process_new(stream, &shutdown).await;
+    /// The task of one admitted connection, to its end or until it is parked. Pingora's task
+    /// for it is sized by the largest thing it awaits, the TLS handshake (8.6 KiB,
+    /// heaptrack); this one by what a connection holds while it waits for a request.
+    /// Everything large a request needs is boxed for that request only. A plaintext HTTP/1
+    /// connection idle for [`PARK_AFTER`] is parked ([`parked`]): it gives up this task, and
+    /// a new one of this kind (`resumed`) serves it when its next request comes.
+    async fn connection(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: ShutdownWatch,
+        slot: Slot,
+        resumed: bool,
+    ) {
+        let after = if resumed {
+            self.serve_resumed(stream, &shutdown).await
+        } else {
+            Arc::clone(&self).serve(stream, &shutdown).await
+        };
+        match after {
+            After::Closed => {}
+            After::Idle(stream) => {
+                // Its idle time started when it began waiting for this request.
+                let idle_until = Instant::now() + CLIENT_IDLE_TIMEOUT.saturating_sub(PARK_AFTER);
+                let gauge = self.stats.parked.clone();
+                if parked::park(stream, &shutdown, &gauge, idle_until, self) {
+                    // Still open: the slot is given back by `Parker::closed` or held
+                    // again by `Parker::resume`.
+                    slot.keep_counted();
+                }
+            }
+            // What Pingora serves whole (HTTP/2 under `--work-stealing`) it may hand back for
+            // another turn, as its own connection loop would.
+            After::Reuse(stream) => {
+                let mut reused = Some(stream);
+                while let Some(stream) = reused {
+                    reused = self.inner.process_new(stream, &shutdown).await;
+                }
+            }
         }
+    }
+
+    /// A parked HTTP/1 connection whose next request has come.
+    async fn serve_resumed(&self, stream: Stream, shutdown: &ShutdownWatch) -> After {
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut deadline = ReadDeadline::new(timer);
+        self.serve_http1(stream, shutdown, &mut deadline, None)
+            .await
     }
 
     /// One connection, HTTP/2 or HTTP/1. The HTTP/2 server's state is boxed: inline, it
@@ -141,11 +212,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// head, and before it the bytes that tell HTTP/1 from the h2c preface, must be in by
     /// then. HTTP/2 connections are not held to it once known: each stream is a request of
     /// its own.
-    async fn serve(
-        self: Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    async fn serve(self: Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> After {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             return Box::pin(self.serve_h2(stream, shutdown)).await;
         }
@@ -182,12 +249,12 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
 
     /// A connection that did not send in time is closed; counted when the first-head
     /// deadline (`head_by`) had come rather than the idle timeout.
-    fn ran_out(&self, head_by: Option<Instant>) -> Option<Stream> {
+    fn ran_out(&self, head_by: Option<Instant>) -> After {
         if read_deadline::reached(head_by) {
             self.stats.header_timeouts.inc();
             tracing::debug!("request header not complete in time: connection closed");
         }
-        None
+        After::Closed
     }
 
     /// An HTTP/2 connection: weir's own server ([`h2_server`]) reads it when the direct path
@@ -195,15 +262,18 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     /// on the connection's task; otherwise Pingora serves the connection whole. Under
     /// `--work-stealing` the streams of one busy connection must be able to spread over the
     /// threads, which serving them on the connection's task would prevent.
-    async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn serve_h2(self: Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> After {
         let spread = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
         match self.direct.as_ref() {
             Some(direct) if !spread => {
                 self.serve_weir_h2(direct, stream, shutdown).await;
-                None
+                After::Closed
             }
-            _ => self.inner.process_new(stream, shutdown).await,
+            _ => match self.inner.process_new(stream, shutdown).await {
+                Some(stream) => After::Reuse(stream),
+                None => After::Closed,
+            },
         }
     }
 
@@ -264,10 +334,14 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
         shutdown: &ShutdownWatch,
         deadline: &mut ReadDeadline<'_>,
         mut head_by: Option<Instant>,
-    ) -> Option<Stream> {
+    ) -> After {
         let mut buf = BytesMut::new();
         let mut fields = HeadFields::default();
+        let parks = parked::parkable(&stream);
         loop {
+            // A connection waiting for its first request is held to the header deadline
+            // instead.
+            let park_after = (parks && head_by.is_none()).then_some(PARK_AFTER);
             let next = DirectPath::read_head(
                 &mut stream,
                 &mut buf,
@@ -275,18 +349,20 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                 shutdown,
                 deadline,
                 head_by,
+                park_after,
             )
             .await;
             // Only the first head has a deadline of its own.
             let first_head_by = head_by.take();
             let framing = match next {
-                NextHead::Closed => return None,
+                NextHead::Closed => return After::Closed,
+                NextHead::Idle => return After::Idle(stream),
                 NextHead::HeaderTimeout => return self.ran_out(first_head_by),
                 NextHead::Malformed(rejection) => {
                     // Boxed: its buffer and timer would otherwise be in every connection's
                     // future, idle ones too.
                     Box::pin(self.refuse_head(&mut stream, rejection)).await;
-                    return None;
+                    return After::Closed;
                 }
                 NextHead::Simple(view) => match &self.direct {
                     Some(direct) if direct.takes(&buf, &view) => {
@@ -294,7 +370,10 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
                         let serving = boxed_in_place(|| {
                             direct.serve(stream, received, view, &fields, shutdown, deadline)
                         });
-                        (stream, buf) = serving.await?;
+                        let Some(served) = serving.await else {
+                            return After::Closed;
+                        };
+                        (stream, buf) = served;
                         continue;
                     }
                     _ => view.framing(),
@@ -304,16 +383,20 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
             // Pingora's proxy serves this one request, read through `OneRequest`.
             let one = OneRequest::new(stream, std::mem::take(&mut buf), framing);
             let session = self.http1_session(Box::new(one), shutdown);
-            let reused = self.inner.process_new_http(session, shutdown).await?;
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                return After::Closed;
+            };
             let (back, settings) = reused.consume();
             if settings.as_ref().is_some_and(holds_pipelined_bytes) {
                 // Pingora read past the request (it cannot through `OneRequest`): those
                 // bytes were not checked here, so the connection ends.
-                return None;
+                return After::Closed;
             }
-            let one = back.into_any().downcast::<OneRequest>().ok()?;
+            let Ok(one) = back.into_any().downcast::<OneRequest>() else {
+                return After::Closed;
+            };
             if !one.request_done() {
-                return None; // the body was not read to its end: its framing is lost
+                return After::Closed; // the body was not read to its end: its framing is lost
             }
             (stream, buf) = one.into_parts();
         }
@@ -353,6 +436,17 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ConnectionGate<A> {
     }
 }
 
+impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> Parker for ConnectionGate<A> {
+    fn resume(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        let slot = Slot::counted(&self.stats);
+        tokio::spawn(self.connection(stream, shutdown, slot, true));
+    }
+
+    fn closed(&self) {
+        drop(Slot::counted(&self.stats));
+    }
+}
+
 #[async_trait]
 impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(
@@ -361,9 +455,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // Called once per connection, on the task Pingora spawned for its handshake.
-        let open = self.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
-        let slot = Slot(Arc::clone(&self.stats));
-        self.stats.open_gauge.set(open as i64);
+        let (slot, open) = Slot::take(&self.stats);
         if open > self.max_connections {
             self.stats.refused.inc();
             let mut answer = BytesMut::new();
@@ -374,7 +466,7 @@ impl<A: HttpServerApp + ServerApp + Send + Sync + 'static> ServerApp for Connect
             let _ = stream.shutdown().await;
             return None;
         }
-        tokio::spawn(Arc::clone(self).connection(stream, shutdown.clone(), slot));
+        tokio::spawn(Arc::clone(self).connection(stream, shutdown.clone(), slot, false));
         None
     }
 

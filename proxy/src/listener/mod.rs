@@ -6,4 +6,5 @@
 
 pub mod gate;
 pub mod handshake_turns;
+pub(crate) mod parked;
 pub mod tls;

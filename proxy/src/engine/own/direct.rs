@@ -100,6 +100,9 @@ pub(crate) enum NextHead {
     Closed,
     /// The first head was not complete by its deadline (`--request-header-timeout`).
     HeaderTimeout,
+    /// No byte of a next request came within the `park_after` asked for: the connection
+    /// is idle, and its buffers are empty.
+    Idle,
 }
 
 impl DirectPath {
@@ -110,7 +113,8 @@ impl DirectPath {
     /// Reads into `buf` until it holds a complete request head, whose fields it notes in
     /// `fields`. Waits at most [`CLIENT_IDLE_TIMEOUT`] for each read (on the connection's
     /// `deadline`), and not past `head_by` (the first head's deadline) if given; stops
-    /// waiting for a new request at shutdown.
+    /// waiting for a new request at shutdown. With `park_after`, waiting for the first byte
+    /// of a request ends after that time instead, with [`NextHead::Idle`].
     pub(crate) async fn read_head(
         stream: &mut Stream,
         buf: &mut BytesMut,
@@ -118,6 +122,7 @@ impl DirectPath {
         shutdown: &ShutdownWatch,
         deadline: &mut ReadDeadline<'_>,
         head_by: Option<tokio::time::Instant>,
+        park_after: Option<Duration>,
     ) -> NextHead {
         // Out of time: the first-head deadline if it has come, else the idle timeout.
         let timed_out = || match read_deadline::reached(head_by) {
@@ -138,12 +143,16 @@ impl DirectPath {
                 if *shutdown.borrow() {
                     return NextHead::Closed;
                 }
+                let idle_for = park_after.unwrap_or(CLIENT_IDLE_TIMEOUT);
                 let read = tokio::select! {
-                    read = deadline.within_until(CLIENT_IDLE_TIMEOUT, head_by, read_idle(stream, buf, HEAD_BUFFER)) => read,
+                    read = deadline.within_until(idle_for, head_by, read_idle(stream, buf, HEAD_BUFFER)) => read,
                     _ = shutdown.changed() => return NextHead::Closed,
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => {}
+                    Err(Elapsed) if park_after.is_some() && !read_deadline::reached(head_by) => {
+                        return NextHead::Idle
+                    }
                     Err(Elapsed) => return timed_out(),
                     _ => return NextHead::Closed,
                 }
