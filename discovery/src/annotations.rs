@@ -261,12 +261,9 @@ const KNOWN: &[&str] = &[
     "zone-aware",
 ];
 
-/// ingress-nginx's annotations (none of which weir implements yet).
-const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
-
 /// The annotations of an Ingress that ask weir, or ingress-nginx, for something weir does
 /// not do: a `weir.dev/*` name weir does not know (a typo is not silently a default) and
-/// every `nginx.ingress.kubernetes.io/*` one. The Ingress is served without them and they
+/// every `nginx.ingress.kubernetes.io/*` one weir does not read ([`crate::nginx`]). The Ingress is served without them and they
 /// are reported. Annotations of other tools (`kubectl.kubernetes.io/*`, `cert-manager.io/*`,
 /// ...) are not weir's to judge.
 pub fn unsupported(annotations: Option<&BTreeMap<String, String>>) -> Vec<String> {
@@ -277,7 +274,9 @@ pub fn unsupported(annotations: Option<&BTreeMap<String, String>>) -> Vec<String
         .keys()
         .filter(|key| match key.strip_prefix(PREFIX) {
             Some(name) => !KNOWN.contains(&name),
-            None => key.starts_with(NGINX_PREFIX),
+            None => key
+                .strip_prefix(crate::nginx::PREFIX)
+                .is_some_and(|name| !crate::nginx::KNOWN.contains(&name)),
         })
         .cloned()
         .collect()
@@ -288,12 +287,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_weir_and_every_nginx_annotation_are_unsupported() {
+    fn unknown_weir_and_unread_nginx_annotations_are_unsupported() {
         let map: BTreeMap<String, String> = [
             "weir.dev/load-balancer",
             "weir.dev/path-regex",
             "weir.dev/load-balancr",
             "nginx.ingress.kubernetes.io/rewrite-target",
+            "nginx.ingress.kubernetes.io/permanent-redirect",
             "nginx.ingress.kubernetes.io/configuration-snippet",
             "kubectl.kubernetes.io/last-applied-configuration",
             "cert-manager.io/cluster-issuer",

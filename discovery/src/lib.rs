@@ -12,6 +12,7 @@
 pub mod annotations;
 pub mod kubernetes;
 pub mod manifests;
+pub mod nginx;
 pub mod objects;
 pub mod snapshot;
 pub mod status;
@@ -22,7 +23,7 @@ mod validate;
 pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
-    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
-    RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
+    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Redirect, RedirectTo, Rejection,
+    RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -95,6 +95,43 @@ pub struct WeightedBackend {
     pub weight: u32,
 }
 
+/// What a route does with a request besides forwarding it, in order; shaped like Gateway
+/// API's HTTPRoute filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouteFilter {
+    /// Answer with a redirect instead of forwarding.
+    RequestRedirect(Redirect),
+}
+
+impl RouteFilter {
+    /// The redirect this filter answers with, if it is one.
+    pub fn as_redirect(&self) -> Option<&Redirect> {
+        match self {
+            RouteFilter::RequestRedirect(redirect) => Some(redirect),
+        }
+    }
+}
+
+/// A redirect answer: its status and where it points.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Redirect {
+    pub status: u16,
+    pub to: RedirectTo,
+}
+
+/// Where a redirect points.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum RedirectTo {
+    /// Exactly this absolute URL, the request's path and query dropped (ingress-nginx's
+    /// `permanent-redirect`, `temporal-redirect`).
+    Url(String),
+    /// This path (and query, if it has one) on the request's own scheme and `Host`
+    /// (ingress-nginx's `app-root`).
+    Path(String),
+}
+
 /// One host+path rule of one Ingress (or an Ingress's `defaultBackend`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteSnapshot {
@@ -107,9 +144,12 @@ pub struct RouteSnapshot {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<WeightedBackend>,
     /// Plain-HTTP requests get a 308 to https: the Ingress lists this rule's host under
-    /// `spec.tls` and `weir.dev/ssl-redirect` is not "false".
+    /// `spec.tls` and `ssl-redirect` is not "false", or `force-ssl-redirect` is "true".
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ssl_redirect: bool,
+    /// What the route does with a request besides forwarding it, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).

@@ -7,8 +7,8 @@
 
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
-    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Rejection, RouteSnapshot,
-    RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
+    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Redirect, RedirectTo, Rejection,
+    RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -262,13 +262,27 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
     let annotations = ingress.metadata.annotations.as_ref();
     let policy = crate::annotations::route_policy(annotations)?;
     let tls_hosts = crate::tls::ingress_tls_hosts(spec.tls.as_deref().unwrap_or_default())?;
+    let nginx = crate::nginx::read(annotations)?;
+    // `weir.dev/ssl-redirect` wins over ingress-nginx's; both default to true.
     let ssl_redirect = parse_bool_annotation(
         SSL_REDIRECT_ANNOTATION,
         annotations
             .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
             .map(String::as_str),
-        true,
+        nginx.ssl_redirect.unwrap_or(true),
     )?;
+    let redirects_to_https = |host: &HostMatch| {
+        nginx.force_ssl_redirect
+            || (ssl_redirect
+                && tls_hosts
+                    .iter()
+                    .any(|(tls, _)| crate::tls::covers(tls, host)))
+    };
+    let filters: Vec<RouteFilter> = nginx
+        .redirect
+        .iter()
+        .map(|r| RouteFilter::RequestRedirect(r.clone()))
+        .collect();
     let path_regex = parse_bool_annotation(
         PATH_REGEX_ANNOTATION,
         annotations
@@ -303,14 +317,12 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             let backend = backend_key(namespace, &path.backend)
                 .map_err(|e| format!("path {written:?}: {e}"))?;
             routes.push(RouteSnapshot {
+                ssl_redirect: redirects_to_https(&host),
                 host: host.clone(),
                 path: matcher,
-                ssl_redirect: ssl_redirect
-                    && tls_hosts
-                        .iter()
-                        .any(|(tls, _)| crate::tls::covers(tls, &host)),
                 backend,
                 split: Vec::new(),
+                filters: filters.clone(),
                 ingress: ingress_ref.clone(),
                 policy: policy.clone(),
             });
@@ -318,6 +330,9 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
     }
     if let Some(weights) = &policy.backend_weights {
         routes = split_by_weight(routes, weights)?;
+    }
+    if let Some(app_root) = &nginx.app_root {
+        routes = with_app_root(routes, app_root);
     }
     let default_backend = match &spec.default_backend {
         None => None,
@@ -327,11 +342,35 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
             split: Vec::new(),
             ssl_redirect: false,
+            filters: filters.clone(),
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
     };
     Ok((routes, default_backend, tls_hosts))
+}
+
+/// ingress-nginx's `app-root`: on each host of the Ingress's rules, a request for exactly `/`
+/// gets a 302 to `app_root` (on the request's scheme and host). ingress-nginx checks it before
+/// any of the host's locations, so the Ingress's own `Exact` rules for `/` never match and
+/// are left out.
+fn with_app_root(routes: Vec<RouteSnapshot>, app_root: &str) -> Vec<RouteSnapshot> {
+    let root = PathMatch::Exact("/".to_string());
+    let mut roots: Vec<RouteSnapshot> = Vec::new();
+    for route in &routes {
+        if roots.iter().any(|root| root.host == route.host) {
+            continue;
+        }
+        let mut redirect = route.clone();
+        redirect.path = root.clone();
+        redirect.filters = vec![RouteFilter::RequestRedirect(Redirect {
+            status: 302,
+            to: RedirectTo::Path(app_root.to_string()),
+        })];
+        roots.push(redirect);
+    }
+    roots.extend(routes.into_iter().filter(|route| route.path != root));
+    roots
 }
 
 /// `weir.dev/backend-weights`: rules of one Ingress with the same host and path but

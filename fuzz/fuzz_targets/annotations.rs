@@ -1,17 +1,20 @@
 //! Annotation values from any bytes: one `key=value` per line (keys get the `weir.dev/`
-//! prefix unless they have one). Parsing may reject, never panic; the unsupported ones
-//! found are among them.
+//! prefix unless they have one; `n:key`, ingress-nginx's). Parsing may reject, never panic;
+//! the unsupported ones found are among them; a redirect read can be a `Location` field.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 use weir_discovery::annotations::{route_policy, unsupported};
+use weir_discovery::RedirectTo;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let mut annotations = BTreeMap::new();
     for line in text.lines() {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
-        let key = if key.contains('/') {
+        let key = if let Some(name) = key.strip_prefix("n:") {
+            format!("{}{name}", weir_discovery::nginx::PREFIX)
+        } else if key.contains('/') {
             key.to_string()
         } else {
             format!("weir.dev/{key}")
@@ -19,6 +22,16 @@ fuzz_target!(|data: &[u8]| {
         annotations.insert(key, value.to_string());
     }
     let _ = route_policy(Some(&annotations));
+    if let Ok(nginx) = weir_discovery::nginx::read(Some(&annotations)) {
+        let location = match nginx.redirect.map(|r| r.to) {
+            Some(RedirectTo::Url(url) | RedirectTo::Path(url)) => url,
+            None => String::new(),
+        };
+        let app_root = nginx.app_root.unwrap_or_default();
+        for target in [location, app_root] {
+            assert!(target.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{target:?}");
+        }
+    }
     // Every name it reports is one of the Ingress's, under weir's or ingress-nginx's prefix.
     for name in unsupported(Some(&annotations)) {
         assert!(annotations.contains_key(&name));

@@ -171,6 +171,13 @@ impl Site {
                 "shop-tls",
                 "weir.dev/ssl-redirect: \"false\"",
             )
+            + &tls_ingress(
+                "nginx-open",
+                "nginx-open.example.com",
+                "shop-tls",
+                "nginx.ingress.kubernetes.io/ssl-redirect: \"false\"",
+            )
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: forced\n  namespace: demo\n  annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: forced.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}]}\n---\n"
     }
 }
 
@@ -335,8 +342,23 @@ fn plain_http_to_a_tls_host_is_redirected_with_path_and_query() {
         resp.headers().get("location").and_then(|v| v.to_str().ok()),
         Some("https://shop.example.com/cart/items?id=7&x=y")
     );
-    // ssl-redirect "false" serves plain HTTP; hosts without TLS are not redirected.
+    // ssl-redirect "false" (weir's or ingress-nginx's) serves plain HTTP; hosts without TLS
+    // are not redirected unless ingress-nginx's force-ssl-redirect is "true".
     assert_eq!(weir.get(&client(), "open.example.com", "/").0, 200);
+    assert_eq!(weir.get(&client(), "nginx-open.example.com", "/").0, 200);
+    let forced = c
+        .get(weir.url("/a?b=c"))
+        .header("host", "forced.example.com")
+        .send()
+        .expect("request");
+    assert_eq!(forced.status().as_u16(), 308);
+    assert_eq!(
+        forced
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://forced.example.com/a?b=c")
+    );
 }
 
 #[test]

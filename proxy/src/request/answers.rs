@@ -1,8 +1,8 @@
 //! The answers weir makes itself, for every engine and protocol: the status and text for an
 //! error that ended a request before its response began ([`error_answer`]), the head of a
 //! short plain-text answer ([`plain_response`]: content type and length; each engine adds
-//! `Date` and its connection fields as it writes any head) and of the 308 to https
-//! ([`redirect_response`]), and the bytes of such a head for the engines that encode heads
+//! `Date` and its connection fields as it writes any head) and of a redirect
+//! ([`redirect_response`]: the 308 to https, a route's redirects), and the bytes of such a head for the engines that encode heads
 //! themselves ([`http1_answer`], [`http2_answer_head`]). A `HEAD` request gets the head alone,
 //! on every engine.
 //!
@@ -14,6 +14,7 @@ use crate::http::request_view::RequestView;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::date::get_cached_date;
+use weir_discovery::RedirectTo;
 
 /// A Host header without its port (`example.com:8080` -> `example.com`, `[::1]:80` ->
 /// `[::1]`): redirects go to the default https port.
@@ -27,14 +28,30 @@ pub(crate) fn host_without_port(host: &str) -> &str {
     }
 }
 
-/// The 308 to the same host, path and query over https (`ssl-redirect`).
-pub(crate) fn redirect_response(req: &impl RequestView) -> Result<ResponseHeader> {
-    let location = format!(
+/// Where the 308 of `ssl-redirect` points: the same host, path and query over https.
+pub(crate) fn https_location(req: &impl RequestView) -> String {
+    format!(
         "https://{}{}",
         host_without_port(req.host()),
         req.uri().path_and_query().map_or("/", |p| p.as_str())
-    );
-    let mut resp = ResponseHeader::build(308, Some(3))?;
+    )
+}
+
+/// Where a route's redirect points for `req` (arrived over TLS if `tls`).
+pub(crate) fn redirect_location(to: &RedirectTo, req: &impl RequestView, tls: bool) -> String {
+    match to {
+        RedirectTo::Url(url) => url.clone(),
+        // The `Host` as the client sent it, port and all (ingress-nginx's `$http_host`).
+        RedirectTo::Path(path) => {
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{}{path}", req.host())
+        }
+    }
+}
+
+/// The head of a redirect to `location`, without a body.
+pub(crate) fn redirect_response(status: u16, location: &str) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
     Ok(resp)

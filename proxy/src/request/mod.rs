@@ -3,7 +3,8 @@
 //! [`phases::WeirProxy`] holds the phases, in the order a request meets them:
 //! 1. **admit** (`admit`): the request's checks ([`crate::http::hardening`]), the path's
 //!    normal form, the route (404 when none), the redirect of a TLS host's plain-HTTP request,
-//!    the route's concurrency limit;
+//!    the route's request filters (a `RequestRedirect` answers instead of forwarding), the
+//!    route's concurrency limit;
 //! 2. **pick** (`pick_endpoint`): the route's pool chooses an endpoint (503 when it has
 //!    none) and the request takes its in-flight slot;
 //! 3. **forward** (`forward_headers`): the fields weir sets on the upstream copy

@@ -14,6 +14,7 @@ use crate::http::hardening::{check_request, Rejection, RequestLimits};
 use crate::http::path::normalize;
 use crate::http::request_view::{visible_ascii, RequestView};
 use crate::request::access_log::{AccessLine, AccessLog};
+use crate::request::answers::{https_location, redirect_location};
 use crate::request::concurrency::ConcurrencyPermit;
 use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
@@ -119,8 +120,8 @@ pub(crate) enum Admission {
     Forward,
     /// Refused (already counted and logged): answer it and close the connection.
     Refuse(Rejection),
-    /// Answer with a 308 to https.
-    RedirectToHttps,
+    /// Answer with a redirect: its status and `Location` (`ctx.target` is set).
+    Redirect(u16, String),
     /// Answer with this status and body.
     Answer(u16, &'static str),
 }
@@ -191,8 +192,15 @@ impl WeirProxy {
             return Admission::Answer(404, "no route for this host and path\n");
         };
         if target.ssl_redirect && !tls {
+            let location = https_location(req);
             ctx.target = Some(target);
-            return Admission::RedirectToHttps;
+            return Admission::Redirect(308, location);
+        }
+        if let Some(redirect) = &target.redirect {
+            let location = redirect_location(&redirect.to, req, tls);
+            let status = redirect.status;
+            ctx.target = Some(target);
+            return Admission::Redirect(status, location);
         }
         if let Some(limit) = &target.concurrency {
             match limit.try_acquire() {

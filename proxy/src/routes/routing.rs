@@ -40,6 +40,9 @@ pub struct RouteTarget {
     /// Answer plain-HTTP requests with a 308 to https (the host has TLS and weir has an
     /// HTTPS listener).
     pub ssl_redirect: bool,
+    /// Answer every request with this redirect instead of forwarding it (the route's
+    /// `RequestRedirect` filter).
+    pub redirect: Option<weir_discovery::Redirect>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
     /// This target's metric handles (filled by its first requests).
@@ -347,6 +350,11 @@ impl LiveRouting {
                 retry_budget: Arc::default(),
                 backend_protocol: route.policy.backend_protocol,
                 ssl_redirect: route.ssl_redirect && self.certificates.is_some(),
+                redirect: route
+                    .filters
+                    .iter()
+                    .find_map(weir_discovery::RouteFilter::as_redirect)
+                    .cloned(),
                 concurrency: concurrency.clone(),
                 series: Default::default(),
                 upstream_tls: (route.policy.backend_protocol
@@ -449,6 +457,7 @@ mod tests {
             backend: key.clone(),
             split: Vec::new(),
             ssl_redirect: false,
+            filters: Vec::new(),
             ingress: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),

@@ -347,7 +347,7 @@ impl DirectPath {
                 client.close_after();
                 client.answer(rejection.status, rejection.body()).await
             }
-            Admission::RedirectToHttps => match redirect_response(req) {
+            Admission::Redirect(status, location) => match redirect_response(status, &location) {
                 Ok(resp) => client.answer_with(&resp, "").await,
                 Err(e) => Err(e),
             },

@@ -117,8 +117,8 @@ impl ProxyHttp for WeirProxy {
                 respond_plain(session, rejection.status, rejection.body()).await?;
                 Ok(true)
             }
-            Admission::RedirectToHttps => {
-                let resp = redirect_response(session.req_header())?;
+            Admission::Redirect(status, location) => {
+                let resp = redirect_response(status, &location)?;
                 session.write_response_header(Box::new(resp), true).await?;
                 Ok(true)
             }

@@ -1,0 +1,153 @@
+//! End to end: Ingresses written for ingress-nginx, with its annotations, served by the real
+//! `weir` binary to real clients, on every engine and protocol (weir's own HTTP/1.1 path,
+//! Pingora's, and HTTP/2).
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use reqwest::blocking::Client;
+use support::{service_yaml, Echo, ManifestDir, Weir};
+
+/// An Ingress of class `nginx` (served by weir as `--ingress-class nginx`) with one rule
+/// for `host`, `/` to the Service `app`, and `annotations` (YAML flow-map entries).
+fn nginx_ingress(name: &str, host: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations: {{{annotations}}}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{name: http}}}}}}}}]}}\n---\n"
+    )
+}
+
+const NGINX_CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n---\n";
+
+const HOSTS: [&str; 4] = [
+    "moved.example.com",
+    "coded.example.com",
+    "both.example.com",
+    "app.example.com",
+];
+
+/// A client that follows no redirect and reaches `weir` for every name of [`HOSTS`] (so that
+/// `Host`, or `:authority` over HTTP/2, is that name).
+fn no_redirects(weir: &Weir, http2: bool) -> Client {
+    let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
+    for host in HOSTS {
+        builder = builder.resolve(host, weir.http);
+    }
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder
+    };
+    builder.build().expect("client")
+}
+
+/// (status, Location) of a request for `path` on `host` (at weir's port).
+fn redirect_of(c: &Client, weir: &Weir, method: &str, host: &str, path: &str) -> (u16, String) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let url = format!("http://{host}:{}{path}", weir.http.port());
+    let resp = c.request(method, url).send().expect("request");
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (resp.status().as_u16(), location)
+}
+
+/// `permanent-redirect` (301, or `permanent-redirect-code`), `temporal-redirect` (302, and
+/// it wins over a permanent one) and `app-root` (302 for `/` only, on the request's own
+/// host) answer as ingress-nginx does: the Location exactly the annotation's URL, the
+/// request's path and query dropped; the app's other paths still reach it. The same on
+/// weir's own HTTP/1.1 path, on Pingora's, and over h2c, for GET and HEAD.
+#[test]
+fn redirect_annotations_answer_as_ingress_nginx_does() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(NGINX_CLASS.to_string()
+            + &service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "moved",
+                "moved.example.com",
+                "nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.example.com/landing\"",
+            )
+            + &nginx_ingress(
+                "coded",
+                "coded.example.com",
+                "nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.example.com\", nginx.ingress.kubernetes.io/permanent-redirect-code: \"308\"",
+            )
+            + &nginx_ingress(
+                "both",
+                "both.example.com",
+                "nginx.ingress.kubernetes.io/permanent-redirect: \"https://a.example.com/\", nginx.ingress.kubernetes.io/temporal-redirect: \"http://b.example.com/sale?from=both\"",
+            )
+            + &nginx_ingress(
+                "app",
+                "app.example.com",
+                "nginx.ingress.kubernetes.io/app-root: /dashboard",
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(
+            &dir.path(),
+            &[
+                "--http1-path",
+                path,
+                "--ingress-class",
+                "nginx",
+                "--ingress-controller",
+                "k8s.io/ingress-nginx",
+            ],
+        );
+        for http2 in [false, true] {
+            let c = no_redirects(&weir, http2);
+            let case = format!("{path}, http2 {http2}");
+            for method in ["GET", "HEAD"] {
+                assert_eq!(
+                    redirect_of(&c, &weir, method, "moved.example.com", "/old/page?x=1"),
+                    (301, "https://new.example.com/landing".to_string()),
+                    "{case} {method}"
+                );
+            }
+            assert_eq!(
+                redirect_of(&c, &weir, "POST", "coded.example.com", "/"),
+                (308, "https://new.example.com".to_string()),
+                "{case}"
+            );
+            assert_eq!(
+                redirect_of(&c, &weir, "GET", "both.example.com", "/x"),
+                (302, "http://b.example.com/sale?from=both".to_string()),
+                "{case}"
+            );
+            let port = weir.http.port();
+            assert_eq!(
+                redirect_of(&c, &weir, "GET", "app.example.com", "/"),
+                (302, format!("http://app.example.com:{port}/dashboard")),
+                "{case}"
+            );
+            // Only `/` itself: the app's paths, `/dashboard` too, reach the app.
+            for other in ["/dashboard", "/?a=1/", "/x"] {
+                let (status, location) = redirect_of(&c, &weir, "GET", "app.example.com", other);
+                let expect = if other.starts_with("/?") { 302 } else { 200 };
+                assert_eq!(status, expect, "{case} {other}: {location}");
+            }
+        }
+        // Every request is in the access log with the status it got.
+        let log = weir.access_log_of(2 * 8);
+        let redirects = log
+            .iter()
+            .filter(|l| matches!(l["status"].as_u64(), Some(301 | 302 | 308)))
+            .count();
+        assert_eq!(redirects, 2 * 6, "{path}: {log:?}");
+        // Read, so not reported as unsupported.
+        assert_eq!(
+            weir.metric("weir_config_unsupported_annotations_total ")
+                .unwrap_or(0.0),
+            0.0,
+            "{path}"
+        );
+    }
+}
