@@ -12,6 +12,8 @@
 #       # weir's HTTP/2 server hands to Pingora's proxy
 #   TARGETS=weir WEIR_FLAGS="" benches/load/instructions.sh   # weir with its access log on
 #   TARGETS=weir WEIR_BIN=/tmp/weir-before benches/load/instructions.sh   # another build
+#   TARGETS=weir ROUTE_FILTERS=1 benches/load/instructions.sh   # a route with request filters
+#       # (benches/load/manifests.py): against the plain route, what the filters cost
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh

@@ -6,7 +6,13 @@ ENDPOINTS endpoints at 127.0.0.1:PORT, 127.0.0.2:PORT, ..., for the load harness
 path goes there; churn.py rewrites this file).
 
     manifests.py N PORT OUT.yaml [ENDPOINTS]
+
+With ROUTE_FILTERS=1 in the environment (N = 0), the one route is a rule instead, matching
+every path as an ingress-nginx regex path and carrying the request filters weir has: the path
+rewritten with a capture (`rewrite-target`), the upstream `Host` set (`upstream-vhost`) and a
+field added (`x-forwarded-prefix`); what such a route costs over the plain one.
 """
+import os
 import sys
 
 
@@ -38,12 +44,32 @@ spec:
   defaultBackend: {service: {name: up, port: {name: http}}}"""
 
 
+def filtered_route(port, addresses):
+    """The load harness's one route, with request filters: every path, rewritten to itself."""
+    return service("bench", "up", port, addresses) + """
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench
+  namespace: bench
+  annotations:
+    nginx.ingress.kubernetes.io/rewrite-target: /$1
+    nginx.ingress.kubernetes.io/upstream-vhost: up.bench.svc
+    nginx.ingress.kubernetes.io/x-forwarded-prefix: /
+spec:
+  ingressClassName: weir
+  rules:
+  - http: {paths: [{path: "/(.*)", pathType: ImplementationSpecific, backend: {service: {name: up, port: {name: http}}}}]}"""
+
+
 def main():
     n, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     per = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     docs = []
     if n == 0:
-        docs.append(default_backend(port, [f"127.0.0.{e + 1}" for e in range(per)]))
+        route = filtered_route if os.environ.get("ROUTE_FILTERS") == "1" else default_backend
+        docs.append(route(port, [f"127.0.0.{e + 1}" for e in range(per)]))
     for i in range(n):
         ns, name, host = f"team-{i % 100}", f"svc-{i}", f"app-{i % 1000}.example.com"
         addresses = [f"127.0.{(i * per + e) // 250 % 250}.{(i * per + e) % 250 + 1}" for e in range(per)]

@@ -12,6 +12,7 @@
 pub mod annotations;
 pub mod kubernetes;
 pub mod manifests;
+pub mod migrate;
 pub mod nginx;
 pub mod objects;
 pub mod snapshot;
@@ -23,7 +24,8 @@ mod validate;
 pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
-    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Redirect, RedirectTo, Rejection,
-    RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
+    BackendKey, BackendSnapshot, HeaderModifier, HostMatch, ObjectRef, PathMatch, PathRewrite,
+    Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot, RoutingSnapshot,
+    UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

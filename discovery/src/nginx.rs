@@ -3,8 +3,9 @@
 //! weir knowingly differs).
 //!
 //! What is read here: the redirects (`permanent-redirect` with `permanent-redirect-code`,
-//! `temporal-redirect`, `app-root`) and the https redirects (`ssl-redirect`,
-//! `force-ssl-redirect`). Every other `nginx.ingress.kubernetes.io/*` annotation is reported
+//! `temporal-redirect`, `app-root`), the https redirects (`ssl-redirect`,
+//! `force-ssl-redirect`), regex paths and rewrites (`use-regex`, `rewrite-target`) and the
+//! upstream request's fields (`upstream-vhost`, `x-forwarded-prefix`). Every other `nginx.ingress.kubernetes.io/*` annotation is reported
 //! as unsupported ([`crate::annotations::unsupported`]), never silently ignored.
 //!
 //! Must not: read `weir.dev/*` annotations (those are [`crate::annotations`]'s; the
@@ -21,8 +22,12 @@ pub const KNOWN: &[&str] = &[
     "force-ssl-redirect",
     "permanent-redirect",
     "permanent-redirect-code",
+    "rewrite-target",
     "ssl-redirect",
     "temporal-redirect",
+    "upstream-vhost",
+    "use-regex",
+    "x-forwarded-prefix",
 ];
 
 /// What an Ingress's ingress-nginx annotations ask for.
@@ -39,13 +44,23 @@ pub struct NginxAnnotations {
     /// `force-ssl-redirect`: redirect plain-HTTP requests to https even for hosts the
     /// Ingress lists no TLS for.
     pub force_ssl_redirect: bool,
+    /// `rewrite-target`: the upstream request's path and query, with `$1`..`$9` standing for
+    /// the captures of the rule's path (see [`crate::snapshot::PathRewrite`]).
+    pub rewrite_target: Option<String>,
+    /// `use-regex`, or implied by `rewrite-target`: the Ingress's `Prefix` and
+    /// `ImplementationSpecific` paths are case-insensitive regular expressions matched at the
+    /// start of the path.
+    pub regex_paths: bool,
+    /// `upstream-vhost`: the `Host` of the upstream request.
+    pub upstream_vhost: Option<String>,
+    /// `x-forwarded-prefix`: an `X-Forwarded-Prefix` field with this value on the upstream
+    /// request.
+    pub x_forwarded_prefix: Option<String>,
 }
 
 /// Reads an Ingress's ingress-nginx annotations; the first invalid one is the error, naming
 /// it.
-pub fn read(
-    annotations: Option<&BTreeMap<String, String>>,
-) -> Result<NginxAnnotations, String> {
+pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnotations, String> {
     let get = |name: &str| {
         annotations
             .and_then(|a| a.get(&format!("{PREFIX}{name}")))
@@ -77,7 +92,70 @@ pub fn read(
     if let Some(value) = get("force-ssl-redirect") {
         read.force_ssl_redirect = boolean("force-ssl-redirect", value)?;
     }
+    if let Some(target) = get("rewrite-target") {
+        read.rewrite_target = Some(rewrite_target(target)?);
+    }
+    read.regex_paths = read.rewrite_target.is_some();
+    if let Some(value) = get("use-regex") {
+        read.regex_paths |= boolean("use-regex", value)?;
+    }
+    if let Some(host) = get("upstream-vhost") {
+        read.upstream_vhost = Some(upstream_vhost(host)?);
+    }
+    if let Some(prefix) = get("x-forwarded-prefix") {
+        read.x_forwarded_prefix = Some(field_value("x-forwarded-prefix", prefix)?);
+    }
     Ok(read)
+}
+
+/// `rewrite-target`: a path (and query) of visible ASCII, where `$1`..`$9` stand for the
+/// captures of the rule's path. Other nginx variables (`$host`, `$request_uri`) are not
+/// expanded by weir and are refused.
+fn rewrite_target(value: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("annotation {PREFIX}rewrite-target: {value:?} {why}");
+    if value.is_empty() || value.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(bad("must be a path of visible ASCII"));
+    }
+    if !value.starts_with(['/', '$']) {
+        return Err(bad("must start with / or a capture ($1)"));
+    }
+    let bytes = value.as_bytes();
+    for (at, b) in bytes.iter().enumerate() {
+        if *b == b'$' && !bytes.get(at + 1).is_some_and(|d| (b'1'..=b'9').contains(d)) {
+            return Err(bad(
+                "uses an nginx variable other than $1-$9, which weir does not expand",
+            ));
+        }
+    }
+    Ok(value.to_string())
+}
+
+/// `upstream-vhost`: a host name, or address, with an optional port.
+fn upstream_vhost(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    if !ok {
+        return Err(format!(
+            "annotation {PREFIX}upstream-vhost: {value:?} is not a host name (nginx variables are not expanded by weir)"
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// A value that becomes a request field as written: visible ASCII and spaces, no nginx
+/// variables.
+fn field_value(name: &str, value: &str) -> Result<String, String> {
+    if value.trim().is_empty()
+        || value.bytes().any(|b| !(0x20..=0x7e).contains(&b))
+        || value.contains('$')
+    {
+        return Err(format!(
+            "annotation {PREFIX}{name}: {value:?} must be visible ASCII without nginx variables"
+        ));
+    }
+    Ok(value.trim().to_string())
 }
 
 /// A boolean as ingress-nginx reads one (Go's `strconv.ParseBool`).
@@ -231,6 +309,40 @@ mod tests {
     }
 
     #[test]
+    fn rewrites_regex_paths_and_upstream_fields() {
+        let read = of(&[
+            ("rewrite-target", "/$2?from=$1"),
+            ("upstream-vhost", "internal.example.com:8080"),
+            ("x-forwarded-prefix", "/shop"),
+        ])
+        .expect("valid");
+        assert_eq!(read.rewrite_target.as_deref(), Some("/$2?from=$1"));
+        assert!(read.regex_paths, "rewrite-target implies regex paths");
+        assert_eq!(
+            read.upstream_vhost.as_deref(),
+            Some("internal.example.com:8080")
+        );
+        assert_eq!(read.x_forwarded_prefix.as_deref(), Some("/shop"));
+        assert!(of(&[("use-regex", "true")]).expect("valid").regex_paths);
+        assert!(!of(&[("use-regex", "false")]).expect("valid").regex_paths);
+        for (name, bad) in [
+            ("rewrite-target", "/$host/x"),
+            ("rewrite-target", "/${1}"),
+            ("rewrite-target", "/a b"),
+            ("rewrite-target", "x/y"),
+            ("rewrite-target", "/end$"),
+            ("upstream-vhost", "$host"),
+            ("upstream-vhost", "a b"),
+            ("x-forwarded-prefix", "/$1"),
+            ("x-forwarded-prefix", "/a\r\nx: y"),
+            ("use-regex", "yes"),
+        ] {
+            let err = of(&[(name, bad)]).expect_err(bad);
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
     fn app_root_and_the_https_redirects() {
         let read = of(&[
             ("app-root", "/app/start?x=1"),
@@ -240,10 +352,10 @@ mod tests {
         assert_eq!(
             read,
             Ok(NginxAnnotations {
-                redirect: None,
                 app_root: Some("/app/start?x=1".to_string()),
                 ssl_redirect: Some(false),
                 force_ssl_redirect: true,
+                ..NginxAnnotations::default()
             })
         );
         for bad in ["app", "//evil.example.com", "/a b", "/$uri"] {

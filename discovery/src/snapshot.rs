@@ -52,13 +52,19 @@ pub enum PathMatch {
     /// `ImplementationSpecific` with `weir.dev/path-regex: "true"`: a regular expression
     /// anchored at the start of the path.
     Regex(String),
+    /// ingress-nginx's regex paths (`use-regex`, `rewrite-target`): a regular expression
+    /// anchored at the start of the path, case-insensitive.
+    RegexIgnoreCase(String),
 }
 
 impl PathMatch {
     /// The path as written in the Ingress; its length ranks matches (longest wins).
     pub fn as_written(&self) -> &str {
         match self {
-            PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) => p,
+            PathMatch::Exact(p)
+            | PathMatch::Prefix(p)
+            | PathMatch::Regex(p)
+            | PathMatch::RegexIgnoreCase(p) => p,
         }
     }
 }
@@ -102,6 +108,42 @@ pub struct WeightedBackend {
 pub enum RouteFilter {
     /// Answer with a redirect instead of forwarding.
     RequestRedirect(Redirect),
+    /// Change where the upstream request goes: its `Host`, its path.
+    UrlRewrite(UrlRewrite),
+    /// Set fields of the upstream request, replacing any the client sent.
+    RequestHeaderModifier(HeaderModifier),
+}
+
+/// Gateway API's URLRewrite, with ingress-nginx's path rewrite.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UrlRewrite {
+    /// The upstream request's `Host` (ingress-nginx's `upstream-vhost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+}
+
+/// How a path is rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PathRewrite {
+    /// ingress-nginx's `rewrite-target`: where `pattern` (a regular expression, matched at
+    /// the start of the path, case-insensitive) matches the request's path, the whole path
+    /// becomes `replacement`, `$1`..`$9` standing for the pattern's captures. The request's
+    /// query is kept, after the replacement's own if it has one; a replacement ending in `?`
+    /// drops it (nginx's `rewrite ... break`).
+    RegexReplace {
+        pattern: String,
+        replacement: String,
+    },
+}
+
+/// Gateway API's RequestHeaderModifier (`set` only so far).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeaderModifier {
+    /// (lowercase name, value) pairs.
+    pub set: Vec<(String, String)>,
 }
 
 impl RouteFilter {
@@ -109,6 +151,7 @@ impl RouteFilter {
     pub fn as_redirect(&self) -> Option<&Redirect> {
         match self {
             RouteFilter::RequestRedirect(redirect) => Some(redirect),
+            _ => None,
         }
     }
 }

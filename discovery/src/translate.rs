@@ -7,8 +7,9 @@
 
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
-    BackendKey, BackendSnapshot, HostMatch, ObjectRef, PathMatch, Redirect, RedirectTo, Rejection,
-    RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, WeightedBackend,
+    BackendKey, BackendSnapshot, HeaderModifier, HostMatch, ObjectRef, PathMatch, PathRewrite,
+    Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot, RoutingSnapshot,
+    UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -278,11 +279,34 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
                     .iter()
                     .any(|(tls, _)| crate::tls::covers(tls, host)))
     };
-    let filters: Vec<RouteFilter> = nginx
-        .redirect
-        .iter()
-        .map(|r| RouteFilter::RequestRedirect(r.clone()))
-        .collect();
+    // The filters of a rule whose path, as a regular expression, is `pattern` (`None`: the
+    // default backend, whose path is not the Ingress's to rewrite).
+    let filters_for = |pattern: Option<&str>| -> Vec<RouteFilter> {
+        let mut filters = Vec::new();
+        if let Some(redirect) = &nginx.redirect {
+            filters.push(RouteFilter::RequestRedirect(redirect.clone()));
+        }
+        let path = nginx
+            .rewrite_target
+            .as_ref()
+            .zip(pattern)
+            .map(|(replacement, pattern)| PathRewrite::RegexReplace {
+                pattern: pattern.to_string(),
+                replacement: replacement.clone(),
+            });
+        if path.is_some() || nginx.upstream_vhost.is_some() {
+            filters.push(RouteFilter::UrlRewrite(UrlRewrite {
+                hostname: nginx.upstream_vhost.clone(),
+                path,
+            }));
+        }
+        if let Some(prefix) = &nginx.x_forwarded_prefix {
+            filters.push(RouteFilter::RequestHeaderModifier(HeaderModifier {
+                set: vec![("x-forwarded-prefix".to_string(), prefix.clone())],
+            }));
+        }
+        filters
+    };
     let path_regex = parse_bool_annotation(
         PATH_REGEX_ANNOTATION,
         annotations
@@ -302,6 +326,14 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
                     check_strict_path(written)?;
                     PathMatch::Exact(written.to_string())
                 }
+                // ingress-nginx's regex mode: `Prefix` and `ImplementationSpecific` paths are
+                // regular expressions (weir's own `path-regex` wins for the latter).
+                "Prefix" | "ImplementationSpecific"
+                    if nginx.regex_paths
+                        && !(path_regex && path.path_type == "ImplementationSpecific") =>
+                {
+                    nginx_regex(written)?
+                }
                 "Prefix" => {
                     check_strict_path(written)?;
                     PathMatch::Prefix(written.to_string())
@@ -316,13 +348,19 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             };
             let backend = backend_key(namespace, &path.backend)
                 .map_err(|e| format!("path {written:?}: {e}"))?;
+            // `rewrite-target` applies the rule's path as a regular expression, whatever its
+            // pathType (ingress-nginx's `rewrite` directive).
+            let pattern = if written.is_empty() { "/" } else { written };
+            if nginx.rewrite_target.is_some() {
+                check_nginx_regex(pattern).map_err(|e| format!("path {written:?}: {e}"))?;
+            }
             routes.push(RouteSnapshot {
                 ssl_redirect: redirects_to_https(&host),
                 host: host.clone(),
                 path: matcher,
                 backend,
                 split: Vec::new(),
-                filters: filters.clone(),
+                filters: filters_for(Some(pattern)),
                 ingress: ingress_ref.clone(),
                 policy: policy.clone(),
             });
@@ -342,7 +380,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
             split: Vec::new(),
             ssl_redirect: false,
-            filters: filters.clone(),
+            filters: filters_for(None),
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
@@ -432,6 +470,30 @@ fn split_by_weight(
 
 /// weir's documented meaning of `ImplementationSpecific`: Prefix, or with
 /// `weir.dev/path-regex: "true"` a regular expression anchored at the path's start.
+/// A path of an Ingress in ingress-nginx's regex mode: a case-insensitive regular expression
+/// matched at the start of the path (an empty path is `/`).
+fn nginx_regex(written: &str) -> Result<PathMatch, String> {
+    let written = if written.is_empty() { "/" } else { written };
+    if !written.starts_with('/') {
+        return Err(format!("path {written:?} must begin with '/'"));
+    }
+    check_nginx_regex(written).map_err(|e| format!("path {written:?}: {e}"))?;
+    Ok(PathMatch::RegexIgnoreCase(written.to_string()))
+}
+
+/// Whether `pattern` compiles as weir matches ingress-nginx's regex paths and rewrites
+/// (Rust's `regex` syntax: no look-around or back-references, which PCRE has).
+fn check_nginx_regex(pattern: &str) -> Result<(), String> {
+    regex::Regex::new(&format!("^(?i:{pattern})"))
+        .map(drop)
+        .map_err(|e| {
+            // The parser's message draws the pattern over several lines; its last says why.
+            let text = e.to_string();
+            let why = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+            format!("not a regular expression weir can run ({})", why.trim())
+        })
+}
+
 fn implementation_specific(written: &str, regex: bool) -> Result<PathMatch, String> {
     if written.is_empty() {
         return Ok(PathMatch::Prefix("/".to_string()));

@@ -1,6 +1,7 @@
 //! Annotation values from any bytes: one `key=value` per line (keys get the `weir.dev/`
 //! prefix unless they have one; `n:key`, ingress-nginx's). Parsing may reject, never panic;
-//! the unsupported ones found are among them; a redirect read can be a `Location` field.
+//! the unsupported ones found are among them; redirect and rewrite targets and hosts read are
+//! visible ASCII (they become fields and request targets).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -28,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
             None => String::new(),
         };
         let app_root = nginx.app_root.unwrap_or_default();
-        for target in [location, app_root] {
+        let rewrite = nginx.rewrite_target.unwrap_or_default();
+        let vhost = nginx.upstream_vhost.unwrap_or_default();
+        for target in [location, app_root, rewrite, vhost] {
             assert!(target.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{target:?}");
         }
     }

@@ -2,7 +2,7 @@
 //! Kubernetes), the routing state, the Pingora data path and the admin listener together.
 //! No logic of its own beyond startup order: check inputs (fail fast on bad ones), publish
 //! the first snapshot where it is at hand (manifests), then serve; `/readyz` turns 200 once
-//! a snapshot is live.
+//! a snapshot is live. `weir migrate` is a report of its own ([`weir_proxy::app::migrate`]).
 
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -74,6 +74,13 @@ fn kubernetes_config_available() -> bool {
 }
 
 fn main() {
+    // `weir migrate ...`: a report on Ingresses written for ingress-nginx, then exit.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "migrate")
+    {
+        std::process::exit(weir_proxy::app::migrate::run(std::env::args_os().skip(1)));
+    }
     let cli = cli::parse();
     let log_format = logging::init(cli.log_format, cli.log_level.as_deref());
     allocator::return_freed_memory_when_idle();

@@ -20,11 +20,13 @@ fn nginx_ingress(name: &str, host: &str, annotations: &str) -> String {
 
 const NGINX_CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n---\n";
 
-const HOSTS: [&str; 4] = [
+const HOSTS: [&str; 6] = [
     "moved.example.com",
     "coded.example.com",
     "both.example.com",
     "app.example.com",
+    "rewrite.example.com",
+    "vhost.example.com",
 ];
 
 /// A client that follows no redirect and reaches `weir` for every name of [`HOSTS`] (so that
@@ -54,6 +56,127 @@ fn redirect_of(c: &Client, weir: &Weir, method: &str, host: &str, path: &str) ->
         .unwrap_or("")
         .to_string();
     (resp.status().as_u16(), location)
+}
+
+/// An Ingress of class `nginx` for `host` with the given `paths` (YAML flow-map entries of
+/// `path`, `pathType`; backend: Service `app`).
+fn nginx_ingress_paths(
+    name: &str,
+    host: &str,
+    annotations: &str,
+    paths: &[(&str, &str)],
+) -> String {
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|(path, kind)| {
+            format!("{{path: \"{path}\", pathType: {kind}, backend: {{service: {{name: app, port: {{name: http}}}}}}}}")
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations: {{{annotations}}}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{}]}}\n---\n",
+        paths.join(", ")
+    )
+}
+
+/// `rewrite-target` with captures of a regex path (regex mode: case-insensitive, matched at
+/// the start), the request's query kept; a rewrite without captures replaces the whole path;
+/// `upstream-vhost` sets the upstream `Host` (the client's stays in `X-Forwarded-Host`) and
+/// `x-forwarded-prefix` adds its field. What the upstream received, on weir's own HTTP/1.1
+/// path, Pingora's, and over h2c.
+#[test]
+fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(NGINX_CLASS.to_string()
+            + &service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress_paths(
+                "rewrite",
+                "rewrite.example.com",
+                "nginx.ingress.kubernetes.io/rewrite-target: /$2, nginx.ingress.kubernetes.io/x-forwarded-prefix: /something",
+                &[("/something(/|$)(.*)", "ImplementationSpecific")],
+            )
+            + &nginx_ingress_paths(
+                "vhost",
+                "vhost.example.com",
+                "nginx.ingress.kubernetes.io/rewrite-target: /, nginx.ingress.kubernetes.io/upstream-vhost: internal.example",
+                &[("/api", "Prefix")],
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(
+            &dir.path(),
+            &[
+                "--http1-path",
+                path,
+                "--ingress-class",
+                "nginx",
+                "--ingress-controller",
+                "k8s.io/ingress-nginx",
+            ],
+        );
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let c = no_redirects(&weir, http2);
+            let case = format!("{path}, http2 {http2}");
+            let seen = |host: &str, target: &str| -> serde_json::Value {
+                let url = format!("http://{host}:{port}{target}");
+                let resp = c.get(url).send().expect("request");
+                assert_eq!(resp.status().as_u16(), 200, "{case} {host}{target}");
+                resp.json().expect("echo JSON")
+            };
+            let new = seen("rewrite.example.com", "/something/new/page?x=1");
+            assert_eq!(new["path"], "/new/page?x=1", "{case}");
+            assert_eq!(new["headers"]["x-forwarded-prefix"], "/something", "{case}");
+            assert_eq!(
+                new["headers"]["host"],
+                format!("rewrite.example.com:{port}"),
+                "{case}"
+            );
+            assert_eq!(
+                seen("rewrite.example.com", "/SOMETHING")["path"],
+                "/",
+                "{case}"
+            );
+            let api = seen("vhost.example.com", "/API/users/7?q=a");
+            assert_eq!(api["path"], "/?q=a", "{case}");
+            assert_eq!(api["headers"]["host"], "internal.example", "{case}");
+            assert_eq!(
+                api["headers"]["x-forwarded-host"],
+                format!("vhost.example.com:{port}"),
+                "{case}"
+            );
+            // Outside the regex: no route.
+            let other = c
+                .get(format!("http://rewrite.example.com:{port}/other"))
+                .send()
+                .expect("request");
+            assert_eq!(other.status().as_u16(), 404, "{case}");
+        }
+        // The access log shows the paths the clients asked for.
+        let paths: Vec<String> = weir
+            .access_log_of(8)
+            .iter()
+            .filter_map(|l| l["path"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(
+            paths[..4],
+            [
+                "/something/new/page",
+                "/SOMETHING",
+                "/API/users/7",
+                "/other"
+            ],
+            "{path}"
+        );
+        assert_eq!(
+            weir.metric("weir_config_unsupported_annotations_total ")
+                .unwrap_or(0.0),
+            0.0,
+            "{path}"
+        );
+    }
 }
 
 /// `permanent-redirect` (301, or `permanent-redirect-code`), `temporal-redirect` (302, and

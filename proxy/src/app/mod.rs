@@ -9,5 +9,6 @@ pub mod allocator;
 pub mod cli;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod shutdown;
 pub mod supervise;

@@ -656,7 +656,7 @@ fn shared_path_and_query(bytes: &Bytes, range: &Range<usize>) -> Option<http::ur
 
 /// Writes the HTTP/1.1 upstream copy of a body-less request that arrived over HTTP/2 as
 /// `req` (its normal-form target already set): `Host` from `:authority` unless the client
-/// sent one, the client's fields except connection-scoped ones and those `set` replaces, then
+/// sent one or `set` has one, the client's fields except connection-scoped ones and those `set` replaces, then
 /// `set`. HTTP/2 may split `cookie` into several fields; HTTP/1.1 gets them joined into one
 /// (RFC 9113 §8.2.3).
 pub(crate) fn write_upstream_of_h2(
@@ -669,7 +669,8 @@ pub(crate) fn write_upstream_of_h2(
     out.put_u8(b' ');
     out.put_slice(req.raw_path());
     out.put_slice(b" HTTP/1.1\r\n");
-    if req.field(&http::header::HOST).is_none() {
+    let host_set = set.iter().any(|(name, _)| name == http::header::HOST);
+    if req.field(&http::header::HOST).is_none() && !host_set {
         let authority = req.authority();
         if !authority.is_empty() {
             put_field(out, b"host", authority.as_bytes());

@@ -11,3 +11,4 @@ pub(crate) mod h2_request;
 pub mod hardening;
 pub mod path;
 pub mod request_view;
+pub mod rewrite;

@@ -103,6 +103,8 @@ pub struct RequestCtx {
     trace: RequestTrace,
     /// Slot in the route's `max-concurrency` limit, held until the request is logged.
     permit: Option<ConcurrencyPermit>,
+    /// The path the client asked for, when the route rewrote it (the access log shows it).
+    client_path: Option<Box<str>>,
     /// Counts the request for the shutdown drain until the context is dropped.
     _in_flight: InFlightToken,
 }
@@ -112,6 +114,13 @@ impl RequestCtx {
     pub(crate) fn has_upstream_response(&self) -> bool {
         self.upstream_headers.is_some()
     }
+}
+
+/// `uri` with another path and query; `None` if that is not a valid target.
+fn with_path_and_query(uri: &http::Uri, path_and_query: &str) -> Option<http::Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// What [`WeirProxy::admit`] decided about a request before any upstream is involved.
@@ -145,6 +154,7 @@ impl WeirProxy {
             stale_connection_retry: false,
             trace: RequestTrace::default(),
             permit: None,
+            client_path: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -171,11 +181,9 @@ impl WeirProxy {
                 Some(query) => format!("{path}?{query}"),
                 None => path,
             };
-            let mut parts = req.uri().clone().into_parts();
-            parts.path_and_query = path_and_query.parse().ok();
-            match http::Uri::from_parts(parts) {
-                Ok(uri) => req.set_uri(uri),
-                Err(_) => return self.refused(Rejection::bad_request("malformed_path_escape")),
+            match with_path_and_query(req.uri(), &path_and_query) {
+                Some(uri) => req.set_uri(uri),
+                None => return self.refused(Rejection::bad_request("malformed_path_escape")),
             }
         }
         let host = req.host();
@@ -201,6 +209,22 @@ impl WeirProxy {
             let status = redirect.status;
             ctx.target = Some(target);
             return Admission::Redirect(status, location);
+        }
+        // The route's path rewrite: what goes upstream from here on (routing is done).
+        if let Some(rewrite) = &target.rewrite {
+            let uri = req.uri();
+            if let Some(rewritten) = rewrite.rewrite(uri.path(), uri.query()) {
+                match with_path_and_query(uri, &rewritten) {
+                    Some(rewritten) => {
+                        ctx.client_path = Some(uri.path().into());
+                        req.set_uri(rewritten);
+                    }
+                    None => {
+                        ctx.target = Some(target);
+                        return Admission::Answer(500, "rewritten request target is not valid\n");
+                    }
+                }
+            }
         }
         if let Some(limit) = &target.concurrency {
             match limit.try_acquire() {
@@ -331,7 +355,8 @@ impl WeirProxy {
     }
 
     /// The headers weir sets on the upstream request, each replacing any of the same name the
-    /// client sent: `X-Forwarded-For`/`-Proto`/`-Host` and the trace context.
+    /// client sent: `X-Forwarded-For`/`-Proto`/`-Host`, the trace context, and those of the
+    /// route's filters.
     pub(crate) fn forward_headers(
         &self,
         downstream: &impl RequestView,
@@ -361,6 +386,10 @@ impl WeirProxy {
         };
         if let Some(host) = host.filter(|h| !h.is_empty()) {
             set.push((HeaderName::from_static("x-forwarded-host"), host));
+        }
+        // The route's filters' fields (`upstream-vhost`, `x-forwarded-prefix`, ...).
+        if let Some(target) = &ctx.target {
+            set.extend(target.set_fields.iter().cloned());
         }
         set
     }
@@ -487,7 +516,7 @@ impl WeirProxy {
             self.access_log.write(&AccessLine {
                 method: method.as_str(),
                 host: req.host(),
-                path: req.uri().path(),
+                path: ctx.client_path.as_deref().unwrap_or(req.uri().path()),
                 status: code,
                 duration,
                 upstream: ctx.tried.last().copied(),

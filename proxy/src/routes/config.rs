@@ -317,18 +317,24 @@ impl KubernetesService {
     }
 
     async fn client(&self) -> Result<kube::Client, String> {
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                    .await
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            None => kube::Config::infer().await.map_err(|e| e.to_string())?,
-        };
-        kube::Client::try_from(config).map_err(|e| e.to_string())
+        kube_client(self.kubeconfig.as_deref()).await
     }
+}
+
+/// A client of the API server: from `kubeconfig`, else the in-cluster service account, then
+/// `KUBECONFIG` or `~/.kube/config`.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+    };
+    kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 #[async_trait]

@@ -89,8 +89,13 @@ impl<T> PathTable<T> {
                     node.target = Some((p.len(), target));
                 }
             }
-            PathMatch::Regex(p) => {
-                let re = Regex::new(&format!("^(?:{p})")).map_err(|e| e.to_string())?;
+            PathMatch::Regex(p) | PathMatch::RegexIgnoreCase(p) => {
+                let flags = if matches!(path, PathMatch::RegexIgnoreCase(_)) {
+                    "i"
+                } else {
+                    ""
+                };
+                let re = Regex::new(&format!("^(?{flags}:{p})")).map_err(|e| e.to_string())?;
                 self.regexes.push((re, p.len(), target));
                 self.regexes.sort_by_key(|r| std::cmp::Reverse(r.1));
             }

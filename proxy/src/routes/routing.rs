@@ -7,6 +7,7 @@
 //!
 //! Must not: do I/O or decide what the snapshot contains.
 
+use crate::http::rewrite::PathRewriter;
 use crate::request::concurrency::ConcurrencyLimit;
 use crate::routes::router::Router;
 use arc_swap::ArcSwap;
@@ -14,7 +15,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_balancer::{EndpointRegistry, Nanos, Pool};
-use weir_discovery::{BackendKey, HashKey, RouteSnapshot, RoutingSnapshot};
+use weir_discovery::{
+    BackendKey, HashKey, PathRewrite, RouteFilter, RouteSnapshot, RoutingSnapshot, UrlRewrite,
+};
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
 #[derive(Debug)]
@@ -43,6 +46,11 @@ pub struct RouteTarget {
     /// Answer every request with this redirect instead of forwarding it (the route's
     /// `RequestRedirect` filter).
     pub redirect: Option<weir_discovery::Redirect>,
+    /// The route's path rewrite (a `UrlRewrite` filter's path), compiled.
+    pub rewrite: Option<PathRewriter>,
+    /// Fields set on the upstream request, replacing any of the same name the client sent
+    /// (a `UrlRewrite` filter's hostname as `host`, `RequestHeaderModifier`'s `set`).
+    pub set_fields: Vec<(http::HeaderName, http::HeaderValue)>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
     /// This target's metric handles (filled by its first requests).
@@ -75,6 +83,55 @@ pub struct UpstreamTls {
     pub server_name: String,
     /// `backend-tls-verify`: chain and name checked (true unless opted out).
     pub verify: bool,
+}
+
+/// The compiled path rewrite of a route's filters. Discovery checked the pattern with the
+/// same compiler, so a failure here is a bug, logged; the route then forwards unrewritten.
+fn path_rewrite(filters: &[RouteFilter]) -> Option<PathRewriter> {
+    filters.iter().find_map(|filter| match filter {
+        RouteFilter::UrlRewrite(UrlRewrite {
+            path:
+                Some(PathRewrite::RegexReplace {
+                    pattern,
+                    replacement,
+                }),
+            ..
+        }) => PathRewriter::new(pattern, replacement)
+            .map_err(|e| tracing::error!(pattern, error = %e, "path rewrite does not compile"))
+            .ok(),
+        _ => None,
+    })
+}
+
+/// The fields a route's filters set on the upstream request. Names and values were checked
+/// by discovery; one that is still not a valid field is left out and logged.
+fn upstream_fields(filters: &[RouteFilter]) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut fields = Vec::new();
+    let mut set = |name: &[u8], value: &str| match (
+        http::HeaderName::from_bytes(name),
+        http::HeaderValue::from_str(value),
+    ) {
+        (Ok(name), Ok(value)) => fields.push((name, value)),
+        _ => tracing::error!(
+            value,
+            "route filter sets a field that is not valid: left out"
+        ),
+    };
+    for filter in filters {
+        match filter {
+            RouteFilter::UrlRewrite(UrlRewrite {
+                hostname: Some(host),
+                ..
+            }) => set(b"host", host),
+            RouteFilter::RequestHeaderModifier(modifier) => {
+                for (name, value) in &modifier.set {
+                    set(name.as_bytes(), value);
+                }
+            }
+            _ => {}
+        }
+    }
+    fields
 }
 
 /// What one rule sends requests to: a single target, or several by weight
@@ -355,6 +412,8 @@ impl LiveRouting {
                     .iter()
                     .find_map(weir_discovery::RouteFilter::as_redirect)
                     .cloned(),
+                rewrite: path_rewrite(&route.filters),
+                set_fields: upstream_fields(&route.filters),
                 concurrency: concurrency.clone(),
                 series: Default::default(),
                 upstream_tls: (route.policy.backend_protocol
