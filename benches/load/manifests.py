@@ -10,7 +10,8 @@ path goes there; churn.py rewrites this file).
 With ROUTE_FILTERS=1 in the environment (N = 0), the one route is a rule instead, matching
 every path as an ingress-nginx regex path and carrying the request filters weir has: the path
 rewritten with a capture (`rewrite-target`), the upstream `Host` set (`upstream-vhost`) and a
-field added (`x-forwarded-prefix`); what such a route costs over the plain one.
+field added (`x-forwarded-prefix`); what such a route costs over the plain one. With
+ROUTE_FILTERS=regex, the same regex rule without filters (`use-regex`).
 """
 import os
 import sys
@@ -44,23 +45,32 @@ spec:
   defaultBackend: {service: {name: up, port: {name: http}}}"""
 
 
-def filtered_route(port, addresses):
-    """The load harness's one route, with request filters: every path, rewritten to itself."""
-    return service("bench", "up", port, addresses) + """
+FILTERS = """
+    nginx.ingress.kubernetes.io/rewrite-target: /$1
+    nginx.ingress.kubernetes.io/upstream-vhost: up.bench.svc
+    nginx.ingress.kubernetes.io/x-forwarded-prefix: /"""
+
+
+REGEX_ONLY = """
+    nginx.ingress.kubernetes.io/use-regex: 'true'"""
+
+
+def filtered_route(port, addresses, filters=True):
+    """The load harness's one route as a regex rule for every path; with request filters,
+    every path rewritten to itself."""
+    annotations = FILTERS if filters else REGEX_ONLY
+    return service("bench", "up", port, addresses) + f"""
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: bench
   namespace: bench
-  annotations:
-    nginx.ingress.kubernetes.io/rewrite-target: /$1
-    nginx.ingress.kubernetes.io/upstream-vhost: up.bench.svc
-    nginx.ingress.kubernetes.io/x-forwarded-prefix: /
+  annotations:{annotations}
 spec:
   ingressClassName: weir
   rules:
-  - http: {paths: [{path: "/(.*)", pathType: ImplementationSpecific, backend: {service: {name: up, port: {name: http}}}}]}"""
+  - http: {{paths: [{{path: "/(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: up, port: {{name: http}}}}}}}}]}}"""
 
 
 def main():
@@ -68,8 +78,12 @@ def main():
     per = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     docs = []
     if n == 0:
-        route = filtered_route if os.environ.get("ROUTE_FILTERS") == "1" else default_backend
-        docs.append(route(port, [f"127.0.0.{e + 1}" for e in range(per)]))
+        addresses = [f"127.0.0.{e + 1}" for e in range(per)]
+        mode = os.environ.get("ROUTE_FILTERS")
+        if mode in ("1", "regex"):
+            docs.append(filtered_route(port, addresses, filters=mode == "1"))
+        else:
+            docs.append(default_backend(port, addresses))
     for i in range(n):
         ns, name, host = f"team-{i % 100}", f"svc-{i}", f"app-{i % 1000}.example.com"
         addresses = [f"127.0.{(i * per + e) // 250 % 250}.{(i * per + e) % 250 + 1}" for e in range(per)]

@@ -28,8 +28,16 @@ impl PathRewriter {
     /// replacement has a query of its own, and is dropped when the replacement ends in `?`.
     /// A result that does not start with `/` gets one.
     pub fn rewrite(&self, path: &str, query: Option<&str>) -> Option<String> {
-        let captures = self.pattern.captures(path)?;
         let mut out = String::with_capacity(self.replacement.len() + path.len() + 8);
+        if !self.replacement.contains('$') {
+            // Nothing to fill in: a match is all it takes (cheaper than capturing).
+            if !self.pattern.is_match(path) {
+                return None;
+            }
+            out.push_str(&self.replacement);
+            return Some(Self::finish(out, query));
+        }
+        let captures = self.pattern.captures(path)?;
         let mut rest = self.replacement.as_str();
         while let Some(at) = rest.find('$') {
             out.push_str(&rest[..at]);
@@ -48,18 +56,24 @@ impl PathRewriter {
             }
         }
         out.push_str(rest);
+        Some(Self::finish(out, query))
+    }
+
+    /// The filled-in replacement `out` made absolute, with the request's `query` after it
+    /// as nginx keeps it.
+    fn finish(mut out: String, query: Option<&str>) -> String {
         if !out.starts_with('/') {
             out.insert(0, '/');
         }
         if let Some(kept) = out.strip_suffix('?') {
             out.truncate(kept.len());
-            return Some(out);
+            return out;
         }
         if let Some(query) = query.filter(|q| !q.is_empty()) {
             out.push(if out.contains('?') { '&' } else { '?' });
             out.push_str(query);
         }
-        Some(out)
+        out
     }
 }
 

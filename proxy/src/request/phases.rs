@@ -116,10 +116,12 @@ impl RequestCtx {
     }
 }
 
-/// `uri` with another path and query; `None` if that is not a valid target.
-fn with_path_and_query(uri: &http::Uri, path_and_query: &str) -> Option<http::Uri> {
+/// `uri` with another path and query (taken, not copied); `None` if that is not a valid
+/// target.
+fn with_path_and_query(uri: &http::Uri, path_and_query: String) -> Option<http::Uri> {
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    let bytes = bytes::Bytes::from(path_and_query);
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(bytes).ok()?);
     http::Uri::from_parts(parts).ok()
 }
 
@@ -181,7 +183,7 @@ impl WeirProxy {
                 Some(query) => format!("{path}?{query}"),
                 None => path,
             };
-            match with_path_and_query(req.uri(), &path_and_query) {
+            match with_path_and_query(req.uri(), path_and_query) {
                 Some(uri) => req.set_uri(uri),
                 None => return self.refused(Rejection::bad_request("malformed_path_escape")),
             }
@@ -214,7 +216,7 @@ impl WeirProxy {
         if let Some(rewrite) = &target.rewrite {
             let uri = req.uri();
             if let Some(rewritten) = rewrite.rewrite(uri.path(), uri.query()) {
-                match with_path_and_query(uri, &rewritten) {
+                match with_path_and_query(uri, rewritten) {
                     Some(rewritten) => {
                         ctx.client_path = Some(uri.path().into());
                         req.set_uri(rewritten);
