@@ -252,13 +252,14 @@ fn verdict(
                 ))
             }
         }
-        "ssl-redirect" => match annotations.and_then(|a| a.get("weir.dev/ssl-redirect")) {
-            Some(weir) => Verdict::Differs(format!(
-                "weir.dev/ssl-redirect: {weir:?} is set too, and wins"
-            )),
+        _ => match nginx::weir_equivalent(short)
+            .and_then(|weir| Some((weir, annotations?.get(weir)?)))
+        {
+            Some((weir, value)) => {
+                Verdict::Differs(format!("{weir}: {value:?} is set too, and wins"))
+            }
             None => base,
         },
-        _ => base,
     }
 }
 

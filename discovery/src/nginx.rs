@@ -11,27 +11,35 @@
 //! Must not: read `weir.dev/*` annotations (those are [`crate::annotations`]'s; the
 //! translation decides which wins), or do I/O.
 
-use crate::snapshot::{Redirect, RedirectTo};
+use crate::snapshot::{BackendProtocol, HashKey, Redirect, RedirectTo, RoutePolicy};
 use std::collections::BTreeMap;
+use std::time::Duration;
+use weir_balancer::Algorithm;
 
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// The annotations read here (names without [`PREFIX`]).
 pub const KNOWN: &[&str] = &[
     "app-root",
+    "backend-protocol",
     "force-ssl-redirect",
+    "load-balance",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-connect-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-read-timeout",
     "rewrite-target",
     "ssl-redirect",
     "temporal-redirect",
+    "upstream-hash-by",
     "upstream-vhost",
     "use-regex",
     "x-forwarded-prefix",
 ];
 
 /// What an Ingress's ingress-nginx annotations ask for.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct NginxAnnotations {
     /// `temporal-redirect` (302), else `permanent-redirect` (301 or
     /// `permanent-redirect-code`): every request of the Ingress's rules is answered with it.
@@ -56,6 +64,75 @@ pub struct NginxAnnotations {
     /// `x-forwarded-prefix`: an `X-Forwarded-Prefix` field with this value on the upstream
     /// request.
     pub x_forwarded_prefix: Option<String>,
+    /// How the route balances and reaches its upstreams.
+    pub policy: NginxPolicy,
+}
+
+/// The balancing and upstream settings of ingress-nginx's annotations; `None`: not set.
+#[derive(Debug, Default, PartialEq)]
+pub struct NginxPolicy {
+    /// `load-balance` (`round_robin`, `ewma`), or consistent hashing for `upstream-hash-by`.
+    pub algorithm: Option<Algorithm>,
+    /// `upstream-hash-by`: where the hash key comes from.
+    pub hash_key: Option<HashKey>,
+    /// `proxy-connect-timeout`, `proxy-read-timeout` (seconds).
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    /// `proxy-next-upstream-tries`: tries in all, so retries are one fewer.
+    pub retries: Option<u32>,
+    /// `backend-protocol`: `HTTP`, `HTTPS`, `GRPC` (HTTP/2 without TLS).
+    pub backend_protocol: Option<BackendProtocol>,
+}
+
+impl NginxPolicy {
+    /// Applies what is set to `policy`, except the settings whose `weir.dev/*` annotation
+    /// the Ingress has (weir's own wins).
+    pub fn apply_to(
+        &self,
+        policy: &mut RoutePolicy,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) {
+        let weir_sets =
+            |name: &str| annotations.is_some_and(|a| a.contains_key(&format!("weir.dev/{name}")));
+        if let Some(algorithm) = self.algorithm.filter(|_| !weir_sets("load-balancer")) {
+            policy.pool.algorithm = algorithm;
+        }
+        if let Some(key) = self.hash_key.clone().filter(|_| !weir_sets("hash-key")) {
+            policy.hash_key = key;
+        }
+        if let Some(t) = self
+            .connect_timeout
+            .filter(|_| !weir_sets("connect-timeout"))
+        {
+            policy.connect_timeout = t;
+        }
+        if let Some(t) = self.read_timeout.filter(|_| !weir_sets("read-timeout")) {
+            policy.read_timeout = t;
+        }
+        if let Some(retries) = self.retries.filter(|_| !weir_sets("retries")) {
+            policy.retries = retries;
+        }
+        if let Some(protocol) = self
+            .backend_protocol
+            .filter(|_| !weir_sets("backend-protocol"))
+        {
+            policy.backend_protocol = protocol;
+        }
+    }
+}
+
+/// The `weir.dev/*` annotation for the same setting as an ingress-nginx one, where there is
+/// one (`weir migrate` says which wins).
+pub fn weir_equivalent(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "load-balance" | "upstream-hash-by" => "weir.dev/load-balancer",
+        "proxy-connect-timeout" => "weir.dev/connect-timeout",
+        "proxy-read-timeout" => "weir.dev/read-timeout",
+        "proxy-next-upstream-tries" => "weir.dev/retries",
+        "backend-protocol" => "weir.dev/backend-protocol",
+        "ssl-redirect" => "weir.dev/ssl-redirect",
+        _ => return None,
+    })
 }
 
 /// Reads an Ingress's ingress-nginx annotations; the first invalid one is the error, naming
@@ -105,7 +182,91 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     if let Some(prefix) = get("x-forwarded-prefix") {
         read.x_forwarded_prefix = Some(field_value("x-forwarded-prefix", prefix)?);
     }
+    let policy = &mut read.policy;
+    if let Some(value) = get("load-balance") {
+        policy.algorithm = Some(match value.trim() {
+            "round_robin" => Algorithm::RoundRobin,
+            "ewma" => Algorithm::PeakEwma,
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}load-balance: {value:?} is not round_robin or ewma"
+                ))
+            }
+        });
+    }
+    if let Some(value) = get("upstream-hash-by") {
+        policy.hash_key = Some(hash_key(value)?);
+        policy.algorithm = Some(Algorithm::ConsistentHash);
+    }
+    if let Some(value) = get("proxy-connect-timeout") {
+        policy.connect_timeout = Some(seconds("proxy-connect-timeout", value)?);
+    }
+    if let Some(value) = get("proxy-read-timeout") {
+        policy.read_timeout = Some(seconds("proxy-read-timeout", value)?);
+    }
+    if let Some(value) = get("proxy-next-upstream-tries") {
+        let tries: u32 = value.trim().parse().map_err(|_| {
+            format!("annotation {PREFIX}proxy-next-upstream-tries: {value:?} is not a whole number")
+        })?;
+        // 0 is "no limit" to nginx; weir retries at most 10 times.
+        policy.retries = Some(if tries == 0 { 10 } else { (tries - 1).min(10) });
+    }
+    if let Some(value) = get("backend-protocol") {
+        policy.backend_protocol = Some(match value.trim().to_ascii_uppercase().as_str() {
+            "HTTP" => BackendProtocol::Http,
+            "HTTPS" => BackendProtocol::Https,
+            "GRPC" | "H2C" => BackendProtocol::H2c,
+            _ => {
+                return Err(format!(
+                    "annotation {PREFIX}backend-protocol: {value:?} is not HTTP, HTTPS or GRPC (GRPCS, FCGI and AUTO_HTTP are not supported by weir)"
+                ))
+            }
+        });
+    }
     Ok(read)
+}
+
+/// A timeout as ingress-nginx takes it: whole seconds (`"30"`), or with the unit `s`.
+fn seconds(name: &str, value: &str) -> Result<Duration, String> {
+    let digits = value.trim().trim_end_matches('s');
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 && n <= 86_400 => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "annotation {PREFIX}{name}: {value:?} is not a number of seconds from 1 to 86400"
+        )),
+    }
+}
+
+/// `upstream-hash-by`: the one nginx variable weir's consistent hash can take the key from.
+fn hash_key(value: &str) -> Result<HashKey, String> {
+    let bad = || {
+        format!(
+            "annotation {PREFIX}upstream-hash-by: {value:?} is not one of $request_uri, $uri, $remote_addr, $binary_remote_addr, $http_NAME, $cookie_NAME, $arg_NAME"
+        )
+    };
+    let variable = value.trim().strip_prefix('$').ok_or_else(bad)?;
+    let named = |prefix: &str| {
+        variable.strip_prefix(prefix).filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+    };
+    Ok(match variable {
+        "request_uri" | "uri" => HashKey::Path,
+        "remote_addr" | "binary_remote_addr" => HashKey::ClientIp,
+        _ => {
+            if let Some(header) = named("http_") {
+                HashKey::Header(header.replace('_', "-").to_ascii_lowercase())
+            } else if let Some(cookie) = named("cookie_") {
+                HashKey::Cookie(cookie.to_string())
+            } else if let Some(arg) = named("arg_") {
+                HashKey::Query(arg.to_string())
+            } else {
+                return Err(bad());
+            }
+        }
+    })
 }
 
 /// `rewrite-target`: a path (and query) of visible ASCII, where `$1`..`$9` stand for the
@@ -340,6 +501,63 @@ mod tests {
             let err = of(&[(name, bad)]).expect_err(bad);
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn balancing_and_upstream_settings() {
+        let read = of(&[
+            ("upstream-hash-by", "$http_x_user_id"),
+            ("proxy-connect-timeout", "5"),
+            ("proxy-read-timeout", "120s"),
+            ("proxy-next-upstream-tries", "3"),
+            ("backend-protocol", "GRPC"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            read.policy,
+            NginxPolicy {
+                algorithm: Some(Algorithm::ConsistentHash),
+                hash_key: Some(HashKey::Header("x-user-id".to_string())),
+                connect_timeout: Some(Duration::from_secs(5)),
+                read_timeout: Some(Duration::from_secs(120)),
+                retries: Some(2),
+                backend_protocol: Some(BackendProtocol::H2c),
+            }
+        );
+        for (value, key) in [
+            ("$request_uri", HashKey::Path),
+            ("$remote_addr", HashKey::ClientIp),
+            ("$cookie_session", HashKey::Cookie("session".to_string())),
+            ("$arg_user", HashKey::Query("user".to_string())),
+        ] {
+            let read = of(&[("upstream-hash-by", value)]).expect(value);
+            assert_eq!(read.policy.hash_key, Some(key), "{value}");
+        }
+        let ewma = of(&[("load-balance", "ewma")]).expect("valid");
+        assert_eq!(ewma.policy.algorithm, Some(Algorithm::PeakEwma));
+        let unlimited = of(&[("proxy-next-upstream-tries", "0")]).expect("valid");
+        assert_eq!(unlimited.policy.retries, Some(10));
+        for (name, bad) in [
+            ("load-balance", "least_conn"),
+            ("upstream-hash-by", "$request_uri$host"),
+            ("upstream-hash-by", "request_uri"),
+            ("upstream-hash-by", "$http_"),
+            ("proxy-connect-timeout", "0"),
+            ("proxy-read-timeout", "1m"),
+            ("proxy-next-upstream-tries", "-1"),
+            ("backend-protocol", "GRPCS"),
+        ] {
+            let err = of(&[(name, bad)]).expect_err(bad);
+            assert!(err.contains(name), "{err}");
+        }
+        // weir's own annotation for a setting wins.
+        let mut policy = RoutePolicy::default();
+        let annotations: BTreeMap<String, String> =
+            [("weir.dev/read-timeout".to_string(), "9s".to_string())].into();
+        read.policy.apply_to(&mut policy, Some(&annotations));
+        assert_eq!(policy.read_timeout, RoutePolicy::default().read_timeout);
+        assert_eq!(policy.connect_timeout, Duration::from_secs(5));
+        assert_eq!(policy.pool.algorithm, Algorithm::ConsistentHash);
     }
 
     #[test]

@@ -261,9 +261,10 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
         return Err("spec needs rules or a defaultBackend".to_string());
     }
     let annotations = ingress.metadata.annotations.as_ref();
-    let policy = crate::annotations::route_policy(annotations)?;
-    let tls_hosts = crate::tls::ingress_tls_hosts(spec.tls.as_deref().unwrap_or_default())?;
     let nginx = crate::nginx::read(annotations)?;
+    let mut policy = crate::annotations::route_policy(annotations)?;
+    nginx.policy.apply_to(&mut policy, annotations);
+    let tls_hosts = crate::tls::ingress_tls_hosts(spec.tls.as_deref().unwrap_or_default())?;
     // `weir.dev/ssl-redirect` wins over ingress-nginx's; both default to true.
     let ssl_redirect = parse_bool_annotation(
         SSL_REDIRECT_ANNOTATION,

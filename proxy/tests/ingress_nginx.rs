@@ -274,3 +274,62 @@ fn redirect_annotations_answer_as_ingress_nginx_does() {
         );
     }
 }
+
+/// `upstream-hash-by: $arg_user` sends each user to one pod of three, every time, and spreads
+/// users over the pods; `proxy-read-timeout` (seconds) answers 504 when the upstream is
+/// slower, with `proxy-next-upstream-tries: "1"` trying once.
+#[test]
+fn balancing_and_timeout_annotations_steer_requests_as_ingress_nginx_does() {
+    let pods: Vec<_> = (0..3)
+        .map(|i| weir_testsupport::process::start_echo("app", &format!("app-{i}")))
+        .collect();
+    let addrs: Vec<_> = pods.iter().map(|(_, addr)| *addr).collect();
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(NGINX_CLASS.to_string()
+            + &service_yaml("demo", "app", &addrs)
+            + &nginx_ingress(
+                "hashed",
+                "hashed.example.com",
+                "nginx.ingress.kubernetes.io/upstream-hash-by: $arg_user",
+            )
+            + &nginx_ingress(
+                "slow",
+                "slow.example.com",
+                "nginx.ingress.kubernetes.io/proxy-read-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-next-upstream-tries: \"1\"",
+            )),
+    );
+    let weir = Weir::start(
+        &dir.path(),
+        &[
+            "--ingress-class",
+            "nginx",
+            "--ingress-controller",
+            "k8s.io/ingress-nginx",
+        ],
+    );
+    let c = support::client();
+    let mut pods_of_users = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for user in 0..12 {
+            let seen = weir.echo(&c, "hashed.example.com", &format!("/?user=u{user}"));
+            let pod = seen["pod"].as_str().expect("pod").to_string();
+            let first = pods_of_users.entry(user).or_insert_with(|| pod.clone());
+            assert_eq!(*first, pod, "user {user}, round {round}");
+        }
+    }
+    let used: std::collections::BTreeSet<_> = pods_of_users.values().collect();
+    assert!(used.len() >= 2, "12 users all on {used:?}");
+
+    let started = std::time::Instant::now();
+    let (status, _) = weir.get(&c, "slow.example.com", "/?delay_ms=2500");
+    let took = started.elapsed();
+    assert_eq!(status, 504);
+    assert!(
+        took >= std::time::Duration::from_millis(900)
+            && took < std::time::Duration::from_millis(2400),
+        "504 after {took:?}"
+    );
+    assert_eq!(weir.get(&c, "slow.example.com", "/?delay_ms=100").0, 200);
+}
