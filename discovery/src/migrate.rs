@@ -239,7 +239,6 @@ fn verdict(
                     *other_ref != ingress_ref
                         && !regex_mode(other)
                         && hosts_of(other).iter().any(|h| hosts.contains(h))
-                        && has_non_exact_paths(other)
                 })
                 .map(|(other_ref, _)| format!("{}/{}", other_ref.namespace, other_ref.name))
                 .collect();
@@ -274,13 +273,4 @@ fn hosts_of(ingress: &Ingress) -> Vec<String> {
         .flat_map(|s| s.rules.iter().flatten())
         .map(|r| r.host.clone().unwrap_or_default().to_ascii_lowercase())
         .collect()
-}
-
-fn has_non_exact_paths(ingress: &Ingress) -> bool {
-    ingress
-        .spec
-        .iter()
-        .flat_map(|s| s.rules.iter().flatten())
-        .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
-        .any(|p| p.path_type != "Exact")
 }

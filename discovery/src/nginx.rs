@@ -117,6 +117,11 @@ impl NginxPolicy {
             .filter(|_| !weir_sets("backend-protocol"))
         {
             policy.backend_protocol = protocol;
+            // ingress-nginx does not verify an HTTPS backend's certificate unless asked
+            // (`proxy-ssl-verify`, which weir does not read); weir's own annotation can.
+            if protocol == BackendProtocol::Https && !weir_sets("backend-tls-verify") {
+                policy.backend_tls_verify = false;
+            }
         }
     }
 }
@@ -125,12 +130,13 @@ impl NginxPolicy {
 /// one (`weir migrate` says which wins).
 pub fn weir_equivalent(name: &str) -> Option<&'static str> {
     Some(match name {
-        "load-balance" | "upstream-hash-by" => "weir.dev/load-balancer",
+        "load-balance" => "weir.dev/load-balancer",
+        "upstream-hash-by" => "weir.dev/hash-key",
         "proxy-connect-timeout" => "weir.dev/connect-timeout",
         "proxy-read-timeout" => "weir.dev/read-timeout",
         "proxy-next-upstream-tries" => "weir.dev/retries",
         "backend-protocol" => "weir.dev/backend-protocol",
-        "ssl-redirect" => "weir.dev/ssl-redirect",
+        "ssl-redirect" | "force-ssl-redirect" => "weir.dev/ssl-redirect",
         _ => return None,
     })
 }
@@ -279,6 +285,14 @@ fn rewrite_target(value: &str) -> Result<String, String> {
     }
     if !value.starts_with(['/', '$']) {
         return Err(bad("must start with / or a capture ($1)"));
+    }
+    // What a request target may hold as written (RFC 3986's unreserved, sub-delims, `:@/?%`).
+    let target_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b);
+    if let Some(b) = value.bytes().find(|b| !target_byte(*b)) {
+        return Err(bad(&format!(
+            "holds a byte a request target cannot carry ({:?})",
+            b as char
+        )));
     }
     let bytes = value.as_bytes();
     for (at, b) in bytes.iter().enumerate() {
@@ -492,6 +506,8 @@ mod tests {
             ("rewrite-target", "/a b"),
             ("rewrite-target", "x/y"),
             ("rewrite-target", "/end$"),
+            ("rewrite-target", "/a#frag"),
+            ("rewrite-target", "/<x>"),
             ("upstream-vhost", "$host"),
             ("upstream-vhost", "a b"),
             ("x-forwarded-prefix", "/$1"),

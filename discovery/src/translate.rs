@@ -265,16 +265,19 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
     let mut policy = crate::annotations::route_policy(annotations)?;
     nginx.policy.apply_to(&mut policy, annotations);
     let tls_hosts = crate::tls::ingress_tls_hosts(spec.tls.as_deref().unwrap_or_default())?;
-    // `weir.dev/ssl-redirect` wins over ingress-nginx's; both default to true.
+    // `weir.dev/ssl-redirect` wins over ingress-nginx's `ssl-redirect` and
+    // `force-ssl-redirect`; both `ssl-redirect`s default to true.
+    let weir_ssl_redirect = annotations
+        .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
+        .map(String::as_str);
     let ssl_redirect = parse_bool_annotation(
         SSL_REDIRECT_ANNOTATION,
-        annotations
-            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
-            .map(String::as_str),
+        weir_ssl_redirect,
         nginx.ssl_redirect.unwrap_or(true),
     )?;
+    let force_ssl_redirect = nginx.force_ssl_redirect && weir_ssl_redirect.is_none();
     let redirects_to_https = |host: &HostMatch| {
-        nginx.force_ssl_redirect
+        force_ssl_redirect
             || (ssl_redirect
                 && tls_hosts
                     .iter()
@@ -287,21 +290,25 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
         if let Some(redirect) = &nginx.redirect {
             filters.push(RouteFilter::RequestRedirect(redirect.clone()));
         }
+        // As ingress-nginx: no rewrite where the target is the rule's own path.
         let path = nginx
             .rewrite_target
             .as_ref()
             .zip(pattern)
+            .filter(|(replacement, pattern)| replacement.as_str() != *pattern)
             .map(|(replacement, pattern)| PathRewrite::RegexReplace {
                 pattern: pattern.to_string(),
                 replacement: replacement.clone(),
             });
+        // ingress-nginx sends `X-Forwarded-Prefix` only with a rewrite.
+        let prefix = nginx.x_forwarded_prefix.as_ref().filter(|_| path.is_some());
         if path.is_some() || nginx.upstream_vhost.is_some() {
             filters.push(RouteFilter::UrlRewrite(UrlRewrite {
                 hostname: nginx.upstream_vhost.clone(),
                 path,
             }));
         }
-        if let Some(prefix) = &nginx.x_forwarded_prefix {
+        if let Some(prefix) = prefix {
             filters.push(RouteFilter::RequestHeaderModifier(HeaderModifier {
                 set: vec![("x-forwarded-prefix".to_string(), prefix.clone())],
             }));
@@ -323,17 +330,17 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
         for path in &http.paths {
             let written = path.path.as_deref().unwrap_or("");
             let matcher = match path.path_type.as_str() {
-                "Exact" => {
-                    check_strict_path(written)?;
-                    PathMatch::Exact(written.to_string())
-                }
-                // ingress-nginx's regex mode: `Prefix` and `ImplementationSpecific` paths are
-                // regular expressions (weir's own `path-regex` wins for the latter).
-                "Prefix" | "ImplementationSpecific"
+                // ingress-nginx's regex mode: every path is a regular expression, `Exact` ones
+                // too (weir's own `path-regex` wins for `ImplementationSpecific` ones).
+                "Exact" | "Prefix" | "ImplementationSpecific"
                     if nginx.regex_paths
                         && !(path_regex && path.path_type == "ImplementationSpecific") =>
                 {
                     nginx_regex(written)?
+                }
+                "Exact" => {
+                    check_strict_path(written)?;
+                    PathMatch::Exact(written.to_string())
                 }
                 "Prefix" => {
                     check_strict_path(written)?;

@@ -20,13 +20,14 @@ fn nginx_ingress(name: &str, host: &str, annotations: &str) -> String {
 
 const NGINX_CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n---\n";
 
-const HOSTS: [&str; 6] = [
+const HOSTS: [&str; 7] = [
     "moved.example.com",
     "coded.example.com",
     "both.example.com",
     "app.example.com",
     "rewrite.example.com",
     "vhost.example.com",
+    "dots.example.com",
 ];
 
 /// A client that follows no redirect and reaches `weir` for every name of [`HOSTS`] (so that
@@ -102,6 +103,12 @@ fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them()
                 "vhost.example.com",
                 "nginx.ingress.kubernetes.io/rewrite-target: /, nginx.ingress.kubernetes.io/upstream-vhost: internal.example",
                 &[("/api", "Prefix")],
+            )
+            + &nginx_ingress_paths(
+                "dots",
+                "dots.example.com",
+                "nginx.ingress.kubernetes.io/rewrite-target: /base/$1",
+                &[("/app-(.*)", "ImplementationSpecific")],
             )),
     );
     for path in ["direct", "pingora"] {
@@ -147,6 +154,13 @@ fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them()
                 format!("vhost.example.com:{port}"),
                 "{case}"
             );
+            // A dot segment put together by the rewrite is resolved before it goes upstream.
+            assert_eq!(seen("dots.example.com", "/app-..")["path"], "/", "{case}");
+            assert_eq!(
+                seen("dots.example.com", "/app-x/y")["path"],
+                "/base/x/y",
+                "{case}"
+            );
             // Outside the regex: no route.
             let other = c
                 .get(format!("http://rewrite.example.com:{port}/other"))
@@ -156,16 +170,18 @@ fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them()
         }
         // The access log shows the paths the clients asked for.
         let paths: Vec<String> = weir
-            .access_log_of(8)
+            .access_log_of(12)
             .iter()
             .filter_map(|l| l["path"].as_str().map(str::to_string))
             .collect();
         assert_eq!(
-            paths[..4],
+            paths[..6],
             [
                 "/something/new/page",
                 "/SOMETHING",
                 "/API/users/7",
+                "/app-..",
+                "/app-x/y",
                 "/other"
             ],
             "{path}"

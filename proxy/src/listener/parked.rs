@@ -201,7 +201,8 @@ impl Lot {
             }
             let started = Lot::start(shutdown, gauge);
             if let Err(e) = &started {
-                tracing::warn!(error = %e, "no epoll set for idle connections: they keep their tasks");
+                // Tried again at the next park (descriptors may have run out for a while).
+                tracing::debug!(error = %e, "no epoll set for idle connections: closing them instead");
             }
             *slot = started.ok();
             slot.clone()

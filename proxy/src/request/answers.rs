@@ -42,6 +42,8 @@ pub(crate) fn redirect_location(to: &RedirectTo, req: &impl RequestView, tls: bo
     match to {
         RedirectTo::Url(url) => url.clone(),
         // The `Host` as the client sent it, port and all (ingress-nginx's `$http_host`).
+        // Without a host (an HTTP/1.0 request may have none), the path alone.
+        RedirectTo::Path(path) if req.host().is_empty() => path.clone(),
         RedirectTo::Path(path) => {
             let scheme = if tls { "https" } else { "http" };
             format!("{scheme}://{}{path}", req.host())

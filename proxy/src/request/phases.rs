@@ -212,10 +212,27 @@ impl WeirProxy {
             ctx.target = Some(target);
             return Admission::Redirect(status, location);
         }
-        // The route's path rewrite: what goes upstream from here on (routing is done).
+        // The route's path rewrite: what goes upstream from here on (routing is done). Its
+        // path is put in normal form again, as the client's was: captures are the client's
+        // bytes, and the upstream must not read `..` the rewrite put together.
         if let Some(rewrite) = &target.rewrite {
             let uri = req.uri();
             if let Some(rewritten) = rewrite.rewrite(uri.path(), uri.query()) {
+                let (path, query) = match rewritten.split_once('?') {
+                    Some((path, query)) => (path, Some(query)),
+                    None => (rewritten.as_str(), None),
+                };
+                let rewritten = match normalize(path, self.allow_encoded_slashes) {
+                    Ok(Cow::Borrowed(_)) => rewritten,
+                    Ok(Cow::Owned(path)) => match query {
+                        Some(query) => format!("{path}?{query}"),
+                        None => path,
+                    },
+                    Err(e) => {
+                        ctx.target = Some(target);
+                        return self.refused(Rejection::bad_request(e.reason()));
+                    }
+                };
                 match with_path_and_query(uri, rewritten) {
                     Some(rewritten) => {
                         ctx.client_path = Some(uri.path().into());
