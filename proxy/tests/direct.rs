@@ -101,17 +101,23 @@ fn connect(weir: &Weir) -> TcpStream {
     s
 }
 
-/// The requests of one keep-alive connection, in order: GETs and a small `Content-Length`
-/// POST (served by the direct path), a chunked POST (handed to Pingora), a HEAD and one
-/// without a route. Returns the answers; every request must be in the access log.
-fn mixed_connection(path: &str) -> Vec<Answer> {
+/// weir serving [`INGRESS`] from one echo upstream, its HTTP/1.1 requests on `http1_path`.
+fn shop_weir(http1_path: &str) -> (Weir, Echo, ManifestDir) {
     let web = Echo::start("web");
     let dir = ManifestDir::new();
     dir.write(
         "routes.yaml",
         &(INGRESS.to_string() + &service_yaml("demo", "web", &[web.addr])),
     );
-    let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+    let weir = Weir::start(&dir.path(), &["--http1-path", http1_path]);
+    (weir, web, dir)
+}
+
+/// The requests of one keep-alive connection, in order: GETs and a small `Content-Length`
+/// POST (served by the direct path), a chunked POST (handed to Pingora), a HEAD and one
+/// without a route. Returns the answers; every request must be in the access log.
+fn mixed_connection(path: &str) -> Vec<Answer> {
+    let (weir, _web, _dir) = shop_weir(path);
     let mut s = connect(&weir);
     let mut pending = Vec::new();
     let mut answers = Vec::new();
@@ -157,13 +163,7 @@ fn mixed_connection(path: &str) -> Vec<Answer> {
 #[test]
 fn an_idle_connection_is_parked_and_served_again() {
     for path in ["direct", "pingora"] {
-        let web = Echo::start("web");
-        let dir = ManifestDir::new();
-        dir.write(
-            "routes.yaml",
-            &(INGRESS.to_string() + &service_yaml("demo", "web", &[web.addr])),
-        );
-        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let (weir, _web, _dir) = shop_weir(path);
         let gauge = |name: &str| weir.metric(name).unwrap_or(-1.0);
         let mut s = connect(&weir);
         let mut pending = Vec::new();

@@ -32,6 +32,21 @@ const HOSTS: [&str; 7] = [
 
 /// A client that follows no redirect and reaches `weir` for every name of [`HOSTS`] (so that
 /// `Host`, or `:authority` over HTTP/2, is that name).
+/// weir serving ingress-nginx's class as it stands, its HTTP/1.1 requests on `http1_path`.
+fn nginx_class_weir(dir: &ManifestDir, http1_path: &str) -> Weir {
+    Weir::start(
+        &dir.path(),
+        &[
+            "--http1-path",
+            http1_path,
+            "--ingress-class",
+            "nginx",
+            "--ingress-controller",
+            "k8s.io/ingress-nginx",
+        ],
+    )
+}
+
 fn no_redirects(weir: &Weir, http2: bool) -> Client {
     let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
     for host in HOSTS {
@@ -112,17 +127,7 @@ fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them()
             )),
     );
     for path in ["direct", "pingora"] {
-        let weir = Weir::start(
-            &dir.path(),
-            &[
-                "--http1-path",
-                path,
-                "--ingress-class",
-                "nginx",
-                "--ingress-controller",
-                "k8s.io/ingress-nginx",
-            ],
-        );
+        let weir = nginx_class_weir(&dir, path);
         let port = weir.http.port();
         for http2 in [false, true] {
             let c = no_redirects(&weir, http2);
@@ -230,17 +235,7 @@ fn redirect_annotations_answer_as_ingress_nginx_does() {
             )),
     );
     for path in ["direct", "pingora"] {
-        let weir = Weir::start(
-            &dir.path(),
-            &[
-                "--http1-path",
-                path,
-                "--ingress-class",
-                "nginx",
-                "--ingress-controller",
-                "k8s.io/ingress-nginx",
-            ],
-        );
+        let weir = nginx_class_weir(&dir, path);
         for http2 in [false, true] {
             let c = no_redirects(&weir, http2);
             let case = format!("{path}, http2 {http2}");
@@ -316,15 +311,7 @@ fn balancing_and_timeout_annotations_steer_requests_as_ingress_nginx_does() {
                 "nginx.ingress.kubernetes.io/proxy-read-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-next-upstream-tries: \"1\"",
             )),
     );
-    let weir = Weir::start(
-        &dir.path(),
-        &[
-            "--ingress-class",
-            "nginx",
-            "--ingress-controller",
-            "k8s.io/ingress-nginx",
-        ],
-    );
+    let weir = nginx_class_weir(&dir, "direct");
     let c = support::client();
     let mut pods_of_users = std::collections::BTreeMap::new();
     for round in 0..3 {
