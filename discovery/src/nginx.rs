@@ -26,6 +26,7 @@ pub const KNOWN: &[&str] = &[
     "load-balance",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
@@ -82,6 +83,8 @@ pub struct NginxPolicy {
     pub retries: Option<u32>,
     /// `backend-protocol`: `HTTP`, `HTTPS`, `GRPC` (HTTP/2 without TLS).
     pub backend_protocol: Option<BackendProtocol>,
+    /// `proxy-body-size`: the largest request body, `Some(None)` for no limit (`0`).
+    pub max_request_body: Option<Option<u64>>,
 }
 
 impl NginxPolicy {
@@ -111,6 +114,9 @@ impl NginxPolicy {
         }
         if let Some(retries) = self.retries.filter(|_| !weir_sets("retries")) {
             policy.retries = retries;
+        }
+        if let Some(max) = self.max_request_body {
+            policy.max_request_body = max;
         }
         if let Some(protocol) = self
             .backend_protocol
@@ -217,6 +223,10 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
         // 0 is "no limit" to nginx; weir retries at most 10 times.
         policy.retries = Some(if tries == 0 { 10 } else { (tries - 1).min(10) });
     }
+    if let Some(value) = get("proxy-body-size") {
+        let size = body_size(value)?;
+        policy.max_request_body = Some((size > 0).then_some(size));
+    }
     if let Some(value) = get("backend-protocol") {
         policy.backend_protocol = Some(match value.trim().to_ascii_uppercase().as_str() {
             "HTTP" => BackendProtocol::Http,
@@ -230,6 +240,33 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
         });
     }
     Ok(read)
+}
+
+/// `proxy-body-size` as nginx's `client_max_body_size` reads it: bytes, or a number with `k`,
+/// `m` or `g` (powers of 1024); `0` is no limit.
+fn body_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (digits, unit) = match value.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&value[..at], c.to_ascii_lowercase()),
+        _ => (value, 'b'),
+    };
+    let scale: u64 = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => 0,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| {
+            format!(
+                "annotation {PREFIX}proxy-body-size: {value:?} is not a size like 8m, 512k or 0"
+            )
+        })
 }
 
 /// A timeout as ingress-nginx takes it: whole seconds (`"30"`), or with the unit `s`.
@@ -538,6 +575,7 @@ mod tests {
                 read_timeout: Some(Duration::from_secs(120)),
                 retries: Some(2),
                 backend_protocol: Some(BackendProtocol::H2c),
+                max_request_body: None,
             }
         );
         for (value, key) in [
@@ -551,6 +589,18 @@ mod tests {
         }
         let ewma = of(&[("load-balance", "ewma")]).expect("valid");
         assert_eq!(ewma.policy.algorithm, Some(Algorithm::PeakEwma));
+        for (value, size) in [
+            ("8m", Some(8 << 20)),
+            ("512K", Some(512 << 10)),
+            ("100", Some(100)),
+            ("0", None),
+        ] {
+            let read = of(&[("proxy-body-size", value)]).expect(value);
+            assert_eq!(read.policy.max_request_body, Some(size), "{value}");
+        }
+        for bad in ["1t", "m", "-1", "1.5m", "99999999999999g"] {
+            assert!(of(&[("proxy-body-size", bad)]).is_err(), "{bad}");
+        }
         let unlimited = of(&[("proxy-next-upstream-tries", "0")]).expect("valid");
         assert_eq!(unlimited.policy.retries, Some(10));
         for (name, bad) in [

@@ -326,6 +326,10 @@ pub struct RoutePolicy {
     /// answers 503 at once (absent: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// Largest request body the route takes, in bytes; a larger one is answered 413
+    /// (ingress-nginx's `proxy-body-size`; absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_body: Option<u64>,
     /// `backend-tls-verify` (true): verify an https upstream's certificate chain and name.
     #[serde(skip_serializing_if = "is_true")]
     pub backend_tls_verify: bool,
@@ -351,6 +355,7 @@ impl Default for RoutePolicy {
             backend_protocol: BackendProtocol::Http,
             backend_weights: None,
             max_concurrency: None,
+            max_request_body: None,
             backend_tls_verify: true,
             backend_tls_server_name: None,
         }

@@ -20,7 +20,7 @@ fn nginx_ingress(name: &str, host: &str, annotations: &str) -> String {
 
 const NGINX_CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n---\n";
 
-const HOSTS: [&str; 7] = [
+const HOSTS: [&str; 8] = [
     "moved.example.com",
     "coded.example.com",
     "both.example.com",
@@ -28,6 +28,7 @@ const HOSTS: [&str; 7] = [
     "rewrite.example.com",
     "vhost.example.com",
     "dots.example.com",
+    "upload.example.com",
 ];
 
 /// A client that follows no redirect and reaches `weir` for every name of [`HOSTS`] (so that
@@ -335,4 +336,48 @@ fn balancing_and_timeout_annotations_steer_requests_as_ingress_nginx_does() {
         "504 after {took:?}"
     );
     assert_eq!(weir.get(&c, "slow.example.com", "/?delay_ms=100").0, 200);
+}
+
+/// `proxy-body-size`: a body over it is answered 413 — at once when its length is declared
+/// (HTTP/1.1 on both engines, h2c), and as it streams when it is chunked — and counted; a body
+/// within it reaches the upstream whole.
+#[test]
+fn proxy_body_size_answers_413_for_larger_bodies() {
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(NGINX_CLASS.to_string()
+            + &service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "upload",
+                "upload.example.com",
+                "nginx.ingress.kubernetes.io/proxy-body-size: 1k",
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = nginx_class_weir(&dir, path);
+        let url = format!("http://upload.example.com:{}/upload", weir.http.port());
+        for http2 in [false, true] {
+            let c = no_redirects(&weir, http2);
+            let case = format!("{path}, http2 {http2}");
+            let small = c.post(&url).body(vec![b'a'; 1000]).send().expect("small");
+            assert_eq!(small.status().as_u16(), 200, "{case}");
+            let seen: serde_json::Value = small.json().expect("echo JSON");
+            assert_eq!(seen["headers"]["content-length"], "1000", "{case}");
+            let large = c.post(&url).body(vec![b'a'; 2000]).send().expect("large");
+            assert_eq!(large.status().as_u16(), 413, "{case}");
+            assert_eq!(large.text().unwrap_or_default(), "request body too large\n");
+        }
+        // Chunked (no declared length): counted as it streams.
+        let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b'a'; 3000]));
+        let c = no_redirects(&weir, false);
+        let streamed = c.post(&url).body(chunked).send().expect("chunked");
+        assert_eq!(streamed.status().as_u16(), 413, "{path}");
+        assert_eq!(
+            weir.metric(r#"weir_requests_rejected_total{reason="request_body_too_large"}"#),
+            Some(3.0),
+            "{path}"
+        );
+    }
 }

@@ -51,6 +51,7 @@ impl Rejection {
     /// The body of the answer.
     pub fn body(&self) -> &'static str {
         match self.status {
+            413 => "request body too large\n",
             414 => "request line too long\n",
             431 => "request header too large\n",
             501 => "transfer coding not implemented\n",

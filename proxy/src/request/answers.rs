@@ -115,6 +115,7 @@ pub(crate) fn http2_answer_head(
 pub(crate) fn error_answer(e: &Error) -> (u16, &'static str) {
     match e.etype() {
         ErrorType::HTTPStatus(503) => (503, "no endpoints available\n"),
+        ErrorType::HTTPStatus(413) => (413, "request body too large\n"),
         ErrorType::HTTPStatus(code) => (*code, "error\n"),
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if e.esource() == &ErrorSource::Upstream =>

@@ -30,6 +30,9 @@ use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
 use weir_discovery::HashKey;
 
+/// A request body over its route's `proxy-body-size`.
+const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
+
 /// A name, not a string: looking a field up by `&str` parses and lowercases the name first.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -105,6 +108,8 @@ pub struct RequestCtx {
     permit: Option<ConcurrencyPermit>,
     /// The path the client asked for, when the route rewrote it (the access log shows it).
     client_path: Option<Box<str>>,
+    /// Request body bytes the route still takes (`proxy-body-size`; `None`: no limit).
+    body_left: Option<u64>,
     /// Counts the request for the shutdown drain until the context is dropped.
     _in_flight: InFlightToken,
 }
@@ -157,6 +162,7 @@ impl WeirProxy {
             trace: RequestTrace::default(),
             permit: None,
             client_path: None,
+            body_left: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -245,6 +251,19 @@ impl WeirProxy {
                 }
             }
         }
+        // `proxy-body-size`: a declared length over it is answered now; a body of unknown
+        // length is counted as it streams ([`WeirProxy::body_chunk`]).
+        if let Some(max) = target.max_request_body {
+            let declared = req
+                .field(&http::header::CONTENT_LENGTH)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max) {
+                ctx.target = Some(target);
+                return self.refused(BODY_TOO_LARGE);
+            }
+            ctx.body_left = Some(max);
+        }
         if let Some(limit) = &target.concurrency {
             match limit.try_acquire() {
                 Some(permit) => ctx.permit = Some(permit),
@@ -263,6 +282,27 @@ impl WeirProxy {
     fn refused(&self, rejection: Rejection) -> Admission {
         self.count_refused(rejection);
         Admission::Refuse(rejection)
+    }
+
+    /// A chunk of a request body streaming upstream: `Err` (413, counted) once the body is
+    /// over the route's `proxy-body-size`.
+    pub(crate) fn body_chunk(&self, len: usize, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(left) = ctx.body_left.as_mut() else {
+            return Ok(());
+        };
+        match left.checked_sub(len as u64) {
+            Some(rest) => {
+                *left = rest;
+                Ok(())
+            }
+            None => {
+                self.count_refused(BODY_TOO_LARGE);
+                Err(
+                    Error::explain(ErrorType::HTTPStatus(413), "request body too large")
+                        .into_down(),
+                )
+            }
+        }
     }
 
     /// Counts a refusal in `weir_requests_rejected_total` by its reason, and logs it.

@@ -51,6 +51,8 @@ pub struct RouteTarget {
     /// Fields set on the upstream request, replacing any of the same name the client sent
     /// (a `UrlRewrite` filter's hostname as `host`, `RequestHeaderModifier`'s `set`).
     pub set_fields: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Largest request body the route takes (`proxy-body-size`); larger: 413.
+    pub max_request_body: Option<u64>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
     /// This target's metric handles (filled by its first requests).
@@ -412,6 +414,7 @@ impl LiveRouting {
                     .iter()
                     .find_map(weir_discovery::RouteFilter::as_redirect)
                     .cloned(),
+                max_request_body: route.policy.max_request_body,
                 rewrite: path_rewrite(&route.filters),
                 set_fields: upstream_fields(&route.filters),
                 concurrency: concurrency.clone(),

@@ -285,8 +285,11 @@ impl ProxyHttp for WeirProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(chunk) = body {
+            self.body_chunk(chunk.len(), ctx)?;
+        }
         if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
             *body = None;
         }
