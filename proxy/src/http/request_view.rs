@@ -46,6 +46,17 @@ pub trait RequestView {
             .map(|(_, value)| value)
     }
 
+    /// The value of the cookie `name`, the first if several (HTTP/2 may split `cookie` into
+    /// several fields; a field that is not visible ASCII is skipped).
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.field_values(&http::header::COOKIE)
+            .filter_map(visible_ascii)
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
     /// The request's host: the `Host` field, else the target's authority (HTTP/2
     /// `:authority`); empty when neither is there or `Host` is not visible ASCII.
     fn host(&self) -> &str {

@@ -12,7 +12,7 @@ use crate::app::shutdown::{InFlightRequests, InFlightToken};
 use crate::http::forwarded::{with_ip_text, TrustedProxies, UpstreamHeaders};
 use crate::http::hardening::{check_request, Rejection, RequestLimits};
 use crate::http::path::normalize;
-use crate::http::request_view::{visible_ascii, RequestView};
+use crate::http::request_view::RequestView;
 use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::answers::{https_location, redirect_location};
 use crate::request::concurrency::ConcurrencyPermit;
@@ -692,13 +692,7 @@ fn hash_key(
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.as_bytes())
         }),
-        HashKey::Cookie(name) => req
-            .field_values(&http::header::COOKIE)
-            .filter_map(visible_ascii)
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_bytes()),
+        HashKey::Cookie(name) => req.cookie(name).map(str::as_bytes),
     };
     if let Some(bytes) = found {
         return key_hash(bytes);
