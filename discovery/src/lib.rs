@@ -24,8 +24,8 @@ mod validate;
 pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
-    BackendKey, BackendSnapshot, HeaderModifier, HostMatch, ObjectRef, PathMatch, PathRewrite,
-    Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot, RoutingSnapshot,
-    UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule, HeaderModifier, HostMatch,
+    ObjectRef, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot,
+    RoutingSnapshot, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

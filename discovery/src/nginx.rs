@@ -11,7 +11,9 @@
 //! Must not: read `weir.dev/*` annotations (those are [`crate::annotations`]'s; the
 //! translation decides which wins), or do I/O.
 
-use crate::snapshot::{BackendProtocol, HashKey, Redirect, RedirectTo, RoutePolicy};
+use crate::snapshot::{
+    BackendProtocol, CanaryHeader, CanaryRule, HashKey, Redirect, RedirectTo, RoutePolicy,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use weir_balancer::Algorithm;
@@ -22,6 +24,13 @@ pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 pub const KNOWN: &[&str] = &[
     "app-root",
     "backend-protocol",
+    "canary",
+    "canary-by-cookie",
+    "canary-by-header",
+    "canary-by-header-pattern",
+    "canary-by-header-value",
+    "canary-weight",
+    "canary-weight-total",
     "force-ssl-redirect",
     "load-balance",
     "permanent-redirect",
@@ -67,6 +76,9 @@ pub struct NginxAnnotations {
     pub x_forwarded_prefix: Option<String>,
     /// How the route balances and reaches its upstreams.
     pub policy: NginxPolicy,
+    /// `canary: "true"`: the Ingress is a canary of the Ingresses with its hosts and paths,
+    /// taking the requests this rule sends it.
+    pub canary: Option<CanaryRule>,
 }
 
 /// The balancing and upstream settings of ingress-nginx's annotations; `None`: not set.
@@ -194,6 +206,11 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     if let Some(prefix) = get("x-forwarded-prefix") {
         read.x_forwarded_prefix = Some(field_value("x-forwarded-prefix", prefix)?);
     }
+    if let Some(value) = get("canary") {
+        if boolean("canary", value)? {
+            read.canary = Some(canary_rule(&get)?);
+        }
+    }
     let policy = &mut read.policy;
     if let Some(value) = get("load-balance") {
         policy.algorithm = Some(match value.trim() {
@@ -240,6 +257,82 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
         });
     }
     Ok(read)
+}
+
+/// The `canary-*` annotations of a canary Ingress.
+fn canary_rule<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<CanaryRule, String> {
+    let number = |name: &str, value: &str| {
+        value
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| format!("annotation {PREFIX}{name}: {value:?} is not a whole number"))
+    };
+    let weight_total = match get("canary-weight-total") {
+        Some(v) => number("canary-weight-total", v)?,
+        None => 100,
+    };
+    if weight_total == 0 {
+        return Err(format!(
+            "annotation {PREFIX}canary-weight-total: must be above 0"
+        ));
+    }
+    let weight = match get("canary-weight") {
+        Some(v) => number("canary-weight", v)?,
+        None => 0,
+    };
+    if weight > weight_total {
+        return Err(format!(
+            "annotation {PREFIX}canary-weight: {weight} is over canary-weight-total ({weight_total})"
+        ));
+    }
+    let token = |name: &str, value: &str| {
+        let ok = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
+        match ok {
+            true => Ok(value.to_string()),
+            false => Err(format!(
+                "annotation {PREFIX}{name}: {value:?} is not a field or cookie name"
+            )),
+        }
+    };
+    let header = match get("canary-by-header") {
+        None => None,
+        Some(name) => {
+            let name = token("canary-by-header", name)?.to_ascii_lowercase();
+            // As ingress-nginx: a value wins over a pattern; either replaces always/never.
+            let decides = if let Some(value) =
+                get("canary-by-header-value").filter(|v| !v.is_empty())
+            {
+                CanaryHeader::Value(value.to_string())
+            } else if let Some(pattern) = get("canary-by-header-pattern").filter(|v| !v.is_empty())
+            {
+                regex::Regex::new(pattern).map_err(|e| {
+                    let text = e.to_string();
+                    let why = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+                    format!(
+                        "annotation {PREFIX}canary-by-header-pattern: {pattern:?} is not a regular expression weir can run ({})",
+                        why.trim()
+                    )
+                })?;
+                CanaryHeader::Pattern(pattern.to_string())
+            } else {
+                CanaryHeader::AlwaysNever
+            };
+            Some((name, decides))
+        }
+    };
+    let cookie = match get("canary-by-cookie") {
+        Some(name) => Some(token("canary-by-cookie", name)?),
+        None => None,
+    };
+    Ok(CanaryRule {
+        header,
+        cookie,
+        weight,
+        weight_total,
+    })
 }
 
 /// `proxy-body-size` as nginx's `client_max_body_size` reads it: bytes, or a number with `k`,
@@ -624,6 +717,71 @@ mod tests {
         assert_eq!(policy.read_timeout, RoutePolicy::default().read_timeout);
         assert_eq!(policy.connect_timeout, Duration::from_secs(5));
         assert_eq!(policy.pool.algorithm, Algorithm::ConsistentHash);
+    }
+
+    #[test]
+    fn canary_rules() {
+        assert_eq!(of(&[("canary-weight", "10")]).map(|r| r.canary), Ok(None));
+        let rule = of(&[
+            ("canary", "true"),
+            ("canary-by-header", "X-Canary"),
+            ("canary-by-header-value", "yes"),
+            ("canary-by-header-pattern", "ignored"),
+            ("canary-by-cookie", "canary"),
+            ("canary-weight", "5"),
+            ("canary-weight-total", "1000"),
+        ])
+        .map(|r| r.canary);
+        assert_eq!(
+            rule,
+            Ok(Some(CanaryRule {
+                header: Some((
+                    "x-canary".to_string(),
+                    CanaryHeader::Value("yes".to_string())
+                )),
+                cookie: Some("canary".to_string()),
+                weight: 5,
+                weight_total: 1000,
+            }))
+        );
+        let pattern = of(&[
+            ("canary", "true"),
+            ("canary-by-header", "x-user"),
+            ("canary-by-header-pattern", "^(alice|bob)$"),
+        ])
+        .map(|r| r.canary.and_then(|c| c.header));
+        assert_eq!(
+            pattern,
+            Ok(Some((
+                "x-user".to_string(),
+                CanaryHeader::Pattern("^(alice|bob)$".to_string())
+            )))
+        );
+        let plain = of(&[("canary", "true")]).map(|r| r.canary);
+        assert_eq!(
+            plain,
+            Ok(Some(CanaryRule {
+                header: None,
+                cookie: None,
+                weight: 0,
+                weight_total: 100
+            }))
+        );
+        for (name, bad) in [
+            ("canary-weight", "101"),
+            ("canary-weight", "-1"),
+            ("canary-weight-total", "0"),
+            ("canary-by-header", "X Canary"),
+            ("canary-by-cookie", "a;b"),
+            ("canary-by-header-pattern", "(?<=x)y"),
+        ] {
+            let mut pairs = vec![("canary", "true"), (name, bad)];
+            if name == "canary-by-header-pattern" {
+                pairs.push(("canary-by-header", "x-user"));
+            }
+            let err = of(&pairs).expect_err(bad);
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]

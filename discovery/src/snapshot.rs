@@ -156,6 +156,46 @@ impl RouteFilter {
     }
 }
 
+/// A canary of a route (ingress-nginx's `canary` Ingress for the same host and path): which
+/// requests go to its backend instead, decided in this order: the header, the cookie, the
+/// weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Canary {
+    pub backend: BackendKey,
+    /// The canary Ingress.
+    pub ingress: ObjectRef,
+    pub rule: CanaryRule,
+}
+
+/// When a request goes to a canary (ingress-nginx's `canary-*` annotations).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CanaryRule {
+    /// `canary-by-header` (lowercase name) and how its value decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<(String, CanaryHeader)>,
+    /// `canary-by-cookie`: `always` sends to the canary, `never` not; other values, the weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// `canary-weight` requests of `canary-weight-total` (100) go to the canary, of those
+    /// neither the header nor the cookie decided.
+    pub weight: u32,
+    pub weight_total: u32,
+}
+
+/// How the `canary-by-header` value decides; a value that does not decide leaves it to the
+/// cookie, then the weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum CanaryHeader {
+    /// `always`: the canary; `never`: not.
+    AlwaysNever,
+    /// `canary-by-header-value`: this exact value sends to the canary.
+    Value(String),
+    /// `canary-by-header-pattern`: a value this regular expression matches (anywhere) sends to
+    /// the canary.
+    Pattern(String),
+}
+
 /// A redirect answer: its status and where it points.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Redirect {
@@ -193,6 +233,9 @@ pub struct RouteSnapshot {
     /// What the route does with a request besides forwarding it, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<RouteFilter>,
+    /// ingress-nginx's canary: another Ingress's backend takes some of this route's requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
@@ -243,6 +286,7 @@ impl RouteSnapshot {
         single
             .into_iter()
             .chain(self.split.iter().map(|w| &w.backend))
+            .chain(self.canary.iter().map(|c| &c.backend))
     }
 }
 

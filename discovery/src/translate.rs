@@ -7,9 +7,9 @@
 
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
-    BackendKey, BackendSnapshot, HeaderModifier, HostMatch, ObjectRef, PathMatch, PathRewrite,
-    Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot, RoutingSnapshot,
-    UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    BackendKey, BackendSnapshot, Canary, CanaryRule, HeaderModifier, HostMatch, ObjectRef,
+    PathMatch, PathRewrite, Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot,
+    RoutingSnapshot, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -87,19 +87,33 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     });
 
     let mut claimed: HashMap<(HostMatch, PathMatch), ObjectRef> = HashMap::new();
+    let mut canaries = Vec::new();
     let mut tls_claimed: HashSet<HostMatch> = HashSet::new();
     for ingress in ours {
         let ingress_ref = meta_ref("Ingress", &ingress.metadata);
-        let (routes, default_backend, tls_hosts) = match ingress_routes(ingress, &ingress_ref) {
-            Ok(r) => r,
-            Err(reason) => {
-                snapshot.rejected.push(Rejection {
-                    object: ingress_ref,
-                    reason,
-                });
-                continue;
-            }
-        };
+        let (routes, default_backend, tls_hosts, canary) =
+            match ingress_routes(ingress, &ingress_ref) {
+                Ok(r) => r,
+                Err(reason) => {
+                    snapshot.rejected.push(Rejection {
+                        object: ingress_ref,
+                        reason,
+                    });
+                    continue;
+                }
+            };
+        for annotation in crate::annotations::unsupported(ingress.metadata.annotations.as_ref()) {
+            snapshot.unsupported.push(UnsupportedAnnotation {
+                object: ingress_ref.clone(),
+                annotation,
+            });
+        }
+        if let Some(rule) = canary {
+            // A canary takes part in other Ingresses' routes, once they are all known.
+            canaries.push((ingress_ref.clone(), routes, rule));
+            snapshot.ingresses.push(ingress_ref);
+            continue;
+        }
         for route in routes {
             let key = (route.host.clone(), route.path.clone());
             if let Some(owner) = claimed.get(&key) {
@@ -133,14 +147,9 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
                 });
             }
         }
-        for annotation in crate::annotations::unsupported(ingress.metadata.annotations.as_ref()) {
-            snapshot.unsupported.push(UnsupportedAnnotation {
-                object: ingress_ref.clone(),
-                annotation,
-            });
-        }
         snapshot.ingresses.push(ingress_ref);
     }
+    attach_canaries(&mut snapshot, canaries);
     load_certificates(objects, opts, &mut snapshot);
 
     let keys: BTreeSet<BackendKey> = snapshot
@@ -158,6 +167,47 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         })
         .collect::<BTreeMap<_, _>>();
     snapshot
+}
+
+/// ingress-nginx's canaries: each rule of a canary Ingress joins the route of another Ingress
+/// with the same host and path (oldest canary first; one canary per route, as ingress-nginx
+/// allows). A canary rule with no such route is left out, with a reason.
+fn attach_canaries(
+    snapshot: &mut RoutingSnapshot,
+    canaries: Vec<(ObjectRef, Vec<RouteSnapshot>, CanaryRule)>,
+) {
+    for (ingress, rules, rule) in canaries {
+        for canary in rules {
+            let main = snapshot
+                .routes
+                .iter_mut()
+                .find(|r| r.host == canary.host && r.path.as_written() == canary.path.as_written());
+            let reason = match main {
+                Some(main) if main.canary.is_none() => {
+                    main.canary = Some(Canary {
+                        backend: canary.backend,
+                        ingress: ingress.clone(),
+                        rule: rule.clone(),
+                    });
+                    continue;
+                }
+                Some(main) => format!(
+                    "canary rule {:?} {:?}: the route already has a canary ({}); this one is ignored",
+                    canary.host,
+                    canary.path,
+                    main.canary.as_ref().map_or_else(String::new, |c| c.ingress.to_string())
+                ),
+                None => format!(
+                    "canary rule {:?} {:?}: no Ingress serves this host and path; it is ignored",
+                    canary.host, canary.path
+                ),
+            };
+            snapshot.rejected.push(Rejection {
+                object: ingress.clone(),
+                reason,
+            });
+        }
+    }
 }
 
 /// Class selection (docs/configuration.md): `spec.ingressClassName` naming our class (whose
@@ -245,11 +295,13 @@ fn load_certificates(
     }
 }
 
-/// Rules, default backend and TLS hosts (with their Secret names) of one Ingress.
+/// Rules, default backend and TLS hosts (with their Secret names) of one Ingress, and its
+/// canary rule when it is a canary (ingress-nginx's `canary: "true"`).
 type IngressRoutes = (
     Vec<RouteSnapshot>,
     Option<RouteSnapshot>,
     Vec<(HostMatch, String)>,
+    Option<CanaryRule>,
 );
 
 /// Every rule of one Ingress, or the first reason it is invalid.
@@ -369,6 +421,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
                 backend,
                 split: Vec::new(),
                 filters: filters_for(Some(pattern)),
+                canary: None,
                 ingress: ingress_ref.clone(),
                 policy: policy.clone(),
             });
@@ -389,11 +442,12 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             split: Vec::new(),
             ssl_redirect: false,
             filters: filters_for(None),
+            canary: None,
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
     };
-    Ok((routes, default_backend, tls_hosts))
+    Ok((routes, default_backend, tls_hosts, nginx.canary))
 }
 
 /// ingress-nginx's `app-root`: on each host of the Ingress's rules, a request for exactly `/`

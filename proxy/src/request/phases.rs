@@ -199,7 +199,7 @@ impl WeirProxy {
         let target = table
             .router
             .lookup(host, req.uri().path())
-            .map(|choice| Arc::clone(choice.choose(&mut rand::rng())));
+            .map(|choice| Arc::clone(choice.choose_for(&*req, &mut rand::rng())));
         drop(table);
         ctx.trace =
             self.telemetry

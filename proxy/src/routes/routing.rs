@@ -7,6 +7,7 @@
 //!
 //! Must not: do I/O or decide what the snapshot contains.
 
+use crate::http::request_view::RequestView;
 use crate::http::rewrite::PathRewriter;
 use crate::request::concurrency::ConcurrencyLimit;
 use crate::routes::router::Router;
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_balancer::{EndpointRegistry, Nanos, Pool};
 use weir_discovery::{
-    BackendKey, HashKey, PathRewrite, RouteFilter, RouteSnapshot, RoutingSnapshot, UrlRewrite,
+    BackendKey, CanaryHeader, HashKey, PathRewrite, RouteFilter, RouteSnapshot, RoutingSnapshot,
+    UrlRewrite,
 };
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
@@ -145,8 +147,82 @@ pub struct RouteChoice {
     /// A split's targets with cumulative weights (ascending; the last is the total).
     /// Empty for an unsplit route.
     split: Box<[(u64, Arc<RouteTarget>)]>,
+    /// ingress-nginx's canary of the route, asked first.
+    canary: Option<Box<CanaryChoice>>,
     /// Every target's upstreams speak plain HTTP/1.1 (no TLS, no h2c).
     plain_http1: bool,
+}
+
+/// A route's canary, compiled: its target and the rule that sends a request there.
+#[derive(Debug)]
+struct CanaryChoice {
+    target: Arc<RouteTarget>,
+    header: Option<(http::HeaderName, HeaderDecides)>,
+    cookie: Option<String>,
+    weight: u32,
+    weight_total: u32,
+}
+
+#[derive(Debug)]
+enum HeaderDecides {
+    AlwaysNever,
+    Value(String),
+    Pattern(regex::Regex),
+}
+
+impl CanaryChoice {
+    /// `None` when the rule cannot be compiled (discovery checked it with the same
+    /// compilers; logged).
+    fn new(rule: &weir_discovery::CanaryRule, target: Arc<RouteTarget>) -> Option<CanaryChoice> {
+        let header = match &rule.header {
+            None => None,
+            Some((name, decides)) => {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let decides = match decides {
+                    CanaryHeader::AlwaysNever => HeaderDecides::AlwaysNever,
+                    CanaryHeader::Value(v) => HeaderDecides::Value(v.clone()),
+                    CanaryHeader::Pattern(p) => HeaderDecides::Pattern(
+                        regex::Regex::new(p)
+                            .map_err(|e| tracing::error!(pattern = p, error = %e, "canary pattern does not compile"))
+                            .ok()?,
+                    ),
+                };
+                Some((name, decides))
+            }
+        };
+        Some(CanaryChoice {
+            target,
+            header,
+            cookie: rule.cookie.clone(),
+            weight: rule.weight,
+            weight_total: rule.weight_total,
+        })
+    }
+
+    /// Whether `req` goes to the canary, as ingress-nginx decides it: the header (`always`,
+    /// `never`, or the value or pattern), else the cookie (`always`, `never`), else the
+    /// weight.
+    fn takes<R: rand::Rng + ?Sized>(&self, req: &impl RequestView, rng: &mut R) -> bool {
+        if let Some((name, decides)) = &self.header {
+            if let Some(value) = req.field(name).and_then(|v| std::str::from_utf8(v).ok()) {
+                match decides {
+                    HeaderDecides::Value(wanted) if value == wanted => return true,
+                    HeaderDecides::Pattern(pattern) if pattern.is_match(value) => return true,
+                    HeaderDecides::AlwaysNever if value == "always" => return true,
+                    HeaderDecides::AlwaysNever if value == "never" => return false,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(cookie) = self.cookie.as_deref().and_then(|name| req.cookie(name)) {
+            match cookie {
+                "always" => return true,
+                "never" => return false,
+                _ => {}
+            }
+        }
+        self.weight > 0 && rng.random_range(0..self.weight_total) < self.weight
+    }
 }
 
 impl RouteChoice {
@@ -155,7 +231,15 @@ impl RouteChoice {
             plain_http1: target.plain_http1(),
             primary: target,
             split: Box::new([]),
+            canary: None,
         }
+    }
+
+    /// The route with `canary` asked first.
+    fn with_canary(mut self, canary: CanaryChoice) -> Self {
+        self.plain_http1 &= canary.target.plain_http1();
+        self.canary = Some(Box::new(canary));
+        self
     }
 
     /// `None` when no target has a weight above 0.
@@ -174,6 +258,7 @@ impl RouteChoice {
         Some(RouteChoice {
             primary,
             split,
+            canary: None,
             plain_http1,
         })
     }
@@ -182,6 +267,18 @@ impl RouteChoice {
     /// HTTP/1.1 path serves).
     pub fn plain_http1(&self) -> bool {
         self.plain_http1
+    }
+
+    /// The target for `req`: its canary's when the canary takes it, else [`Self::choose`].
+    pub fn choose_for<R: rand::Rng + ?Sized>(
+        &self,
+        req: &impl RequestView,
+        rng: &mut R,
+    ) -> &Arc<RouteTarget> {
+        match &self.canary {
+            Some(canary) if canary.takes(req, rng) => &canary.target,
+            _ => self.choose(rng),
+        }
     }
 
     /// The target for one request: a weighted draw when the route is split (no RNG
@@ -431,21 +528,32 @@ impl LiveRouting {
         };
         let mut target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
             let concurrency = limit_for(route);
-            if route.split.is_empty() {
-                let target = target_to(route, &route.backend, policy, &concurrency)?;
-                return Some(Arc::new(RouteChoice::single(target)));
-            }
-            let targets = route
-                .split
-                .iter()
-                .filter_map(|w| {
-                    Some((
-                        w.weight,
-                        target_to(route, &w.backend, policy, &concurrency)?,
-                    ))
-                })
-                .collect();
-            RouteChoice::weighted(targets).map(Arc::new)
+            let choice = if route.split.is_empty() {
+                RouteChoice::single(target_to(route, &route.backend, policy, &concurrency)?)
+            } else {
+                let targets = route
+                    .split
+                    .iter()
+                    .filter_map(|w| {
+                        Some((
+                            w.weight,
+                            target_to(route, &w.backend, policy, &concurrency)?,
+                        ))
+                    })
+                    .collect();
+                RouteChoice::weighted(targets)?
+            };
+            // The canary's requests are counted as its Ingress's and Service's.
+            let canary = route.canary.as_ref().and_then(|canary| {
+                let mut owned = route.clone();
+                owned.ingress = canary.ingress.clone();
+                let target = target_to(&owned, &canary.backend, policy, &concurrency)?;
+                CanaryChoice::new(&canary.rule, target)
+            });
+            Some(Arc::new(match canary {
+                Some(canary) => choice.with_canary(canary),
+                None => choice,
+            }))
         };
         let mut router = Router::new();
         let mut count = 0;
@@ -520,6 +628,7 @@ mod tests {
             split: Vec::new(),
             ssl_redirect: false,
             filters: Vec::new(),
+            canary: None,
             ingress: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),
