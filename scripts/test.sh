@@ -12,6 +12,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No crate's modules import each other in a circle (each layer stands on the ones below).
+python3 scripts/module_cycles.py
 # The HTTP/2 conformance suite (a cargo install of a few minutes), before the tests need it.
 bash scripts/tools.sh httpwg >/dev/null
 cargo test --workspace --locked
