@@ -34,6 +34,19 @@ const HOSTS: [&str; 8] = [
 /// A client that follows no redirect and reaches `weir` for every name of [`HOSTS`] (so that
 /// `Host`, or `:authority` over HTTP/2, is that name).
 /// weir serving ingress-nginx's class as it stands, its HTTP/1.1 requests on `http1_path`.
+/// A manifests directory with ingress-nginx's IngressClass and `objects` (YAML documents).
+fn nginx_manifests(objects: &str) -> ManifestDir {
+    let dir = ManifestDir::new();
+    dir.write("all.yaml", &(NGINX_CLASS.to_string() + objects));
+    dir
+}
+
+/// How many annotations weir counted as not read (`weir_config_unsupported_annotations_total`).
+fn unread_annotations(weir: &Weir) -> f64 {
+    weir.metric("weir_config_unsupported_annotations_total ")
+        .unwrap_or(0.0)
+}
+
 fn nginx_class_weir(dir: &ManifestDir, http1_path: &str) -> Weir {
     Weir::start(
         &dir.path(),
@@ -103,11 +116,8 @@ fn nginx_ingress_paths(
 #[test]
 fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them() {
     let app = Echo::start("app");
-    let dir = ManifestDir::new();
-    dir.write(
-        "all.yaml",
-        &(NGINX_CLASS.to_string()
-            + &service_yaml("demo", "app", &[app.addr])
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
             + &nginx_ingress_paths(
                 "rewrite",
                 "rewrite.example.com",
@@ -192,12 +202,7 @@ fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them()
             ],
             "{path}"
         );
-        assert_eq!(
-            weir.metric("weir_config_unsupported_annotations_total ")
-                .unwrap_or(0.0),
-            0.0,
-            "{path}"
-        );
+        assert_eq!(unread_annotations(&weir), 0.0, "{path}");
     }
 }
 
@@ -209,11 +214,8 @@ fn rewrites_and_upstream_fields_reach_the_upstream_as_ingress_nginx_sends_them()
 #[test]
 fn redirect_annotations_answer_as_ingress_nginx_does() {
     let app = Echo::start("app");
-    let dir = ManifestDir::new();
-    dir.write(
-        "all.yaml",
-        &(NGINX_CLASS.to_string()
-            + &service_yaml("demo", "app", &[app.addr])
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
             + &nginx_ingress(
                 "moved",
                 "moved.example.com",
@@ -278,12 +280,7 @@ fn redirect_annotations_answer_as_ingress_nginx_does() {
             .count();
         assert_eq!(redirects, 2 * 6, "{path}: {log:?}");
         // Read, so not reported as unsupported.
-        assert_eq!(
-            weir.metric("weir_config_unsupported_annotations_total ")
-                .unwrap_or(0.0),
-            0.0,
-            "{path}"
-        );
+        assert_eq!(unread_annotations(&weir), 0.0, "{path}");
     }
 }
 
@@ -296,11 +293,8 @@ fn balancing_and_timeout_annotations_steer_requests_as_ingress_nginx_does() {
         .map(|i| weir_testsupport::process::start_echo("app", &format!("app-{i}")))
         .collect();
     let addrs: Vec<_> = pods.iter().map(|(_, addr)| *addr).collect();
-    let dir = ManifestDir::new();
-    dir.write(
-        "all.yaml",
-        &(NGINX_CLASS.to_string()
-            + &service_yaml("demo", "app", &addrs)
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &addrs)
             + &nginx_ingress(
                 "hashed",
                 "hashed.example.com",
@@ -344,11 +338,8 @@ fn balancing_and_timeout_annotations_steer_requests_as_ingress_nginx_does() {
 #[test]
 fn proxy_body_size_answers_413_for_larger_bodies() {
     let app = Echo::start("app");
-    let dir = ManifestDir::new();
-    dir.write(
-        "all.yaml",
-        &(NGINX_CLASS.to_string()
-            + &service_yaml("demo", "app", &[app.addr])
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
             + &nginx_ingress(
                 "upload",
                 "upload.example.com",
@@ -394,11 +385,8 @@ fn canary_ingresses_take_their_share_by_header_cookie_and_weight() {
     let canary_ingress = |name: &str, host: &str, annotations: &str| {
         nginx_ingress(name, host, annotations).replace("name: app,", "name: canary,")
     };
-    let dir = ManifestDir::new();
-    dir.write(
-        "all.yaml",
-        &(NGINX_CLASS.to_string()
-            + &service_yaml("demo", "app", &[stable.addr])
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[stable.addr])
             + &service_yaml("demo", "canary", &[canary.addr])
             + &nginx_ingress("main", "app.example.com", "")
             + &canary_ingress(
