@@ -40,6 +40,7 @@ pub const KNOWN: &[&str] = &[
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
     "rewrite-target",
+    "service-upstream",
     "ssl-redirect",
     "temporal-redirect",
     "upstream-hash-by",
@@ -76,6 +77,8 @@ pub struct NginxAnnotations {
     pub x_forwarded_prefix: Option<String>,
     /// How the route balances and reaches its upstreams.
     pub policy: NginxPolicy,
+    /// `service-upstream`: the Ingress's Services are reached at their cluster IPs.
+    pub service_upstream: bool,
     /// `canary: "true"`: the Ingress is a canary of the Ingresses with its hosts and paths,
     /// taking the requests this rule sends it.
     pub canary: Option<CanaryRule>,
@@ -205,6 +208,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     }
     if let Some(prefix) = get("x-forwarded-prefix") {
         read.x_forwarded_prefix = Some(field_value("x-forwarded-prefix", prefix)?);
+    }
+    if let Some(value) = get("service-upstream") {
+        read.service_upstream = boolean("service-upstream", value)?;
     }
     if let Some(value) = get("canary") {
         if boolean("canary", value)? {

@@ -76,11 +76,19 @@ pub struct BackendKey {
     pub service: String,
     /// The port as written: a number or a name.
     pub port: String,
+    /// Reach the Service at its cluster IP and port instead of its endpoints
+    /// (ingress-nginx's `service-upstream`): one upstream, balanced by kube-proxy or a mesh.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_ip: bool,
 }
 
 impl fmt::Display for BackendKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)?;
+        if self.cluster_ip {
+            f.write_str(" (cluster IP)")?;
+        }
+        Ok(())
     }
 }
 

@@ -433,12 +433,23 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
     if let Some(app_root) = &nginx.app_root {
         routes = with_app_root(routes, app_root);
     }
+    if nginx.service_upstream {
+        for route in &mut routes {
+            route.backend.cluster_ip = true;
+            for member in &mut route.split {
+                member.backend.cluster_ip = true;
+            }
+        }
+    }
     let default_backend = match &spec.default_backend {
         None => None,
         Some(b) => Some(RouteSnapshot {
             host: HostMatch::Any,
             path: PathMatch::Prefix("/".to_string()),
-            backend: backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?,
+            backend: BackendKey {
+                cluster_ip: nginx.service_upstream,
+                ..backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?
+            },
             split: Vec::new(),
             ssl_redirect: false,
             filters: filters_for(None),
@@ -597,6 +608,7 @@ fn backend_key(namespace: &str, backend: &IngressBackend) -> Result<BackendKey, 
         namespace: namespace.to_string(),
         service: service.name.clone(),
         port,
+        cluster_ip: false,
     })
 }
 
@@ -667,6 +679,23 @@ impl<'a> ObjectIndex<'a> {
                 key.namespace, key.service, key.port
             ));
         };
+        if key.cluster_ip {
+            // `service-upstream`: the Service's own address; kube-proxy (or a mesh) balances.
+            let ip = spec
+                .cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+            return match (ip, u16::try_from(service_port.port)) {
+                (Some(ip), Ok(port)) => BackendSnapshot {
+                    endpoints: vec![EndpointSpec::ready(SocketAddr::new(ip, port))],
+                    problem: None,
+                },
+                _ => problem(format!(
+                    "Service {}/{} has no cluster IP (headless?), which service-upstream needs",
+                    key.namespace, key.service
+                )),
+            };
+        }
         let slices = self
             .slices
             .get(&(key.namespace.as_str(), key.service.as_str()))

@@ -41,6 +41,7 @@ fn key(service: &str, port: &str) -> BackendKey {
         namespace: "ns".into(),
         service: service.into(),
         port: port.into(),
+        cluster_ip: false,
     }
 }
 

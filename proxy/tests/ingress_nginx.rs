@@ -450,3 +450,32 @@ fn canary_ingresses_take_their_share_by_header_cookie_and_weight() {
         .count();
     assert!(canary_lines >= 40, "{canary_lines}");
 }
+
+/// `service-upstream`: the Service's cluster IP and port are the upstream, not its endpoints.
+/// Here the cluster IP reaches the app and the one endpoint listed is a closed port, so the
+/// Ingress with the annotation is served and the one without is not.
+#[test]
+fn service_upstream_sends_to_the_cluster_ip() {
+    let app = Echo::start("app");
+    let dead = weir_testsupport::process::free_port();
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: demo}}\nspec: {{clusterIP: 127.0.0.1, ports: [{{name: http, port: {}, targetPort: 8080}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: app-1, namespace: demo, labels: {{kubernetes.io/service-name: app}}}}\naddressType: IPv4\nports: [{{name: http, port: {dead}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n---\n",
+        app.addr.port()
+    );
+    let dir = nginx_manifests(
+        &(service
+            + &nginx_ingress(
+                "meshed",
+                "moved.example.com",
+                "nginx.ingress.kubernetes.io/service-upstream: \"true\"",
+            )
+            + &nginx_ingress("direct-to-pods", "coded.example.com", "")),
+    );
+    let weir = nginx_class_weir(&dir, "direct");
+    let c = support::client();
+    let seen = weir.echo(&c, "moved.example.com", "/x");
+    assert_eq!(seen["path"], "/x");
+    let (status, _) = weir.get(&c, "coded.example.com", "/x");
+    assert_eq!(status, 502, "the pods' endpoint is a closed port");
+    assert_eq!(unread_annotations(&weir), 0.0);
+}

@@ -619,6 +619,7 @@ mod tests {
             namespace: "ns".into(),
             service: "svc".into(),
             port: "80".into(),
+            cluster_ip: false,
         };
         let mut s = RoutingSnapshot::default();
         s.routes.push(RouteSnapshot {
