@@ -32,6 +32,7 @@ pub const KNOWN: &[&str] = &[
     "canary-weight",
     "canary-weight-total",
     "force-ssl-redirect",
+    "from-to-www-redirect",
     "load-balance",
     "permanent-redirect",
     "permanent-redirect-code",
@@ -79,6 +80,9 @@ pub struct NginxAnnotations {
     pub policy: NginxPolicy,
     /// `service-upstream`: the Ingress's Services are reached at their cluster IPs.
     pub service_upstream: bool,
+    /// `from-to-www-redirect`: `www.` + each host redirects to the host (and the host without
+    /// `www.` to a `www.` host), where nothing else serves that name.
+    pub from_to_www: bool,
     /// `canary: "true"`: the Ingress is a canary of the Ingresses with its hosts and paths,
     /// taking the requests this rule sends it.
     pub canary: Option<CanaryRule>,
@@ -208,6 +212,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     }
     if let Some(prefix) = get("x-forwarded-prefix") {
         read.x_forwarded_prefix = Some(field_value("x-forwarded-prefix", prefix)?);
+    }
+    if let Some(value) = get("from-to-www-redirect") {
+        read.from_to_www = boolean("from-to-www-redirect", value)?;
     }
     if let Some(value) = get("service-upstream") {
         read.service_upstream = boolean("service-upstream", value)?;

@@ -221,6 +221,9 @@ pub enum RedirectTo {
     /// This path (and query, if it has one) on the request's own scheme and `Host`
     /// (ingress-nginx's `app-root`).
     Path(String),
+    /// The request's scheme, path and query on this host (ingress-nginx's
+    /// `from-to-www-redirect`).
+    Host(String),
 }
 
 /// One host+path rule of one Ingress (or an Ingress's `defaultBackend`).

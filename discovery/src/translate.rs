@@ -88,10 +88,11 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
 
     let mut claimed: HashMap<(HostMatch, PathMatch), ObjectRef> = HashMap::new();
     let mut canaries = Vec::new();
+    let mut www_routes: Vec<RouteSnapshot> = Vec::new();
     let mut tls_claimed: HashSet<HostMatch> = HashSet::new();
     for ingress in ours {
         let ingress_ref = meta_ref("Ingress", &ingress.metadata);
-        let (routes, default_backend, tls_hosts, canary) =
+        let (routes, default_backend, tls_hosts, canary, www) =
             match ingress_routes(ingress, &ingress_ref) {
                 Ok(r) => r,
                 Err(reason) => {
@@ -129,6 +130,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
             claimed.insert(key, ingress_ref.clone());
             snapshot.routes.push(route);
         }
+        www_routes.extend(www);
         if let Some(default) = default_backend {
             if snapshot.default_backend.is_none() {
                 snapshot.default_backend = Some(default);
@@ -150,6 +152,12 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         snapshot.ingresses.push(ingress_ref);
     }
     attach_canaries(&mut snapshot, canaries);
+    // `from-to-www-redirect` names only hosts nothing else serves.
+    for route in www_routes {
+        if !snapshot.routes.iter().any(|r| r.host == route.host) {
+            snapshot.routes.push(route);
+        }
+    }
     load_certificates(objects, opts, &mut snapshot);
 
     let keys: BTreeSet<BackendKey> = snapshot
@@ -295,13 +303,15 @@ fn load_certificates(
     }
 }
 
-/// Rules, default backend and TLS hosts (with their Secret names) of one Ingress, and its
-/// canary rule when it is a canary (ingress-nginx's `canary: "true"`).
+/// Rules, default backend and TLS hosts (with their Secret names) of one Ingress, its
+/// canary rule when it is a canary (ingress-nginx's `canary: "true"`), and the routes of its
+/// `from-to-www-redirect` (taken only where nothing else serves their host).
 type IngressRoutes = (
     Vec<RouteSnapshot>,
     Option<RouteSnapshot>,
     Vec<(HostMatch, String)>,
     Option<CanaryRule>,
+    Vec<RouteSnapshot>,
 );
 
 /// Every rule of one Ingress, or the first reason it is invalid.
@@ -458,7 +468,43 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             policy: policy.clone(),
         }),
     };
-    Ok((routes, default_backend, tls_hosts, nginx.canary))
+    let www = match nginx.from_to_www {
+        true => www_redirects(&routes),
+        false => Vec::new(),
+    };
+    Ok((routes, default_backend, tls_hosts, nginx.canary, www))
+}
+
+/// ingress-nginx's `from-to-www-redirect`: for each exact host of the Ingress, the same name
+/// with `www.` added (or taken off) answers a 308 to it, keeping the path and query.
+fn www_redirects(routes: &[RouteSnapshot]) -> Vec<RouteSnapshot> {
+    let mut redirects: Vec<RouteSnapshot> = Vec::new();
+    for route in routes {
+        let HostMatch::Exact(host) = &route.host else {
+            continue;
+        };
+        let from = match host.strip_prefix("www.") {
+            Some(bare) => bare.to_string(),
+            None => format!("www.{host}"),
+        };
+        if redirects
+            .iter()
+            .any(|r| r.host == HostMatch::Exact(from.clone()))
+        {
+            continue;
+        }
+        let mut redirect = route.clone();
+        redirect.host = HostMatch::Exact(from);
+        redirect.path = PathMatch::Prefix("/".to_string());
+        redirect.split = Vec::new();
+        redirect.canary = None;
+        redirect.filters = vec![RouteFilter::RequestRedirect(Redirect {
+            status: 308,
+            to: RedirectTo::Host(host.clone()),
+        })];
+        redirects.push(redirect);
+    }
+    redirects
 }
 
 /// ingress-nginx's `app-root`: on each host of the Ingress's rules, a request for exactly `/`

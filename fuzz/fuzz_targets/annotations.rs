@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = route_policy(Some(&annotations));
     if let Ok(nginx) = weir_discovery::nginx::read(Some(&annotations)) {
         let location = match nginx.redirect.map(|r| r.to) {
-            Some(RedirectTo::Url(url) | RedirectTo::Path(url)) => url,
+            Some(RedirectTo::Url(url) | RedirectTo::Path(url) | RedirectTo::Host(url)) => url,
             None => String::new(),
         };
         let app_root = nginx.app_root.unwrap_or_default();

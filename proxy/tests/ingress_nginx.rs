@@ -479,3 +479,38 @@ fn service_upstream_sends_to_the_cluster_ip() {
     assert_eq!(status, 502, "the pods' endpoint is a closed port");
     assert_eq!(unread_annotations(&weir), 0.0);
 }
+
+/// `from-to-www-redirect`: `www.` + the host answers a 308 to the host with the path and
+/// query kept, and the host itself is served.
+#[test]
+fn from_to_www_redirect_sends_www_to_the_host() {
+    let app = Echo::start("app");
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "shop",
+                "shop.example.com",
+                "nginx.ingress.kubernetes.io/from-to-www-redirect: \"true\"",
+            )),
+    );
+    let weir = nginx_class_weir(&dir, "direct");
+    let c = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = c
+        .get(weir.url("/cart?id=7"))
+        .header("host", "www.shop.example.com")
+        .send()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 308);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("http://shop.example.com/cart?id=7")
+    );
+    assert_eq!(
+        weir.echo(&support::client(), "shop.example.com", "/cart")["path"],
+        "/cart"
+    );
+    assert_eq!(unread_annotations(&weir), 0.0);
+}

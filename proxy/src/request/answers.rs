@@ -48,6 +48,11 @@ pub(crate) fn redirect_location(to: &RedirectTo, req: &impl RequestView, tls: bo
             let scheme = if tls { "https" } else { "http" };
             format!("{scheme}://{}{path}", req.host())
         }
+        RedirectTo::Host(host) => {
+            let scheme = if tls { "https" } else { "http" };
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            format!("{scheme}://{host}{target}")
+        }
     }
 }
 
