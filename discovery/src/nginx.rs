@@ -31,6 +31,7 @@ pub const KNOWN: &[&str] = &[
     "canary-by-header-value",
     "canary-weight",
     "canary-weight-total",
+    "default-backend",
     "force-ssl-redirect",
     "from-to-www-redirect",
     "load-balance",
@@ -78,6 +79,9 @@ pub struct NginxAnnotations {
     pub x_forwarded_prefix: Option<String>,
     /// How the route balances and reaches its upstreams.
     pub policy: NginxPolicy,
+    /// `default-backend`: a Service of the Ingress's namespace that takes the requests of
+    /// its rules while their backends have no endpoint.
+    pub default_backend: Option<String>,
     /// `service-upstream`: the Ingress's Services are reached at their cluster IPs.
     pub service_upstream: bool,
     /// `from-to-www-redirect`: `www.` + each host redirects to the host (and the host without
@@ -215,6 +219,12 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     }
     if let Some(value) = get("from-to-www-redirect") {
         read.from_to_www = boolean("from-to-www-redirect", value)?;
+    }
+    if let Some(name) = get("default-backend") {
+        crate::validate::check_dns_subdomain(name).map_err(|e| {
+            format!("annotation {PREFIX}default-backend: {name:?} is not a Service name: {e}")
+        })?;
+        read.default_backend = Some(name.to_string());
     }
     if let Some(value) = get("service-upstream") {
         read.service_upstream = boolean("service-upstream", value)?;

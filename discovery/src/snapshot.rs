@@ -247,6 +247,11 @@ pub struct RouteSnapshot {
     /// ingress-nginx's canary: another Ingress's backend takes some of this route's requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// Where requests go while the route's backend has no endpoint to take them
+    /// (ingress-nginx's `default-backend` annotation: a Service of the Ingress's namespace, at
+    /// its first port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<BackendKey>,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
@@ -298,6 +303,7 @@ impl RouteSnapshot {
             .into_iter()
             .chain(self.split.iter().map(|w| &w.backend))
             .chain(self.canary.iter().map(|c| &c.backend))
+            .chain(self.fallback.iter())
     }
 }
 

@@ -93,7 +93,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     for ingress in ours {
         let ingress_ref = meta_ref("Ingress", &ingress.metadata);
         let (routes, default_backend, tls_hosts, canary, www) =
-            match ingress_routes(ingress, &ingress_ref) {
+            match ingress_routes(ingress, &ingress_ref, objects) {
                 Ok(r) => r,
                 Err(reason) => {
                     snapshot.rejected.push(Rejection {
@@ -315,7 +315,11 @@ type IngressRoutes = (
 );
 
 /// Every rule of one Ingress, or the first reason it is invalid.
-fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressRoutes, String> {
+fn ingress_routes(
+    ingress: &Ingress,
+    ingress_ref: &ObjectRef,
+    objects: &ClusterObjects,
+) -> Result<IngressRoutes, String> {
     let namespace = ingress_ref.namespace.as_str();
     let spec = ingress.spec.as_ref().ok_or("spec is missing")?;
     let rules = spec.rules.as_deref().unwrap_or_default();
@@ -432,6 +436,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
                 split: Vec::new(),
                 filters: filters_for(Some(pattern)),
                 canary: None,
+                fallback: None,
                 ingress: ingress_ref.clone(),
                 policy: policy.clone(),
             });
@@ -442,6 +447,17 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
     }
     if let Some(app_root) = &nginx.app_root {
         routes = with_app_root(routes, app_root);
+    }
+    if let Some(service) = &nginx.default_backend {
+        let fallback = BackendKey {
+            namespace: namespace.to_string(),
+            service: service.clone(),
+            port: first_port(objects, namespace, service),
+            cluster_ip: false,
+        };
+        for route in &mut routes {
+            route.fallback = Some(fallback.clone());
+        }
     }
     if nginx.service_upstream {
         for route in &mut routes {
@@ -464,6 +480,7 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
             ssl_redirect: false,
             filters: filters_for(None),
             canary: None,
+            fallback: None,
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
@@ -473,6 +490,25 @@ fn ingress_routes(ingress: &Ingress, ingress_ref: &ObjectRef) -> Result<IngressR
         false => Vec::new(),
     };
     Ok((routes, default_backend, tls_hosts, nginx.canary, www))
+}
+
+/// The first port of a Service, as ingress-nginx's `default-backend` annotation uses it (by
+/// name if it has one); empty when the Service is not there (its backend then reports that).
+fn first_port(objects: &ClusterObjects, namespace: &str, service: &str) -> String {
+    objects
+        .services
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.metadata.name.as_deref() == Some(service)
+        })
+        .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().cloned())
+        .map(|p| {
+            p.name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| p.port.to_string())
+        })
+        .unwrap_or_default()
 }
 
 /// ingress-nginx's `from-to-www-redirect`: for each exact host of the Ingress, the same name
@@ -498,6 +534,7 @@ fn www_redirects(routes: &[RouteSnapshot]) -> Vec<RouteSnapshot> {
         redirect.path = PathMatch::Prefix("/".to_string());
         redirect.split = Vec::new();
         redirect.canary = None;
+        redirect.fallback = None;
         redirect.filters = vec![RouteFilter::RequestRedirect(Redirect {
             status: 308,
             to: RedirectTo::Host(host.clone()),

@@ -514,3 +514,36 @@ fn from_to_www_redirect_sends_www_to_the_host() {
     );
     assert_eq!(unread_annotations(&weir), 0.0);
 }
+
+/// `default-backend`: while the rule's Service has no endpoint, the annotation's Service
+/// (at its first port) answers its requests; a rule whose Service has endpoints keeps them.
+#[test]
+fn default_backend_takes_requests_while_the_service_has_no_endpoint() {
+    let app = Echo::start("app");
+    let fallback = Echo::start("fallback");
+    let empty = "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: demo}\nspec: {ports: [{name: http, port: 80}]}\n---\n";
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &service_yaml("demo", "fallback", &[fallback.addr])
+            + empty
+            + &nginx_ingress(
+                "with-fallback",
+                "moved.example.com",
+                "nginx.ingress.kubernetes.io/default-backend: fallback",
+            )
+            .replace("name: app,", "name: empty,")
+            + &nginx_ingress(
+                "served",
+                "coded.example.com",
+                "nginx.ingress.kubernetes.io/default-backend: fallback",
+            )),
+    );
+    let weir = nginx_class_weir(&dir, "direct");
+    let c = support::client();
+    assert_eq!(
+        weir.echo(&c, "moved.example.com", "/")["service"],
+        "fallback"
+    );
+    assert_eq!(weir.echo(&c, "coded.example.com", "/")["service"], "app");
+    assert_eq!(unread_annotations(&weir), 0.0);
+}

@@ -149,6 +149,8 @@ pub struct RouteChoice {
     split: Box<[(u64, Arc<RouteTarget>)]>,
     /// ingress-nginx's canary of the route, asked first.
     canary: Option<Box<CanaryChoice>>,
+    /// Where requests go while the chosen target has no endpoint (`default-backend`).
+    fallback: Option<Arc<RouteTarget>>,
     /// Every target's upstreams speak plain HTTP/1.1 (no TLS, no h2c).
     plain_http1: bool,
 }
@@ -232,7 +234,15 @@ impl RouteChoice {
             primary: target,
             split: Box::new([]),
             canary: None,
+            fallback: None,
         }
+    }
+
+    /// The route with `fallback` for a target without endpoints.
+    fn with_fallback(mut self, fallback: Arc<RouteTarget>) -> Self {
+        self.plain_http1 &= fallback.plain_http1();
+        self.fallback = Some(fallback);
+        self
     }
 
     /// The route with `canary` asked first.
@@ -259,6 +269,7 @@ impl RouteChoice {
             primary,
             split,
             canary: None,
+            fallback: None,
             plain_http1,
         })
     }
@@ -275,9 +286,13 @@ impl RouteChoice {
         req: &impl RequestView,
         rng: &mut R,
     ) -> &Arc<RouteTarget> {
-        match &self.canary {
+        let target = match &self.canary {
             Some(canary) if canary.takes(req, rng) => &canary.target,
             _ => self.choose(rng),
+        };
+        match &self.fallback {
+            Some(fallback) if target.pool.counts() == (0, 0) => fallback,
+            _ => target,
         }
     }
 
@@ -550,8 +565,16 @@ impl LiveRouting {
                 let target = target_to(&owned, &canary.backend, policy, &concurrency)?;
                 CanaryChoice::new(&canary.rule, target)
             });
-            Some(Arc::new(match canary {
+            let choice = match canary {
                 Some(canary) => choice.with_canary(canary),
+                None => choice,
+            };
+            let fallback = route
+                .fallback
+                .as_ref()
+                .and_then(|backend| target_to(route, backend, policy, &concurrency));
+            Some(Arc::new(match fallback {
+                Some(fallback) => choice.with_fallback(fallback),
                 None => choice,
             }))
         };
@@ -630,6 +653,7 @@ mod tests {
             ssl_redirect: false,
             filters: Vec::new(),
             canary: None,
+            fallback: None,
             ingress: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),
