@@ -163,6 +163,27 @@ impl Weir {
     }
 
     /// GET through the proxy with a Host header: (status, body).
+    /// A plain-HTTP GET of `path` on `host` that does not follow a redirect: its status and
+    /// `Location` (empty without one).
+    pub fn redirect_of(&self, host: &str, path: &str) -> (u16, String) {
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let resp = client
+            .get(self.url(path))
+            .header("host", host)
+            .send()
+            .expect("request");
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (resp.status().as_u16(), location)
+    }
+
     pub fn get(&self, client: &Client, host: &str, path: &str) -> (u16, String) {
         match client.get(self.url(path)).header("host", host).send() {
             Ok(resp) => {
