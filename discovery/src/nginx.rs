@@ -41,6 +41,7 @@ pub const KNOWN: &[&str] = &[
     "proxy-connect-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
+    "proxy-send-timeout",
     "rewrite-target",
     "service-upstream",
     "ssl-redirect",
@@ -99,9 +100,10 @@ pub struct NginxPolicy {
     pub algorithm: Option<Algorithm>,
     /// `upstream-hash-by`: where the hash key comes from.
     pub hash_key: Option<HashKey>,
-    /// `proxy-connect-timeout`, `proxy-read-timeout` (seconds).
+    /// `proxy-connect-timeout`, `proxy-read-timeout`, `proxy-send-timeout` (seconds).
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
     /// `proxy-next-upstream-tries`: tries in all, so retries are one fewer.
     pub retries: Option<u32>,
     /// `backend-protocol`: `HTTP`, `HTTPS`, `GRPC` (HTTP/2 without TLS).
@@ -137,6 +139,9 @@ impl NginxPolicy {
         }
         if let Some(retries) = self.retries.filter(|_| !weir_sets("retries")) {
             policy.retries = retries;
+        }
+        if let Some(t) = self.write_timeout {
+            policy.write_timeout = Some(t);
         }
         if let Some(max) = self.max_request_body {
             policy.max_request_body = max;
@@ -255,6 +260,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     }
     if let Some(value) = get("proxy-read-timeout") {
         policy.read_timeout = Some(seconds("proxy-read-timeout", value)?);
+    }
+    if let Some(value) = get("proxy-send-timeout") {
+        policy.write_timeout = Some(seconds("proxy-send-timeout", value)?);
     }
     if let Some(value) = get("proxy-next-upstream-tries") {
         let tries: u32 = value.trim().parse().map_err(|_| {
@@ -678,6 +686,7 @@ mod tests {
             ("upstream-hash-by", "$http_x_user_id"),
             ("proxy-connect-timeout", "5"),
             ("proxy-read-timeout", "120s"),
+            ("proxy-send-timeout", "30"),
             ("proxy-next-upstream-tries", "3"),
             ("backend-protocol", "GRPC"),
         ])
@@ -692,6 +701,7 @@ mod tests {
                 retries: Some(2),
                 backend_protocol: Some(BackendProtocol::H2c),
                 max_request_body: None,
+                write_timeout: Some(Duration::from_secs(30)),
             }
         );
         for (value, key) in [

@@ -387,6 +387,10 @@ pub struct RoutePolicy {
     /// answers 503 at once (absent: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// Longest an upstream may take to accept the next bytes of a request (ingress-nginx's
+    /// `proxy-send-timeout`; absent: no limit of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_timeout: Option<Duration>,
     /// Largest request body the route takes, in bytes; a larger one is answered 413
     /// (ingress-nginx's `proxy-body-size`; absent: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -417,6 +421,7 @@ impl Default for RoutePolicy {
             backend_weights: None,
             max_concurrency: None,
             max_request_body: None,
+            write_timeout: None,
             backend_tls_verify: true,
             backend_tls_server_name: None,
         }

@@ -53,6 +53,9 @@ pub struct RouteTarget {
     /// Fields set on the upstream request, replacing any of the same name the client sent
     /// (a `UrlRewrite` filter's hostname as `host`, `RequestHeaderModifier`'s `set`).
     pub set_fields: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Longest the upstream may take to accept the next bytes of a request
+    /// (`proxy-send-timeout`).
+    pub write_timeout: Option<std::time::Duration>,
     /// Largest request body the route takes (`proxy-body-size`); larger: 413.
     pub max_request_body: Option<u64>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
@@ -527,6 +530,7 @@ impl LiveRouting {
                     .find_map(weir_discovery::RouteFilter::as_redirect)
                     .cloned(),
                 max_request_body: route.policy.max_request_body,
+                write_timeout: route.policy.write_timeout,
                 rewrite: path_rewrite(&route.filters),
                 set_fields: upstream_fields(&route.filters),
                 concurrency: concurrency.clone(),

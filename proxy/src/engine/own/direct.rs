@@ -477,6 +477,7 @@ impl DirectPath {
             let attempt = Attempt {
                 upstream: &mut upstream,
                 read_timeout: target.read_timeout,
+                write_timeout: target.write_timeout,
                 deadline: &mut *deadline,
             };
             match self.exchange(request, attempt, client, ctx).await {
@@ -517,6 +518,7 @@ impl DirectPath {
         let Attempt {
             upstream,
             read_timeout,
+            write_timeout,
             deadline,
         } = attempt;
         let set = self
@@ -526,7 +528,7 @@ impl DirectPath {
         // would copy the request for nothing.
         let mut buf = BytesMut::with_capacity(UPSTREAM_READ_BUFFER);
         req.write_upstream(&set, &mut buf);
-        write_all(upstream, &buf, None)
+        write_all(upstream, &buf, write_timeout)
             .await
             .map_err(Failure::Upstream)?;
         // The same buffer now takes the response.
@@ -679,6 +681,8 @@ struct Served<'a, R> {
 struct Attempt<'a, 'd> {
     upstream: &'a mut TcpStream,
     read_timeout: Duration,
+    /// `proxy-send-timeout`: the request's write to the upstream.
+    write_timeout: Option<Duration>,
     deadline: &'a mut ReadDeadline<'d>,
 }
 

@@ -82,6 +82,7 @@ pub(crate) fn peer_for(target: &RouteTarget, addr: SocketAddr, upgrade: bool) ->
         target.read_timeout
     });
     peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    peer.options.write_timeout = target.write_timeout;
     if target.backend_protocol == BackendProtocol::H2c {
         // Prior-knowledge h2 over plaintext; Pingora's default of 1 stream per connection
         // would open a connection per concurrent request.
