@@ -78,14 +78,7 @@ fn no_redirects(weir: &Weir, http2: bool) -> Client {
 fn redirect_of(c: &Client, weir: &Weir, method: &str, host: &str, path: &str) -> (u16, String) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let url = format!("http://{host}:{}{path}", weir.http.port());
-    let resp = c.request(method, url).send().expect("request");
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (resp.status().as_u16(), location)
+    support::status_and_location(&c.request(method, url).send().expect("request"))
 }
 
 /// An Ingress of class `nginx` for `host` with the given `paths` (YAML flow-map entries of

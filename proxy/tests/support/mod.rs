@@ -175,13 +175,7 @@ impl Weir {
             .header("host", host)
             .send()
             .expect("request");
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        (resp.status().as_u16(), location)
+        status_and_location(&resp)
     }
 
     pub fn get(&self, client: &Client, host: &str, path: &str) -> (u16, String) {
@@ -221,6 +215,16 @@ impl Weir {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
+}
+
+/// A response's status and `Location` (empty without one).
+pub fn status_and_location(resp: &reqwest::blocking::Response) -> (u16, String) {
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    (resp.status().as_u16(), location.to_string())
 }
 
 pub fn client() -> Client {
