@@ -9,6 +9,7 @@
 //! take a lock on the pick path that a second core would wait on. Everything here is
 //! deterministic given its inputs so it can be unit-tested and simulated.
 
+pub mod affinity;
 mod algorithms;
 pub mod clock;
 mod endpoint;
@@ -20,6 +21,7 @@ mod registry;
 pub mod ring;
 pub mod zone;
 
+pub use affinity::Sticky;
 pub use clock::Nanos;
 pub use endpoint::{EndpointSpec, EndpointState, InFlightGuard};
 pub use outlier::{Outcome, OutlierConfig, SlowStart};

@@ -14,6 +14,7 @@
 //! routable endpoints would remain (panic: ejection is ignored). The fast path (nothing
 //! ejected, first attempt) neither allocates nor locks.
 
+use crate::affinity::{endpoint_token, rendezvous_weight, Sticky};
 use crate::algorithms::{
     least_loaded, peak_ewma, power_of_two, random_weighted, SmoothWeights, WeightOf,
 };
@@ -109,6 +110,8 @@ pub enum PickReason {
     ZoneSpill,
     /// No routable endpoint exists; a draining (`serving && terminating`) one was used.
     DrainingFallback,
+    /// The session's cookie bound the request to this endpoint ([`crate::affinity`]).
+    Affinity,
     /// Nothing could be picked.
     NoneAvailable,
 }
@@ -123,6 +126,7 @@ impl PickReason {
             PickReason::Panic => "panic",
             PickReason::ZoneSpill => "zone_spill",
             PickReason::DrainingFallback => "draining_fallback",
+            PickReason::Affinity => "affinity",
             PickReason::NoneAvailable => "none_available",
         }
     }
@@ -457,6 +461,29 @@ impl Pool {
             },
             None => Pick::none(),
         }
+    }
+
+    /// The endpoint a session cookie binds this request to ([`crate::affinity`]), when it
+    /// can take it: routable, not ejected, and not tried by this request. `None`: the
+    /// session needs a new endpoint ([`Pool::pick`]).
+    pub fn pick_sticky(
+        &self,
+        sticky: Sticky,
+        salt: u64,
+        request: &PickRequest<'_>,
+    ) -> Option<Arc<EndpointState>> {
+        let members = self.members.load();
+        let now = request.now;
+        let ejecting = self.ejection_horizon.load(Ordering::Relaxed) > now.0;
+        let mut usable = members.routable.iter().filter(|e| {
+            let ejected = ejecting && e.ejected_until(now).is_some();
+            !ejected && !request.tried.contains(&e.addr())
+        });
+        let endpoint = match sticky {
+            Sticky::Endpoint(token) => usable.find(|e| endpoint_token(salt, e.addr()) == token),
+            Sticky::Key(key) => usable.max_by_key(|e| rendezvous_weight(key, e.addr())),
+        };
+        endpoint.cloned()
     }
 
     /// Weight in thousandths after slow start, `Retry-After` penalties and (least request,
@@ -803,6 +830,67 @@ mod tests {
             assert!(last.endpoint.is_none());
             assert_eq!(last.reason, PickReason::NoneAvailable);
         }
+    }
+
+    /// A persistent cookie finds its endpoint among every routable member, never a tried,
+    /// ejected or draining one; a balanced key's endpoint stays put while others come and go.
+    #[test]
+    fn sticky_picks_follow_the_cookie_while_its_endpoint_can_serve() {
+        let specs: Vec<_> = (1..=4).map(|p| EndpointSpec::ready(addr(p))).collect();
+        let (pool, reg) = pool_of(Algorithm::LeastRequest, &specs);
+        let salt = 99;
+        let now = Nanos::from_secs(1);
+        let request = PickRequest {
+            now,
+            ..PickRequest::default()
+        };
+        let token = crate::affinity::endpoint_token(salt, addr(3));
+        let sticky = Sticky::Endpoint(token);
+        let found = pool.pick_sticky(sticky, salt, &request).map(|e| e.addr());
+        assert_eq!(found, Some(addr(3)));
+        // Another route's salt: the token names nothing.
+        assert!(pool.pick_sticky(sticky, salt + 1, &request).is_none());
+        // Tried by this request: not again.
+        let tried = [addr(3)];
+        let retry = PickRequest {
+            tried: &tried,
+            ..request
+        };
+        assert!(pool.pick_sticky(sticky, salt, &retry).is_none());
+        // Ejected: the session needs a new endpoint.
+        let third = pool
+            .endpoints()
+            .into_iter()
+            .find(|e| e.addr() == addr(3))
+            .expect("member");
+        let mut ejected = false;
+        for _ in 0..50 {
+            ejected |= pool.record(&third, Outcome::Failure, now).is_some();
+        }
+        assert!(ejected, "consecutive failures eject");
+        assert!(pool.pick_sticky(sticky, salt, &request).is_none());
+        // Draining (terminating but serving): no longer a member new picks may use.
+        let mut drain = specs.clone();
+        drain[1].terminating = true;
+        pool.update(&drain, &reg, now);
+        let second = Sticky::Endpoint(crate::affinity::endpoint_token(salt, addr(2)));
+        assert!(pool.pick_sticky(second, salt, &request).is_none());
+
+        // Balanced: the key keeps its endpoint when a member that is not its own leaves.
+        let (pool, reg) = pool_of(Algorithm::RoundRobin, &specs);
+        let key = Sticky::Key(0x5eed);
+        let own = pool
+            .pick_sticky(key, salt, &request)
+            .expect("a member")
+            .addr();
+        let others: Vec<_> = specs.iter().filter(|s| s.addr != own).cloned().collect();
+        pool.update(
+            &[&others[..1], &[EndpointSpec::ready(own)]].concat(),
+            &reg,
+            now,
+        );
+        let after = pool.pick_sticky(key, salt, &request).map(|e| e.addr());
+        assert_eq!(after, Some(own));
     }
 
     #[test]

@@ -24,8 +24,9 @@ mod validate;
 pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
-    BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule, HeaderModifier, HostMatch,
-    ObjectRef, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot,
-    RoutingSnapshot, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
+    HeaderModifier, HostMatch, ObjectRef, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection,
+    RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, UnsupportedAnnotation,
+    UrlRewrite, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

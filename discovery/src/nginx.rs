@@ -5,14 +5,17 @@
 //! What is read here: the redirects (`permanent-redirect` with `permanent-redirect-code`,
 //! `temporal-redirect`, `app-root`), the https redirects (`ssl-redirect`,
 //! `force-ssl-redirect`), regex paths and rewrites (`use-regex`, `rewrite-target`) and the
-//! upstream request's fields (`upstream-vhost`, `x-forwarded-prefix`). Every other `nginx.ingress.kubernetes.io/*` annotation is reported
+//! upstream request's fields (`upstream-vhost`, `x-forwarded-prefix`), the canaries
+//! (`canary-*`), session affinity (`affinity`, `session-cookie-*`), and the balancing,
+//! timeout and upstream settings ([`NginxPolicy`]). Every other `nginx.ingress.kubernetes.io/*` annotation is reported
 //! as unsupported ([`crate::annotations::unsupported`]), never silently ignored.
 //!
 //! Must not: read `weir.dev/*` annotations (those are [`crate::annotations`]'s; the
 //! translation decides which wins), or do I/O.
 
 use crate::snapshot::{
-    BackendProtocol, CanaryHeader, CanaryRule, HashKey, Redirect, RedirectTo, RoutePolicy,
+    AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule, HashKey, Redirect,
+    RedirectTo, RoutePolicy, SameSite, SessionAffinity,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +25,8 @@ pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// The annotations read here (names without [`PREFIX`]).
 pub const KNOWN: &[&str] = &[
+    "affinity",
+    "affinity-mode",
     "app-root",
     "backend-protocol",
     "canary",
@@ -44,6 +49,14 @@ pub const KNOWN: &[&str] = &[
     "proxy-send-timeout",
     "rewrite-target",
     "service-upstream",
+    "session-cookie-change-on-failure",
+    "session-cookie-domain",
+    "session-cookie-expires",
+    "session-cookie-max-age",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-samesite",
+    "session-cookie-secure",
     "ssl-redirect",
     "temporal-redirect",
     "upstream-hash-by",
@@ -110,6 +123,8 @@ pub struct NginxPolicy {
     pub backend_protocol: Option<BackendProtocol>,
     /// `proxy-body-size`: the largest request body, `Some(None)` for no limit (`0`).
     pub max_request_body: Option<Option<u64>>,
+    /// `affinity: cookie` with `affinity-mode` and the `session-cookie-*` annotations.
+    pub affinity: Option<SessionAffinity>,
 }
 
 impl NginxPolicy {
@@ -145,6 +160,9 @@ impl NginxPolicy {
         }
         if let Some(max) = self.max_request_body {
             policy.max_request_body = max;
+        }
+        if let Some(affinity) = &self.affinity {
+            policy.affinity = Some(affinity.clone());
         }
         if let Some(protocol) = self
             .backend_protocol
@@ -275,6 +293,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
         let size = body_size(value)?;
         policy.max_request_body = Some((size > 0).then_some(size));
     }
+    if let Some(value) = get("affinity") {
+        policy.affinity = Some(affinity(value, &get)?);
+    }
     if let Some(value) = get("backend-protocol") {
         policy.backend_protocol = Some(match value.trim().to_ascii_uppercase().as_str() {
             "HTTP" => BackendProtocol::Http,
@@ -288,6 +309,104 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
         });
     }
     Ok(read)
+}
+
+/// `affinity` (only `cookie`) with `affinity-mode` and the `session-cookie-*` annotations,
+/// which mean nothing without it (as in ingress-nginx).
+fn affinity<'a>(
+    value: &str,
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<SessionAffinity, String> {
+    if !value.trim().eq_ignore_ascii_case("cookie") {
+        return Err(format!(
+            "annotation {PREFIX}affinity: {value:?} is not cookie (the only affinity ingress-nginx and weir have)"
+        ));
+    }
+    let mode = match get("affinity-mode").map(str::trim) {
+        None | Some("balanced") => AffinityMode::Balanced,
+        Some("persistent") => AffinityMode::Persistent,
+        Some(other) => {
+            return Err(format!(
+                "annotation {PREFIX}affinity-mode: {other:?} is not balanced or persistent"
+            ))
+        }
+    };
+    // What a cookie attribute may hold: visible ASCII but `;` (and `,`, which some clients
+    // split on), so a value cannot end the attribute and start another.
+    let attribute = |name: &str, value: &str| {
+        let ok = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+        match ok {
+            true => Ok(value.to_string()),
+            false => Err(format!(
+                "annotation {PREFIX}{name}: {value:?} is not a cookie attribute value"
+            )),
+        }
+    };
+    let name = match get("session-cookie-name") {
+        None => "INGRESSCOOKIE".to_string(),
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "annotation {PREFIX}session-cookie-name: {name:?} is not a cookie name"
+                ));
+            }
+            name.to_string()
+        }
+    };
+    let path = match get("session-cookie-path") {
+        Some(path) if !path.starts_with('/') => {
+            return Err(format!(
+                "annotation {PREFIX}session-cookie-path: {path:?} does not start with /"
+            ))
+        }
+        Some(path) => Some(attribute("session-cookie-path", path)?),
+        None => None,
+    };
+    let domain = match get("session-cookie-domain") {
+        Some(domain) => Some(attribute("session-cookie-domain", domain)?),
+        None => None,
+    };
+    let whole = |name: &str| -> Result<Option<u64>, String> {
+        get(name)
+            .map(|v| {
+                v.trim().parse::<u64>().map_err(|_| {
+                    format!("annotation {PREFIX}{name}: {v:?} is not a whole number of seconds")
+                })
+            })
+            .transpose()
+    };
+    let same_site = match get("session-cookie-samesite").map(str::trim) {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("strict") => Some(SameSite::Strict),
+        Some(v) if v.eq_ignore_ascii_case("lax") => Some(SameSite::Lax),
+        Some(v) if v.eq_ignore_ascii_case("none") => Some(SameSite::None),
+        Some(v) => {
+            return Err(format!(
+                "annotation {PREFIX}session-cookie-samesite: {v:?} is not None, Lax or Strict"
+            ))
+        }
+    };
+    let flag = |name: &str| get(name).map_or(Ok(false), |v| boolean(name, v));
+    Ok(SessionAffinity {
+        mode,
+        cookie: AffinityCookie {
+            name,
+            path,
+            domain,
+            max_age: whole("session-cookie-max-age")?,
+            expires: whole("session-cookie-expires")?,
+            same_site,
+            secure: flag("session-cookie-secure")?,
+        },
+        change_on_failure: flag("session-cookie-change-on-failure")?,
+    })
 }
 
 /// The `canary-*` annotations of a canary Ingress.
@@ -614,6 +733,52 @@ mod tests {
     }
 
     #[test]
+    fn affinity_reads_the_cookie_and_refuses_what_could_break_it() {
+        let affinity = |pairs: &[(&str, &str)]| of(pairs).map(|r| r.policy.affinity);
+        let plain = affinity(&[("affinity", "cookie")]).expect("valid");
+        assert_eq!(
+            plain,
+            Some(SessionAffinity {
+                mode: AffinityMode::Balanced,
+                cookie: AffinityCookie {
+                    name: "INGRESSCOOKIE".into(),
+                    path: None,
+                    domain: None,
+                    max_age: None,
+                    expires: None,
+                    same_site: None,
+                    secure: false,
+                },
+                change_on_failure: false,
+            })
+        );
+        // Without `affinity` the cookie's annotations do nothing.
+        assert_eq!(affinity(&[("session-cookie-name", "x")]), Ok(None));
+        for (name, value) in [
+            ("affinity", "ip"),
+            ("affinity-mode", "sticky"),
+            ("session-cookie-name", "a=b"),
+            ("session-cookie-name", "a b"),
+            ("session-cookie-path", "shop"),
+            ("session-cookie-path", "/a; Domain=evil.example"),
+            ("session-cookie-domain", "a.example\r\nX: y"),
+            ("session-cookie-max-age", "-1"),
+            ("session-cookie-expires", "1d"),
+            ("session-cookie-samesite", "sometimes"),
+            ("session-cookie-secure", "yes"),
+        ] {
+            let mut pairs = vec![("affinity", "cookie")];
+            if name != "affinity" {
+                pairs.push((name, value));
+            } else {
+                pairs[0].1 = value;
+            }
+            let err = affinity(&pairs).expect_err(value);
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_redirects_are_refused_naming_the_annotation() {
         for (name, value, why) in [
             ("permanent-redirect", "ftp://x.example.com", "http://"),
@@ -702,6 +867,7 @@ mod tests {
                 backend_protocol: Some(BackendProtocol::H2c),
                 max_request_body: None,
                 write_timeout: Some(Duration::from_secs(30)),
+                affinity: None,
             }
         );
         for (value, key) in [

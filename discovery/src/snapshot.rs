@@ -67,6 +67,21 @@ impl PathMatch {
             | PathMatch::RegexIgnoreCase(p) => p,
         }
     }
+
+    /// The `Path` of a cookie set for this rule when none is configured: the path as
+    /// written (ingress-nginx's location), `/` for a regular expression or a path that
+    /// cannot be a cookie attribute.
+    pub fn cookie_path(&self) -> &str {
+        match self {
+            PathMatch::Exact(p) | PathMatch::Prefix(p)
+                if p.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',') =>
+            {
+                p
+            }
+            _ => "/",
+        }
+    }
 }
 
 /// A Service port as an Ingress backend names it, in the Ingress's namespace.
@@ -406,6 +421,71 @@ pub struct RoutePolicy {
     /// host and path to several Services (absent: no split).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_weights: Option<BTreeMap<String, u32>>,
+    /// Session affinity by cookie (ingress-nginx's `affinity: cookie`; absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<SessionAffinity>,
+}
+
+/// Session affinity by cookie: the requests of a session go to one endpoint while it can
+/// take them (docs/balancing.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionAffinity {
+    pub mode: AffinityMode,
+    pub cookie: AffinityCookie,
+    /// After a failed attempt the session moves to the endpoint that took the retry (a new
+    /// cookie); without it the retry still goes to another endpoint, but the session keeps
+    /// its own.
+    pub change_on_failure: bool,
+}
+
+/// How a session cookie names its endpoint (`affinity-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffinityMode {
+    /// A random key, mapped onto the endpoints by rendezvous hashing: scaling up moves
+    /// some sessions to the new endpoints.
+    Balanced,
+    /// The endpoint itself: a session leaves it only when it can no longer serve.
+    Persistent,
+}
+
+/// The session cookie weir sets, and its attributes (`session-cookie-*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AffinityCookie {
+    pub name: String,
+    /// `Path`; absent: the rule's path (`/` for a regular expression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// `Max-Age`, in seconds; absent (with `expires`): a cookie for the browser session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// `Expires`: this many seconds after the response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSite>,
+    /// `Secure` on every response; otherwise only on those sent over TLS.
+    pub secure: bool,
+}
+
+/// A cookie's `SameSite` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
 }
 
 impl Default for RoutePolicy {
@@ -424,6 +504,7 @@ impl Default for RoutePolicy {
             write_timeout: None,
             backend_tls_verify: true,
             backend_tls_server_name: None,
+            affinity: None,
         }
     }
 }

@@ -530,3 +530,141 @@ fn default_backend_takes_requests_while_the_service_has_no_endpoint() {
     assert_eq!(weir.echo(&c, "coded.example.com", "/")["service"], "app");
     assert_eq!(unread_annotations(&weir), 0.0);
 }
+
+/// `affinity: cookie`: a session's requests stay on the endpoint its cookie names, on every
+/// engine and protocol, with ingress-nginx's cookie attributes; a session whose endpoint
+/// fails is retried elsewhere (keeping its cookie, or moving with `change-on-failure`), and
+/// one whose endpoint is gone gets a new endpoint and a new cookie.
+#[test]
+fn affinity_cookie_keeps_a_session_on_its_endpoint() {
+    let mut pods: Vec<Echo> = ["pod-a", "pod-b", "pod-c"]
+        .into_iter()
+        .map(Echo::start)
+        .collect();
+    let addrs: Vec<_> = pods.iter().map(|p| p.addr).collect();
+    let ingresses = nginx_ingress(
+        "persistent",
+        "app.example.com",
+        "nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/affinity-mode: persistent, nginx.ingress.kubernetes.io/session-cookie-name: route, nginx.ingress.kubernetes.io/session-cookie-max-age: \"3600\", nginx.ingress.kubernetes.io/session-cookie-samesite: Lax",
+    ) + &nginx_ingress(
+        "balanced",
+        "coded.example.com",
+        "nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-change-on-failure: \"true\", nginx.ingress.kubernetes.io/session-cookie-secure: \"true\"",
+    );
+    let dir = nginx_manifests(&(service_yaml("demo", "app", &addrs) + &ingresses));
+    // (pod, Set-Cookie) of a request to `host` with `cookie`.
+    let visit = |c: &Client, weir: &Weir, host: &str, cookie: Option<&str>| {
+        let mut request = c.get(format!("http://{host}:{}/", weir.http.port()));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let resp = request.send().expect("request");
+        assert_eq!(resp.status().as_u16(), 200);
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().expect("text").to_string());
+        let seen: serde_json::Value = resp.json().expect("echo JSON");
+        (seen["service"].as_str().unwrap_or("").to_string(), set)
+    };
+    let pair = |set: &str| set.split(';').next().unwrap_or("").to_string();
+    let mut first_cookie: Option<(String, String)> = None;
+    for path in ["direct", "pingora"] {
+        let weir = nginx_class_weir(&dir, path);
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = no_redirects(&weir, http2);
+            // A new session: an endpoint, and the cookie that names it.
+            let (pod, set) = visit(&c, &weir, "app.example.com", None);
+            let set = set.unwrap_or_else(|| panic!("{case}: no session cookie"));
+            let (name_value, attributes) = set.split_once(';').expect("attributes");
+            let value = name_value.strip_prefix("route=").expect("cookie name");
+            assert!(
+                value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{case}: {set}"
+            );
+            assert_eq!(
+                attributes, " Path=/; Max-Age=3600; SameSite=Lax; HttpOnly",
+                "{case}"
+            );
+            // The session stays, and is not told again.
+            for _ in 0..20 {
+                let (again, set) = visit(&c, &weir, "app.example.com", Some(name_value));
+                assert_eq!((again.as_str(), set), (pod.as_str(), None), "{case}");
+            }
+            // The same cookie means the same endpoint to every weir (replicas agree).
+            match &first_cookie {
+                None => first_cookie = Some((name_value.to_string(), pod.clone())),
+                Some((cookie, owner)) => {
+                    let (at, _) = visit(&c, &weir, "app.example.com", Some(cookie));
+                    assert_eq!(&at, owner, "{case}: another weir's cookie");
+                }
+            }
+            // A cookie that names nothing starts a new session.
+            let (_, set) = visit(&c, &weir, "app.example.com", Some("route=zz"));
+            assert!(set.is_some(), "{case}: a bad cookie is replaced");
+            // Balanced: a random key, `Secure` asked for even over plain HTTP.
+            let (pod, set) = visit(&c, &weir, "coded.example.com", None);
+            let set = set.unwrap_or_else(|| panic!("{case}: no balanced cookie"));
+            assert!(set.starts_with("INGRESSCOOKIE="), "{case}: {set}");
+            assert!(set.ends_with("; Path=/; HttpOnly; Secure"), "{case}: {set}");
+            for _ in 0..20 {
+                let (again, set) = visit(&c, &weir, "coded.example.com", Some(&pair(&set)));
+                assert_eq!((again.as_str(), set), (pod.as_str(), None), "{case}");
+            }
+        }
+    }
+
+    // Failures, on weir's own engine.
+    let weir = nginx_class_weir(&dir, "direct");
+    let c = no_redirects(&weir, false);
+    let (pod, set) = visit(&c, &weir, "app.example.com", None);
+    let persistent = pair(&set.expect("cookie"));
+    // A balanced session on the same endpoint (a new one lands there 1 time in 3).
+    let balanced = (0..60)
+        .find_map(|_| match visit(&c, &weir, "coded.example.com", None) {
+            (at, Some(set)) if at == pod => Some(pair(&set)),
+            _ => None,
+        })
+        .expect("a balanced session on the endpoint");
+    let index = |name: &str| ["pod-a", "pod-b", "pod-c"].iter().position(|p| *p == name);
+    pods[index(&pod).expect("pod")].kill();
+    // Persistent without change-on-failure: the retry goes to another endpoint, the session
+    // keeps its cookie.
+    let (other, set) = visit(&c, &weir, "app.example.com", Some(&persistent));
+    assert_ne!(other, pod);
+    assert_eq!(set, None, "the session keeps its endpoint");
+    // Balanced with change-on-failure: the session moves to the endpoint that answered.
+    let (moved, set) = visit(&c, &weir, "coded.example.com", Some(&balanced));
+    assert_ne!(moved, pod);
+    let set = pair(&set.expect("a new cookie after the failure"));
+    let (again, none) = visit(&c, &weir, "coded.example.com", Some(&set));
+    assert_eq!((again, none), (moved, None));
+    // The endpoint leaves the Service: the session gets a new endpoint and cookie.
+    let left: Vec<_> = addrs
+        .iter()
+        .zip(["pod-a", "pod-b", "pod-c"])
+        .filter(|(_, name)| *name != pod)
+        .map(|(addr, _)| *addr)
+        .collect();
+    dir.write(
+        "all.yaml",
+        &(NGINX_CLASS.to_string() + &service_yaml("demo", "app", &left) + &ingresses),
+    );
+    let mut moved = None;
+    support::wait_until(std::time::Duration::from_secs(10), || {
+        let (at, set) = visit(&c, &weir, "app.example.com", Some(&persistent));
+        moved = set.map(|set| (at, pair(&set)));
+        moved.is_some()
+    })
+    .expect("a new cookie once the endpoint is gone");
+    let (at, cookie) = moved.expect("moved");
+    assert_ne!(at, pod);
+    for _ in 0..10 {
+        assert_eq!(
+            visit(&c, &weir, "app.example.com", Some(&cookie)),
+            (at.clone(), None)
+        );
+    }
+    assert_eq!(unread_annotations(&weir), 0.0);
+}

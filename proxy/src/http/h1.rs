@@ -833,13 +833,15 @@ pub(crate) struct ClientSide {
 /// Reads the upstream response head at the start of `buf` (`Ok(None)` while it is
 /// incomplete) and writes the client's copy of it to `out`: status line, the upstream's
 /// fields without the hop-by-hop ones, then weir's `Date`, `Connection` and, when the body is
-/// re-framed, `Transfer-Encoding: chunked`. A 1xx head is written only for HTTP/1.1 clients,
-/// without `Date` or `Connection`. `Err` names what is wrong with a head that cannot be
-/// relayed safely.
+/// re-framed, `Transfer-Encoding: chunked`. `added`: fields weir adds to a final response
+/// (the route's response filters), after the upstream's. A 1xx head is written only for
+/// HTTP/1.1 clients, without `Date`, `Connection` or `added`. `Err` names what is wrong with
+/// a head that cannot be relayed safely.
 pub(crate) fn response_head(
     buf: &[u8],
     client: ClientSide,
     date: &[u8],
+    added: &[(http::HeaderName, http::HeaderValue)],
     out: &mut impl ResponseHeadOut,
 ) -> std::result::Result<Option<ResponseHead>, &'static str> {
     let mut headers = uninit_headers::<MAX_RESPONSE_FIELDS>();
@@ -947,6 +949,15 @@ pub(crate) fn response_head(
                 name,
                 value: header.value,
                 line,
+            })?;
+        }
+    }
+    if !informational {
+        for (name, value) in added {
+            out.field(RelayedField {
+                name: name.as_str().as_bytes(),
+                value: value.as_bytes(),
+                line: None,
             })?;
         }
     }
@@ -1283,7 +1294,7 @@ mod tests {
         String,
     ) {
         let mut out = BytesMut::new();
-        let head = response_head(raw, client, DATE, &mut out);
+        let head = response_head(raw, client, DATE, &[], &mut out);
         (head, String::from_utf8_lossy(&out).into_owned())
     }
 
@@ -1337,7 +1348,7 @@ mod tests {
             ..client_11()
         };
         let mut out = HpackResponseHead::default();
-        let head = response_head(raw, client, b"Mon, 23 Nov 2026 10:00:00 GMT", &mut out);
+        let head = response_head(raw, client, b"Mon, 23 Nov 2026 10:00:00 GMT", &[], &mut out);
         assert_eq!(head.expect("valid").expect("complete").status, 200);
         assert!(out.done);
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();

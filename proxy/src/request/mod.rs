@@ -6,11 +6,13 @@
 //!    the route's request filters (a `RequestRedirect` answers instead of forwarding), the
 //!    route's concurrency limit;
 //! 2. **pick** (`pick_endpoint`): the route's pool chooses an endpoint (503 when it has
-//!    none) and the request takes its in-flight slot;
+//!    none), or the session's cookie binds it to one ([`affinity`]), and the request takes
+//!    its in-flight slot;
 //! 3. **forward** (`forward_headers`): the fields weir sets on the upstream copy
 //!    (`X-Forwarded-*`, trace context);
-//! 4. **response** (`note_response`): the upstream's status and `Retry-After` reach the
-//!    balancer; after a failure `connect_failed` / `proxy_failed` decide a retry
+//! 4. **response** (`note_response`, `response_fields`): the upstream's status and
+//!    `Retry-After` reach the balancer; the fields weir adds to the response (a new
+//!    session's cookie) are given to the engine; after a failure `connect_failed` / `proxy_failed` decide a retry
 //!    ([`retry`]: replayable, attempts, budget);
 //! 5. **finish** (`finish_request`): the outcome fed back, slots released, metrics, the
 //!    trace's spans, the access-log line ([`access_log`]).
@@ -22,6 +24,7 @@
 //! (requests are read through [`crate::http::request_view::RequestView`]).
 
 pub mod access_log;
+pub mod affinity;
 pub mod answers;
 pub mod concurrency;
 pub mod phases;

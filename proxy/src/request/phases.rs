@@ -14,6 +14,7 @@ use crate::http::hardening::{check_request, Rejection, RequestLimits};
 use crate::http::path::normalize;
 use crate::http::request_view::RequestView;
 use crate::request::access_log::{AccessLine, AccessLog};
+use crate::request::affinity::NewSession;
 use crate::request::answers::{https_location, redirect_location};
 use crate::request::concurrency::ConcurrencyPermit;
 use crate::request::retry;
@@ -29,6 +30,9 @@ use std::time::{Duration, Instant};
 use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
 use weir_discovery::HashKey;
+
+/// Fields weir adds to a response; rarely more than one.
+pub(crate) type ResponseFields = SmallVec<[(HeaderName, HeaderValue); 1]>;
 
 /// A request body over its route's `proxy-body-size`.
 const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
@@ -110,6 +114,8 @@ pub struct RequestCtx {
     client_path: Option<Box<str>>,
     /// Request body bytes the route still takes (`proxy-body-size`; `None`: no limit).
     body_left: Option<u64>,
+    /// The cookie of a session the pick began or moved: the response sets it.
+    new_session: Option<NewSession>,
     /// Counts the request for the shutdown drain until the context is dropped.
     _in_flight: InFlightToken,
 }
@@ -163,6 +169,7 @@ impl WeirProxy {
             permit: None,
             client_path: None,
             body_left: None,
+            new_session: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -369,7 +376,16 @@ impl WeirProxy {
             key_hash,
             now: Nanos::now(),
         };
-        let mut pick = target.pool.pick(&request, &mut rng);
+        let mut pick = match &target.session_cookie {
+            Some(cookie) => {
+                let (pick, new_session) = cookie.pick(req, &target.pool, &request, &mut rng);
+                if new_session.is_some() {
+                    ctx.new_session = new_session;
+                }
+                pick
+            }
+            None => target.pool.pick(&request, &mut rng),
+        };
         if pick.endpoint.is_none() && ctx.stale_connection_retry {
             // A pooled connection turned out stale (the endpoint itself is fine): with every
             // endpoint tried, the same one over a fresh connection is the right call.
@@ -470,6 +486,20 @@ impl WeirProxy {
         if ctx.upstream_headers.is_none() && !(100..200).contains(&status) {
             ctx.upstream_headers = Some((Instant::now(), status, retry_after));
         }
+    }
+
+    /// The fields weir adds to the upstream's response (its response filters): the cookie of
+    /// a session this request began or moved. `tls`: the response goes over TLS.
+    pub(crate) fn response_fields(&self, tls: bool, ctx: &RequestCtx) -> ResponseFields {
+        let mut fields = ResponseFields::new();
+        if let (Some(session), Some(target)) = (ctx.new_session, &ctx.target) {
+            if let Some(cookie) = target.session_cookie.as_ref() {
+                if let Some(value) = cookie.set_cookie(session, tls) {
+                    fields.push((http::header::SET_COOKIE, value));
+                }
+            }
+        }
+        fields
     }
 
     /// After a failed connect: reports it to the pool at once (a retry replaces the guard)

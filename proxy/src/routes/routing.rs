@@ -9,6 +9,7 @@
 
 use crate::http::request_view::RequestView;
 use crate::http::rewrite::PathRewriter;
+use crate::request::affinity::SessionCookie;
 use crate::request::concurrency::ConcurrencyLimit;
 use crate::routes::router::Router;
 use arc_swap::ArcSwap;
@@ -58,6 +59,8 @@ pub struct RouteTarget {
     pub write_timeout: Option<std::time::Duration>,
     /// Largest request body the route takes (`proxy-body-size`); larger: 413.
     pub max_request_body: Option<u64>,
+    /// The route's session cookie (`affinity: cookie`).
+    pub session_cookie: Option<crate::request::affinity::SessionCookie>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
     /// This target's metric handles (filled by its first requests).
@@ -533,6 +536,11 @@ impl LiveRouting {
                 write_timeout: route.policy.write_timeout,
                 rewrite: path_rewrite(&route.filters),
                 set_fields: upstream_fields(&route.filters),
+                session_cookie: route.policy.affinity.as_ref().map(|affinity| {
+                    let backend =
+                        format!("{}/{}:{}", backend.namespace, backend.service, backend.port);
+                    SessionCookie::new(affinity, &backend, route.path.cookie_path())
+                }),
                 concurrency: concurrency.clone(),
                 series: Default::default(),
                 upstream_tls: (route.policy.backend_protocol

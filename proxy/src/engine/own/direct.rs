@@ -534,11 +534,12 @@ impl DirectPath {
         // The same buffer now takes the response.
         buf.clear();
         buf.reserve(UPSTREAM_READ_BUFFER);
+        let added = self.proxy.response_fields(request.tls, ctx);
         let head = loop {
             // Nothing read yet: no head to look for (the first read is due either way).
             let parsed = match buf.is_empty() {
                 true => None,
-                false => client.stage_head(&buf).map_err(|why| {
+                false => client.stage_head(&buf, &added).map_err(|why| {
                     Failure::Upstream(Error::explain(ErrorType::InvalidHTTPHeader, why))
                 })?,
             };
@@ -700,10 +701,11 @@ struct Sent {
 /// each protocol decides how they go out (HTTP/1.1 bytes in one write, HTTP/2 frames).
 trait Downstream {
     /// Parses the upstream's response head at the start of `buf` (`Ok(None)` while it is
-    /// incomplete) and stages the client's copy of it.
+    /// incomplete) and stages the client's copy of it, with the fields weir `added`.
     fn stage_head(
         &mut self,
         buf: &[u8],
+        added: &[(http::HeaderName, http::HeaderValue)],
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str>;
     /// Stages a piece of the response body.
     fn stage_body(&mut self, data: &[u8]);
@@ -765,6 +767,7 @@ impl Downstream for Client {
     fn stage_head(
         &mut self,
         buf: &[u8],
+        added: &[(http::HeaderName, http::HeaderValue)],
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
         let side = ClientSide {
             version: if self.http10 {
@@ -775,7 +778,13 @@ impl Downstream for Client {
             keep_alive: self.keep_alive,
             head_request: self.head_request,
         };
-        let head = h1::response_head(buf, side, get_cached_date().as_bytes(), &mut self.out)?;
+        let head = h1::response_head(
+            buf,
+            side,
+            get_cached_date().as_bytes(),
+            added,
+            &mut self.out,
+        )?;
         if let Some(head) = head.as_ref().filter(|h| !(100..200).contains(&h.status)) {
             self.keep_alive = head.client_keep_alive;
             self.chunked = head.chunked_to_client;
@@ -867,6 +876,7 @@ impl Downstream for WeirH2Client {
     fn stage_head(
         &mut self,
         buf: &[u8],
+        added: &[(http::HeaderName, http::HeaderValue)],
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
         let side = ClientSide {
             version: ClientVersion::Http2,
@@ -874,7 +884,7 @@ impl Downstream for WeirH2Client {
             head_request: self.head_request,
         };
         let mut out = h1::HpackResponseHead::default();
-        let head = h1::response_head(buf, side, get_cached_date().as_bytes(), &mut out)?;
+        let head = h1::response_head(buf, side, get_cached_date().as_bytes(), added, &mut out)?;
         if out.done {
             self.block = Some(out.block);
         }

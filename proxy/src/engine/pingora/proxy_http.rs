@@ -169,7 +169,7 @@ impl ProxyHttp for WeirProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -180,6 +180,11 @@ impl ProxyHttp for WeirProxy {
             ctx,
         );
         crate::http::h1::remove_connection_scoped_fields(upstream);
+        if !upstream.status.is_informational() {
+            for (name, value) in self.response_fields(is_tls(session), ctx) {
+                upstream.append_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
