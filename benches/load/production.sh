@@ -23,6 +23,7 @@
 #   benches/load/production.sh                              # 3 rounds of 10 s
 #   ROUNDS=5 DURATION=8 MODES="tls-h1 tls-new" benches/load/production.sh
 #   CONNS=1 MODES=tls-new benches/load/production.sh          # wrk connections (default 32)
+#   SPLIT_CPUS=0 benches/load/production.sh                   # let client and servers share cores
 #   WEIR_FLAGS="--log-level warn" benches/load/production.sh  # weir without its access log
 #   WEIR_BIN=/tmp/weir-before benches/load/production.sh     # another weir binary (no build)
 #   BASELINE_BIN=/tmp/weir-before benches/load/production.sh # and a second weir beside it, the
@@ -49,7 +50,18 @@ if [ -z "$WEIR_BIN" ]; then
 fi
 
 source benches/load/procs.sh
+# The load generator on a core of its own (the last), the proxies and the upstream on the
+# others: sharing cores, the client's and the servers' threads meet on either, and where the
+# scheduler puts them moves a mode's p99 by 2x between runs (docs/benchmarks.md, "Method").
+SPLIT_CPUS="${SPLIT_CPUS:-1}"
+CORES=$(nproc)
+if [ "$SPLIT_CPUS" = 1 ] && [ "$CORES" -ge 2 ]; then
+    taskset -pc "0-$((CORES - 2))" $$ >/dev/null
+fi
 source benches/load/proxies.sh
+if [ "$SPLIT_CPUS" = 1 ] && [ "$CORES" -ge 2 ]; then
+    taskset -pc "$((CORES - 1))" $$ >/dev/null
+fi
 
 results="$work/results.tsv"
 TIMEFORMAT='%U %S %R'
