@@ -15,7 +15,7 @@
 
 use crate::snapshot::{
     AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule, HashKey, Redirect,
-    RedirectTo, RoutePolicy, SameSite, SessionAffinity,
+    RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub const KNOWN: &[&str] = &[
     "permanent-redirect-code",
     "proxy-body-size",
     "proxy-connect-timeout",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
     "proxy-send-timeout",
@@ -125,6 +127,8 @@ pub struct NginxPolicy {
     pub max_request_body: Option<Option<u64>>,
     /// `affinity: cookie` with `affinity-mode` and the `session-cookie-*` annotations.
     pub affinity: Option<SessionAffinity>,
+    /// `proxy-next-upstream` and `proxy-next-upstream-timeout`.
+    pub retry_on: Option<RetryOn>,
 }
 
 impl NginxPolicy {
@@ -164,6 +168,9 @@ impl NginxPolicy {
         if let Some(affinity) = &self.affinity {
             policy.affinity = Some(affinity.clone());
         }
+        if let Some(retry_on) = &self.retry_on {
+            policy.retry_on = retry_on.clone();
+        }
         if let Some(protocol) = self
             .backend_protocol
             .filter(|_| !weir_sets("backend-protocol"))
@@ -191,6 +198,21 @@ pub fn weir_equivalent(name: &str) -> Option<&'static str> {
         "ssl-redirect" | "force-ssl-redirect" => "weir.dev/ssl-redirect",
         _ => return None,
     })
+}
+
+/// The ingress-nginx annotations of an Ingress that its `weir.dev/*` ones override: each
+/// with the one that wins ([`weir_equivalent`]).
+pub fn overridden(annotations: Option<&BTreeMap<String, String>>) -> Vec<(String, &'static str)> {
+    let Some(annotations) = annotations else {
+        return Vec::new();
+    };
+    annotations
+        .keys()
+        .filter_map(|name| {
+            let weir = weir_equivalent(name.strip_prefix(PREFIX)?)?;
+            annotations.contains_key(weir).then(|| (name.clone(), weir))
+        })
+        .collect()
 }
 
 /// Reads an Ingress's ingress-nginx annotations; the first invalid one is the error, naming
@@ -295,6 +317,21 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     }
     if let Some(value) = get("affinity") {
         policy.affinity = Some(affinity(value, &get)?);
+    }
+    let next_timeout = get("proxy-next-upstream-timeout");
+    if get("proxy-next-upstream").is_some() || next_timeout.is_some() {
+        let mut retry_on = match get("proxy-next-upstream") {
+            Some(value) => next_upstream(value)?,
+            None => RetryOn::default(),
+        };
+        if let Some(value) = next_timeout {
+            // 0: no limit, as nginx reads it.
+            retry_on.within = match value.trim().trim_end_matches('s') {
+                "0" => None,
+                _ => Some(seconds("proxy-next-upstream-timeout", value)?),
+            };
+        }
+        policy.retry_on = Some(retry_on);
     }
     if let Some(value) = get("backend-protocol") {
         policy.backend_protocol = Some(match value.trim().to_ascii_uppercase().as_str() {
@@ -407,6 +444,47 @@ fn affinity<'a>(
         },
         change_on_failure: flag("session-cookie-change-on-failure")?,
     })
+}
+
+/// `proxy-next-upstream`: nginx's `proxy_next_upstream` conditions, separated by spaces.
+fn next_upstream(value: &str) -> Result<RetryOn, String> {
+    let mut retry_on = RetryOn {
+        errors: false,
+        timeouts: false,
+        ..RetryOn::default()
+    };
+    for token in value.split_whitespace() {
+        match token {
+            "error" | "invalid_header" => retry_on.errors = true,
+            "timeout" => retry_on.timeouts = true,
+            "non_idempotent" => retry_on.non_idempotent = true,
+            "off" => {}
+            _ => {
+                let status = token
+                    .strip_prefix("http_")
+                    .and_then(|code| code.parse::<u16>().ok())
+                    .filter(|code| [500, 502, 503, 504, 403, 404, 429].contains(code))
+                    .ok_or_else(|| {
+                        format!(
+                            "annotation {PREFIX}proxy-next-upstream: {token:?} is not one of error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent, off"
+                        )
+                    })?;
+                if !retry_on.statuses.contains(&status) {
+                    retry_on.statuses.push(status);
+                }
+            }
+        }
+    }
+    if value.split_whitespace().any(|t| t == "off") {
+        // nginx: `off` turns every condition off, whatever else is listed.
+        retry_on = RetryOn {
+            errors: false,
+            timeouts: false,
+            ..RetryOn::default()
+        };
+    }
+    retry_on.statuses.sort_unstable();
+    Ok(retry_on)
 }
 
 /// The `canary-*` annotations of a canary Ingress.
@@ -779,6 +857,72 @@ mod tests {
     }
 
     #[test]
+    fn weir_annotations_override_their_nginx_equivalents() {
+        let map: BTreeMap<String, String> = [
+            ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
+            ("weir.dev/load-balancer", "round-robin"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "30"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("weir.dev/ssl-redirect", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            overridden(Some(&map)),
+            vec![
+                (
+                    "nginx.ingress.kubernetes.io/load-balance".to_string(),
+                    "weir.dev/load-balancer"
+                ),
+                (
+                    "nginx.ingress.kubernetes.io/ssl-redirect".to_string(),
+                    "weir.dev/ssl-redirect"
+                ),
+            ]
+        );
+        assert!(overridden(None).is_empty());
+    }
+
+    #[test]
+    fn proxy_next_upstream_reads_nginx_conditions() {
+        let retry_on = |pairs: &[(&str, &str)]| of(pairs).map(|r| r.policy.retry_on);
+        assert_eq!(retry_on(&[]), Ok(None));
+        let listed = retry_on(&[
+            (
+                "proxy-next-upstream",
+                "error  http_503 http_502 non_idempotent http_502",
+            ),
+            ("proxy-next-upstream-timeout", "10"),
+        ]);
+        assert_eq!(
+            listed,
+            Ok(Some(RetryOn {
+                errors: true,
+                timeouts: false,
+                statuses: vec![502, 503],
+                non_idempotent: true,
+                within: Some(Duration::from_secs(10)),
+            }))
+        );
+        let off = retry_on(&[("proxy-next-upstream", "error off")]).expect("valid");
+        assert_eq!(
+            off.map(|r| (r.errors, r.timeouts, r.statuses.len())),
+            Some((false, false, 0))
+        );
+        let unlimited = retry_on(&[("proxy-next-upstream-timeout", "0")]).expect("valid");
+        assert_eq!(unlimited, Some(RetryOn::default()));
+        for (name, value) in [
+            ("proxy-next-upstream", "http_418"),
+            ("proxy-next-upstream", "sometimes"),
+            ("proxy-next-upstream-timeout", "soon"),
+        ] {
+            let err = of(&[(name, value)]).expect_err(value);
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_redirects_are_refused_naming_the_annotation() {
         for (name, value, why) in [
             ("permanent-redirect", "ftp://x.example.com", "http://"),
@@ -868,6 +1012,7 @@ mod tests {
                 max_request_body: None,
                 write_timeout: Some(Duration::from_secs(30)),
                 affinity: None,
+                retry_on: None,
             }
         );
         for (value, key) in [

@@ -288,6 +288,17 @@ pub struct UnsupportedAnnotation {
     pub annotation: String,
 }
 
+/// An ingress-nginx annotation of a served Ingress that also has the `weir.dev/*` annotation
+/// for the same setting: weir's wins, and this one is reported
+/// ([`crate::nginx::overridden`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct OverriddenAnnotation {
+    pub object: ObjectRef,
+    pub annotation: String,
+    /// The `weir.dev/*` annotation that wins.
+    pub by: String,
+}
+
 /// Every route and backend, as of one consistent view of the objects.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RoutingSnapshot {
@@ -303,6 +314,8 @@ pub struct RoutingSnapshot {
     pub ingresses: Vec<ObjectRef>,
     /// Annotations of those Ingresses that weir does not implement.
     pub unsupported: Vec<UnsupportedAnnotation>,
+    /// ingress-nginx annotations of those Ingresses that a `weir.dev/*` one overrides.
+    pub overridden: Vec<OverriddenAnnotation>,
     /// Hosts served over TLS (oldest Ingress first; the first listing of a host wins).
     pub tls_hosts: Vec<TlsHost>,
     /// Usable certificates of the Secrets `tls_hosts` name, by `(namespace, name)`. A host
@@ -353,6 +366,7 @@ impl RoutingSnapshot {
             "backends": backends,
             "rejected": self.rejected,
             "unsupported_annotations": self.unsupported,
+            "overridden_annotations": self.overridden,
             "tls": { "hosts": self.tls_hosts, "certificates": certificates },
         })
     }
@@ -421,9 +435,51 @@ pub struct RoutePolicy {
     /// host and path to several Services (absent: no split).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_weights: Option<BTreeMap<String, u32>>,
+    /// Which failed attempts are sent again (ingress-nginx's `proxy-next-upstream`); by
+    /// default connection errors and timeouts before any response byte.
+    #[serde(skip_serializing_if = "RetryOn::is_default")]
+    pub retry_on: RetryOn,
     /// Session affinity by cookie (ingress-nginx's `affinity: cookie`; absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<SessionAffinity>,
+}
+
+/// Which failed attempts of a request are sent again, to another endpoint, while
+/// `RoutePolicy::retries` and the route's retry budget allow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RetryOn {
+    /// A connection refused, reset or closed, or a response head that is not HTTP, before
+    /// any response byte reached the client.
+    pub errors: bool,
+    /// A connect or read timeout before any response byte.
+    pub timeouts: bool,
+    /// Responses with these statuses: discarded and sent again while attempts are left (the
+    /// last attempt's response is relayed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+    /// Requests whose method is not idempotent too (when their body is still at hand).
+    pub non_idempotent: bool,
+    /// A retry may begin only this long after the request began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within: Option<Duration>,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn {
+            errors: true,
+            timeouts: true,
+            statuses: Vec::new(),
+            non_idempotent: false,
+            within: None,
+        }
+    }
+}
+
+impl RetryOn {
+    pub fn is_default(&self) -> bool {
+        *self == RetryOn::default()
+    }
 }
 
 /// Session affinity by cookie: the requests of a session go to one endpoint while it can
@@ -504,6 +560,7 @@ impl Default for RoutePolicy {
             write_timeout: None,
             backend_tls_verify: true,
             backend_tls_server_name: None,
+            retry_on: RetryOn::default(),
             affinity: None,
         }
     }

@@ -8,8 +8,8 @@
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
     BackendKey, BackendSnapshot, Canary, CanaryRule, HeaderModifier, HostMatch, ObjectRef,
-    PathMatch, PathRewrite, Redirect, RedirectTo, Rejection, RouteFilter, RouteSnapshot,
-    RoutingSnapshot, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    OverriddenAnnotation, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection, RouteFilter,
+    RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -107,6 +107,13 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
             snapshot.unsupported.push(UnsupportedAnnotation {
                 object: ingress_ref.clone(),
                 annotation,
+            });
+        }
+        for (annotation, by) in crate::nginx::overridden(ingress.metadata.annotations.as_ref()) {
+            snapshot.overridden.push(OverriddenAnnotation {
+                object: ingress_ref.clone(),
+                annotation,
+                by: by.to_string(),
             });
         }
         if let Some(rule) = canary {

@@ -668,3 +668,85 @@ fn affinity_cookie_keeps_a_session_on_its_endpoint() {
     }
     assert_eq!(unread_annotations(&weir), 0.0);
 }
+
+/// `proxy-next-upstream`: a response whose status is listed goes unseen by the client while
+/// another endpoint can answer; non-idempotent requests are retried only with
+/// `non_idempotent`; `off` retries nothing, not even a refused connection.
+#[test]
+fn proxy_next_upstream_retries_the_listed_failures_only() {
+    let good = Echo::start("good");
+    // A 404 is no failure to outlier detection: the endpoint stays in the pool throughout.
+    let failing = Echo::start_with("failing", &["--status", "404"]);
+    let mut dead = Echo::start("dead");
+    dead.kill();
+    let round_robin = "nginx.ingress.kubernetes.io/load-balance: round_robin";
+    let to = |service: &str, ingress: String| {
+        ingress.replace("name: app,", &format!("name: {service},"))
+    };
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[good.addr, failing.addr])
+            + &service_yaml("demo", "gone", &[good.addr, dead.addr])
+            + &nginx_ingress(
+                "statuses",
+                "moved.example.com",
+                &format!("{round_robin}, nginx.ingress.kubernetes.io/proxy-next-upstream: \"error timeout http_404\", nginx.ingress.kubernetes.io/proxy-next-upstream-tries: \"3\""),
+            )
+            + &nginx_ingress(
+                "any-method",
+                "coded.example.com",
+                &format!("{round_robin}, nginx.ingress.kubernetes.io/proxy-next-upstream: \"http_404 non_idempotent\""),
+            )
+            + &nginx_ingress("default", "app.example.com", round_robin)
+            + &to(
+                "gone",
+                nginx_ingress(
+                    "off",
+                    "both.example.com",
+                    &format!("{round_robin}, nginx.ingress.kubernetes.io/proxy-next-upstream: \"off\""),
+                ),
+            )
+            + &to("gone", nginx_ingress("retried", "upload.example.com", round_robin))),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = nginx_class_weir(&dir, path);
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = no_redirects(&weir, http2);
+            // Statuses of `n` requests with `method` to `host`.
+            let statuses = |method: &str, host: &str, n: usize| -> Vec<u16> {
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+                (0..n)
+                    .map(|_| {
+                        c.request(method.clone(), format!("http://{host}:{port}/"))
+                            .body("x")
+                            .send()
+                            .expect("request")
+                            .status()
+                            .as_u16()
+                    })
+                    .collect()
+            };
+            let count = |codes: &[u16], code: u16| codes.iter().filter(|c| **c == code).count();
+            let listed = statuses("GET", "moved.example.com", 20);
+            assert_eq!(count(&listed, 200), 20, "{case}: {listed:?}");
+            // POST is not idempotent: half of them meet the failing endpoint and its 404.
+            let posts = statuses("POST", "moved.example.com", 20);
+            assert!(count(&posts, 404) >= 5, "{case}: {posts:?}");
+            let any = statuses("POST", "coded.example.com", 20);
+            assert_eq!(count(&any, 200), 20, "{case}: {any:?}");
+            // Without the annotation a status is relayed, never retried.
+            let relayed = statuses("GET", "app.example.com", 20);
+            assert!(count(&relayed, 404) >= 5, "{case}: {relayed:?}");
+            // A refused connection: answered 502 with `off`, retried by default. (First:
+            // after five failures the dead endpoint is ejected, for every route that has it.)
+            if !http2 {
+                let off = statuses("GET", "both.example.com", 6);
+                assert!(count(&off, 502) >= 1, "{case}: {off:?}");
+            }
+            let retried = statuses("GET", "upload.example.com", 20);
+            assert_eq!(count(&retried, 200), 20, "{case}: {retried:?}");
+        }
+        assert_eq!(unread_annotations(&weir), 0.0);
+    }
+}

@@ -220,44 +220,64 @@ fn one_elected_replica_writes_ingress_status_only_when_it_changes() {
 }
 
 /// An annotation weir does not implement gets a Warning Event of its own
-/// (`UnsupportedAnnotation`) on the Ingress, which is served without it.
+/// (`UnsupportedAnnotation`) on the Ingress, which is served without it; an ingress-nginx
+/// annotation that a `weir.dev/*` one overrides gets one too (`AnnotationOverridden`).
 #[test]
-fn an_unsupported_annotation_gets_an_event_and_the_ingress_serves() {
+fn unsupported_and_overridden_annotations_get_events_and_the_ingress_serves() {
     let app = Echo::start("app");
     let api = FakeApiServer::start().expect("fake API server");
     api.apply_yaml(&INGRESS.replace(
         "metadata: {name: app, namespace: demo}",
-        "metadata: {name: app, namespace: demo, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"}}",
+        "metadata: {name: app, namespace: demo, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: \"true\", nginx.ingress.kubernetes.io/load-balance: ewma, weir.dev/load-balancer: round-robin}}",
     ))
     .expect("ingress");
     api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
         .expect("service");
     let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
     let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
-    let event = wait_until(Duration::from_secs(10), || !api.list("Event").is_empty())
-        .and_then(|_| api.list("Event").into_iter().next())
-        .unwrap_or_else(|| panic!("no Event; log:\n{}", weir.log_text()));
-    assert_eq!(
-        event.pointer("/regarding/name").and_then(|v| v.as_str()),
-        Some("app")
-    );
-    assert_eq!(
-        event.pointer("/reason").and_then(|v| v.as_str()),
-        Some("UnsupportedAnnotation")
-    );
-    let note = event
-        .pointer("/note")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    wait_until(Duration::from_secs(10), || api.list("Event").len() >= 2)
+        .unwrap_or_else(|| panic!("no Events; log:\n{}", weir.log_text()));
+    let events = api.list("Event");
+    let event_of = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e.pointer("/reason").and_then(|v| v.as_str()) == Some(reason))
+            .unwrap_or_else(|| panic!("no {reason} Event in {events:?}"))
+    };
+    let note = |event: &serde_json::Value| {
+        assert_eq!(
+            event.pointer("/regarding/name").and_then(|v| v.as_str()),
+            Some("app")
+        );
+        event
+            .pointer("/note")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let unsupported = note(event_of("UnsupportedAnnotation"));
     assert!(
-        note.contains("nginx.ingress.kubernetes.io/ssl-passthrough"),
-        "{note}"
+        unsupported.contains("nginx.ingress.kubernetes.io/ssl-passthrough"),
+        "{unsupported}"
+    );
+    let overridden = note(event_of("AnnotationOverridden"));
+    assert!(
+        overridden.contains("nginx.ingress.kubernetes.io/load-balance")
+            && overridden.contains("weir.dev/load-balancer"),
+        "{overridden}"
     );
     assert!(served_by(&weir, "app"));
     assert_eq!(
         weir.metric("weir_config_unsupported_annotations_total"),
         Some(1.0)
     );
+    assert_eq!(
+        weir.metric("weir_config_errors_total{kind=\"annotation_overridden\"}"),
+        Some(1.0)
+    );
+    assert!(weir
+        .log_text()
+        .contains("is overridden by weir.dev/load-balancer"));
 }
 
 #[test]

@@ -820,6 +820,18 @@ pub(crate) enum ClientVersion {
     Http2,
 }
 
+/// The status of the response whose status line begins `buf` (`HTTP/1.x NNN`), once its
+/// three digits are in; `None` before, or when it is not a status line.
+pub(crate) fn response_status(buf: &[u8]) -> Option<u16> {
+    let line = buf.get(..12)?;
+    if !line.starts_with(b"HTTP/1.") || line[8] != b' ' {
+        return None;
+    }
+    line[9..12].iter().try_fold(0u16, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+    })
+}
+
 /// The client side of a response, as far as the head depends on it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientSide {

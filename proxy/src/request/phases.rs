@@ -116,6 +116,11 @@ pub struct RequestCtx {
     body_left: Option<u64>,
     /// The cookie of a session the pick began or moved: the response sets it.
     new_session: Option<NewSession>,
+    /// The request's method is idempotent (it may be sent again after a failure).
+    idempotent: bool,
+    /// The current attempt's response was discarded for a retry (its status is one the
+    /// route retries): the engine's failure report that follows is that retry.
+    status_retry: bool,
     /// Counts the request for the shutdown drain until the context is dropped.
     _in_flight: InFlightToken,
 }
@@ -170,6 +175,8 @@ impl WeirProxy {
             client_path: None,
             body_left: None,
             new_session: None,
+            idempotent: false,
+            status_retry: false,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -184,6 +191,7 @@ impl WeirProxy {
         if let Err(rejection) = check_request(req, &self.limits) {
             return self.refused(rejection);
         }
+        ctx.idempotent = req.method().is_idempotent();
         // Route and forward the normal form of the path, so the upstream's reading of it
         // cannot differ from the route it was sent by.
         let normalized = match normalize(req.uri().path(), self.allow_encoded_slashes) {
@@ -426,6 +434,7 @@ impl WeirProxy {
         ctx.attempt_start = Some(Instant::now());
         ctx.upstream_headers = None;
         ctx.outcome_recorded = false;
+        ctx.status_retry = false;
         Ok((target, addr))
     }
 
@@ -504,11 +513,18 @@ impl WeirProxy {
 
     /// After a failed connect: reports it to the pool at once (a retry replaces the guard)
     /// and says whether the request may go to another endpoint. Nothing was sent.
-    pub(crate) fn connect_failed(&self, e: &Error, replayable: bool, ctx: &mut RequestCtx) -> bool {
+    /// `body_at_hand`: the engine can send the request's whole body again.
+    pub(crate) fn connect_failed(
+        &self,
+        e: &Error,
+        body_at_hand: bool,
+        ctx: &mut RequestCtx,
+    ) -> bool {
         self.feed_back(ctx, Outcome::Failure);
         self.count_upstream_error(ctx, e);
         ctx.stale_connection_retry = false;
-        self.may_retry(replayable, !retry::sent_nothing(e), ctx)
+        let replayable = self.replayable(body_at_hand, ctx);
+        self.may_retry(replayable, !retry::sent_nothing(e), Some(e), ctx)
     }
 
     /// After an error while proxying: whether to try again. `stale`: the error came from a
@@ -518,9 +534,14 @@ impl WeirProxy {
         &self,
         e: &Error,
         stale: bool,
-        replayable: bool,
+        body_at_hand: bool,
         ctx: &mut RequestCtx,
     ) -> bool {
+        if std::mem::take(&mut ctx.status_retry) {
+            // The response was discarded for a retry ([`WeirProxy::retry_on_status`]),
+            // already decided and counted.
+            return true;
+        }
         ctx.stale_connection_retry = stale;
         if e.esource() != &ErrorSource::Upstream {
             // The client went away or broke its request: nobody to retry for.
@@ -530,12 +551,52 @@ impl WeirProxy {
             self.feed_back(ctx, Outcome::Failure);
             self.count_upstream_error(ctx, e);
         }
+        let replayable = self.replayable(body_at_hand, ctx);
         ctx.upstream_headers.is_none()
             && if stale {
                 replayable
             } else {
-                self.may_retry(replayable, true, ctx)
+                self.may_retry(replayable, true, Some(e), ctx)
             }
+    }
+
+    /// After the head of a response whose status the route retries
+    /// (`proxy-next-upstream: http_502 ...`): whether to discard it and send the request to
+    /// another endpoint. When not (no attempts or budget left, or not replayable), the
+    /// response is relayed. An engine that turns a `true` into an error for its retry loop
+    /// reports that error through [`WeirProxy::proxy_failed`] as usual.
+    pub(crate) fn retry_on_status(
+        &self,
+        status: u16,
+        body_at_hand: bool,
+        ctx: &mut RequestCtx,
+    ) -> bool {
+        let retried = ctx
+            .target
+            .as_ref()
+            .is_some_and(|t| t.retry_on.statuses.contains(&status));
+        let replayable = self.replayable(body_at_hand, ctx);
+        if !retried || !self.may_retry(replayable, true, None, ctx) {
+            return false;
+        }
+        let outcome = match status {
+            500.. => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        self.feed_back(ctx, outcome);
+        ctx.upstream_headers = None;
+        ctx.status_retry = true;
+        true
+    }
+
+    /// Whether the request may be sent again: its method is idempotent (or its route retries
+    /// any method) and its whole body is at hand.
+    fn replayable(&self, body_at_hand: bool, ctx: &RequestCtx) -> bool {
+        let any_method = ctx
+            .target
+            .as_ref()
+            .is_some_and(|t| t.retry_on.non_idempotent);
+        retry::replayable(ctx.idempotent || any_method, body_at_hand)
     }
 
     /// The last phase: feeds the outcome back to the pool, releases the request's slots,
@@ -631,17 +692,33 @@ impl WeirProxy {
         }
     }
 
-    /// Whether the request may be sent again: `replayable` (idempotent, its body still at
-    /// hand), attempts left on its route, and, when the failed attempt `reached_upstream`,
-    /// room in the route's retry budget (which then counts it). A connect refused, unrouted or
-    /// timed out sent nothing ([`retry::sent_nothing`]): its retry adds no load to any backend
-    /// beyond the request itself, and when an endpoint dies every request picked for it fails
-    /// this way at once, more of them than the budget's floor of 3 (a `502` for clients of a
-    /// dead pod while its peers are fine). A failed TLS handshake did reach the backend.
-    fn may_retry(&self, replayable: bool, reached_upstream: bool, ctx: &mut RequestCtx) -> bool {
+    /// Whether the request may be sent again: `replayable`, the route retries after this
+    /// kind of failure (`failure`: the error, `None` for a status it retries), attempts and
+    /// time left on its route, and, when the failed attempt `reached_upstream`, room in the
+    /// route's retry budget (which then counts it). A connect refused, unrouted or timed out
+    /// sent nothing ([`retry::sent_nothing`]): its retry adds no load to any backend beyond
+    /// the request itself, and when an endpoint dies every request picked for it fails this
+    /// way at once, more of them than the budget's floor of 3 (a `502` for clients of a dead
+    /// pod while its peers are fine). A failed TLS handshake did reach the backend.
+    fn may_retry(
+        &self,
+        replayable: bool,
+        reached_upstream: bool,
+        failure: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) -> bool {
         let Some(target) = &ctx.target else {
             return false;
         };
+        let retry_on = &target.retry_on;
+        let condition = match failure {
+            Some(e) if upstream_error_kind(e) == "timeout" => retry_on.timeouts,
+            Some(_) => retry_on.errors,
+            None => true,
+        };
+        if !condition || retry_on.within.is_some_and(|t| ctx.start.elapsed() >= t) {
+            return false;
+        }
         let attempts = ctx.tried.len();
         // Nothing left to try: answer with this failure (502/504), not "no endpoints".
         let (routable, draining) = target.pool.counts();

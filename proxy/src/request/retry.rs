@@ -8,10 +8,11 @@ use pingora::RetryType;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-/// Whether a request may be sent again after a failed attempt: its method is idempotent
-/// (RFC 9110 §9.2.2) and its whole body is still at hand (`body_at_hand`).
-pub(crate) fn replayable(method: &http::Method, body_at_hand: bool) -> bool {
-    method.is_idempotent() && body_at_hand
+/// Whether a request may be sent again after a failed attempt: it may be repeated
+/// (`repeatable`: its method is idempotent, RFC 9110 §9.2.2, or its route retries any
+/// method) and its whole body is still at hand (`body_at_hand`).
+pub(crate) fn replayable(repeatable: bool, body_at_hand: bool) -> bool {
+    repeatable && body_at_hand
 }
 
 /// Whether a failed attempt met a stale connection: one reused from a pool that failed before

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_discovery::manifests::{LoadReport, ManifestSource, ManifestWatcher};
 use weir_discovery::{
-    translate, ClusterObjects, ObjectRef, Rejection, TranslateOptions, UnsupportedAnnotation,
+    translate, ClusterObjects, ObjectRef, OverriddenAnnotation, Rejection, TranslateOptions,
+    UnsupportedAnnotation,
 };
 
 /// The outcome of one apply: Ingresses served, objects rejected, annotations of served
@@ -26,20 +27,21 @@ pub struct Applied {
     pub served: Vec<ObjectRef>,
     pub rejected: Vec<Rejection>,
     pub unsupported: Vec<UnsupportedAnnotation>,
+    pub overridden: Vec<OverriddenAnnotation>,
 }
 
 /// What a Warning Event says of one object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Warning {
     object: ObjectRef,
-    /// The Event's reason: `Rejected` or `UnsupportedAnnotation`.
+    /// The Event's reason: `Rejected`, `UnsupportedAnnotation` or `AnnotationOverridden`.
     reason: &'static str,
     note: String,
 }
 
 impl Applied {
     /// The Warning Events this outcome calls for: one per rejection of an Ingress, one per
-    /// unsupported annotation.
+    /// unsupported annotation, one per ingress-nginx annotation a `weir.dev/*` one overrides.
     fn warnings(&self) -> Vec<Warning> {
         let rejected = self
             .rejected
@@ -55,8 +57,20 @@ impl Applied {
             reason: "UnsupportedAnnotation",
             note: unsupported_note(&u.annotation),
         });
-        rejected.chain(unsupported).collect()
+        let overridden = self.overridden.iter().map(|o| Warning {
+            object: o.object.clone(),
+            reason: "AnnotationOverridden",
+            note: overridden_note(o),
+        });
+        rejected.chain(unsupported).chain(overridden).collect()
     }
+}
+
+fn overridden_note(o: &OverriddenAnnotation) -> String {
+    format!(
+        "annotation {} is overridden by {}, which sets the same and wins",
+        o.annotation, o.by
+    )
 }
 
 fn unsupported_note(annotation: &str) -> String {
@@ -132,6 +146,12 @@ impl ConfigApplier {
                 format!("{}: {}", u.object, unsupported_note(&u.annotation)),
             ));
         }
+        for o in &snapshot.overridden {
+            problems.push((
+                "annotation_overridden",
+                format!("{}: {}", o.object, overridden_note(o)),
+            ));
+        }
         for (key, backend) in &snapshot.backends {
             if let Some(problem) = &backend.problem {
                 problems.push((
@@ -150,6 +170,7 @@ impl ConfigApplier {
                 .cloned()
                 .collect(),
             unsupported: snapshot.unsupported.clone(),
+            overridden: snapshot.overridden.clone(),
         };
         let ingresses = applied.served.len();
         let routes = self.routing.apply(snapshot);

@@ -34,6 +34,8 @@ pub struct RouteTarget {
     /// Where the consistent-hash key comes from (used only by hashing pools).
     pub hash_key: HashKey,
     pub retries: u32,
+    /// Which failed attempts are retried (`proxy-next-upstream`).
+    pub retry_on: weir_discovery::RetryOn,
     pub connect_timeout: std::time::Duration,
     pub read_timeout: std::time::Duration,
     /// Replaces `read_timeout` once a connection is upgraded (WebSocket).
@@ -521,6 +523,7 @@ impl LiveRouting {
                 pool: Arc::clone(pool),
                 hash_key: route.policy.hash_key.clone(),
                 retries: route.policy.retries,
+                retry_on: route.policy.retry_on.clone(),
                 connect_timeout: route.policy.connect_timeout,
                 read_timeout: route.policy.read_timeout,
                 websocket_idle_timeout: route.policy.websocket_idle_timeout,

@@ -447,7 +447,6 @@ impl DirectPath {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // The body came whole with the request: always at hand.
-        let replayable = retry::replayable(request.request.method(), true);
         loop {
             let picked = self
                 .proxy
@@ -466,7 +465,7 @@ impl DirectPath {
                         Ok(stream) => (stream, false),
                         Err(mut e) => {
                             e.esource = ErrorSource::Upstream;
-                            if self.proxy.connect_failed(&e, replayable, ctx) {
+                            if self.proxy.connect_failed(&e, true, ctx) {
                                 continue;
                             }
                             return client.answer_error(e).await;
@@ -476,6 +475,7 @@ impl DirectPath {
             };
             let attempt = Attempt {
                 upstream: &mut upstream,
+                retry_statuses: !target.retry_on.statuses.is_empty(),
                 read_timeout: target.read_timeout,
                 write_timeout: target.write_timeout,
                 deadline: &mut *deadline,
@@ -488,6 +488,8 @@ impl DirectPath {
                     return Ok(());
                 }
                 Err(Failure::Downstream(e)) => return Err(e),
+                // The upstream connection goes with its unread response.
+                Err(Failure::RetryStatus) => continue,
                 Err(Failure::Upstream(mut e)) => {
                     e.esource = ErrorSource::Upstream;
                     if client.sent().status != 0 {
@@ -496,7 +498,7 @@ impl DirectPath {
                         return Err(e);
                     }
                     let stale = retry::is_stale(reused, ctx.has_upstream_response(), &e);
-                    if self.proxy.proxy_failed(&e, stale, replayable, ctx) {
+                    if self.proxy.proxy_failed(&e, stale, true, ctx) {
                         continue;
                     }
                     return client.answer_error(e).await;
@@ -517,6 +519,7 @@ impl DirectPath {
         let req = request.request;
         let Attempt {
             upstream,
+            retry_statuses,
             read_timeout,
             write_timeout,
             deadline,
@@ -535,7 +538,18 @@ impl DirectPath {
         buf.clear();
         buf.reserve(UPSTREAM_READ_BUFFER);
         let added = self.proxy.response_fields(request.tls, ctx);
+        // The route retries some statuses: each final status is looked at before its head is
+        // staged for the client.
+        let mut status_unseen = retry_statuses;
         let head = loop {
+            if status_unseen {
+                if let Some(status) = h1::response_status(&buf).filter(|s| *s >= 200) {
+                    status_unseen = false;
+                    if self.proxy.retry_on_status(status, true, ctx) {
+                        return Err(Failure::RetryStatus);
+                    }
+                }
+            }
             // Nothing read yet: no head to look for (the first read is due either way).
             let parsed = match buf.is_empty() {
                 true => None,
@@ -547,6 +561,7 @@ impl DirectPath {
                 Some(head) if (100..200).contains(&head.status) => {
                     // 100 Continue and friends: relayed to an HTTP/1.1 client, then on.
                     let _ = buf.split_to(head.head_len);
+                    status_unseen = retry_statuses;
                     client.flush().await.map_err(Failure::Downstream)?;
                 }
                 Some(head) => break head,
@@ -681,6 +696,8 @@ struct Served<'a, R> {
 /// (on the connection's `deadline`).
 struct Attempt<'a, 'd> {
     upstream: &'a mut TcpStream,
+    /// The route retries some response statuses (`proxy-next-upstream: http_...`).
+    retry_statuses: bool,
     read_timeout: Duration,
     /// `proxy-send-timeout`: the request's write to the upstream.
     write_timeout: Option<Duration>,
@@ -954,6 +971,9 @@ impl Downstream for WeirH2Client {
 enum Failure {
     Upstream(Box<Error>),
     Downstream(Box<Error>),
+    /// The response's status is one the route retries: it was discarded, unsent, and the
+    /// request goes to another endpoint ([`WeirProxy::retry_on_status`]).
+    RetryStatus,
 }
 
 fn body_cut_short() -> Box<Error> {

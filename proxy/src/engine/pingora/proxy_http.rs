@@ -92,11 +92,10 @@ pub(crate) fn peer_for(target: &RouteTarget, addr: SocketAddr, upgrade: bool) ->
     peer
 }
 
-/// Whether Pingora could send the request again: its body is at hand while it is still in
-/// Pingora's retry buffer.
-fn replayable(session: &Session) -> bool {
-    let body_at_hand = !session.as_ref().retry_buffer_truncated();
-    retry::replayable(&session.req_header().method, body_at_hand)
+/// Whether Pingora could send the request's body again: while it is all in Pingora's retry
+/// buffer.
+fn body_at_hand(session: &Session) -> bool {
+    !session.as_ref().retry_buffer_truncated()
 }
 
 /// Pingora's `ProxyHttp` phases, each a thin call into the shared phases above.
@@ -147,7 +146,7 @@ impl ProxyHttp for WeirProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = self.connect_failed(&e, replayable(session), ctx);
+        let retry = self.connect_failed(&e, body_at_hand(session), ctx);
         e.set_retry(retry);
         e
     }
@@ -162,7 +161,7 @@ impl ProxyHttp for WeirProxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let stale = retry::is_stale(client_reused, ctx.has_upstream_response(), &e);
-        let retry = self.proxy_failed(&e, stale, replayable(session), ctx);
+        let retry = self.proxy_failed(&e, stale, body_at_hand(session), ctx);
         e.set_retry(retry);
         e
     }
@@ -179,6 +178,17 @@ impl ProxyHttp for WeirProxy {
             retry_after.map(HeaderValue::as_bytes),
             ctx,
         );
+        let status = upstream.status.as_u16();
+        if self.retry_on_status(status, body_at_hand(session), ctx) {
+            // Discarded: Pingora's retry loop sends the request to the next endpoint.
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream status the route retries",
+            );
+            e.esource = ErrorSource::Upstream;
+            e.set_retry(true);
+            return Err(e);
+        }
         crate::http::h1::remove_connection_scoped_fields(upstream);
         if !upstream.status.is_informational() {
             for (name, value) in self.response_fields(is_tls(session), ctx) {
