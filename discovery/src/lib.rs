@@ -25,8 +25,8 @@ pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use objects::ClusterObjects;
 pub use snapshot::{
     AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
-    HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, Redirect,
-    RedirectTo, Rejection, RetryOn, RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite,
-    SessionAffinity, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite,
+    Redirect, RedirectTo, Rejection, RetryOn, RouteFilter, RouteSnapshot, RoutingSnapshot,
+    SameSite, SessionAffinity, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -36,6 +36,7 @@ pub const KNOWN: &[&str] = &[
     "canary-by-header-value",
     "canary-weight",
     "canary-weight-total",
+    "custom-http-errors",
     "default-backend",
     "force-ssl-redirect",
     "from-to-www-redirect",
@@ -98,6 +99,8 @@ pub struct NginxAnnotations {
     /// `default-backend`: a Service of the Ingress's namespace that takes the requests of
     /// its rules while their backends have no endpoint.
     pub default_backend: Option<String>,
+    /// `custom-http-errors`: upstream statuses whose responses the error backend replaces.
+    pub custom_http_errors: Vec<u16>,
     /// `service-upstream`: the Ingress's Services are reached at their cluster IPs.
     pub service_upstream: bool,
     /// `from-to-www-redirect`: `www.` + each host redirects to the host (and the host without
@@ -270,6 +273,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
             format!("annotation {PREFIX}default-backend: {name:?} is not a Service name: {e}")
         })?;
         read.default_backend = Some(name.to_string());
+    }
+    if let Some(value) = get("custom-http-errors") {
+        read.custom_http_errors = status_list("custom-http-errors", value)?;
     }
     if let Some(value) = get("service-upstream") {
         read.service_upstream = boolean("service-upstream", value)?;
@@ -561,6 +567,28 @@ fn canary_rule<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<CanaryRule,
         weight,
         weight_total,
     })
+}
+
+/// A comma-separated list of HTTP statuses from 400 to 599, sorted, without repeats.
+fn status_list(name: &str, value: &str) -> Result<Vec<u16>, String> {
+    let mut statuses = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u16>()
+                .ok()
+                .filter(|code| (400..=599).contains(code))
+                .ok_or_else(|| {
+                    format!(
+                        "annotation {PREFIX}{name}: {s:?} is not an HTTP status from 400 to 599"
+                    )
+                })
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    statuses.sort_unstable();
+    statuses.dedup();
+    Ok(statuses)
 }
 
 /// `proxy-body-size` as nginx's `client_max_body_size` reads it: bytes, or a number with `k`,
@@ -919,6 +947,16 @@ mod tests {
         ] {
             let err = of(&[(name, value)]).expect_err(value);
             assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn custom_http_errors_are_error_statuses() {
+        let read = of(&[("custom-http-errors", " 503,404, 404 ,")]).expect("valid");
+        assert_eq!(read.custom_http_errors, vec![404, 503]);
+        for value in ["302", "600", "x", "404;503"] {
+            let err = of(&[("custom-http-errors", value)]).expect_err(value);
+            assert!(err.contains("custom-http-errors"), "{err}");
         }
     }
 

@@ -267,6 +267,10 @@ pub struct RouteSnapshot {
     /// its first port).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<BackendKey>,
+    /// ingress-nginx's `custom-http-errors`: upstream responses with these statuses are
+    /// replaced by the error backend's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_pages: Option<ErrorPages>,
     /// The Ingress this rule came from.
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
@@ -332,7 +336,20 @@ impl RouteSnapshot {
             .chain(self.split.iter().map(|w| &w.backend))
             .chain(self.canary.iter().map(|c| &c.backend))
             .chain(self.fallback.iter())
+            .chain(self.error_pages.iter().filter_map(|p| p.backend.as_ref()))
     }
+}
+
+/// What replaces an upstream response whose status is one of `statuses` (ingress-nginx's
+/// `custom-http-errors`): the answer of `backend` to the same request, told about the
+/// original response by `X-Code` and the fields beside it (docs/migrating-from-ingress-nginx.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorPages {
+    pub statuses: Vec<u16>,
+    /// The Ingress's `default-backend` Service, else the default backend; absent when there
+    /// is neither (responses are then relayed as they are).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKey>,
 }
 
 impl RoutingSnapshot {

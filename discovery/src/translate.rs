@@ -7,9 +7,10 @@
 
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
-    BackendKey, BackendSnapshot, Canary, CanaryRule, HeaderModifier, HostMatch, ObjectRef,
-    OverriddenAnnotation, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection, RouteFilter,
-    RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    BackendKey, BackendSnapshot, Canary, CanaryRule, ErrorPages, HeaderModifier, HostMatch,
+    ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection,
+    RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, UrlRewrite,
+    WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -159,6 +160,12 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         snapshot.ingresses.push(ingress_ref);
     }
     attach_canaries(&mut snapshot, canaries);
+    let default_backend = snapshot.default_backend.as_ref().map(|d| d.backend.clone());
+    for route in &mut snapshot.routes {
+        if let Some(pages) = route.error_pages.as_mut().filter(|p| p.backend.is_none()) {
+            pages.backend = default_backend.clone();
+        }
+    }
     // `from-to-www-redirect` names only hosts nothing else serves.
     for route in www_routes {
         if !snapshot.routes.iter().any(|r| r.host == route.host) {
@@ -444,6 +451,7 @@ fn ingress_routes(
                 filters: filters_for(Some(pattern)),
                 canary: None,
                 fallback: None,
+                error_pages: None,
                 ingress: ingress_ref.clone(),
                 policy: policy.clone(),
             });
@@ -464,6 +472,16 @@ fn ingress_routes(
         };
         for route in &mut routes {
             route.fallback = Some(fallback.clone());
+        }
+    }
+    if !nginx.custom_http_errors.is_empty() {
+        // The error backend: the `default-backend` Service (each route's fallback), else
+        // the default backend, filled in once every Ingress is read.
+        for route in &mut routes {
+            route.error_pages = Some(ErrorPages {
+                statuses: nginx.custom_http_errors.clone(),
+                backend: route.fallback.clone(),
+            });
         }
     }
     if nginx.service_upstream {
@@ -488,6 +506,7 @@ fn ingress_routes(
             filters: filters_for(None),
             canary: None,
             fallback: None,
+            error_pages: None,
             ingress: ingress_ref.clone(),
             policy: policy.clone(),
         }),
@@ -542,6 +561,7 @@ fn www_redirects(routes: &[RouteSnapshot]) -> Vec<RouteSnapshot> {
         redirect.split = Vec::new();
         redirect.canary = None;
         redirect.fallback = None;
+        redirect.error_pages = None;
         redirect.filters = vec![RouteFilter::RequestRedirect(Redirect {
             status: 308,
             to: RedirectTo::Host(host.clone()),

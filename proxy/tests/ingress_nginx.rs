@@ -750,3 +750,87 @@ fn proxy_next_upstream_retries_the_listed_failures_only() {
         assert_eq!(unread_annotations(&weir), 0.0);
     }
 }
+
+/// `custom-http-errors`: an upstream response with a listed status is replaced by the error
+/// backend's answer to the same request, told what happened in ingress-nginx's fields; the
+/// error backend is the Ingress's `default-backend`, else the default backend.
+#[test]
+fn custom_http_errors_are_answered_by_the_error_backend() {
+    let app = Echo::start("app");
+    let errors = Echo::start("errors");
+    let catch_all = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: catch-all, namespace: demo}\nspec:\n  ingressClassName: nginx\n  defaultBackend: {service: {name: errors, port: {name: http}}}\n---\n";
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &service_yaml("demo", "errors", &[errors.addr])
+            + catch_all
+            + &nginx_ingress(
+                "own-backend",
+                "moved.example.com",
+                "nginx.ingress.kubernetes.io/custom-http-errors: \"404,503\", nginx.ingress.kubernetes.io/default-backend: errors",
+            )
+            + &nginx_ingress(
+                "default-backend",
+                "coded.example.com",
+                "nginx.ingress.kubernetes.io/custom-http-errors: \"404\"",
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = nginx_class_weir(&dir, path);
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = no_redirects(&weir, http2);
+            let get = |host: &str, target: &str| -> (u16, serde_json::Value) {
+                let resp = c
+                    .get(format!("http://{host}:{port}{target}"))
+                    .header("accept", "application/json")
+                    .send()
+                    .expect("request");
+                let status = resp.status().as_u16();
+                (status, resp.json().expect("echo JSON"))
+            };
+            let (status, seen) = get("moved.example.com", "/shop?status=404");
+            // The error backend answered (the echo takes its status from the query too).
+            assert_eq!(
+                (status, seen["service"].as_str()),
+                (404, Some("errors")),
+                "{case}"
+            );
+            let field = |name: &str| seen["headers"][name].as_str().unwrap_or("").to_string();
+            assert_eq!(field("x-code"), "404", "{case}");
+            assert_eq!(field("x-original-uri"), "/shop?status=404", "{case}");
+            assert_eq!(field("x-namespace"), "demo", "{case}");
+            assert_eq!(field("x-ingress-name"), "own-backend", "{case}");
+            assert_eq!(field("x-service-name"), "app", "{case}");
+            assert_eq!(field("x-service-port"), "http", "{case}");
+            assert_eq!(field("x-format"), "application/json", "{case}");
+            // A status not listed is the upstream's own.
+            let (status, seen) = get("moved.example.com", "/?status=500");
+            assert_eq!(
+                (status, seen["service"].as_str()),
+                (500, Some("app")),
+                "{case}"
+            );
+            let (status, seen) = get("moved.example.com", "/");
+            assert_eq!(
+                (status, seen["service"].as_str()),
+                (200, Some("app")),
+                "{case}"
+            );
+            // Without its own default-backend the Ingress's errors go to the default backend.
+            let (status, seen) = get("coded.example.com", "/?status=404");
+            assert_eq!(
+                (status, seen["service"].as_str()),
+                (404, Some("errors")),
+                "{case}"
+            );
+            let (status, seen) = get("coded.example.com", "/?status=503");
+            assert_eq!(
+                (status, seen["service"].as_str()),
+                (503, Some("app")),
+                "{case}"
+            );
+        }
+        assert_eq!(unread_annotations(&weir), 0.0);
+    }
+}

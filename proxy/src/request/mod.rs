@@ -10,10 +10,12 @@
 //!    its in-flight slot;
 //! 3. **forward** (`forward_headers`): the fields weir sets on the upstream copy
 //!    (`X-Forwarded-*`, trace context);
-//! 4. **response** (`note_response`, `response_fields`): the upstream's status and
-//!    `Retry-After` reach the balancer; the fields weir adds to the response (a new
-//!    session's cookie) are given to the engine; after a failure `connect_failed` / `proxy_failed` decide a retry
-//!    ([`retry`]: replayable, attempts, budget);
+//! 4. **response** (`note_response`, `replaces_response`, `response_fields`): the upstream's
+//!    status and `Retry-After` reach the balancer; a status the route retries or its error
+//!    backend answers for is discarded, unsent, for another attempt; the fields weir adds to
+//!    the response (a new session's cookie) are given to the engine; after a failure
+//!    `connect_failed` / `proxy_failed` decide a retry ([`retry`]: the route's conditions,
+//!    replayable, attempts, budget);
 //! 5. **finish** (`finish_request`): the outcome fed back, slots released, metrics, the
 //!    trace's spans, the access-log line ([`access_log`]).
 //!

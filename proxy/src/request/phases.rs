@@ -118,9 +118,13 @@ pub struct RequestCtx {
     new_session: Option<NewSession>,
     /// The request's method is idempotent (it may be sent again after a failure).
     idempotent: bool,
-    /// The current attempt's response was discarded for a retry (its status is one the
-    /// route retries): the engine's failure report that follows is that retry.
+    /// The current attempt's response was discarded for another attempt (its status is one
+    /// the route retries, or its error backend answers): the engine's failure report that
+    /// follows is that attempt.
     status_retry: bool,
+    /// The request went on to its route's error backend after an upstream answered with
+    /// this status (`custom-http-errors`), and the target it was diverted from.
+    diverted: Option<(u16, Arc<RouteTarget>)>,
     /// Counts the request for the shutdown drain until the context is dropped.
     _in_flight: InFlightToken,
 }
@@ -177,6 +181,7 @@ impl WeirProxy {
             new_session: None,
             idempotent: false,
             status_retry: false,
+            diverted: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -475,6 +480,36 @@ impl WeirProxy {
         if let Some(target) = &ctx.target {
             set.extend(target.set_fields.iter().cloned());
         }
+        // To an error backend: what it is to answer for, as ingress-nginx tells it.
+        if let Some((status, from)) = &ctx.diverted {
+            let path = ctx
+                .client_path
+                .as_deref()
+                .unwrap_or(downstream.uri().path());
+            let original_uri = match downstream.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_string(),
+            };
+            let fields = [
+                ("x-code", status.to_string()),
+                ("x-original-uri", original_uri),
+                ("x-namespace", from.namespace.clone()),
+                ("x-ingress-name", from.ingress.clone()),
+                ("x-service-name", from.service.clone()),
+                ("x-service-port", from.service_port.clone()),
+            ];
+            for (name, value) in fields {
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    set.push((HeaderName::from_static(name), value));
+                }
+            }
+            if let Some(accept) = downstream
+                .field(&http::header::ACCEPT)
+                .and_then(|v| HeaderValue::from_bytes(v).ok())
+            {
+                set.push((HeaderName::from_static("x-format"), accept));
+            }
+        }
         set
     }
 
@@ -560,32 +595,47 @@ impl WeirProxy {
             }
     }
 
-    /// After the head of a response whose status the route retries
-    /// (`proxy-next-upstream: http_502 ...`): whether to discard it and send the request to
-    /// another endpoint. When not (no attempts or budget left, or not replayable), the
-    /// response is relayed. An engine that turns a `true` into an error for its retry loop
-    /// reports that error through [`WeirProxy::proxy_failed`] as usual.
-    pub(crate) fn retry_on_status(
+    /// After the head of an upstream response: whether to discard it, unsent, for another
+    /// attempt. A status the route retries (`proxy-next-upstream: http_502 ...`) goes to
+    /// another endpoint while attempts, budget and replay allow; else a status the route's
+    /// error backend answers for (`custom-http-errors`) goes there, once. An engine that
+    /// turns a `true` into an error for its retry loop reports that error through
+    /// [`WeirProxy::proxy_failed`] as usual.
+    pub(crate) fn replaces_response(
         &self,
         status: u16,
         body_at_hand: bool,
         ctx: &mut RequestCtx,
     ) -> bool {
-        let retried = ctx
-            .target
-            .as_ref()
-            .is_some_and(|t| t.retry_on.statuses.contains(&status));
-        let replayable = self.replayable(body_at_hand, ctx);
-        if !retried || !self.may_retry(replayable, true, None, ctx) {
+        let Some(target) = ctx.target.clone() else {
             return false;
-        }
+        };
         let outcome = match status {
             500.. => Outcome::Failure,
             _ => Outcome::Success,
         };
+        let replayable = self.replayable(body_at_hand, ctx);
+        let retry = target.retry_on.statuses.contains(&status)
+            && self.may_retry(replayable, true, None, ctx);
+        let error_backend = match &target.error_pages {
+            Some(pages) if !retry && ctx.diverted.is_none() && body_at_hand => pages
+                .statuses
+                .contains(&status)
+                .then(|| Arc::clone(&pages.target)),
+            _ => None,
+        };
+        if !retry && error_backend.is_none() {
+            return false;
+        }
         self.feed_back(ctx, outcome);
         ctx.upstream_headers = None;
         ctx.status_retry = true;
+        if let Some(error_backend) = error_backend {
+            // A new target: its own endpoints, attempts and session.
+            ctx.diverted = ctx.target.replace(error_backend).map(|from| (status, from));
+            ctx.tried.clear();
+            ctx.new_session = None;
+        }
         true
     }
 

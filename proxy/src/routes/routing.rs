@@ -28,6 +28,8 @@ pub struct RouteTarget {
     pub namespace: String,
     pub ingress: String,
     pub service: String,
+    /// The Service port as the rule names it (a number or a name).
+    pub service_port: String,
     /// The matched rule's path as written (`http.route` of traces).
     pub route: String,
     pub pool: Arc<Pool>,
@@ -61,6 +63,8 @@ pub struct RouteTarget {
     pub write_timeout: Option<std::time::Duration>,
     /// Largest request body the route takes (`proxy-body-size`); larger: 413.
     pub max_request_body: Option<u64>,
+    /// What replaces an upstream response with one of the statuses (`custom-http-errors`).
+    pub error_pages: Option<ErrorPagesTarget>,
     /// The route's session cookie (`affinity: cookie`).
     pub session_cookie: Option<crate::request::affinity::SessionCookie>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
@@ -69,11 +73,29 @@ pub struct RouteTarget {
     pub series: crate::app::metrics::RouteSeries,
 }
 
+/// The error backend of a route with `custom-http-errors`, and the statuses it answers for.
+#[derive(Debug)]
+pub struct ErrorPagesTarget {
+    pub statuses: Box<[u16]>,
+    /// The error backend, reached with the route's timeouts and none of its filters.
+    pub target: Arc<RouteTarget>,
+}
+
 impl RouteTarget {
-    /// The upstreams speak plain HTTP/1.1 (no TLS, no h2c).
+    /// The upstreams speak plain HTTP/1.1 (no TLS, no h2c), the error backend's too.
     pub fn plain_http1(&self) -> bool {
         self.upstream_tls.is_none()
             && self.backend_protocol == weir_discovery::BackendProtocol::Http
+            && self
+                .error_pages
+                .as_ref()
+                .is_none_or(|pages| pages.target.plain_http1())
+    }
+
+    /// Some response statuses may be replaced (retried, or answered by the error backend):
+    /// the engine looks at each status before relaying it.
+    pub fn replaces_statuses(&self) -> bool {
+        !self.retry_on.statuses.is_empty() || self.error_pages.is_some()
     }
 
     /// The labels of this target's series.
@@ -83,6 +105,52 @@ impl RouteTarget {
             ingress: &self.ingress,
             service: &self.service,
             algorithm: self.pool.algorithm().name(),
+        }
+    }
+}
+
+/// TLS to `backend` of `route`, when its policy says https.
+fn upstream_tls(route: &RouteSnapshot, backend: &BackendKey) -> Option<UpstreamTls> {
+    (route.policy.backend_protocol == weir_discovery::BackendProtocol::Https).then(|| UpstreamTls {
+        server_name: route
+            .policy
+            .backend_tls_server_name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}.svc", backend.service, backend.namespace)),
+        verify: route.policy.backend_tls_verify,
+    })
+}
+
+impl RouteTarget {
+    /// The error backend of `route` (`custom-http-errors`): its timeouts and retries, none
+    /// of its filters, redirects, limits or session.
+    fn error_backend(route: &RouteSnapshot, backend: &BackendKey, pool: Arc<Pool>) -> Self {
+        RouteTarget {
+            namespace: route.ingress.namespace.clone(),
+            ingress: route.ingress.name.clone(),
+            service: backend.service.clone(),
+            service_port: backend.port.clone(),
+            route: route.path.as_written().to_string(),
+            pool,
+            hash_key: route.policy.hash_key.clone(),
+            retries: route.policy.retries,
+            retry_on: weir_discovery::RetryOn::default(),
+            connect_timeout: route.policy.connect_timeout,
+            read_timeout: route.policy.read_timeout,
+            websocket_idle_timeout: route.policy.websocket_idle_timeout,
+            retry_budget: Arc::default(),
+            backend_protocol: route.policy.backend_protocol,
+            upstream_tls: None,
+            ssl_redirect: false,
+            redirect: None,
+            rewrite: None,
+            set_fields: Vec::new(),
+            write_timeout: route.policy.write_timeout,
+            max_request_body: None,
+            error_pages: None,
+            session_cookie: None,
+            concurrency: None,
+            series: Default::default(),
         }
     }
 }
@@ -515,10 +583,24 @@ impl LiveRouting {
                          concurrency: &Option<Arc<ConcurrencyLimit>>|
          -> Option<Arc<RouteTarget>> {
             let pool = pools.get(&(backend.clone(), policy.to_string()))?;
+            // The error backend: the route's policy, none of its filters or its session.
+            let error_pages = route.error_pages.as_ref().and_then(|pages| {
+                let error_backend = pages.backend.as_ref()?;
+                let error_pool = pools.get(&(error_backend.clone(), policy.to_string()))?;
+                let mut plain =
+                    RouteTarget::error_backend(route, error_backend, Arc::clone(error_pool));
+                plain.upstream_tls = upstream_tls(route, error_backend);
+                Some(ErrorPagesTarget {
+                    statuses: pages.statuses.clone().into_boxed_slice(),
+                    target: Arc::new(plain),
+                })
+            });
             Some(Arc::new(RouteTarget {
                 namespace: route.ingress.namespace.clone(),
                 ingress: route.ingress.name.clone(),
                 service: backend.service.clone(),
+                service_port: backend.port.clone(),
+                error_pages,
                 route: route.path.as_written().to_string(),
                 pool: Arc::clone(pool),
                 hash_key: route.policy.hash_key.clone(),
@@ -546,14 +628,7 @@ impl LiveRouting {
                 }),
                 concurrency: concurrency.clone(),
                 series: Default::default(),
-                upstream_tls: (route.policy.backend_protocol
-                    == weir_discovery::BackendProtocol::Https)
-                    .then(|| UpstreamTls {
-                        server_name: route.policy.backend_tls_server_name.clone().unwrap_or_else(
-                            || format!("{}.{}.svc", backend.service, backend.namespace),
-                        ),
-                        verify: route.policy.backend_tls_verify,
-                    }),
+                upstream_tls: upstream_tls(route, backend),
             }))
         };
         let mut target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
@@ -669,6 +744,7 @@ mod tests {
             filters: Vec::new(),
             canary: None,
             fallback: None,
+            error_pages: None,
             ingress: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),

@@ -475,7 +475,7 @@ impl DirectPath {
             };
             let attempt = Attempt {
                 upstream: &mut upstream,
-                retry_statuses: !target.retry_on.statuses.is_empty(),
+                status_check: target.replaces_statuses(),
                 read_timeout: target.read_timeout,
                 write_timeout: target.write_timeout,
                 deadline: &mut *deadline,
@@ -489,7 +489,7 @@ impl DirectPath {
                 }
                 Err(Failure::Downstream(e)) => return Err(e),
                 // The upstream connection goes with its unread response.
-                Err(Failure::RetryStatus) => continue,
+                Err(Failure::Replaced) => continue,
                 Err(Failure::Upstream(mut e)) => {
                     e.esource = ErrorSource::Upstream;
                     if client.sent().status != 0 {
@@ -519,7 +519,7 @@ impl DirectPath {
         let req = request.request;
         let Attempt {
             upstream,
-            retry_statuses,
+            status_check,
             read_timeout,
             write_timeout,
             deadline,
@@ -538,15 +538,15 @@ impl DirectPath {
         buf.clear();
         buf.reserve(UPSTREAM_READ_BUFFER);
         let added = self.proxy.response_fields(request.tls, ctx);
-        // The route retries some statuses: each final status is looked at before its head is
-        // staged for the client.
-        let mut status_unseen = retry_statuses;
+        // The route replaces some statuses (retried, or answered by its error backend): each
+        // final status is looked at before its head is staged for the client.
+        let mut status_unseen = status_check;
         let head = loop {
             if status_unseen {
                 if let Some(status) = h1::response_status(&buf).filter(|s| *s >= 200) {
                     status_unseen = false;
-                    if self.proxy.retry_on_status(status, true, ctx) {
-                        return Err(Failure::RetryStatus);
+                    if self.proxy.replaces_response(status, true, ctx) {
+                        return Err(Failure::Replaced);
                     }
                 }
             }
@@ -561,7 +561,7 @@ impl DirectPath {
                 Some(head) if (100..200).contains(&head.status) => {
                     // 100 Continue and friends: relayed to an HTTP/1.1 client, then on.
                     let _ = buf.split_to(head.head_len);
-                    status_unseen = retry_statuses;
+                    status_unseen = status_check;
                     client.flush().await.map_err(Failure::Downstream)?;
                 }
                 Some(head) => break head,
@@ -696,8 +696,8 @@ struct Served<'a, R> {
 /// (on the connection's `deadline`).
 struct Attempt<'a, 'd> {
     upstream: &'a mut TcpStream,
-    /// The route retries some response statuses (`proxy-next-upstream: http_...`).
-    retry_statuses: bool,
+    /// The route replaces some response statuses ([`RouteTarget::replaces_statuses`]).
+    status_check: bool,
     read_timeout: Duration,
     /// `proxy-send-timeout`: the request's write to the upstream.
     write_timeout: Option<Duration>,
@@ -971,9 +971,10 @@ impl Downstream for WeirH2Client {
 enum Failure {
     Upstream(Box<Error>),
     Downstream(Box<Error>),
-    /// The response's status is one the route retries: it was discarded, unsent, and the
-    /// request goes to another endpoint ([`WeirProxy::retry_on_status`]).
-    RetryStatus,
+    /// The response's status is one the route replaces: it was discarded, unsent, and the
+    /// request goes on to another endpoint or the error backend
+    /// ([`WeirProxy::replaces_response`]).
+    Replaced,
 }
 
 fn body_cut_short() -> Box<Error> {

@@ -179,11 +179,12 @@ impl ProxyHttp for WeirProxy {
             ctx,
         );
         let status = upstream.status.as_u16();
-        if self.retry_on_status(status, body_at_hand(session), ctx) {
-            // Discarded: Pingora's retry loop sends the request to the next endpoint.
+        if self.replaces_response(status, body_at_hand(session), ctx) {
+            // Discarded: Pingora's retry loop sends the request to the next endpoint, or the
+            // error backend.
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
-                "upstream status the route retries",
+                "upstream status the route replaces",
             );
             e.esource = ErrorSource::Upstream;
             e.set_retry(true);
