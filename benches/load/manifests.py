@@ -8,9 +8,11 @@ path goes there; churn.py rewrites this file).
     manifests.py N PORT OUT.yaml [ENDPOINTS]
 
 With ROUTE_FILTERS=1 in the environment (N = 0), the one route is a rule instead, matching
-every path as an ingress-nginx regex path and carrying the request filters weir has: the path
-rewritten with a capture (`rewrite-target`), the upstream `Host` set (`upstream-vhost`) and a
-field added (`x-forwarded-prefix`); what such a route costs over the plain one. With
+every path as an ingress-nginx regex path and carrying five filters: the path rewritten with a
+capture (`rewrite-target`), the upstream `Host` set (`upstream-vhost`), a field added
+(`x-forwarded-prefix`), the body size limited (`proxy-body-size`) and a response status
+replaced by an error backend (`custom-http-errors`, with `default-backend`); what such a
+route costs over the plain one. With
 ROUTE_FILTERS=regex, the same regex rule without filters (`use-regex`).
 """
 import os
@@ -48,7 +50,10 @@ spec:
 FILTERS = """
     nginx.ingress.kubernetes.io/rewrite-target: /$1
     nginx.ingress.kubernetes.io/upstream-vhost: up.bench.svc
-    nginx.ingress.kubernetes.io/x-forwarded-prefix: /"""
+    nginx.ingress.kubernetes.io/x-forwarded-prefix: /
+    nginx.ingress.kubernetes.io/proxy-body-size: 1m
+    nginx.ingress.kubernetes.io/custom-http-errors: '503'
+    nginx.ingress.kubernetes.io/default-backend: up"""
 
 
 REGEX_ONLY = """

@@ -834,3 +834,74 @@ fn custom_http_errors_are_answered_by_the_error_backend() {
         assert_eq!(unread_annotations(&weir), 0.0);
     }
 }
+
+/// `proxy-send-timeout`: an upstream that stops taking a request's body gets it for at most
+/// that long. The body streams through Pingora's proxy (it is longer than weir's own engine
+/// takes whole), which after the failed write still waits for an answer the upstream may
+/// have sent, up to the read timeout: the client gets its 504 then
+/// (docs/migrating-from-ingress-nginx.md).
+#[test]
+fn proxy_send_timeout_ends_a_stalled_upload() {
+    use std::io::{Read, Write};
+    // An upstream that accepts and never reads: once the socket buffers are full, weir's
+    // writes wait.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let stalled_addr = stalled.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in stalled.incoming().take(4).flatten() {
+            held.push(conn);
+            std::thread::sleep(std::time::Duration::from_secs(20));
+        }
+    });
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[stalled_addr])
+            + &nginx_ingress(
+                "send",
+                "upload.example.com",
+                "nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-read-timeout: \"3\"",
+            )),
+    );
+    let weir = nginx_class_weir(&dir, "direct");
+    let mut client = std::net::TcpStream::connect(weir.http).expect("connect");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("timeout");
+    const BODY: usize = 256 << 20;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: upload.example.com\r\nContent-Length: {BODY}\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).expect("head");
+    // The body streams from a thread of its own until weir stops taking it (bounded: 256 MiB
+    // at most); the answer is read meanwhile.
+    let mut writer = client.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let chunk = vec![b'a'; 64 << 10];
+        let mut sent = 0;
+        while sent < BODY && writer.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    let log = weir.log_text();
+    assert!(
+        text.starts_with("HTTP/1.1 504"),
+        "after {took:?}: {text:?}; log:\n{log}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "504 after {took:?}"
+    );
+    // The write gave up after the send timeout, before the read timeout ran out.
+    assert!(log.contains("WriteTimedout"), "{log}");
+}
