@@ -10,15 +10,60 @@ use regex::Regex;
 pub struct PathRewriter {
     /// The rule's path, matched at the start of the request's path, case-insensitive.
     pattern: Regex,
-    /// The new path (and query), `$1`..`$9` standing for the pattern's captures.
-    replacement: String,
+    /// The new path (and query): literal text and the pattern's captures, in order; read
+    /// once here so a request only copies.
+    pieces: Box<[Piece]>,
+    /// Some piece is a capture (else a match is all it takes: cheaper than capturing).
+    captures: bool,
+    /// The replacement has a query of its own: the request's follows it after `&`.
+    own_query: bool,
+    /// The replacement ends in `?`: the request's query is dropped.
+    drops_query: bool,
+}
+
+/// A piece of a replacement.
+#[derive(Debug)]
+enum Piece {
+    Text(Box<str>),
+    /// `$1`..`$9`.
+    Capture(usize),
 }
 
 impl PathRewriter {
     pub fn new(pattern: &str, replacement: &str) -> Result<PathRewriter, regex::Error> {
+        let drops_query = replacement.ends_with('?');
+        let written = replacement.strip_suffix('?').unwrap_or(replacement);
+        let mut text = String::new();
+        let mut pieces = Vec::new();
+        let mut rest = written;
+        while let Some(at) = rest.find('$') {
+            text.push_str(&rest[..at]);
+            let group = rest[at + 1..].chars().next().and_then(|c| c.to_digit(10));
+            match group {
+                Some(group) if group > 0 => {
+                    if !text.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut text).into()));
+                    }
+                    pieces.push(Piece::Capture(group as usize));
+                    rest = &rest[at + 2..];
+                }
+                // Not a capture reference (the annotation's check refuses these): as written.
+                _ => {
+                    text.push('$');
+                    rest = &rest[at + 1..];
+                }
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text.into()));
+        }
         Ok(PathRewriter {
             pattern: Regex::new(&format!("^(?i:{pattern})"))?,
-            replacement: replacement.to_string(),
+            captures: pieces.iter().any(|p| matches!(p, Piece::Capture(_))),
+            own_query: written.contains('?'),
+            drops_query,
+            pieces: pieces.into(),
         })
     }
 
@@ -28,52 +73,30 @@ impl PathRewriter {
     /// replacement has a query of its own, and is dropped when the replacement ends in `?`.
     /// A result that does not start with `/` gets one.
     pub fn rewrite(&self, path: &str, query: Option<&str>) -> Option<String> {
-        let mut out = String::with_capacity(self.replacement.len() + path.len() + 8);
-        if !self.replacement.contains('$') {
-            // Nothing to fill in: a match is all it takes (cheaper than capturing).
-            if !self.pattern.is_match(path) {
-                return None;
-            }
-            out.push_str(&self.replacement);
-            return Some(Self::finish(out, query));
-        }
-        let captures = self.pattern.captures(path)?;
-        let mut rest = self.replacement.as_str();
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let group = rest[at + 1..].chars().next().and_then(|c| c.to_digit(10));
-            match group {
-                Some(group) if group > 0 => {
-                    let captured = captures.get(group as usize).map_or("", |m| m.as_str());
-                    out.push_str(captured);
-                    rest = &rest[at + 2..];
-                }
-                // Not a capture reference (the annotation's check refuses these): as written.
-                _ => {
-                    out.push('$');
-                    rest = &rest[at + 1..];
+        let captures = match self.captures {
+            true => Some(self.pattern.captures(path)?),
+            false if self.pattern.is_match(path) => None,
+            false => return None,
+        };
+        let query = query.filter(|q| !q.is_empty() && !self.drops_query);
+        let mut out = String::with_capacity(path.len() + query.map_or(0, str::len) + 32);
+        for piece in self.pieces.iter() {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Capture(group) => {
+                    let captured = captures.as_ref().and_then(|c| c.get(*group));
+                    out.push_str(captured.map_or("", |m| m.as_str()));
                 }
             }
         }
-        out.push_str(rest);
-        Some(Self::finish(out, query))
-    }
-
-    /// The filled-in replacement `out` made absolute, with the request's `query` after it
-    /// as nginx keeps it.
-    fn finish(mut out: String, query: Option<&str>) -> String {
         if !out.starts_with('/') {
             out.insert(0, '/');
         }
-        if let Some(kept) = out.strip_suffix('?') {
-            out.truncate(kept.len());
-            return out;
-        }
-        if let Some(query) = query.filter(|q| !q.is_empty()) {
-            out.push(if out.contains('?') { '&' } else { '?' });
+        if let Some(query) = query {
+            out.push(if self.own_query { '&' } else { '?' });
             out.push_str(query);
         }
-        out
+        Some(out)
     }
 }
 
@@ -137,6 +160,15 @@ mod tests {
         assert_eq!(
             rewrite("/(app)/(.*)", "$2", "/app/x", None).as_deref(),
             Some("/x")
+        );
+        // A capture that starts with `/` is the path's start; an empty replacement is `/`.
+        assert_eq!(
+            rewrite("(/app)(.*)", "$1$2", "/app/x", None).as_deref(),
+            Some("/app/x")
+        );
+        assert_eq!(
+            rewrite("/app", "", "/app", Some("q=1")).as_deref(),
+            Some("/?q=1")
         );
     }
 }
