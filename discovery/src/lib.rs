@@ -26,7 +26,8 @@ pub use objects::ClusterObjects;
 pub use snapshot::{
     AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
     ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite,
-    Redirect, RedirectTo, Rejection, RetryOn, RouteFilter, RouteSnapshot, RoutingSnapshot,
-    SameSite, SessionAffinity, UnsupportedAnnotation, UrlRewrite, WeightedBackend,
+    Redirect, RedirectTo, Rejection, RequestConditions, RetryOn, RouteFilter, RouteSnapshot,
+    RoutingSnapshot, SameSite, SessionAffinity, StringMatch, UnsupportedAnnotation, UrlRewrite,
+    ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -246,6 +246,10 @@ pub enum RedirectTo {
 pub struct RouteSnapshot {
     pub host: HostMatch,
     pub path: PathMatch,
+    /// What else a request must carry to take this route (Gateway API's header, query
+    /// parameter and method matches); none from an Ingress.
+    #[serde(skip_serializing_if = "RequestConditions::is_empty")]
+    pub conditions: RequestConditions,
     /// Where requests go; with a [`RouteSnapshot::split`], its first member.
     pub backend: BackendKey,
     /// `weir.dev/backend-weights`: several Services share this host and path by weight
@@ -275,6 +279,45 @@ pub struct RouteSnapshot {
     pub ingress: ObjectRef,
     /// How requests on this route are balanced (the Ingress's `weir.dev/*` annotations).
     pub policy: RoutePolicy,
+}
+
+/// Conditions on a request beyond its host and path, all of which must hold (Gateway API's
+/// `HTTPRouteMatch` `headers`, `queryParams` and `method`). Among routes of one host and path,
+/// those with a method come first, then those with more header matches, then more query
+/// parameter matches; a route whose conditions fail leaves the request to the next most
+/// specific path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RequestConditions {
+    /// Header fields (names lowercase) and what their first value must be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameters (names as written, case-sensitive) and what their first value must be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueMatch>,
+    /// The request's method (uppercase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl RequestConditions {
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query.is_empty() && self.method.is_none()
+    }
+}
+
+/// A named value a request must have: exactly, or matching a regular expression (the whole
+/// value, Rust's `regex` dialect).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ValueMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum StringMatch {
+    Exact(String),
+    Regex(String),
 }
 
 /// An object that was left out of the snapshot, and why.

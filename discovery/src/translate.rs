@@ -9,8 +9,8 @@ use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
     BackendKey, BackendSnapshot, Canary, CanaryRule, ErrorPages, HeaderModifier, HostMatch,
     ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection,
-    RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation, UrlRewrite,
-    WeightedBackend,
+    RequestConditions, RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation,
+    UrlRewrite, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -87,7 +87,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         key(a).cmp(&key(b))
     });
 
-    let mut claimed: HashMap<(HostMatch, PathMatch), ObjectRef> = HashMap::new();
+    let mut claimed: HashMap<(HostMatch, PathMatch, RequestConditions), ObjectRef> = HashMap::new();
     let mut canaries = Vec::new();
     let mut www_routes: Vec<RouteSnapshot> = Vec::new();
     let mut tls_claimed: HashSet<HostMatch> = HashSet::new();
@@ -124,7 +124,11 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
             continue;
         }
         for route in routes {
-            let key = (route.host.clone(), route.path.clone());
+            let key = (
+                route.host.clone(),
+                route.path.clone(),
+                route.conditions.clone(),
+            );
             if let Some(owner) = claimed.get(&key) {
                 snapshot.rejected.push(Rejection {
                     object: ingress_ref.clone(),
@@ -446,6 +450,7 @@ fn ingress_routes(
                 ssl_redirect: redirects_to_https(&host),
                 host: host.clone(),
                 path: matcher,
+                conditions: Default::default(),
                 backend,
                 split: Vec::new(),
                 filters: filters_for(Some(pattern)),
@@ -497,6 +502,7 @@ fn ingress_routes(
         Some(b) => Some(RouteSnapshot {
             host: HostMatch::Any,
             path: PathMatch::Prefix("/".to_string()),
+            conditions: Default::default(),
             backend: BackendKey {
                 cluster_ip: nginx.service_upstream,
                 ..backend_key(namespace, b).map_err(|e| format!("defaultBackend: {e}"))?

@@ -113,15 +113,18 @@ fn scale(c: &mut Criterion) {
     let table = live.load_full();
     let host = "App-999.example.com:443";
     let path = "/svc-9999/api/items";
+    let Ok(req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) else {
+        unreachable!("a GET of a valid path");
+    };
     assert!(
-        table.router.lookup(host, path).is_some(),
+        table.router.lookup(host, path, &req).is_some(),
         "the last route is found"
     );
     c.bench_function("scale_10k_ingresses/lookup", |b| {
         b.iter(|| {
             table
                 .router
-                .lookup(black_box(host), black_box(path))
+                .lookup(black_box(host), black_box(path), &req)
                 .is_some()
         })
     });

@@ -46,6 +46,17 @@ pub trait RequestView {
             .map(|(_, value)| value)
     }
 
+    /// The value of the query parameter `name` (as written, not decoded), the first if
+    /// several.
+    fn query_param(&self, name: &str) -> Option<&str> {
+        self.uri()
+            .query()?
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
     /// The value of the cookie `name`, the first if several (HTTP/2 may split `cookie` into
     /// several fields; a field that is not visible ASCII is skipped).
     fn cookie(&self, name: &str) -> Option<&str> {

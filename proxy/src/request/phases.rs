@@ -218,7 +218,7 @@ impl WeirProxy {
         let table = self.routing.load();
         let target = table
             .router
-            .lookup(host, req.uri().path())
+            .lookup(host, req.uri().path(), &*req)
             .map(|choice| Arc::clone(choice.choose_for(&*req, &mut rand::rng())));
         drop(table);
         ctx.trace =
@@ -843,12 +843,7 @@ fn hash_key(
         HashKey::ClientIp => None,
         HashKey::Path => Some(req.uri().path().as_bytes()),
         HashKey::Header(name) => req.field_named(name.as_bytes()),
-        HashKey::Query(name) => req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.as_bytes())
-        }),
+        HashKey::Query(name) => req.query_param(name).map(str::as_bytes),
         HashKey::Cookie(name) => req.cookie(name).map(str::as_bytes),
     };
     if let Some(bytes) = found {

@@ -11,10 +11,17 @@
 //! number of rules. Regex paths (`weir.dev/path-regex`) are tried in order of length and
 //! cost one match each: keep them few.
 //!
+//! Conditions (header, query parameter and method matches, [`Conditions`]): the routes of
+//! one host and path are tried in precedence order; when none of them takes the request,
+//! the next most specific path of the host's group does.
+//!
 //! Must not: know about pools, Pingora or metrics. The target type is generic so matching
 //! can be tested on its own.
 
+use crate::http::request_view::RequestView;
+use crate::routes::conditions::{Conditioned, Conditions};
 use regex::Regex;
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use weir_discovery::{HostMatch, PathMatch};
 
@@ -34,17 +41,17 @@ const REGEX: u8 = 0;
 
 #[derive(Debug)]
 struct PathTable<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: HashMap<Box<str>, Conditioned<T>>,
     prefixes: TrieNode<T>,
     /// Sorted longest first.
-    regexes: Vec<(Regex, usize, T)>,
+    regexes: Vec<(Regex, usize, Conditioned<T>)>,
 }
 
 #[derive(Debug)]
 struct TrieNode<T> {
     children: HashMap<Box<str>, TrieNode<T>>,
-    /// A Prefix rule ending at this node, with its written length.
-    target: Option<(usize, T)>,
+    /// The Prefix rules ending at this node, with their written length.
+    target: Option<(usize, Conditioned<T>)>,
 }
 
 impl<T> Default for TrieNode<T> {
@@ -73,38 +80,55 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 }
 
 impl<T> PathTable<T> {
-    /// Adds a rule; the first rule added for a given path keeps it.
-    fn insert(&mut self, path: &PathMatch, target: T) -> Result<(), String> {
+    /// Adds a rule; for a given path and conditions, the first rule added keeps it.
+    fn insert(
+        &mut self,
+        path: &PathMatch,
+        conditions: Conditions,
+        target: T,
+    ) -> Result<(), String> {
         match path {
-            PathMatch::Exact(p) => {
-                self.exact.entry(p.as_str().into()).or_insert(target);
-            }
+            PathMatch::Exact(p) => match self.exact.get_mut(p.as_str()) {
+                Some(slot) => slot.add(conditions, target),
+                None => {
+                    self.exact
+                        .insert(p.as_str().into(), Conditioned::new(conditions, target));
+                }
+            },
             PathMatch::Prefix(p) => {
                 let mut node = &mut self.prefixes;
                 for seg in segments(p) {
                     node = node.children.entry(seg.into()).or_default();
                 }
                 // `/foo` and `/foo/` land on one node; the longer written path outranks.
-                if node.target.as_ref().is_none_or(|(len, _)| p.len() > *len) {
-                    node.target = Some((p.len(), target));
+                match &mut node.target {
+                    Some((len, slot)) if p.len() == *len => slot.add(conditions, target),
+                    Some((len, _)) if p.len() < *len => {}
+                    _ => node.target = Some((p.len(), Conditioned::new(conditions, target))),
                 }
             }
             PathMatch::Regex(p) | PathMatch::RegexIgnoreCase(p) => {
-                let flags = if matches!(path, PathMatch::RegexIgnoreCase(_)) {
-                    "i"
-                } else {
-                    ""
-                };
-                let re = Regex::new(&format!("^(?{flags}:{p})")).map_err(|e| e.to_string())?;
-                self.regexes.push((re, p.len(), target));
+                if let Some((_, _, slot)) = self
+                    .regexes
+                    .iter_mut()
+                    .find(|(re, _, _)| re.as_str() == regex_source(path, p))
+                {
+                    slot.add(conditions, target);
+                    return Ok(());
+                }
+                let re = Regex::new(&regex_source(path, p)).map_err(|e| e.to_string())?;
+                self.regexes
+                    .push((re, p.len(), Conditioned::new(conditions, target)));
                 self.regexes.sort_by_key(|r| std::cmp::Reverse(r.1));
             }
         }
         Ok(())
     }
 
-    fn lookup(&self, path: &str) -> Option<&T> {
-        let mut best: Option<(Rank, &T)> = self.exact.get(path).map(|t| ((path.len(), EXACT), t));
+    /// The most specific path rule that matches `path`.
+    fn best(&self, path: &str) -> Option<&Conditioned<T>> {
+        let mut best: Option<(Rank, &Conditioned<T>)> =
+            self.exact.get(path).map(|t| ((path.len(), EXACT), t));
 
         let mut node = &self.prefixes;
         let mut deepest = node.target.as_ref();
@@ -138,6 +162,58 @@ impl<T> PathTable<T> {
         }
         best.map(|(_, t)| t)
     }
+
+    /// Every path rule that matches `path`, most specific first (for a request the best
+    /// one's conditions turned away).
+    fn ranked(&self, path: &str) -> SmallVec<[(Rank, &Conditioned<T>); 4]> {
+        let mut all: SmallVec<[(Rank, &Conditioned<T>); 4]> = SmallVec::new();
+        if let Some(t) = self.exact.get(path) {
+            all.push(((path.len(), EXACT), t));
+        }
+        let mut node = &self.prefixes;
+        if let Some((len, t)) = &node.target {
+            all.push(((*len, PREFIX), t));
+        }
+        for seg in segments(path) {
+            match node.children.get(seg) {
+                Some(child) => {
+                    node = child;
+                    if let Some((len, t)) = &child.target {
+                        all.push(((*len, PREFIX), t));
+                    }
+                }
+                None => break,
+            }
+        }
+        for (re, len, t) in &self.regexes {
+            if re.is_match(path) {
+                all.push(((*len, REGEX), t));
+            }
+        }
+        // Stable: among equal ranks the order above (regexes in their table order) stays.
+        all.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+        all
+    }
+
+    /// The target of the most specific rule whose conditions `req` meets.
+    fn lookup(&self, path: &str, req: &impl RequestView) -> Option<&T> {
+        let best = self.best(path)?;
+        if let Some(target) = best.first_for(req) {
+            return Some(target);
+        }
+        self.ranked(path)
+            .into_iter()
+            .filter(|(_, slot)| !std::ptr::eq(*slot, best))
+            .find_map(|(_, slot)| slot.first_for(req))
+    }
+}
+
+/// The anchored source of a regex rule path.
+fn regex_source(path: &PathMatch, written: &str) -> String {
+    match path {
+        PathMatch::RegexIgnoreCase(_) => format!("^(?i:{written})"),
+        _ => format!("^(?:{written})"),
+    }
 }
 
 impl<T> Router<T> {
@@ -152,6 +228,17 @@ impl<T> Router<T> {
 
     /// Adds a rule. Rules added earlier win over later ones for the same host and path.
     pub fn insert(&mut self, host: &HostMatch, path: &PathMatch, target: T) -> Result<(), String> {
+        self.insert_when(host, path, Conditions::default(), target)
+    }
+
+    /// Adds a rule that takes only requests meeting `conditions`.
+    pub fn insert_when(
+        &mut self,
+        host: &HostMatch,
+        path: &PathMatch,
+        conditions: Conditions,
+        target: T,
+    ) -> Result<(), String> {
         let table = match host {
             HostMatch::Any => self.any_host.get_or_insert_with(PathTable::default),
             HostMatch::Exact(h) => self.exact_hosts.entry(h.as_str().into()).or_default(),
@@ -160,17 +247,30 @@ impl<T> Router<T> {
                 .entry(suffix.as_str().into())
                 .or_default(),
         };
-        table.insert(path, target)
+        table.insert(path, conditions, target)
     }
 
     pub fn set_default(&mut self, target: T) {
         self.default = Some(target);
     }
 
-    /// The target for a request. `host` may carry a port and any letter case.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
+    /// The target for a request on `host` (which may carry a port and any letter case) and
+    /// `path` (in normal form).
+    pub fn lookup(&self, host: &str, path: &str, req: &impl RequestView) -> Option<&T> {
         let table = self.host_table(host);
-        table.and_then(|t| t.lookup(path)).or(self.default.as_ref())
+        table
+            .and_then(|t| t.lookup(path, req))
+            .or(self.default.as_ref())
+    }
+
+    /// The target for `host` and `path` when no request could be routed elsewhere by its
+    /// other parts; `Err` when conditions of the rules there decide.
+    pub fn lookup_path(&self, host: &str, path: &str) -> Result<Option<&T>, Conditional> {
+        let best = self.host_table(host).and_then(|t| t.best(path));
+        match best {
+            None => Ok(self.default.as_ref()),
+            Some(slot) => slot.unconditional().map(Some).ok_or(Conditional),
+        }
     }
 
     fn host_table(&self, raw_host: &str) -> Option<&PathTable<T>> {
@@ -191,6 +291,10 @@ impl<T> Router<T> {
         self.any_host.as_ref()
     }
 }
+
+/// A route's conditions decide: the request's fields are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditional;
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
@@ -222,6 +326,14 @@ fn normalize_host<'a>(host: &str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
+    use weir_discovery::{RequestConditions, StringMatch, ValueMatch};
+
+    /// The target of a plain `GET` on `host` and `path`.
+    fn get<'a, T>(r: &'a Router<T>, host: &str, path: &str) -> Option<&'a T> {
+        let req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+        r.lookup(host, path, &req)
+    }
 
     fn exact(p: &str) -> PathMatch {
         PathMatch::Exact(p.into())
@@ -236,6 +348,109 @@ mod tests {
             r.insert(h, p, *t).expect("valid rule");
         }
         r
+    }
+
+    fn conditions(
+        method: Option<&str>,
+        headers: &[(&str, StringMatch)],
+        query: &[(&str, StringMatch)],
+    ) -> Conditions {
+        let named = |pairs: &[(&str, StringMatch)]| {
+            pairs
+                .iter()
+                .map(|(name, value)| ValueMatch {
+                    name: name.to_string(),
+                    value: value.clone(),
+                })
+                .collect()
+        };
+        Conditions::new(&RequestConditions {
+            method: method.map(str::to_string),
+            headers: named(headers),
+            query: named(query),
+        })
+        .expect("valid conditions")
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).expect("request");
+        for (name, value) in headers {
+            req.insert_header(name.to_string(), *value).expect("header");
+        }
+        req
+    }
+
+    /// Among the routes of one host and path, conditions decide in Gateway API's order
+    /// (method, then more headers, then more query parameters, then the order added); a
+    /// request none of them takes falls to the next most specific path.
+    #[test]
+    fn conditions_choose_among_routes_of_one_path_and_fall_through() {
+        let any = HostMatch::Any;
+        let exact = |v: &str| StringMatch::Exact(v.to_string());
+        let regex = |v: &str| StringMatch::Regex(v.to_string());
+        let mut r = Router::new();
+        r.insert(&any, &prefix("/"), "root").expect("valid");
+        r.insert_when(
+            &any,
+            &prefix("/api"),
+            conditions(None, &[("x-tier", exact("beta"))], &[]),
+            "beta",
+        )
+        .expect("valid");
+        r.insert_when(
+            &any,
+            &prefix("/api"),
+            conditions(Some("POST"), &[("x-tier", exact("beta"))], &[]),
+            "beta-post",
+        )
+        .expect("valid");
+        r.insert_when(
+            &any,
+            &prefix("/api"),
+            conditions(
+                None,
+                &[("x-tier", regex("b.*")), ("x-user", exact("ann"))],
+                &[],
+            ),
+            "two-headers",
+        )
+        .expect("valid");
+        r.insert_when(
+            &any,
+            &prefix("/api"),
+            conditions(None, &[], &[("v", regex("[0-9]+"))]),
+            "versioned",
+        )
+        .expect("valid");
+        let route = |method: &str, target: &str, headers: &[(&str, &str)]| {
+            let req = request(method, target, headers);
+            let path = target.split('?').next().unwrap_or(target);
+            r.lookup("h", path, &req).copied()
+        };
+        assert_eq!(route("GET", "/api/x", &[("x-tier", "beta")]), Some("beta"));
+        assert_eq!(
+            route("POST", "/api/x", &[("x-tier", "beta")]),
+            Some("beta-post")
+        );
+        assert_eq!(
+            route("POST", "/api/x", &[("x-tier", "bold"), ("x-user", "ann")]),
+            Some("two-headers")
+        );
+        assert_eq!(
+            route("GET", "/api/x", &[("x-tier", "Beta")]),
+            Some("root"),
+            "values are case-sensitive"
+        );
+        assert_eq!(route("GET", "/api/x?v=12", &[]), Some("versioned"));
+        assert_eq!(
+            route("GET", "/api/x?v=12a", &[]),
+            Some("root"),
+            "a regex matches the whole value"
+        );
+        // Nothing at /api takes it: the next most specific path does.
+        assert_eq!(route("GET", "/api/x", &[]), Some("root"));
+        assert_eq!(r.lookup_path("h", "/api/x"), Err(Conditional));
+        assert_eq!(r.lookup_path("h", "/web"), Ok(Some(&"root")));
     }
 
     /// The examples table of the Kubernetes Ingress documentation, row by row.
@@ -279,7 +494,7 @@ mod tests {
                     .expect("valid");
             }
             assert_eq!(
-                r.lookup("h", request).map(String::as_str),
+                get(&r, "h", request).map(String::as_str),
                 expected,
                 "rules {rules:?}, request {request}"
             );
@@ -289,15 +504,15 @@ mod tests {
             (any.clone(), prefix("/foo"), "prefix"),
             (any.clone(), exact("/foo"), "exact"),
         ]);
-        assert_eq!(r.lookup("h", "/foo"), Some(&"exact"));
-        assert_eq!(r.lookup("h", "/foo/x"), Some(&"prefix"));
+        assert_eq!(get(&r, "h", "/foo"), Some(&"exact"));
+        assert_eq!(get(&r, "h", "/foo/x"), Some(&"prefix"));
     }
 
     #[test]
     fn case_sensitive_paths() {
         let r = router(&[(HostMatch::Any, prefix("/Foo"), "t")]);
-        assert_eq!(r.lookup("h", "/Foo/bar"), Some(&"t"));
-        assert_eq!(r.lookup("h", "/foo/bar"), None);
+        assert_eq!(get(&r, "h", "/Foo/bar"), Some(&"t"));
+        assert_eq!(get(&r, "h", "/foo/bar"), None);
     }
 
     #[test]
@@ -306,15 +521,15 @@ mod tests {
             (HostMatch::Any, prefix("/foo"), "short"),
             (HostMatch::Any, prefix("/foo/"), "long"),
         ]);
-        assert_eq!(r.lookup("h", "/foo/bar"), Some(&"long"));
+        assert_eq!(get(&r, "h", "/foo/bar"), Some(&"long"));
         let r = router(&[
             (HostMatch::Any, prefix("/a"), "a"),
             (HostMatch::Any, exact("/a/b/c"), "exact"),
             (HostMatch::Any, prefix("/a/b"), "ab"),
         ]);
-        assert_eq!(r.lookup("h", "/a/b/c"), Some(&"exact"));
-        assert_eq!(r.lookup("h", "/a/b/c/d"), Some(&"ab"));
-        assert_eq!(r.lookup("h", "/a/x"), Some(&"a"));
+        assert_eq!(get(&r, "h", "/a/b/c"), Some(&"exact"));
+        assert_eq!(get(&r, "h", "/a/b/c/d"), Some(&"ab"));
+        assert_eq!(get(&r, "h", "/a/x"), Some(&"a"));
     }
 
     #[test]
@@ -323,7 +538,7 @@ mod tests {
             (HostMatch::Any, exact("/x"), "older"),
             (HostMatch::Any, exact("/x"), "newer"),
         ]);
-        assert_eq!(r.lookup("h", "/x"), Some(&"older"));
+        assert_eq!(get(&r, "h", "/x"), Some(&"older"));
     }
 
     #[test]
@@ -341,24 +556,24 @@ mod tests {
             ),
             (HostMatch::Any, prefix("/"), "any"),
         ]);
-        assert_eq!(r.lookup("foo.example.com", "/"), Some(&"foo"));
+        assert_eq!(get(&r, "foo.example.com", "/"), Some(&"foo"));
         assert_eq!(
-            r.lookup("FOO.Example.COM:8080", "/"),
+            get(&r, "FOO.Example.COM:8080", "/"),
             Some(&"foo"),
             "case and port ignored"
         );
         assert_eq!(
-            r.lookup("foo.example.com.", "/"),
+            get(&r, "foo.example.com.", "/"),
             Some(&"foo"),
             "trailing dot"
         );
-        assert_eq!(r.lookup("bar.example.com", "/"), Some(&"wild"));
+        assert_eq!(get(&r, "bar.example.com", "/"), Some(&"wild"));
         // Wildcards match exactly one label: not deeper, not the bare suffix.
-        assert_eq!(r.lookup("a.bar.example.com", "/"), Some(&"any"));
-        assert_eq!(r.lookup("example.com", "/"), Some(&"any"));
-        assert_eq!(r.lookup(".example.com", "/"), Some(&"any"));
-        assert_eq!(r.lookup("other.org", "/"), Some(&"any"));
-        assert_eq!(r.lookup("[::1]:8080", "/"), Some(&"any"));
+        assert_eq!(get(&r, "a.bar.example.com", "/"), Some(&"any"));
+        assert_eq!(get(&r, "example.com", "/"), Some(&"any"));
+        assert_eq!(get(&r, ".example.com", "/"), Some(&"any"));
+        assert_eq!(get(&r, "other.org", "/"), Some(&"any"));
+        assert_eq!(get(&r, "[::1]:8080", "/"), Some(&"any"));
     }
 
     #[test]
@@ -371,11 +586,11 @@ mod tests {
             ),
             (HostMatch::Any, prefix("/"), "any"),
         ]);
-        assert_eq!(r.lookup("foo.com", "/api/x"), Some(&"foo-api"));
-        assert_eq!(r.lookup("foo.com", "/web"), None);
+        assert_eq!(get(&r, "foo.com", "/api/x"), Some(&"foo-api"));
+        assert_eq!(get(&r, "foo.com", "/web"), None);
         r.set_default("default");
-        assert_eq!(r.lookup("foo.com", "/web"), Some(&"default"));
-        assert_eq!(r.lookup("bar.com", "/web"), Some(&"any"));
+        assert_eq!(get(&r, "foo.com", "/web"), Some(&"default"));
+        assert_eq!(get(&r, "bar.com", "/web"), Some(&"any"));
     }
 
     #[test]
@@ -388,9 +603,9 @@ mod tests {
                 "regex",
             ),
         ]);
-        assert_eq!(r.lookup("h", "/api/v2/users/7"), Some(&"regex"));
-        assert_eq!(r.lookup("h", "/api/vx/users"), Some(&"prefix"));
-        assert_eq!(r.lookup("h", "/x/api/v2/users"), None, "anchored at start");
+        assert_eq!(get(&r, "h", "/api/v2/users/7"), Some(&"regex"));
+        assert_eq!(get(&r, "h", "/api/vx/users"), Some(&"prefix"));
+        assert_eq!(get(&r, "h", "/x/api/v2/users"), None, "anchored at start");
     }
 
     #[test]
@@ -401,7 +616,7 @@ mod tests {
             r.insert(&host, &prefix(&format!("/svc{i}/api")), i)
                 .expect("valid");
         }
-        assert_eq!(r.lookup("h42.example.com", "/svc9942/api/x"), Some(&9942));
-        assert_eq!(r.lookup("h42.example.com", "/svc9943/api/x"), None);
+        assert_eq!(get(&r, "h42.example.com", "/svc9942/api/x"), Some(&9942));
+        assert_eq!(get(&r, "h42.example.com", "/svc9943/api/x"), None);
     }
 }

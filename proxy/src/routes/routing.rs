@@ -11,6 +11,7 @@ use crate::http::request_view::RequestView;
 use crate::http::rewrite::PathRewriter;
 use crate::request::affinity::SessionCookie;
 use crate::request::concurrency::ConcurrencyLimit;
+use crate::routes::conditions::Conditions;
 use crate::routes::router::Router;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -678,7 +679,10 @@ impl LiveRouting {
                 continue;
             };
             plain_http1_only &= target.plain_http1();
-            match router.insert(&route.host, &route.path, target) {
+            let inserted = Conditions::new(&route.conditions).and_then(|conditions| {
+                router.insert_when(&route.host, &route.path, conditions, target)
+            });
+            match inserted {
                 Ok(()) => count += 1,
                 // Translation validated every rule already; this only guards against a
                 // source that skipped it.
@@ -738,6 +742,7 @@ mod tests {
         s.routes.push(RouteSnapshot {
             host: HostMatch::Any,
             path: PathMatch::Prefix("/".into()),
+            conditions: Default::default(),
             backend: key.clone(),
             split: Vec::new(),
             ssl_redirect: false,
@@ -775,7 +780,9 @@ mod tests {
         let mut rng = rand::rng();
         let target = table
             .router
-            .lookup("any", "/x")
+            .lookup_path("any", "/x")
+            .ok()
+            .flatten()
             .expect("route")
             .choose(&mut rng);
         let ep = target
@@ -790,7 +797,9 @@ mod tests {
         assert_eq!(table2.generation, table.generation + 1);
         let target2 = table2
             .router
-            .lookup("any", "/x")
+            .lookup_path("any", "/x")
+            .ok()
+            .flatten()
             .expect("route")
             .choose(&mut rng);
         assert!(
@@ -838,7 +847,12 @@ mod tests {
         let live = LiveRouting::new();
         live.apply(s);
         let table = live.load_full();
-        let choice = table.router.lookup("any", "/").expect("route");
+        let choice = table
+            .router
+            .lookup_path("any", "/")
+            .ok()
+            .flatten()
+            .expect("route");
         // 100,000 seeded draws: one standard deviation of a 10 % share is 0.095 points, so
         // ±0.5 points is over 5 sigma.
         let mut rng = rand::rngs::SmallRng::seed_from_u64(9);

@@ -221,9 +221,12 @@ impl DirectPath {
             Ok(path) => path,
             Err(_) => return true, // refused by `admit` with a 400
         };
-        match table.router.lookup(host, &path) {
-            Some(choice) => choice.plain_http1(),
-            None => true, // answered by `admit` with a 404
+        match table.router.lookup_path(host, &path) {
+            Ok(Some(choice)) => choice.plain_http1(),
+            Ok(None) => true, // answered by `admit` with a 404
+            // The request's fields decide among routes: Pingora's proxy serves it, which
+            // serves every route.
+            Err(_) => false,
         }
     }
 
