@@ -124,7 +124,8 @@ pub struct NginxPolicy {
     pub write_timeout: Option<Duration>,
     /// `proxy-next-upstream-tries`: tries in all, so retries are one fewer.
     pub retries: Option<u32>,
-    /// `backend-protocol`: `HTTP`, `HTTPS`, `GRPC` (HTTP/2 without TLS).
+    /// `backend-protocol`: `HTTP`, `HTTPS` and `GRPCS` (TLS; HTTP/2 by ALPN when the upstream
+    /// offers it), `GRPC` (HTTP/2 without TLS).
     pub backend_protocol: Option<BackendProtocol>,
     /// `proxy-body-size`: the largest request body, `Some(None)` for no limit (`0`).
     pub max_request_body: Option<Option<u64>>,
@@ -342,11 +343,12 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     if let Some(value) = get("backend-protocol") {
         policy.backend_protocol = Some(match value.trim().to_ascii_uppercase().as_str() {
             "HTTP" => BackendProtocol::Http,
-            "HTTPS" => BackendProtocol::Https,
+            // TLS, HTTP/2 when the upstream offers it (a gRPC server does) by ALPN.
+            "HTTPS" | "GRPCS" => BackendProtocol::Https,
             "GRPC" | "H2C" => BackendProtocol::H2c,
             _ => {
                 return Err(format!(
-                    "annotation {PREFIX}backend-protocol: {value:?} is not HTTP, HTTPS or GRPC (GRPCS, FCGI and AUTO_HTTP are not supported by weir)"
+                    "annotation {PREFIX}backend-protocol: {value:?} is not HTTP, HTTPS, GRPC or GRPCS (FCGI and AUTO_HTTP are not supported by weir)"
                 ))
             }
         });
@@ -1086,7 +1088,7 @@ mod tests {
             ("proxy-connect-timeout", "0"),
             ("proxy-read-timeout", "1m"),
             ("proxy-next-upstream-tries", "-1"),
-            ("backend-protocol", "GRPCS"),
+            ("backend-protocol", "FCGI"),
         ] {
             let err = of(&[(name, bad)]).expect_err(bad);
             assert!(err.contains(name), "{err}");

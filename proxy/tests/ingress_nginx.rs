@@ -905,3 +905,37 @@ fn proxy_send_timeout_ends_a_stalled_upload() {
     // The write gave up after the send timeout, before the read timeout ran out.
     assert!(log.contains("WriteTimedout"), "{log}");
 }
+
+/// `backend-protocol: GRPCS`: TLS to the upstream (its certificate not verified, as
+/// ingress-nginx's default), HTTP/2 by ALPN, which a gRPC server offers.
+#[test]
+fn grpcs_backends_are_reached_over_tls_and_http2() {
+    let ca = weir_testsupport::tls::TestCa::new("weir test CA").expect("test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = ca.leaf(&["somewhere.else"]).expect("leaf certificate");
+    let (cert, key) = (dir.path().join("grpc.crt"), dir.path().join("grpc.key"));
+    std::fs::write(&cert, leaf.cert).expect("write cert");
+    std::fs::write(&key, leaf.key).expect("write key");
+    let upstream = Echo::start_with(
+        "grpc",
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf8"),
+            "--tls-key",
+            key.to_str().expect("utf8"),
+        ],
+    );
+    let manifests = nginx_manifests(
+        &(service_yaml("demo", "app", &[upstream.addr])
+            + &nginx_ingress(
+                "grpcs",
+                "app.example.com",
+                "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
+            )),
+    );
+    let weir = nginx_class_weir(&manifests, "direct");
+    let seen = weir.echo(&support::client(), "app.example.com", "/");
+    assert_eq!(seen["tls"], true, "{seen}");
+    assert_eq!(seen["proto"], "HTTP/2.0", "{seen}");
+    assert_eq!(unread_annotations(&weir), 0.0);
+}
