@@ -14,8 +14,8 @@
 //! translation decides which wins), or do I/O.
 
 use crate::snapshot::{
-    AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule, HashKey, Redirect,
-    RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity,
+    is_cookie_attribute, AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule,
+    HashKey, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -376,34 +376,15 @@ fn affinity<'a>(
             ))
         }
     };
-    // What a cookie attribute may hold: visible ASCII but `;` (and `,`, which some clients
-    // split on), so a value cannot end the attribute and start another.
-    let attribute = |name: &str, value: &str| {
-        let ok = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
-        match ok {
-            true => Ok(value.to_string()),
-            false => Err(format!(
-                "annotation {PREFIX}{name}: {value:?} is not a cookie attribute value"
-            )),
-        }
+    let attribute = |name: &str, value: &str| match is_cookie_attribute(value) {
+        true => Ok(value.to_string()),
+        false => Err(format!(
+            "annotation {PREFIX}{name}: {value:?} is not a cookie attribute value"
+        )),
     };
     let name = match get("session-cookie-name") {
         None => "INGRESSCOOKIE".to_string(),
-        Some(name) => {
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-            if !ok {
-                return Err(format!(
-                    "annotation {PREFIX}session-cookie-name: {name:?} is not a cookie name"
-                ));
-            }
-            name.to_string()
-        }
+        Some(name) => token("session-cookie-name", name)?,
     };
     let path = match get("session-cookie-path") {
         Some(path) if !path.starts_with('/') => {
@@ -521,18 +502,6 @@ fn canary_rule<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<CanaryRule,
             "annotation {PREFIX}canary-weight: {weight} is over canary-weight-total ({weight_total})"
         ));
     }
-    let token = |name: &str, value: &str| {
-        let ok = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
-        match ok {
-            true => Ok(value.to_string()),
-            false => Err(format!(
-                "annotation {PREFIX}{name}: {value:?} is not a field or cookie name"
-            )),
-        }
-    };
     let header = match get("canary-by-header") {
         None => None,
         Some(name) => {
@@ -569,6 +538,20 @@ fn canary_rule<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<CanaryRule,
         weight,
         weight_total,
     })
+}
+
+/// `value` as a token (RFC 9110 §5.6.2): what a field or cookie name may be.
+fn token(name: &str, value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
+    match ok {
+        true => Ok(value.to_string()),
+        false => Err(format!(
+            "annotation {PREFIX}{name}: {value:?} is not a field or cookie name"
+        )),
+    }
 }
 
 /// A comma-separated list of HTTP statuses from 400 to 599, sorted, without repeats.

@@ -73,15 +73,19 @@ impl PathMatch {
     /// cannot be a cookie attribute.
     pub fn cookie_path(&self) -> &str {
         match self {
-            PathMatch::Exact(p) | PathMatch::Prefix(p)
-                if p.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',') =>
-            {
-                p
-            }
+            PathMatch::Exact(p) | PathMatch::Prefix(p) if is_cookie_attribute(p) => p,
             _ => "/",
         }
     }
+}
+
+/// Whether `value` may stand as a cookie attribute's value: visible ASCII but `;` (and `,`,
+/// which some clients split on), so it cannot end the attribute and start another.
+pub fn is_cookie_attribute(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
 /// A Service port as an Ingress backend names it, in the Ingress's namespace.

@@ -818,10 +818,8 @@ mod tests {
         assert_eq!(target2.pool.counts(), (3, 0));
     }
 
-    #[test]
-    fn a_split_route_shares_requests_by_weight() {
-        use rand::SeedableRng;
-        let mut s = snapshot(&[1]);
+    /// Adds the Service `canary` (one endpoint) beside the route's backend.
+    fn with_canary_backend(s: &mut RoutingSnapshot) -> BackendKey {
         let canary = BackendKey {
             service: "canary".into(),
             ..s.routes[0].backend.clone()
@@ -833,6 +831,14 @@ mod tests {
                 problem: None,
             },
         );
+        canary
+    }
+
+    #[test]
+    fn a_split_route_shares_requests_by_weight() {
+        use rand::SeedableRng;
+        let mut s = snapshot(&[1]);
+        let canary = with_canary_backend(&mut s);
         let main = s.routes[0].backend.clone();
         s.routes[0].split = vec![
             weir_discovery::WeightedBackend {
@@ -870,17 +876,7 @@ mod tests {
     fn a_canary_takes_its_weight_of_the_undecided_requests() {
         use rand::SeedableRng;
         let mut s = snapshot(&[1]);
-        let canary = BackendKey {
-            service: "canary".into(),
-            ..s.routes[0].backend.clone()
-        };
-        s.backends.insert(
-            canary.clone(),
-            BackendSnapshot {
-                endpoints: vec![EndpointSpec::ready(SocketAddr::from(([127, 0, 0, 1], 9)))],
-                problem: None,
-            },
-        );
+        let canary = with_canary_backend(&mut s);
         s.routes[0].canary = Some(weir_discovery::Canary {
             backend: canary,
             ingress: s.routes[0].ingress.clone(),
