@@ -10,6 +10,7 @@
 //! a pure function of its inputs; all I/O lives in the source modules.
 
 pub mod annotations;
+pub mod cidr;
 pub mod kubernetes;
 pub mod manifests;
 pub mod migrate;
@@ -22,12 +23,13 @@ mod translate;
 mod validate;
 
 pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
+pub use cidr::Cidr;
 pub use objects::ClusterObjects;
 pub use snapshot::{
     AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
     ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite,
     Redirect, RedirectTo, Rejection, RequestConditions, RetryOn, RouteFilter, RouteSnapshot,
-    RoutingSnapshot, SameSite, SessionAffinity, StringMatch, UnsupportedAnnotation, UrlRewrite,
-    ValueMatch, WeightedBackend,
+    RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch, UnsupportedAnnotation,
+    UrlRewrite, ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

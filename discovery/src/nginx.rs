@@ -6,7 +6,8 @@
 //! `temporal-redirect`, `app-root`), the https redirects (`ssl-redirect`,
 //! `force-ssl-redirect`), regex paths and rewrites (`use-regex`, `rewrite-target`) and the
 //! upstream request's fields (`upstream-vhost`, `x-forwarded-prefix`), the canaries
-//! (`canary-*`), session affinity (`affinity`, `session-cookie-*`), and the balancing,
+//! (`canary-*`), session affinity (`affinity`, `session-cookie-*`), source ranges
+//! (`allowlist-source-range`, `denylist-source-range`), and the balancing,
 //! timeout and upstream settings ([`NginxPolicy`]). Every other `nginx.ingress.kubernetes.io/*` annotation is reported
 //! as unsupported ([`crate::annotations::unsupported`]), never silently ignored.
 //!
@@ -15,7 +16,7 @@
 
 use crate::snapshot::{
     is_cookie_attribute, AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule,
-    HashKey, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity,
+    HashKey, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity, SourceAccess,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 /// The annotations read here (names without [`PREFIX`]).
 pub const KNOWN: &[&str] = &[
     "affinity",
+    "allowlist-source-range",
     "affinity-mode",
     "app-root",
     "backend-protocol",
@@ -38,6 +40,7 @@ pub const KNOWN: &[&str] = &[
     "canary-weight-total",
     "custom-http-errors",
     "default-backend",
+    "denylist-source-range",
     "force-ssl-redirect",
     "from-to-www-redirect",
     "load-balance",
@@ -65,6 +68,7 @@ pub const KNOWN: &[&str] = &[
     "upstream-hash-by",
     "upstream-vhost",
     "use-regex",
+    "whitelist-source-range",
     "x-forwarded-prefix",
 ];
 
@@ -133,6 +137,8 @@ pub struct NginxPolicy {
     pub affinity: Option<SessionAffinity>,
     /// `proxy-next-upstream` and `proxy-next-upstream-timeout`.
     pub retry_on: Option<RetryOn>,
+    /// `allowlist-source-range` (or `whitelist-source-range`) and `denylist-source-range`.
+    pub source_access: Option<SourceAccess>,
 }
 
 impl NginxPolicy {
@@ -174,6 +180,9 @@ impl NginxPolicy {
         }
         if let Some(retry_on) = &self.retry_on {
             policy.retry_on = retry_on.clone();
+        }
+        if let Some(access) = &self.source_access {
+            policy.source_access = Some(access.clone());
         }
         if let Some(protocol) = self
             .backend_protocol
@@ -324,6 +333,21 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     }
     if let Some(value) = get("affinity") {
         policy.affinity = Some(affinity(value, &get)?);
+    }
+    // A list that does not parse rejects the Ingress: its routes are not served at all
+    // rather than open to everyone.
+    let ranges = |name: &str| -> Result<Vec<crate::cidr::Cidr>, String> {
+        get(name).map_or(Ok(Vec::new()), |list| {
+            crate::cidr::parse_list(list).map_err(|e| format!("annotation {PREFIX}{name}: {e}"))
+        })
+    };
+    let allow = match get("allowlist-source-range") {
+        Some(_) => ranges("allowlist-source-range")?,
+        None => ranges("whitelist-source-range")?,
+    };
+    let deny = ranges("denylist-source-range")?;
+    if !allow.is_empty() || !deny.is_empty() {
+        policy.source_access = Some(SourceAccess { allow, deny });
     }
     let next_timeout = get("proxy-next-upstream-timeout");
     if get("proxy-next-upstream").is_some() || next_timeout.is_some() {
@@ -946,6 +970,34 @@ mod tests {
     }
 
     #[test]
+    fn source_ranges_read_as_networks_and_a_bad_one_refuses() {
+        let access = |pairs: &[(&str, &str)]| of(pairs).map(|r| r.policy.source_access);
+        assert_eq!(access(&[]), Ok(None));
+        let read = access(&[
+            ("whitelist-source-range", "0.0.0.0/0"),
+            ("allowlist-source-range", "10.0.0.0/8, ::1"),
+            ("denylist-source-range", "10.9.0.0/16"),
+        ])
+        .expect("valid")
+        .expect("ranges");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(read.admits(ip("10.1.2.3")) && read.admits(ip("::1")));
+        assert!(!read.admits(ip("10.9.1.1")), "deny wins");
+        assert!(
+            !read.admits(ip("192.0.2.1")),
+            "allowlist wins over whitelist"
+        );
+        for (name, value) in [
+            ("allowlist-source-range", "10.0.0.0/8,nope"),
+            ("whitelist-source-range", "10.0.0.0/40"),
+            ("denylist-source-range", "1.2.3"),
+        ] {
+            let err = of(&[(name, value)]).expect_err(value);
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_redirects_are_refused_naming_the_annotation() {
         for (name, value, why) in [
             ("permanent-redirect", "ftp://x.example.com", "http://"),
@@ -1036,6 +1088,7 @@ mod tests {
                 write_timeout: Some(Duration::from_secs(30)),
                 affinity: None,
                 retry_on: None,
+                source_access: None,
             }
         );
         for (value, key) in [

@@ -499,6 +499,10 @@ pub struct RoutePolicy {
     /// host and path to several Services (absent: no split).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_weights: Option<BTreeMap<String, u32>>,
+    /// Which client addresses may use the route (ingress-nginx's source ranges; absent:
+    /// every address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_access: Option<SourceAccess>,
     /// Which failed attempts are sent again (ingress-nginx's `proxy-next-upstream`); by
     /// default connection errors and timeouts before any response byte.
     #[serde(skip_serializing_if = "RetryOn::is_default")]
@@ -506,6 +510,27 @@ pub struct RoutePolicy {
     /// Session affinity by cookie (ingress-nginx's `affinity: cookie`; absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<SessionAffinity>,
+}
+
+/// Which client addresses may use a route; any other gets 403. The address is the client's
+/// as weir trusts it (`--trusted-proxies`: the rightmost `X-Forwarded-For` entry that is not
+/// a trusted proxy, else the peer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceAccess {
+    /// `allowlist-source-range` (or `whitelist-source-range`): when not empty, only these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<crate::cidr::Cidr>,
+    /// `denylist-source-range`: never these, whatever `allow` says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<crate::cidr::Cidr>,
+}
+
+impl SourceAccess {
+    /// Whether `client` may use the route.
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|net| net.contains(client))
+            && (self.allow.is_empty() || self.allow.iter().any(|net| net.contains(client)))
+    }
 }
 
 /// Which failed attempts of a request are sent again, to another endpoint, while
@@ -625,6 +650,7 @@ impl Default for RoutePolicy {
             backend_tls_verify: true,
             backend_tls_server_name: None,
             retry_on: RetryOn::default(),
+            source_access: None,
             affinity: None,
         }
     }

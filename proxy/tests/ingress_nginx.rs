@@ -939,3 +939,75 @@ fn grpcs_backends_are_reached_over_tls_and_http2() {
     assert_eq!(seen["proto"], "HTTP/2.0", "{seen}");
     assert_eq!(unread_annotations(&weir), 0.0);
 }
+
+/// Source ranges: `allowlist-source-range` (and its older name `whitelist-source-range`)
+/// admits only the networks listed, `denylist-source-range` refuses its own, both on the
+/// client address weir trusts (`--trusted-proxies`); anyone else gets 403, counted.
+#[test]
+fn source_ranges_admit_and_refuse_clients_by_address() {
+    let app = Echo::start("app");
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "loopback-only",
+                "app.example.com",
+                "nginx.ingress.kubernetes.io/allowlist-source-range: \"127.0.0.1/32, ::1\"",
+            )
+            + &nginx_ingress(
+                "office-only",
+                "moved.example.com",
+                "nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8",
+            )
+            + &nginx_ingress(
+                "no-loopback",
+                "coded.example.com",
+                "nginx.ingress.kubernetes.io/denylist-source-range: 127.0.0.0/8, nginx.ingress.kubernetes.io/allowlist-source-range: 0.0.0.0/0",
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(
+            &dir.path(),
+            &[
+                "--http1-path",
+                path,
+                "--ingress-class",
+                "nginx",
+                "--ingress-controller",
+                "k8s.io/ingress-nginx",
+                "--trusted-proxies",
+                "127.0.0.1/32",
+            ],
+        );
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = no_redirects(&weir, http2);
+            let status = |host: &str, forwarded_for: Option<&str>| {
+                let mut request = c.get(format!("http://{host}:{port}/"));
+                if let Some(chain) = forwarded_for {
+                    request = request.header("x-forwarded-for", chain);
+                }
+                request.send().expect("request").status().as_u16()
+            };
+            assert_eq!(status("app.example.com", None), 200, "{case}");
+            assert_eq!(status("moved.example.com", None), 403, "{case}");
+            assert_eq!(status("coded.example.com", None), 403, "{case}");
+            // Through a trusted proxy (the loopback peer), the client is the one it names.
+            assert_eq!(status("moved.example.com", Some("10.1.2.3")), 200, "{case}");
+            assert_eq!(status("coded.example.com", Some("10.1.2.3")), 200, "{case}");
+            assert_eq!(status("app.example.com", Some("10.1.2.3")), 403, "{case}");
+            // A chain whose rightmost untrusted entry is outside the list stays outside.
+            assert_eq!(
+                status("moved.example.com", Some("10.1.2.3, 192.0.2.9")),
+                403,
+                "{case}"
+            );
+        }
+        // Four refusals a protocol.
+        assert_eq!(
+            weir.metric("weir_requests_rejected_total{reason=\"source_denied\"}"),
+            Some(8.0)
+        );
+        assert_eq!(unread_annotations(&weir), 0.0);
+    }
+}

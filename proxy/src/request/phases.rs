@@ -34,6 +34,9 @@ use weir_discovery::HashKey;
 /// Fields weir adds to a response; rarely more than one.
 pub(crate) type ResponseFields = SmallVec<[(HeaderName, HeaderValue); 1]>;
 
+/// A client address outside its route's source ranges.
+const SOURCE_DENIED: Rejection = Rejection::new(403, "source_denied");
+
 /// A request body over its route's `proxy-body-size`.
 const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
 
@@ -187,9 +190,11 @@ impl WeirProxy {
     }
 
     /// Checks the request, normalises its path and matches its route (first phase).
+    /// `client_ip`: the connection's peer; `tls`: the connection is TLS.
     pub(crate) fn admit(
         &self,
         req: &mut impl RequestView,
+        client_ip: Option<IpAddr>,
         tls: bool,
         ctx: &mut RequestCtx,
     ) -> Admission {
@@ -227,6 +232,19 @@ impl WeirProxy {
         let Some(target) = target else {
             return Admission::Answer(404, "no route for this host and path\n");
         };
+        // The route's source ranges, before anything else the route does: a client outside
+        // them learns nothing of it, not even where it redirects.
+        if let Some(access) = &target.source_access {
+            let client = client_ip.map(|peer| {
+                self.trusted_proxies
+                    .client_ip(peer, req.field(&X_FORWARDED_FOR))
+            });
+            if !client.is_some_and(|ip| access.admits(ip)) {
+                self.count_refused(SOURCE_DENIED);
+                ctx.target = Some(target);
+                return Admission::Answer(SOURCE_DENIED.status, "forbidden\n");
+            }
+        }
         if target.ssl_redirect && !tls {
             let location = https_location(req);
             ctx.target = Some(target);

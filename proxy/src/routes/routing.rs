@@ -64,6 +64,8 @@ pub struct RouteTarget {
     pub write_timeout: Option<std::time::Duration>,
     /// Largest request body the route takes (`proxy-body-size`); larger: 413.
     pub max_request_body: Option<u64>,
+    /// Which client addresses may use the route (ingress-nginx's source ranges).
+    pub source_access: Option<weir_discovery::SourceAccess>,
     /// What replaces an upstream response with one of the statuses (`custom-http-errors`).
     pub error_pages: Option<ErrorPagesTarget>,
     /// The route's session cookie (`affinity: cookie`).
@@ -149,6 +151,7 @@ impl RouteTarget {
             write_timeout: route.policy.write_timeout,
             max_request_body: None,
             error_pages: None,
+            source_access: None,
             session_cookie: None,
             concurrency: None,
             series: Default::default(),
@@ -601,6 +604,7 @@ impl LiveRouting {
                 ingress: route.ingress.name.clone(),
                 service: backend.service.clone(),
                 service_port: backend.port.clone(),
+                source_access: route.policy.source_access.clone(),
                 error_pages,
                 route: route.path.as_written().to_string(),
                 pool: Arc::clone(pool),

@@ -109,7 +109,8 @@ impl ProxyHttp for WeirProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let tls = is_tls(session);
-        match self.admit(session.req_header_mut(), tls, ctx) {
+        let peer = client_ip(session.client_addr());
+        match self.admit(session.req_header_mut(), peer, tls, ctx) {
             Admission::Forward => Ok(false),
             Admission::Refuse(rejection) => {
                 // After a refusal, the framing of what follows on the connection is in doubt.
