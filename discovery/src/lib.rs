@@ -27,9 +27,9 @@ pub use cidr::Cidr;
 pub use objects::ClusterObjects;
 pub use snapshot::{
     AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
-    ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite,
-    Redirect, RedirectTo, Rejection, RequestConditions, RetryOn, RouteFilter, RouteSnapshot,
-    RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch, UnsupportedAnnotation,
-    UrlRewrite, ValueMatch, WeightedBackend,
+    Cors, ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch,
+    PathRewrite, Redirect, RedirectTo, Rejection, RequestConditions, RetryOn, RouteFilter,
+    RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch,
+    UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -16,7 +16,8 @@
 
 use crate::snapshot::{
     is_cookie_attribute, AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule,
-    HashKey, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity, SourceAccess,
+    Cors, HashKey, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity,
+    SourceAccess,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,9 +39,16 @@ pub const KNOWN: &[&str] = &[
     "canary-by-header-value",
     "canary-weight",
     "canary-weight-total",
+    "cors-allow-credentials",
+    "cors-allow-headers",
+    "cors-allow-methods",
+    "cors-allow-origin",
+    "cors-expose-headers",
+    "cors-max-age",
     "custom-http-errors",
     "default-backend",
     "denylist-source-range",
+    "enable-cors",
     "force-ssl-redirect",
     "from-to-www-redirect",
     "load-balance",
@@ -103,6 +111,8 @@ pub struct NginxAnnotations {
     /// `default-backend`: a Service of the Ingress's namespace that takes the requests of
     /// its rules while their backends have no endpoint.
     pub default_backend: Option<String>,
+    /// `enable-cors` with the `cors-*` annotations.
+    pub cors: Option<Cors>,
     /// `custom-http-errors`: upstream statuses whose responses the error backend replaces.
     pub custom_http_errors: Vec<u16>,
     /// `service-upstream`: the Ingress's Services are reached at their cluster IPs.
@@ -283,6 +293,11 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
             format!("annotation {PREFIX}default-backend: {name:?} is not a Service name: {e}")
         })?;
         read.default_backend = Some(name.to_string());
+    }
+    if let Some(value) = get("enable-cors") {
+        if boolean("enable-cors", value)? {
+            read.cors = Some(cors(&get)?);
+        }
     }
     if let Some(value) = get("custom-http-errors") {
         read.custom_http_errors = status_list("custom-http-errors", value)?;
@@ -562,6 +577,86 @@ fn canary_rule<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<CanaryRule,
         weight,
         weight_total,
     })
+}
+
+/// The `cors-*` annotations, with ingress-nginx's defaults.
+fn cors<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Cors, String> {
+    // A list of tokens (methods, field names) or `*`, as it goes into a response field.
+    let list = |name: &str, default: &str| -> Result<String, String> {
+        let value = get(name).unwrap_or(default).trim();
+        let ok = value.split(',').map(str::trim).all(|item| {
+            item == "*"
+                || (!item.is_empty()
+                    && item
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'+^`|~".contains(&b)))
+        });
+        match ok || (value.is_empty() && name == "cors-expose-headers") {
+            true => Ok(value.to_string()),
+            false => Err(format!(
+                "annotation {PREFIX}{name}: {value:?} is not a comma-separated list of names"
+            )),
+        }
+    };
+    let mut allow_origins = Vec::new();
+    for origin in get("cors-allow-origin")
+        .unwrap_or("*")
+        .split(',')
+        .map(str::trim)
+    {
+        if origin.is_empty() {
+            continue;
+        }
+        allow_origins.push(cors_origin(origin)?);
+    }
+    if allow_origins.is_empty() {
+        allow_origins.push("*".to_string());
+    }
+    let max_age = match get("cors-max-age") {
+        None => 1_728_000,
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            format!("annotation {PREFIX}cors-max-age: {v:?} is not a whole number of seconds")
+        })?,
+    };
+    Ok(Cors {
+        allow_credentials: match get("cors-allow-credentials") {
+            None => true,
+            Some(v) => boolean("cors-allow-credentials", v)?,
+        },
+        allow_methods: list("cors-allow-methods", "GET, PUT, POST, DELETE, PATCH, OPTIONS")?,
+        allow_headers: list(
+            "cors-allow-headers",
+            "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization",
+        )?,
+        expose_headers: list("cors-expose-headers", "")?,
+        max_age,
+        allow_origins,
+    })
+}
+
+/// One origin of `cors-allow-origin`: `*`, or `http(s)://host[:port]` whose host may begin
+/// with `*.`; lowercase.
+fn cors_origin(origin: &str) -> Result<String, String> {
+    let lower = origin.to_ascii_lowercase();
+    if lower == "*" {
+        return Ok(lower);
+    }
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    let ok = rest.is_some_and(|host_port| {
+        let host = host_port.strip_prefix("*.").unwrap_or(host_port);
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    match ok {
+        true => Ok(lower),
+        false => Err(format!(
+            "annotation {PREFIX}cors-allow-origin: {origin:?} is not *, or an origin like https://app.example.com or https://*.example.com"
+        )),
+    }
 }
 
 /// `value` as a token (RFC 9110 §5.6.2): what a field or cookie name may be.

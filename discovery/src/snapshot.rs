@@ -139,6 +139,28 @@ pub enum RouteFilter {
     UrlRewrite(UrlRewrite),
     /// Set fields of the upstream request, replacing any the client sent.
     RequestHeaderModifier(HeaderModifier),
+    /// Cross-origin requests: preflights answered by weir, the response's CORS fields set.
+    Cors(Cors),
+}
+
+/// Gateway API's CORS filter, as ingress-nginx's `enable-cors` annotations fill it. A request
+/// whose `Origin` is allowed gets the `Access-Control-*` fields on its response (replacing
+/// the upstream's); an `OPTIONS` request from it is answered 204 by weir (the preflight).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cors {
+    /// `*`, or origins as `scheme://host[:port]`, lowercase, whose host may begin with `*.`
+    /// (any one or more labels).
+    pub allow_origins: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true` (never with the origin `*`, which browsers
+    /// refuse together).
+    pub allow_credentials: bool,
+    /// `Access-Control-Allow-Methods`, `-Allow-Headers`, `-Expose-Headers` as written.
+    pub allow_methods: String,
+    pub allow_headers: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub expose_headers: String,
+    /// `Access-Control-Max-Age`, seconds.
+    pub max_age: u64,
 }
 
 /// Gateway API's URLRewrite, with ingress-nginx's path rewrite.

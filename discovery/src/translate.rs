@@ -371,6 +371,11 @@ fn ingress_routes(
     // default backend, whose path is not the Ingress's to rewrite).
     let filters_for = |pattern: Option<&str>| -> Vec<RouteFilter> {
         let mut filters = Vec::new();
+        // First: a preflight is answered before any redirect (as ingress-nginx's CORS
+        // block runs before its `return`s and its https redirect).
+        if let Some(cors) = &nginx.cors {
+            filters.push(RouteFilter::Cors(cors.clone()));
+        }
         if let Some(redirect) = &nginx.redirect {
             filters.push(RouteFilter::RequestRedirect(redirect.clone()));
         }

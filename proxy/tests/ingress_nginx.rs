@@ -1011,3 +1011,86 @@ fn source_ranges_admit_and_refuse_clients_by_address() {
         assert_eq!(unread_annotations(&weir), 0.0);
     }
 }
+
+/// `enable-cors`: a preflight from an allowed origin is answered 204 by weir with the CORS
+/// fields; other requests from it get them on the upstream's response; an origin not
+/// allowed gets none and its preflight goes upstream; with `*`, credentials are not allowed
+/// (browsers refuse `*` with them).
+#[test]
+fn cors_preflights_are_answered_and_responses_carry_the_fields() {
+    let app = Echo::start("app");
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "listed",
+                "app.example.com",
+                "nginx.ingress.kubernetes.io/enable-cors: \"true\", nginx.ingress.kubernetes.io/cors-allow-origin: \"https://shop.example.com, https://*.example.org\", nginx.ingress.kubernetes.io/cors-expose-headers: X-Total, nginx.ingress.kubernetes.io/cors-max-age: \"600\"",
+            )
+            + &nginx_ingress(
+                "anyone",
+                "moved.example.com",
+                "nginx.ingress.kubernetes.io/enable-cors: \"true\"",
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = nginx_class_weir(&dir, path);
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = no_redirects(&weir, http2);
+            let send = |method: &str, host: &str, origin: Option<&str>| {
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+                let mut request = c.request(method, format!("http://{host}:{port}/"));
+                if let Some(origin) = origin {
+                    request = request.header("origin", origin);
+                }
+                let resp = request.send().expect("request");
+                let field = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .map(|v| v.to_str().unwrap_or("").to_string())
+                };
+                let fields = (
+                    field("access-control-allow-origin"),
+                    field("access-control-allow-credentials"),
+                    field("access-control-allow-methods"),
+                    field("access-control-expose-headers"),
+                    field("access-control-max-age"),
+                );
+                (resp.status().as_u16(), fields)
+            };
+            let shop = Some("https://shop.example.com");
+            let (status, fields) = send("OPTIONS", "app.example.com", shop);
+            assert_eq!(status, 204, "{case}: the preflight is weir's");
+            assert_eq!(fields.0.as_deref(), shop, "{case}");
+            assert_eq!(fields.1.as_deref(), Some("true"), "{case}");
+            assert_eq!(
+                fields.2.as_deref(),
+                Some("GET, PUT, POST, DELETE, PATCH, OPTIONS"),
+                "{case}"
+            );
+            assert_eq!(fields.3.as_deref(), Some("X-Total"), "{case}");
+            assert_eq!(fields.4.as_deref(), Some("600"), "{case}");
+            // A request from an allowed origin: the upstream's answer, with the fields.
+            let (status, fields) = send("GET", "app.example.com", Some("https://a.b.example.org"));
+            assert_eq!(status, 200, "{case}");
+            assert_eq!(
+                fields.0.as_deref(),
+                Some("https://a.b.example.org"),
+                "{case}"
+            );
+            // Not allowed: no fields; its OPTIONS is the upstream's to answer.
+            let (status, fields) = send("GET", "app.example.com", Some("https://evil.net"));
+            assert_eq!((status, fields.0), (200, None), "{case}");
+            let (status, fields) = send("OPTIONS", "app.example.com", Some("https://evil.net"));
+            assert_eq!((status, fields.0), (200, None), "{case}");
+            let (status, fields) = send("GET", "app.example.com", None);
+            assert_eq!((status, fields.0), (200, None), "{case}");
+            // `*`: any origin, and never with credentials.
+            let (status, fields) = send("OPTIONS", "moved.example.com", Some("https://any.net"));
+            assert_eq!(status, 204, "{case}");
+            assert_eq!((fields.0.as_deref(), fields.1), (Some("*"), None), "{case}");
+        }
+        assert_eq!(unread_annotations(&weir), 0.0);
+    }
+}

@@ -2,6 +2,7 @@
 //! and protocol (RFC 9110 §7.6.1; RFC 9113 §8.2.2 refuses them in HTTP/2, `te: trailers`
 //! aside). They are never forwarded to the next hop and never relayed to a client over
 //! another connection; each place that meets them says what it does with them instead.
+//! And [`ResponseField`]: a field weir adds to a response it relays.
 //!
 //! Must not: hold state.
 
@@ -44,3 +45,34 @@ mod tests {
         }
     }
 }
+
+/// A field weir adds to a response it relays (a route's response filters): it replaces the
+/// upstream's fields of the same name (`Access-Control-*`), or goes beside them
+/// (`Set-Cookie`, `Vary`).
+#[derive(Debug, Clone)]
+pub struct ResponseField {
+    pub name: http::HeaderName,
+    pub value: http::HeaderValue,
+    pub replaces: bool,
+}
+
+impl ResponseField {
+    pub fn replacing(name: http::HeaderName, value: http::HeaderValue) -> Self {
+        ResponseField {
+            name,
+            value,
+            replaces: true,
+        }
+    }
+
+    pub fn appended(name: http::HeaderName, value: http::HeaderValue) -> Self {
+        ResponseField {
+            name,
+            value,
+            replaces: false,
+        }
+    }
+}
+
+/// The fields weir adds to one response; usually none.
+pub type ResponseFields = smallvec::SmallVec<[ResponseField; 2]>;

@@ -853,7 +853,7 @@ pub(crate) fn response_head(
     buf: &[u8],
     client: ClientSide,
     date: &[u8],
-    added: &[(http::HeaderName, http::HeaderValue)],
+    added: &[crate::http::fields::ResponseField],
     out: &mut impl ResponseHeadOut,
 ) -> std::result::Result<Option<ResponseHead>, &'static str> {
     let mut headers = uninit_headers::<MAX_RESPONSE_FIELDS>();
@@ -950,7 +950,11 @@ pub(crate) fn response_head(
             .is_some_and(|bits| bits & 1 == 1);
         let hop_by_hop = (maybe_never_relayed && never_relayed(name))
             || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
-        if !hop_by_hop {
+        let replaced = !added.is_empty()
+            && added
+                .iter()
+                .any(|f| f.replaces && name.eq_ignore_ascii_case(f.name.as_str().as_bytes()));
+        if !hop_by_hop && !replaced {
             // The line as received, when it ends in CRLF right after the value.
             let start = range_in(buf, name).start;
             let value_at = range_in(buf, header.value);
@@ -965,10 +969,10 @@ pub(crate) fn response_head(
         }
     }
     if !informational {
-        for (name, value) in added {
+        for field in added {
             out.field(RelayedField {
-                name: name.as_str().as_bytes(),
-                value: value.as_bytes(),
+                name: field.name.as_str().as_bytes(),
+                value: field.value.as_bytes(),
                 line: None,
             })?;
         }

@@ -29,6 +29,7 @@ pub mod access_log;
 pub mod affinity;
 pub mod answers;
 pub mod concurrency;
+pub mod cors;
 pub mod phases;
 pub mod retry;
 pub mod telemetry;

@@ -9,13 +9,14 @@
 
 use crate::app::metrics::{code_class, method_label, upstream_error_kind, Metrics};
 use crate::app::shutdown::{InFlightRequests, InFlightToken};
+use crate::http::fields::{ResponseField, ResponseFields};
 use crate::http::forwarded::{with_ip_text, TrustedProxies, UpstreamHeaders};
 use crate::http::hardening::{check_request, Rejection, RequestLimits};
 use crate::http::path::normalize;
 use crate::http::request_view::RequestView;
 use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::affinity::NewSession;
-use crate::request::answers::{https_location, redirect_location};
+use crate::request::answers::{https_location, redirect_location, redirect_response};
 use crate::request::concurrency::ConcurrencyPermit;
 use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
@@ -30,9 +31,6 @@ use std::time::{Duration, Instant};
 use weir_balancer::ring::key_hash;
 use weir_balancer::{Algorithm, InFlightGuard, Nanos, Outcome, PickReason, PickRequest};
 use weir_discovery::HashKey;
-
-/// Fields weir adds to a response; rarely more than one.
-pub(crate) type ResponseFields = SmallVec<[(HeaderName, HeaderValue); 1]>;
 
 /// A client address outside its route's source ranges.
 const SOURCE_DENIED: Rejection = Rejection::new(403, "source_denied");
@@ -119,6 +117,8 @@ pub struct RequestCtx {
     body_left: Option<u64>,
     /// The cookie of a session the pick began or moved: the response sets it.
     new_session: Option<NewSession>,
+    /// `Access-Control-Allow-Origin` of a request from an origin the route's CORS allows.
+    cors_origin: Option<HeaderValue>,
     /// The request's method is idempotent (it may be sent again after a failure).
     idempotent: bool,
     /// The current attempt's response was discarded for another attempt (its status is one
@@ -148,14 +148,26 @@ fn with_path_and_query(uri: &http::Uri, path_and_query: String) -> Option<http::
     http::Uri::from_parts(parts).ok()
 }
 
+/// An answer's head, or a 500 when it cannot be built (a field value weir made is not one).
+fn head_or_500(head: Result<pingora::http::ResponseHeader>) -> Admission {
+    match head {
+        Ok(head) => Admission::Head(Box::new(head)),
+        Err(e) => {
+            tracing::error!(error = %e, "answer head not valid");
+            Admission::Answer(500, "answer not valid\n")
+        }
+    }
+}
+
 /// What [`WeirProxy::admit`] decided about a request before any upstream is involved.
 pub(crate) enum Admission {
     /// Send it upstream: `ctx.target` is set.
     Forward,
     /// Refused (already counted and logged): answer it and close the connection.
     Refuse(Rejection),
-    /// Answer with a redirect: its status and `Location` (`ctx.target` is set).
-    Redirect(u16, String),
+    /// Answer with this head and no body: a redirect, a CORS preflight (`ctx.target` is
+    /// set).
+    Head(Box<pingora::http::ResponseHeader>),
     /// Answer with this status and body.
     Answer(u16, &'static str),
 }
@@ -182,6 +194,7 @@ impl WeirProxy {
             client_path: None,
             body_left: None,
             new_session: None,
+            cors_origin: None,
             idempotent: false,
             status_retry: false,
             diverted: None,
@@ -245,16 +258,31 @@ impl WeirProxy {
                 return Admission::Answer(SOURCE_DENIED.status, "forbidden\n");
             }
         }
+        // CORS: a preflight from an allowed origin is answered here, before any redirect;
+        // other requests from it get the CORS fields on their response.
+        if let Some(cors) = &target.cors {
+            let allowed = req
+                .field(&http::header::ORIGIN)
+                .and_then(|origin| cors.allow_origin(origin));
+            if let Some(allowed) = allowed {
+                if req.method() == http::Method::OPTIONS {
+                    let answer = cors.preflight(&allowed);
+                    ctx.target = Some(target);
+                    return head_or_500(answer);
+                }
+                ctx.cors_origin = Some(allowed);
+            }
+        }
         if target.ssl_redirect && !tls {
             let location = https_location(req);
             ctx.target = Some(target);
-            return Admission::Redirect(308, location);
+            return head_or_500(redirect_response(308, &location));
         }
         if let Some(redirect) = &target.redirect {
             let location = redirect_location(&redirect.to, req, tls);
             let status = redirect.status;
             ctx.target = Some(target);
-            return Admission::Redirect(status, location);
+            return head_or_500(redirect_response(status, &location));
         }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
         // path is put in normal form again, as the client's was: captures are the client's
@@ -550,14 +578,21 @@ impl WeirProxy {
         }
     }
 
-    /// The fields weir adds to the upstream's response (its response filters): the cookie of
-    /// a session this request began or moved. `tls`: the response goes over TLS.
+    /// The fields weir adds to the upstream's response (its response filters): the CORS
+    /// fields of an allowed origin, the cookie of a session this request began or moved.
+    /// `tls`: the response goes over TLS.
     pub(crate) fn response_fields(&self, tls: bool, ctx: &RequestCtx) -> ResponseFields {
         let mut fields = ResponseFields::new();
+        if let (Some(origin), Some(cors)) = (
+            &ctx.cors_origin,
+            ctx.target.as_ref().and_then(|t| t.cors.as_ref()),
+        ) {
+            cors.fields(origin, &mut fields);
+        }
         if let (Some(session), Some(target)) = (ctx.new_session, &ctx.target) {
             if let Some(cookie) = target.session_cookie.as_ref() {
                 if let Some(value) = cookie.set_cookie(session, tls) {
-                    fields.push((http::header::SET_COOKIE, value));
+                    fields.push(ResponseField::appended(http::header::SET_COOKIE, value));
                 }
             }
         }

@@ -64,6 +64,8 @@ pub struct RouteTarget {
     pub write_timeout: Option<std::time::Duration>,
     /// Largest request body the route takes (`proxy-body-size`); larger: 413.
     pub max_request_body: Option<u64>,
+    /// The route's CORS filter, compiled.
+    pub cors: Option<crate::request::cors::CorsRules>,
     /// Which client addresses may use the route (ingress-nginx's source ranges).
     pub source_access: Option<weir_discovery::SourceAccess>,
     /// What replaces an upstream response with one of the statuses (`custom-http-errors`).
@@ -151,6 +153,7 @@ impl RouteTarget {
             write_timeout: route.policy.write_timeout,
             max_request_body: None,
             error_pages: None,
+            cors: None,
             source_access: None,
             session_cookie: None,
             concurrency: None,
@@ -605,6 +608,12 @@ impl LiveRouting {
                 service: backend.service.clone(),
                 service_port: backend.port.clone(),
                 source_access: route.policy.source_access.clone(),
+                cors: route.filters.iter().find_map(|f| match f {
+                    weir_discovery::RouteFilter::Cors(cors) => {
+                        crate::request::cors::CorsRules::new(cors)
+                    }
+                    _ => None,
+                }),
                 error_pages,
                 route: route.path.as_written().to_string(),
                 pool: Arc::clone(pool),

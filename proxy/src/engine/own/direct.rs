@@ -33,6 +33,7 @@ use crate::engine::own::h2_server::{self, H2Stream};
 use crate::engine::own::idle_read::read_idle;
 use crate::engine::own::idle_upstreams;
 use crate::engine::own::read_deadline::{self, Elapsed, ReadDeadline};
+use crate::http::fields::ResponseField;
 use crate::http::forwarded::{client_ip, UpstreamHeaders};
 use crate::http::h1::{
     self, classify, BodyFraming, ChunkedDecoder, Classified, ClientRequest, ClientSide,
@@ -43,7 +44,7 @@ use crate::http::hardening::Rejection;
 use crate::http::path::normalize;
 use crate::http::request_view::RequestView;
 use crate::request::answers::{
-    error_answer, http1_answer, http2_answer_head, plain_response, quiet_error, redirect_response,
+    error_answer, http1_answer, http2_answer_head, plain_response, quiet_error,
 };
 use crate::request::phases::{Admission, RequestCtx, WeirProxy};
 use crate::request::retry;
@@ -350,10 +351,7 @@ impl DirectPath {
                 client.close_after();
                 client.answer(rejection.status, rejection.body()).await
             }
-            Admission::Redirect(status, location) => match redirect_response(status, &location) {
-                Ok(resp) => client.answer_with(&resp, "").await,
-                Err(e) => Err(e),
-            },
+            Admission::Head(resp) => client.answer_with(&resp, "").await,
             Admission::Answer(status, body) => client.answer(status, body).await,
         };
         if let Err(e) = &outcome {
@@ -725,7 +723,7 @@ trait Downstream {
     fn stage_head(
         &mut self,
         buf: &[u8],
-        added: &[(http::HeaderName, http::HeaderValue)],
+        added: &[ResponseField],
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str>;
     /// Stages a piece of the response body.
     fn stage_body(&mut self, data: &[u8]);
@@ -787,7 +785,7 @@ impl Downstream for Client {
     fn stage_head(
         &mut self,
         buf: &[u8],
-        added: &[(http::HeaderName, http::HeaderValue)],
+        added: &[ResponseField],
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
         let side = ClientSide {
             version: if self.http10 {
@@ -896,7 +894,7 @@ impl Downstream for WeirH2Client {
     fn stage_head(
         &mut self,
         buf: &[u8],
-        added: &[(http::HeaderName, http::HeaderValue)],
+        added: &[ResponseField],
     ) -> std::result::Result<Option<h1::ResponseHead>, &'static str> {
         let side = ClientSide {
             version: ClientVersion::Http2,

@@ -13,9 +13,7 @@
 
 use crate::http::forwarded::client_ip;
 use crate::http::hardening::Rejection;
-use crate::request::answers::{
-    broken_body, error_answer, plain_response, quiet_error, redirect_response,
-};
+use crate::request::answers::{broken_body, error_answer, plain_response, quiet_error};
 use crate::request::phases::{Admission, RequestCtx, WeirProxy};
 use crate::request::retry;
 use crate::request::timeouts::UPSTREAM_IDLE_TIMEOUT;
@@ -118,9 +116,8 @@ impl ProxyHttp for WeirProxy {
                 respond_plain(session, rejection.status, rejection.body()).await?;
                 Ok(true)
             }
-            Admission::Redirect(status, location) => {
-                let resp = redirect_response(status, &location)?;
-                session.write_response_header(Box::new(resp), true).await?;
+            Admission::Head(resp) => {
+                session.write_response_header(resp, true).await?;
                 Ok(true)
             }
             Admission::Answer(status, body) => {
@@ -193,8 +190,12 @@ impl ProxyHttp for WeirProxy {
         }
         crate::http::h1::remove_connection_scoped_fields(upstream);
         if !upstream.status.is_informational() {
-            for (name, value) in self.response_fields(is_tls(session), ctx) {
-                upstream.append_header(name, value)?;
+            for field in self.response_fields(is_tls(session), ctx) {
+                if field.replaces {
+                    upstream.insert_header(field.name, field.value)?;
+                } else {
+                    upstream.append_header(field.name, field.value)?;
+                }
             }
         }
         Ok(())
