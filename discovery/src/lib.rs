@@ -28,8 +28,8 @@ pub use objects::ClusterObjects;
 pub use snapshot::{
     AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
     Cors, ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch,
-    PathRewrite, Redirect, RedirectTo, Rejection, RequestConditions, RetryOn, RouteFilter,
-    RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch,
-    UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
+    PathRewrite, RateLimit, Redirect, RedirectTo, Rejection, RequestConditions, RetryOn,
+    RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess,
+    StringMatch, UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

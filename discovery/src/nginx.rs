@@ -16,8 +16,8 @@
 
 use crate::snapshot::{
     is_cookie_attribute, AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule,
-    Cors, HashKey, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite, SessionAffinity,
-    SourceAccess,
+    Cors, HashKey, RateLimit, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite,
+    SessionAffinity, SourceAccess,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,6 +51,11 @@ pub const KNOWN: &[&str] = &[
     "enable-cors",
     "force-ssl-redirect",
     "from-to-www-redirect",
+    "limit-allowlist",
+    "limit-burst-multiplier",
+    "limit-rpm",
+    "limit-rps",
+    "limit-whitelist",
     "load-balance",
     "permanent-redirect",
     "permanent-redirect-code",
@@ -149,6 +154,8 @@ pub struct NginxPolicy {
     pub retry_on: Option<RetryOn>,
     /// `allowlist-source-range` (or `whitelist-source-range`) and `denylist-source-range`.
     pub source_access: Option<SourceAccess>,
+    /// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-allowlist`.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl NginxPolicy {
@@ -193,6 +200,9 @@ impl NginxPolicy {
         }
         if let Some(access) = &self.source_access {
             policy.source_access = Some(access.clone());
+        }
+        if let Some(limit) = &self.rate_limit {
+            policy.rate_limit = Some(limit.clone());
         }
         if let Some(protocol) = self
             .backend_protocol
@@ -363,6 +373,31 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
     let deny = ranges("denylist-source-range")?;
     if !allow.is_empty() || !deny.is_empty() {
         policy.source_access = Some(SourceAccess { allow, deny });
+    }
+    let count = |name: &str| -> Result<Option<u32>, String> {
+        get(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        format!("annotation {PREFIX}{name}: {v:?} is not a whole number above 0")
+                    })
+            })
+            .transpose()
+    };
+    let (rps, rpm) = (count("limit-rps")?, count("limit-rpm")?);
+    if rps.is_some() || rpm.is_some() {
+        policy.rate_limit = Some(RateLimit {
+            rps,
+            rpm,
+            burst_multiplier: count("limit-burst-multiplier")?.unwrap_or(5),
+            allowlist: match get("limit-allowlist") {
+                Some(_) => ranges("limit-allowlist")?,
+                None => ranges("limit-whitelist")?,
+            },
+        });
     }
     let next_timeout = get("proxy-next-upstream-timeout");
     if get("proxy-next-upstream").is_some() || next_timeout.is_some() {
@@ -1184,6 +1219,7 @@ mod tests {
                 affinity: None,
                 retry_on: None,
                 source_access: None,
+                rate_limit: None,
             }
         );
         for (value, key) in [

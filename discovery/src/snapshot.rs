@@ -521,6 +521,10 @@ pub struct RoutePolicy {
     /// host and path to several Services (absent: no split).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_weights: Option<BTreeMap<String, u32>>,
+    /// Requests per client address this replica takes (ingress-nginx's `limit-rps`,
+    /// `limit-rpm`; absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Which client addresses may use the route (ingress-nginx's source ranges; absent:
     /// every address).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -532,6 +536,21 @@ pub struct RoutePolicy {
     /// Session affinity by cookie (ingress-nginx's `affinity: cookie`; absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<SessionAffinity>,
+}
+
+/// A rule's per-replica rate limit by client address (the address weir trusts): a client may
+/// send `rps` requests a second and `rpm` a minute on average, with bursts of the rate times
+/// `burst_multiplier` at once (nginx's `limit_req ... burst nodelay`); beyond them, 429.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rps: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    pub burst_multiplier: u32,
+    /// Clients never limited (`limit-allowlist`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<crate::cidr::Cidr>,
 }
 
 /// Which client addresses may use a route; any other gets 403. The address is the client's
@@ -673,6 +692,7 @@ impl Default for RoutePolicy {
             backend_tls_server_name: None,
             retry_on: RetryOn::default(),
             source_access: None,
+            rate_limit: None,
             affinity: None,
         }
     }

@@ -1094,3 +1094,71 @@ fn cors_preflights_are_answered_and_responses_carry_the_fields() {
         assert_eq!(unread_annotations(&weir), 0.0);
     }
 }
+
+/// `limit-rps` with `limit-burst-multiplier`: each client (the address weir trusts) gets
+/// the rate's burst at once, then 429 with `Retry-After`; other clients and those of
+/// `limit-allowlist` are not affected; refusals are counted.
+#[test]
+fn rate_limits_hold_each_client_to_its_rate() {
+    let app = Echo::start("app");
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "limited",
+                "app.example.com",
+                "nginx.ingress.kubernetes.io/limit-rps: \"1\", nginx.ingress.kubernetes.io/limit-burst-multiplier: \"2\", nginx.ingress.kubernetes.io/limit-allowlist: 10.0.0.0/8",
+            )),
+    );
+    let mut refused = 0;
+    for (n, path) in ["direct", "pingora"].into_iter().enumerate() {
+        let weir = Weir::start(
+            &dir.path(),
+            &[
+                "--http1-path",
+                path,
+                "--ingress-class",
+                "nginx",
+                "--ingress-controller",
+                "k8s.io/ingress-nginx",
+                "--trusted-proxies",
+                "127.0.0.1/32",
+            ],
+        );
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = no_redirects(&weir, http2);
+            // A client of its own per case: 192.0.2.<case>.
+            let client = format!("192.0.2.{}", n * 2 + usize::from(http2) + 1);
+            let send = |from: &str| {
+                let resp = c
+                    .get(format!("http://app.example.com:{port}/"))
+                    .header("x-forwarded-for", from)
+                    .send()
+                    .expect("request");
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                (resp.status().as_u16(), retry_after)
+            };
+            let answers: Vec<_> = (0..10).map(|_| send(&client)).collect();
+            let allowed = answers.iter().filter(|(s, _)| *s == 200).count();
+            // 1 + a burst of 2 at once; a fourth if a second passed meanwhile.
+            assert!((3..=4).contains(&allowed), "{case}: {answers:?}");
+            assert_eq!(answers[0].0, 200, "{case}");
+            let limited = answers.iter().find(|(s, _)| *s == 429).expect("limited");
+            assert_eq!(limited.1.as_deref(), Some("1"), "{case}");
+            refused += 10 - allowed;
+            // Another client has its own allowance; the allowlist has no limit.
+            assert_eq!(send("198.51.100.7").0, 200, "{case}");
+            assert!((0..10).all(|_| send("10.1.2.3").0 == 200), "{case}");
+        }
+        let counted = weir
+            .metric("weir_requests_rejected_total{reason=\"rate_limited\"}")
+            .unwrap_or(0.0);
+        assert_eq!(counted as usize, refused, "{path}");
+        refused = 0;
+        assert_eq!(unread_annotations(&weir), 0.0);
+    }
+}

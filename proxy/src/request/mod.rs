@@ -31,6 +31,7 @@ pub mod answers;
 pub mod concurrency;
 pub mod cors;
 pub mod phases;
+pub mod rate_limit;
 pub mod retry;
 pub mod telemetry;
 pub(crate) mod timeouts;

@@ -35,6 +35,9 @@ use weir_discovery::HashKey;
 /// A client address outside its route's source ranges.
 const SOURCE_DENIED: Rejection = Rejection::new(403, "source_denied");
 
+/// A client over its rule's rate limit.
+const RATE_LIMITED: Rejection = Rejection::new(429, "rate_limited");
+
 /// A request body over its route's `proxy-body-size`.
 const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
 
@@ -157,6 +160,16 @@ fn head_or_500(head: Result<pingora::http::ResponseHeader>) -> Admission {
             Admission::Answer(500, "answer not valid\n")
         }
     }
+}
+
+/// The answer to a client over its rate limit: 429, `Retry-After` in whole seconds (at
+/// least 1).
+fn rate_limited(wait: Duration) -> Result<pingora::http::ResponseHeader> {
+    let mut resp = pingora::http::ResponseHeader::build(RATE_LIMITED.status, Some(2))?;
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.insert_header(http::header::RETRY_AFTER, seconds.max(1))?;
+    resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    Ok(resp)
 }
 
 /// What [`WeirProxy::admit`] decided about a request before any upstream is involved.
@@ -283,6 +296,18 @@ impl WeirProxy {
             let status = redirect.status;
             ctx.target = Some(target);
             return head_or_500(redirect_response(status, &location));
+        }
+        // The rule's rate limit by client (after redirects, as nginx's `limit_req`): 429
+        // with when to come back.
+        if let (Some(limiter), Some(peer)) = (&target.rate_limit, client_ip) {
+            let client = self
+                .trusted_proxies
+                .client_ip(peer, req.field(&X_FORWARDED_FOR));
+            if let Err(wait) = limiter.check(client, Nanos::now()) {
+                self.count_refused(RATE_LIMITED);
+                ctx.target = Some(target);
+                return head_or_500(rate_limited(wait));
+            }
         }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
         // path is put in normal form again, as the client's was: captures are the client's

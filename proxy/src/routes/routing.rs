@@ -11,6 +11,7 @@ use crate::http::request_view::RequestView;
 use crate::http::rewrite::PathRewriter;
 use crate::request::affinity::SessionCookie;
 use crate::request::concurrency::ConcurrencyLimit;
+use crate::request::rate_limit::RateLimiter;
 use crate::routes::conditions::Conditions;
 use crate::routes::router::Router;
 use arc_swap::ArcSwap;
@@ -19,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_balancer::{EndpointRegistry, Nanos, Pool};
 use weir_discovery::{
-    BackendKey, CanaryHeader, HashKey, PathRewrite, RouteFilter, RouteSnapshot, RoutingSnapshot,
-    UrlRewrite,
+    BackendKey, CanaryHeader, HashKey, PathRewrite, RateLimit, RouteFilter, RouteSnapshot,
+    RoutingSnapshot, UrlRewrite,
 };
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
@@ -72,6 +73,8 @@ pub struct RouteTarget {
     pub error_pages: Option<ErrorPagesTarget>,
     /// The route's session cookie (`affinity: cookie`).
     pub session_cookie: Option<crate::request::affinity::SessionCookie>,
+    /// The rule's rate limit by client (`limit-rps`, `limit-rpm`; shared by its targets).
+    pub rate_limit: Option<Arc<RateLimiter>>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
     /// This target's metric handles (filled by its first requests).
@@ -113,6 +116,9 @@ impl RouteTarget {
         }
     }
 }
+
+/// A rule's limits, shared by its targets: `max-concurrency`, the rate limit.
+type RuleLimits = (Option<Arc<ConcurrencyLimit>>, Option<Arc<RateLimiter>>);
 
 /// TLS to `backend` of `route`, when its policy says https.
 fn upstream_tls(route: &RouteSnapshot, backend: &BackendKey) -> Option<UpstreamTls> {
@@ -157,6 +163,7 @@ impl RouteTarget {
             source_access: None,
             session_cookie: None,
             concurrency: None,
+            rate_limit: None,
             series: Default::default(),
         }
     }
@@ -425,6 +432,9 @@ pub struct LiveRouting {
     /// `max-concurrency` limits by rule (Ingress, host, path), kept across snapshots so
     /// requests in flight during a reload keep counting. Locked only while applying.
     limits: Mutex<HashMap<String, Arc<ConcurrencyLimit>>>,
+    /// Rate limits by rule, kept across snapshots while their settings stay (the clients'
+    /// state goes on counting). Locked only while applying.
+    rate_limits: Mutex<HashMap<String, (RateLimit, Arc<RateLimiter>)>>,
     /// This proxy's zone (`--zone`), for zone-aware pools.
     zone: Option<String>,
     registry: EndpointRegistry,
@@ -441,6 +451,7 @@ impl Default for LiveRouting {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             pools: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
+            rate_limits: Mutex::new(HashMap::new()),
             zone: None,
             registry: EndpointRegistry::new(),
             ready: AtomicBool::new(false),
@@ -584,10 +595,29 @@ impl LiveRouting {
             live_limits.insert(key);
             Some(Arc::clone(limit))
         };
+        // One rate limiter per rule with limit-rps or limit-rpm, shared by its targets.
+        let mut rate_limits = self
+            .rate_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut live_rates = std::collections::HashSet::new();
+        let mut rate_for = |route: &RouteSnapshot| -> Option<Arc<RateLimiter>> {
+            let limit = route.policy.rate_limit.as_ref()?;
+            let key = format!("{}|{:?}|{:?}", route.ingress, route.host, route.path);
+            live_rates.insert(key.clone());
+            match rate_limits.get(&key) {
+                Some((kept, limiter)) if kept == limit => Some(Arc::clone(limiter)),
+                _ => {
+                    let limiter = Arc::new(RateLimiter::new(limit)?);
+                    rate_limits.insert(key, (limit.clone(), Arc::clone(&limiter)));
+                    Some(limiter)
+                }
+            }
+        };
         let target_to = |route: &RouteSnapshot,
                          backend: &BackendKey,
                          policy: &str,
-                         concurrency: &Option<Arc<ConcurrencyLimit>>|
+                         (concurrency, rate_limit): &RuleLimits|
          -> Option<Arc<RouteTarget>> {
             let pool = pools.get(&(backend.clone(), policy.to_string()))?;
             // The error backend: the route's policy, none of its filters or its session.
@@ -641,14 +671,15 @@ impl LiveRouting {
                     SessionCookie::new(affinity, &backend, route.path.cookie_path())
                 }),
                 concurrency: concurrency.clone(),
+                rate_limit: rate_limit.clone(),
                 series: Default::default(),
                 upstream_tls: upstream_tls(route, backend),
             }))
         };
         let mut target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
-            let concurrency = limit_for(route);
+            let rule_limits: RuleLimits = (limit_for(route), rate_for(route));
             let choice = if route.split.is_empty() {
-                RouteChoice::single(target_to(route, &route.backend, policy, &concurrency)?)
+                RouteChoice::single(target_to(route, &route.backend, policy, &rule_limits)?)
             } else {
                 let targets = route
                     .split
@@ -656,7 +687,7 @@ impl LiveRouting {
                     .filter_map(|w| {
                         Some((
                             w.weight,
-                            target_to(route, &w.backend, policy, &concurrency)?,
+                            target_to(route, &w.backend, policy, &rule_limits)?,
                         ))
                     })
                     .collect();
@@ -666,7 +697,7 @@ impl LiveRouting {
             let canary = route.canary.as_ref().and_then(|canary| {
                 let mut owned = route.clone();
                 owned.ingress = canary.ingress.clone();
-                let target = target_to(&owned, &canary.backend, policy, &concurrency)?;
+                let target = target_to(&owned, &canary.backend, policy, &rule_limits)?;
                 CanaryChoice::new(&canary.rule, target)
             });
             let choice = match canary {
@@ -676,7 +707,7 @@ impl LiveRouting {
             let fallback = route
                 .fallback
                 .as_ref()
-                .and_then(|backend| target_to(route, backend, policy, &concurrency));
+                .and_then(|backend| target_to(route, backend, policy, &rule_limits));
             Some(Arc::new(match fallback {
                 Some(fallback) => choice.with_fallback(fallback),
                 None => choice,
@@ -713,6 +744,8 @@ impl LiveRouting {
         drop(pools);
         limits.retain(|key, _| live_limits.contains(key));
         drop(limits);
+        rate_limits.retain(|key, _| live_rates.contains(key));
+        drop(rate_limits);
         if let Some(store) = &self.certificates {
             store.apply(&snapshot);
             if let Some(cert) = self
