@@ -293,7 +293,7 @@ mod tests {
             "weir.dev/path-regex",
             "weir.dev/load-balancr",
             "nginx.ingress.kubernetes.io/rewrite-target",
-            "nginx.ingress.kubernetes.io/enable-cors",
+            "nginx.ingress.kubernetes.io/proxy-buffering",
             "nginx.ingress.kubernetes.io/configuration-snippet",
             "kubectl.kubernetes.io/last-applied-configuration",
             "cert-manager.io/cluster-issuer",
@@ -305,7 +305,7 @@ mod tests {
             unsupported(Some(&map)),
             [
                 "nginx.ingress.kubernetes.io/configuration-snippet",
-                "nginx.ingress.kubernetes.io/enable-cors",
+                "nginx.ingress.kubernetes.io/proxy-buffering",
                 "weir.dev/load-balancr",
             ]
         );

@@ -36,7 +36,7 @@ web/shop: served as ingress-nginx serves it
   nginx.ingress.kubernetes.io/x-forwarded-prefix: honoured
 web/legacy: served, with changes
   nginx.ingress.kubernetes.io/configuration-snippet: not supported: never: raw nginx configuration (refused by design)
-  nginx.ingress.kubernetes.io/enable-cors: not supported: not yet; the Ingress is served without it
+  nginx.ingress.kubernetes.io/proxy-buffering: not supported: not yet; the Ingress is served without it
   nginx.ingress.kubernetes.io/ssl-redirect: honoured
 api/api-v2: served, with changes
   nginx.ingress.kubernetes.io/use-regex: differs: ingress-nginx would also match the paths of Ingress api/api (same host) as case-insensitive regular expressions; weir matches them as written (annotate them with use-regex)

@@ -294,7 +294,7 @@ fn an_invalid_ingress_is_skipped_and_the_others_serve() {
 fn unsupported_annotations_are_reported_and_the_ingress_is_served() {
     let app = Echo::start("app");
     let dir = ManifestDir::new();
-    let annotated = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: migrated\n  namespace: demo\n  annotations:\n    nginx.ingress.kubernetes.io/enable-cors: \"true\"\n    nginx.ingress.kubernetes.io/configuration-snippet: 'more_set_headers \"X: y\";'\n    weir.dev/load-balancr: random\n    weir.dev/retries: \"0\"\n    kubectl.kubernetes.io/last-applied-configuration: '{}'\nspec:\n  ingressClassName: weir\n  rules:\n  - host: app.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n---\n";
+    let annotated = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: migrated\n  namespace: demo\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-buffering: \"on\"\n    nginx.ingress.kubernetes.io/configuration-snippet: 'more_set_headers \"X: y\";'\n    weir.dev/load-balancr: random\n    weir.dev/retries: \"0\"\n    kubectl.kubernetes.io/last-applied-configuration: '{}'\nspec:\n  ingressClassName: weir\n  rules:\n  - host: app.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n---\n";
     dir.write(
         "all.yaml",
         &(service_yaml("demo", "app", &[app.addr]) + annotated),
@@ -314,7 +314,7 @@ fn unsupported_annotations_are_reported_and_the_ingress_is_served() {
     );
     let log = weir.log_text();
     for annotation in [
-        "nginx.ingress.kubernetes.io/enable-cors",
+        "nginx.ingress.kubernetes.io/proxy-buffering",
         "nginx.ingress.kubernetes.io/configuration-snippet",
         "weir.dev/load-balancr",
     ] {
