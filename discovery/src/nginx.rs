@@ -53,6 +53,7 @@ pub const KNOWN: &[&str] = &[
     "from-to-www-redirect",
     "limit-allowlist",
     "limit-burst-multiplier",
+    "limit-connections",
     "limit-rpm",
     "limit-rps",
     "limit-whitelist",
@@ -154,7 +155,8 @@ pub struct NginxPolicy {
     pub retry_on: Option<RetryOn>,
     /// `allowlist-source-range` (or `whitelist-source-range`) and `denylist-source-range`.
     pub source_access: Option<SourceAccess>,
-    /// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-allowlist`.
+    /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-burst-multiplier`,
+    /// `limit-allowlist`.
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -388,10 +390,12 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
             .transpose()
     };
     let (rps, rpm) = (count("limit-rps")?, count("limit-rpm")?);
-    if rps.is_some() || rpm.is_some() {
+    let connections = count("limit-connections")?;
+    if rps.is_some() || rpm.is_some() || connections.is_some() {
         policy.rate_limit = Some(RateLimit {
             rps,
             rpm,
+            connections,
             burst_multiplier: count("limit-burst-multiplier")?.unwrap_or(5),
             allowlist: match get("limit-allowlist") {
                 Some(_) => ranges("limit-allowlist")?,

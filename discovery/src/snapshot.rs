@@ -538,15 +538,19 @@ pub struct RoutePolicy {
     pub affinity: Option<SessionAffinity>,
 }
 
-/// A rule's per-replica rate limit by client address (the address weir trusts): a client may
+/// A rule's per-replica limits by client address (the address weir trusts): a client may
 /// send `rps` requests a second and `rpm` a minute on average, with bursts of the rate times
-/// `burst_multiplier` at once (nginx's `limit_req ... burst nodelay`); beyond them, 429.
+/// `burst_multiplier` at once (nginx's `limit_req ... burst nodelay`), and have `connections`
+/// requests in flight; beyond them, 429.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RateLimit {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rps: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
+    /// Requests one client may have in flight at once (`limit-connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
     pub burst_multiplier: u32,
     /// Clients never limited (`limit-allowlist`).
     #[serde(skip_serializing_if = "Vec::is_empty")]

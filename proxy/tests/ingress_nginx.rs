@@ -1162,3 +1162,55 @@ fn rate_limits_hold_each_client_to_its_rate() {
         assert_eq!(unread_annotations(&weir), 0.0);
     }
 }
+
+/// `limit-connections`: a client may have that many requests in flight on the rule; one more
+/// at the same time gets 429, and its slots return as its requests end.
+#[test]
+fn limit_connections_caps_a_clients_requests_in_flight() {
+    let app = Echo::start("app");
+    let dir = nginx_manifests(
+        &(service_yaml("demo", "app", &[app.addr])
+            + &nginx_ingress(
+                "capped",
+                "app.example.com",
+                "nginx.ingress.kubernetes.io/limit-connections: \"2\"",
+            )),
+    );
+    for path in ["direct", "pingora"] {
+        let weir = nginx_class_weir(&dir, path);
+        let port = weir.http.port();
+        let get = move |target: &str| {
+            no_redirects_for(port)
+                .get(format!("http://app.example.com:{port}{target}"))
+                .send()
+                .expect("request")
+                .status()
+                .as_u16()
+        };
+        // Two slow requests hold both slots; a third at the same time is refused.
+        let slow: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || get("/?delay_ms=1500")))
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(get("/"), 429, "{path}");
+        for request in slow {
+            assert_eq!(request.join().expect("thread"), 200, "{path}");
+        }
+        // Both slots are back.
+        assert_eq!(get("/"), 200, "{path}");
+        assert_eq!(
+            weir.metric("weir_requests_rejected_total{reason=\"client_concurrency\"}"),
+            Some(1.0),
+            "{path}"
+        );
+    }
+}
+
+/// A client reaching weir at `port` for the names of [`HOSTS`], without redirects.
+fn no_redirects_for(port: u16) -> Client {
+    let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
+    for host in HOSTS {
+        builder = builder.resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    builder.build().expect("client")
+}

@@ -38,6 +38,9 @@ const SOURCE_DENIED: Rejection = Rejection::new(403, "source_denied");
 /// A client over its rule's rate limit.
 const RATE_LIMITED: Rejection = Rejection::new(429, "rate_limited");
 
+/// A client with its rule's `limit-connections` requests in flight already.
+const CLIENT_CONCURRENCY: Rejection = Rejection::new(429, "client_concurrency");
+
 /// A request body over its route's `proxy-body-size`.
 const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
 
@@ -114,6 +117,8 @@ pub struct RequestCtx {
     trace: RequestTrace,
     /// Slot in the route's `max-concurrency` limit, held until the request is logged.
     permit: Option<ConcurrencyPermit>,
+    /// Slot among the client's requests in flight (`limit-connections`), held as `permit`.
+    client_permit: Option<crate::request::rate_limit::ClientPermit>,
     /// The path the client asked for, when the route rewrote it (the access log shows it).
     client_path: Option<Box<str>>,
     /// Request body bytes the route still takes (`proxy-body-size`; `None`: no limit).
@@ -162,12 +167,14 @@ fn head_or_500(head: Result<pingora::http::ResponseHeader>) -> Admission {
     }
 }
 
-/// The answer to a client over its rate limit: 429, `Retry-After` in whole seconds (at
-/// least 1).
-fn rate_limited(wait: Duration) -> Result<pingora::http::ResponseHeader> {
+/// The answer to a client over its limits: 429, with `Retry-After` in whole seconds (at
+/// least 1) when its rate says when it may send again.
+fn rate_limited(wait: Option<Duration>) -> Result<pingora::http::ResponseHeader> {
     let mut resp = pingora::http::ResponseHeader::build(RATE_LIMITED.status, Some(2))?;
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    resp.insert_header(http::header::RETRY_AFTER, seconds.max(1))?;
+    if let Some(wait) = wait {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.insert_header(http::header::RETRY_AFTER, seconds.max(1))?;
+    }
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
     Ok(resp)
 }
@@ -204,6 +211,7 @@ impl WeirProxy {
             stale_connection_retry: false,
             trace: RequestTrace::default(),
             permit: None,
+            client_permit: None,
             client_path: None,
             body_left: None,
             new_session: None,
@@ -306,7 +314,15 @@ impl WeirProxy {
             if let Err(wait) = limiter.check(client, Nanos::now()) {
                 self.count_refused(RATE_LIMITED);
                 ctx.target = Some(target);
-                return head_or_500(rate_limited(wait));
+                return head_or_500(rate_limited(Some(wait)));
+            }
+            match limiter.enter(client) {
+                Ok(permit) => ctx.client_permit = permit,
+                Err(crate::request::rate_limit::AtLimit) => {
+                    self.count_refused(CLIENT_CONCURRENCY);
+                    ctx.target = Some(target);
+                    return head_or_500(rate_limited(None));
+                }
             }
         }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
@@ -748,6 +764,7 @@ impl WeirProxy {
         self.feed_back(ctx, outcome);
         ctx.guard = None;
         ctx.permit = None;
+        ctx.client_permit = None;
         ctx.trace
             .finish(code, ctx.upstream_headers.map(|(_, status, _)| status));
         if let (Some(counter), Some(target), Some(endpoint)) = (

@@ -1,6 +1,6 @@
-//! Per-replica rate limits by client address (ingress-nginx's `limit-rps`, `limit-rpm`,
-//! `limit-burst-multiplier`, `limit-allowlist`): [`RateLimiter`], one per rule, kept across
-//! reloads like [`crate::request::concurrency::ConcurrencyLimit`].
+//! Per-replica limits by client address (ingress-nginx's `limit-rps`, `limit-rpm`,
+//! `limit-burst-multiplier`, `limit-connections`, `limit-allowlist`): [`RateLimiter`], one per
+//! rule, kept across reloads like [`crate::request::concurrency::ConcurrencyLimit`].
 //!
 //! Each rate is a generic cell rate algorithm (GCRA) per client: a client may send one request
 //! per interval (1 s / rps), and `burst` more at once (nginx's `limit_req ... burst=N nodelay`,
@@ -18,6 +18,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use weir_balancer::Nanos;
 use weir_discovery::{Cidr, RateLimit};
@@ -27,10 +28,12 @@ pub const SLOTS: usize = 4096;
 /// Slots a client's hash may take, from its home slot on.
 pub const PROBES: usize = 8;
 
-/// One rule's rate limits.
+/// One rule's limits by client.
 #[derive(Debug)]
 pub struct RateLimiter {
     rates: Vec<Gcra>,
+    /// `limit-connections`: requests one client may have in flight at once.
+    concurrent: Option<ClientConcurrency>,
     /// Clients never limited (`limit-allowlist`).
     allowlist: Vec<Cidr>,
 }
@@ -71,10 +74,44 @@ impl RateLimiter {
         .into_iter()
         .flatten()
         .collect();
-        (!rates.is_empty()).then(|| RateLimiter {
+        let concurrent = limit
+            .connections
+            .filter(|max| *max > 0)
+            .map(|max| ClientConcurrency {
+                max: u64::from(max),
+                slots: (0..SLOTS).map(|_| CountSlot::default()).collect(),
+            });
+        (!rates.is_empty() || concurrent.is_some()).then(|| RateLimiter {
             rates,
+            concurrent,
             allowlist: limit.allowlist.clone(),
         })
+    }
+
+    /// A slot among the requests `client` has in flight, held until the permit drops;
+    /// `Err` when the client has `limit-connections` in flight already. `Ok(None)`: no such
+    /// limit for this client.
+    pub fn enter(self: &Arc<Self>, client: IpAddr) -> Result<Option<ClientPermit>, AtLimit> {
+        let Some(concurrent) = &self.concurrent else {
+            return Ok(None);
+        };
+        if self.allowlist.iter().any(|net| net.contains(client)) {
+            return Ok(None);
+        }
+        let index = concurrent.slot_of(client_key(client));
+        let count = &concurrent.slots[index].count;
+        let entered = count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < concurrent.max).then_some(n + 1)
+            })
+            .is_ok();
+        match entered {
+            true => Ok(Some(ClientPermit {
+                limiter: Arc::clone(self),
+                index,
+            })),
+            false => Err(AtLimit),
+        }
     }
 
     /// Whether `client` may send a request at `now`; `Err` with how long until it may.
@@ -91,6 +128,69 @@ impl RateLimiter {
             }
         }
         wait.map_or(Ok(()), Err)
+    }
+}
+
+/// Requests in flight by client, in a fixed table like the rates' (a slot whose count is 0
+/// is free for another client).
+#[derive(Debug)]
+struct ClientConcurrency {
+    max: u64,
+    slots: Box<[CountSlot]>,
+}
+
+#[derive(Debug, Default)]
+struct CountSlot {
+    key: AtomicU64,
+    count: AtomicU64,
+}
+
+impl ClientConcurrency {
+    fn slot_of(&self, key: u64) -> usize {
+        let home = key as usize % SLOTS;
+        let mut last = home;
+        for probe in 0..PROBES {
+            let index = (home + probe) % SLOTS;
+            let slot = &self.slots[index];
+            let held = slot.key.load(Ordering::Relaxed);
+            if held == key {
+                return index;
+            }
+            if slot.count.load(Ordering::Relaxed) == 0 {
+                // Taken by this client just now from another thread counts as its own.
+                match slot
+                    .key
+                    .compare_exchange(held, key, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => return index,
+                    Err(now_held) if now_held == key => return index,
+                    Err(_) => {}
+                }
+            }
+            last = index;
+        }
+        last
+    }
+}
+
+/// The client has its `limit-connections` requests in flight already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtLimit;
+
+/// A client's request in flight under `limit-connections`: released when dropped.
+#[derive(Debug)]
+pub struct ClientPermit {
+    limiter: Arc<RateLimiter>,
+    index: usize,
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        if let Some(concurrent) = &self.limiter.concurrent {
+            concurrent.slots[self.index]
+                .count
+                .fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -127,14 +227,19 @@ impl Gcra {
             }
             // Free, or its client is back within its limit: nothing to remember of it.
             let lapsed = held == 0 || slot.tat.load(Ordering::Relaxed) <= now;
-            if lapsed
-                && slot
+            if lapsed {
+                match slot
                     .key
                     .compare_exchange(held, key, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                slot.tat.store(now, Ordering::Relaxed);
-                return slot;
+                {
+                    Ok(_) => {
+                        slot.tat.fetch_max(now, Ordering::Relaxed);
+                        return slot;
+                    }
+                    // Taken by this client just now from another thread counts as its own.
+                    Err(now_held) if now_held == key => return slot,
+                    Err(_) => {}
+                }
             }
             last = slot;
         }
@@ -160,6 +265,7 @@ mod tests {
         RateLimiter::new(&RateLimit {
             rps,
             rpm,
+            connections: None,
             burst_multiplier,
             allowlist: vec!["10.9.0.0/16".parse().expect("cidr")],
         })
@@ -216,5 +322,62 @@ mod tests {
         // At most 2 each (1 + burst 1); clients sharing a slot get fewer.
         assert!(allowed <= SLOTS * 4 * 2, "{allowed}");
         assert!(allowed >= SLOTS, "{allowed}");
+    }
+
+    #[test]
+    fn connections_count_requests_in_flight_per_client() {
+        let l = Arc::new(
+            RateLimiter::new(&RateLimit {
+                rps: None,
+                rpm: None,
+                connections: Some(2),
+                burst_multiplier: 5,
+                allowlist: vec!["10.9.0.0/16".parse().expect("cidr")],
+            })
+            .expect("a limit"),
+        );
+        let client = ip("192.0.2.1");
+        let first = l.enter(client).expect("room").expect("a permit");
+        let second = l.enter(client).expect("room").expect("a permit");
+        assert!(l.enter(client).is_err(), "a third at once");
+        assert!(l.enter(ip("192.0.2.2")).is_ok(), "another client");
+        assert!(l.enter(ip("10.9.0.1")).expect("allowlisted").is_none());
+        drop(first);
+        let third = l.enter(client).expect("room again");
+        drop((second, third));
+        // Every permit returned: the slot is free for anyone.
+        assert!((0..2).all(|_| l.enter(client).is_ok_and(|p| p.is_some())));
+    }
+
+    /// Threads entering for one client at once share its slot: exactly the limit gets in.
+    #[test]
+    fn one_client_entering_from_many_threads_gets_its_limit() {
+        for _ in 0..50 {
+            let l = Arc::new(
+                RateLimiter::new(&RateLimit {
+                    rps: None,
+                    rpm: None,
+                    connections: Some(2),
+                    burst_multiplier: 5,
+                    allowlist: Vec::new(),
+                })
+                .expect("a limit"),
+            );
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (l, start) = (Arc::clone(&l), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        l.enter(ip("192.0.2.1")).ok().flatten()
+                    })
+                })
+                .collect();
+            let permits: Vec<_> = threads
+                .into_iter()
+                .filter_map(|t| t.join().expect("thread"))
+                .collect();
+            assert_eq!(permits.len(), 2);
+        }
     }
 }
