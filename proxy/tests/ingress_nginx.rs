@@ -48,23 +48,32 @@ fn unread_annotations(weir: &Weir) -> f64 {
 }
 
 fn nginx_class_weir(dir: &ManifestDir, http1_path: &str) -> Weir {
-    Weir::start(
-        &dir.path(),
-        &[
-            "--http1-path",
-            http1_path,
-            "--ingress-class",
-            "nginx",
-            "--ingress-controller",
-            "k8s.io/ingress-nginx",
-        ],
-    )
+    nginx_class_weir_with(dir, http1_path, &[])
+}
+
+/// [`nginx_class_weir`] with more flags.
+fn nginx_class_weir_with(dir: &ManifestDir, http1_path: &str, extra: &[&str]) -> Weir {
+    let mut args = vec![
+        "--http1-path",
+        http1_path,
+        "--ingress-class",
+        "nginx",
+        "--ingress-controller",
+        "k8s.io/ingress-nginx",
+    ];
+    args.extend_from_slice(extra);
+    Weir::start(&dir.path(), &args)
 }
 
 fn no_redirects(weir: &Weir, http2: bool) -> Client {
+    no_redirects_to(weir.http, http2)
+}
+
+/// [`no_redirects`] for weir at `addr`.
+fn no_redirects_to(addr: std::net::SocketAddr, http2: bool) -> Client {
     let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
     for host in HOSTS {
-        builder = builder.resolve(host, weir.http);
+        builder = builder.resolve(host, addr);
     }
     let builder = if http2 {
         builder.http2_prior_knowledge()
@@ -965,19 +974,7 @@ fn source_ranges_admit_and_refuse_clients_by_address() {
             )),
     );
     for path in ["direct", "pingora"] {
-        let weir = Weir::start(
-            &dir.path(),
-            &[
-                "--http1-path",
-                path,
-                "--ingress-class",
-                "nginx",
-                "--ingress-controller",
-                "k8s.io/ingress-nginx",
-                "--trusted-proxies",
-                "127.0.0.1/32",
-            ],
-        );
+        let weir = nginx_class_weir_with(&dir, path, &["--trusted-proxies", "127.0.0.1/32"]);
         let port = weir.http.port();
         for http2 in [false, true] {
             let case = format!("{path}, http2 {http2}");
@@ -1111,19 +1108,7 @@ fn rate_limits_hold_each_client_to_its_rate() {
     );
     let mut refused = 0;
     for (n, path) in ["direct", "pingora"].into_iter().enumerate() {
-        let weir = Weir::start(
-            &dir.path(),
-            &[
-                "--http1-path",
-                path,
-                "--ingress-class",
-                "nginx",
-                "--ingress-controller",
-                "k8s.io/ingress-nginx",
-                "--trusted-proxies",
-                "127.0.0.1/32",
-            ],
-        );
+        let weir = nginx_class_weir_with(&dir, path, &["--trusted-proxies", "127.0.0.1/32"]);
         let port = weir.http.port();
         for http2 in [false, true] {
             let case = format!("{path}, http2 {http2}");
@@ -1178,9 +1163,9 @@ fn limit_connections_caps_a_clients_requests_in_flight() {
     );
     for path in ["direct", "pingora"] {
         let weir = nginx_class_weir(&dir, path);
-        let port = weir.http.port();
+        let (addr, port) = (weir.http, weir.http.port());
         let get = move |target: &str| {
-            no_redirects_for(port)
+            no_redirects_to(addr, false)
                 .get(format!("http://app.example.com:{port}{target}"))
                 .send()
                 .expect("request")
@@ -1204,13 +1189,4 @@ fn limit_connections_caps_a_clients_requests_in_flight() {
             "{path}"
         );
     }
-}
-
-/// A client reaching weir at `port` for the names of [`HOSTS`], without redirects.
-fn no_redirects_for(port: u16) -> Client {
-    let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
-    for host in HOSTS {
-        builder = builder.resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    builder.build().expect("client")
 }

@@ -324,18 +324,21 @@ mod tests {
         assert!(allowed >= SLOTS, "{allowed}");
     }
 
+    /// `limit-connections: 2`, the allowlist 10.9.0.0/16.
+    fn two_at_once() -> Arc<RateLimiter> {
+        let limit = RateLimit {
+            rps: None,
+            rpm: None,
+            connections: Some(2),
+            burst_multiplier: 5,
+            allowlist: vec!["10.9.0.0/16".parse().expect("cidr")],
+        };
+        Arc::new(RateLimiter::new(&limit).expect("a limit"))
+    }
+
     #[test]
     fn connections_count_requests_in_flight_per_client() {
-        let l = Arc::new(
-            RateLimiter::new(&RateLimit {
-                rps: None,
-                rpm: None,
-                connections: Some(2),
-                burst_multiplier: 5,
-                allowlist: vec!["10.9.0.0/16".parse().expect("cidr")],
-            })
-            .expect("a limit"),
-        );
+        let l = two_at_once();
         let client = ip("192.0.2.1");
         let first = l.enter(client).expect("room").expect("a permit");
         let second = l.enter(client).expect("room").expect("a permit");
@@ -353,16 +356,7 @@ mod tests {
     #[test]
     fn one_client_entering_from_many_threads_gets_its_limit() {
         for _ in 0..50 {
-            let l = Arc::new(
-                RateLimiter::new(&RateLimit {
-                    rps: None,
-                    rpm: None,
-                    connections: Some(2),
-                    burst_multiplier: 5,
-                    allowlist: Vec::new(),
-                })
-                .expect("a limit"),
-            );
+            let l = two_at_once();
             let start = Arc::new(std::sync::Barrier::new(8));
             let threads: Vec<_> = (0..8)
                 .map(|_| {
