@@ -477,12 +477,19 @@ fn affinity<'a>(
         Some(domain) => Some(attribute("session-cookie-domain", domain)?),
         None => None,
     };
+    // At most ten years: a cookie date must stay one an HTTP date can write.
     let whole = |name: &str| -> Result<Option<u64>, String> {
         get(name)
             .map(|v| {
-                v.trim().parse::<u64>().map_err(|_| {
-                    format!("annotation {PREFIX}{name}: {v:?} is not a whole number of seconds")
-                })
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= 10 * 365 * 86_400)
+                    .ok_or_else(|| {
+                        format!(
+                            "annotation {PREFIX}{name}: {v:?} is not a whole number of seconds up to ten years"
+                        )
+                    })
             })
             .transpose()
     };
@@ -1013,6 +1020,7 @@ mod tests {
             ("session-cookie-domain", "a.example\r\nX: y"),
             ("session-cookie-max-age", "-1"),
             ("session-cookie-expires", "1d"),
+            ("session-cookie-expires", "300000000000"),
             ("session-cookie-samesite", "sometimes"),
             ("session-cookie-secure", "yes"),
         ] {

@@ -999,11 +999,20 @@ fn source_ranges_admit_and_refuse_clients_by_address() {
                 403,
                 "{case}"
             );
+            // So does one split over two fields, the client's first (as a proxy that adds
+            // a field of its own sends it): the fields are one chain.
+            let split = c
+                .get(format!("http://moved.example.com:{port}/"))
+                .header("x-forwarded-for", "10.1.2.3")
+                .header("x-forwarded-for", "192.0.2.9")
+                .send()
+                .expect("request");
+            assert_eq!(split.status().as_u16(), 403, "{case}");
         }
-        // Four refusals a protocol.
+        // Five refusals a protocol.
         assert_eq!(
             weir.metric("weir_requests_rejected_total{reason=\"source_denied\"}"),
-            Some(8.0)
+            Some(10.0)
         );
         assert_eq!(unread_annotations(&weir), 0.0);
     }

@@ -22,6 +22,9 @@ use weir_discovery::{AffinityMode, SessionAffinity};
 /// probability 2^-20).
 const NEW_KEY_DRAWS: usize = 20;
 
+/// Cookie dates stop before the year 9999 (what an HTTP date can write).
+const MAX_COOKIE_DATE: Duration = Duration::from_secs(253_402_300_799);
+
 /// A route's session cookie, ready for the request path.
 #[derive(Debug)]
 pub struct SessionCookie {
@@ -155,9 +158,13 @@ impl SessionCookie {
     pub fn set_cookie(&self, session: NewSession, tls: bool) -> Option<HeaderValue> {
         let mut value = String::with_capacity(self.name.len() + 17 + self.attributes.len() + 48);
         let _ = write!(value, "{}={}{}", self.name, hex(session.0), self.attributes);
-        if let Some(after) = self.expires {
-            let when = httpdate::fmt_http_date(SystemTime::now() + after);
-            let _ = write!(value, "; Expires={when}");
+        // Discovery bounds `expires` to ten years; a date out of range is left out rather
+        // than written wrong.
+        let when = self
+            .expires
+            .and_then(|after| SystemTime::now().checked_add(after));
+        if let Some(when) = when.filter(|w| *w < SystemTime::UNIX_EPOCH + MAX_COOKIE_DATE) {
+            let _ = write!(value, "; Expires={}", httpdate::fmt_http_date(when));
         }
         if tls || self.always_secure {
             value.push_str("; Secure");

@@ -91,17 +91,19 @@ impl CorsRules {
         match &self.origins {
             Origins::Any => Some(HeaderValue::from_static("*")),
             Origins::List(list) => {
-                let origin = std::str::from_utf8(origin).ok()?;
+                // Bytes, not characters: an origin is ASCII, and slicing text at a byte
+                // offset could split a character another client sent.
                 let allowed = list.iter().any(|m| match m {
-                    OriginMatch::Exact(exact) => origin.eq_ignore_ascii_case(exact),
+                    OriginMatch::Exact(exact) => origin.eq_ignore_ascii_case(exact.as_bytes()),
                     OriginMatch::Subdomains { scheme, suffix } => {
                         origin.len() > scheme.len() + suffix.len()
-                            && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
-                            && origin[origin.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                            && origin[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
+                            && origin[origin.len() - suffix.len()..]
+                                .eq_ignore_ascii_case(suffix.as_bytes())
                     }
                 });
                 allowed
-                    .then(|| HeaderValue::from_str(origin).ok())
+                    .then(|| HeaderValue::from_bytes(origin).ok())
                     .flatten()
             }
         }
@@ -185,6 +187,9 @@ mod tests {
         assert_eq!(allowed("http://app.example.com"), None, "the scheme counts");
         assert_eq!(allowed("https://app.example.com.evil.net"), None);
         assert_eq!(allowed("https://evilexample.org"), None);
+        // Not ASCII where the scheme or the suffix would end: no match, no panic.
+        assert_eq!(allowed("https:/\u{e9}.example.org"), None);
+        assert_eq!(allowed("https://x.example.or\u{e9}"), None);
         let any = rules(&["*"], true);
         assert_eq!(
             any.allow_origin(b"https://anyone.net"),

@@ -47,6 +47,26 @@ const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
 /// A name, not a string: looking a field up by `&str` parses and lowercases the name first.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The request's `X-Forwarded-For` chain: its one field, or all of them joined in order (a
+/// proxy may add a field of its own after one the client wrote; reading only the first would
+/// take the client's word for who it is).
+fn forwarded_chain(req: &impl RequestView) -> Option<Cow<'_, [u8]>> {
+    // Most requests carry none: one lookup by name, no scan of every field.
+    let first = req.field(&X_FORWARDED_FOR)?;
+    // A name that lives as long as the request's fields are borrowed.
+    static NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let mut values = req.field_values(&NAME).skip(1);
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut joined = first.to_vec();
+    for value in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(value);
+    }
+    Some(Cow::Owned(joined))
+}
+
 #[derive(Clone)]
 pub struct WeirProxy {
     routing: Arc<LiveRouting>,
@@ -271,7 +291,7 @@ impl WeirProxy {
         if let Some(access) = &target.source_access {
             let client = client_ip.map(|peer| {
                 self.trusted_proxies
-                    .client_ip(peer, req.field(&X_FORWARDED_FOR))
+                    .client_ip(peer, forwarded_chain(&*req).as_deref())
             });
             if !client.is_some_and(|ip| access.admits(ip)) {
                 self.count_refused(SOURCE_DENIED);
@@ -310,20 +330,23 @@ impl WeirProxy {
         if let (Some(limiter), Some(peer)) = (&target.rate_limit, client_ip) {
             let client = self
                 .trusted_proxies
-                .client_ip(peer, req.field(&X_FORWARDED_FOR));
-            if let Err(wait) = limiter.check(client, Nanos::now()) {
-                self.count_refused(RATE_LIMITED);
-                ctx.target = Some(target);
-                return head_or_500(rate_limited(Some(wait)));
-            }
-            match limiter.enter(client) {
-                Ok(permit) => ctx.client_permit = permit,
+                .client_ip(peer, forwarded_chain(&*req).as_deref());
+            // The slot among the client's requests in flight first: a request refused by
+            // it is not counted against the client's rate.
+            let permit = match limiter.enter(client) {
+                Ok(permit) => permit,
                 Err(crate::request::rate_limit::AtLimit) => {
                     self.count_refused(CLIENT_CONCURRENCY);
                     ctx.target = Some(target);
                     return head_or_500(rate_limited(None));
                 }
+            };
+            if let Err(wait) = limiter.check(client, Nanos::now()) {
+                self.count_refused(RATE_LIMITED);
+                ctx.target = Some(target);
+                return head_or_500(rate_limited(Some(wait)));
             }
+            ctx.client_permit = permit;
         }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
         // path is put in normal form again, as the client's was: captures are the client's
@@ -546,7 +569,7 @@ impl WeirProxy {
             // Extends a trusted proxy's chain; replaces a claim from anyone else.
             let forwarded_for = self
                 .trusted_proxies
-                .forwarded_for(peer, downstream.field(&X_FORWARDED_FOR));
+                .forwarded_for(peer, forwarded_chain(downstream).as_deref());
             set.push((X_FORWARDED_FOR, forwarded_for));
         }
         let proto = if tls { "https" } else { "http" };
@@ -624,10 +647,14 @@ impl WeirProxy {
     /// `tls`: the response goes over TLS.
     pub(crate) fn response_fields(&self, tls: bool, ctx: &RequestCtx) -> ResponseFields {
         let mut fields = ResponseFields::new();
-        if let (Some(origin), Some(cors)) = (
-            &ctx.cors_origin,
-            ctx.target.as_ref().and_then(|t| t.cors.as_ref()),
-        ) {
+        // The route's CORS, also on its error backend's answer (`custom-http-errors`).
+        let route = ctx
+            .diverted
+            .as_ref()
+            .map(|(_, from)| from)
+            .or(ctx.target.as_ref());
+        if let (Some(origin), Some(cors)) = (&ctx.cors_origin, route.and_then(|t| t.cors.as_ref()))
+        {
             cors.fields(origin, &mut fields);
         }
         if let (Some(session), Some(target)) = (ctx.new_session, &ctx.target) {
@@ -704,8 +731,10 @@ impl WeirProxy {
         let Some(target) = ctx.target.clone() else {
             return false;
         };
-        let outcome = match status {
-            500.. => Outcome::Failure,
+        // As `finish_request` would judge it: a 503 with `Retry-After` is overload.
+        let outcome = match (status, ctx.upstream_headers) {
+            (503, Some((_, 503, Some(retry_after)))) => Outcome::Overloaded { retry_after },
+            (500.., _) => Outcome::Failure,
             _ => Outcome::Success,
         };
         let replayable = self.replayable(body_at_hand, ctx);
@@ -946,7 +975,7 @@ fn hash_key(
     }
     match peer {
         Some(ip) => {
-            let client = trusted_proxies.client_ip(ip, req.field(&X_FORWARDED_FOR));
+            let client = trusted_proxies.client_ip(ip, forwarded_chain(req).as_deref());
             with_ip_text(client, key_hash)
         }
         None => key_hash(b""),

@@ -1,6 +1,6 @@
 //! Per-replica limits by client address (ingress-nginx's `limit-rps`, `limit-rpm`,
 //! `limit-burst-multiplier`, `limit-connections`, `limit-allowlist`): [`RateLimiter`], one per
-//! rule, kept across reloads like [`crate::request::concurrency::ConcurrencyLimit`].
+//! Ingress (its rules share it), kept across reloads like [`crate::request::concurrency::ConcurrencyLimit`].
 //!
 //! Each rate is a generic cell rate algorithm (GCRA) per client: a client may send one request
 //! per interval (1 s / rps), and `burst` more at once (nginx's `limit_req ... burst=N nodelay`,
@@ -23,14 +23,17 @@ use std::time::Duration;
 use weir_balancer::Nanos;
 use weir_discovery::{Cidr, RateLimit};
 
-/// Clients tracked per rate of a rule.
+/// Clients tracked per rate of an Ingress.
 pub const SLOTS: usize = 4096;
 /// Slots a client's hash may take, from its home slot on.
 pub const PROBES: usize = 8;
 
-/// One rule's limits by client.
+/// One Ingress's limits by client.
 #[derive(Debug)]
 pub struct RateLimiter {
+    /// Hashes client addresses to slots, seeded per limiter: where a client lands cannot be
+    /// worked out from outside (to crowd its slots with addresses of one's own).
+    hasher: foldhash::fast::RandomState,
     rates: Vec<Gcra>,
     /// `limit-connections`: requests one client may have in flight at once.
     concurrent: Option<ClientConcurrency>,
@@ -82,6 +85,7 @@ impl RateLimiter {
                 slots: (0..SLOTS).map(|_| CountSlot::default()).collect(),
             });
         (!rates.is_empty() || concurrent.is_some()).then(|| RateLimiter {
+            hasher: foldhash::fast::RandomState::default(),
             rates,
             concurrent,
             allowlist: limit.allowlist.clone(),
@@ -98,20 +102,30 @@ impl RateLimiter {
         if self.allowlist.iter().any(|net| net.contains(client)) {
             return Ok(None);
         }
-        let index = concurrent.slot_of(client_key(client));
-        let count = &concurrent.slots[index].count;
-        let entered = count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < concurrent.max).then_some(n + 1)
-            })
-            .is_ok();
-        match entered {
-            true => Ok(Some(ClientPermit {
-                limiter: Arc::clone(self),
-                index,
-            })),
-            false => Err(AtLimit),
+        let key = self.client_key(client);
+        // Twice at most: a slot re-keyed by another client between the claim and the count
+        // is given back, and the client looks again.
+        for _ in 0..2 {
+            let index = concurrent.slot_of(key);
+            let slot = &concurrent.slots[index];
+            if slot
+                .count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < concurrent.max).then_some(n + 1)
+                })
+                .is_err()
+            {
+                return Err(AtLimit);
+            }
+            if slot.key.load(Ordering::Acquire) == key {
+                return Ok(Some(ClientPermit {
+                    limiter: Arc::clone(self),
+                    index,
+                }));
+            }
+            slot.count.fetch_sub(1, Ordering::AcqRel);
         }
+        Err(AtLimit)
     }
 
     /// Whether `client` may send a request at `now`; `Err` with how long until it may.
@@ -120,14 +134,34 @@ impl RateLimiter {
         if self.allowlist.iter().any(|net| net.contains(client)) {
             return Ok(());
         }
-        let key = client_key(client);
-        let mut wait = None;
+        let key = self.client_key(client);
+        let mut wait: Option<Duration> = None;
+        let mut taken: smallvec::SmallVec<[(&Gcra, &Slot); 2]> = smallvec::SmallVec::new();
         for rate in &self.rates {
-            if let Err(w) = rate.check(key, now.0) {
-                wait = Some(wait.map_or(w, |prev: Duration| prev.max(w)));
+            match rate.take(key, now.0) {
+                Ok(slot) => taken.push((rate, slot)),
+                Err(w) => wait = Some(wait.map_or(w, |prev| prev.max(w))),
             }
         }
-        wait.map_or(Ok(()), Err)
+        match wait {
+            None => Ok(()),
+            Some(wait) => {
+                // Refused by one rate: the others give back what they counted (as nginx,
+                // which counts a request only once every limit passed).
+                for (rate, slot) in taken {
+                    slot.tat.fetch_sub(rate.interval, Ordering::Relaxed);
+                }
+                Err(wait)
+            }
+        }
+    }
+
+    /// A client address as a table key (never 0).
+    fn client_key(&self, client: IpAddr) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher
+            .hash_one(weir_discovery::cidr::canonical(client))
+            .max(1)
     }
 }
 
@@ -148,24 +182,36 @@ struct CountSlot {
 impl ClientConcurrency {
     fn slot_of(&self, key: u64) -> usize {
         let home = key as usize % SLOTS;
+        let probed = (0..PROBES).map(|probe| (home + probe) % SLOTS);
+        // The client's own slot first, wherever it is among the probes.
+        if let Some(own) = probed
+            .clone()
+            .find(|i| self.slots[*i].key.load(Ordering::Relaxed) == key)
+        {
+            return own;
+        }
         let mut last = home;
-        for probe in 0..PROBES {
-            let index = (home + probe) % SLOTS;
+        for index in probed {
             let slot = &self.slots[index];
             let held = slot.key.load(Ordering::Relaxed);
             if held == key {
+                // Taken by this client on another thread since the first look.
                 return index;
             }
-            if slot.count.load(Ordering::Relaxed) == 0 {
+            if slot.count.load(Ordering::Acquire) == 0 {
                 // Taken by this client just now from another thread counts as its own.
                 match slot
                     .key
-                    .compare_exchange(held, key, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(held, key, Ordering::AcqRel, Ordering::Acquire)
                 {
                     Ok(_) => return index,
                     Err(now_held) if now_held == key => return index,
                     Err(_) => {}
                 }
+            } else if slot.key.load(Ordering::Acquire) == key {
+                // Claimed and counted by this client on another thread meanwhile (the count
+                // was seen after the claim).
+                return index;
             }
             last = index;
         }
@@ -195,7 +241,9 @@ impl Drop for ClientPermit {
 }
 
 impl Gcra {
-    fn check(&self, key: u64, now: u64) -> Result<(), Duration> {
+    /// Counts a request of `key` at `now` when its rate allows: its slot (to give it back),
+    /// else how long until it may.
+    fn take(&self, key: u64, now: u64) -> Result<&Slot, Duration> {
         let slot = self.slot_of(key, now);
         let mut tat = slot.tat.load(Ordering::Relaxed);
         loop {
@@ -209,7 +257,7 @@ impl Gcra {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(slot),
                 Err(seen) => tat = seen,
             }
         }
@@ -218,11 +266,20 @@ impl Gcra {
     /// The client's slot: its own, else a free or lapsed one it takes, else the last probed.
     fn slot_of(&self, key: u64, now: u64) -> &Slot {
         let home = key as usize % SLOTS;
+        let probed = (0..PROBES).map(|probe| &self.slots[(home + probe) % SLOTS]);
+        // The client's own slot first, wherever it is among the probes: a fresh one taken
+        // before it would give the client a second allowance.
+        if let Some(own) = probed
+            .clone()
+            .find(|s| s.key.load(Ordering::Relaxed) == key)
+        {
+            return own;
+        }
         let mut last = &self.slots[home];
-        for probe in 0..PROBES {
-            let slot = &self.slots[(home + probe) % SLOTS];
+        for slot in probed {
             let held = slot.key.load(Ordering::Relaxed);
             if held == key {
+                // Taken by this client on another thread since the first look.
                 return slot;
             }
             // Free, or its client is back within its limit: nothing to remember of it.
@@ -245,16 +302,6 @@ impl Gcra {
         }
         last
     }
-}
-
-/// A client address as a table key (never 0).
-fn client_key(client: IpAddr) -> u64 {
-    let client = weir_discovery::cidr::canonical(client);
-    let key = match client {
-        IpAddr::V4(v4) => weir_balancer::ring::key_hash(&v4.octets()),
-        IpAddr::V6(v6) => weir_balancer::ring::key_hash(&v6.octets()),
-    };
-    key.max(1)
 }
 
 #[cfg(test)]

@@ -73,7 +73,8 @@ pub struct RouteTarget {
     pub error_pages: Option<ErrorPagesTarget>,
     /// The route's session cookie (`affinity: cookie`).
     pub session_cookie: Option<crate::request::affinity::SessionCookie>,
-    /// The rule's rate limit by client (`limit-rps`, `limit-rpm`; shared by its targets).
+    /// The Ingress's limits by client (`limit-rps`, `limit-rpm`, `limit-connections`; shared by
+    /// its rules and their targets).
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
@@ -595,7 +596,8 @@ impl LiveRouting {
             live_limits.insert(key);
             Some(Arc::clone(limit))
         };
-        // One rate limiter per rule with limit-rps or limit-rpm, shared by its targets.
+        // One rate limiter per Ingress with limit-rps, limit-rpm or limit-connections, shared
+        // by its rules and their targets (ingress-nginx's zones are the Ingress's).
         let mut rate_limits = self
             .rate_limits
             .lock()
@@ -603,7 +605,7 @@ impl LiveRouting {
         let mut live_rates = std::collections::HashSet::new();
         let mut rate_for = |route: &RouteSnapshot| -> Option<Arc<RateLimiter>> {
             let limit = route.policy.rate_limit.as_ref()?;
-            let key = format!("{}|{:?}|{:?}", route.ingress, route.host, route.path);
+            let key = route.ingress.to_string();
             live_rates.insert(key.clone());
             match rate_limits.get(&key) {
                 Some((kept, limiter)) if kept == limit => Some(Arc::clone(limiter)),
