@@ -251,6 +251,10 @@ fn verdict(
                 ))
             }
         }
+        // Clients over a limit get another status than ingress-nginx gives them.
+        "limit-rps" | "limit-rpm" | "limit-connections" => Verdict::Differs(
+            "a client over the limit gets 429 (with Retry-After for a rate), where ingress-nginx answers 503".to_string(),
+        ),
         _ => match nginx::weir_equivalent(short)
             .and_then(|weir| Some((weir, annotations?.get(weir)?)))
         {

@@ -98,3 +98,21 @@ fn exit_codes_say_whether_anything_would_change() {
     let (code, _, stderr) = migrate(&["--bogus"]);
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+/// Annotations weir reads but answers differently from ingress-nginx are differences: rate
+/// limits (429 where ingress-nginx answers 503); source ranges and CORS as ingress-nginx.
+#[test]
+fn rate_limits_are_reported_as_a_difference() {
+    let dir = ManifestDir::new();
+    dir.write(
+        "limited.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: limited\n  namespace: web\n  annotations: {nginx.ingress.kubernetes.io/limit-rps: \"5\", nginx.ingress.kubernetes.io/allowlist-source-range: 10.0.0.0/8, nginx.ingress.kubernetes.io/enable-cors: \"true\"}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: api.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
+    );
+    let path = dir.path();
+    let (code, stdout, stderr) = migrate(&["--manifests", path.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stdout,
+        "web/limited: served, with changes\n  nginx.ingress.kubernetes.io/allowlist-source-range: honoured\n  nginx.ingress.kubernetes.io/enable-cors: honoured\n  nginx.ingress.kubernetes.io/limit-rps: differs: a client over the limit gets 429 (with Retry-After for a rate), where ingress-nginx answers 503\n1 Ingresses: 0 served as ingress-nginx serves them, 1 with changes (docs/migrating-from-ingress-nginx.md)\n"
+    );
+}
