@@ -9,6 +9,8 @@
 #
 #   benches/load/filters.sh                      # 5 rounds of 8 s
 #   ROUNDS=3 DURATION=5 WEIR_BIN=target/release/weir benches/load/filters.sh
+#   ROUTE=policy benches/load/filters.sh         # source range, CORS and a rate limit instead
+#                                                # (benches/load/manifests.py)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -27,7 +29,7 @@ CORES=$(nproc)
 UP=19200; PLAIN=19201; FILTERED=19202
 mkdir -p "$work/plain" "$work/filtered"
 python3 benches/load/manifests.py 0 "$UP" "$work/plain/bench.yaml"
-ROUTE_FILTERS=1 python3 benches/load/manifests.py 0 "$UP" "$work/filtered/bench.yaml"
+ROUTE_FILTERS="${ROUTE:-1}" python3 benches/load/manifests.py 0 "$UP" "$work/filtered/bench.yaml"
 nginx -c "$(nginx_upstream_conf "$work" "127.0.0.1:$UP")" & pids+=($!)
 for kind in plain filtered; do
     port=$PLAIN; [ "$kind" = plain ] || port=$FILTERED

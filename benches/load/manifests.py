@@ -13,7 +13,9 @@ capture (`rewrite-target`), the upstream `Host` set (`upstream-vhost`), a field 
 (`x-forwarded-prefix`), the body size limited (`proxy-body-size`) and a response status
 replaced by an error backend (`custom-http-errors`, with `default-backend`); what such a
 route costs over the plain one. With
-ROUTE_FILTERS=regex, the same regex rule without filters (`use-regex`).
+ROUTE_FILTERS=regex, the same regex rule without filters (`use-regex`); with
+ROUTE_FILTERS=policy, the regex rule with a source range, CORS and a rate limit that never
+refuses (what checking them costs).
 """
 import os
 import sys
@@ -60,10 +62,15 @@ REGEX_ONLY = """
     nginx.ingress.kubernetes.io/use-regex: 'true'"""
 
 
-def filtered_route(port, addresses, filters=True):
-    """The load harness's one route as a regex rule for every path; with request filters,
-    every path rewritten to itself."""
-    annotations = FILTERS if filters else REGEX_ONLY
+POLICY = """
+    nginx.ingress.kubernetes.io/use-regex: 'true'
+    nginx.ingress.kubernetes.io/allowlist-source-range: 127.0.0.0/8
+    nginx.ingress.kubernetes.io/enable-cors: 'true'
+    nginx.ingress.kubernetes.io/limit-rps: '100000000'"""
+
+
+def filtered_route(port, addresses, annotations):
+    """The load harness's one route as a regex rule for every path, with `annotations`."""
     return service("bench", "up", port, addresses) + f"""
 ---
 apiVersion: networking.k8s.io/v1
@@ -85,8 +92,9 @@ def main():
     if n == 0:
         addresses = [f"127.0.0.{e + 1}" for e in range(per)]
         mode = os.environ.get("ROUTE_FILTERS")
-        if mode in ("1", "regex"):
-            docs.append(filtered_route(port, addresses, filters=mode == "1"))
+        chosen = {"1": FILTERS, "regex": REGEX_ONLY, "policy": POLICY}.get(mode)
+        if chosen:
+            docs.append(filtered_route(port, addresses, chosen))
         else:
             docs.append(default_backend(port, addresses))
     for i in range(n):
