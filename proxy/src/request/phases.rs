@@ -18,6 +18,7 @@ use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::affinity::NewSession;
 use crate::request::answers::{https_location, redirect_location, redirect_response};
 use crate::request::concurrency::ConcurrencyPermit;
+use crate::request::rate_limit::Limited;
 use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
 use crate::routes::routing::{LiveRouting, RouteTarget};
@@ -46,6 +47,13 @@ const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
 
 /// A name, not a string: looking a field up by `&str` parses and lowercases the name first.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client of a request from `peer`, as weir trusts it: the rightmost `X-Forwarded-For`
+/// entry that is not a trusted proxy, else the peer (what source ranges, rate limits and
+/// the consistent hash's client key read).
+fn trusted_client(trusted: &TrustedProxies, peer: IpAddr, req: &impl RequestView) -> IpAddr {
+    trusted.client_ip(peer, forwarded_chain(req).as_deref())
+}
 
 /// The request's `X-Forwarded-For` chain: its one field, or all of them joined in order (a
 /// proxy may add a field of its own after one the client wrote; reading only the first would
@@ -289,10 +297,7 @@ impl WeirProxy {
         // The route's source ranges, before anything else the route does: a client outside
         // them learns nothing of it, not even where it redirects.
         if let Some(access) = &target.source_access {
-            let client = client_ip.map(|peer| {
-                self.trusted_proxies
-                    .client_ip(peer, forwarded_chain(&*req).as_deref())
-            });
+            let client = client_ip.map(|peer| trusted_client(&self.trusted_proxies, peer, &*req));
             if !client.is_some_and(|ip| access.admits(ip)) {
                 self.count_refused(SOURCE_DENIED);
                 ctx.target = Some(target);
@@ -328,25 +333,19 @@ impl WeirProxy {
         // The rule's rate limit by client (after redirects, as nginx's `limit_req`): 429
         // with when to come back.
         if let (Some(limiter), Some(peer)) = (&target.rate_limit, client_ip) {
-            let client = self
-                .trusted_proxies
-                .client_ip(peer, forwarded_chain(&*req).as_deref());
-            // The slot among the client's requests in flight first: a request refused by
-            // it is not counted against the client's rate.
-            let permit = match limiter.enter(client) {
-                Ok(permit) => permit,
-                Err(crate::request::rate_limit::AtLimit) => {
-                    self.count_refused(CLIENT_CONCURRENCY);
+            let client = trusted_client(&self.trusted_proxies, peer, &*req);
+            match limiter.admit(client, Nanos::now()) {
+                Ok(permit) => ctx.client_permit = permit,
+                Err(limited) => {
+                    let (rejection, wait) = match limited {
+                        Limited::Concurrency => (CLIENT_CONCURRENCY, None),
+                        Limited::Rate(wait) => (RATE_LIMITED, Some(wait)),
+                    };
+                    self.count_refused(rejection);
                     ctx.target = Some(target);
-                    return head_or_500(rate_limited(None));
+                    return head_or_500(rate_limited(wait));
                 }
-            };
-            if let Err(wait) = limiter.check(client, Nanos::now()) {
-                self.count_refused(RATE_LIMITED);
-                ctx.target = Some(target);
-                return head_or_500(rate_limited(Some(wait)));
             }
-            ctx.client_permit = permit;
         }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
         // path is put in normal form again, as the client's was: captures are the client's
@@ -975,7 +974,7 @@ fn hash_key(
     }
     match peer {
         Some(ip) => {
-            let client = trusted_proxies.client_ip(ip, forwarded_chain(req).as_deref());
+            let client = trusted_client(trusted_proxies, ip, req);
             with_ip_text(client, key_hash)
         }
         None => key_hash(b""),

@@ -92,17 +92,29 @@ impl RateLimiter {
         })
     }
 
-    /// A slot among the requests `client` has in flight, held until the permit drops;
-    /// `Err` when the client has `limit-connections` in flight already. `Ok(None)`: no such
-    /// limit for this client.
-    pub fn enter(self: &Arc<Self>, client: IpAddr) -> Result<Option<ClientPermit>, AtLimit> {
-        let Some(concurrent) = &self.concurrent else {
-            return Ok(None);
-        };
+    /// Whether `client` may send a request at `now`, counted when it may: a slot among its
+    /// requests in flight (`limit-connections`; `None` without such a limit, or for the
+    /// allowlist), held until the permit drops. The slot comes first, so that a request it
+    /// refuses is not counted against the client's rates; a request one rate refuses is
+    /// given back to the others.
+    pub fn admit(
+        self: &Arc<Self>,
+        client: IpAddr,
+        now: Nanos,
+    ) -> Result<Option<ClientPermit>, Limited> {
         if self.allowlist.iter().any(|net| net.contains(client)) {
             return Ok(None);
         }
         let key = self.client_key(client);
+        let permit = self.enter(key)?;
+        self.take_rates(key, now.0)?;
+        Ok(permit)
+    }
+
+    fn enter(self: &Arc<Self>, key: u64) -> Result<Option<ClientPermit>, Limited> {
+        let Some(concurrent) = &self.concurrent else {
+            return Ok(None);
+        };
         // Twice at most: a slot re-keyed by another client between the claim and the count
         // is given back, and the client looks again.
         for _ in 0..2 {
@@ -115,7 +127,7 @@ impl RateLimiter {
                 })
                 .is_err()
             {
-                return Err(AtLimit);
+                return Err(Limited::Concurrency);
             }
             if slot.key.load(Ordering::Acquire) == key {
                 return Ok(Some(ClientPermit {
@@ -125,20 +137,14 @@ impl RateLimiter {
             }
             slot.count.fetch_sub(1, Ordering::AcqRel);
         }
-        Err(AtLimit)
+        Err(Limited::Concurrency)
     }
 
-    /// Whether `client` may send a request at `now`; `Err` with how long until it may.
-    /// Counts the request when it may.
-    pub fn check(&self, client: IpAddr, now: Nanos) -> Result<(), Duration> {
-        if self.allowlist.iter().any(|net| net.contains(client)) {
-            return Ok(());
-        }
-        let key = self.client_key(client);
+    fn take_rates(&self, key: u64, now: u64) -> Result<(), Limited> {
         let mut wait: Option<Duration> = None;
         let mut taken: smallvec::SmallVec<[(&Gcra, &Slot); 2]> = smallvec::SmallVec::new();
         for rate in &self.rates {
-            match rate.take(key, now.0) {
+            match rate.take(key, now) {
                 Ok(slot) => taken.push((rate, slot)),
                 Err(w) => wait = Some(wait.map_or(w, |prev| prev.max(w))),
             }
@@ -151,7 +157,7 @@ impl RateLimiter {
                 for (rate, slot) in taken {
                     slot.tat.fetch_sub(rate.interval, Ordering::Relaxed);
                 }
-                Err(wait)
+                Err(Limited::Rate(wait))
             }
         }
     }
@@ -219,9 +225,14 @@ impl ClientConcurrency {
     }
 }
 
-/// The client has its `limit-connections` requests in flight already.
+/// Why a client's request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AtLimit;
+pub enum Limited {
+    /// It has its `limit-connections` requests in flight already.
+    Concurrency,
+    /// Over a rate: it may send again after this long.
+    Rate(Duration),
+}
 
 /// A client's request in flight under `limit-connections`: released when dropped.
 #[derive(Debug)]
@@ -308,15 +319,23 @@ impl Gcra {
 mod tests {
     use super::*;
 
-    fn limiter(rps: Option<u32>, rpm: Option<u32>, burst_multiplier: u32) -> RateLimiter {
-        RateLimiter::new(&RateLimit {
+    fn limiter(rps: Option<u32>, rpm: Option<u32>, burst_multiplier: u32) -> Arc<RateLimiter> {
+        let limiter = RateLimiter::new(&RateLimit {
             rps,
             rpm,
             connections: None,
             burst_multiplier,
             allowlist: vec!["10.9.0.0/16".parse().expect("cidr")],
-        })
-        .expect("a rate")
+        });
+        Arc::new(limiter.expect("a rate"))
+    }
+
+    /// How long `client` waits after a refusal by a rate.
+    fn rate_wait(l: &Arc<RateLimiter>, client: IpAddr, now: Nanos) -> Duration {
+        match l.admit(client, now) {
+            Err(Limited::Rate(wait)) => wait,
+            other => panic!("not refused by a rate: {other:?}"),
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -331,16 +350,16 @@ mod tests {
         let l = limiter(Some(10), None, 2);
         let client = ip("192.0.2.1");
         let now = Nanos(100 * SECOND);
-        let allowed = (0..40).filter(|_| l.check(client, now).is_ok()).count();
+        let allowed = (0..40).filter(|_| l.admit(client, now).is_ok()).count();
         assert_eq!(allowed, 21);
-        let wait = l.check(client, now).expect_err("limited");
+        let wait = rate_wait(&l, client, now);
         assert!(wait <= Duration::from_millis(100), "{wait:?}");
         // 100 ms later, one more; another client is not affected.
-        assert!(l.check(client, Nanos(now.0 + SECOND / 10)).is_ok());
-        assert!(l.check(client, Nanos(now.0 + SECOND / 10)).is_err());
-        assert!(l.check(ip("192.0.2.2"), now).is_ok());
+        assert!(l.admit(client, Nanos(now.0 + SECOND / 10)).is_ok());
+        assert!(l.admit(client, Nanos(now.0 + SECOND / 10)).is_err());
+        assert!(l.admit(ip("192.0.2.2"), now).is_ok());
         // The allowlist is never limited.
-        assert!((0..100).all(|_| l.check(ip("10.9.1.1"), now).is_ok()));
+        assert!((0..100).all(|_| l.admit(ip("10.9.1.1"), now).is_ok()));
     }
 
     #[test]
@@ -349,9 +368,9 @@ mod tests {
         let client = ip("2001:db8::1");
         let now = Nanos(SECOND);
         // The per-minute rate (60 + a burst of 60) binds before the per-second one.
-        let allowed = (0..500).filter(|_| l.check(client, now).is_ok()).count();
+        let allowed = (0..500).filter(|_| l.admit(client, now).is_ok()).count();
         assert_eq!(allowed, 61);
-        let wait = l.check(client, now).expect_err("limited");
+        let wait = rate_wait(&l, client, now);
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
     }
 
@@ -364,7 +383,7 @@ mod tests {
         let mut allowed = 0;
         for n in 0..(SLOTS as u32 * 4) {
             let client = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
-            allowed += (0..5).filter(|_| l.check(client, now).is_ok()).count();
+            allowed += (0..5).filter(|_| l.admit(client, now).is_ok()).count();
         }
         // At most 2 each (1 + burst 1); clients sharing a slot get fewer.
         assert!(allowed <= SLOTS * 4 * 2, "{allowed}");
@@ -387,16 +406,19 @@ mod tests {
     fn connections_count_requests_in_flight_per_client() {
         let l = two_at_once();
         let client = ip("192.0.2.1");
-        let first = l.enter(client).expect("room").expect("a permit");
-        let second = l.enter(client).expect("room").expect("a permit");
-        assert!(l.enter(client).is_err(), "a third at once");
-        assert!(l.enter(ip("192.0.2.2")).is_ok(), "another client");
-        assert!(l.enter(ip("10.9.0.1")).expect("allowlisted").is_none());
+        let first = l.admit(client, Nanos(0)).expect("room").expect("a permit");
+        let second = l.admit(client, Nanos(0)).expect("room").expect("a permit");
+        assert!(l.admit(client, Nanos(0)).is_err(), "a third at once");
+        assert!(l.admit(ip("192.0.2.2"), Nanos(0)).is_ok(), "another client");
+        assert!(l
+            .admit(ip("10.9.0.1"), Nanos(0))
+            .expect("allowlisted")
+            .is_none());
         drop(first);
-        let third = l.enter(client).expect("room again");
+        let third = l.admit(client, Nanos(0)).expect("room again");
         drop((second, third));
         // Every permit returned: the slot is free for anyone.
-        assert!((0..2).all(|_| l.enter(client).is_ok_and(|p| p.is_some())));
+        assert!((0..2).all(|_| l.admit(client, Nanos(0)).is_ok_and(|p| p.is_some())));
     }
 
     /// Threads entering for one client at once share its slot: exactly the limit gets in.
@@ -410,7 +432,7 @@ mod tests {
                     let (l, start) = (Arc::clone(&l), Arc::clone(&start));
                     std::thread::spawn(move || {
                         start.wait();
-                        l.enter(ip("192.0.2.1")).ok().flatten()
+                        l.admit(ip("192.0.2.1"), Nanos(0)).ok().flatten()
                     })
                 })
                 .collect();
