@@ -866,6 +866,15 @@ mod tests {
         assert_eq!(target2.pool.counts(), (3, 0));
     }
 
+    /// The route of `/` once `s` is applied.
+    fn route_at_root(s: RoutingSnapshot) -> Arc<RouteChoice> {
+        let live = LiveRouting::new();
+        live.apply(s);
+        let table = live.load_full();
+        let choice = table.router.lookup_path("any", "/").ok().flatten();
+        Arc::clone(choice.expect("route"))
+    }
+
     /// Adds the Service `canary` (one endpoint) beside the route's backend.
     fn with_canary_backend(s: &mut RoutingSnapshot) -> BackendKey {
         let canary = BackendKey {
@@ -898,15 +907,7 @@ mod tests {
                 weight: 10,
             },
         ];
-        let live = LiveRouting::new();
-        live.apply(s);
-        let table = live.load_full();
-        let choice = table
-            .router
-            .lookup_path("any", "/")
-            .ok()
-            .flatten()
-            .expect("route");
+        let choice = route_at_root(s);
         // 100,000 seeded draws: one standard deviation of a 10 % share is 0.095 points, so
         // ±0.5 points is over 5 sigma.
         let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
@@ -935,15 +936,7 @@ mod tests {
                 weight_total: 1000,
             },
         });
-        let live = LiveRouting::new();
-        live.apply(s);
-        let table = live.load_full();
-        let choice = table
-            .router
-            .lookup_path("any", "/")
-            .ok()
-            .flatten()
-            .expect("route");
+        let choice = route_at_root(s);
         let undecided = pingora::http::RequestHeader::build("GET", b"/", None).expect("request");
         let mut rng = rand::rngs::SmallRng::seed_from_u64(26);
         let canary_picks = (0..100_000)
