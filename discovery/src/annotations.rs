@@ -276,7 +276,7 @@ pub fn unsupported(annotations: Option<&BTreeMap<String, String>>) -> Vec<String
             Some(name) => !KNOWN.contains(&name),
             None => key
                 .strip_prefix(crate::nginx::PREFIX)
-                .is_some_and(|name| !crate::nginx::KNOWN.contains(&name)),
+                .is_some_and(|name| !crate::nginx::is_known(name)),
         })
         .cloned()
         .collect()

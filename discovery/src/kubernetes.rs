@@ -1,5 +1,5 @@
-//! The Kubernetes source: watches Ingresses, IngressClasses, Services, EndpointSlices and
-//! TLS Secrets with kube-rs reflectors and publishes [`ClusterObjects`] — first once every
+//! The Kubernetes source: watches Ingresses, IngressClasses, Services, EndpointSlices, TLS
+//! Secrets and Opaque Secrets (basic auth's password files) with kube-rs reflectors and publishes [`ClusterObjects`] — first once every
 //! kind has finished its initial sync, then after each debounced burst of changes. The
 //! objects go through the same [`crate::translate()`] as manifests.
 //!
@@ -125,10 +125,19 @@ pub async fn run(
     let (secrets, s5) = watch_kind(
         api::<Secret>(&client, ns),
         watcher::Config::default().fields("type=kubernetes.io/tls"),
-        "Secret",
+        "TLS Secret",
         drop_bookkeeping,
     );
-    let mut events = select_all([s1, s2, s3, s4, s5]);
+    // Basic auth's password files (`auth-secret`) are Opaque Secrets; other types (service
+    // account tokens, Helm releases) are never read, so never held.
+    let (opaque_secrets, s6) = watch_kind(
+        api::<Secret>(&client, ns),
+        watcher::Config::default().fields("type=Opaque"),
+        "Opaque Secret",
+        drop_bookkeeping,
+    );
+    let mut events = select_all([s1, s2, s3, s4, s5, s6]);
+    const WATCHED_KINDS: usize = 6;
     let mut synced: Vec<&'static str> = Vec::new();
     let mut last_error: Option<String> = None;
     let mut dirty_since: Option<tokio::time::Instant> = None;
@@ -137,7 +146,7 @@ pub async fn run(
         ingress_classes: snapshot(&classes),
         services: snapshot(&services),
         endpoint_slices: snapshot(&slices),
-        secrets: snapshot(&secrets),
+        secrets: [snapshot(&secrets), snapshot(&opaque_secrets)].concat(),
     };
     loop {
         let next = match dirty_since {
@@ -166,7 +175,7 @@ pub async fn run(
                 last_error = None;
                 if !synced.contains(&kind) {
                     synced.push(kind);
-                    if synced.len() == 5 {
+                    if synced.len() == WATCHED_KINDS {
                         // Ready: publish at once, no debounce.
                         publish(collect());
                         continue;
@@ -175,7 +184,7 @@ pub async fn run(
             }
             Progress::Changed => last_error = None,
         }
-        if synced.len() == 5 && dirty_since.is_none() {
+        if synced.len() == WATCHED_KINDS && dirty_since.is_none() {
             dirty_since = Some(tokio::time::Instant::now());
         }
     }

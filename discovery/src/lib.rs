@@ -10,7 +10,9 @@
 //! a pure function of its inputs; all I/O lives in the source modules.
 
 pub mod annotations;
+pub mod auth;
 pub mod cidr;
+pub mod htpasswd;
 pub mod kubernetes;
 pub mod manifests;
 pub mod migrate;
@@ -26,10 +28,11 @@ pub use annotations::{BackendProtocol, HashKey, RoutePolicy};
 pub use cidr::Cidr;
 pub use objects::ClusterObjects;
 pub use snapshot::{
-    AffinityCookie, AffinityMode, BackendKey, BackendSnapshot, Canary, CanaryHeader, CanaryRule,
-    Cors, ErrorPages, HeaderModifier, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch,
-    PathRewrite, RateLimit, Redirect, RedirectTo, Rejection, RequestConditions, RetryOn,
-    RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess,
-    StringMatch, UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
+    AffinityCookie, AffinityMode, Authentication, BackendKey, BackendSnapshot, BasicAuth, Canary,
+    CanaryHeader, CanaryRule, Cors, ErrorPages, ExternalAuth, HeaderModifier, HostMatch, ObjectRef,
+    OverriddenAnnotation, PathMatch, PathRewrite, RateLimit, Redirect, RedirectTo, Rejection,
+    RequestConditions, RetryOn, RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite,
+    SessionAffinity, SourceAccess, StringMatch, UnsupportedAnnotation, UrlRewrite, ValueMatch,
+    WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

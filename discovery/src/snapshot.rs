@@ -383,6 +383,9 @@ pub struct RoutingSnapshot {
     pub backends: BTreeMap<BackendKey, BackendSnapshot>,
     /// Objects skipped because they are invalid.
     pub rejected: Vec<Rejection>,
+    /// Problems of served Ingresses' authentication: one that made it unusable (its routes
+    /// answer 503), or an entry of a password file that cannot log in.
+    pub auth_problems: Vec<Rejection>,
     /// Ingresses of our class that made it in.
     pub ingresses: Vec<ObjectRef>,
     /// Annotations of those Ingresses that weir does not implement.
@@ -536,6 +539,68 @@ pub struct RoutePolicy {
     /// Session affinity by cookie (ingress-nginx's `affinity: cookie`; absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<SessionAffinity>,
+    /// Who may use the route (ingress-nginx's `auth-*` annotations; absent: anyone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Authentication>,
+}
+
+/// Who may use a route: ingress-nginx's basic and external authentication.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Authentication {
+    /// Each request must pass these checks, basic first.
+    Required {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        basic: Option<BasicAuth>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        external: Option<Box<ExternalAuth>>,
+    },
+    /// The annotations ask for authentication weir cannot set up (the reason: a missing or
+    /// broken Secret, a bad value): every request is answered 503, never let through.
+    Unusable(String),
+}
+
+/// `auth-type: basic`: a request must carry the credentials of a user of the Secret's
+/// password file, else 401 with `WWW-Authenticate: Basic realm="<realm>"`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BasicAuth {
+    pub realm: String,
+    pub secret: ObjectRef,
+    /// The users and their hashes (shown as a count: hashes are never printed).
+    #[serde(serialize_with = "user_count")]
+    pub users: Arc<crate::htpasswd::Htpasswd>,
+}
+
+fn user_count<S: serde::Serializer>(
+    users: &Arc<crate::htpasswd::Htpasswd>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(users.len() as u64)
+}
+
+/// `auth-url`: each request is first asked of an authentication service (a subrequest with
+/// its method, URI and fields, no body); a 2xx lets it on, 401 and 403 go back to the
+/// client, anything else (or no answer in time) is a 500.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExternalAuth {
+    /// `http(s)://host[:port]/path[?query]`.
+    pub url: String,
+    /// `auth-method`: the subrequest's method (absent: the request's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// `auth-signin`: where a 401 from the service redirects the client (302), with the
+    /// URL it asked for in the query parameter `signin_redirect_param`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signin: Option<String>,
+    pub signin_redirect_param: String,
+    /// `auth-response-headers`: fields of the service's 2xx answer copied onto the upstream
+    /// request (replacing any the client sent of the same name), lower case.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<String>,
+    /// `auth-request-redirect`: the subrequest's `X-Auth-Request-Redirect` (absent: the
+    /// request's URI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<String>,
 }
 
 /// A rule's per-replica limits by client address (the address weir trusts): a client may
@@ -698,6 +763,7 @@ impl Default for RoutePolicy {
             source_access: None,
             rate_limit: None,
             affinity: None,
+            auth: None,
         }
     }
 }

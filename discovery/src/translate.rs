@@ -7,10 +7,10 @@
 
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
-    BackendKey, BackendSnapshot, Canary, CanaryRule, ErrorPages, HeaderModifier, HostMatch,
-    ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, Redirect, RedirectTo, Rejection,
-    RequestConditions, RouteFilter, RouteSnapshot, RoutingSnapshot, UnsupportedAnnotation,
-    UrlRewrite, WeightedBackend,
+    Authentication, BackendKey, BackendSnapshot, Canary, CanaryRule, ErrorPages, HeaderModifier,
+    HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, Redirect, RedirectTo,
+    Rejection, RequestConditions, RouteFilter, RouteSnapshot, RoutingSnapshot,
+    UnsupportedAnnotation, UrlRewrite, WeightedBackend,
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
@@ -93,7 +93,7 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     let mut tls_claimed: HashSet<HostMatch> = HashSet::new();
     for ingress in ours {
         let ingress_ref = meta_ref("Ingress", &ingress.metadata);
-        let (routes, default_backend, tls_hosts, canary, www) =
+        let (routes, default_backend, tls_hosts, canary, www, auth_problems) =
             match ingress_routes(ingress, &ingress_ref, objects) {
                 Ok(r) => r,
                 Err(reason) => {
@@ -104,6 +104,12 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
                     continue;
                 }
             };
+        for reason in auth_problems {
+            snapshot.auth_problems.push(Rejection {
+                object: ingress_ref.clone(),
+                reason,
+            });
+        }
         for annotation in crate::annotations::unsupported(ingress.metadata.annotations.as_ref()) {
             snapshot.unsupported.push(UnsupportedAnnotation {
                 object: ingress_ref.clone(),
@@ -330,6 +336,7 @@ type IngressRoutes = (
     Vec<(HostMatch, String)>,
     Option<CanaryRule>,
     Vec<RouteSnapshot>,
+    Vec<String>,
 );
 
 /// Every rule of one Ingress, or the first reason it is invalid.
@@ -348,6 +355,13 @@ fn ingress_routes(
     let nginx = crate::nginx::read(annotations)?;
     let mut policy = crate::annotations::route_policy(annotations)?;
     nginx.policy.apply_to(&mut policy, annotations);
+    let (auth, mut auth_problems) = crate::auth::read(annotations, namespace, &objects.secrets);
+    if let Some(Authentication::Unusable(reason)) = &auth {
+        auth_problems.push(format!(
+            "{reason}; its routes answer 503 until this is fixed"
+        ));
+    }
+    policy.auth = auth;
     let tls_hosts = crate::tls::ingress_tls_hosts(spec.tls.as_deref().unwrap_or_default())?;
     // `weir.dev/ssl-redirect` wins over ingress-nginx's `ssl-redirect` and
     // `force-ssl-redirect`; both `ssl-redirect`s default to true.
@@ -526,7 +540,14 @@ fn ingress_routes(
         true => www_redirects(&routes),
         false => Vec::new(),
     };
-    Ok((routes, default_backend, tls_hosts, nginx.canary, www))
+    Ok((
+        routes,
+        default_backend,
+        tls_hosts,
+        nginx.canary,
+        www,
+        auth_problems,
+    ))
 }
 
 /// The first port of a Service, as ingress-nginx's `default-backend` annotation uses it (by

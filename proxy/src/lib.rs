@@ -26,3 +26,4 @@ pub mod http;
 pub mod listener;
 pub mod request;
 pub mod routes;
+pub mod subrequest;

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub outlier_ejections_total: IntCounterVec,
     pub upstream_errors_total: IntCounterVec,
     pub requests_rejected_total: IntCounterVec,
+    /// Authentication checks by kind (`basic`, `external`) and result.
+    pub auth_duration: HistogramVec,
     pub connections_open: IntGauge,
     pub connections_parked: IntGauge,
     pub connections_refused_total: IntCounter,
@@ -149,6 +151,15 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let auth_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_auth_duration_seconds",
+                "Time to authenticate a request, by kind (basic, external) and result (allowed, denied, error).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(auth_duration.clone()))?;
         let endpoints = prometheus::IntGaugeVec::new(
             Opts::new(
                 "weir_endpoints",
@@ -225,6 +236,7 @@ impl Metrics {
             outlier_ejections_total,
             upstream_errors_total,
             requests_rejected_total,
+            auth_duration,
             connections_open,
             connections_parked,
             connections_refused_total,

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 pub use weir_discovery::cidr::{canonical, Cidr};
 
 /// Fields weir sets on an upstream request (`X-Forwarded-*`, trace context), replacing any
-/// of the same name the client sent.
+/// of the same name the client sent; an empty value removes the client's and sends none.
 pub(crate) type UpstreamHeaders = smallvec::SmallVec<[(http::HeaderName, http::HeaderValue); 5]>;
 
 /// The client's address (the TCP peer) as an IP, when it is an inet socket; `peer` is the

@@ -580,7 +580,7 @@ impl<'f> ClientRequest<'f> {
             lines.line(out, field);
         }
         lines.flush(out);
-        for (name, value) in set {
+        for (name, value) in set.iter().filter(|(_, value)| !value.is_empty()) {
             put_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         out.put_slice(b"\r\n");
@@ -703,7 +703,7 @@ pub(crate) fn write_upstream_of_h2(
         }
         out.put_slice(b"\r\n");
     }
-    for (name, value) in set {
+    for (name, value) in set.iter().filter(|(_, value)| !value.is_empty()) {
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.put_slice(b"\r\n");

@@ -28,6 +28,7 @@
 pub mod access_log;
 pub mod affinity;
 pub mod answers;
+pub mod auth;
 pub mod concurrency;
 pub mod cors;
 pub mod phases;

@@ -17,11 +17,13 @@ use crate::http::request_view::RequestView;
 use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::affinity::NewSession;
 use crate::request::answers::{https_location, redirect_location, redirect_response};
+use crate::request::auth::{BasicOutcome, Described, ExternalVerdict, RouteAuth};
 use crate::request::concurrency::ConcurrencyPermit;
 use crate::request::rate_limit::Limited;
 use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
 use crate::routes::routing::{LiveRouting, RouteTarget};
+use crate::subrequest::{Deadlines, Subrequests};
 use http::{HeaderName, HeaderValue};
 use pingora::prelude::*;
 use smallvec::SmallVec;
@@ -41,6 +43,18 @@ const RATE_LIMITED: Rejection = Rejection::new(429, "rate_limited");
 
 /// A client with its rule's `limit-connections` requests in flight already.
 const CLIENT_CONCURRENCY: Rejection = Rejection::new(429, "client_concurrency");
+
+/// A request without the credentials of a user of its route's password file (basic auth).
+const AUTH_REQUIRED: Rejection = Rejection::new(401, "auth_required");
+
+/// A request its route's authentication service answered 401 or 403.
+const AUTH_DENIED: Rejection = Rejection::new(401, "auth_denied");
+
+/// A request whose authentication service failed, answered another status or not in time.
+const AUTH_FAILED: Rejection = Rejection::new(500, "auth_failed");
+
+/// A request of a route whose authentication could not be set up (a broken Secret).
+const AUTH_UNUSABLE: Rejection = Rejection::new(503, "auth_unusable");
 
 /// A request body over its route's `proxy-body-size`.
 const BODY_TOO_LARGE: Rejection = Rejection::new(413, "request_body_too_large");
@@ -85,6 +99,8 @@ pub struct WeirProxy {
     allow_encoded_slashes: bool,
     access_log: AccessLog,
     in_flight: Arc<InFlightRequests>,
+    /// Sends the external auth checks.
+    subrequests: Arc<Subrequests>,
 }
 
 /// What the command line decides about the request path.
@@ -111,6 +127,7 @@ impl WeirProxy {
             allow_encoded_slashes: options.allow_encoded_slashes,
             access_log: options.access_log,
             in_flight: Arc::default(),
+            subrequests: Arc::default(),
             routing,
             metrics,
             telemetry,
@@ -161,6 +178,9 @@ pub struct RequestCtx {
     /// the route retries, or its error backend answers): the engine's failure report that
     /// follows is that attempt.
     status_retry: bool,
+    /// Fields its external auth check's answer puts on the upstream request
+    /// (`auth-response-headers`).
+    auth_fields: Option<Box<UpstreamHeaders>>,
     /// The request went on to its route's error backend after an upstream answered with
     /// this status (`custom-http-errors`), and the target it was diverted from.
     diverted: Option<(u16, Arc<RouteTarget>)>,
@@ -207,6 +227,14 @@ fn rate_limited(wait: Option<Duration>) -> Result<pingora::http::ResponseHeader>
     Ok(resp)
 }
 
+/// The answer to a request without a user's credentials: 401 with the route's challenge.
+fn unauthorized(challenge: &HeaderValue) -> Result<pingora::http::ResponseHeader> {
+    let mut resp = pingora::http::ResponseHeader::build(AUTH_REQUIRED.status, Some(2))?;
+    resp.insert_header(http::header::WWW_AUTHENTICATE, challenge.clone())?;
+    resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    Ok(resp)
+}
+
 /// What [`WeirProxy::admit`] decided about a request before any upstream is involved.
 pub(crate) enum Admission {
     /// Send it upstream: `ctx.target` is set.
@@ -247,13 +275,14 @@ impl WeirProxy {
             idempotent: false,
             status_retry: false,
             diverted: None,
+            auth_fields: None,
             _in_flight: self.in_flight.enter(),
         }
     }
 
     /// Checks the request, normalises its path and matches its route (first phase).
     /// `client_ip`: the connection's peer; `tls`: the connection is TLS.
-    pub(crate) fn admit(
+    pub(crate) async fn admit(
         &self,
         req: &mut impl RequestView,
         client_ip: Option<IpAddr>,
@@ -347,6 +376,17 @@ impl WeirProxy {
                 }
             }
         }
+        // The route's authentication (after the rate limit, as nginx's access phase follows
+        // `limit_req`; before the rewrite, so the check sees what the client asked for).
+        if let Some(auth) = &target.auth {
+            if let Some(answer) = self
+                .authenticate(auth, &*req, client_ip, tls, &target, ctx)
+                .await
+            {
+                ctx.target = Some(target);
+                return answer;
+            }
+        }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
         // path is put in normal form again, as the client's was: captures are the client's
         // bytes, and the upstream must not read `..` the rewrite put together.
@@ -408,6 +448,119 @@ impl WeirProxy {
     }
 
     /// Counts and logs a refused request.
+    /// The route's authentication of `req`: `None` lets it on; otherwise the answer (401,
+    /// 403, a sign-in redirect, 500 for a failed check, 503 for a route whose
+    /// authentication could not be set up), counted.
+    async fn authenticate(
+        &self,
+        auth: &RouteAuth,
+        req: &impl RequestView,
+        client_ip: Option<IpAddr>,
+        tls: bool,
+        target: &RouteTarget,
+        ctx: &mut RequestCtx,
+    ) -> Option<Admission> {
+        let (basic, external) = match auth {
+            RouteAuth::Required { basic, external } => (basic, external),
+            RouteAuth::Unusable => {
+                self.count_refused(AUTH_UNUSABLE);
+                return Some(Admission::Answer(
+                    AUTH_UNUSABLE.status,
+                    "authentication of this route is not configured\n",
+                ));
+            }
+        };
+        if let Some(basic) = basic {
+            let started = Instant::now();
+            let allowed = match basic.check(req.field(&http::header::AUTHORIZATION)) {
+                BasicOutcome::Allowed => true,
+                BasicOutcome::Denied => false,
+                // bcrypt takes milliseconds by design: off this thread, whose other
+                // connections would wait for it.
+                BasicOutcome::Verify(check) => tokio::task::spawn_blocking(move || check.run())
+                    .await
+                    .unwrap_or(false),
+            };
+            let result = if allowed { "allowed" } else { "denied" };
+            self.metrics
+                .auth_duration
+                .with_label_values(&["basic", result])
+                .observe(started.elapsed().as_secs_f64());
+            if !allowed {
+                self.count_refused(AUTH_REQUIRED);
+                return Some(head_or_500(unauthorized(&basic.challenge)));
+            }
+        }
+        if let Some(external) = external {
+            let started = Instant::now();
+            let request_uri = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path(), |p| p.as_str());
+            let about = Described {
+                scheme: if tls { "https" } else { "http" },
+                host: req.host(),
+                request_uri,
+                client: client_ip.map(|peer| trusted_client(&self.trusted_proxies, peer, req)),
+                forwarded_for: client_ip.map(|peer| {
+                    self.trusted_proxies
+                        .forwarded_for(peer, forwarded_chain(req).as_deref())
+                }),
+            };
+            let deadlines = Deadlines {
+                connect: target.connect_timeout,
+                read: target.read_timeout,
+            };
+            let verdict = match external.subrequest(req, &about) {
+                Ok((to, head)) => {
+                    // Boxed: the connector's future is large, and most requests never make it.
+                    match Box::pin(self.subrequests.send(&to, head, None, deadlines)).await {
+                        Ok(answer) => external.verdict(&answer, &about),
+                        Err(e) => {
+                            tracing::warn!(error = %e, route = %target.route, "external auth check failed");
+                            ExternalVerdict::Failed(0)
+                        }
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(error = why, route = %target.route, "external auth check not sent");
+                    ExternalVerdict::Failed(0)
+                }
+            };
+            let result = match &verdict {
+                ExternalVerdict::Allowed(_) => "allowed",
+                ExternalVerdict::Denied(_) => "denied",
+                ExternalVerdict::Failed(_) => "error",
+            };
+            self.metrics
+                .auth_duration
+                .with_label_values(&["external", result])
+                .observe(started.elapsed().as_secs_f64());
+            match verdict {
+                ExternalVerdict::Allowed(fields) => {
+                    if !fields.is_empty() {
+                        ctx.auth_fields = Some(Box::new(fields));
+                    }
+                }
+                ExternalVerdict::Denied(head) => {
+                    self.count_refused(AUTH_DENIED);
+                    return Some(Admission::Head(Box::new(head)));
+                }
+                ExternalVerdict::Failed(status) => {
+                    if status != 0 {
+                        tracing::warn!(status, route = %target.route, "external auth service answered neither 2xx, 401 nor 403");
+                    }
+                    self.count_refused(AUTH_FAILED);
+                    return Some(Admission::Answer(
+                        AUTH_FAILED.status,
+                        "authentication service failed\n",
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     fn refused(&self, rejection: Rejection) -> Admission {
         self.count_refused(rejection);
         Admission::Refuse(rejection)
@@ -588,6 +741,10 @@ impl WeirProxy {
         // The route's filters' fields (`upstream-vhost`, `x-forwarded-prefix`, ...).
         if let Some(target) = &ctx.target {
             set.extend(target.set_fields.iter().cloned());
+        }
+        // What the route's authentication service said of the client.
+        if let Some(fields) = &ctx.auth_fields {
+            set.extend(fields.iter().cloned());
         }
         // To an error backend: what it is to answer for, as ingress-nginx tells it.
         if let Some((status, from)) = &ctx.diverted {

@@ -28,13 +28,16 @@ pub struct Applied {
     pub rejected: Vec<Rejection>,
     pub unsupported: Vec<UnsupportedAnnotation>,
     pub overridden: Vec<OverriddenAnnotation>,
+    /// Problems of served Ingresses' authentication (unusable: their routes answer 503).
+    pub auth_problems: Vec<Rejection>,
 }
 
 /// What a Warning Event says of one object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Warning {
     object: ObjectRef,
-    /// The Event's reason: `Rejected`, `UnsupportedAnnotation` or `AnnotationOverridden`.
+    /// The Event's reason: `Rejected`, `UnsupportedAnnotation`, `AnnotationOverridden` or
+    /// `AuthProblem`.
     reason: &'static str,
     note: String,
 }
@@ -62,7 +65,16 @@ impl Applied {
             reason: "AnnotationOverridden",
             note: overridden_note(o),
         });
-        rejected.chain(unsupported).chain(overridden).collect()
+        let auth = self.auth_problems.iter().map(|a| Warning {
+            object: a.object.clone(),
+            reason: "AuthProblem",
+            note: a.reason.clone(),
+        });
+        rejected
+            .chain(unsupported)
+            .chain(overridden)
+            .chain(auth)
+            .collect()
     }
 }
 
@@ -146,6 +158,9 @@ impl ConfigApplier {
                 format!("{}: {}", u.object, unsupported_note(&u.annotation)),
             ));
         }
+        for a in &snapshot.auth_problems {
+            problems.push(("auth", format!("{}: {}", a.object, a.reason)));
+        }
         for o in &snapshot.overridden {
             problems.push((
                 "annotation_overridden",
@@ -171,6 +186,7 @@ impl ConfigApplier {
                 .collect(),
             unsupported: snapshot.unsupported.clone(),
             overridden: snapshot.overridden.clone(),
+            auth_problems: snapshot.auth_problems.clone(),
         };
         let ingresses = applied.served.len();
         let routes = self.routing.apply(snapshot);

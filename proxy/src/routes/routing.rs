@@ -10,6 +10,7 @@
 use crate::http::request_view::RequestView;
 use crate::http::rewrite::PathRewriter;
 use crate::request::affinity::SessionCookie;
+use crate::request::auth::RouteAuth;
 use crate::request::concurrency::ConcurrencyLimit;
 use crate::request::rate_limit::RateLimiter;
 use crate::routes::conditions::Conditions;
@@ -20,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_balancer::{EndpointRegistry, Nanos, Pool};
 use weir_discovery::{
-    BackendKey, CanaryHeader, HashKey, PathRewrite, RateLimit, RouteFilter, RouteSnapshot,
-    RoutingSnapshot, UrlRewrite,
+    Authentication, BackendKey, CanaryHeader, HashKey, PathRewrite, RateLimit, RouteFilter,
+    RouteSnapshot, RoutingSnapshot, UrlRewrite,
 };
 
 /// What a matched request is sent to, with its metric labels prepared once per reload.
@@ -76,6 +77,8 @@ pub struct RouteTarget {
     /// The Ingress's limits by client (`limit-rps`, `limit-rpm`, `limit-connections`; shared by
     /// its rules and their targets).
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Who may use the route (`auth-*`; shared by the Ingress's rules).
+    pub auth: Option<Arc<RouteAuth>>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
     /// This target's metric handles (filled by its first requests).
@@ -119,7 +122,11 @@ impl RouteTarget {
 }
 
 /// A rule's limits, shared by its targets: `max-concurrency`, the rate limit.
-type RuleLimits = (Option<Arc<ConcurrencyLimit>>, Option<Arc<RateLimiter>>);
+type RuleLimits = (
+    Option<Arc<ConcurrencyLimit>>,
+    Option<Arc<RateLimiter>>,
+    Option<Arc<RouteAuth>>,
+);
 
 /// TLS to `backend` of `route`, when its policy says https.
 fn upstream_tls(route: &RouteSnapshot, backend: &BackendKey) -> Option<UpstreamTls> {
@@ -165,6 +172,7 @@ impl RouteTarget {
             session_cookie: None,
             concurrency: None,
             rate_limit: None,
+            auth: None,
             series: Default::default(),
         }
     }
@@ -436,6 +444,9 @@ pub struct LiveRouting {
     /// Rate limits by rule, kept across snapshots while their settings stay (the clients'
     /// state goes on counting). Locked only while applying.
     rate_limits: Mutex<HashMap<String, (RateLimit, Arc<RateLimiter>)>>,
+    /// Authentication by Ingress, kept across snapshots while it stays the same (basic
+    /// auth's verified passwords stay cached). Locked only while applying.
+    auths: Mutex<HashMap<String, (Authentication, Arc<RouteAuth>)>>,
     /// This proxy's zone (`--zone`), for zone-aware pools.
     zone: Option<String>,
     registry: EndpointRegistry,
@@ -453,6 +464,7 @@ impl Default for LiveRouting {
             pools: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
+            auths: Mutex::new(HashMap::new()),
             zone: None,
             registry: EndpointRegistry::new(),
             ready: AtomicBool::new(false),
@@ -616,10 +628,28 @@ impl LiveRouting {
                 }
             }
         };
+        let mut auths = self
+            .auths
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut live_auths = std::collections::HashSet::new();
+        let mut auth_for = |route: &RouteSnapshot| -> Option<Arc<RouteAuth>> {
+            let auth = route.policy.auth.as_ref()?;
+            let key = route.ingress.to_string();
+            live_auths.insert(key.clone());
+            match auths.get(&key) {
+                Some((kept, compiled)) if kept == auth => Some(Arc::clone(compiled)),
+                _ => {
+                    let compiled = Arc::new(RouteAuth::new(auth));
+                    auths.insert(key, (auth.clone(), Arc::clone(&compiled)));
+                    Some(compiled)
+                }
+            }
+        };
         let target_to = |route: &RouteSnapshot,
                          backend: &BackendKey,
                          policy: &str,
-                         (concurrency, rate_limit): &RuleLimits|
+                         (concurrency, rate_limit, auth): &RuleLimits|
          -> Option<Arc<RouteTarget>> {
             let pool = pools.get(&(backend.clone(), policy.to_string()))?;
             // The error backend: the route's policy, none of its filters or its session.
@@ -674,12 +704,13 @@ impl LiveRouting {
                 }),
                 concurrency: concurrency.clone(),
                 rate_limit: rate_limit.clone(),
+                auth: auth.clone(),
                 series: Default::default(),
                 upstream_tls: upstream_tls(route, backend),
             }))
         };
         let mut target_for = |route: &RouteSnapshot, policy: &str| -> Option<Arc<RouteChoice>> {
-            let rule_limits: RuleLimits = (limit_for(route), rate_for(route));
+            let rule_limits: RuleLimits = (limit_for(route), rate_for(route), auth_for(route));
             let choice = if route.split.is_empty() {
                 RouteChoice::single(target_to(route, &route.backend, policy, &rule_limits)?)
             } else {
@@ -747,6 +778,7 @@ impl LiveRouting {
         limits.retain(|key, _| live_limits.contains(key));
         drop(limits);
         rate_limits.retain(|key, _| live_rates.contains(key));
+        auths.retain(|key, _| live_auths.contains(key));
         drop(rate_limits);
         if let Some(store) = &self.certificates {
             store.apply(&snapshot);

@@ -263,7 +263,7 @@ impl DirectPath {
         tls: bool,
     ) {
         let mut ctx = self.proxy.request_ctx();
-        let admission = self.proxy.admit(&mut req, client_ip, tls, &mut ctx);
+        let admission = self.proxy.admit(&mut req, client_ip, tls, &mut ctx).await;
         if req.head().content_length.is_some_and(|len| len > 0) {
             // The body, whole (the connection holds the client to its declared length);
             // trailers are dropped, as an HTTP/1.1 copy with a length cannot carry them.
@@ -418,7 +418,10 @@ impl DirectPath {
         // No raw head for the checks: they need it only to see a `Content-Length` Pingora's
         // parser dropped beside `Transfer-Encoding`, and this request's fields are the ones
         // received (`classify` takes no `Transfer-Encoding` either).
-        let admission = self.proxy.admit(&mut request, client_ip, tls, &mut ctx);
+        let admission = self
+            .proxy
+            .admit(&mut request, client_ip, tls, &mut ctx)
+            .await;
         let served = Served {
             request: &request,
             client_ip,

@@ -108,7 +108,7 @@ impl ProxyHttp for WeirProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let tls = is_tls(session);
         let peer = client_ip(session.client_addr());
-        match self.admit(session.req_header_mut(), peer, tls, ctx) {
+        match self.admit(session.req_header_mut(), peer, tls, ctx).await {
             Admission::Forward => Ok(false),
             Admission::Refuse(rejection) => {
                 // After a refusal, the framing of what follows on the connection is in doubt.
@@ -214,6 +214,11 @@ impl ProxyHttp for WeirProxy {
             ctx,
         );
         for (name, value) in set {
+            if value.is_empty() {
+                // Set to nothing: the client's field goes, and none replaces it.
+                upstream.remove_header(&name);
+                continue;
+            }
             // Named by its lowercase bytes, as the direct path writes it: a `HeaderName`
             // would be title-cased into a new string first (~900 instructions a field,
             // callgrind), for an upstream that reads names case-insensitively anyway.
