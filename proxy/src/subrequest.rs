@@ -103,7 +103,7 @@ impl Subrequests {
         let mut pooled_failures = 0;
         loop {
             let (session, reused) = self.connector.get_http_session(&peer).await?;
-            let exchange = exchange(session, head.clone(), body.clone());
+            let exchange = exchange(session, head.clone(), body.clone(), deadlines.read);
             match tokio::time::timeout(deadlines.connect + deadlines.read, exchange).await {
                 Ok(Ok((answer, session))) => {
                     if let Some(session) = session {
@@ -169,7 +169,11 @@ async fn exchange(
     mut session: HttpSession,
     head: RequestHeader,
     body: Option<Bytes>,
+    read_timeout: Duration,
 ) -> Result<(ResponseHeader, Option<HttpSession>)> {
+    // The connector leaves a session's timeouts to its user (as Pingora's proxy sets them).
+    session.set_read_timeout(Some(read_timeout));
+    session.set_write_timeout(Some(read_timeout));
     session.write_request_header(Box::new(head)).await?;
     if let Some(body) = body {
         session.write_request_body(body, true).await?;
