@@ -378,6 +378,26 @@ impl Pool {
             .collect()
     }
 
+    /// An endpoint still in slow start, chosen at random, while others have finished theirs:
+    /// where `weir.dev/warm-up-mirror` sends its copies. `None` without slow start, or when
+    /// every endpoint is new (as at startup), when copies would only double the load.
+    pub fn warming_endpoint<R: Rng + ?Sized>(&self, now: Nanos, rng: &mut R) -> Option<SocketAddr> {
+        let window = self.config.slow_start?.window;
+        let members = self.members.load();
+        let young = |e: &&Arc<EndpointState>| now.since(e.ready_since()) < window;
+        let count = members.routable.iter().filter(young).count();
+        if count == 0 || count == members.routable.len() {
+            return None;
+        }
+        let nth = rng.random_range(0..count);
+        members
+            .routable
+            .iter()
+            .filter(young)
+            .nth(nth)
+            .map(|e| e.addr())
+    }
+
     /// Chooses an endpoint for `request`. Never returns an endpoint in `request.tried`.
     pub fn pick<R: Rng + ?Sized>(&self, request: &PickRequest<'_>, rng: &mut R) -> Pick {
         let members = self.members.load();
@@ -789,6 +809,32 @@ mod tests {
 
     fn ready(ports: std::ops::RangeInclusive<u16>) -> Vec<EndpointSpec> {
         ports.map(|p| EndpointSpec::ready(addr(p))).collect()
+    }
+
+    #[test]
+    fn only_young_endpoints_beside_older_ones_are_warmed() {
+        let second = Nanos(1_000_000_000);
+        let reg = EndpointRegistry::new();
+        let pool = Pool::new(PoolConfig {
+            slow_start: Some(SlowStart::new(std::time::Duration::from_secs(30))),
+            ..PoolConfig::default()
+        });
+        let mut rng = SmallRng::seed_from_u64(3);
+        // At startup every endpoint is new: nothing to warm beside.
+        pool.update(&ready(1..=2), &reg, Nanos::ZERO);
+        assert_eq!(pool.warming_endpoint(Nanos(10 * second.0), &mut rng), None);
+        // Later, one joins: it is the one warmed, until its window ends.
+        pool.update(&ready(1..=3), &reg, Nanos(60 * second.0));
+        for _ in 0..20 {
+            assert_eq!(
+                pool.warming_endpoint(Nanos(70 * second.0), &mut rng),
+                Some(addr(3))
+            );
+        }
+        assert_eq!(pool.warming_endpoint(Nanos(91 * second.0), &mut rng), None);
+        // Without slow start there is no warming.
+        let (plain, _reg) = pool_of(Algorithm::RoundRobin, &ready(1..=2));
+        assert_eq!(plain.warming_endpoint(Nanos::ZERO, &mut rng), None);
     }
 
     #[test]

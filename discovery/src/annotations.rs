@@ -230,6 +230,20 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
         pool.latency_health_factor,
     )?;
     pool.zone_aware = flag("zone-aware", get("zone-aware"), pool.zone_aware)?;
+    if let Some(v) = get("warm-up-mirror") {
+        let share: f64 = number("warm-up-mirror", v, "a number")?;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "annotation {PREFIX}warm-up-mirror: {v:?} must be a share above 0 and at most 1"
+            ));
+        }
+        if pool.slow_start.is_none() {
+            return Err(format!(
+                "annotation {PREFIX}warm-up-mirror needs {PREFIX}slow-start: it warms endpoints while they are in slow start"
+            ));
+        }
+        policy.warm_up_mirror = Some(share);
+    }
     Ok(policy)
 }
 
@@ -257,6 +271,7 @@ const KNOWN: &[&str] = &[
     "slow-start-aggression",
     "slow-start-min-weight",
     "ssl-redirect",
+    "warm-up-mirror",
     "websocket-idle-timeout",
     "zone-aware",
 ];

@@ -31,8 +31,8 @@ pub use snapshot::{
     AffinityCookie, AffinityMode, Authentication, BackendKey, BackendSnapshot, BasicAuth, Canary,
     CanaryHeader, CanaryRule, Cors, ErrorPages, ExternalAuth, HeaderModifier, HostMatch, ObjectRef,
     OverriddenAnnotation, PathMatch, PathRewrite, RateLimit, Redirect, RedirectTo, Rejection,
-    RequestConditions, RetryOn, RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite,
-    SessionAffinity, SourceAccess, StringMatch, UnsupportedAnnotation, UrlRewrite, ValueMatch,
-    WeightedBackend,
+    RequestConditions, RequestMirror, RetryOn, RouteFilter, RouteSnapshot, RoutingSnapshot,
+    SameSite, SessionAffinity, SourceAccess, StringMatch, UnsupportedAnnotation, UrlRewrite,
+    ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -16,7 +16,7 @@
 
 use crate::snapshot::{
     is_cookie_attribute, AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule,
-    Cors, HashKey, RateLimit, Redirect, RedirectTo, RetryOn, RoutePolicy, SameSite,
+    Cors, HashKey, RateLimit, Redirect, RedirectTo, RequestMirror, RetryOn, RoutePolicy, SameSite,
     SessionAffinity, SourceAccess,
 };
 use std::collections::BTreeMap;
@@ -58,6 +58,10 @@ pub const KNOWN: &[&str] = &[
     "limit-rps",
     "limit-whitelist",
     "load-balance",
+    "mirror-host",
+    "mirror-request-body",
+    "mirror-target",
+    "mirror-uri",
     "permanent-redirect",
     "permanent-redirect-code",
     "proxy-body-size",
@@ -125,6 +129,8 @@ pub struct NginxAnnotations {
     pub default_backend: Option<String>,
     /// `enable-cors` with the `cors-*` annotations.
     pub cors: Option<Cors>,
+    /// `mirror-target` (or `mirror-uri`) with `mirror-host` and `mirror-request-body`.
+    pub mirror: Option<RequestMirror>,
     /// `custom-http-errors`: upstream statuses whose responses the error backend replaces.
     pub custom_http_errors: Vec<u16>,
     /// `service-upstream`: the Ingress's Services are reached at their cluster IPs.
@@ -317,6 +323,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
             read.cors = Some(cors(&get)?);
         }
     }
+    if let Some(target) = get("mirror-target").or_else(|| get("mirror-uri")) {
+        read.mirror = Some(mirror(target, &get)?);
+    }
     if let Some(value) = get("custom-http-errors") {
         read.custom_http_errors = status_list("custom-http-errors", value)?;
     }
@@ -438,6 +447,57 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
         });
     }
     Ok(read)
+}
+
+/// `mirror-target` (or `mirror-uri`, which ingress-nginx also takes as a URL) with
+/// `mirror-host` and `mirror-request-body`.
+fn mirror<'a>(
+    target: &str,
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<RequestMirror, String> {
+    let target = target.trim();
+    let bad = |why: &str| format!("annotation {PREFIX}mirror-target: {target:?} {why}");
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .ok_or_else(|| {
+            bad("is not an http:// or https:// URL (a path names an nginx location, which weir has not)")
+        })?;
+    let authority = rest.split(['/', '?', '$']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("has no host (or has user information)"));
+    }
+    if target
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"')
+    {
+        return Err(bad("has a space, quote or control character"));
+    }
+    // `$request_uri` is the one variable, and only at the end (as ingress-nginx documents).
+    let without = target.strip_suffix("$request_uri").unwrap_or(target);
+    if without.contains('$') {
+        return Err(bad("uses a variable other than a final $request_uri"));
+    }
+    let host = match get("mirror-host") {
+        Some(host) => {
+            Some(upstream_vhost(host).map_err(|e| e.replace("upstream-vhost", "mirror-host"))?)
+        }
+        None => None,
+    };
+    let body = match get("mirror-request-body").map(str::trim) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(format!(
+                "annotation {PREFIX}mirror-request-body: {other:?} is not on or off"
+            ))
+        }
+    };
+    Ok(RequestMirror {
+        url: target.to_string(),
+        host,
+        body,
+    })
 }
 
 /// `affinity` (only `cookie`) with `affinity-mode` and the `session-cookie-*` annotations,

@@ -141,6 +141,22 @@ pub enum RouteFilter {
     RequestHeaderModifier(HeaderModifier),
     /// Cross-origin requests: preflights answered by weir, the response's CORS fields set.
     Cors(Cors),
+    /// Send a copy of each request elsewhere too, its answer discarded.
+    RequestMirror(RequestMirror),
+}
+
+/// A copy of each request sent to `url` (ingress-nginx's `mirror-target`): the client never
+/// waits for it, and its answer, slowness or failure never reaches the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestMirror {
+    /// `http(s)://host[:port][/path]`, which may end in `$request_uri` (the client's path and
+    /// query), as ingress-nginx users write it.
+    pub url: String,
+    /// `mirror-host`: the copy's `Host` (absent: the URL's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `mirror-request-body` (on): the copy carries the request's body.
+    pub body: bool,
 }
 
 /// Gateway API's CORS filter, as ingress-nginx's `enable-cors` annotations fill it. A request
@@ -539,6 +555,11 @@ pub struct RoutePolicy {
     /// Session affinity by cookie (ingress-nginx's `affinity: cookie`; absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<SessionAffinity>,
+    /// `weir.dev/warm-up-mirror`: while an endpoint is in slow start, this share of the
+    /// route's idempotent requests without a body is also copied to it (the copy's answer
+    /// discarded), so its caches and JIT warm before its weight grows (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_up_mirror: Option<f64>,
     /// Who may use the route (ingress-nginx's `auth-*` annotations; absent: anyone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Authentication>,
@@ -763,6 +784,7 @@ impl Default for RoutePolicy {
             source_access: None,
             rate_limit: None,
             affinity: None,
+            warm_up_mirror: None,
             auth: None,
         }
     }

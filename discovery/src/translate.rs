@@ -393,6 +393,9 @@ fn ingress_routes(
         if let Some(redirect) = &nginx.redirect {
             filters.push(RouteFilter::RequestRedirect(redirect.clone()));
         }
+        if let Some(mirror) = &nginx.mirror {
+            filters.push(RouteFilter::RequestMirror(mirror.clone()));
+        }
         // As ingress-nginx: no rewrite where the target is the rule's own path.
         let path = nginx
             .rewrite_target

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub requests_rejected_total: IntCounterVec,
     /// Authentication checks by kind (`basic`, `external`) and result.
     pub auth_duration: HistogramVec,
+    /// Mirror and warm-up copies by kind and result (sent, failed, dropped).
+    pub mirror_requests_total: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_parked: IntGauge,
     pub connections_refused_total: IntCounter,
@@ -160,6 +162,14 @@ impl Metrics {
             &["kind", "result"],
         )?;
         registry.register(Box::new(auth_duration.clone()))?;
+        let mirror_requests_total = IntCounterVec::new(
+            Opts::new(
+                "weir_mirror_requests_total",
+                "Copies of requests sent elsewhere, by kind (mirror, warm_up) and result (sent: answered, failed: no answer in time, dropped: not sent, too many in flight or too large a body).",
+            ),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests_total.clone()))?;
         let endpoints = prometheus::IntGaugeVec::new(
             Opts::new(
                 "weir_endpoints",
@@ -237,6 +247,7 @@ impl Metrics {
             upstream_errors_total,
             requests_rejected_total,
             auth_duration,
+            mirror_requests_total,
             connections_open,
             connections_parked,
             connections_refused_total,

@@ -12,7 +12,7 @@
 
 use crate::http::forwarded::UpstreamHeaders;
 use crate::http::request_view::RequestView;
-use crate::subrequest::Destination;
+use crate::request::copies::{copy_head, escape, Described, Template};
 use base64::Engine as _;
 use foldhash::HashMap;
 use http::{HeaderName, HeaderValue, Method};
@@ -227,19 +227,8 @@ pub enum ExternalVerdict {
     Failed(u16),
 }
 
-/// Fields of the client's request that do not go on the subrequest: its framing and
-/// connection, and what the subrequest sets itself.
-const NOT_COPIED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "expect",
-    "host",
+/// Fields of the client's request the check sets itself (a client's own are dropped).
+const SET_BY_CHECK: &[&str] = &[
     "x-original-url",
     "x-original-uri",
     "x-original-method",
@@ -250,18 +239,6 @@ const NOT_COPIED: &[&str] = &[
     "x-forwarded-host",
     "x-forwarded-proto",
 ];
-
-/// The request as the external check describes it to the service.
-pub struct Described<'a> {
-    pub scheme: &'static str,
-    /// The client's `Host` (or authority).
-    pub host: &'a str,
-    /// Path and query as the client sent them (normal form).
-    pub request_uri: &'a str,
-    /// The client as weir trusts it, and the `X-Forwarded-For` chain weir sends.
-    pub client: Option<std::net::IpAddr>,
-    pub forwarded_for: Option<HeaderValue>,
-}
 
 impl ExternalCheck {
     pub fn new(ext: &ExternalAuth) -> Result<ExternalCheck, String> {
@@ -281,9 +258,9 @@ impl ExternalCheck {
             .map(|r| HeaderValue::try_from(r).map_err(|e| e.to_string()))
             .transpose()?;
         Ok(ExternalCheck {
-            url: Template(ext.url.as_str().into()),
+            url: Template::new(&ext.url),
             method,
-            signin: ext.signin.as_deref().map(|s| Template(s.into())),
+            signin: ext.signin.as_deref().map(Template::new),
             signin_param: ext.signin_redirect_param.as_str().into(),
             copy,
             request_redirect,
@@ -295,35 +272,16 @@ impl ExternalCheck {
         &self,
         req: &impl RequestView,
         about: &Described<'_>,
-    ) -> Result<(Destination, RequestHeader), String> {
+    ) -> Result<(crate::subrequest::Destination, RequestHeader), String> {
         let url: http::Uri = self
             .url
             .fill(about)
             .parse()
             .map_err(|e| format!("auth-url is not a URL for this request: {e}"))?;
-        let to = Destination::of(&url)?;
-        let path = url.path_and_query().map_or("/", |p| p.as_str());
         let method = self.method.clone().unwrap_or_else(|| req.method().clone());
-        let mut head = RequestHeader::build(method.clone(), path.as_bytes(), Some(16))
-            .map_err(|e| e.to_string())?;
+        let (to, mut head) = copy_head(req, method, &url, SET_BY_CHECK)?;
         let failed = |e: pingora::BError| e.to_string();
-        for (name, value) in req.fields() {
-            let skip = NOT_COPIED
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
-            if skip {
-                continue;
-            }
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-            {
-                head.append_header(name, value).map_err(failed)?;
-            }
-        }
-        let authority = url.authority().map_or("", |a| a.as_str()).to_string();
         let original_url = format!("{}://{}{}", about.scheme, about.host, about.request_uri);
-        head.insert_header(http::header::HOST, authority)
-            .map_err(failed)?;
         head.insert_header("x-original-url", original_url)
             .map_err(failed)?;
         head.insert_header("x-original-uri", about.request_uri)
@@ -425,51 +383,6 @@ fn denied<'a>(
     Some(head)
 }
 
-/// A URL with the variables of `auth-url` / `auth-signin` ([`weir_discovery::auth::URL_VARIABLES`]).
-#[derive(Debug)]
-struct Template(Box<str>);
-
-impl Template {
-    /// The URL for one request: one pass over the template, so nothing the request brings
-    /// is read as a variable.
-    fn fill(&self, about: &Described<'_>) -> String {
-        let mut out = String::with_capacity(self.0.len() + about.request_uri.len());
-        let mut rest = &*self.0;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            rest = &rest[at..];
-            // Longest name first: `$escaped_request_uri` is not `$e...`.
-            let name = ["$escaped_request_uri", "$request_uri", "$scheme", "$host"]
-                .into_iter()
-                .find(|name| rest.starts_with(name));
-            match name {
-                Some("$escaped_request_uri") => out.push_str(&escape(about.request_uri)),
-                Some("$request_uri") => out.push_str(about.request_uri),
-                Some("$scheme") => out.push_str(about.scheme),
-                Some(_) => out.push_str(about.host),
-                // Checked when read; kept as written.
-                None => out.push('$'),
-            }
-            rest = &rest[name.map_or(1, str::len)..];
-        }
-        out.push_str(rest);
-        out
-    }
-}
-
-/// Percent-encodes everything but unreserved characters (as a query parameter's value).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3 / 2);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,22 +464,5 @@ mod tests {
             check.check(Some(&header("bob:s3cret pas"))),
             BasicOutcome::Verify(_)
         ));
-    }
-
-    #[test]
-    fn templates_fill_the_request_and_escape_it() {
-        let about = Described {
-            scheme: "https",
-            host: "shop.example",
-            request_uri: "/cart?id=1&x=a b&$host",
-            client: None,
-            forwarded_for: None,
-        };
-        let t =
-            Template("https://$host/oauth2/start?rd=$escaped_request_uri&u=$request_uri".into());
-        assert_eq!(
-            t.fill(&about),
-            "https://shop.example/oauth2/start?rd=%2Fcart%3Fid%3D1%26x%3Da%20b%26%24host&u=/cart?id=1&x=a b&$host"
-        );
     }
 }

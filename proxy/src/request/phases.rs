@@ -17,8 +17,10 @@ use crate::http::request_view::RequestView;
 use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::affinity::NewSession;
 use crate::request::answers::{https_location, redirect_location, redirect_response};
-use crate::request::auth::{BasicOutcome, Described, ExternalVerdict, RouteAuth};
+use crate::request::auth::{BasicOutcome, ExternalVerdict, RouteAuth};
 use crate::request::concurrency::ConcurrencyPermit;
+use crate::request::copies::Described;
+use crate::request::mirror::{MirrorSender, PendingCopy};
 use crate::request::rate_limit::Limited;
 use crate::request::retry;
 use crate::request::telemetry::{RequestTrace, Telemetry};
@@ -101,6 +103,8 @@ pub struct WeirProxy {
     in_flight: Arc<InFlightRequests>,
     /// Sends the external auth checks.
     subrequests: Arc<Subrequests>,
+    /// Sends mirror and warm-up copies.
+    mirrors: Arc<MirrorSender>,
 }
 
 /// What the command line decides about the request path.
@@ -121,13 +125,15 @@ impl WeirProxy {
         telemetry: Arc<Telemetry>,
         options: DataPlaneOptions,
     ) -> Self {
+        let subrequests = Arc::new(Subrequests::default());
         WeirProxy {
             trusted_proxies: options.trusted_proxies,
             limits: options.limits,
             allow_encoded_slashes: options.allow_encoded_slashes,
             access_log: options.access_log,
             in_flight: Arc::default(),
-            subrequests: Arc::default(),
+            subrequests: Arc::clone(&subrequests),
+            mirrors: Arc::new(MirrorSender::new(subrequests, metrics.clone())),
             routing,
             metrics,
             telemetry,
@@ -181,6 +187,8 @@ pub struct RequestCtx {
     /// Fields its external auth check's answer puts on the upstream request
     /// (`auth-response-headers`).
     auth_fields: Option<Box<UpstreamHeaders>>,
+    /// The route's mirror copy of the request, waiting for its body.
+    mirror: Option<Box<PendingCopy>>,
     /// The request went on to its route's error backend after an upstream answered with
     /// this status (`custom-http-errors`), and the target it was diverted from.
     diverted: Option<(u16, Arc<RouteTarget>)>,
@@ -276,6 +284,7 @@ impl WeirProxy {
             status_retry: false,
             diverted: None,
             auth_fields: None,
+            mirror: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -387,6 +396,17 @@ impl WeirProxy {
                 return answer;
             }
         }
+        // The route's mirror: a copy of the request as the client sent it.
+        if let Some(mirror) = &target.mirror {
+            let about = self.described(&*req, client_ip, tls);
+            match mirror.copy(&*req, &about) {
+                Ok(copy) => ctx.mirror = Some(Box::new(copy)),
+                Err(why) => {
+                    tracing::debug!(error = why, route = %target.route, "no mirror copy");
+                    self.mirrors.dropped("mirror");
+                }
+            }
+        }
         // The route's path rewrite: what goes upstream from here on (routing is done). Its
         // path is put in normal form again, as the client's was: captures are the client's
         // bytes, and the upstream must not read `..` the rewrite put together.
@@ -443,11 +463,52 @@ impl WeirProxy {
                 }
             }
         }
+        // Copies of the request that go elsewhere too: a mirror's now if it carries no
+        // body (else once the body is complete, [`WeirProxy::mirror_body`]); a warm-up copy
+        // for an endpoint in slow start, of the request as the upstream gets it.
+        if ctx.mirror.as_ref().is_some_and(|copy| !copy.wants_body()) {
+            self.mirror_body(ctx, &[], true);
+        }
+        if let Some(share) = target.warm_up_mirror {
+            let bodiless = req
+                .field(&http::header::CONTENT_LENGTH)
+                .is_none_or(|l| l == b"0")
+                && req.field(&http::header::TRANSFER_ENCODING).is_none();
+            let mut rng = rand::rng();
+            if ctx.idempotent && bodiless && rand::Rng::random_bool(&mut rng, share) {
+                if let Some(addr) = target.pool.warming_endpoint(Nanos::now(), &mut rng) {
+                    match PendingCopy::warm_up(&*req, addr) {
+                        Ok(copy) => self.mirrors.send(copy),
+                        Err(why) => {
+                            tracing::debug!(error = why, "no warm-up copy");
+                            self.mirrors.dropped("warm_up");
+                        }
+                    }
+                }
+            }
+        }
         ctx.target = Some(target);
         Admission::Forward
     }
 
-    /// Counts and logs a refused request.
+    /// A piece of the request's body for its mirror copy (`end`: the body is complete, and
+    /// the copy goes). A copy whose body grows too large is dropped.
+    pub(crate) fn mirror_body(&self, ctx: &mut RequestCtx, piece: &[u8], end: bool) {
+        let Some(copy) = ctx.mirror.as_mut() else {
+            return;
+        };
+        if !copy.add_body(piece) {
+            ctx.mirror = None;
+            self.mirrors.dropped("mirror");
+            return;
+        }
+        if end {
+            if let Some(copy) = ctx.mirror.take() {
+                self.mirrors.send(*copy);
+            }
+        }
+    }
+
     /// The route's authentication of `req`: `None` lets it on; otherwise the answer (401,
     /// 403, a sign-in redirect, 500 for a failed check, 503 for a route whose
     /// authentication could not be set up), counted.
@@ -493,20 +554,7 @@ impl WeirProxy {
         }
         if let Some(external) = external {
             let started = Instant::now();
-            let request_uri = req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| req.uri().path(), |p| p.as_str());
-            let about = Described {
-                scheme: if tls { "https" } else { "http" },
-                host: req.host(),
-                request_uri,
-                client: client_ip.map(|peer| trusted_client(&self.trusted_proxies, peer, req)),
-                forwarded_for: client_ip.map(|peer| {
-                    self.trusted_proxies
-                        .forwarded_for(peer, forwarded_chain(req).as_deref())
-                }),
-            };
+            let about = self.described(req, client_ip, tls);
             let deadlines = Deadlines {
                 connect: target.connect_timeout,
                 read: target.read_timeout,
@@ -561,6 +609,30 @@ impl WeirProxy {
         None
     }
 
+    /// `req` as the copies weir sends elsewhere describe it.
+    fn described<'r>(
+        &self,
+        req: &'r impl RequestView,
+        client_ip: Option<IpAddr>,
+        tls: bool,
+    ) -> Described<'r> {
+        let request_uri = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path(), |p| p.as_str());
+        Described {
+            scheme: if tls { "https" } else { "http" },
+            host: req.host(),
+            request_uri,
+            client: client_ip.map(|peer| trusted_client(&self.trusted_proxies, peer, req)),
+            forwarded_for: client_ip.map(|peer| {
+                self.trusted_proxies
+                    .forwarded_for(peer, forwarded_chain(req).as_deref())
+            }),
+        }
+    }
+
+    /// Counts and logs a refused request.
     fn refused(&self, rejection: Rejection) -> Admission {
         self.count_refused(rejection);
         Admission::Refuse(rejection)

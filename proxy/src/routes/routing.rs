@@ -77,6 +77,11 @@ pub struct RouteTarget {
     /// The Ingress's limits by client (`limit-rps`, `limit-rpm`, `limit-connections`; shared by
     /// its rules and their targets).
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// The route's mirror (`mirror-target`).
+    pub mirror: Option<Arc<crate::request::mirror::MirrorRules>>,
+    /// `weir.dev/warm-up-mirror`: the share of idempotent requests copied to an endpoint in
+    /// slow start.
+    pub warm_up_mirror: Option<f64>,
     /// Who may use the route (`auth-*`; shared by the Ingress's rules).
     pub auth: Option<Arc<RouteAuth>>,
     /// `max-concurrency` of the rule (shared by the targets of a split).
@@ -172,6 +177,8 @@ impl RouteTarget {
             session_cookie: None,
             concurrency: None,
             rate_limit: None,
+            mirror: None,
+            warm_up_mirror: None,
             auth: None,
             series: Default::default(),
         }
@@ -705,6 +712,13 @@ impl LiveRouting {
                 concurrency: concurrency.clone(),
                 rate_limit: rate_limit.clone(),
                 auth: auth.clone(),
+                mirror: route.filters.iter().find_map(|f| match f {
+                    RouteFilter::RequestMirror(mirror) => {
+                        Some(Arc::new(crate::request::mirror::MirrorRules::new(mirror)))
+                    }
+                    _ => None,
+                }),
+                warm_up_mirror: route.policy.warm_up_mirror,
                 series: Default::default(),
                 upstream_tls: upstream_tls(route, backend),
             }))

@@ -345,7 +345,11 @@ impl DirectPath {
     ) -> Result<()> {
         let req = request.request;
         let outcome = match admission {
-            Admission::Forward => self.forward(client, request, deadline, ctx).await,
+            Admission::Forward => {
+                // The body came whole with the request: its mirror copy can go.
+                self.proxy.mirror_body(ctx, req.body(), true);
+                self.forward(client, request, deadline, ctx).await
+            }
             Admission::Refuse(rejection) => {
                 // After a refusal the framing of what follows is in doubt.
                 client.close_after();
@@ -661,6 +665,8 @@ trait DirectRequest: RequestView {
     fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut);
     /// Bytes of body that came with the request.
     fn body_len(&self) -> usize;
+    /// The body that came with the request.
+    fn body(&self) -> &[u8];
 }
 
 /// An HTTP/1 client's request: relayed from the bytes it sent (fields in their order and
@@ -671,7 +677,11 @@ impl DirectRequest for ClientRequest<'_> {
     }
 
     fn body_len(&self) -> usize {
-        self.body().len()
+        ClientRequest::body(self).len()
+    }
+
+    fn body(&self) -> &[u8] {
+        ClientRequest::body(self)
     }
 }
 
@@ -680,11 +690,15 @@ impl DirectRequest for ClientRequest<'_> {
 impl DirectRequest for H2Request {
     fn write_upstream(&self, set: &UpstreamHeaders, out: &mut BytesMut) {
         h1::write_upstream_of_h2(self, set, out);
-        out.extend_from_slice(self.body());
+        out.extend_from_slice(H2Request::body(self));
     }
 
     fn body_len(&self) -> usize {
-        self.body().len()
+        H2Request::body(self).len()
+    }
+
+    fn body(&self) -> &[u8] {
+        H2Request::body(self)
     }
 }
 

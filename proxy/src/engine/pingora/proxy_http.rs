@@ -109,7 +109,13 @@ impl ProxyHttp for WeirProxy {
         let tls = is_tls(session);
         let peer = client_ip(session.client_addr());
         match self.admit(session.req_header_mut(), peer, tls, ctx).await {
-            Admission::Forward => Ok(false),
+            Admission::Forward => {
+                // No body to wait for: the mirror copy goes now (else as the body ends).
+                if session.is_body_done() {
+                    self.mirror_body(ctx, &[], true);
+                }
+                Ok(false)
+            }
             Admission::Refuse(rejection) => {
                 // After a refusal, the framing of what follows on the connection is in doubt.
                 session.set_keepalive(None);
@@ -314,6 +320,7 @@ impl ProxyHttp for WeirProxy {
         if let Some(chunk) = body {
             self.body_chunk(chunk.len(), ctx)?;
         }
+        self.mirror_body(ctx, body.as_deref().unwrap_or_default(), end_of_stream);
         if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
             *body = None;
         }
