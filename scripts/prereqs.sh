@@ -22,9 +22,10 @@ weir_need_commands() {
 
 weir_need_packages() {
     # h2load: the HTTPS listener's HTTP/2 load test; prometheus and promtool: the metrics
-    # tests scrape weir with a real Prometheus.
+    # tests scrape weir with a real Prometheus; redis-server: the fleet-wide rate limits'
+    # tests share counts through a real Redis.
     weir_need_commands cmake:cmake cc:build-essential curl:curl h2load:nghttp2-client \
-        promtool:prometheus
+        promtool:prometheus redis-server:redis-server
     if ! command -v cargo >/dev/null 2>&1; then
         echo "weir needs a Rust toolchain (cargo); install it with rustup first" >&2
         exit 1

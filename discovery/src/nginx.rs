@@ -16,8 +16,8 @@
 
 use crate::snapshot::{
     is_cookie_attribute, AffinityCookie, AffinityMode, BackendProtocol, CanaryHeader, CanaryRule,
-    Cors, HashKey, RateLimit, Redirect, RedirectTo, RequestMirror, RetryOn, RoutePolicy, SameSite,
-    SessionAffinity, SourceAccess,
+    Cors, GlobalRateLimit, HashKey, RateLimit, Redirect, RedirectTo, RequestMirror, RetryOn,
+    RoutePolicy, SameSite, SessionAffinity, SourceAccess,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -57,6 +57,10 @@ pub const KNOWN: &[&str] = &[
     "limit-rpm",
     "limit-rps",
     "limit-whitelist",
+    "global-rate-limit",
+    "global-rate-limit-ignored-cidrs",
+    "global-rate-limit-key",
+    "global-rate-limit-window",
     "load-balance",
     "mirror-host",
     "mirror-request-body",
@@ -170,6 +174,8 @@ pub struct NginxPolicy {
     /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-burst-multiplier`,
     /// `limit-allowlist`.
     pub rate_limit: Option<RateLimit>,
+    /// `global-rate-limit`, `-window`, `-key`, `-ignored-cidrs`.
+    pub global_rate_limit: Option<GlobalRateLimit>,
 }
 
 impl NginxPolicy {
@@ -217,6 +223,9 @@ impl NginxPolicy {
         }
         if let Some(limit) = &self.rate_limit {
             policy.rate_limit = Some(limit.clone());
+        }
+        if let Some(limit) = &self.global_rate_limit {
+            policy.global_rate_limit = Some(limit.clone());
         }
         if let Some(protocol) = self
             .backend_protocol
@@ -416,6 +425,27 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Result<NginxAnnot
                 Some(_) => ranges("limit-allowlist")?,
                 None => ranges("limit-whitelist")?,
             },
+        });
+    }
+    if let Some(value) = get("global-rate-limit") {
+        let limit = value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                format!(
+                    "annotation {PREFIX}global-rate-limit: {value:?} is not a whole number above 0"
+                )
+            })?;
+        let window = get("global-rate-limit-window").ok_or_else(|| {
+            format!("annotation {PREFIX}global-rate-limit needs {PREFIX}global-rate-limit-window (such as 1m)")
+        })?;
+        policy.global_rate_limit = Some(GlobalRateLimit {
+            limit,
+            window: nginx_duration("global-rate-limit-window", window)?,
+            key: global_key(get("global-rate-limit-key").unwrap_or("$remote_addr"))?,
+            ignored: ranges("global-rate-limit-ignored-cidrs")?,
         });
     }
     let next_timeout = get("proxy-next-upstream-timeout");
@@ -843,6 +873,55 @@ fn seconds(name: &str, value: &str) -> Result<Duration, String> {
             "annotation {PREFIX}{name}: {value:?} is not a number of seconds from 1 to 86400"
         )),
     }
+}
+
+/// A duration as nginx writes one: a number with `s`, `m`, `h` or `d` (seconds without),
+/// from 1 s to a day.
+fn nginx_duration(name: &str, value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    let (digits, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => v.split_at(at),
+        None => (v, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if scale > 0 && n > 0 && n * scale <= 86_400 => Ok(Duration::from_secs(n * scale)),
+        _ => Err(format!(
+            "annotation {PREFIX}{name}: {value:?} is not a duration like 30s, 1m or 1h (at most a day)"
+        )),
+    }
+}
+
+/// `global-rate-limit-key`: text with the nginx variables weir fills.
+fn global_key(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let bad = |why: &str| format!("annotation {PREFIX}global-rate-limit-key: {value:?} {why}");
+    if value.is_empty() || value.bytes().any(|b| b.is_ascii_control()) {
+        return Err(bad("is empty or has a control character"));
+    }
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        let known = matches!(name, "remote_addr" | "binary_remote_addr" | "host" | "uri")
+            || name.strip_prefix("http_").is_some_and(|f| !f.is_empty());
+        if !known {
+            return Err(bad(&format!(
+                "uses ${name}; weir fills $remote_addr, $host, $uri and $http_<field>"
+            )));
+        }
+        rest = &rest[name_len..];
+    }
+    Ok(value.to_string())
 }
 
 /// `upstream-hash-by`: the one nginx variable weir's consistent hash can take the key from.
@@ -1298,6 +1377,7 @@ mod tests {
                 retry_on: None,
                 source_access: None,
                 rate_limit: None,
+                global_rate_limit: None,
             }
         );
         for (value, key) in [
@@ -1346,6 +1426,63 @@ mod tests {
         assert_eq!(policy.read_timeout, RoutePolicy::default().read_timeout);
         assert_eq!(policy.connect_timeout, Duration::from_secs(5));
         assert_eq!(policy.pool.algorithm, Algorithm::ConsistentHash);
+    }
+
+    #[test]
+    fn global_rate_limits_and_mirrors_read_as_ingress_nginx_writes_them() {
+        let read = of(&[
+            ("global-rate-limit", "100"),
+            ("global-rate-limit-window", "2m"),
+            ("global-rate-limit-key", "api:$http_x_api_client"),
+            ("global-rate-limit-ignored-cidrs", "10.0.0.0/8"),
+            ("mirror-target", "https://shadow.example.com$request_uri"),
+            ("mirror-request-body", "off"),
+        ])
+        .expect("valid");
+        let limit = read.policy.global_rate_limit.expect("limit");
+        assert_eq!((limit.limit, limit.window), (100, Duration::from_secs(120)));
+        assert_eq!(limit.key, "api:$http_x_api_client");
+        assert_eq!(limit.ignored.len(), 1);
+        let mirror = read.mirror.expect("mirror");
+        assert_eq!(mirror.url, "https://shadow.example.com$request_uri");
+        assert!(!mirror.body);
+        for (pairs, why) in [
+            (vec![("global-rate-limit", "100")], "needs"),
+            (
+                vec![
+                    ("global-rate-limit", "0"),
+                    ("global-rate-limit-window", "1m"),
+                ],
+                "above 0",
+            ),
+            (
+                vec![
+                    ("global-rate-limit", "5"),
+                    ("global-rate-limit-window", "2w"),
+                ],
+                "duration",
+            ),
+            (
+                vec![
+                    ("global-rate-limit", "5"),
+                    ("global-rate-limit-window", "1m"),
+                    ("global-rate-limit-key", "$cookie_id"),
+                ],
+                "$cookie_id",
+            ),
+            (vec![("mirror-target", "/mirror")], "location"),
+            (vec![("mirror-target", "http://a/$host")], "variable"),
+            (
+                vec![
+                    ("mirror-target", "http://a"),
+                    ("mirror-request-body", "yes"),
+                ],
+                "on or off",
+            ),
+        ] {
+            let err = of(&pairs).expect_err(why);
+            assert!(err.contains(why), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

@@ -544,6 +544,10 @@ pub struct RoutePolicy {
     /// `limit-rpm`; absent: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Requests the whole fleet takes per key (ingress-nginx's `global-rate-limit`; absent:
+    /// no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_rate_limit: Option<GlobalRateLimit>,
     /// Which client addresses may use the route (ingress-nginx's source ranges; absent:
     /// every address).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -641,6 +645,21 @@ pub struct RateLimit {
     /// Clients never limited (`limit-allowlist`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowlist: Vec<crate::cidr::Cidr>,
+}
+
+/// A limit shared by every weir of the fleet (ingress-nginx's `global-rate-limit`): at most
+/// `limit` requests per `window` for each value of `key`, counted in Redis over a sliding
+/// window; beyond it, 429.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GlobalRateLimit {
+    pub limit: u64,
+    pub window: Duration,
+    /// What requests are counted by: text with `$remote_addr` (the client weir trusts),
+    /// `$host`, `$uri` and `$http_<field>` (a request field; `-` for `_`).
+    pub key: String,
+    /// Clients never limited (`global-rate-limit-ignored-cidrs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<crate::cidr::Cidr>,
 }
 
 /// Which client addresses may use a route; any other gets 403. The address is the client's
@@ -783,6 +802,7 @@ impl Default for RoutePolicy {
             retry_on: RetryOn::default(),
             source_access: None,
             rate_limit: None,
+            global_rate_limit: None,
             affinity: None,
             warm_up_mirror: None,
             auth: None,

@@ -4,6 +4,8 @@
 //! - [`http`]: HTTP's rules as weir applies them, with no I/O and no engine: the HTTP/1.1
 //!   wire format, request checks, the path's normal form, `X-Forwarded-*`, a request read
 //!   the same way whatever carried it.
+//! - [`subrequest`], [`redis_store`]: what weir itself sends on a request's behalf (auth
+//!   checks, mirror copies) and the fleet's shared rate-limit counters in Redis.
 //! - [`routes`]: the router compiled from a snapshot, the live routing state swapped in by
 //!   each reload, and the configuration pipeline that feeds it.
 //! - [`request`]: the request core: the phases of a request (admit, route, pick, forward,
@@ -24,6 +26,7 @@ pub mod app;
 pub mod engine;
 pub mod http;
 pub mod listener;
+pub mod redis_store;
 pub mod request;
 pub mod routes;
 pub mod subrequest;

@@ -213,6 +213,9 @@ fn main() {
             },
             allow_encoded_slashes: cli.allow_encoded_slashes,
             access_log: access_log.clone(),
+            redis: cli.redis_url.as_deref().map(|url| {
+                weir_proxy::redis_store::RedisStore::new(url).unwrap_or_else(|e| fail(e))
+            }),
         },
     );
     let in_flight = logic.in_flight();

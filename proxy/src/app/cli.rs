@@ -110,6 +110,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<crate::http::forwarded::Cidr>,
 
+    /// Redis of the fleet-wide rate limits (`global-rate-limit` annotations), as
+    /// `redis://host:port[/db]`; unset, those limits are not applied (and reported).
+    #[arg(long, env = "WEIR_REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// Most header fields a request may have (more: 431).
     #[arg(long, env = "WEIR_MAX_REQUEST_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_request_headers: u32,

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub auth_duration: HistogramVec,
     /// Mirror and warm-up copies by kind and result (sent, failed, dropped).
     pub mirror_requests_total: IntCounterVec,
+    /// Requests of routes with a fleet-wide limit let on without a check, by reason.
+    pub global_rate_limit_unchecked_total: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_parked: IntGauge,
     pub connections_refused_total: IntCounter,
@@ -170,6 +172,14 @@ impl Metrics {
             &["kind", "result"],
         )?;
         registry.register(Box::new(mirror_requests_total.clone()))?;
+        let global_rate_limit_unchecked_total = IntCounterVec::new(
+            Opts::new(
+                "weir_global_rate_limit_unchecked_total",
+                "Requests of routes with a global-rate-limit let on without a check (fail open), by reason (unreachable: Redis did not answer in time; not_configured: no --redis-url).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(global_rate_limit_unchecked_total.clone()))?;
         let endpoints = prometheus::IntGaugeVec::new(
             Opts::new(
                 "weir_endpoints",
@@ -248,6 +258,7 @@ impl Metrics {
             requests_rejected_total,
             auth_duration,
             mirror_requests_total,
+            global_rate_limit_unchecked_total,
             connections_open,
             connections_parked,
             connections_refused_total,

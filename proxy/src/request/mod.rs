@@ -32,6 +32,7 @@ pub mod auth;
 pub mod concurrency;
 pub mod copies;
 pub mod cors;
+pub mod global_limit;
 pub mod mirror;
 pub mod phases;
 pub mod rate_limit;

@@ -14,12 +14,14 @@ use crate::http::forwarded::{with_ip_text, TrustedProxies, UpstreamHeaders};
 use crate::http::hardening::{check_request, Rejection, RequestLimits};
 use crate::http::path::normalize;
 use crate::http::request_view::RequestView;
+use crate::redis_store::{RedisStore, Verdict};
 use crate::request::access_log::{AccessLine, AccessLog};
 use crate::request::affinity::NewSession;
 use crate::request::answers::{https_location, redirect_location, redirect_response};
 use crate::request::auth::{BasicOutcome, ExternalVerdict, RouteAuth};
 use crate::request::concurrency::ConcurrencyPermit;
 use crate::request::copies::Described;
+use crate::request::global_limit::GlobalLimiter;
 use crate::request::mirror::{MirrorSender, PendingCopy};
 use crate::request::rate_limit::Limited;
 use crate::request::retry;
@@ -42,6 +44,9 @@ const SOURCE_DENIED: Rejection = Rejection::new(403, "source_denied");
 
 /// A client over its rule's rate limit.
 const RATE_LIMITED: Rejection = Rejection::new(429, "rate_limited");
+
+/// A key over its fleet-wide limit (`global-rate-limit`).
+const GLOBAL_RATE_LIMITED: Rejection = Rejection::new(429, "global_rate_limited");
 
 /// A client with its rule's `limit-connections` requests in flight already.
 const CLIENT_CONCURRENCY: Rejection = Rejection::new(429, "client_concurrency");
@@ -105,6 +110,7 @@ pub struct WeirProxy {
     subrequests: Arc<Subrequests>,
     /// Sends mirror and warm-up copies.
     mirrors: Arc<MirrorSender>,
+    redis: Option<Arc<RedisStore>>,
 }
 
 /// What the command line decides about the request path.
@@ -116,6 +122,8 @@ pub struct DataPlaneOptions {
     pub allow_encoded_slashes: bool,
     /// Where each request's line goes (off when disabled).
     pub access_log: AccessLog,
+    /// The fleet's rate-limit counters (`--redis-url`).
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl WeirProxy {
@@ -131,6 +139,7 @@ impl WeirProxy {
             limits: options.limits,
             allow_encoded_slashes: options.allow_encoded_slashes,
             access_log: options.access_log,
+            redis: options.redis,
             in_flight: Arc::default(),
             subrequests: Arc::clone(&subrequests),
             mirrors: Arc::new(MirrorSender::new(subrequests, metrics.clone())),
@@ -385,6 +394,15 @@ impl WeirProxy {
                 }
             }
         }
+        // The fleet-wide limit, after this replica's own (which costs no round trip).
+        if let Some(global) = &target.global_limit {
+            let client = client_ip.map(|peer| trusted_client(&self.trusted_proxies, peer, &*req));
+            if let Some(wait) = self.global_limit(global, &*req, client).await {
+                self.count_refused(GLOBAL_RATE_LIMITED);
+                ctx.target = Some(target);
+                return head_or_500(rate_limited(Some(wait)));
+            }
+        }
         // The route's authentication (after the rate limit, as nginx's access phase follows
         // `limit_req`; before the rewrite, so the check sees what the client asked for).
         if let Some(auth) = &target.auth {
@@ -607,6 +625,48 @@ impl WeirProxy {
             }
         }
         None
+    }
+
+    /// The fleet-wide limit of `req`: `Some(until the window ends)` when it is over it.
+    /// Without an answer from Redis (or without `--redis-url`) the request goes on: a
+    /// limit is not worth an outage, and the gap is counted.
+    async fn global_limit(
+        &self,
+        global: &GlobalLimiter,
+        req: &impl RequestView,
+        client: Option<IpAddr>,
+    ) -> Option<Duration> {
+        let key = global.store_key(req, client)?;
+        let Some(store) = &self.redis else {
+            static REPORTED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("a route has global-rate-limit but weir has no --redis-url: the limit is not applied");
+            }
+            self.metrics
+                .global_rate_limit_unchecked_total
+                .with_label_values(&["not_configured"])
+                .inc();
+            return None;
+        };
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        match store.take(&key, global.limit, global.window, unix).await {
+            Verdict::Allowed => None,
+            Verdict::Limited => {
+                let window = global.window.as_millis().max(1);
+                let left = window - unix.as_millis() % window;
+                Some(Duration::from_millis(left as u64))
+            }
+            Verdict::Unavailable => {
+                self.metrics
+                    .global_rate_limit_unchecked_total
+                    .with_label_values(&["unreachable"])
+                    .inc();
+                None
+            }
+        }
     }
 
     /// `req` as the copies weir sends elsewhere describe it.

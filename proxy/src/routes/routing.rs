@@ -77,6 +77,8 @@ pub struct RouteTarget {
     /// The Ingress's limits by client (`limit-rps`, `limit-rpm`, `limit-connections`; shared by
     /// its rules and their targets).
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// The Ingress's fleet-wide limit (`global-rate-limit`).
+    pub global_limit: Option<Arc<crate::request::global_limit::GlobalLimiter>>,
     /// The route's mirror (`mirror-target`).
     pub mirror: Option<Arc<crate::request::mirror::MirrorRules>>,
     /// `weir.dev/warm-up-mirror`: the share of idempotent requests copied to an endpoint in
@@ -177,6 +179,7 @@ impl RouteTarget {
             session_cookie: None,
             concurrency: None,
             rate_limit: None,
+            global_limit: None,
             mirror: None,
             warm_up_mirror: None,
             auth: None,
@@ -719,6 +722,12 @@ impl LiveRouting {
                     _ => None,
                 }),
                 warm_up_mirror: route.policy.warm_up_mirror,
+                global_limit: route.policy.global_rate_limit.as_ref().map(|limit| {
+                    Arc::new(crate::request::global_limit::GlobalLimiter::new(
+                        &format!("{}/{}", route.ingress.namespace, route.ingress.name),
+                        limit,
+                    ))
+                }),
                 series: Default::default(),
                 upstream_tls: upstream_tls(route, backend),
             }))
