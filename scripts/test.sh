@@ -27,7 +27,7 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' EXIT
-    for target in manifests annotations router request_path h1_request hpack h2_conn; do
+    for target in auth manifests annotations router request_path h1_request hpack h2_conn; do
         mkdir -p "$scratch/$target"
         log="$scratch/$target.log"
         if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \

@@ -261,11 +261,10 @@ fn auth_url(name: &str, value: &str) -> Result<String, String> {
     if authority.is_empty() || authority.contains('@') {
         return Err(bad("has no host (or has user information)"));
     }
-    if value
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"')
-    {
-        return Err(bad("has a space, quote or control character"));
+    if !value.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        return Err(bad(
+            "is not visible ASCII without quotes (a URL escapes the rest)",
+        ));
     }
     // Every `$` starts a variable weir knows.
     let mut rest = value;
@@ -432,6 +431,7 @@ mod tests {
         );
         for (pairs, why) in [
             (vec![("auth-url", "ftp://auth/")], "http"),
+            (vec![("auth-url", "http://a\u{fffd}/")], "visible ASCII"),
             (vec![("auth-url", "http:///check")], "no host"),
             (vec![("auth-url", "http://a/$remote_user")], "variable"),
             (

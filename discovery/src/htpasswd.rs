@@ -14,6 +14,12 @@ use md5::{Digest, Md5};
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
 
+/// The highest bcrypt cost read (htpasswd's own limit for `-C`).
+pub const MAX_BCRYPT_COST: u32 = 17;
+
+/// The most SHA-crypt rounds read (htpasswd writes 5,000; a million take about a second).
+pub const MAX_SHA_CRYPT_ROUNDS: u64 = 1_000_000;
+
 /// The users of one password file and their hashes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Htpasswd {
@@ -69,13 +75,17 @@ impl PasswordHash {
         }
         for prefix in ["$2y$", "$2a$", "$2b$"] {
             if text.starts_with(prefix) {
-                // Cost and length as the bcrypt format has them: `$2y$NN$` + 53 characters.
+                // Cost and length as the bcrypt format has them: `$2y$NN$` + 53 characters;
+                // the cost at most htpasswd's 17 (each step doubles a check's time: a cost
+                // of 31 would hold a thread for hours per login).
                 let cost_ok = text
                     .get(4..6)
                     .and_then(|c| c.parse::<u32>().ok())
-                    .is_some_and(|c| (4..=31).contains(&c));
+                    .is_some_and(|c| (4..=MAX_BCRYPT_COST).contains(&c));
                 if !cost_ok || text.len() != 60 || text.as_bytes()[6] != b'$' {
-                    return Err("bcrypt hash is not $2y$cost$ and 53 characters".into());
+                    return Err(format!(
+                    "bcrypt hash is not $2y$, a cost from 04 to {MAX_BCRYPT_COST}, $ and 53 characters"
+                ));
                 }
                 return Ok(PasswordHash::Bcrypt(text.into()));
             }
@@ -85,13 +95,20 @@ impl PasswordHash {
             let parts: Vec<&str> = text[3..].split('$').collect();
             let shape_ok = match parts.as_slice() {
                 [rounds, salt, hash] => {
-                    rounds.starts_with("rounds=") && !salt.is_empty() && is_crypt64(hash)
+                    rounds
+                        .strip_prefix("rounds=")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n <= MAX_SHA_CRYPT_ROUNDS)
+                        && !salt.is_empty()
+                        && is_crypt64(hash)
                 }
                 [salt, hash] => !salt.is_empty() && is_crypt64(hash),
                 _ => false,
             };
             if !shape_ok {
-                return Err("SHA-crypt hash is not $5$ or $6$, salt and hash".into());
+                return Err(format!(
+                    "SHA-crypt hash is not $5$ or $6$, [rounds=N$ with N at most {MAX_SHA_CRYPT_ROUNDS}], salt and hash"
+                ));
             }
             return Ok(if text.starts_with("$5$") {
                 PasswordHash::Sha256Crypt(text.into())
@@ -390,5 +407,12 @@ mod tests {
         ] {
             assert!(PasswordHash::parse(bad).is_err(), "{bad:?}");
         }
+        // Costs that would hold a thread for minutes or hours per check.
+        let slow_bcrypt = BCRYPT.replacen("$05$", "$31$", 1);
+        let slow_sha = SHA512.replacen("$6$", "$6$rounds=999999999$", 1);
+        let htpasswd_max = BCRYPT.replacen("$05$", "$17$", 1);
+        assert!(PasswordHash::parse(&slow_bcrypt).is_err());
+        assert!(PasswordHash::parse(&slow_sha).is_err());
+        assert!(PasswordHash::parse(&htpasswd_max).is_ok());
     }
 }

@@ -497,11 +497,10 @@ fn mirror<'a>(
     if authority.is_empty() || authority.contains('@') {
         return Err(bad("has no host (or has user information)"));
     }
-    if target
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"')
-    {
-        return Err(bad("has a space, quote or control character"));
+    if !target.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        return Err(bad(
+            "is not visible ASCII without quotes (a URL escapes the rest)",
+        ));
     }
     // `$request_uri` is the one variable, and only at the end (as ingress-nginx documents).
     let without = target.strip_suffix("$request_uri").unwrap_or(target);
@@ -1471,6 +1470,11 @@ mod tests {
                 "$cookie_id",
             ),
             (vec![("mirror-target", "/mirror")], "location"),
+            // Found by fuzzing: a URL is ASCII.
+            (
+                vec![("mirror-target", "http://s\u{fffd}hadow$request_uri")],
+                "visible ASCII",
+            ),
             (vec![("mirror-target", "http://a/$host")], "variable"),
             (
                 vec![
