@@ -255,6 +255,17 @@ fn verdict(
         "limit-rps" | "limit-rpm" | "limit-connections" => Verdict::Differs(
             "a client over the limit gets 429 (with Retry-After for a rate), where ingress-nginx answers 503".to_string(),
         ),
+        // A Secret of another namespace: ingress-nginx reads it, weir refuses (fails closed).
+        "auth-secret"
+            if annotations
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.split_once('/'))
+                .is_some_and(|(ns, _)| ns != ingress_ref.namespace) =>
+        {
+            Verdict::Differs(
+                "weir reads only Secrets of the Ingress's own namespace; this one is refused and the routes answer 503 until the Secret is copied here".to_string(),
+            )
+        }
         _ => match nginx::weir_equivalent(short)
             .and_then(|weir| Some((weir, annotations?.get(weir)?)))
         {

@@ -472,6 +472,7 @@ impl RoutingSnapshot {
             "rejected": self.rejected,
             "unsupported_annotations": self.unsupported,
             "overridden_annotations": self.overridden,
+            "auth_problems": self.auth_problems,
             "tls": { "hosts": self.tls_hosts, "certificates": certificates },
         })
     }
