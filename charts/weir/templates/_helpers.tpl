@@ -57,6 +57,9 @@ app.kubernetes.io/component: ingress-controller
 {{- with .Values.controller.otlpEndpoint }}
 - --otlp-endpoint={{ . }}
 {{- end }}
+{{- with .Values.controller.redisUrl }}
+- --redis-url={{ . }}
+{{- end }}
 {{- if .Values.controller.endpointMetrics }}
 - --endpoint-metrics
 {{- end }}
