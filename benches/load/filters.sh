@@ -11,6 +11,8 @@
 #   ROUNDS=3 DURATION=5 WEIR_BIN=target/release/weir benches/load/filters.sh
 #   ROUTE=policy benches/load/filters.sh         # source range, CORS and a rate limit instead
 #                                                # (benches/load/manifests.py)
+#   ROUTE=auth benches/load/filters.sh           # basic auth (bcrypt) and a rate limit
+# Every request carries `Authorization: Basic` for bench:bench (the plain route ignores it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/prereqs.sh
@@ -37,9 +39,10 @@ for kind in plain filtered; do
         --admin-listen "127.0.0.1:$((port + 50))" --threads 1 --log-format json \
         >/dev/null 2>"$work/$kind.err" & pids+=($!)
 done
+AUTHORIZATION="Authorization: Basic YmVuY2g6YmVuY2g="
 for port in $PLAIN $FILTERED; do
-    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/x" && break; sleep 0.1; done
-    curl -fs -o /dev/null "http://127.0.0.1:$port/x" || { echo "weir on $port does not answer" >&2; exit 1; }
+    for _ in $(seq 100); do curl -fs -o /dev/null -H "$AUTHORIZATION" "http://127.0.0.1:$port/x" && break; sleep 0.1; done
+    curl -fs -o /dev/null -H "$AUTHORIZATION" "http://127.0.0.1:$port/x" || { echo "weir on $port does not answer" >&2; exit 1; }
 done
 [ "$CORES" -lt 2 ] || taskset -pc "$((CORES - 1))" $$ >/dev/null
 
@@ -47,7 +50,8 @@ results="$work/results.tsv"
 for round in $(seq "$ROUNDS"); do
     for kind in plain filtered; do
         port=$PLAIN; [ "$kind" = plain ] || port=$FILTERED
-        out=$(wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua "http://127.0.0.1:$port/shop/item" | grep '^RESULT')
+        out=$(wrk -t1 -c32 -d"${DURATION}s" -s benches/load/latency.lua \
+            -H "$AUTHORIZATION" "http://127.0.0.1:$port/shop/item" | grep '^RESULT')
         printf '%s\t%s\n' "$kind" "$out" >>"$results"
         echo "round $round $kind: $out" >&2
     done

@@ -15,7 +15,9 @@ replaced by an error backend (`custom-http-errors`, with `default-backend`); wha
 route costs over the plain one. With
 ROUTE_FILTERS=regex, the same regex rule without filters (`use-regex`); with
 ROUTE_FILTERS=policy, the regex rule with a source range, CORS and a rate limit that never
-refuses (what checking them costs).
+refuses (what checking them costs); with ROUTE_FILTERS=auth, the regex rule with basic auth
+(a bcrypt htpasswd Secret; clients send `Authorization: Basic` for `bench:bench`, which
+benches/load/filters.sh does) and a rate limit that never refuses.
 """
 import os
 import sys
@@ -69,6 +71,23 @@ POLICY = """
     nginx.ingress.kubernetes.io/limit-rps: '100000000'"""
 
 
+AUTH = """
+    nginx.ingress.kubernetes.io/use-regex: 'true'
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: users
+    nginx.ingress.kubernetes.io/limit-rps: '100000000'"""
+
+# `htpasswd -nbB bench bench` (bcrypt, cost 5).
+USERS = """apiVersion: v1
+kind: Secret
+metadata: {name: users, namespace: bench}
+type: Opaque
+stringData:
+  auth: "bench:$2y$05$QJPKAuJJbQ3PcIbZdJ/ZFeQG18RA3vDowTiZuQcKvxwRJ8pBMWIDi"
+---
+"""
+
+
 def filtered_route(port, addresses, annotations):
     """The load harness's one route as a regex rule for every path, with `annotations`."""
     return service("bench", "up", port, addresses) + f"""
@@ -92,7 +111,9 @@ def main():
     if n == 0:
         addresses = [f"127.0.0.{e + 1}" for e in range(per)]
         mode = os.environ.get("ROUTE_FILTERS")
-        chosen = {"1": FILTERS, "regex": REGEX_ONLY, "policy": POLICY}.get(mode)
+        chosen = {"1": FILTERS, "regex": REGEX_ONLY, "policy": POLICY, "auth": AUTH}.get(mode)
+        if mode == "auth":
+            docs.append(USERS)
         if chosen:
             docs.append(filtered_route(port, addresses, chosen))
         else:

@@ -280,6 +280,55 @@ fn unsupported_and_overridden_annotations_get_events_and_the_ingress_serves() {
         .contains("is overridden by weir.dev/load-balancer"));
 }
 
+/// Basic auth from an Opaque Secret watched on the API server (written with `stringData`,
+/// read back as `data`): the password works; the Secret edited, the new one works and the
+/// old one stops; the Secret deleted, the route closes (503) with an `AuthProblem` Event.
+#[test]
+fn basic_auth_follows_its_secret_on_the_api_server() {
+    let app = Echo::start("app");
+    let api = FakeApiServer::start().expect("fake API server");
+    let secret = |hash: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: demo}}\ntype: Opaque\nstringData: {{auth: \"alice:{hash}\"}}\n"
+        )
+    };
+    // `{SHA}` of hunter2, then of "wonder land" (openssl sha1 | base64).
+    api.apply_yaml(&secret("{SHA}87u9ZqY9S/F0eUBXjsPQEDUw4h0=")).expect("secret");
+    api.apply_yaml(&INGRESS.replace(
+        "metadata: {name: app, namespace: demo}",
+        "metadata: {name: app, namespace: demo, annotations: {nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}",
+    ))
+    .expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    let status = |password: &str| {
+        client()
+            .get(weir.url("/"))
+            .header("host", "app.example.com")
+            .basic_auth("alice", Some(password))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(status("hunter2"), 200, "{}", weir.log_text());
+    assert_eq!(status("wonder land"), 401);
+    api.apply_yaml(&secret("{SHA}w24zq5KWQmx3ubdRSJwinHNdFYQ=")).expect("edited secret");
+    let edited = wait_until(Duration::from_secs(10), || status("wonder land") == 200);
+    assert!(edited.is_some(), "the edited Secret was not applied");
+    assert_eq!(status("hunter2"), 401);
+    assert!(api.delete("Secret", "demo", "users"));
+    let closed = wait_until(Duration::from_secs(10), || status("wonder land") == 503);
+    assert!(closed.is_some(), "a deleted Secret must close the route");
+    let event = wait_until(Duration::from_secs(10), || {
+        api.list("Event")
+            .iter()
+            .any(|e| e.pointer("/reason").and_then(|v| v.as_str()) == Some("AuthProblem"))
+    });
+    assert!(event.is_some(), "no AuthProblem Event: {:?}", api.list("Event"));
+}
+
 #[test]
 fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let app = Echo::start("app");

@@ -204,6 +204,9 @@ impl FakeApiServer {
     /// Creates or replaces one object.
     pub fn apply(&self, mut object: Value) -> Result<(), String> {
         let (_, resource, _, _, namespaced) = *kind_of(&object).ok_or("unknown kind")?;
+        if resource == "secrets" {
+            store_string_data(&mut object);
+        }
         let meta = object
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
@@ -636,6 +639,28 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2F", "/")))
         .collect()
+}
+
+/// A Secret's `stringData` merged into `data` (base64) and dropped, as the API server stores
+/// it: clients never read `stringData` back.
+fn store_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(object) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = object.remove("stringData") else {
+        return;
+    };
+    let data = object
+        .entry("data")
+        .or_insert_with(|| json!({}));
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, json!(encoded));
+        }
+    }
 }
 
 fn selected(object: &Value, field_selector: Option<&String>) -> bool {
