@@ -293,7 +293,8 @@ fn basic_auth_follows_its_secret_on_the_api_server() {
         )
     };
     // `{SHA}` of hunter2, then of "wonder land" (openssl sha1 | base64).
-    api.apply_yaml(&secret("{SHA}87u9ZqY9S/F0eUBXjsPQEDUw4h0=")).expect("secret");
+    api.apply_yaml(&secret("{SHA}87u9ZqY9S/F0eUBXjsPQEDUw4h0="))
+        .expect("secret");
     api.apply_yaml(&INGRESS.replace(
         "metadata: {name: app, namespace: demo}",
         "metadata: {name: app, namespace: demo, annotations: {nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}",
@@ -314,7 +315,8 @@ fn basic_auth_follows_its_secret_on_the_api_server() {
     };
     assert_eq!(status("hunter2"), 200, "{}", weir.log_text());
     assert_eq!(status("wonder land"), 401);
-    api.apply_yaml(&secret("{SHA}w24zq5KWQmx3ubdRSJwinHNdFYQ=")).expect("edited secret");
+    api.apply_yaml(&secret("{SHA}w24zq5KWQmx3ubdRSJwinHNdFYQ="))
+        .expect("edited secret");
     let edited = wait_until(Duration::from_secs(10), || status("wonder land") == 200);
     assert!(edited.is_some(), "the edited Secret was not applied");
     assert_eq!(status("hunter2"), 401);
@@ -326,7 +328,11 @@ fn basic_auth_follows_its_secret_on_the_api_server() {
             .iter()
             .any(|e| e.pointer("/reason").and_then(|v| v.as_str()) == Some("AuthProblem"))
     });
-    assert!(event.is_some(), "no AuthProblem Event: {:?}", api.list("Event"));
+    assert!(
+        event.is_some(),
+        "no AuthProblem Event: {:?}",
+        api.list("Event")
+    );
 }
 
 #[test]

@@ -651,9 +651,7 @@ fn store_string_data(secret: &mut Value) {
     let Some(Value::Object(strings)) = object.remove("stringData") else {
         return;
     };
-    let data = object
-        .entry("data")
-        .or_insert_with(|| json!({}));
+    let data = object.entry("data").or_insert_with(|| json!({}));
     if let Some(data) = data.as_object_mut() {
         for (key, value) in strings {
             let text = value.as_str().unwrap_or_default();
