@@ -276,6 +276,12 @@ const KNOWN: &[&str] = &[
     "zone-aware",
 ];
 
+/// Whether weir reads the ingress-nginx annotation `name` (without its prefix): with the
+/// others in [`crate::nginx`], or with the authentication ones in [`crate::auth`].
+pub fn nginx_is_read(name: &str) -> bool {
+    crate::nginx::KNOWN.contains(&name) || crate::auth::KNOWN.contains(&name)
+}
+
 /// The annotations of an Ingress that ask weir, or ingress-nginx, for something weir does
 /// not do: a `weir.dev/*` name weir does not know (a typo is not silently a default) and
 /// every `nginx.ingress.kubernetes.io/*` one weir does not read ([`crate::nginx`]). The Ingress is served without them and they
@@ -291,7 +297,7 @@ pub fn unsupported(annotations: Option<&BTreeMap<String, String>>) -> Vec<String
             Some(name) => !KNOWN.contains(&name),
             None => key
                 .strip_prefix(crate::nginx::PREFIX)
-                .is_some_and(|name| !crate::nginx::is_known(name)),
+                .is_some_and(|name| !nginx_is_read(name)),
         })
         .cloned()
         .collect()

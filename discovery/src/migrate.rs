@@ -206,7 +206,7 @@ fn nginx_annotations(ingress: &Ingress) -> impl Iterator<Item = &str> {
 /// What weir does with annotation `name` on any Ingress.
 fn base_verdict(name: &str) -> Verdict {
     let short = name.strip_prefix(nginx::PREFIX).unwrap_or(name);
-    if nginx::is_known(short) {
+    if crate::annotations::nginx_is_read(short) {
         Verdict::Honoured
     } else if short.ends_with("-snippet") || short == "configuration-snippet" {
         Verdict::NotSupported("never: raw nginx configuration (refused by design)")

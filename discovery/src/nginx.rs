@@ -94,12 +94,6 @@ pub const KNOWN: &[&str] = &[
     "x-forwarded-prefix",
 ];
 
-/// Whether weir reads the ingress-nginx annotation `name` (without [`PREFIX`]): here, or
-/// with the authentication ones in [`crate::auth`].
-pub fn is_known(name: &str) -> bool {
-    KNOWN.contains(&name) || crate::auth::KNOWN.contains(&name)
-}
-
 /// What an Ingress's ingress-nginx annotations ask for.
 #[derive(Debug, Default, PartialEq)]
 pub struct NginxAnnotations {
