@@ -223,7 +223,15 @@ fn max_connections_answers_503_beyond_the_limit() {
     let open: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(weir.http).expect("connect"))
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Accepted by weir (a loaded machine may take longer than any fixed pause).
+    let accepted = support::wait_until(Duration::from_secs(10), || {
+        weir.metric("weir_connections_open ") == Some(3.0)
+    });
+    assert!(
+        accepted.is_some(),
+        "{:?}",
+        weir.metric("weir_connections_open ")
+    );
     let started = std::time::Instant::now();
     let (status, closed) = send_raw(weir.http, b"GET / HTTP/1.1\r\nHost: raw.example\r\n\r\n");
     assert_eq!((status, closed), (503, true));
