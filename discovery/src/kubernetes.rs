@@ -147,6 +147,9 @@ pub async fn run(
         services: snapshot(&services),
         endpoint_slices: snapshot(&slices),
         secrets: [snapshot(&secrets), snapshot(&opaque_secrets)].concat(),
+        // Gateway API objects are read from manifests so far; their watches come with
+        // status writing (the CRDs may not be installed in a cluster).
+        ..ClusterObjects::default()
     };
     loop {
         let next = match dirty_since {

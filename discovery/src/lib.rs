@@ -12,6 +12,7 @@
 pub mod annotations;
 pub mod auth;
 pub mod cidr;
+pub mod gateway;
 pub mod htpasswd;
 pub mod kubernetes;
 pub mod manifests;
@@ -31,8 +32,8 @@ pub use snapshot::{
     AffinityCookie, AffinityMode, Authentication, BackendKey, BackendSnapshot, BasicAuth, Canary,
     CanaryHeader, CanaryRule, Cors, ErrorPages, ExternalAuth, GlobalRateLimit, HeaderModifier,
     HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, RateLimit, Redirect,
-    RedirectTo, Rejection, RequestConditions, RequestMirror, RetryOn, RouteFilter, RouteSnapshot,
-    RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch, UnsupportedAnnotation,
-    UrlRewrite, ValueMatch, WeightedBackend,
+    RedirectParts, RedirectTo, Rejection, RequestConditions, RequestMirror, RetryOn, RouteFilter,
+    RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch,
+    UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

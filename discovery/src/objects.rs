@@ -4,6 +4,7 @@
 //! file (the caller keeps that file's last good objects), while a well-formed document that
 //! is not a valid object of a kind we read is rejected alone, naming `namespace/name`.
 
+use crate::gateway::objects::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::snapshot::{ObjectRef, Rejection};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,6 +26,11 @@ pub struct ClusterObjects {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub secrets: Vec<Arc<Secret>>,
+    /// Gateway API (`gateway.networking.k8s.io`).
+    pub gateway_classes: Vec<Arc<GatewayClass>>,
+    pub gateways: Vec<Arc<Gateway>>,
+    pub http_routes: Vec<Arc<HttpRoute>>,
+    pub reference_grants: Vec<Arc<ReferenceGrant>>,
 }
 
 impl ClusterObjects {
@@ -34,6 +40,10 @@ impl ClusterObjects {
         self.services.extend(other.services);
         self.endpoint_slices.extend(other.endpoint_slices);
         self.secrets.extend(other.secrets);
+        self.gateway_classes.extend(other.gateway_classes);
+        self.gateways.extend(other.gateways);
+        self.http_routes.extend(other.http_routes);
+        self.reference_grants.extend(other.reference_grants);
     }
 
     pub fn len(&self) -> usize {
@@ -42,12 +52,19 @@ impl ClusterObjects {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.reference_grants.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
+
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
+const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
 
 /// The objects of one manifest file, plus the documents that were rejected.
 #[derive(Clone, Debug, Default)]
@@ -121,6 +138,27 @@ fn add_value(mut value: Value, parsed: &mut ParsedManifest) {
             rejected,
         ),
         ("v1", "Secret") => take(value, "Secret", true, &mut objects.secrets, rejected),
+        // Gateway API: v1, and v1beta1 (the same fields; ReferenceGrant's only version).
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => take(
+            value,
+            "GatewayClass",
+            false,
+            &mut objects.gateway_classes,
+            rejected,
+        ),
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => {
+            take(value, "Gateway", true, &mut objects.gateways, rejected)
+        }
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => {
+            take(value, "HTTPRoute", true, &mut objects.http_routes, rejected)
+        }
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => take(
+            value,
+            "ReferenceGrant",
+            true,
+            &mut objects.reference_grants,
+            rejected,
+        ),
         (_, "Ingress") => unsupported_version("Ingress", &api_version, &value, rejected),
         (_, "IngressClass") => unsupported_version("IngressClass", &api_version, &value, rejected),
         (_, "EndpointSlice") => {

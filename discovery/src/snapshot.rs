@@ -38,6 +38,9 @@ pub enum HostMatch {
     Exact(String),
     /// `*.example.com`, stored as the suffix `example.com`: matches exactly one more label.
     Wildcard(String),
+    /// Gateway API's `*.example.com`, stored as the suffix `example.com`: matches one or more
+    /// labels more (`a.example.com`, `a.b.example.com`); a longer suffix is more specific.
+    Suffix(String),
 }
 
 /// Which request paths a route applies to.
@@ -202,13 +205,21 @@ pub enum PathRewrite {
         pattern: String,
         replacement: String,
     },
+    /// Gateway API's `ReplaceFullPath`: the path becomes this one (the query is kept).
+    FullPath { path: String },
+    /// Gateway API's `ReplacePrefixMatch`: the route's matched path prefix is replaced by
+    /// `replacement`, the rest of the path kept (`/foo/x` with `/foo` -> `/bar`: `/bar/x`).
+    PrefixMatch { prefix: String, replacement: String },
 }
 
-/// Gateway API's RequestHeaderModifier (`set` only so far).
+/// Gateway API's RequestHeaderModifier (`set` and `remove`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HeaderModifier {
     /// (lowercase name, value) pairs.
     pub set: Vec<(String, String)>,
+    /// Lowercase names of fields taken off the request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 impl RouteFilter {
@@ -281,6 +292,24 @@ pub enum RedirectTo {
     /// The request's scheme, path and query on this host (ingress-nginx's
     /// `from-to-www-redirect`).
     Host(String),
+    /// Gateway API's RequestRedirect: each part given replaces the request's own.
+    Parts(RedirectParts),
+}
+
+/// The parts of a Gateway API redirect; absent ones are the request's. Without a port, the
+/// port is the scheme's well-known one (left out of the URL) when `scheme` is given, else the
+/// request's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RedirectParts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `FullPath` or `PrefixMatch` (the query is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
 }
 
 /// One host+path rule of one Ingress (or an Ingress's `defaultBackend`).

@@ -48,6 +48,7 @@ pub fn covers(tls_host: &HostMatch, rule_host: &HostMatch) -> bool {
         (HostMatch::Wildcard(suffix), HostMatch::Exact(name)) => name
             .split_once('.')
             .is_some_and(|(_, parent)| parent == suffix),
+        (HostMatch::Wildcard(suffix), HostMatch::Suffix(rule)) => rule == suffix,
         _ => false,
     }
 }

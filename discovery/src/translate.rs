@@ -46,6 +46,9 @@ pub struct TranslateOptions {
     pub now_unix: i64,
     /// `--default-certificate` (namespace, name): loaded like the Secrets Ingresses name.
     pub default_certificate: Option<(String, String)>,
+    /// The `controllerName` of the GatewayClasses this instance serves
+    /// (`--gateway-controller`; [`crate::gateway::CONTROLLER_NAME`] by default).
+    pub gateway_controller: String,
 }
 
 impl Default for TranslateOptions {
@@ -56,6 +59,7 @@ impl Default for TranslateOptions {
             watch_namespace: None,
             now_unix: 0,
             default_certificate: None,
+            gateway_controller: crate::gateway::CONTROLLER_NAME.to_string(),
         }
     }
 }
@@ -170,6 +174,40 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         snapshot.ingresses.push(ingress_ref);
     }
     attach_canaries(&mut snapshot, canaries);
+    // Gateway API's HTTPRoutes, after the Ingresses (an Ingress's rule wins a tie: it was
+    // there before Gateway API was served by weir).
+    let gateway = crate::gateway::translate::translate(objects, &opts.gateway_controller);
+    for route in gateway.routes {
+        if !in_scope(Some(route.ingress.namespace.as_str())) {
+            continue;
+        }
+        let key = (
+            route.host.clone(),
+            route.path.clone(),
+            route.conditions.clone(),
+        );
+        if let Some(owner) = claimed.get(&key) {
+            if *owner != route.ingress {
+                snapshot.rejected.push(Rejection {
+                    object: route.ingress.clone(),
+                    reason: format!(
+                        "rule {:?} {:?} is already defined by {owner}, which takes precedence; this rule is ignored",
+                        route.host, route.path
+                    ),
+                });
+            }
+            continue;
+        }
+        claimed.insert(key, route.ingress.clone());
+        snapshot.routes.push(route);
+    }
+    snapshot.rejected.extend(gateway.rejected);
+    snapshot.ingresses.extend(
+        gateway
+            .served
+            .into_iter()
+            .filter(|r| in_scope(Some(r.namespace.as_str()))),
+    );
     let default_backend = snapshot.default_backend.as_ref().map(|d| d.backend.clone());
     for route in &mut snapshot.routes {
         if let Some(pages) = route.error_pages.as_mut().filter(|p| p.backend.is_none()) {
@@ -417,6 +455,7 @@ fn ingress_routes(
         if let Some(prefix) = prefix {
             filters.push(RouteFilter::RequestHeaderModifier(HeaderModifier {
                 set: vec![("x-forwarded-prefix".to_string(), prefix.clone())],
+                remove: Vec::new(),
             }));
         }
         filters
@@ -795,6 +834,13 @@ impl<'a> ObjectIndex<'a> {
             endpoints: Vec::new(),
             problem: Some(p),
         };
+        // A Gateway API rule that only redirects has no backend: nothing to resolve.
+        if key.service.is_empty() {
+            return BackendSnapshot {
+                endpoints: Vec::new(),
+                problem: None,
+            };
+        }
         let Some(service) = self
             .services
             .get(&(key.namespace.as_str(), key.service.as_str()))

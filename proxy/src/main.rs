@@ -165,6 +165,7 @@ fn main() {
             watch_namespace: cli.watch_namespace.clone(),
             now_unix: 0,
             default_certificate: cli.default_certificate.clone(),
+            gateway_controller: cli.gateway_controller.clone(),
         },
     ));
     let manifests = source.map(|source| {

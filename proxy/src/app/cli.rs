@@ -65,6 +65,10 @@ pub struct Cli {
     #[arg(long, env = "WEIR_INGRESS_CONTROLLER", default_value = weir_discovery::CONTROLLER_NAME, value_parser = parse_controller_name)]
     pub ingress_controller: String,
 
+    /// The `controllerName` of the Gateway API GatewayClasses weir serves.
+    #[arg(long, env = "WEIR_GATEWAY_CONTROLLER", default_value = weir_discovery::gateway::CONTROLLER_NAME, value_parser = parse_controller_name)]
+    pub gateway_controller: String,
+
     /// Only read objects of this namespace (default: all).
     #[arg(long, env = "WEIR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,

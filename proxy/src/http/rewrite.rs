@@ -1,13 +1,76 @@
 //! Path rewrites: [`PathRewriter`], ingress-nginx's `rewrite-target` as nginx's
-//! `rewrite <pattern> <replacement> break` applies it to a request's path and query.
+//! `rewrite <pattern> <replacement> break` applies it to a request's path and query, and
+//! Gateway API's `ReplaceFullPath` and `ReplacePrefixMatch` ([`replace_prefix`], which
+//! redirects use too).
 //!
 //! Must not: route, or touch anything but the path and query it is given.
 
 use regex::Regex;
 
+/// A route's path rewrite, compiled.
+#[derive(Debug)]
+pub enum PathRewriter {
+    Regex(RegexRewriter),
+    /// The whole path becomes this.
+    FullPath(Box<str>),
+    /// The route's matched prefix is replaced.
+    PrefixMatch {
+        prefix: Box<str>,
+        replacement: Box<str>,
+    },
+}
+
+impl PathRewriter {
+    /// A `RegexReplace` rewrite.
+    pub fn new(pattern: &str, replacement: &str) -> Result<PathRewriter, regex::Error> {
+        RegexRewriter::new(pattern, replacement).map(PathRewriter::Regex)
+    }
+
+    /// The new path and query of a request with `path` and `query`; `None` when the
+    /// rewrite does not apply (a regex that does not match).
+    pub fn rewrite(&self, path: &str, query: Option<&str>) -> Option<String> {
+        let new_path = match self {
+            PathRewriter::Regex(regex) => return regex.rewrite(path, query),
+            PathRewriter::FullPath(full) => full.to_string(),
+            PathRewriter::PrefixMatch {
+                prefix,
+                replacement,
+            } => replace_prefix(path, prefix, replacement),
+        };
+        Some(match query.filter(|q| !q.is_empty()) {
+            Some(query) => format!("{new_path}?{query}"),
+            None => new_path,
+        })
+    }
+}
+
+/// `path` (which the route's `prefix` matched, element by element) with that prefix
+/// replaced by `replacement`: `/foo/x` with `/foo` -> `/bar` is `/bar/x`, -> `/` is `/x`;
+/// never an empty path.
+pub fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    let rest = path.get(prefix.len()..).unwrap_or("");
+    let replacement = replacement.trim_end_matches('/');
+    let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
+    // A leading `/` unless the replacement has one, or is empty before a rest that has.
+    let leading = replacement.starts_with('/') || (replacement.is_empty() && rest.starts_with('/'));
+    if !leading {
+        out.push('/');
+    }
+    out.push_str(replacement);
+    if !rest.is_empty() && !rest.starts_with('/') && !out.ends_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// A compiled `RegexReplace` path rewrite (docs/migrating-from-ingress-nginx.md).
 #[derive(Debug)]
-pub struct PathRewriter {
+pub struct RegexRewriter {
     /// The rule's path, matched at the start of the request's path, case-insensitive.
     pattern: Regex,
     /// The new path (and query): literal text and the pattern's captures, in order; read
@@ -29,8 +92,8 @@ enum Piece {
     Capture(usize),
 }
 
-impl PathRewriter {
-    pub fn new(pattern: &str, replacement: &str) -> Result<PathRewriter, regex::Error> {
+impl RegexRewriter {
+    pub fn new(pattern: &str, replacement: &str) -> Result<RegexRewriter, regex::Error> {
         let drops_query = replacement.ends_with('?');
         let written = replacement.strip_suffix('?').unwrap_or(replacement);
         let mut text = String::new();
@@ -58,7 +121,7 @@ impl PathRewriter {
         if !text.is_empty() {
             pieces.push(Piece::Text(text.into()));
         }
-        Ok(PathRewriter {
+        Ok(RegexRewriter {
             pattern: Regex::new(&format!("^(?i:{pattern})"))?,
             captures: pieces.iter().any(|p| matches!(p, Piece::Capture(_))),
             own_query: written.contains('?'),
@@ -113,6 +176,31 @@ mod tests {
         PathRewriter::new(pattern, replacement)
             .unwrap_or_else(|e| panic!("{e}"))
             .rewrite(path, query)
+    }
+
+    #[test]
+    fn a_prefix_is_replaced_element_wise_and_never_leaves_an_empty_path() {
+        for (path, prefix, replacement, expected) in [
+            ("/foo/x", "/foo", "/bar", "/bar/x"),
+            ("/foo", "/foo", "/bar", "/bar"),
+            ("/foo/", "/foo", "/bar", "/bar/"),
+            ("/foo/x", "/foo", "/", "/x"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo/x", "/foo/", "/bar/", "/bar/x"),
+            ("/x", "/", "/bar", "/bar/x"),
+            ("/", "/", "/bar", "/bar/"),
+        ] {
+            assert_eq!(
+                replace_prefix(path, prefix, replacement),
+                expected,
+                "{path} {prefix} {replacement}"
+            );
+        }
+        let full = PathRewriter::FullPath("/new".into());
+        assert_eq!(
+            full.rewrite("/old/x", Some("a=1")).as_deref(),
+            Some("/new?a=1")
+        );
     }
 
     #[test]

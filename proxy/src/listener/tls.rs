@@ -49,7 +49,9 @@ impl CertificateStore {
                 HostMatch::Exact(name) => {
                     index.exact.entry(name.clone()).or_insert(served);
                 }
-                HostMatch::Wildcard(suffix) => {
+                // A certificate for `*.example.com` covers one label, whatever the route's
+                // wildcard matches.
+                HostMatch::Wildcard(suffix) | HostMatch::Suffix(suffix) => {
                     index.wildcard.entry(suffix.clone()).or_insert(served);
                 }
                 HostMatch::Any => {}

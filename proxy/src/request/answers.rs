@@ -11,10 +11,11 @@
 use crate::http::chunked::BrokenBody;
 use crate::http::h1;
 use crate::http::request_view::RequestView;
+use crate::http::rewrite::replace_prefix;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::date::get_cached_date;
-use weir_discovery::RedirectTo;
+use weir_discovery::{PathRewrite, RedirectParts, RedirectTo};
 
 /// A Host header without its port (`example.com:8080` -> `example.com`, `[::1]:80` ->
 /// `[::1]`): redirects go to the default https port.
@@ -53,6 +54,50 @@ pub(crate) fn redirect_location(to: &RedirectTo, req: &impl RequestView, tls: bo
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
             format!("{scheme}://{host}{target}")
         }
+        RedirectTo::Parts(parts) => parts_location(parts, req, tls),
+    }
+}
+
+/// A Gateway API redirect's `Location`: the parts given, the request's for the others; the
+/// port left out when it is the scheme's own.
+fn parts_location(parts: &RedirectParts, req: &impl RequestView, tls: bool) -> String {
+    let scheme = parts
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
+    let host = req.host();
+    let name = parts
+        .hostname
+        .as_deref()
+        .unwrap_or_else(|| host_without_port(host));
+    let request_port = host
+        .strip_prefix(host_without_port(host))
+        .and_then(|p| p.strip_prefix(':'))
+        .and_then(|p| p.parse::<u16>().ok());
+    let port = match (parts.port, &parts.scheme) {
+        (Some(port), _) => Some(port),
+        // A new scheme: its well-known port.
+        (None, Some(_)) => None,
+        (None, None) => request_port,
+    };
+    let well_known = matches!((scheme, port), ("http", Some(80)) | ("https", Some(443)));
+    let path = req.uri().path();
+    let path = match &parts.path {
+        Some(PathRewrite::FullPath { path }) => path.clone(),
+        Some(PathRewrite::PrefixMatch {
+            prefix,
+            replacement,
+        }) => replace_prefix(path, prefix, replacement),
+        _ => path.to_string(),
+    };
+    let query = req
+        .uri()
+        .query()
+        .filter(|q| !q.is_empty())
+        .map_or(String::new(), |q| format!("?{q}"));
+    match port.filter(|_| !well_known) {
+        Some(port) => format!("{scheme}://{name}:{port}{path}{query}"),
+        None => format!("{scheme}://{name}{path}{query}"),
     }
 }
 

@@ -412,6 +412,7 @@ impl BackgroundService for KubernetesService {
                 let served: std::collections::HashSet<(&str, &str)> = applied
                     .served
                     .iter()
+                    .filter(|r| r.kind == "Ingress")
                     .map(|r| (r.namespace.as_str(), r.name.as_str()))
                     .collect();
                 let ours: Vec<Arc<Ingress>> = objects

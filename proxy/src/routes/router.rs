@@ -29,6 +29,8 @@ use weir_discovery::{HostMatch, PathMatch};
 pub struct Router<T> {
     exact_hosts: HashMap<Box<str>, PathTable<T>>,
     wildcard_hosts: HashMap<Box<str>, PathTable<T>>,
+    /// Gateway API wildcards: one or more labels before the suffix (empty for most tables).
+    suffix_hosts: HashMap<Box<str>, PathTable<T>>,
     any_host: Option<PathTable<T>>,
     default: Option<T>,
 }
@@ -221,6 +223,7 @@ impl<T> Router<T> {
         Router {
             exact_hosts: HashMap::new(),
             wildcard_hosts: HashMap::new(),
+            suffix_hosts: HashMap::new(),
             any_host: None,
             default: None,
         }
@@ -246,6 +249,9 @@ impl<T> Router<T> {
                 .wildcard_hosts
                 .entry(suffix.as_str().into())
                 .or_default(),
+            HostMatch::Suffix(suffix) => {
+                self.suffix_hosts.entry(suffix.as_str().into()).or_default()
+            }
         };
         table.insert(path, conditions, target)
     }
@@ -285,6 +291,19 @@ impl<T> Router<T> {
                     if let Some(t) = self.wildcard_hosts.get(suffix) {
                         return Some(t);
                     }
+                }
+            }
+            // The longest suffix first: the most specific wildcard.
+            if !self.suffix_hosts.is_empty() {
+                let mut rest = host;
+                while let Some((first, suffix)) = rest.split_once('.') {
+                    if first.is_empty() {
+                        break;
+                    }
+                    if let Some(t) = self.suffix_hosts.get(suffix) {
+                        return Some(t);
+                    }
+                    rest = suffix;
                 }
             }
         }

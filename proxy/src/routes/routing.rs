@@ -203,15 +203,24 @@ pub struct UpstreamTls {
 fn path_rewrite(filters: &[RouteFilter]) -> Option<PathRewriter> {
     filters.iter().find_map(|filter| match filter {
         RouteFilter::UrlRewrite(UrlRewrite {
-            path:
-                Some(PathRewrite::RegexReplace {
-                    pattern,
-                    replacement,
-                }),
+            path: Some(rewrite),
             ..
-        }) => PathRewriter::new(pattern, replacement)
-            .map_err(|e| tracing::error!(pattern, error = %e, "path rewrite does not compile"))
-            .ok(),
+        }) => match rewrite {
+            PathRewrite::RegexReplace {
+                pattern,
+                replacement,
+            } => PathRewriter::new(pattern, replacement)
+                .map_err(|e| tracing::error!(pattern, error = %e, "path rewrite does not compile"))
+                .ok(),
+            PathRewrite::FullPath { path } => Some(PathRewriter::FullPath(path.as_str().into())),
+            PathRewrite::PrefixMatch {
+                prefix,
+                replacement,
+            } => Some(PathRewriter::PrefixMatch {
+                prefix: prefix.as_str().into(),
+                replacement: replacement.as_str().into(),
+            }),
+        },
         _ => None,
     })
 }
@@ -239,6 +248,10 @@ fn upstream_fields(filters: &[RouteFilter]) -> Vec<(http::HeaderName, http::Head
             RouteFilter::RequestHeaderModifier(modifier) => {
                 for (name, value) in &modifier.set {
                     set(name.as_bytes(), value);
+                }
+                // An empty value: the client's field goes, none replaces it.
+                for name in &modifier.remove {
+                    set(name.as_bytes(), "");
                 }
             }
             _ => {}

@@ -1,0 +1,235 @@
+//! End to end: Gateway API HTTPRoutes in manifests mode, served by the real `weir` binary to
+//! real clients over HTTP/1.1 (weir's own path and Pingora's) and HTTP/2: matching by path,
+//! header, query and method, hostnames shared with listeners (wildcards of any depth),
+//! weighted backends, redirects, rewrites and header modifiers, as the conformance suite's
+//! HTTPRoute tests expect them.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use reqwest::blocking::Client;
+use std::time::Duration;
+use support::{service_yaml, Echo, ManifestDir, Weir};
+
+const HOSTS: [&str; 5] = [
+    "plain.example.org",
+    "filters.example.org",
+    "a.example.com",
+    "a.b.example.com",
+    "example.net",
+];
+
+fn manifests(v1: &Echo, v2: &Echo) -> String {
+    let gateway = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: wildcard, port: 80, protocol: HTTP, hostname: "*.example.com"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching, namespace: infra, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [plain.example.org]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: v1, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /}
+      headers: [{name: version, value: two}]
+    - path: {type: Exact, value: /exact}
+      method: POST
+    - path: {type: PathPrefix, value: /q}
+      queryParams: [{name: animal, value: whale}]
+    backendRefs: [{name: v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /split}}]
+    backendRefs:
+    - {name: v1, port: 80, weight: 1}
+    - {name: v2, port: 80, weight: 1}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: infra, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [filters.example.org]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        scheme: https
+        hostname: secure.example.org
+        statusCode: 301
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+  - matches: [{path: {type: PathPrefix, value: /port}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 8443}
+  - matches: [{path: {type: PathPrefix, value: /prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /full}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: internal.example.org
+        path: {type: ReplaceFullPath, replaceFullPath: /one}
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        remove: [X-Header-Remove]
+    backendRefs: [{name: v1, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wildcard, namespace: infra, creationTimestamp: "2026-01-03T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: wildcard}]
+  rules:
+  - backendRefs: [{name: v2, port: 80}]
+---
+"#;
+    gateway.to_string()
+        + &service_yaml("infra", "v1", &[v1.addr])
+        + &service_yaml("infra", "v2", &[v2.addr])
+}
+
+fn client_to(weir: &Weir, http2: bool) -> Client {
+    let mut builder = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    for host in HOSTS {
+        builder = builder.resolve(host, weir.http);
+    }
+    if http2 {
+        builder = builder.http2_prior_knowledge();
+    }
+    builder.build().expect("client")
+}
+
+#[test]
+fn httproutes_route_redirect_rewrite_and_split_as_the_spec_says() {
+    let v1 = Echo::start("v1");
+    let v2 = Echo::start("v2");
+    let dir = ManifestDir::new();
+    dir.write("gateway.yaml", &manifests(&v1, &v2));
+    for path in ["direct", "pingora"] {
+        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let port = weir.http.port();
+        for http2 in [false, true] {
+            let case = format!("{path}, http2 {http2}");
+            let c = client_to(&weir, http2);
+            let send = |method: &str, host: &str, target: &str, fields: &[(&str, &str)]| {
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+                let mut request = c.request(method, format!("http://{host}:{port}{target}"));
+                for (name, value) in fields {
+                    request = request.header(*name, *value);
+                }
+                request.send().expect("request")
+            };
+            let service = |method: &str, host: &str, target: &str, fields: &[(&str, &str)]| {
+                let resp = send(method, host, target, fields);
+                assert_eq!(
+                    resp.status().as_u16(),
+                    200,
+                    "{case}: {method} {host}{target}"
+                );
+                let body: serde_json::Value = resp.json().expect("echo");
+                body["service"].as_str().expect("service").to_string()
+            };
+            let plain = "plain.example.org";
+            assert_eq!(service("GET", plain, "/", &[]), "v1", "{case}");
+            assert_eq!(
+                service("GET", plain, "/", &[("version", "two")]),
+                "v2",
+                "{case}"
+            );
+            assert_eq!(service("POST", plain, "/exact", &[]), "v2", "{case}");
+            assert_eq!(service("GET", plain, "/exact", &[]), "v1", "{case}: method");
+            assert_eq!(
+                service("GET", plain, "/q?animal=whale", &[]),
+                "v2",
+                "{case}"
+            );
+            assert_eq!(
+                service("GET", plain, "/q?animal=dolphin", &[]),
+                "v1",
+                "{case}"
+            );
+            // Equal weights: both take a share (200 requests, each side at least 50).
+            let mut v1_share = 0;
+            for _ in 0..200 {
+                if service("GET", plain, "/split", &[]) == "v1" {
+                    v1_share += 1;
+                }
+            }
+            assert!(
+                (50..=150).contains(&v1_share),
+                "{case}: v1 took {v1_share} of 200"
+            );
+            // Wildcard listener: any depth below it; the bare domain and others are not.
+            assert_eq!(service("GET", "a.example.com", "/", &[]), "v2", "{case}");
+            assert_eq!(service("GET", "a.b.example.com", "/", &[]), "v2", "{case}");
+            assert_eq!(
+                send("GET", "example.net", "/", &[]).status().as_u16(),
+                404,
+                "{case}"
+            );
+            // Redirects.
+            let filters = "filters.example.org";
+            let moved = send("GET", filters, "/redirect/page?x=1", &[]);
+            assert_eq!(
+                support::status_and_location(&moved),
+                (301, "https://secure.example.org/new/page?x=1".to_string()),
+                "{case}"
+            );
+            let ported = send("GET", filters, "/port", &[]);
+            assert_eq!(
+                support::status_and_location(&ported),
+                (302, format!("http://{filters}:8443/port")),
+                "{case}"
+            );
+            // Rewrites and header modifiers: what the upstream received.
+            let echoed: serde_json::Value = send("GET", filters, "/prefix/two?y=2", &[])
+                .json()
+                .expect("echo");
+            assert_eq!(echoed["path"], "/one/two?y=2", "{case}");
+            let echoed: serde_json::Value = send(
+                "GET",
+                filters,
+                "/full/anything",
+                &[
+                    ("x-header-set", "client"),
+                    ("x-header-remove", "gone"),
+                    ("x-kept", "kept"),
+                ],
+            )
+            .json()
+            .expect("echo");
+            assert_eq!(echoed["path"], "/one", "{case}");
+            assert_eq!(echoed["host"], "internal.example.org", "{case}");
+            let headers = &echoed["headers"];
+            assert_eq!(headers["x-header-set"], "set-overwrites-values", "{case}");
+            assert!(
+                headers.get("x-header-remove").is_none(),
+                "{case}: {headers}"
+            );
+            assert_eq!(headers["x-kept"], "kept", "{case}");
+        }
+    }
+}
