@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(nginx) = weir_discovery::nginx::read(Some(&annotations)) {
         let location = match nginx.redirect.map(|r| r.to) {
             Some(RedirectTo::Url(url) | RedirectTo::Path(url) | RedirectTo::Host(url)) => url,
-            None => String::new(),
+            // Gateway API's redirects; no ingress-nginx annotation makes one.
+            Some(RedirectTo::Parts(_)) | None => String::new(),
         };
         let app_root = nginx.app_root.unwrap_or_default();
         let rewrite = nginx.rewrite_target.unwrap_or_default();

@@ -9,13 +9,11 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use reqwest::blocking::Client;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{service_yaml, Echo, ManifestDir, Weir};
+use support::{demo_ingress, service_yaml, Echo, ManifestDir, Weir};
 
 const HOSTS: [&str; 5] = [
     "staff.example.com",
@@ -31,12 +29,6 @@ const APR1_S3CRET_PASS: &str = "$apr1$Wn8cSTgH$v4YIIy8GDcWo/5uLUdO9V/";
 const SHA512_HUNTER2: &str = "$6$8charsal$x22Su7ing8UtiDeYtIvKj6jM6UfU4YgUF9iK9o9jGS8Iy3P5Y2TTPcMlO6Od7A7dEOFghsNfAmGMiAWsDapLT1";
 const SHA1_HUNTER2: &str = "{SHA}87u9ZqY9S/F0eUBXjsPQEDUw4h0=";
 
-fn ingress(name: &str, host: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations: {{{annotations}}}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{name: http}}}}}}}}]}}\n---\n"
-    )
-}
-
 /// An Opaque Secret of namespace `demo` with `entries` as its `stringData`.
 fn secret(name: &str, entries: &[(&str, &str)]) -> String {
     let data: Vec<String> = entries
@@ -50,16 +42,7 @@ fn secret(name: &str, entries: &[(&str, &str)]) -> String {
 }
 
 fn client_to(weir: &Weir, http2: bool) -> Client {
-    let mut builder = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10));
-    for host in HOSTS {
-        builder = builder.resolve(host, weir.http);
-    }
-    if http2 {
-        builder = builder.http2_prior_knowledge();
-    }
-    builder.build().expect("client")
+    support::client_for_hosts(weir.http, &HOSTS, http2)
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -75,18 +58,18 @@ fn basic_manifests(app: &Echo, staff_file: &str) -> String {
             "map",
             &[("carol", SHA1_HUNTER2), ("dave", "not a hash")],
         )
-        + &ingress(
+        + &demo_ingress(
             "staff",
             "staff.example.com",
             "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: staff, nginx.ingress.kubernetes.io/auth-realm: Staff only",
         )
-        + &ingress(
+        + &demo_ingress(
             "mapped",
             "api.example.com",
             "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: demo/map, nginx.ingress.kubernetes.io/auth-secret-type: auth-map",
         )
         // Its Secret does not exist: closed, never open.
-        + &ingress(
+        + &demo_ingress(
             "broken",
             "broken.example.com",
             "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: nobody",
@@ -250,53 +233,40 @@ type Seen = Arc<Mutex<Vec<http::request::Parts>>>;
 /// `Bearer bad` -> 401 with a Bearer challenge, `Bearer forbidden` -> 403, `Bearer broken`
 /// -> 502, `Bearer slow` -> 200 after 3 s; anything else 401 without a challenge.
 fn start_auth_service() -> (SocketAddr, Seen) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let seen: Seen = Arc::default();
     let record = Arc::clone(&seen);
-    support::serve_connections(listener, move |stream| {
+    let addr = support::http1_server(move |parts: http::request::Parts, _body: Bytes| {
         let record = Arc::clone(&record);
         async move {
-            let service =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let record = Arc::clone(&record);
-                    async move {
-                        let (parts, _body) = req.into_parts();
-                        let token = parts
-                            .headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        record.lock().expect("lock").push(parts);
-                        let mut resp = http::Response::new(Full::new(Bytes::from_static(
-                            b"auth service body\n",
-                        )));
-                        match token.as_str() {
-                            "Bearer good" => {
-                                resp.headers_mut()
-                                    .insert("x-auth-request-user", "alice".parse().expect("value"));
-                                resp.headers_mut()
-                                    .insert("x-not-copied", "secret".parse().expect("value"));
-                            }
-                            "Bearer slow" => tokio::time::sleep(Duration::from_secs(3)).await,
-                            "Bearer bad" => {
-                                *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
-                                resp.headers_mut().insert(
-                                    "www-authenticate",
-                                    "Bearer realm=\"shop\"".parse().expect("value"),
-                                );
-                            }
-                            "Bearer forbidden" => *resp.status_mut() = http::StatusCode::FORBIDDEN,
-                            "Bearer broken" => *resp.status_mut() = http::StatusCode::BAD_GATEWAY,
-                            _ => *resp.status_mut() = http::StatusCode::UNAUTHORIZED,
-                        }
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let token = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            record.lock().expect("lock").push(parts);
+            let mut resp =
+                http::Response::new(Full::new(Bytes::from_static(b"auth service body\n")));
+            match token.as_str() {
+                "Bearer good" => {
+                    resp.headers_mut()
+                        .insert("x-auth-request-user", "alice".parse().expect("value"));
+                    resp.headers_mut()
+                        .insert("x-not-copied", "secret".parse().expect("value"));
+                }
+                "Bearer slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+                "Bearer bad" => {
+                    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                    resp.headers_mut().insert(
+                        "www-authenticate",
+                        "Bearer realm=\"shop\"".parse().expect("value"),
+                    );
+                }
+                "Bearer forbidden" => *resp.status_mut() = http::StatusCode::FORBIDDEN,
+                "Bearer broken" => *resp.status_mut() = http::StatusCode::BAD_GATEWAY,
+                _ => *resp.status_mut() = http::StatusCode::UNAUTHORIZED,
+            }
+            resp
         }
     });
     (addr, seen)
@@ -319,22 +289,22 @@ fn external_auth_follows_the_services_answer_and_fails_closed() {
     dir.write(
         "all.yaml",
         &(service_yaml("demo", "app", &[app.addr])
-            + &ingress(
+            + &demo_ingress(
                 "api",
                 "api.example.com",
                 &format!("nginx.ingress.kubernetes.io/auth-url: \"{check}\", nginx.ingress.kubernetes.io/auth-response-headers: X-Auth-Request-User, nginx.ingress.kubernetes.io/proxy-read-timeout: \"1\""),
             )
-            + &ingress(
+            + &demo_ingress(
                 "login",
                 "login.example.com",
                 &format!("nginx.ingress.kubernetes.io/auth-url: \"{check}\", nginx.ingress.kubernetes.io/auth-signin: \"https://sso.example.com/start\""),
             )
-            + &ingress(
+            + &demo_ingress(
                 "down",
                 "down.example.com",
                 &format!("nginx.ingress.kubernetes.io/auth-url: \"http://{closed_addr}/check\""),
             )
-            + &ingress(
+            + &demo_ingress(
                 "snippet",
                 "staff.example.com",
                 &format!("nginx.ingress.kubernetes.io/auth-url: \"{check}\", nginx.ingress.kubernetes.io/auth-snippet: \"proxy_set_header X-A b;\""),

@@ -10,7 +10,6 @@
 mod support;
 
 use reqwest::blocking::Client;
-use std::time::Duration;
 use support::{service_yaml, Echo, ManifestDir, Weir};
 
 const HOSTS: [&str; 5] = [
@@ -110,16 +109,7 @@ spec:
 }
 
 fn client_to(weir: &Weir, http2: bool) -> Client {
-    let mut builder = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10));
-    for host in HOSTS {
-        builder = builder.resolve(host, weir.http);
-    }
-    if http2 {
-        builder = builder.http2_prior_knowledge();
-    }
-    builder.build().expect("client")
+    support::client_for_hosts(weir.http, &HOSTS, http2)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use reqwest::blocking::Client;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
-use support::{service_yaml, Echo, ManifestDir, Weir};
+use support::{demo_ingress, service_yaml, Echo, ManifestDir, Weir};
 use weir_testsupport::process::{free_port, wait_for_listen, ChildGuard};
 
 /// A `redis-server` on loopback with nothing saved to disk.
@@ -33,22 +33,11 @@ fn start_redis(port: u16) -> ChildGuard {
     redis
 }
 
-fn ingress(name: &str, host: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations: {{{annotations}}}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{name: http}}}}}}}}]}}\n---\n"
-    )
-}
-
 fn client_to(weirs: &[&Weir]) -> Vec<Client> {
     weirs
         .iter()
         .map(|weir| {
-            Client::builder()
-                .timeout(Duration::from_secs(10))
-                .resolve("shop.example.com", weir.http)
-                .resolve("api.example.com", weir.http)
-                .build()
-                .expect("client")
+            support::client_for_hosts(weir.http, &["shop.example.com", "api.example.com"], false)
         })
         .collect()
 }
@@ -87,12 +76,12 @@ fn three_weirs_share_one_limit_and_fail_open_without_redis() {
     dir.write(
         "all.yaml",
         &(service_yaml("demo", "app", &[app.addr])
-            + &ingress(
+            + &demo_ingress(
                 "shop",
                 "shop.example.com",
                 "nginx.ingress.kubernetes.io/global-rate-limit: \"30\", nginx.ingress.kubernetes.io/global-rate-limit-window: 1h",
             )
-            + &ingress(
+            + &demo_ingress(
                 "api",
                 "api.example.com",
                 "nginx.ingress.kubernetes.io/global-rate-limit: \"5\", nginx.ingress.kubernetes.io/global-rate-limit-window: 1h, nginx.ingress.kubernetes.io/global-rate-limit-key: $http_x_api_client",

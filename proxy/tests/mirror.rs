@@ -8,14 +8,12 @@
 mod support;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use reqwest::blocking::Client;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{service_yaml, Echo, ManifestDir, Weir};
+use support::{demo_ingress, service_yaml, Echo, ManifestDir, Weir};
 
 const HOSTS: [&str; 4] = [
     "shop.example.com",
@@ -39,68 +37,37 @@ type Log = Arc<Mutex<Vec<Received>>>;
 
 /// A server that records every request and answers `{"pod": "<name>"}` after `delay`.
 fn start_recorder(name: &'static str, delay: Duration) -> (SocketAddr, Log) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let log: Log = Arc::default();
     let record = Arc::clone(&log);
-    support::serve_connections(listener, move |stream| {
+    let addr = support::http1_server(move |parts: http::request::Parts, body: Bytes| {
         let record = Arc::clone(&record);
         async move {
-            let service =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let record = Arc::clone(&record);
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let field = |n: &str| {
-                            parts
-                                .headers
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        record.lock().expect("lock").push(Received {
-                            method: parts.method.to_string(),
-                            target: parts.uri.to_string(),
-                            host: field("host"),
-                            original_uri: field("x-original-uri"),
-                            body: body.to_vec(),
-                        });
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        let answer = format!("{{\"pod\": \"{name}\"}}");
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let field = |n: &str| {
+                parts
+                    .headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            record.lock().expect("lock").push(Received {
+                method: parts.method.to_string(),
+                target: parts.uri.to_string(),
+                host: field("host"),
+                original_uri: field("x-original-uri"),
+                body: body.to_vec(),
+            });
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            http::Response::new(Full::new(Bytes::from(format!("{{\"pod\": \"{name}\"}}"))))
         }
     });
     (addr, log)
 }
 
-fn ingress(name: &str, host: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations: {{{annotations}}}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{name: http}}}}}}}}]}}\n---\n"
-    )
-}
-
 fn client_to(weir: &Weir, http2: bool) -> Client {
-    let mut builder = Client::builder().timeout(Duration::from_secs(10));
-    for host in HOSTS {
-        builder = builder.resolve(host, weir.http);
-    }
-    if http2 {
-        builder = builder.http2_prior_knowledge();
-    }
-    builder.build().expect("client")
+    support::client_for_hosts(weir.http, &HOSTS, http2)
 }
 
 /// `mirror-target` with `$request_uri`: the copy has the client's method, path, query and
@@ -119,22 +86,22 @@ fn mirrors_get_a_copy_and_never_hold_the_client() {
     dir.write(
         "all.yaml",
         &(service_yaml("demo", "app", &[app.addr])
-            + &ingress(
+            + &demo_ingress(
                 "shop",
                 "shop.example.com",
                 &format!("nginx.ingress.kubernetes.io/mirror-target: \"http://{mirror}$request_uri\""),
             )
-            + &ingress(
+            + &demo_ingress(
                 "nobody",
                 "nobody.example.com",
                 &format!("nginx.ingress.kubernetes.io/mirror-target: \"http://{mirror}/copies$request_uri\", nginx.ingress.kubernetes.io/mirror-request-body: \"off\", nginx.ingress.kubernetes.io/mirror-host: shadow.example.com"),
             )
-            + &ingress(
+            + &demo_ingress(
                 "slow",
                 "slow.example.com",
                 &format!("nginx.ingress.kubernetes.io/mirror-target: \"http://{slow}$request_uri\""),
             )
-            + &ingress(
+            + &demo_ingress(
                 "down",
                 "down.example.com",
                 &format!("nginx.ingress.kubernetes.io/mirror-target: \"http://{down}$request_uri\""),
@@ -246,7 +213,7 @@ fn warm_up_copies_go_to_an_endpoint_in_slow_start_only() {
     let window = Duration::from_secs(4);
     let manifests = |addrs: &[SocketAddr]| {
         service_yaml("demo", "app", addrs)
-            + &ingress(
+            + &demo_ingress(
                 "shop",
                 "shop.example.com",
                 "weir.dev/slow-start: 4s, weir.dev/warm-up-mirror: \"1\"",

@@ -5,25 +5,16 @@
 //!
 //! Must not: send anything (that is [`crate::subrequest`]), or decide what an answer means.
 
+use crate::http::fields::is_connection_scoped;
 use crate::http::request_view::RequestView;
 use crate::subrequest::Destination;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 
-/// Fields of the client's request that never go on a copy: its framing and its connection,
-/// and the `Host` (the copy's is its destination's).
-const OWN_CONNECTION: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "expect",
-    "host",
-];
+/// Fields of the client's request that never go on a copy besides the connection-scoped
+/// ones ([`is_connection_scoped`]): its framing, and the `Host` (the copy's is its
+/// destination's).
+const NOT_COPIED: &[&str] = &["content-length", "expect", "host"];
 
 /// The request as its copies describe it.
 pub struct Described<'a> {
@@ -50,10 +41,11 @@ pub fn copy_head(
     let failed = |e: pingora::BError| e.to_string();
     let mut head = RequestHeader::build(method, path.as_bytes(), Some(16)).map_err(failed)?;
     for (name, value) in req.fields() {
-        let skip = OWN_CONNECTION
-            .iter()
-            .chain(also_skip)
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
+        let skip = is_connection_scoped(name)
+            || NOT_COPIED
+                .iter()
+                .chain(also_skip)
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
         if skip {
             continue;
         }

@@ -380,3 +380,63 @@ where
         });
     });
 }
+
+/// An Ingress of class `weir` in namespace `demo` with one rule for `host`, `/` to the
+/// Service `app` (port `http`), and `annotations` (YAML flow-map entries).
+pub fn demo_ingress(name: &str, host: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: demo\n  annotations: {{{annotations}}}\nspec:\n  ingressClassName: weir\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{name: http}}}}}}}}]}}\n---\n"
+    )
+}
+
+/// A client that reaches weir at `addr` for every name of `hosts` (so that `Host`, or
+/// `:authority` over HTTP/2 with prior knowledge, is that name) and follows no redirect.
+pub fn client_for_hosts(addr: SocketAddr, hosts: &[&str], http2: bool) -> Client {
+    let mut builder = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    for host in hosts {
+        builder = builder.resolve(host, addr);
+    }
+    if http2 {
+        builder = builder.http2_prior_knowledge();
+    }
+    builder.build().expect("client")
+}
+
+/// An HTTP/1.1 server on a free loopback port whose answers `answer` makes from each
+/// request's head and whole body: the upstreams and services tests write themselves (an
+/// authentication service, a mirror target).
+pub fn http1_server<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn(http::request::Parts, bytes::Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>>
+        + Send
+        + 'static,
+{
+    use http_body_util::BodyExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    serve_connections(listener, move |stream| {
+        let answer = answer.clone();
+        async move {
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(answer(parts, body).await)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        }
+    });
+    addr
+}
