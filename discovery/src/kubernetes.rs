@@ -1,5 +1,6 @@
 //! The Kubernetes source: watches Ingresses, IngressClasses, Services, EndpointSlices, TLS
-//! Secrets and Opaque Secrets (basic auth's password files) with kube-rs reflectors and publishes [`ClusterObjects`] — first once every
+//! Secrets, Opaque Secrets (basic auth's password files) and, when the cluster serves Gateway
+//! API, GatewayClasses, Gateways, HTTPRoutes and ReferenceGrants with kube-rs reflectors and publishes [`ClusterObjects`] — first once every
 //! kind has finished its initial sync, then after each debounced burst of changes. The
 //! objects go through the same [`crate::translate()`] as manifests.
 //!
@@ -11,6 +12,7 @@
 //! Must not: translate, touch the proxy, or write to the API server (status and events come
 //! with the rest of the Kubernetes issue).
 
+use crate::gateway::objects::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::objects::ClusterObjects;
 use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
@@ -83,6 +85,20 @@ where
     }
 }
 
+/// Whether the API server serves Gateway API's `v1` (its CRDs are installed).
+async fn gateway_api_served(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1")
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "httproutes"),
+        Err(e) => {
+            tracing::debug!(error = %e, "no Gateway API");
+            false
+        }
+    }
+}
+
 fn snapshot<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<Arc<K>> {
     store.state()
 }
@@ -136,8 +152,45 @@ pub async fn run(
         "Opaque Secret",
         drop_bookkeeping,
     );
-    let mut events = select_all([s1, s2, s3, s4, s5, s6]);
-    const WATCHED_KINDS: usize = 6;
+    let mut streams = vec![s1, s2, s3, s4, s5, s6];
+    // Gateway API, when the cluster serves its CRDs (asked once: installing them later
+    // takes a restart of weir); without them weir serves Ingresses alone.
+    let gateway = match gateway_api_served(&client).await {
+        true => {
+            let (classes, g1) = watch_kind(
+                Api::<GatewayClass>::all(client.clone()),
+                watcher::Config::default(),
+                "GatewayClass",
+                drop_bookkeeping,
+            );
+            let (gateways, g2) = watch_kind(
+                api::<Gateway>(&client, ns),
+                watcher::Config::default(),
+                "Gateway",
+                drop_bookkeeping,
+            );
+            let (routes, g3) = watch_kind(
+                api::<HttpRoute>(&client, ns),
+                watcher::Config::default(),
+                "HTTPRoute",
+                drop_bookkeeping,
+            );
+            let (grants, g4) = watch_kind(
+                api::<ReferenceGrant>(&client, ns),
+                watcher::Config::default(),
+                "ReferenceGrant",
+                drop_bookkeeping,
+            );
+            streams.extend([g1, g2, g3, g4]);
+            Some((classes, gateways, routes, grants))
+        }
+        false => {
+            tracing::info!("the cluster serves no Gateway API (gateway.networking.k8s.io/v1): watching Ingresses only");
+            None
+        }
+    };
+    let watched_kinds = streams.len();
+    let mut events = select_all(streams);
     let mut synced: Vec<&'static str> = Vec::new();
     let mut last_error: Option<String> = None;
     let mut dirty_since: Option<tokio::time::Instant> = None;
@@ -147,9 +200,10 @@ pub async fn run(
         services: snapshot(&services),
         endpoint_slices: snapshot(&slices),
         secrets: [snapshot(&secrets), snapshot(&opaque_secrets)].concat(),
-        // Gateway API objects are read from manifests so far; their watches come with
-        // status writing (the CRDs may not be installed in a cluster).
-        ..ClusterObjects::default()
+        gateway_classes: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.0)),
+        gateways: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.1)),
+        http_routes: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.2)),
+        reference_grants: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.3)),
     };
     loop {
         let next = match dirty_since {
@@ -178,7 +232,7 @@ pub async fn run(
                 last_error = None;
                 if !synced.contains(&kind) {
                     synced.push(kind);
-                    if synced.len() == WATCHED_KINDS {
+                    if synced.len() == watched_kinds {
                         // Ready: publish at once, no debounce.
                         publish(collect());
                         continue;
@@ -187,7 +241,7 @@ pub async fn run(
             }
             Progress::Changed => last_error = None,
         }
-        if synced.len() == WATCHED_KINDS && dirty_since.is_none() {
+        if synced.len() == watched_kinds && dirty_since.is_none() {
             dirty_since = Some(tokio::time::Instant::now());
         }
     }

@@ -159,15 +159,37 @@ fn namespaced_grants() -> BTreeSet<(String, String, String)> {
             &["get", "list", "watch"],
         ),
         ("events.k8s.io", "events", &["create", "patch"]),
+        (
+            "gateway.networking.k8s.io",
+            "gateways",
+            &["get", "list", "watch"],
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "httproutes",
+            &["get", "list", "watch"],
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "referencegrants",
+            &["get", "list", "watch"],
+        ),
     ])
 }
 
 fn class_grants() -> BTreeSet<(String, String, String)> {
-    set(&[(
-        "networking.k8s.io",
-        "ingressclasses",
-        &["get", "list", "watch"],
-    )])
+    set(&[
+        (
+            "networking.k8s.io",
+            "ingressclasses",
+            &["get", "list", "watch"],
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "gatewayclasses",
+            &["get", "list", "watch"],
+        ),
+    ])
 }
 
 fn lease_grants() -> BTreeSet<(String, String, String)> {
@@ -326,7 +348,7 @@ fn the_rendered_chart_is_least_privilege_hardened_and_runs_weir_with_valid_flags
     );
 
     // A DaemonSet watching one namespace, every option on: namespaced reads move to a Role
-    // in that namespace, the ClusterRole keeps only IngressClasses.
+    // in that namespace, the ClusterRole keeps only the classes (Ingress and Gateway).
     let objects = render(&[
         "kind=DaemonSet",
         "controller.watchNamespace=shop",

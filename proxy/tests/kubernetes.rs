@@ -335,6 +335,71 @@ fn basic_auth_follows_its_secret_on_the_api_server() {
     );
 }
 
+const GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.example.com]
+  rules:
+  - backendRefs: [{name: SERVICE, port: 80}]
+"#;
+
+/// Gateway API on the API server: an HTTPRoute is served beside an Ingress and followed
+/// when it changes; a cluster without the Gateway API CRDs is served its Ingresses alone.
+#[test]
+fn httproutes_on_the_api_server_are_served_beside_ingresses() {
+    let app = Echo::start("app");
+    let v2 = Echo::start("v2");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(INGRESS).expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
+    api.apply_yaml(&service_yaml("demo", "v2", &[v2.addr]))
+        .expect("service");
+    api.apply_yaml(&GATEWAY.replace("SERVICE", "app"))
+        .expect("gateway");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    let service_of = |weir: &Weir, host: &str| {
+        let (status, body) = weir.get(&client(), host, "/");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (status, body["service"].as_str().unwrap_or("").to_string())
+    };
+    assert!(served_by(&weir, "app"), "the Ingress: {}", weir.log_text());
+    assert_eq!(
+        service_of(&weir, "shop.example.com"),
+        (200, "app".to_string())
+    );
+    api.apply_yaml(&GATEWAY.replace("SERVICE", "v2"))
+        .expect("changed route");
+    let followed = wait_until(Duration::from_secs(10), || {
+        service_of(&weir, "shop.example.com") == (200, "v2".to_string())
+    });
+    assert!(followed.is_some(), "the changed HTTPRoute was not applied");
+    drop(weir);
+
+    // Without the CRDs: ready, the Ingress served, the HTTPRoute (unreadable) not.
+    api.set_gateway_api(false);
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    assert!(served_by(&weir, "app"));
+    assert_eq!(service_of(&weir, "shop.example.com").0, 404);
+    assert!(weir.log_text().contains("serves no Gateway API"));
+}
+
 #[test]
 fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let app = Echo::start("app");

@@ -75,6 +75,35 @@ const KINDS: &[KindEntry] = &[
         "events.k8s.io/v1",
         true,
     ),
+    // Gateway API, as its CRDs serve it.
+    (
+        "/apis/gateway.networking.k8s.io/v1",
+        "gatewayclasses",
+        "GatewayClass",
+        "gateway.networking.k8s.io/v1",
+        false,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1",
+        "gateways",
+        "Gateway",
+        "gateway.networking.k8s.io/v1",
+        true,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+        "HTTPRoute",
+        "gateway.networking.k8s.io/v1",
+        true,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1beta1",
+        "referencegrants",
+        "ReferenceGrant",
+        "gateway.networking.k8s.io/v1beta1",
+        true,
+    ),
 ];
 
 type Key = (&'static str, String, String); // (resource, namespace, name)
@@ -96,6 +125,8 @@ struct Store {
     /// Versions at or below this were compacted: watching from them gets 410.
     compacted: u64,
     down: bool,
+    /// Serve no Gateway API (a cluster without its CRDs).
+    no_gateway_api: bool,
     /// `PUT .../status` calls per object.
     status_writes: BTreeMap<Key, u64>,
     /// Answer this many more requests with 500.
@@ -302,6 +333,11 @@ impl FakeApiServer {
     }
 
     /// Takes the server down (503 for everything, watches dropped) or back up.
+    /// Serves Gateway API or not (as a cluster with or without its CRDs).
+    pub fn set_gateway_api(&self, served: bool) {
+        lock(&self.shared).no_gateway_api = !served;
+    }
+
     pub fn set_down(&self, down: bool) {
         lock(&self.shared).down = down;
         if down {
@@ -561,13 +597,22 @@ fn discovery(path: &str) -> Option<Value> {
     match path {
         "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"],
                               "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
-        "/apis" => Some(
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.iter().map(|(g, v)| {
-            let gv = format!("{g}/{v}");
-            json!({"name": g, "versions": [{"groupVersion": gv, "version": v}],
-                   "preferredVersion": {"groupVersion": gv, "version": v}})
-        }).collect::<Vec<_>>()}),
-        ),
+        "/apis" => {
+            // One entry per group, its versions together (Gateway API: v1 and v1beta1).
+            let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
+            for (g, v) in &groups {
+                match by_group.iter_mut().find(|(name, _)| name == g) {
+                    Some((_, versions)) => versions.push(v),
+                    None => by_group.push((g, vec![v])),
+                }
+            }
+            Some(
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": by_group.iter().map(|(g, versions)| {
+                let listed: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+                json!({"name": g, "versions": listed, "preferredVersion": listed[0].clone()})
+            }).collect::<Vec<_>>()}),
+            )
+        }
         "/api/v1" => Some(
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
                                  "resources": resources("/api/v1")}),
@@ -687,6 +732,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
             status(503, "ServiceUnavailable", "fake API server is down"),
         );
+    }
+    let no_gateway_api = lock(&shared).no_gateway_api;
+    if no_gateway_api && req.uri().path().contains("/gateway.networking.k8s.io") {
+        let message = format!(
+            "the server could not find the requested resource {}",
+            req.uri().path()
+        );
+        return full(StatusCode::NOT_FOUND, status(404, "NotFound", &message));
     }
     if let Some(document) = discovery(req.uri().path()) {
         return full(StatusCode::OK, document);
