@@ -206,6 +206,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Whether a mirror copy of the request waits for its body.
+    pub(crate) fn mirror_waits(&self) -> bool {
+        self.mirror.is_some()
+    }
+
     /// Whether the current attempt has its (final) response header from the upstream.
     pub(crate) fn has_upstream_response(&self) -> bool {
         self.upstream_headers.is_some()

@@ -111,7 +111,7 @@ impl ProxyHttp for WeirProxy {
         match self.admit(session.req_header_mut(), peer, tls, ctx).await {
             Admission::Forward => {
                 // No body to wait for: the mirror copy goes now (else as the body ends).
-                if session.is_body_done() {
+                if ctx.mirror_waits() && session.is_body_done() {
                     self.mirror_body(ctx, &[], true);
                 }
                 Ok(false)
