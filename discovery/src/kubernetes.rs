@@ -12,7 +12,7 @@
 //! Must not: translate, touch the proxy, or write to the API server (status and events come
 //! with the rest of the Kubernetes issue).
 
-use crate::gateway::objects::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::gateway::objects::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::objects::ClusterObjects;
 use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
@@ -85,16 +85,17 @@ where
     }
 }
 
-/// Whether the API server serves Gateway API's `v1` (its CRDs are installed).
-async fn gateway_api_served(client: &Client) -> bool {
+/// Which of Gateway API's `v1` kinds the API server serves (its CRDs are installed), by
+/// resource name (`httproutes`, `grpcroutes`, ...); empty without Gateway API.
+async fn gateway_api_served(client: &Client) -> Vec<String> {
     match client
         .list_api_group_resources("gateway.networking.k8s.io/v1")
         .await
     {
-        Ok(list) => list.resources.iter().any(|r| r.name == "httproutes"),
+        Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
         Err(e) => {
             tracing::debug!(error = %e, "no Gateway API");
-            false
+            Vec::new()
         }
     }
 }
@@ -155,7 +156,8 @@ pub async fn run(
     let mut streams = vec![s1, s2, s3, s4, s5, s6];
     // Gateway API, when the cluster serves its CRDs (asked once: installing them later
     // takes a restart of weir); without them weir serves Ingresses alone.
-    let gateway = match gateway_api_served(&client).await {
+    let served = gateway_api_served(&client).await;
+    let gateway = match served.iter().any(|r| r == "httproutes") {
         true => {
             let (classes, g1) = watch_kind(
                 Api::<GatewayClass>::all(client.clone()),
@@ -182,7 +184,21 @@ pub async fn run(
                 drop_bookkeeping,
             );
             streams.extend([g1, g2, g3, g4]);
-            Some((classes, gateways, routes, grants))
+            // GRPCRoute became v1 after HTTPRoute: a cluster may serve one without the other.
+            let grpc = match served.iter().any(|r| r == "grpcroutes") {
+                true => {
+                    let (grpc, g5) = watch_kind(
+                        api::<GrpcRoute>(&client, ns),
+                        watcher::Config::default(),
+                        "GRPCRoute",
+                        drop_bookkeeping,
+                    );
+                    streams.push(g5);
+                    Some(grpc)
+                }
+                false => None,
+            };
+            Some((classes, gateways, routes, grants, grpc))
         }
         false => {
             tracing::info!("the cluster serves no Gateway API (gateway.networking.k8s.io/v1): watching Ingresses only");
@@ -203,6 +219,10 @@ pub async fn run(
         gateway_classes: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.0)),
         gateways: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.1)),
         http_routes: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.2)),
+        grpc_routes: gateway
+            .as_ref()
+            .and_then(|g| g.4.as_ref())
+            .map_or_else(Vec::new, snapshot),
         reference_grants: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.3)),
     };
     loop {

@@ -520,6 +520,8 @@ fn mirror<'a>(
         url: target.to_string(),
         host,
         body,
+        backend: None,
+        share_ppm: 1_000_000,
     })
 }
 

@@ -4,7 +4,7 @@
 //! file (the caller keeps that file's last good objects), while a well-formed document that
 //! is not a valid object of a kind we read is rejected alone, naming `namespace/name`.
 
-use crate::gateway::objects::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::gateway::objects::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::snapshot::{ObjectRef, Rejection};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -30,6 +30,7 @@ pub struct ClusterObjects {
     pub gateway_classes: Vec<Arc<GatewayClass>>,
     pub gateways: Vec<Arc<Gateway>>,
     pub http_routes: Vec<Arc<HttpRoute>>,
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
 }
 
@@ -43,6 +44,7 @@ impl ClusterObjects {
         self.gateway_classes.extend(other.gateway_classes);
         self.gateways.extend(other.gateways);
         self.http_routes.extend(other.http_routes);
+        self.grpc_routes.extend(other.grpc_routes);
         self.reference_grants.extend(other.reference_grants);
     }
 
@@ -55,6 +57,7 @@ impl ClusterObjects {
             + self.gateway_classes.len()
             + self.gateways.len()
             + self.http_routes.len()
+            + self.grpc_routes.len()
             + self.reference_grants.len()
     }
 
@@ -151,6 +154,9 @@ fn add_value(mut value: Value, parsed: &mut ParsedManifest) {
         }
         (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => {
             take(value, "HTTPRoute", true, &mut objects.http_routes, rejected)
+        }
+        (GATEWAY_V1, "GRPCRoute") => {
+            take(value, "GRPCRoute", true, &mut objects.grpc_routes, rejected)
         }
         (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => take(
             value,

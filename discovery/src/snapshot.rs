@@ -146,6 +146,11 @@ pub enum RouteFilter {
     Cors(Cors),
     /// Send a copy of each request elsewhere too, its answer discarded.
     RequestMirror(RequestMirror),
+    /// Change the fields of the response the client gets.
+    ResponseHeaderModifier(HeaderModifier),
+    /// Answer every request with this status and no backend (Gateway API's answer to a rule
+    /// whose backends cannot be resolved: 500).
+    Respond { status: u16 },
 }
 
 /// A copy of each request sent to `url` (ingress-nginx's `mirror-target`): the client never
@@ -160,6 +165,12 @@ pub struct RequestMirror {
     pub host: Option<String>,
     /// `mirror-request-body` (on): the copy carries the request's body.
     pub body: bool,
+    /// Gateway API's mirror: copies go to an endpoint of this Service (with the request's
+    /// own `Host` and path) instead of `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKey>,
+    /// The share of requests copied, in millionths (1 000 000: every request).
+    pub share_ppm: u32,
 }
 
 /// Gateway API's CORS filter, as ingress-nginx's `enable-cors` annotations fill it. A request
@@ -212,12 +223,16 @@ pub enum PathRewrite {
     PrefixMatch { prefix: String, replacement: String },
 }
 
-/// Gateway API's RequestHeaderModifier (`set` and `remove`).
+/// Gateway API's Request- and ResponseHeaderModifier: `set`, `add`, `remove`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HeaderModifier {
-    /// (lowercase name, value) pairs.
+    /// (lowercase name, value) pairs replacing any field of the name.
     pub set: Vec<(String, String)>,
-    /// Lowercase names of fields taken off the request.
+    /// (lowercase name, value) pairs added to what is there (a field of the name the
+    /// client or upstream sent gets `,value` appended).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    /// Lowercase names of fields taken off.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
@@ -454,6 +469,10 @@ impl RouteSnapshot {
             .chain(self.canary.iter().map(|c| &c.backend))
             .chain(self.fallback.iter())
             .chain(self.error_pages.iter().filter_map(|p| p.backend.as_ref()))
+            .chain(self.filters.iter().filter_map(|f| match f {
+                RouteFilter::RequestMirror(m) => m.backend.as_ref(),
+                _ => None,
+            }))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Writing back to Kubernetes: leader election with a `coordination.k8s.io` Lease, and the
-//! `status.loadBalancer.ingress` of the Ingresses weir serves, and Events on the Ingresses it
+//! Writing back to Kubernetes: leader election with a `coordination.k8s.io` Lease, the
+//! `status.loadBalancer.ingress` of the Ingresses weir serves, the status of its Gateway API
+//! objects (as [`crate::gateway::status`] computes it), and Events on the objects it
 //! rejects.
 //!
 //! Exactly one replica writes status: the holder of the Lease. A replica takes a Lease that
@@ -206,6 +207,81 @@ pub async fn update_ingress_status(
     Ok(written)
 }
 
+/// The publish Service's addresses as a Gateway's `status.addresses`.
+pub fn gateway_addresses(
+    points: &[IngressLoadBalancerIngress],
+) -> Vec<crate::gateway::objects::GatewayStatusAddress> {
+    use crate::gateway::objects::GatewayStatusAddress;
+    points
+        .iter()
+        .filter_map(|p| match (&p.ip, &p.hostname) {
+            (Some(ip), _) => Some(GatewayStatusAddress {
+                kind: Some("IPAddress".to_string()),
+                value: ip.clone(),
+            }),
+            (None, Some(host)) => Some(GatewayStatusAddress {
+                kind: Some("Hostname".to_string()),
+                value: host.clone(),
+            }),
+            (None, None) => None,
+        })
+        .collect()
+}
+
+/// Writes each update's status (`PUT .../status`, carrying the resourceVersion it was
+/// computed from). Returns how many were written; a 409 (the object changed meanwhile) is
+/// left for the next round, which computes from the newer object.
+pub async fn write_gateway_status(
+    client: Client,
+    updates: Vec<crate::gateway::status::StatusUpdate>,
+) -> Result<usize, kube::Error> {
+    use crate::gateway::status::StatusUpdate;
+    let mut written = 0;
+    for update in updates {
+        let result = match &update {
+            StatusUpdate::GatewayClass(o) => {
+                put_status(Api::all(client.clone()), o, &o.metadata).await
+            }
+            StatusUpdate::Gateway(o) => {
+                put_status(namespaced(&client, &o.metadata), o, &o.metadata).await
+            }
+            StatusUpdate::HttpRoute(o) => {
+                put_status(namespaced(&client, &o.metadata), o, &o.metadata).await
+            }
+            StatusUpdate::GrpcRoute(o) => {
+                put_status(namespaced(&client, &o.metadata), o, &o.metadata).await
+            }
+        };
+        match result {
+            Ok(()) => written += 1,
+            Err(e) if is_conflict(&e) || is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+fn namespaced<K>(client: &Client, meta: &ObjectMeta) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    Api::namespaced(
+        client.clone(),
+        meta.namespace.as_deref().unwrap_or("default"),
+    )
+}
+
+async fn put_status<K>(api: Api<K>, object: &K, meta: &ObjectMeta) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = meta.name.as_deref().unwrap_or_default();
+    api.replace_status(name, &PostParams::default(), object)
+        .await
+        .map(|_| ())
+}
+
 /// Posts a `Warning` Event (`events.k8s.io/v1`) on `object`: `reason` is the Event's
 /// machine-readable reason (`Rejected`, `UnsupportedAnnotation`), `note` says why.
 pub async fn report_warning(
@@ -235,6 +311,10 @@ pub async fn report_warning(
                 match object.kind {
                     "Secret" | "Service" => "v1",
                     "EndpointSlice" => "discovery.k8s.io/v1",
+                    "ReferenceGrant" => "gateway.networking.k8s.io/v1beta1",
+                    "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" => {
+                        "gateway.networking.k8s.io/v1"
+                    }
                     _ => "networking.k8s.io/v1",
                 }
                 .to_string(),

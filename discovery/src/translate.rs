@@ -176,7 +176,8 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
     attach_canaries(&mut snapshot, canaries);
     // Gateway API's HTTPRoutes, after the Ingresses (an Ingress's rule wins a tie: it was
     // there before Gateway API was served by weir).
-    let gateway = crate::gateway::translate::translate(objects, &opts.gateway_controller);
+    let gateway =
+        crate::gateway::translate::translate(objects, &opts.gateway_controller, opts.now_unix);
     for route in gateway.routes {
         if !in_scope(Some(route.ingress.namespace.as_str())) {
             continue;
@@ -200,6 +201,12 @@ pub fn translate(objects: &ClusterObjects, opts: &TranslateOptions) -> RoutingSn
         }
         claimed.insert(key, route.ingress.clone());
         snapshot.routes.push(route);
+    }
+    // HTTPS listeners' certificates, for names no Ingress's TLS claimed first.
+    for tls in gateway.tls_hosts {
+        if in_scope(Some(tls.ingress.namespace.as_str())) && tls_claimed.insert(tls.host.clone()) {
+            snapshot.tls_hosts.push(tls);
+        }
     }
     snapshot.rejected.extend(gateway.rejected);
     snapshot.ingresses.extend(
@@ -455,7 +462,7 @@ fn ingress_routes(
         if let Some(prefix) = prefix {
             filters.push(RouteFilter::RequestHeaderModifier(HeaderModifier {
                 set: vec![("x-forwarded-prefix".to_string(), prefix.clone())],
-                remove: Vec::new(),
+                ..HeaderModifier::default()
             }));
         }
         filters

@@ -2,13 +2,70 @@
 //! `tests/golden/<case>/expected.json` (the `/debug/routes` view, plus documents rejected at
 //! parse time). Regenerate after an intended change with `WEIR_UPDATE_GOLDEN=1 cargo test -p
 //! weir-discovery --test golden`, and review the diff: the expectations are the spec.
+//!
+//! A case with Gateway API objects also has `status.json`: the status weir writes on them
+//! (its Gateways reached at 192.0.2.10), which the spec's conditions are checked against.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
+use weir_discovery::gateway::objects::GatewayStatusAddress;
+use weir_discovery::gateway::status::{status_updates, StatusUpdate};
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::{translate, TranslateOptions};
+
+/// The status writes of a case, as JSON: kind, namespace/name and the new status.
+fn statuses(objects: &weir_discovery::ClusterObjects) -> serde_json::Value {
+    let addresses = [GatewayStatusAddress {
+        kind: Some("IPAddress".to_string()),
+        value: "192.0.2.10".to_string(),
+    }];
+    let now = "2026-01-01T00:00:00Z".parse().expect("time");
+    let updates = status_updates(
+        objects,
+        weir_discovery::gateway::CONTROLLER_NAME,
+        &addresses,
+        now,
+    );
+    let entry = |kind: &str,
+                 meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                 status: serde_json::Value| {
+        serde_json::json!({
+            "object": format!("{kind} {}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default()),
+            "status": status,
+        })
+    };
+    let json =
+        |status: Result<serde_json::Value, serde_json::Error>| status.expect("status serializes");
+    serde_json::Value::Array(
+        updates
+            .iter()
+            .map(|u| match u {
+                StatusUpdate::GatewayClass(o) => entry(
+                    "GatewayClass",
+                    &o.metadata,
+                    json(serde_json::to_value(&o.status)),
+                ),
+                StatusUpdate::Gateway(o) => entry(
+                    "Gateway",
+                    &o.metadata,
+                    json(serde_json::to_value(&o.status)),
+                ),
+                StatusUpdate::HttpRoute(o) => entry(
+                    "HTTPRoute",
+                    &o.metadata,
+                    json(serde_json::to_value(&o.status)),
+                ),
+                StatusUpdate::GrpcRoute(o) => entry(
+                    "GRPCRoute",
+                    &o.metadata,
+                    json(serde_json::to_value(&o.status)),
+                ),
+            })
+            .collect(),
+    )
+}
 
 #[test]
 fn every_fixture_translates_to_its_expected_routes() {
@@ -31,11 +88,22 @@ fn every_fixture_translates_to_its_expected_routes() {
         let expected_path = case.join("expected.json");
         if update {
             std::fs::write(&expected_path, &actual).expect("write expected.json");
-            continue;
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != actual {
             mismatches.push(format!("{}:\n{actual}", case.display()));
+        }
+        let objects = source.objects();
+        if !objects.gateway_classes.is_empty() {
+            let actual = serde_json::to_string_pretty(&statuses(&objects)).expect("json") + "\n";
+            let status_path = case.join("status.json");
+            if update {
+                std::fs::write(&status_path, &actual).expect("write status.json");
+            }
+            let expected = std::fs::read_to_string(&status_path).unwrap_or_default();
+            if expected != actual {
+                mismatches.push(format!("{} (status):\n{actual}", case.display()));
+            }
         }
     }
     assert!(

@@ -293,15 +293,14 @@ fn main() {
                         cli.watch_namespace.clone(),
                         Arc::clone(&applier),
                         cli.reload_debounce.unwrap_or(Duration::from_secs(1)),
-                        cli.publish_service
-                            .clone()
-                            .map(|service| config::StatusPublishing {
-                                service,
-                                election_namespace: cli.election_namespace.clone(),
-                                election_id: cli.election_id.clone(),
-                                identity: std::env::var("POD_NAME")
-                                    .unwrap_or_else(|_| format!("weir-{}", std::process::id())),
-                            }),
+                        config::StatusPublishing {
+                            service: cli.publish_service.clone(),
+                            election_namespace: cli.election_namespace.clone(),
+                            election_id: cli.election_id.clone(),
+                            identity: std::env::var("POD_NAME")
+                                .unwrap_or_else(|_| format!("weir-{}", std::process::id())),
+                            gateway_controller: cli.gateway_controller.clone(),
+                        },
                     ),
                     restarts,
                 ),

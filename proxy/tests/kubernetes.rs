@@ -400,6 +400,231 @@ fn httproutes_on_the_api_server_are_served_beside_ingresses() {
     assert!(weir.log_text().contains("serves no Gateway API"));
 }
 
+const GATEWAY_STATUS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: demo}
+spec:
+  parentRefs: [{name: gw, sectionName: http}, {name: theirs}]
+  hostnames: [shop.example.com]
+  rules:
+  - backendRefs: [{name: SERVICE, port: 80}]
+status:
+  parents:
+  - parentRef: {name: theirs}
+    controllerName: example.com/other
+    conditions: []
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: demo}
+spec:
+  parentRefs: [{name: gw}, {name: gw, sectionName: nope}]
+  hostnames: [broken.example.com]
+  rules:
+  - backendRefs: [{name: no-such-service, port: 80}]
+"#;
+
+/// The conditions of `value`'s `pointer` (a `conditions` list) as (type, status, reason,
+/// observedGeneration).
+fn conditions(value: &serde_json::Value, pointer: &str) -> Vec<(String, String, String, i64)> {
+    value
+        .pointer(pointer)
+        .and_then(|c| c.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let generation = c
+                .get("observedGeneration")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(-1);
+            (text("type"), text("status"), text("reason"), generation)
+        })
+        .collect()
+}
+
+fn condition(
+    kind: &str,
+    status: &str,
+    reason: &str,
+    generation: i64,
+) -> (String, String, String, i64) {
+    (
+        kind.to_string(),
+        status.to_string(),
+        reason.to_string(),
+        generation,
+    )
+}
+
+/// Gateway API status as the spec has it, written by the elected replica: the class
+/// accepted, the Gateway's address (the publish Service's) and conditions, each listener's
+/// (a TCP one is not weir's), each route parent's with the spec's reasons; other
+/// controllers' entries kept; observedGeneration following spec changes; nothing rewritten
+/// while nothing changes. A rule whose backend does not resolve is answered 500.
+#[test]
+fn gateway_api_status_is_written_as_the_spec_says() {
+    let app = Echo::start("app");
+    let v2 = Echo::start("v2");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.apply_yaml(PUBLISHED).expect("published service");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
+    api.apply_yaml(&service_yaml("demo", "v2", &[v2.addr]))
+        .expect("service");
+    api.apply_yaml(&GATEWAY_STATUS.replace("SERVICE", "app"))
+        .expect("gateway");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
+    let weir = Weir::start_kubernetes(
+        &kubeconfig,
+        &[
+            "--reload-debounce",
+            "100ms",
+            "--publish-service",
+            "ingress/weir-lb",
+            "--election-namespace",
+            "ingress",
+        ],
+    );
+    let route = |name: &str| api.get("HTTPRoute", "demo", name).unwrap_or_default();
+    let ours = |name: &str| -> serde_json::Value {
+        route(name)
+            .pointer("/status/parents")
+            .and_then(|p| p.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p["controllerName"] == "weir.dev/gateway-controller")
+            .collect()
+    };
+    wait_until(Duration::from_secs(15), || {
+        ours("shop").as_array().is_some_and(|a| !a.is_empty())
+            && ours("broken").as_array().is_some_and(|a| a.len() == 2)
+    })
+    .unwrap_or_else(|| panic!("no route status; log:\n{}", weir.log_text()));
+
+    let class = api.get("GatewayClass", "", "weir").expect("class");
+    assert_eq!(
+        conditions(&class, "/status/conditions"),
+        [condition("Accepted", "True", "Accepted", 1)]
+    );
+    let theirs = api.get("GatewayClass", "", "other").expect("class");
+    assert!(
+        theirs.get("status").is_none(),
+        "another controller's class was touched"
+    );
+
+    let gateway = api.get("Gateway", "demo", "gw").expect("gateway");
+    assert_eq!(
+        gateway.pointer("/status/addresses"),
+        Some(&serde_json::json!([{"type": "IPAddress", "value": "203.0.113.7"}]))
+    );
+    assert_eq!(
+        conditions(&gateway, "/status/conditions"),
+        [
+            condition("Accepted", "True", "Accepted", 1),
+            condition("Programmed", "True", "Programmed", 1)
+        ]
+    );
+    assert_eq!(
+        gateway.pointer("/status/listeners/0/attachedRoutes"),
+        Some(&serde_json::json!(2))
+    );
+    assert_eq!(
+        conditions(&gateway, "/status/listeners/0/conditions"),
+        [
+            condition("Accepted", "True", "Accepted", 1),
+            condition("Programmed", "True", "Programmed", 1),
+            condition("ResolvedRefs", "True", "ResolvedRefs", 1),
+            condition("Conflicted", "False", "NoConflicts", 1),
+        ]
+    );
+    assert_eq!(
+        conditions(&gateway, "/status/listeners/1/conditions")[0],
+        condition("Accepted", "False", "UnsupportedProtocol", 1)
+    );
+
+    // Another controller's entry is kept, first; weir's follows.
+    let parents = route("shop")
+        .pointer("/status/parents")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
+    assert_eq!(
+        conditions(&ours("shop"), "/0/conditions"),
+        [
+            condition("Accepted", "True", "Accepted", 1),
+            condition("ResolvedRefs", "True", "ResolvedRefs", 1)
+        ]
+    );
+    assert_eq!(
+        ours("shop")[0]["parentRef"],
+        serde_json::json!({"name": "gw", "sectionName": "http"})
+    );
+    assert_eq!(
+        conditions(&ours("broken"), "/0/conditions"),
+        [
+            condition("Accepted", "True", "Accepted", 1),
+            condition("ResolvedRefs", "False", "BackendNotFound", 1)
+        ]
+    );
+    assert_eq!(
+        conditions(&ours("broken"), "/1/conditions")[0],
+        condition("Accepted", "False", "NoMatchingParent", 1)
+    );
+    // The spec's answer for a backend that does not resolve.
+    assert_eq!(weir.get(&client(), "broken.example.com", "/").0, 500);
+    assert_eq!(weir.get(&client(), "shop.example.com", "/").0, 200);
+
+    // Written once while nothing changes.
+    let accepted_since = ours("shop")[0]["conditions"][0]["lastTransitionTime"].clone();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(api.status_writes("HTTPRoute", "demo", "shop"), 1);
+    assert_eq!(api.status_writes("Gateway", "demo", "gw"), 1);
+    assert_eq!(api.status_writes("GatewayClass", "", "weir"), 1);
+
+    // A spec change: generation 2, observed; the condition did not change, its time stays.
+    // (Applied without the status block, as `kubectl apply` leaves status alone.)
+    let theirs_status = "status:\n  parents:\n  - parentRef: {name: theirs}\n    controllerName: example.com/other\n    conditions: []\n";
+    assert!(GATEWAY_STATUS.contains(theirs_status));
+    api.apply_yaml(
+        &GATEWAY_STATUS
+            .replace("SERVICE", "v2")
+            .replace(theirs_status, ""),
+    )
+    .expect("changed route");
+    wait_until(Duration::from_secs(10), || {
+        conditions(&ours("shop"), "/0/conditions").first()
+            == Some(&condition("Accepted", "True", "Accepted", 2))
+    })
+    .unwrap_or_else(|| panic!("observedGeneration not followed: {}", route("shop")));
+    assert_eq!(
+        ours("shop")[0]["conditions"][0]["lastTransitionTime"],
+        accepted_since
+    );
+    let body = weir.get(&client(), "shop.example.com", "/").1;
+    assert!(body.contains("v2"), "{body}");
+}
+
 #[test]
 fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let app = Echo::start("app");

@@ -14,8 +14,9 @@
 //! Writes: `GET` of one object, `POST` to create (409 `AlreadyExists`), `PUT` to replace (409
 //! `Conflict` when `metadata.resourceVersion` is stale — what leader election relies on), and
 //! `PUT .../status` (replaces only `status`; counted per object so tests can check that a
-//! controller writes only when something changed). Leases and Events are served like the
-//! other kinds.
+//! controller writes only when something changed). `metadata.generation` starts at 1 and
+//! counts changes of `spec`; a write without `status` keeps the stored one, as for kinds with
+//! a status subresource. Leases and Events are served like the other kinds.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -94,6 +95,13 @@ const KINDS: &[KindEntry] = &[
         "/apis/gateway.networking.k8s.io/v1",
         "httproutes",
         "HTTPRoute",
+        "gateway.networking.k8s.io/v1",
+        true,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1",
+        "grpcroutes",
+        "GRPCRoute",
         "gateway.networking.k8s.io/v1",
         true,
     ),
@@ -270,6 +278,7 @@ impl FakeApiServer {
         } else {
             "ADDED"
         };
+        as_an_update(store.objects.get(&key), &mut object);
         store.objects.insert(key, object.clone());
         self.record(
             &mut store,
@@ -421,6 +430,30 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
     })
 }
 
+/// What the API server does to an object written over `previous` (none: created):
+/// `metadata.generation` starts at 1 and counts changes of `spec`; a write without `status`
+/// keeps the stored one (status has its own subresource).
+fn as_an_update(previous: Option<&Value>, object: &mut Value) {
+    let generation = previous
+        .and_then(|p| p.pointer("/metadata/generation"))
+        .and_then(Value::as_u64);
+    let spec_changed = previous.is_none_or(|p| p.get("spec") != object.get("spec"));
+    let generation = match generation {
+        Some(g) if !spec_changed => g,
+        Some(g) => g + 1,
+        None => 1,
+    };
+    let status = previous.and_then(|p| p.get("status")).cloned();
+    if let Some(obj) = object.as_object_mut() {
+        if let (Some(status), false) = (status, obj.contains_key("status")) {
+            obj.insert("status".into(), status);
+        }
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("generation".into(), json!(generation));
+        }
+    }
+}
+
 /// Sets a new resourceVersion on `object`, stores it and broadcasts the change.
 fn commit(
     shared: &Shared,
@@ -495,6 +528,7 @@ async fn create(
             status(409, "AlreadyExists", "object already exists"),
         );
     }
+    as_an_update(None, &mut object);
     let stored = commit(shared, &mut store, key, object, "ADDED");
     full(StatusCode::CREATED, stored)
 }
@@ -545,6 +579,8 @@ async fn object_request(
                 }
                 next
             } else {
+                let mut body = body;
+                as_an_update(Some(&current), &mut body);
                 body
             };
             let stored = commit(shared, &mut store, key, next, "MODIFIED");

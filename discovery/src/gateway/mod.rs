@@ -1,9 +1,11 @@
-//! Gateway API: its objects ([`objects`]) and their translation onto weir's route model
-//! ([`translate`]), beside the Ingresses'.
+//! Gateway API: its objects ([`objects`]), their translation onto weir's route model
+//! ([`translate`]), beside the Ingresses', and the status they should have ([`status`]).
 //!
-//! Must not: do I/O (the objects come from the same sources as Ingresses).
+//! Must not: do I/O (the objects come from the same sources as Ingresses; status is written
+//! by `crate::status`).
 
 pub mod objects;
+pub mod status;
 pub mod translate;
 
 /// The `controllerName` of the GatewayClasses weir serves (by default).

@@ -1,5 +1,6 @@
 //! The Gateway API objects weir reads (`gateway.networking.k8s.io`): GatewayClass, Gateway,
-//! HTTPRoute and ReferenceGrant, the fields weir uses, as the API server serves them.
+//! HTTPRoute, GRPCRoute and ReferenceGrant, the fields weir uses, as the API server serves
+//! them, and the status weir writes on the first four.
 //!
 //! Written here, not taken from the `gateway-api` crate: its releases build on other
 //! versions of `kube` and `k8s-openapi` than weir's (two `k8s-openapi` cannot be linked
@@ -8,7 +9,7 @@
 //!
 //! Must not: interpret the objects (that is [`super::translate`]).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 /// Implements the `k8s-openapi` resource traits (so the objects load like the built-in
@@ -41,6 +42,15 @@ pub struct GatewayClass {
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: GatewayClassSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ConditionsStatus>,
+}
+
+/// A status that is only conditions (GatewayClass's).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct ConditionsStatus {
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 resource!(
     GatewayClass,
@@ -61,6 +71,39 @@ pub struct Gateway {
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: GatewaySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<GatewayStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    #[serde(default)]
+    pub addresses: Vec<GatewayStatusAddress>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct GatewayStatusAddress {
+    /// `IPAddress` or `Hostname`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    #[serde(default)]
+    pub supported_kinds: Vec<RouteGroupKind>,
+    #[serde(default)]
+    pub attached_routes: i32,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 resource!(
     Gateway,
@@ -121,7 +164,7 @@ pub struct RouteNamespaces {
     pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteGroupKind {
     #[serde(default)]
@@ -148,6 +191,24 @@ pub struct HttpRoute {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: HttpRouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+/// The status of a route (HTTPRoute, GRPCRoute): one entry per parent and controller.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct RouteStatus {
+    #[serde(default)]
+    pub parents: Vec<RouteParentStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentStatus {
+    pub parent_ref: ParentReference,
+    pub controller_name: String,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 resource!(
     HttpRoute,
@@ -168,19 +229,19 @@ pub struct HttpRouteSpec {
     pub rules: Vec<HttpRouteRule>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
 }
 
@@ -193,6 +254,20 @@ pub struct HttpRouteRule {
     pub filters: Vec<HttpRouteFilter>,
     #[serde(default)]
     pub backend_refs: Vec<HttpBackendRef>,
+    #[serde(default)]
+    pub timeouts: Option<HttpRouteTimeouts>,
+}
+
+/// A rule's timeouts, as Gateway API durations (`10s`, `1m30s`, `500ms`; `0s` for none).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteTimeouts {
+    /// The whole exchange, from the request's start to the response's end.
+    #[serde(default)]
+    pub request: Option<String>,
+    /// One attempt at a backend, from sending the request to the response's end.
+    #[serde(default)]
+    pub backend_request: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -240,6 +315,28 @@ pub struct HttpRouteFilter {
     pub request_redirect: Option<HttpRequestRedirect>,
     #[serde(default)]
     pub url_rewrite: Option<HttpUrlRewrite>,
+    #[serde(default)]
+    pub response_header_modifier: Option<HttpHeaderFilter>,
+    #[serde(default)]
+    pub request_mirror: Option<HttpRequestMirror>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRequestMirror {
+    pub backend_ref: HttpBackendRef,
+    /// The share of requests copied, in percent (`fraction` is the other way to say it).
+    #[serde(default)]
+    pub percent: Option<u32>,
+    #[serde(default)]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Fraction {
+    pub numerator: u32,
+    #[serde(default)]
+    pub denominator: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -309,6 +406,66 @@ pub struct HttpBackendRef {
     pub port: Option<u16>,
     #[serde(default)]
     pub weight: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct GrpcRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: GrpcRouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+resource!(
+    GrpcRoute,
+    "GRPCRoute",
+    "v1",
+    "grpcroutes",
+    k8s_openapi::NamespaceResourceScope
+);
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<GrpcRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteRule {
+    #[serde(default)]
+    pub matches: Vec<GrpcRouteMatch>,
+    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestMirror` (as HTTPRoute's).
+    #[serde(default)]
+    pub filters: Vec<HttpRouteFilter>,
+    #[serde(default)]
+    pub backend_refs: Vec<HttpBackendRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteMatch {
+    #[serde(default)]
+    pub method: Option<GrpcMethodMatch>,
+    #[serde(default)]
+    pub headers: Vec<HttpValueMatch>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct GrpcMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

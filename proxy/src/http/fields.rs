@@ -48,7 +48,8 @@ mod tests {
 
 /// A field weir adds to a response it relays (a route's response filters): it replaces the
 /// upstream's fields of the same name (`Access-Control-*`), or goes beside them
-/// (`Set-Cookie`, `Vary`).
+/// (`Set-Cookie`, `Vary`). A replacing field with an empty value removes the upstream's and
+/// adds none (`ResponseHeaderModifier`'s `remove`).
 #[derive(Debug, Clone)]
 pub struct ResponseField {
     pub name: http::HeaderName,

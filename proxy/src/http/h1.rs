@@ -969,7 +969,8 @@ pub(crate) fn response_head(
         }
     }
     if !informational {
-        for field in added {
+        // A replacing field with no value only removes the upstream's.
+        for field in added.iter().filter(|f| !(f.replaces && f.value.is_empty())) {
             out.field(RelayedField {
                 name: field.name.as_str().as_bytes(),
                 value: field.value.as_bytes(),

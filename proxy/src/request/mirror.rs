@@ -1,6 +1,7 @@
 //! Mirrors: copies of a request sent elsewhere while the request itself goes on, their
-//! answers discarded. Two kinds: a route's `mirror-target` ([`MirrorRules`]), and the
-//! warm-up copies `weir.dev/warm-up-mirror` sends to an endpoint in slow start.
+//! answers discarded. Two kinds: a route's mirrors ([`MirrorRules`]: ingress-nginx's
+//! `mirror-target`, Gateway API's `RequestMirror` to a Service), and the warm-up copies
+//! `weir.dev/warm-up-mirror` sends to an endpoint in slow start.
 //!
 //! A mirror never affects its client: it is sent from a task of its own once the request's
 //! body is complete (or at once without the body), never waited for; at most
@@ -16,6 +17,7 @@ use crate::subrequest::{Deadlines, Destination, Subrequests};
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
+use rand::Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,61 +37,147 @@ const MIRROR_DEADLINES: Deadlines = Deadlines {
 /// Fields a copy sets itself.
 const SET_BY_MIRROR: &[&str] = &["x-original-uri"];
 
-/// A route's `mirror-target`, compiled.
+/// A route's mirrors, compiled: ingress-nginx's `mirror-target`, or Gateway API's
+/// `RequestMirror` filters (several may copy one request).
 #[derive(Debug)]
 pub struct MirrorRules {
-    url: Template,
-    host: Option<HeaderValue>,
-    /// The copy carries the request's body (`mirror-request-body`).
+    targets: Vec<MirrorTarget>,
+    /// The copies carry the request's body (`mirror-request-body`; always for Gateway API).
     pub body: bool,
 }
 
+#[derive(Debug)]
+enum MirrorTarget {
+    /// A URL (with `$request_uri` filled in) and the copy's `Host`.
+    Url {
+        url: Template,
+        host: Option<HeaderValue>,
+    },
+    /// An endpoint of a Service, chosen by its balancer, sent the request's own path and
+    /// `Host`; only a share of requests (in millionths) is copied.
+    Backend {
+        pool: Arc<weir_balancer::Pool>,
+        share_ppm: u32,
+    },
+}
+
 impl MirrorRules {
-    pub fn new(mirror: &weir_discovery::RequestMirror) -> MirrorRules {
-        MirrorRules {
-            url: Template::new(&mirror.url),
-            host: mirror
-                .host
-                .as_deref()
-                .and_then(|h| HeaderValue::try_from(h).ok()),
-            body: mirror.body,
+    /// The rules of `mirrors`; `pool_of` finds a backend mirror's pool (one without a
+    /// pool is left out: discovery resolves every backend a route names).
+    pub fn new<'a>(
+        mirrors: impl IntoIterator<Item = &'a weir_discovery::RequestMirror>,
+        pool_of: impl Fn(&weir_discovery::BackendKey) -> Option<Arc<weir_balancer::Pool>>,
+    ) -> Option<MirrorRules> {
+        let mut rules = MirrorRules {
+            targets: Vec::new(),
+            body: false,
+        };
+        for mirror in mirrors {
+            rules.body |= mirror.body;
+            let target = match &mirror.backend {
+                Some(backend) => MirrorTarget::Backend {
+                    pool: pool_of(backend)?,
+                    share_ppm: mirror.share_ppm,
+                },
+                None => MirrorTarget::Url {
+                    url: Template::new(&mirror.url),
+                    host: mirror
+                        .host
+                        .as_deref()
+                        .and_then(|h| HeaderValue::try_from(h).ok()),
+                },
+            };
+            rules.targets.push(target);
         }
+        (!rules.targets.is_empty()).then_some(rules)
     }
 
-    /// The copy of `req` (its body to come), or why none can be made for it.
+    /// The copies of `req` (its body to come): `Ok(None)` when no mirror takes this request
+    /// (a share below all), `Err` when a copy cannot be made.
     pub fn copy(
         &self,
         req: &impl crate::http::request_view::RequestView,
         about: &Described<'_>,
-    ) -> Result<PendingCopy, String> {
-        let url: http::Uri = self
-            .url
-            .fill(about)
-            .parse()
-            .map_err(|e| format!("mirror-target is not a URL for this request: {e}"))?;
-        let (to, mut head) = copy_head(req, req.method().clone(), &url, SET_BY_MIRROR)?;
+    ) -> Result<Option<PendingCopy>, String> {
         let failed = |e: pingora::BError| e.to_string();
-        if let Some(host) = &self.host {
-            head.insert_header(http::header::HOST, host.clone())
-                .map_err(failed)?;
+        let mut copies = smallvec::SmallVec::new();
+        for target in &self.targets {
+            match target {
+                MirrorTarget::Url { url, host } => {
+                    let url: http::Uri = url
+                        .fill(about)
+                        .parse()
+                        .map_err(|e| format!("mirror-target is not a URL for this request: {e}"))?;
+                    let (to, mut head) = copy_head(req, req.method().clone(), &url, SET_BY_MIRROR)?;
+                    if let Some(host) = host {
+                        head.insert_header(http::header::HOST, host.clone())
+                            .map_err(failed)?;
+                    }
+                    head.insert_header("x-original-uri", about.request_uri)
+                        .map_err(failed)?;
+                    copies.push((to, head));
+                }
+                MirrorTarget::Backend { pool, share_ppm } => {
+                    let mut rng = rand::rng();
+                    if *share_ppm < 1_000_000 && rng.random_range(0..1_000_000) >= *share_ppm {
+                        continue;
+                    }
+                    let pick = pool.pick(
+                        &weir_balancer::PickRequest {
+                            tried: &[],
+                            key_hash: 0,
+                            now: weir_balancer::Nanos::now(),
+                        },
+                        &mut rng,
+                    );
+                    let endpoint = pick
+                        .endpoint
+                        .ok_or("the mirror's Service has no endpoint")?;
+                    copies.push(same_request_to(req, endpoint.addr())?);
+                }
+            }
         }
-        head.insert_header("x-original-uri", about.request_uri)
-            .map_err(failed)?;
-        Ok(PendingCopy {
+        if copies.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PendingCopy {
             kind: "mirror",
-            to,
-            head,
+            copies,
             body: self.body.then(BytesMut::new),
-        })
+        }))
     }
 }
 
-/// A copy waiting for its request's body.
+/// The head of a copy of `req` for the endpoint at `to`: the same method, path, query and
+/// fields, and the `Host` the client asked for (the upstream sees the name it serves, as
+/// with the request itself).
+fn same_request_to(
+    req: &impl crate::http::request_view::RequestView,
+    to: std::net::SocketAddr,
+) -> Result<(Destination, RequestHeader), String> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path(), |p| p.as_str());
+    let url: http::Uri = format!("http://{to}{path}")
+        .parse()
+        .map_err(|e| format!("copy to {to}: {e}"))?;
+    let (dest, mut head) = copy_head(req, req.method().clone(), &url, &[])?;
+    if let Some(host) = req
+        .field(&http::header::HOST)
+        .and_then(|h| HeaderValue::from_bytes(h).ok())
+    {
+        head.insert_header(http::header::HOST, host)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((dest, head))
+}
+
+/// Copies of one request waiting for its body (one per mirror that takes it).
 pub struct PendingCopy {
     kind: &'static str,
-    to: Destination,
-    head: RequestHeader,
-    /// The body so far (`None`: the copy carries none).
+    copies: smallvec::SmallVec<[(Destination, RequestHeader); 1]>,
+    /// The body so far (`None`: the copies carry none).
     body: Option<BytesMut>,
 }
 
@@ -99,26 +187,9 @@ impl PendingCopy {
         req: &impl crate::http::request_view::RequestView,
         to: std::net::SocketAddr,
     ) -> Result<PendingCopy, String> {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path(), |p| p.as_str());
-        let url: http::Uri = format!("http://{to}{path}")
-            .parse()
-            .map_err(|e| format!("warm-up copy: {e}"))?;
-        let (dest, mut head) = copy_head(req, req.method().clone(), &url, &[])?;
-        // The upstream sees the name it serves, as with the request itself.
-        if let Some(host) = req
-            .field(&http::header::HOST)
-            .and_then(|h| HeaderValue::from_bytes(h).ok())
-        {
-            head.insert_header(http::header::HOST, host)
-                .map_err(|e| e.to_string())?;
-        }
         Ok(PendingCopy {
             kind: "warm_up",
-            to: dest,
-            head,
+            copies: smallvec::smallvec![same_request_to(req, to)?],
             body: None,
         })
     }
@@ -176,45 +247,46 @@ impl MirrorSender {
             .inc();
     }
 
-    /// Sends `copy` from a task of its own (dropped when too many are in flight).
-    pub fn send(&self, mut copy: PendingCopy) {
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_MIRRORS_IN_FLIGHT {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            self.dropped(copy.kind);
-            return;
-        }
-        let body = copy.body.take().map(BytesMut::freeze);
-        if let Some(body) = &body {
-            if copy
-                .head
-                .insert_header(http::header::CONTENT_LENGTH, body.len())
-                .is_err()
-            {
+    /// Sends each of `copy`'s copies from a task of its own (dropped when too many are in
+    /// flight).
+    pub fn send(&self, copy: PendingCopy) {
+        let body = copy.body.map(BytesMut::freeze);
+        for (to, mut head) in copy.copies {
+            if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_MIRRORS_IN_FLIGHT {
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 self.dropped(copy.kind);
-                return;
+                continue;
             }
-        }
-        let subrequests = Arc::clone(&self.subrequests);
-        let in_flight = Arc::clone(&self.in_flight);
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let body = body.filter(|b: &Bytes| !b.is_empty());
-            let sent = subrequests
-                .send(&copy.to, copy.head, body, MIRROR_DEADLINES)
-                .await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            let result = match &sent {
-                Ok(_) => "sent",
-                Err(e) => {
-                    tracing::debug!(error = %e, kind = copy.kind, "mirror copy failed");
-                    "failed"
+            if let Some(body) = &body {
+                if head
+                    .insert_header(http::header::CONTENT_LENGTH, body.len())
+                    .is_err()
+                {
+                    self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.dropped(copy.kind);
+                    continue;
                 }
-            };
-            metrics
-                .mirror_requests_total
-                .with_label_values(&[copy.kind, result])
-                .inc();
-        });
+            }
+            let subrequests = Arc::clone(&self.subrequests);
+            let in_flight = Arc::clone(&self.in_flight);
+            let metrics = self.metrics.clone();
+            let kind = copy.kind;
+            let body = body.clone().filter(|b: &Bytes| !b.is_empty());
+            tokio::spawn(async move {
+                let sent = subrequests.send(&to, head, body, MIRROR_DEADLINES).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                let result = match &sent {
+                    Ok(_) => "sent",
+                    Err(e) => {
+                        tracing::debug!(error = %e, kind, "mirror copy failed");
+                        "failed"
+                    }
+                };
+                metrics
+                    .mirror_requests_total
+                    .with_label_values(&[kind, result])
+                    .inc();
+            });
+        }
     }
 }

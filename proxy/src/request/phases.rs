@@ -382,6 +382,10 @@ impl WeirProxy {
             ctx.target = Some(target);
             return head_or_500(redirect_response(status, &location));
         }
+        if let Some(status) = target.respond {
+            ctx.target = Some(target);
+            return Admission::Answer(status, "no backend of this route can be reached\n");
+        }
         // The rule's rate limit by client (after redirects, as nginx's `limit_req`): 429
         // with when to come back.
         if let (Some(limiter), Some(peer)) = (&target.rate_limit, client_ip) {
@@ -423,7 +427,7 @@ impl WeirProxy {
         if let Some(mirror) = &target.mirror {
             let about = self.described(&*req, client_ip, tls);
             match mirror.copy(&*req, &about) {
-                Ok(copy) => ctx.mirror = Some(Box::new(copy)),
+                Ok(copy) => ctx.mirror = copy.map(Box::new),
                 Err(why) => {
                     tracing::debug!(error = why, route = %target.route, "no mirror copy");
                     self.mirrors.dropped("mirror");
@@ -878,6 +882,19 @@ impl WeirProxy {
         // The route's filters' fields (`upstream-vhost`, `x-forwarded-prefix`, ...).
         if let Some(target) = &ctx.target {
             set.extend(target.set_fields.iter().cloned());
+            // Added fields go after what the client sent: one field, values joined by
+            // commas (the same field to an HTTP reader).
+            for (name, value) in &target.add_fields {
+                let mut joined: Vec<u8> = Vec::new();
+                for sent in downstream.field_values(name) {
+                    joined.extend_from_slice(sent);
+                    joined.push(b',');
+                }
+                joined.extend_from_slice(value.as_bytes());
+                if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                    set.push((name.clone(), value));
+                }
+            }
         }
         // What the route's authentication service said of the client.
         if let Some(fields) = &ctx.auth_fields {
@@ -949,6 +966,10 @@ impl WeirProxy {
         if let (Some(origin), Some(cors)) = (&ctx.cors_origin, route.and_then(|t| t.cors.as_ref()))
         {
             cors.fields(origin, &mut fields);
+        }
+        // The route's `ResponseHeaderModifier` (not on an error backend's answer).
+        if let (Some(target), None) = (&ctx.target, &ctx.diverted) {
+            fields.extend(target.response_fields.iter().cloned());
         }
         if let (Some(session), Some(target)) = (ctx.new_session, &ctx.target) {
             if let Some(cookie) = target.session_cookie.as_ref() {

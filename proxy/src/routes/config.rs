@@ -317,23 +317,27 @@ impl BackgroundService for ManifestsService {
     }
 }
 
-/// Who writes Ingress status: the Service to publish and the Lease to elect the writer.
+/// Who writes status, and what: the Lease that elects the writer, the Service whose
+/// addresses go into Ingress status and Gateway addresses (`--publish-service`), and the
+/// Gateway API controller name whose objects get status.
 #[derive(Debug, Clone)]
 pub struct StatusPublishing {
-    pub service: (String, String),
+    pub service: Option<(String, String)>,
     pub election_namespace: String,
     pub election_id: String,
     pub identity: String,
+    pub gateway_controller: String,
 }
 
-/// Watches Kubernetes and applies what it sees (when weir runs without `--manifests`), and
-/// with `--publish-service` writes Ingress status when elected.
+/// Watches Kubernetes and applies what it sees (when weir runs without `--manifests`); the
+/// elected replica writes Ingress status (with `--publish-service`) and the status of the
+/// Gateway API objects of weir's classes.
 pub struct KubernetesService {
     kubeconfig: Option<std::path::PathBuf>,
     namespace: Option<String>,
     applier: Arc<ConfigApplier>,
     debounce: Duration,
-    publishing: Option<StatusPublishing>,
+    publishing: StatusPublishing,
 }
 
 impl KubernetesService {
@@ -342,7 +346,7 @@ impl KubernetesService {
         namespace: Option<String>,
         applier: Arc<ConfigApplier>,
         debounce: Duration,
-        publishing: Option<StatusPublishing>,
+        publishing: StatusPublishing,
     ) -> Self {
         KubernetesService {
             kubeconfig,
@@ -395,10 +399,10 @@ impl BackgroundService for KubernetesService {
         let served: Arc<Mutex<Vec<Arc<Ingress>>>> = Arc::default();
         // Warnings go to a task that posts Events, so the watch loop never waits on writes.
         let (warnings, warnings_rx) = tokio::sync::watch::channel(Vec::<Warning>::new());
-        let identity = self.publishing.as_ref().map_or_else(
-            || format!("weir-{}", std::process::id()),
-            |p| p.identity.clone(),
-        );
+        let identity = self.publishing.identity.clone();
+        // What the elected replica writes Gateway API status from: the latest objects.
+        let latest: Arc<Mutex<Option<ClusterObjects>>> = Arc::default();
+        let latest_by_watch = Arc::clone(&latest);
         let events = report_warnings(client.clone(), identity, warnings_rx);
         let served_by_watch = Arc::clone(&served);
         let watch = weir_discovery::kubernetes::run(
@@ -426,6 +430,7 @@ impl BackgroundService for KubernetesService {
                     .cloned()
                     .collect();
                 *served_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = ours;
+                *latest_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(objects);
             },
             move |error| {
                 tracing::warn!(
@@ -438,12 +443,7 @@ impl BackgroundService for KubernetesService {
                     .inc();
             },
         );
-        let status = async {
-            match &self.publishing {
-                Some(publishing) => publish_status(client.clone(), publishing, served).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
+        let status = publish_status(client.clone(), &self.publishing, served, latest);
         tokio::select! {
             _ = watch => tracing::error!("Kubernetes watches ended"),
             _ = status => {}
@@ -485,14 +485,20 @@ async fn report_warnings(
     }
 }
 
-/// Every 2 s: take part in the election; while leading, bring the status of the served
-/// Ingresses to the publish Service's addresses.
+/// Every 2 s, while there is status to write (a publish Service, or Gateway API objects of
+/// weir's classes): take part in the election; while leading, bring the status of the served
+/// Ingresses to the publish Service's addresses, and that of the Gateway API objects to what
+/// translation says of them.
 async fn publish_status(
     client: kube::Client,
     publishing: &StatusPublishing,
     served: Arc<Mutex<Vec<Arc<Ingress>>>>,
+    latest: Arc<Mutex<Option<ClusterObjects>>>,
 ) {
-    use weir_discovery::status::{published_addresses, update_ingress_status, LeaderElector};
+    use weir_discovery::status::{
+        gateway_addresses, published_addresses, update_ingress_status, write_gateway_status,
+        LeaderElector,
+    };
     let elector = LeaderElector::new(
         client.clone(),
         &publishing.election_namespace,
@@ -500,25 +506,56 @@ async fn publish_status(
         &publishing.identity,
         Duration::from_secs(15),
     );
-    let (service_ns, service_name) = &publishing.service;
     let mut leading = false;
     let mut last_error = String::new();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
+        let objects = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let gateway_api = objects.as_ref().is_some_and(|o| {
+            o.gateway_classes
+                .iter()
+                .any(|c| c.spec.controller_name == publishing.gateway_controller)
+        });
+        if publishing.service.is_none() && !gateway_api {
+            continue;
+        }
         let round = async {
             let now_leading = elector.try_lead().await?;
             if now_leading != leading {
-                tracing::info!(leading = now_leading, identity = %publishing.identity, "Ingress status leadership changed");
+                tracing::info!(leading = now_leading, identity = %publishing.identity, "status leadership changed");
                 leading = now_leading;
             }
-            if leading {
-                let addresses =
-                    published_addresses(client.clone(), service_ns, service_name).await?;
-                let ingresses = served.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let written = update_ingress_status(client.clone(), &ingresses, &addresses).await?;
+            if !leading {
+                return Ok(());
+            }
+            let addresses = match &publishing.service {
+                Some((service_ns, service_name)) => {
+                    let addresses =
+                        published_addresses(client.clone(), service_ns, service_name).await?;
+                    let ingresses = served.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let written =
+                        update_ingress_status(client.clone(), &ingresses, &addresses).await?;
+                    if written > 0 {
+                        tracing::info!(written, "Ingress status updated");
+                    }
+                    addresses
+                }
+                None => Vec::new(),
+            };
+            if let (Some(objects), true) = (&objects, gateway_api) {
+                let updates = weir_discovery::gateway::status::status_updates(
+                    objects,
+                    &publishing.gateway_controller,
+                    &gateway_addresses(&addresses),
+                    k8s_openapi::jiff::Timestamp::now(),
+                );
+                for update in &updates {
+                    tracing::debug!(object = update.describe(), "writing Gateway API status");
+                }
+                let written = write_gateway_status(client.clone(), updates).await?;
                 if written > 0 {
-                    tracing::info!(written, "Ingress status updated");
+                    tracing::info!(written, "Gateway API status updated");
                 }
             }
             Ok::<(), kube::Error>(())
@@ -528,7 +565,7 @@ async fn publish_status(
             Err(e) => {
                 let message = e.to_string();
                 if message != last_error {
-                    tracing::warn!(error = %message, "Ingress status round failed; retrying");
+                    tracing::warn!(error = %message, "status round failed; retrying");
                     last_error = message;
                 }
             }

@@ -61,6 +61,15 @@ pub struct RouteTarget {
     /// Fields set on the upstream request, replacing any of the same name the client sent
     /// (a `UrlRewrite` filter's hostname as `host`, `RequestHeaderModifier`'s `set`).
     pub set_fields: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields added to the upstream request after any of the same name the client sent
+    /// (`RequestHeaderModifier`'s `add`: `,value` appended to the client's).
+    pub add_fields: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields weir sets on, adds to, or (an empty replacing value) removes from the
+    /// response (`ResponseHeaderModifier`).
+    pub response_fields: Vec<crate::http::fields::ResponseField>,
+    /// Answer every request with this status, sending nothing upstream (a Gateway API rule
+    /// whose backends do not resolve: 500).
+    pub respond: Option<u16>,
     /// Longest the upstream may take to accept the next bytes of a request
     /// (`proxy-send-timeout`).
     pub write_timeout: Option<std::time::Duration>,
@@ -171,6 +180,9 @@ impl RouteTarget {
             redirect: None,
             rewrite: None,
             set_fields: Vec::new(),
+            add_fields: Vec::new(),
+            response_fields: Vec::new(),
+            respond: None,
             write_timeout: route.policy.write_timeout,
             max_request_body: None,
             error_pages: None,
@@ -256,6 +268,57 @@ fn upstream_fields(filters: &[RouteFilter]) -> Vec<(http::HeaderName, http::Head
             }
             _ => {}
         }
+    }
+    fields
+}
+
+/// A field of a route filter as a name and value, when both are valid (discovery checked
+/// them; one that is still not valid is left out and logged).
+fn field_of(name: &str, value: &str) -> Option<(http::HeaderName, http::HeaderValue)> {
+    match (
+        http::HeaderName::from_bytes(name.as_bytes()),
+        http::HeaderValue::from_str(value),
+    ) {
+        (Ok(name), Ok(value)) => Some((name, value)),
+        _ => {
+            tracing::error!(
+                name,
+                value,
+                "route filter names a field that is not valid: left out"
+            );
+            None
+        }
+    }
+}
+
+/// The fields a route's `RequestHeaderModifier` adds to the upstream request.
+fn added_upstream_fields(filters: &[RouteFilter]) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    filters
+        .iter()
+        .filter_map(|f| match f {
+            RouteFilter::RequestHeaderModifier(m) => Some(&m.add),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|(name, value)| field_of(name, value))
+        .collect()
+}
+
+/// What a route's `ResponseHeaderModifier` does to the response: `set` replaces, `add`
+/// appends, `remove` replaces with nothing.
+fn response_fields(filters: &[RouteFilter]) -> Vec<crate::http::fields::ResponseField> {
+    use crate::http::fields::ResponseField;
+    let mut fields = Vec::new();
+    for m in filters.iter().filter_map(|f| match f {
+        RouteFilter::ResponseHeaderModifier(m) => Some(m),
+        _ => None,
+    }) {
+        let set = m.set.iter().filter_map(|(n, v)| field_of(n, v));
+        fields.extend(set.map(|(n, v)| ResponseField::replacing(n, v)));
+        let remove = m.remove.iter().filter_map(|n| field_of(n, ""));
+        fields.extend(remove.map(|(n, v)| ResponseField::replacing(n, v)));
+        let add = m.add.iter().filter_map(|(n, v)| field_of(n, v));
+        fields.extend(add.map(|(n, v)| ResponseField::appended(n, v)));
     }
     fields
 }
@@ -720,6 +783,12 @@ impl LiveRouting {
                 write_timeout: route.policy.write_timeout,
                 rewrite: path_rewrite(&route.filters),
                 set_fields: upstream_fields(&route.filters),
+                add_fields: added_upstream_fields(&route.filters),
+                response_fields: response_fields(&route.filters),
+                respond: route.filters.iter().find_map(|f| match f {
+                    RouteFilter::Respond { status } => Some(*status),
+                    _ => None,
+                }),
                 session_cookie: route.policy.affinity.as_ref().map(|affinity| {
                     let backend =
                         format!("{}/{}:{}", backend.namespace, backend.service, backend.port);
@@ -728,12 +797,14 @@ impl LiveRouting {
                 concurrency: concurrency.clone(),
                 rate_limit: rate_limit.clone(),
                 auth: auth.clone(),
-                mirror: route.filters.iter().find_map(|f| match f {
-                    RouteFilter::RequestMirror(mirror) => {
-                        Some(Arc::new(crate::request::mirror::MirrorRules::new(mirror)))
-                    }
-                    _ => None,
-                }),
+                mirror: crate::request::mirror::MirrorRules::new(
+                    route.filters.iter().filter_map(|f| match f {
+                        RouteFilter::RequestMirror(mirror) => Some(mirror),
+                        _ => None,
+                    }),
+                    |backend| pools.get(&(backend.clone(), policy.to_string())).cloned(),
+                )
+                .map(Arc::new),
                 warm_up_mirror: route.policy.warm_up_mirror,
                 global_limit: route.policy.global_rate_limit.as_ref().map(|limit| {
                     Arc::new(crate::request::global_limit::GlobalLimiter::new(

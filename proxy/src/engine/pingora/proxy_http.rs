@@ -197,7 +197,10 @@ impl ProxyHttp for WeirProxy {
         crate::http::h1::remove_connection_scoped_fields(upstream);
         if !upstream.status.is_informational() {
             for field in self.response_fields(is_tls(session), ctx) {
-                if field.replaces {
+                if field.replaces && field.value.is_empty() {
+                    // A replacing field with no value only removes the upstream's.
+                    upstream.remove_header(&field.name);
+                } else if field.replaces {
                     upstream.insert_header(field.name, field.value)?;
                 } else {
                     upstream.append_header(field.name, field.value)?;
