@@ -223,3 +223,180 @@ fn httproutes_route_redirect_rewrite_and_split_as_the_spec_says() {
         }
     }
 }
+
+/// A server that counts the requests it receives by path and answers 200.
+fn start_counter() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, usize)>>>,
+) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, usize)>>> = Default::default();
+    let record = std::sync::Arc::clone(&seen);
+    let addr = support::http1_server(move |parts: http::request::Parts, body: bytes::Bytes| {
+        let record = std::sync::Arc::clone(&record);
+        async move {
+            let host = parts
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if let Ok(mut seen) = record.lock() {
+                seen.push((parts.uri.to_string(), host, body.len()));
+            }
+            http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        }
+    });
+    (addr, seen)
+}
+
+/// The Extended filters and the rest of a rule, end to end: `RequestHeaderModifier` `add`,
+/// `ResponseHeaderModifier` (`set`, `add`, `remove`), `RequestMirror` to a Service (every
+/// request, and a 50 % share), `timeouts.backendRequest` (504 from a backend slower than
+/// it), and the 500 the spec answers for a rule whose backend does not resolve.
+#[test]
+fn httproute_filters_mirrors_timeouts_and_unresolved_backends() {
+    let web = Echo::start("web");
+    let (shadow, copies) = start_counter();
+    let (half, half_copies) = start_counter();
+    let dir = ManifestDir::new();
+    dir.write(
+        "gateway.yaml",
+        &(service_yaml("infra", "web", &[web.addr])
+            + &service_yaml("infra", "shadow", &[shadow])
+            + &service_yaml("infra", "half", &[half])
+            + r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: features, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [features.example.org]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /headers}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {add: [{name: X-Header-Add, value: add-appends-values}]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [Content-Type]
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /mirror}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: half, port: 80}, percent: 50}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    timeouts: {request: 10s, backendRequest: 500ms}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /unresolved}}]
+    backendRefs: [{name: no-such-service, port: 80}]
+"#),
+    );
+    let host = "features.example.org";
+    for path in ["direct", "pingora"] {
+        copies.lock().expect("lock").clear();
+        half_copies.lock().expect("lock").clear();
+        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let port = weir.http.port();
+        let c = support::client_for_hosts(weir.http, &[host], false);
+        let url = |target: &str| format!("http://{host}:{port}{target}");
+
+        let resp = c
+            .get(url("/headers"))
+            .header("x-header-add", "client")
+            .send()
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let fields = resp.headers().clone();
+        assert_eq!(
+            fields.get("x-header-set").map(|v| v.as_bytes()),
+            Some(&b"set-overwrites-values"[..]),
+            "{path}"
+        );
+        assert_eq!(
+            fields.get("x-header-add").map(|v| v.as_bytes()),
+            Some(&b"add-appends-values"[..]),
+            "{path}"
+        );
+        assert!(fields.get("content-type").is_none(), "{path}: {fields:?}");
+        let echoed: serde_json::Value = resp.json().expect("echo");
+        assert_eq!(
+            echoed["headers"]["x-header-add"], "client,add-appends-values",
+            "{path}"
+        );
+        let echoed: serde_json::Value = c
+            .get(url("/headers"))
+            .send()
+            .expect("request")
+            .json()
+            .expect("echo");
+        assert_eq!(
+            echoed["headers"]["x-header-add"], "add-appends-values",
+            "{path}"
+        );
+
+        // Mirrors: every request to one Service, half of them to the other.
+        for i in 0..100 {
+            let resp = c
+                .post(url(&format!("/mirror/{i}")))
+                .body("copy me")
+                .send()
+                .expect("request");
+            let echoed: serde_json::Value = resp.json().expect("echo");
+            assert_eq!(echoed["service"], "web", "{path}");
+        }
+        let all = support::wait_until(std::time::Duration::from_secs(10), || {
+            copies.lock().map(|c| c.len()).unwrap_or(0) >= 100
+        });
+        assert!(
+            all.is_some(),
+            "{path}: {} copies",
+            copies.lock().map(|c| c.len()).unwrap_or(0)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let seen = copies.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 100, "{path}");
+        assert!(
+            seen.iter()
+                .all(|(target, h, body)| target.starts_with("/mirror/")
+                    && h.starts_with(host)
+                    && *body == 7),
+            "{path}: {seen:?}"
+        );
+        // 100 requests at 50 %: between 25 and 75 copies (5 standard deviations).
+        let halved = half_copies.lock().expect("lock").len();
+        assert!(
+            (25..=75).contains(&halved),
+            "{path}: {halved} of 100 copies at 50 %"
+        );
+
+        // backendRequest 500ms: a backend that takes 1.5 s gets a 504 in well under that.
+        let started = std::time::Instant::now();
+        let slow = c.get(url("/slow?delay_ms=1500")).send().expect("request");
+        assert_eq!(slow.status().as_u16(), 504, "{path}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1400),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+        let quick = c.get(url("/slow?delay_ms=50")).send().expect("request");
+        assert_eq!(quick.status().as_u16(), 200, "{path}");
+
+        let unresolved = c.get(url("/unresolved")).send().expect("request");
+        assert_eq!(unresolved.status().as_u16(), 500, "{path}");
+    }
+}

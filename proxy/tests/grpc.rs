@@ -253,3 +253,127 @@ fn grpc_unary_streaming_and_errors_pass_through_weir() {
         "{log:?}"
     );
 }
+
+/// A GRPCRoute (Gateway API) to two gRPC servers: the Unary method by an exact service and
+/// method match, the service's other methods with a header to the second server; a call no
+/// rule matches is refused; the backends are reached over h2c without an annotation.
+#[test]
+fn grpcroutes_match_services_methods_and_headers() {
+    let first = start_server();
+    let second = start_server();
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(support::service_yaml("demo", "first", &[first])
+            + &support::service_yaml("demo", "second", &[second])
+            + r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: weir.test.Echo, method: Unary}}]
+    backendRefs: [{name: first, port: 80}]
+  - matches: [{method: {service: weir.test.Echo}, headers: [{name: x-lane, value: canary}]}]
+    backendRefs: [{name: second, port: 80}]
+"#),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let url = weir.url("");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .expect("endpoint")
+            .origin("http://grpc.example.com".parse().expect("origin"))
+            .connect()
+            .await
+            .expect("connect to weir");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let reply: Response<EchoReply> = grpc
+            .unary(
+                Request::new(EchoRequest {
+                    message: "exact".into(),
+                    count: 0,
+                }),
+                PathAndQuery::from_static(UNARY),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("unary call");
+        assert_eq!(reply.into_inner().message, "exact");
+        let stream_call = |lane: Option<&'static str>| {
+            let mut request = Request::new(EchoRequest {
+                message: "tick".into(),
+                count: 2,
+            });
+            if let Some(lane) = lane {
+                request
+                    .metadata_mut()
+                    .insert("x-lane", lane.parse().expect("metadata"));
+            }
+            request
+        };
+        grpc.ready().await.expect("ready");
+        let response: Response<tonic::codec::Streaming<EchoReply>> = grpc
+            .server_streaming(
+                stream_call(Some("canary")),
+                PathAndQuery::from_static(STREAM),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("stream call with the header");
+        let mut stream = response.into_inner();
+        let mut replies = 0;
+        while let Some(reply) = stream.message().await.expect("message") {
+            assert_eq!(reply.message, "tick");
+            replies += 1;
+        }
+        assert_eq!(replies, 2);
+        // No rule takes the stream without the header.
+        grpc.ready().await.expect("ready");
+        let refused = grpc
+            .server_streaming::<_, EchoReply, _>(
+                stream_call(None),
+                PathAndQuery::from_static(STREAM),
+                ProstCodec::default(),
+            )
+            .await;
+        // Refused in the head, or (tonic reads an HTTP error as the stream's) at once after.
+        let refused = match refused {
+            Err(_) => true,
+            Ok(response) => response.into_inner().message().await.is_err(),
+        };
+        assert!(refused, "a call no rule matches was served");
+    });
+    let log = weir.access_log_of(3);
+    let upstream_of = |path: &str, status: u64| {
+        log.iter()
+            .find(|l| l["path"] == path && l["status"] == status)
+            .map(|l| l["upstream"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(upstream_of(UNARY, 200), Some(first.to_string()), "{log:?}");
+    assert_eq!(
+        upstream_of(STREAM, 200),
+        Some(second.to_string()),
+        "{log:?}"
+    );
+    assert!(upstream_of(STREAM, 404).is_some(), "{log:?}");
+}

@@ -409,3 +409,65 @@ fn the_default_certificate_can_come_from_a_secret() {
     }
     assert_eq!(tls_get(port, "shop.example.com", "/").0, der(&site.shop));
 }
+
+/// Gateway API HTTPS listeners: a listener with a hostname serves its `certificateRefs`
+/// Secret for that name; one without a hostname serves it for the names of the routes
+/// attached to it; the routes are reached over TLS.
+#[test]
+fn gateway_https_listeners_serve_their_certificate_secrets() {
+    let ca = TestCa::new("weir test CA").expect("CA");
+    let named = ca.leaf(&["gw.example.com"]).expect("leaf");
+    let unnamed = ca.leaf(&["routes.example.com"]).expect("leaf");
+    let app = Echo::start("app");
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &(support::service_yaml("demo", "app", &[app.addr])
+            + &tls_secret("gw-tls", &named)
+            + &tls_secret("routes-tls", &unnamed)
+            + r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - name: named
+    port: 443
+    protocol: HTTPS
+    hostname: gw.example.com
+    tls: {certificateRefs: [{name: gw-tls}]}
+  - name: unnamed
+    port: 8443
+    protocol: HTTPS
+    tls: {certificateRefs: [{name: routes-tls}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: demo}
+spec:
+  parentRefs: [{name: gw, sectionName: named}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: routes, namespace: demo}
+spec:
+  parentRefs: [{name: gw, sectionName: unnamed}]
+  hostnames: [routes.example.com]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+"#),
+    );
+    let (_weir, port) = start(&dir);
+    let (served, response) = tls_get(port, "gw.example.com", "/");
+    assert_eq!(served, der(&named));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (served, response) = tls_get(port, "routes.example.com", "/");
+    assert_eq!(served, der(&unnamed));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
