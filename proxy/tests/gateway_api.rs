@@ -224,12 +224,12 @@ fn httproutes_route_redirect_rewrite_and_split_as_the_spec_says() {
     }
 }
 
-/// A server that counts the requests it receives by path and answers 200.
-fn start_counter() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String, usize)>>>,
-) {
-    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, usize)>>> = Default::default();
+/// What a counting server received: (target, `Host`, body length) per request.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, usize)>>>;
+
+/// A server that records the requests it receives and answers 200.
+fn start_counter() -> (std::net::SocketAddr, Seen) {
+    let seen: Seen = Default::default();
     let record = std::sync::Arc::clone(&seen);
     let addr = support::http1_server(move |parts: http::request::Parts, body: bytes::Bytes| {
         let record = std::sync::Arc::clone(&record);
