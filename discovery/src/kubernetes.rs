@@ -12,7 +12,9 @@
 //! Must not: translate, touch the proxy, or write to the API server (status and events come
 //! with the rest of the Kubernetes issue).
 
-use crate::gateway::objects::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
+use crate::gateway::objects::{
+    BackendLbPolicy, BalancerPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant,
+};
 use crate::objects::ClusterObjects;
 use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
@@ -85,19 +87,52 @@ where
     }
 }
 
-/// Which of Gateway API's `v1` kinds the API server serves (its CRDs are installed), by
-/// resource name (`httproutes`, `grpcroutes`, ...); empty without Gateway API.
-async fn gateway_api_served(client: &Client) -> Vec<String> {
-    match client
-        .list_api_group_resources("gateway.networking.k8s.io/v1")
-        .await
-    {
+/// Which resources (`httproutes`, `grpcroutes`, ...) the API server serves in
+/// `group_version`; empty when it serves none (the CRDs are not installed).
+async fn served_resources(client: &Client, group_version: &str) -> Vec<String> {
+    match client.list_api_group_resources(group_version).await {
         Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
         Err(e) => {
-            tracing::debug!(error = %e, "no Gateway API");
+            tracing::debug!(error = %e, group_version, "not served");
             Vec::new()
         }
     }
+}
+
+/// The stores of the Gateway API kinds (and weir's policy) the cluster serves.
+struct GatewayStores {
+    classes: Option<Store<GatewayClass>>,
+    gateways: Option<Store<Gateway>>,
+    http_routes: Option<Store<HttpRoute>>,
+    grpc_routes: Option<Store<GrpcRoute>>,
+    grants: Option<Store<ReferenceGrant>>,
+    lb_policies: Option<Store<BackendLbPolicy>>,
+    balancer_policies: Option<Store<BalancerPolicy>>,
+}
+
+/// Watches `api` when `served`, adding its stream to `streams`.
+fn watch_if<K>(
+    served: bool,
+    api: Api<K>,
+    name: &'static str,
+    streams: &mut Vec<BoxStream<'static, Progress>>,
+) -> Option<Store<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    if !served {
+        return None;
+    }
+    let (store, stream) = watch_kind(api, watcher::Config::default(), name, drop_bookkeeping);
+    streams.push(stream);
+    Some(store)
+}
+
+/// A store's objects; none when the kind is not watched.
+fn stored<K: Clone + Resource<DynamicType = ()>>(store: Option<&Option<Store<K>>>) -> Vec<Arc<K>> {
+    store
+        .and_then(Option::as_ref)
+        .map_or_else(Vec::new, snapshot)
 }
 
 fn snapshot<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<Arc<K>> {
@@ -155,51 +190,46 @@ pub async fn run(
     );
     let mut streams = vec![s1, s2, s3, s4, s5, s6];
     // Gateway API, when the cluster serves its CRDs (asked once: installing them later
-    // takes a restart of weir); without them weir serves Ingresses alone.
-    let served = gateway_api_served(&client).await;
-    let gateway = match served.iter().any(|r| r == "httproutes") {
-        true => {
-            let (classes, g1) = watch_kind(
-                Api::<GatewayClass>::all(client.clone()),
-                watcher::Config::default(),
-                "GatewayClass",
-                drop_bookkeeping,
-            );
-            let (gateways, g2) = watch_kind(
-                api::<Gateway>(&client, ns),
-                watcher::Config::default(),
-                "Gateway",
-                drop_bookkeeping,
-            );
-            let (routes, g3) = watch_kind(
-                api::<HttpRoute>(&client, ns),
-                watcher::Config::default(),
-                "HTTPRoute",
-                drop_bookkeeping,
-            );
-            let (grants, g4) = watch_kind(
-                api::<ReferenceGrant>(&client, ns),
-                watcher::Config::default(),
+    // takes a restart of weir); without them weir serves Ingresses alone. Each kind is
+    // watched when the cluster serves it (GRPCRoute became v1 after HTTPRoute; policies
+    // have CRDs of their own).
+    let served = [
+        served_resources(&client, "gateway.networking.k8s.io/v1").await,
+        served_resources(&client, "gateway.networking.k8s.io/v1beta1").await,
+        served_resources(&client, "gateway.networking.k8s.io/v1alpha2").await,
+        served_resources(&client, "weir.dev/v1alpha1").await,
+    ];
+    let [v1, v1beta1, v1alpha2, weir] = &served;
+    let gateway = match v1.iter().any(|r| r == "httproutes") {
+        true => Some(GatewayStores {
+            classes: watch_if(true, Api::all(client.clone()), "GatewayClass", &mut streams),
+            gateways: watch_if(true, api(&client, ns), "Gateway", &mut streams),
+            http_routes: watch_if(true, api(&client, ns), "HTTPRoute", &mut streams),
+            grpc_routes: watch_if(
+                v1.iter().any(|r| r == "grpcroutes"),
+                api(&client, ns),
+                "GRPCRoute",
+                &mut streams,
+            ),
+            grants: watch_if(
+                v1beta1.iter().any(|r| r == "referencegrants"),
+                api(&client, ns),
                 "ReferenceGrant",
-                drop_bookkeeping,
-            );
-            streams.extend([g1, g2, g3, g4]);
-            // GRPCRoute became v1 after HTTPRoute: a cluster may serve one without the other.
-            let grpc = match served.iter().any(|r| r == "grpcroutes") {
-                true => {
-                    let (grpc, g5) = watch_kind(
-                        api::<GrpcRoute>(&client, ns),
-                        watcher::Config::default(),
-                        "GRPCRoute",
-                        drop_bookkeeping,
-                    );
-                    streams.push(g5);
-                    Some(grpc)
-                }
-                false => None,
-            };
-            Some((classes, gateways, routes, grants, grpc))
-        }
+                &mut streams,
+            ),
+            lb_policies: watch_if(
+                v1alpha2.iter().any(|r| r == "backendlbpolicies"),
+                api(&client, ns),
+                "BackendLBPolicy",
+                &mut streams,
+            ),
+            balancer_policies: watch_if(
+                weir.iter().any(|r| r == "balancerpolicies"),
+                api(&client, ns),
+                "BalancerPolicy",
+                &mut streams,
+            ),
+        }),
         false => {
             tracing::info!("the cluster serves no Gateway API (gateway.networking.k8s.io/v1): watching Ingresses only");
             None
@@ -216,14 +246,13 @@ pub async fn run(
         services: snapshot(&services),
         endpoint_slices: snapshot(&slices),
         secrets: [snapshot(&secrets), snapshot(&opaque_secrets)].concat(),
-        gateway_classes: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.0)),
-        gateways: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.1)),
-        http_routes: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.2)),
-        grpc_routes: gateway
-            .as_ref()
-            .and_then(|g| g.4.as_ref())
-            .map_or_else(Vec::new, snapshot),
-        reference_grants: gateway.as_ref().map_or_else(Vec::new, |g| snapshot(&g.3)),
+        gateway_classes: stored(gateway.as_ref().map(|g| &g.classes)),
+        gateways: stored(gateway.as_ref().map(|g| &g.gateways)),
+        http_routes: stored(gateway.as_ref().map(|g| &g.http_routes)),
+        grpc_routes: stored(gateway.as_ref().map(|g| &g.grpc_routes)),
+        reference_grants: stored(gateway.as_ref().map(|g| &g.grants)),
+        backend_lb_policies: stored(gateway.as_ref().map(|g| &g.lb_policies)),
+        balancer_policies: stored(gateway.as_ref().map(|g| &g.balancer_policies)),
     };
     loop {
         let next = match dirty_since {

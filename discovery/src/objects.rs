@@ -4,7 +4,9 @@
 //! file (the caller keeps that file's last good objects), while a well-formed document that
 //! is not a valid object of a kind we read is rejected alone, naming `namespace/name`.
 
-use crate::gateway::objects::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
+use crate::gateway::objects::{
+    BackendLbPolicy, BalancerPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant,
+};
 use crate::snapshot::{ObjectRef, Rejection};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -32,6 +34,9 @@ pub struct ClusterObjects {
     pub http_routes: Vec<Arc<HttpRoute>>,
     pub grpc_routes: Vec<Arc<GrpcRoute>>,
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
+    pub backend_lb_policies: Vec<Arc<BackendLbPolicy>>,
+    /// weir's own policy (`weir.dev/v1alpha1`).
+    pub balancer_policies: Vec<Arc<BalancerPolicy>>,
 }
 
 impl ClusterObjects {
@@ -46,6 +51,8 @@ impl ClusterObjects {
         self.http_routes.extend(other.http_routes);
         self.grpc_routes.extend(other.grpc_routes);
         self.reference_grants.extend(other.reference_grants);
+        self.backend_lb_policies.extend(other.backend_lb_policies);
+        self.balancer_policies.extend(other.balancer_policies);
     }
 
     pub fn len(&self) -> usize {
@@ -59,6 +66,8 @@ impl ClusterObjects {
             + self.http_routes.len()
             + self.grpc_routes.len()
             + self.reference_grants.len()
+            + self.backend_lb_policies.len()
+            + self.balancer_policies.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,6 +77,8 @@ impl ClusterObjects {
 
 const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
 const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
+const GATEWAY_V1ALPHA2: &str = "gateway.networking.k8s.io/v1alpha2";
+const WEIR_V1ALPHA1: &str = "weir.dev/v1alpha1";
 
 /// The objects of one manifest file, plus the documents that were rejected.
 #[derive(Clone, Debug, Default)]
@@ -155,6 +166,20 @@ fn add_value(mut value: Value, parsed: &mut ParsedManifest) {
         (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => {
             take(value, "HTTPRoute", true, &mut objects.http_routes, rejected)
         }
+        (GATEWAY_V1ALPHA2, "BackendLBPolicy") => take(
+            value,
+            "BackendLBPolicy",
+            true,
+            &mut objects.backend_lb_policies,
+            rejected,
+        ),
+        (WEIR_V1ALPHA1, "BalancerPolicy") => take(
+            value,
+            "BalancerPolicy",
+            true,
+            &mut objects.balancer_policies,
+            rejected,
+        ),
         (GATEWAY_V1, "GRPCRoute") => {
             take(value, "GRPCRoute", true, &mut objects.grpc_routes, rejected)
         }

@@ -251,6 +251,12 @@ pub async fn write_gateway_status(
             StatusUpdate::GrpcRoute(o) => {
                 put_status(namespaced(&client, &o.metadata), o, &o.metadata).await
             }
+            StatusUpdate::BalancerPolicy(o) => {
+                put_status(namespaced(&client, &o.metadata), o, &o.metadata).await
+            }
+            StatusUpdate::BackendLbPolicy(o) => {
+                put_status(namespaced(&client, &o.metadata), o, &o.metadata).await
+            }
         };
         match result {
             Ok(()) => written += 1,
@@ -315,6 +321,8 @@ pub async fn report_warning(
                     "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" => {
                         "gateway.networking.k8s.io/v1"
                     }
+                    "BackendLBPolicy" => "gateway.networking.k8s.io/v1alpha2",
+                    "BalancerPolicy" => "weir.dev/v1alpha1",
                     _ => "networking.k8s.io/v1",
                 }
                 .to_string(),

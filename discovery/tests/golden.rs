@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use weir_discovery::gateway::objects::GatewayStatusAddress;
-use weir_discovery::gateway::status::{status_updates, StatusUpdate};
+use weir_discovery::gateway::status::status_updates;
 use weir_discovery::manifests::ManifestSource;
 use weir_discovery::{translate, TranslateOptions};
 
@@ -28,41 +28,10 @@ fn statuses(objects: &weir_discovery::ClusterObjects) -> serde_json::Value {
         &addresses,
         now,
     );
-    let entry = |kind: &str,
-                 meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-                 status: serde_json::Value| {
-        serde_json::json!({
-            "object": format!("{kind} {}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default()),
-            "status": status,
-        })
-    };
-    let json =
-        |status: Result<serde_json::Value, serde_json::Error>| status.expect("status serializes");
     serde_json::Value::Array(
         updates
             .iter()
-            .map(|u| match u {
-                StatusUpdate::GatewayClass(o) => entry(
-                    "GatewayClass",
-                    &o.metadata,
-                    json(serde_json::to_value(&o.status)),
-                ),
-                StatusUpdate::Gateway(o) => entry(
-                    "Gateway",
-                    &o.metadata,
-                    json(serde_json::to_value(&o.status)),
-                ),
-                StatusUpdate::HttpRoute(o) => entry(
-                    "HTTPRoute",
-                    &o.metadata,
-                    json(serde_json::to_value(&o.status)),
-                ),
-                StatusUpdate::GrpcRoute(o) => entry(
-                    "GRPCRoute",
-                    &o.metadata,
-                    json(serde_json::to_value(&o.status)),
-                ),
-            })
+            .map(|u| serde_json::json!({"object": u.describe(), "status": u.status_json()}))
             .collect(),
     )
 }

@@ -42,6 +42,7 @@ fn lint_passes_for_value_combinations_and_the_schema_rejects_wrong_types() {
     for combination in [
         &[][..],
         &["kind=DaemonSet"],
+        &["gatewayAPI.installCRDs=true"],
         &["autoscaling.enabled=true"],
         &[
             "metrics.serviceMonitor.enabled=true",
@@ -171,9 +172,37 @@ fn namespaced_grants() -> BTreeSet<(String, String, String)> {
         ),
         (
             "gateway.networking.k8s.io",
+            "grpcroutes",
+            &["get", "list", "watch"],
+        ),
+        (
+            "gateway.networking.k8s.io",
             "referencegrants",
             &["get", "list", "watch"],
         ),
+        (
+            "gateway.networking.k8s.io",
+            "backendlbpolicies",
+            &["get", "list", "watch"],
+        ),
+        ("gateway.networking.k8s.io", "gateways/status", &["update"]),
+        (
+            "gateway.networking.k8s.io",
+            "httproutes/status",
+            &["update"],
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "grpcroutes/status",
+            &["update"],
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "backendlbpolicies/status",
+            &["update"],
+        ),
+        ("weir.dev", "balancerpolicies", &["get", "list", "watch"]),
+        ("weir.dev", "balancerpolicies/status", &["update"]),
     ])
 }
 
@@ -188,6 +217,11 @@ fn class_grants() -> BTreeSet<(String, String, String)> {
             "gateway.networking.k8s.io",
             "gatewayclasses",
             &["get", "list", "watch"],
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "gatewayclasses/status",
+            &["update"],
         ),
     ])
 }
@@ -398,4 +432,97 @@ fn the_rendered_chart_is_least_privilege_hardened_and_runs_weir_with_valid_flags
     assert!(dashboards[0]["data"]["weir.json"]
         .as_str()
         .is_some_and(|d| d.contains("weir_requests_total")));
+}
+
+/// The chart's CRDs: weir's BalancerPolicy always (in `crds/`, as Helm installs CRDs), and
+/// Gateway API's kinds only with `gatewayAPI.installCRDs`, each with one storage version and
+/// a status subresource (weir writes status), kept when the release is deleted.
+#[test]
+fn the_chart_ships_weirs_crd_and_optionally_gateway_apis() {
+    let names_of = |objects: &[serde_json::Value]| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .filter_map(|o| o.pointer("/metadata/name").and_then(|n| n.as_str()))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        names_of(&render(&[])).is_empty(),
+        "CRDs rendered by default"
+    );
+    let objects = render(&["gatewayAPI.installCRDs=true"]);
+    let mut names = names_of(&objects);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "backendlbpolicies.gateway.networking.k8s.io",
+            "gatewayclasses.gateway.networking.k8s.io",
+            "gateways.gateway.networking.k8s.io",
+            "grpcroutes.gateway.networking.k8s.io",
+            "httproutes.gateway.networking.k8s.io",
+            "referencegrants.gateway.networking.k8s.io",
+        ]
+    );
+    for crd in objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+    {
+        let versions = crd
+            .pointer("/spec/versions")
+            .and_then(|v| v.as_array())
+            .expect("versions");
+        let stored = versions.iter().filter(|v| v["storage"] == true).count();
+        assert_eq!(stored, 1, "{crd}");
+        assert!(
+            versions
+                .iter()
+                .all(|v| v.pointer("/subresources/status").is_some()),
+            "{crd}"
+        );
+        assert_eq!(
+            crd.pointer("/metadata/annotations/helm.sh~1resource-policy"),
+            Some(&serde_json::json!("keep"))
+        );
+    }
+    let scope = |name: &str| {
+        objects
+            .iter()
+            .find(|o| o.pointer("/metadata/name") == Some(&serde_json::json!(name)))
+            .and_then(|o| o.pointer("/spec/scope").cloned())
+    };
+    assert_eq!(
+        scope("gatewayclasses.gateway.networking.k8s.io"),
+        Some(serde_json::json!("Cluster"))
+    );
+    assert_eq!(
+        scope("httproutes.gateway.networking.k8s.io"),
+        Some(serde_json::json!("Namespaced"))
+    );
+
+    // weir's own CRD, from crds/.
+    let crd_path = chart().join("crds/balancerpolicies.weir.dev.yaml");
+    let text = std::fs::read_to_string(&crd_path).expect("BalancerPolicy CRD");
+    let crd: serde_json::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    assert_eq!(crd["kind"], "CustomResourceDefinition");
+    assert_eq!(
+        crd.pointer("/spec/group"),
+        Some(&serde_json::json!("weir.dev"))
+    );
+    assert_eq!(
+        crd.pointer("/spec/names/plural"),
+        Some(&serde_json::json!("balancerpolicies"))
+    );
+    assert_eq!(
+        crd.pointer("/spec/versions/0/name"),
+        Some(&serde_json::json!("v1alpha1"))
+    );
+    let out = helm(&[
+        "template",
+        "edge",
+        chart().to_str().expect("utf8"),
+        "--include-crds",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("name: balancerpolicies.weir.dev"));
 }

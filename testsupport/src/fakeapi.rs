@@ -106,6 +106,21 @@ const KINDS: &[KindEntry] = &[
         true,
     ),
     (
+        "/apis/gateway.networking.k8s.io/v1alpha2",
+        "backendlbpolicies",
+        "BackendLBPolicy",
+        "gateway.networking.k8s.io/v1alpha2",
+        true,
+    ),
+    // weir's own CRD, as its chart installs it.
+    (
+        "/apis/weir.dev/v1alpha1",
+        "balancerpolicies",
+        "BalancerPolicy",
+        "weir.dev/v1alpha1",
+        true,
+    ),
+    (
         "/apis/gateway.networking.k8s.io/v1beta1",
         "referencegrants",
         "ReferenceGrant",

@@ -36,6 +36,7 @@ app.kubernetes.io/component: ingress-controller
 - --https-listen=0.0.0.0:{{ .Values.ports.https }}
 - --admin-listen=0.0.0.0:{{ .Values.ports.admin }}
 - --ingress-class={{ .Values.ingressClass.name }}
+- --gateway-controller={{ .Values.gatewayAPI.controllerName }}
 - --election-id={{ .Values.controller.electionId }}
 - --election-namespace={{ .Release.Namespace }}
 {{- if .Values.controller.publishService }}

@@ -1,6 +1,7 @@
 //! The Gateway API objects weir reads (`gateway.networking.k8s.io`): GatewayClass, Gateway,
-//! HTTPRoute, GRPCRoute and ReferenceGrant, the fields weir uses, as the API server serves
-//! them, and the status weir writes on the first four.
+//! HTTPRoute, GRPCRoute, ReferenceGrant and BackendLBPolicy, and weir's own policy in their
+//! attachment style, BalancerPolicy (`weir.dev`): the fields weir uses, as the API server
+//! serves them, and the status weir writes on them.
 //!
 //! Written here, not taken from the `gateway-api` crate: its releases build on other
 //! versions of `kube` and `k8s-openapi` than weir's (two `k8s-openapi` cannot be linked
@@ -16,9 +17,19 @@ use serde::{Deserialize, Serialize};
 /// kinds, and kube's `Api` can watch them).
 macro_rules! resource {
     ($type:ident, $kind:literal, $version:literal, $plural:literal, $scope:ty) => {
+        resource!(
+            $type,
+            "gateway.networking.k8s.io",
+            $kind,
+            $version,
+            $plural,
+            $scope
+        );
+    };
+    ($type:ident, $group:literal, $kind:literal, $version:literal, $plural:literal, $scope:ty) => {
         impl k8s_openapi::Resource for $type {
-            const API_VERSION: &'static str = concat!("gateway.networking.k8s.io/", $version);
-            const GROUP: &'static str = "gateway.networking.k8s.io";
+            const API_VERSION: &'static str = concat!($group, "/", $version);
+            const GROUP: &'static str = $group;
             const KIND: &'static str = $kind;
             const VERSION: &'static str = $version;
             const URL_PATH_SEGMENT: &'static str = $plural;
@@ -501,4 +512,113 @@ pub struct ReferenceGrantTo {
     pub kind: String,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A policy's reference to what it applies to (GEP-713's `LocalPolicyTargetReference`):
+/// a Service of the policy's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// The status of a policy: one entry per ancestor (here, each target) and controller.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct PolicyStatus {
+    #[serde(default)]
+    pub ancestors: Vec<PolicyAncestorStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: ParentReference,
+    pub controller_name: String,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// weir's balancer settings for Services (`weir.dev/v1alpha1`), attached as Gateway API
+/// policies are: `targetRefs` names Services, `settings` holds what the `weir.dev/*`
+/// annotations of an Ingress say (without the prefix: `load-balancer`, `slow-start`, ...).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct BalancerPolicy {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: BalancerPolicySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PolicyStatus>,
+}
+resource!(
+    BalancerPolicy,
+    "weir.dev",
+    "BalancerPolicy",
+    "v1alpha1",
+    "balancerpolicies",
+    k8s_openapi::NamespaceResourceScope
+);
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BalancerPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
+/// Gateway API's session persistence for Services (`v1alpha2`, experimental).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct BackendLbPolicy {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: BackendLbPolicySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PolicyStatus>,
+}
+resource!(
+    BackendLbPolicy,
+    "BackendLBPolicy",
+    "v1alpha2",
+    "backendlbpolicies",
+    k8s_openapi::NamespaceResourceScope
+);
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendLbPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default)]
+    pub session_persistence: Option<SessionPersistence>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPersistence {
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// A Gateway API duration: how long a session lasts at most.
+    #[serde(default)]
+    pub absolute_timeout: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// `Cookie` (the default) or `Header`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub cookie_config: Option<CookieConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieConfig {
+    /// `Session` (the default: a browser-session cookie) or `Permanent`.
+    #[serde(default)]
+    pub lifetime_type: Option<String>,
 }

@@ -8,6 +8,8 @@
 //!   `Conflicted`.
 //! - HTTPRoute and GRPCRoute: per parent of weir's, `Accepted` and `ResolvedRefs`; other
 //!   controllers' entries are kept as they are.
+//! - BalancerPolicy and BackendLBPolicy: per target Service (its ancestor), `Accepted`;
+//!   other controllers' entries kept.
 //!
 //! Every condition carries the object's `metadata.generation` as `observedGeneration`; its
 //! `lastTransitionTime` changes only when its status does.
@@ -15,8 +17,9 @@
 //! Must not: do I/O or decide the outcomes (translation does).
 
 use super::objects::{
-    ConditionsStatus, Gateway, GatewayClass, GatewayStatus, GatewayStatusAddress, GrpcRoute,
-    HttpRoute, ListenerStatus, RouteParentStatus, RouteStatus,
+    BackendLbPolicy, BalancerPolicy, ConditionsStatus, Gateway, GatewayClass, GatewayStatus,
+    GatewayStatusAddress, GrpcRoute, HttpRoute, ListenerStatus, ParentReference,
+    PolicyAncestorStatus, PolicyStatus, RouteParentStatus, RouteStatus,
 };
 use super::translate::{translate, ParentOutcome, Translated, Verdict};
 use crate::objects::ClusterObjects;
@@ -30,9 +33,24 @@ pub enum StatusUpdate {
     Gateway(Gateway),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
+    BalancerPolicy(BalancerPolicy),
+    BackendLbPolicy(BackendLbPolicy),
 }
 
 impl StatusUpdate {
+    /// The new status as JSON (what is written).
+    pub fn status_json(&self) -> serde_json::Value {
+        let value = match self {
+            StatusUpdate::GatewayClass(o) => serde_json::to_value(&o.status),
+            StatusUpdate::Gateway(o) => serde_json::to_value(&o.status),
+            StatusUpdate::HttpRoute(o) => serde_json::to_value(&o.status),
+            StatusUpdate::GrpcRoute(o) => serde_json::to_value(&o.status),
+            StatusUpdate::BalancerPolicy(o) => serde_json::to_value(&o.status),
+            StatusUpdate::BackendLbPolicy(o) => serde_json::to_value(&o.status),
+        };
+        value.unwrap_or_default()
+    }
+
     /// `Kind namespace/name`, for logs.
     pub fn describe(&self) -> String {
         let (kind, meta) = match self {
@@ -40,6 +58,8 @@ impl StatusUpdate {
             StatusUpdate::Gateway(o) => ("Gateway", &o.metadata),
             StatusUpdate::HttpRoute(o) => ("HTTPRoute", &o.metadata),
             StatusUpdate::GrpcRoute(o) => ("GRPCRoute", &o.metadata),
+            StatusUpdate::BalancerPolicy(o) => ("BalancerPolicy", &o.metadata),
+            StatusUpdate::BackendLbPolicy(o) => ("BackendLBPolicy", &o.metadata),
         };
         format!(
             "{kind} {}/{}",
@@ -140,7 +160,84 @@ pub fn status_updates(
             updates.push(StatusUpdate::GrpcRoute(next));
         }
     }
+    for policy in &objects.balancer_policies {
+        let current = policy.status.clone().unwrap_or_default();
+        let wanted = policy_status(
+            &current,
+            &translated,
+            "BalancerPolicy",
+            &policy.metadata,
+            controller,
+            now,
+        );
+        if wanted != current {
+            let mut next = BalancerPolicy::clone(policy);
+            next.status = Some(wanted);
+            updates.push(StatusUpdate::BalancerPolicy(next));
+        }
+    }
+    for policy in &objects.backend_lb_policies {
+        let current = policy.status.clone().unwrap_or_default();
+        let wanted = policy_status(
+            &current,
+            &translated,
+            "BackendLBPolicy",
+            &policy.metadata,
+            controller,
+            now,
+        );
+        if wanted != current {
+            let mut next = BackendLbPolicy::clone(policy);
+            next.status = Some(wanted);
+            updates.push(StatusUpdate::BackendLbPolicy(next));
+        }
+    }
     updates
+}
+
+/// A policy's status: other controllers' ancestors as they are, then weir's, one per
+/// target Service.
+fn policy_status(
+    current: &PolicyStatus,
+    translated: &Translated,
+    kind: &str,
+    meta: &ObjectMeta,
+    controller: &str,
+    now: Timestamp,
+) -> PolicyStatus {
+    let mut ancestors: Vec<PolicyAncestorStatus> = current
+        .ancestors
+        .iter()
+        .filter(|a| a.controller_name != controller)
+        .cloned()
+        .collect();
+    let outcomes = translated.policies.iter().filter(|p| {
+        p.policy.kind == kind
+            && Some(&p.policy.namespace) == meta.namespace.as_ref()
+            && Some(&p.policy.name) == meta.name.as_ref()
+    });
+    for outcome in outcomes {
+        let ancestor = ParentReference {
+            group: Some(outcome.target.group.clone()),
+            kind: Some(outcome.target.kind.clone()),
+            namespace: None,
+            name: outcome.target.name.clone(),
+            section_name: None,
+            port: None,
+        };
+        let before = current
+            .ancestors
+            .iter()
+            .find(|a| a.controller_name == controller && a.ancestor_ref == ancestor)
+            .map(|a| a.conditions.as_slice())
+            .unwrap_or_default();
+        ancestors.push(PolicyAncestorStatus {
+            conditions: conditions(before, meta, &[("Accepted", outcome.accepted.clone())], now),
+            ancestor_ref: ancestor,
+            controller_name: controller.to_string(),
+        });
+    }
+    PolicyStatus { ancestors }
 }
 
 /// A Gateway's status, when it is one of weir's.

@@ -111,6 +111,8 @@ pub struct Translated {
     pub classes: Vec<String>,
     pub gateways: Vec<GatewayOutcome>,
     pub parents: Vec<ParentOutcome>,
+    /// Each policy's verdict per target ([`super::policy`]).
+    pub policies: Vec<super::policy::PolicyOutcome>,
 }
 
 /// A listener as routes see it: may it take them, of which kinds.
@@ -256,6 +258,7 @@ pub fn translate(objects: &ClusterObjects, controller: &str, now_unix: i64) -> T
     if views.is_empty() {
         return out;
     }
+    let policies = super::policy::read_policies(objects);
     let mut routes: Vec<RouteObject> = objects
         .http_routes
         .iter()
@@ -270,15 +273,18 @@ pub fn translate(objects: &ClusterObjects, controller: &str, now_unix: i64) -> T
         )
     });
     for route in &routes {
-        translate_route(objects, route, &views, &mut outcomes, &mut out);
+        translate_route(objects, &policies, route, &views, &mut outcomes, &mut out);
     }
     out.gateways = outcomes;
+    out.rejected.extend(policies.rejected);
+    out.policies = policies.outcomes;
     out
 }
 
 /// One route: its parents' outcomes, and its rules' routes when a parent took it.
 fn translate_route(
     objects: &ClusterObjects,
+    policies: &super::policy::Policies,
     route: &RouteObject,
     views: &[GatewayView],
     outcomes: &mut [GatewayOutcome],
@@ -304,7 +310,7 @@ fn translate_route(
                 continue;
             }
         };
-        match translate_rule(objects, route, rule) {
+        match translate_rule(objects, policies, route, rule) {
             Ok((made, problem)) => {
                 if let Some((reason, message)) = problem {
                     reject(out, format!("rule {n}: {reason}: {message}"));
@@ -399,6 +405,7 @@ type RuleRoute = (
 #[allow(clippy::type_complexity)]
 fn translate_rule(
     objects: &ClusterObjects,
+    policies: &super::policy::Policies,
     route: &RouteObject,
     rule: &HttpRouteRule,
 ) -> Result<(Vec<RuleRoute>, Option<(&'static str, String)>), String> {
@@ -427,14 +434,25 @@ fn translate_rule(
             }
         }
     };
-    let mut policy = RoutePolicy {
-        backend_protocol: if route.grpc {
+    // The first backend's Service says how the rule balances (its BalancerPolicy and
+    // BackendLBPolicy); a split's other Services are balanced alike.
+    let attached = policies
+        .services
+        .get(&(backend.namespace.clone(), backend.service.clone()));
+    let (mut policy, protocol_set) = match attached.and_then(|a| a.balancer.as_ref()) {
+        Some((policy, keys)) => (policy.clone(), keys.iter().any(|k| k == "backend-protocol")),
+        None => (RoutePolicy::default(), false),
+    };
+    if !protocol_set {
+        policy.backend_protocol = if route.grpc {
             BackendProtocol::H2c
         } else {
             protocol
-        },
-        ..RoutePolicy::default()
-    };
+        };
+    }
+    if let Some(affinity) = attached.and_then(|a| a.affinity.clone()) {
+        policy.affinity = Some(affinity);
+    }
     if let Some(timeouts) = &rule.timeouts {
         apply_timeouts(timeouts, &mut policy)?;
     }
