@@ -400,3 +400,111 @@ spec:
         assert_eq!(unresolved.status().as_u16(), 500, "{path}");
     }
 }
+
+/// Policies attached to Services: a BackendLBPolicy's cookie keeps a client on one pod, a
+/// BalancerPolicy's consistent hash by a header sends each user to one pod; without the
+/// cookie or header requests spread over both pods.
+#[test]
+fn balancer_and_session_policies_attach_to_services() {
+    // Two pods each (named apart: the echo answers with its pod's name).
+    let web = [Echo::start("web-a"), Echo::start("web-b")];
+    let api = [Echo::start("api-a"), Echo::start("api-b")];
+    let dir = ManifestDir::new();
+    dir.write(
+        "gateway.yaml",
+        &(service_yaml("infra", "web", &[web[0].addr, web[1].addr])
+            + &service_yaml("infra", "api", &[api[0].addr, api[1].addr])
+            + r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.example.org]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /web}}]
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: api, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: BackendLBPolicy
+metadata: {name: web-sessions, namespace: infra}
+spec:
+  targetRefs: [{group: "", kind: Service, name: web}]
+  sessionPersistence: {sessionName: shop-session}
+---
+apiVersion: weir.dev/v1alpha1
+kind: BalancerPolicy
+metadata: {name: api-by-user, namespace: infra}
+spec:
+  targetRefs: [{group: "", kind: Service, name: api}]
+  settings: {load-balancer: consistent-hash, hash-key: "header:x-user"}
+"#),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let host = "shop.example.org";
+    let port = weir.http.port();
+    let c = support::client_for_hosts(weir.http, &[host], false);
+    let pod_of = |resp: reqwest::blocking::Response| -> String {
+        let body: serde_json::Value = resp.json().expect("echo");
+        body["pod"].as_str().unwrap_or("").to_string()
+    };
+    let url = |path: &str| format!("http://{host}:{port}{path}");
+
+    // The session cookie: set on the first answer, then every request with it stays.
+    let first = c.get(url("/web")).send().expect("request");
+    let cookie = first
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(cookie.starts_with("shop-session="), "{cookie:?}");
+    let first_pod = pod_of(first);
+    let pair = cookie.split(';').next().unwrap_or("").to_string();
+    for _ in 0..20 {
+        let pod = pod_of(
+            c.get(url("/web"))
+                .header("cookie", &pair)
+                .send()
+                .expect("request"),
+        );
+        assert_eq!(pod, first_pod);
+    }
+
+    // Consistent hash by x-user: each user always to one pod; 20 users use both pods.
+    let mut pods = std::collections::BTreeSet::new();
+    for user in 0..20 {
+        let user = format!("user-{user}");
+        let pod = pod_of(
+            c.get(url("/api"))
+                .header("x-user", &user)
+                .send()
+                .expect("request"),
+        );
+        for _ in 0..3 {
+            let again = pod_of(
+                c.get(url("/api"))
+                    .header("x-user", &user)
+                    .send()
+                    .expect("request"),
+            );
+            assert_eq!(again, pod, "{user}");
+        }
+        pods.insert(pod);
+    }
+    assert_eq!(pods.len(), 2, "20 users all hashed to one pod: {pods:?}");
+}

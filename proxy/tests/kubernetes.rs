@@ -442,6 +442,13 @@ spec:
   hostnames: [broken.example.com]
   rules:
   - backendRefs: [{name: no-such-service, port: 80}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: BalancerPolicy
+metadata: {name: shop-balance, namespace: demo}
+spec:
+  targetRefs: [{group: "", kind: Service, name: SERVICE}, {group: "", kind: Service, name: gone}]
+  settings: {load-balancer: round-robin}
 "#;
 
 /// The conditions of `value`'s `pointer` (a `conditions` list) as (type, status, reason,
@@ -519,6 +526,10 @@ fn gateway_api_status_is_written_as_the_spec_says() {
     wait_until(Duration::from_secs(15), || {
         ours("shop").as_array().is_some_and(|a| !a.is_empty())
             && ours("broken").as_array().is_some_and(|a| a.len() == 2)
+            // Policies are written last in a round.
+            && api
+                .get("BalancerPolicy", "demo", "shop-balance")
+                .is_some_and(|p| p.pointer("/status/ancestors/1").is_some())
     })
     .unwrap_or_else(|| panic!("no route status; log:\n{}", weir.log_text()));
 
@@ -590,6 +601,26 @@ fn gateway_api_status_is_written_as_the_spec_says() {
     assert_eq!(
         conditions(&ours("broken"), "/1/conditions")[0],
         condition("Accepted", "False", "NoMatchingParent", 1)
+    );
+    // The policy's status: per target Service.
+    let policy = api
+        .get("BalancerPolicy", "demo", "shop-balance")
+        .expect("policy");
+    let ancestors = policy
+        .pointer("/status/ancestors")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        ancestors[0]["ancestorRef"],
+        serde_json::json!({"group": "", "kind": "Service", "name": "app"})
+    );
+    assert_eq!(
+        conditions(&ancestors, "/0/conditions"),
+        [condition("Accepted", "True", "Accepted", 1)]
+    );
+    assert_eq!(
+        conditions(&ancestors, "/1/conditions"),
+        [condition("Accepted", "False", "TargetNotFound", 1)]
     );
     // The spec's answer for a backend that does not resolve.
     assert_eq!(weir.get(&client(), "broken.example.com", "/").0, 500);
