@@ -104,6 +104,24 @@ pub struct BackendKey {
     pub cluster_ip: bool,
 }
 
+impl BackendKey {
+    /// No Service: what a route with nowhere to forward to names (a rule that only
+    /// redirects, or answers), and a Gateway API `backendRef` that does not resolve, whose
+    /// share of a split is answered 500 as the spec says.
+    pub fn unresolved(namespace: &str) -> BackendKey {
+        BackendKey {
+            namespace: namespace.to_string(),
+            service: String::new(),
+            port: String::new(),
+            cluster_ip: false,
+        }
+    }
+
+    pub fn is_unresolved(&self) -> bool {
+        self.service.is_empty()
+    }
+}
+
 impl fmt::Display for BackendKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}:{}", self.namespace, self.service, self.port)?;

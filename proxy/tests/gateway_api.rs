@@ -304,6 +304,8 @@ spec:
     backendRefs: [{name: web, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /unresolved}}]
     backendRefs: [{name: no-such-service, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /half-unresolved}}]
+    backendRefs: [{name: web, port: 80}, {name: no-such-service, port: 80}]
 "#),
     );
     let host = "features.example.org";
@@ -398,6 +400,26 @@ spec:
 
         let unresolved = c.get(url("/unresolved")).send().expect("request");
         assert_eq!(unresolved.status().as_u16(), 500, "{path}");
+        // Half the weight on a backend that does not resolve: that share is answered 500
+        // (100 requests: between 25 and 75, 5 standard deviations), the rest served.
+        let mut failed = 0;
+        for _ in 0..100 {
+            match c
+                .get(url("/half-unresolved"))
+                .send()
+                .expect("request")
+                .status()
+                .as_u16()
+            {
+                500 => failed += 1,
+                200 => {}
+                other => panic!("{path}: status {other}"),
+            }
+        }
+        assert!(
+            (25..=75).contains(&failed),
+            "{path}: {failed} of 100 answered 500"
+        );
     }
 }
 

@@ -410,12 +410,7 @@ fn translate_rule(
     rule: &HttpRouteRule,
 ) -> Result<(Vec<RuleRoute>, Option<(&'static str, String)>), String> {
     let redirects = rule.filters.iter().any(|f| f.kind == "RequestRedirect");
-    let nowhere = BackendKey {
-        namespace: route.namespace().to_string(),
-        service: String::new(),
-        port: String::new(),
-        cluster_ip: false,
-    };
+    let nowhere = BackendKey::unresolved(route.namespace());
     let mut problem = None;
     let mut respond = None;
     let (backend, split, protocol) = if redirects && rule.backend_refs.is_empty() {
@@ -1062,7 +1057,7 @@ fn route_match(m: &HttpRouteMatch) -> Result<(PathMatch, RequestConditions), Str
 struct Backends {
     /// The first usable backend (`None`: none is).
     first: Option<BackendKey>,
-    /// All usable ones with their weights, when there are several.
+    /// All with their weights, when there are several (unresolved ones too).
     split: Vec<WeightedBackend>,
     /// The first one's protocol (its Service port's `appProtocol`).
     protocol: BackendProtocol,
@@ -1071,7 +1066,8 @@ struct Backends {
 }
 
 /// A rule's `backendRefs` resolved: Services of the route's namespace, or another's with a
-/// ReferenceGrant. One that does not resolve is left out and named in `problem`.
+/// ReferenceGrant. One that does not resolve is named in `problem` and keeps its weight in
+/// the split as an unresolved backend (its share is answered 500).
 fn backends(objects: &ClusterObjects, route: &RouteObject, refs: &[HttpBackendRef]) -> Backends {
     let mut out = Backends {
         first: None,
@@ -1097,10 +1093,18 @@ fn backends(objects: &ClusterObjects, route: &RouteObject, refs: &[HttpBackendRe
             }
             Err(problem) => {
                 out.problem.get_or_insert(problem);
+                // Its share of the requests is answered 500.
+                if weight > 0 {
+                    out.split.push(WeightedBackend {
+                        backend: BackendKey::unresolved(route.namespace()),
+                        weight,
+                    });
+                }
             }
         }
     }
-    if out.split.len() == 1 {
+    // One backend (or none resolved: the rule answers 500 itself) needs no split.
+    if out.split.len() == 1 || out.first.is_none() {
         out.split.clear();
     }
     out

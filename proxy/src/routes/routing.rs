@@ -785,10 +785,17 @@ impl LiveRouting {
                 set_fields: upstream_fields(&route.filters),
                 add_fields: added_upstream_fields(&route.filters),
                 response_fields: response_fields(&route.filters),
-                respond: route.filters.iter().find_map(|f| match f {
-                    RouteFilter::Respond { status } => Some(*status),
-                    _ => None,
-                }),
+                respond: route
+                    .filters
+                    .iter()
+                    .find_map(|f| match f {
+                        RouteFilter::Respond { status } => Some(*status),
+                        _ => None,
+                    })
+                    // A split's share for a backendRef that does not resolve.
+                    .or_else(|| {
+                        (backend.is_unresolved() && !route.split.is_empty()).then_some(500)
+                    }),
                 session_cookie: route.policy.affinity.as_ref().map(|affinity| {
                     let backend =
                         format!("{}/{}:{}", backend.namespace, backend.service, backend.port);
