@@ -18,7 +18,7 @@ use crate::gateway::objects::{
 use crate::objects::ClusterObjects;
 use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
@@ -101,6 +101,7 @@ async fn served_resources(client: &Client, group_version: &str) -> Vec<String> {
 
 /// The stores of the Gateway API kinds (and weir's policy) the cluster serves.
 struct GatewayStores {
+    namespaces: Option<Store<Namespace>>,
     classes: Option<Store<GatewayClass>>,
     gateways: Option<Store<Gateway>>,
     http_routes: Option<Store<HttpRoute>>,
@@ -202,6 +203,8 @@ pub async fn run(
     let [v1, v1beta1, v1alpha2, weir] = &served;
     let gateway = match v1.iter().any(|r| r == "httproutes") {
         true => Some(GatewayStores {
+            // Listeners may allow routes by their namespace's labels.
+            namespaces: watch_if(true, Api::all(client.clone()), "Namespace", &mut streams),
             classes: watch_if(true, Api::all(client.clone()), "GatewayClass", &mut streams),
             gateways: watch_if(true, api(&client, ns), "Gateway", &mut streams),
             http_routes: watch_if(true, api(&client, ns), "HTTPRoute", &mut streams),
@@ -246,6 +249,7 @@ pub async fn run(
         services: snapshot(&services),
         endpoint_slices: snapshot(&slices),
         secrets: [snapshot(&secrets), snapshot(&opaque_secrets)].concat(),
+        namespaces: stored(gateway.as_ref().map(|g| &g.namespaces)),
         gateway_classes: stored(gateway.as_ref().map(|g| &g.classes)),
         gateways: stored(gateway.as_ref().map(|g| &g.gateways)),
         http_routes: stored(gateway.as_ref().map(|g| &g.http_routes)),

@@ -8,7 +8,7 @@ use crate::gateway::objects::{
     BackendLbPolicy, BalancerPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant,
 };
 use crate::snapshot::{ObjectRef, Rejection};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,6 +28,8 @@ pub struct ClusterObjects {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub secrets: Vec<Arc<Secret>>,
+    /// Their labels select the routes a Gateway listener allows (`from: Selector`).
+    pub namespaces: Vec<Arc<Namespace>>,
     /// Gateway API (`gateway.networking.k8s.io`).
     pub gateway_classes: Vec<Arc<GatewayClass>>,
     pub gateways: Vec<Arc<Gateway>>,
@@ -46,6 +48,7 @@ impl ClusterObjects {
         self.services.extend(other.services);
         self.endpoint_slices.extend(other.endpoint_slices);
         self.secrets.extend(other.secrets);
+        self.namespaces.extend(other.namespaces);
         self.gateway_classes.extend(other.gateway_classes);
         self.gateways.extend(other.gateways);
         self.http_routes.extend(other.http_routes);
@@ -61,6 +64,7 @@ impl ClusterObjects {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.namespaces.len()
             + self.gateway_classes.len()
             + self.gateways.len()
             + self.http_routes.len()
@@ -152,6 +156,7 @@ fn add_value(mut value: Value, parsed: &mut ParsedManifest) {
             rejected,
         ),
         ("v1", "Secret") => take(value, "Secret", true, &mut objects.secrets, rejected),
+        ("v1", "Namespace") => take(value, "Namespace", false, &mut objects.namespaces, rejected),
         // Gateway API: v1, and v1beta1 (the same fields; ReferenceGrant's only version).
         (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => take(
             value,

@@ -223,6 +223,7 @@ fn class_grants() -> BTreeSet<(String, String, String)> {
             "gatewayclasses/status",
             &["update"],
         ),
+        ("", "namespaces", &["get", "list", "watch"]),
     ])
 }
 

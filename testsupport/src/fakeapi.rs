@@ -41,6 +41,7 @@ const KINDS: &[KindEntry] = &[
     ("/api/v1", "services", "Service", "v1", true),
     ("/api/v1", "secrets", "Secret", "v1", true),
     ("/api/v1", "pods", "Pod", "v1", true),
+    ("/api/v1", "namespaces", "Namespace", "v1", false),
     (
         "/apis/discovery.k8s.io/v1",
         "endpointslices",

@@ -31,7 +31,8 @@ use crate::snapshot::{
     Redirect, RedirectParts, RedirectTo, Rejection, RequestConditions, RequestMirror, RouteFilter,
     RoutePolicy, RouteSnapshot, StringMatch, TlsHost, UrlRewrite, ValueMatch, WeightedBackend,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const GROUP: &str = "gateway.networking.k8s.io";
@@ -333,7 +334,7 @@ fn translate_route(
             // Not one of weir's Gateways: another controller's business.
             continue;
         };
-        let accepted = match attach(route, parent, &views[g]) {
+        let accepted = match attach(objects, route, parent, &views[g]) {
             Ok(taken) => {
                 attached = true;
                 for (listener, hosts) in taken {
@@ -567,6 +568,7 @@ fn parent_gateway(
 /// two share; `Err` with the spec's reason when none does.
 #[allow(clippy::type_complexity)]
 fn attach(
+    objects: &ClusterObjects,
     route: &RouteObject,
     parent: &ParentReference,
     view: &GatewayView,
@@ -609,7 +611,7 @@ fn attach(
         .filter(|(_, l)| {
             l.usable
                 && l.kinds.iter().any(|k| k.kind == route.kind)
-                && allows(l.listener, route_ns, view.namespace)
+                && allows(objects, l.listener, route_ns, view.namespace)
         })
         .collect();
     if allowed.is_empty() {
@@ -645,19 +647,56 @@ fn attach(
 }
 
 /// Whether `listener` (of a Gateway in `gateway_ns`) takes routes of `route_ns`.
-fn allows(listener: &Listener, route_ns: &str, gateway_ns: &str) -> bool {
-    let from = listener
+fn allows(objects: &ClusterObjects, listener: &Listener, route_ns: &str, gateway_ns: &str) -> bool {
+    let namespaces = listener
         .allowed_routes
         .as_ref()
-        .and_then(|a| a.namespaces.as_ref())
-        .and_then(|n| n.from.as_deref())
-        .unwrap_or("Same");
-    // `Selector` needs the Namespaces' labels, which weir does not watch: refused (closed).
-    match from {
+        .and_then(|a| a.namespaces.as_ref());
+    match namespaces.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
         "All" => true,
         "Same" => route_ns == gateway_ns,
+        // No selector selects nothing (closed), as an unknown `from` does.
+        "Selector" => namespaces
+            .and_then(|n| n.selector.as_ref())
+            .is_some_and(|selector| selects(selector, &namespace_labels(objects, route_ns))),
         _ => false,
     }
+}
+
+/// A namespace's labels, with the `kubernetes.io/metadata.name` label the API server gives
+/// every namespace (also for one the manifests do not declare).
+fn namespace_labels(objects: &ClusterObjects, name: &str) -> BTreeMap<String, String> {
+    let mut labels = objects
+        .namespaces
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.insert("kubernetes.io/metadata.name".to_string(), name.to_string());
+    labels
+}
+
+/// Whether a Kubernetes label selector selects `labels`: every `matchLabels` pair, every
+/// `matchExpressions` requirement (`In`, `NotIn`, `Exists`, `DoesNotExist`; an unknown
+/// operator selects nothing).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let listed = |v: &String| e.values.iter().flatten().any(|x| x == v);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(listed),
+            "NotIn" => !value.is_some_and(listed),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    pairs && expressions
 }
 
 /// A Gateway's listeners judged on their own (protocol, kinds, conflicts).
@@ -1412,6 +1451,60 @@ mod tests {
             hosts(Some("*.example.com"), &["*.foo.example.com"]),
             [suffix("foo.example.com")]
         );
+    }
+
+    #[test]
+    fn label_selectors_select_as_kubernetes_does() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        let labels: BTreeMap<String, String> = [("team", "shop"), ("tier", "web")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let requirement = |key: &str, operator: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.to_string(),
+            operator: operator.to_string(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        };
+        let with =
+            |pairs: &[(&str, &str)], expressions: Vec<LabelSelectorRequirement>| LabelSelector {
+                match_labels: Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                match_expressions: Some(expressions),
+            };
+        assert!(
+            selects(&with(&[], vec![]), &labels),
+            "the empty selector selects all"
+        );
+        assert!(selects(&with(&[("team", "shop")], vec![]), &labels));
+        assert!(!selects(&with(&[("team", "ads")], vec![]), &labels));
+        assert!(selects(
+            &with(&[], vec![requirement("tier", "In", &["web", "api"])]),
+            &labels
+        ));
+        assert!(!selects(
+            &with(&[], vec![requirement("tier", "NotIn", &["web"])]),
+            &labels
+        ));
+        assert!(selects(
+            &with(&[], vec![requirement("zone", "NotIn", &["a"])]),
+            &labels
+        ));
+        assert!(selects(
+            &with(&[], vec![requirement("team", "Exists", &[])]),
+            &labels
+        ));
+        assert!(!selects(
+            &with(&[], vec![requirement("team", "DoesNotExist", &[])]),
+            &labels
+        ));
+        assert!(!selects(
+            &with(&[], vec![requirement("team", "Matches", &["shop"])]),
+            &labels
+        ));
     }
 
     #[test]
