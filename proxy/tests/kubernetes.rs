@@ -622,6 +622,31 @@ fn gateway_api_status_is_written_as_the_spec_says() {
         conditions(&ancestors, "/1/conditions"),
         [condition("Accepted", "False", "TargetNotFound", 1)]
     );
+    // A Warning Event on the route that cannot be served in full.
+    let event = wait_until(Duration::from_secs(10), || {
+        api.list("Event")
+            .iter()
+            .any(|e| e.pointer("/regarding/name") == Some(&serde_json::json!("broken")))
+    });
+    assert!(
+        event.is_some(),
+        "no Event on the HTTPRoute: {:?}",
+        api.list("Event")
+    );
+    let events = api.list("Event");
+    let on_route = events
+        .iter()
+        .find(|e| e.pointer("/regarding/name") == Some(&serde_json::json!("broken")))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        on_route.pointer("/regarding/kind"),
+        Some(&serde_json::json!("HTTPRoute"))
+    );
+    assert_eq!(
+        on_route.pointer("/regarding/apiVersion"),
+        Some(&serde_json::json!("gateway.networking.k8s.io/v1"))
+    );
     // The spec's answer for a backend that does not resolve.
     assert_eq!(weir.get(&client(), "broken.example.com", "/").0, 500);
     assert_eq!(weir.get(&client(), "shop.example.com", "/").0, 200);

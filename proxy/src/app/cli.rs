@@ -47,7 +47,7 @@ pub struct Cli {
     #[arg(long, env = "WEIR_PUBLISH_SERVICE", value_parser = parse_namespaced_name)]
     pub publish_service: Option<(String, String)>,
 
-    /// Name of the Lease that elects the replica writing Ingress status.
+    /// Name of the Lease that elects the replica writing Ingress and Gateway API status.
     #[arg(long, env = "WEIR_ELECTION_ID", default_value = "weir-leader")]
     pub election_id: String,
 

@@ -49,7 +49,14 @@ impl Applied {
         let rejected = self
             .rejected
             .iter()
-            .filter(|r| r.object.kind == "Ingress")
+            // Objects users write routes with; a Secret's problem is reported on its Ingress
+            // or Gateway listener.
+            .filter(|r| {
+                matches!(
+                    r.object.kind,
+                    "Ingress" | "HTTPRoute" | "GRPCRoute" | "BalancerPolicy" | "BackendLBPolicy"
+                )
+            })
             .map(|r| Warning {
                 object: r.object.clone(),
                 reason: "Rejected",
