@@ -309,12 +309,14 @@ spec:
 "#),
     );
     let host = "features.example.org";
-    for path in ["direct", "pingora"] {
+    // HTTP/1.1 on both engines, and HTTP/2.
+    for (engine, http2) in [("direct", false), ("pingora", false), ("direct", true)] {
+        let path = format!("{engine}, http2 {http2}");
         copies.lock().expect("lock").clear();
         half_copies.lock().expect("lock").clear();
-        let weir = Weir::start(&dir.path(), &["--http1-path", path]);
+        let weir = Weir::start(&dir.path(), &["--http1-path", engine]);
         let port = weir.http.port();
-        let c = support::client_for_hosts(weir.http, &[host], false);
+        let c = support::client_for_hosts(weir.http, &[host], http2);
         let url = |target: &str| format!("http://{host}:{port}{target}");
 
         let resp = c

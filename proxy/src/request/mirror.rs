@@ -163,10 +163,12 @@ fn same_request_to(
         .parse()
         .map_err(|e| format!("copy to {to}: {e}"))?;
     let (dest, mut head) = copy_head(req, req.method().clone(), &url, &[])?;
-    if let Some(host) = req
-        .field(&http::header::HOST)
-        .and_then(|h| HeaderValue::from_bytes(h).ok())
-    {
+    // HTTP/2 requests carry the name in `:authority`, not `Host`.
+    let host = match req.field(&http::header::HOST) {
+        Some(host) => HeaderValue::from_bytes(host).ok(),
+        None => HeaderValue::from_str(req.authority()).ok(),
+    };
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
         head.insert_header(http::header::HOST, host)
             .map_err(|e| e.to_string())?;
     }
