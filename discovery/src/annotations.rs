@@ -276,6 +276,13 @@ const KNOWN: &[&str] = &[
     "zone-aware",
 ];
 
+/// Whether `name` (without the prefix) is a `weir.dev/*` annotation of how a Service is
+/// balanced and reached, not of a rule (`backend-weights`, `path-regex`, `ssl-redirect`):
+/// what a BalancerPolicy may set (`crate::gateway::policy`).
+pub fn is_service_setting(name: &str) -> bool {
+    KNOWN.contains(&name) && !matches!(name, "backend-weights" | "path-regex" | "ssl-redirect")
+}
+
 /// Whether weir reads the ingress-nginx annotation `name` (without its prefix): with the
 /// others in [`crate::nginx`], or with the authentication ones in [`crate::auth`].
 pub fn nginx_is_read(name: &str) -> bool {

@@ -552,7 +552,8 @@ fn gateway_api_status_is_written_as_the_spec_says() {
     assert_eq!(
         conditions(&gateway, "/status/conditions"),
         [
-            condition("Accepted", "True", "Accepted", 1),
+            // Accepted, saying that a listener (the TCP one) is not.
+            condition("Accepted", "True", "ListenersNotValid", 1),
             condition("Programmed", "True", "Programmed", 1)
         ]
     );

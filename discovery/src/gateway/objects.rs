@@ -267,6 +267,8 @@ pub struct HttpRouteRule {
     pub backend_refs: Vec<HttpBackendRef>,
     #[serde(default)]
     pub timeouts: Option<HttpRouteTimeouts>,
+    #[serde(default)]
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 /// A rule's timeouts, as Gateway API durations (`10s`, `1m30s`, `500ms`; `0s` for none).
@@ -457,6 +459,8 @@ pub struct GrpcRouteRule {
     pub filters: Vec<HttpRouteFilter>,
     #[serde(default)]
     pub backend_refs: Vec<HttpBackendRef>,
+    #[serde(default)]
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

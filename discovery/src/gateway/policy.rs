@@ -48,43 +48,15 @@ pub struct Policies {
     pub rejected: Vec<Rejection>,
 }
 
-/// The settings a BalancerPolicy may hold: the `weir.dev/*` annotations of how a Service is
-/// balanced and reached (not those of a rule: `backend-weights`, `path-regex`,
-/// `ssl-redirect`).
-const BALANCER_SETTINGS: &[&str] = &[
-    "backend-protocol",
-    "backend-tls-server-name",
-    "backend-tls-verify",
-    "connect-timeout",
-    "hash-balance-factor",
-    "hash-key",
-    "hash-load-signal",
-    "latency-health-factor",
-    "load-balancer",
-    "max-concurrency",
-    "outlier-base-ejection",
-    "outlier-consecutive-failures",
-    "outlier-max-ejection",
-    "outlier-max-ejection-percent",
-    "read-timeout",
-    "retries",
-    "slow-start",
-    "slow-start-aggression",
-    "slow-start-min-weight",
-    "warm-up-mirror",
-    "websocket-idle-timeout",
-    "zone-aware",
-];
-
 /// A BalancerPolicy's settings as a route policy, every key and value checked.
 pub fn balancer_settings(settings: &BTreeMap<String, String>) -> Result<RoutePolicy, String> {
+    // The `weir.dev/*` annotations of how a Service is balanced and reached.
     if let Some(unknown) = settings
         .keys()
-        .find(|k| !BALANCER_SETTINGS.contains(&k.as_str()))
+        .find(|k| !crate::annotations::is_service_setting(k))
     {
         return Err(format!(
-            "setting {unknown:?} is not one weir reads (it reads {})",
-            BALANCER_SETTINGS.join(", ")
+            "setting {unknown:?} is not one weir reads (docs/gateway-api.md lists them)"
         ));
     }
     // The same parser as the annotations', so both mean the same.
@@ -96,8 +68,8 @@ pub fn balancer_settings(settings: &BTreeMap<String, String>) -> Result<RoutePol
         .map_err(|e| e.replace("annotation weir.dev/", "setting "))
 }
 
-/// Session persistence as weir's cookie affinity.
-fn affinity(persistence: &SessionPersistence) -> Result<SessionAffinity, String> {
+/// Session persistence (a BackendLBPolicy's, or a route rule's) as weir's cookie affinity.
+pub fn affinity(persistence: &SessionPersistence) -> Result<SessionAffinity, String> {
     if persistence.kind.as_deref().is_some_and(|k| k != "Cookie") {
         return Err(format!(
             "sessionPersistence type {:?}: weir keeps sessions by cookie",

@@ -25,6 +25,7 @@ use super::translate::{translate, ParentOutcome, Translated, Verdict};
 use crate::objects::ClusterObjects;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use std::sync::Arc;
 
 /// An object whose status is to be written, carrying the new status.
 #[derive(Clone, Debug)]
@@ -80,119 +81,135 @@ pub fn status_updates(
     // Certificates are judged as the routes are (expired ones refused).
     let translated = translate(objects, controller, now.as_second());
     let mut updates = Vec::new();
-    for class in &objects.gateway_classes {
-        if !translated
-            .classes
-            .iter()
-            .any(|c| Some(c) == class.metadata.name.as_ref())
-        {
-            continue;
-        }
-        let current = class.status.clone().unwrap_or_default();
-        let wanted = ConditionsStatus {
-            conditions: conditions(
-                &current.conditions,
-                &class.metadata,
-                &[(
-                    "Accepted",
-                    Verdict {
-                        status: true,
-                        reason: "Accepted",
-                        message: "weir serves this class".to_string(),
-                    },
-                )],
-                now,
-            ),
-        };
-        if wanted != current {
-            let mut next = GatewayClass::clone(class);
-            next.status = Some(wanted);
-            updates.push(StatusUpdate::GatewayClass(next));
-        }
-    }
-    for gateway in &objects.gateways {
-        if let Some(wanted) = gateway_status(&translated, gateway, addresses, now) {
-            if Some(&wanted) != gateway.status.as_ref() {
-                let mut next = Gateway::clone(gateway);
-                next.status = Some(wanted);
-                updates.push(StatusUpdate::Gateway(next));
-            }
-        }
-    }
-    let ours = |kind: &str, meta: &ObjectMeta| -> Vec<&ParentOutcome> {
-        translated
+    changed(
+        &objects.gateway_classes,
+        |class| class.status.clone(),
+        |class, current| {
+            let ours = translated
+                .classes
+                .iter()
+                .any(|c| Some(c) == class.metadata.name.as_ref());
+            ours.then(|| ConditionsStatus {
+                conditions: conditions(
+                    &current.conditions,
+                    &class.metadata,
+                    &[(
+                        "Accepted",
+                        Verdict {
+                            status: true,
+                            reason: "Accepted",
+                            message: "weir serves this class".to_string(),
+                        },
+                    )],
+                    now,
+                ),
+            })
+        },
+        |mut class, status| {
+            class.status = Some(status);
+            StatusUpdate::GatewayClass(class)
+        },
+        &mut updates,
+    );
+    changed(
+        &objects.gateways,
+        |gateway| gateway.status.clone(),
+        |gateway, _| gateway_status(&translated, gateway, addresses, now),
+        |mut gateway, status| {
+            gateway.status = Some(status);
+            StatusUpdate::Gateway(gateway)
+        },
+        &mut updates,
+    );
+    let route_status_of = |kind: &str, meta: &ObjectMeta, current: &RouteStatus| {
+        let outcomes: Vec<&ParentOutcome> = translated
             .parents
             .iter()
-            .filter(|p| {
-                p.route.kind == kind
-                    && Some(&p.route.namespace) == meta.namespace.as_ref()
-                    && Some(&p.route.name) == meta.name.as_ref()
-            })
-            .collect()
+            .filter(|p| p.route.kind == kind && is(&p.route, meta))
+            .collect();
+        Some(route_status(current, meta, &outcomes, controller, now))
     };
-    for route in &objects.http_routes {
-        let current = route.status.clone().unwrap_or_default();
-        let wanted = route_status(
-            &current,
-            &route.metadata,
-            &ours("HTTPRoute", &route.metadata),
-            controller,
-            now,
-        );
-        if wanted != current {
-            let mut next = HttpRoute::clone(route);
-            next.status = Some(wanted);
-            updates.push(StatusUpdate::HttpRoute(next));
-        }
-    }
-    for route in &objects.grpc_routes {
-        let current = route.status.clone().unwrap_or_default();
-        let wanted = route_status(
-            &current,
-            &route.metadata,
-            &ours("GRPCRoute", &route.metadata),
-            controller,
-            now,
-        );
-        if wanted != current {
-            let mut next = GrpcRoute::clone(route);
-            next.status = Some(wanted);
-            updates.push(StatusUpdate::GrpcRoute(next));
-        }
-    }
-    for policy in &objects.balancer_policies {
-        let current = policy.status.clone().unwrap_or_default();
-        let wanted = policy_status(
-            &current,
-            &translated,
-            "BalancerPolicy",
-            &policy.metadata,
-            controller,
-            now,
-        );
-        if wanted != current {
-            let mut next = BalancerPolicy::clone(policy);
-            next.status = Some(wanted);
-            updates.push(StatusUpdate::BalancerPolicy(next));
-        }
-    }
-    for policy in &objects.backend_lb_policies {
-        let current = policy.status.clone().unwrap_or_default();
-        let wanted = policy_status(
-            &current,
-            &translated,
-            "BackendLBPolicy",
-            &policy.metadata,
-            controller,
-            now,
-        );
-        if wanted != current {
-            let mut next = BackendLbPolicy::clone(policy);
-            next.status = Some(wanted);
-            updates.push(StatusUpdate::BackendLbPolicy(next));
-        }
-    }
+    changed(
+        &objects.http_routes,
+        |route| route.status.clone(),
+        |route, current| route_status_of("HTTPRoute", &route.metadata, current),
+        |mut route, status| {
+            route.status = Some(status);
+            StatusUpdate::HttpRoute(route)
+        },
+        &mut updates,
+    );
+    changed(
+        &objects.grpc_routes,
+        |route| route.status.clone(),
+        |route, current| route_status_of("GRPCRoute", &route.metadata, current),
+        |mut route, status| {
+            route.status = Some(status);
+            StatusUpdate::GrpcRoute(route)
+        },
+        &mut updates,
+    );
+    changed(
+        &objects.balancer_policies,
+        |policy| policy.status.clone(),
+        |policy, current| {
+            Some(policy_status(
+                current,
+                &translated,
+                "BalancerPolicy",
+                &policy.metadata,
+                controller,
+                now,
+            ))
+        },
+        |mut policy, status| {
+            policy.status = Some(status);
+            StatusUpdate::BalancerPolicy(policy)
+        },
+        &mut updates,
+    );
+    changed(
+        &objects.backend_lb_policies,
+        |policy| policy.status.clone(),
+        |policy, current| {
+            Some(policy_status(
+                current,
+                &translated,
+                "BackendLBPolicy",
+                &policy.metadata,
+                controller,
+                now,
+            ))
+        },
+        |mut policy, status| {
+            policy.status = Some(status);
+            StatusUpdate::BackendLbPolicy(policy)
+        },
+        &mut updates,
+    );
     updates
+}
+
+/// Adds an update for each object whose wanted status (`None`: not weir's to write)
+/// differs from its current one (absent counts as empty).
+fn changed<K: Clone, S: Clone + Default + PartialEq>(
+    objects: &[Arc<K>],
+    current: impl Fn(&K) -> Option<S>,
+    wanted: impl Fn(&K, &S) -> Option<S>,
+    update: impl Fn(K, S) -> StatusUpdate,
+    updates: &mut Vec<StatusUpdate>,
+) {
+    for object in objects {
+        let now = current(object).unwrap_or_default();
+        if let Some(wanted) = wanted(object, &now).filter(|w| *w != now) {
+            updates.push(update(K::clone(object), wanted));
+        }
+    }
+}
+
+/// Whether `object` is the object of `meta`.
+fn is(object: &crate::snapshot::ObjectRef, meta: &ObjectMeta) -> bool {
+    Some(&object.namespace) == meta.namespace.as_ref() && Some(&object.name) == meta.name.as_ref()
 }
 
 /// A policy's status: other controllers' ancestors as they are, then weir's, one per
@@ -211,11 +228,10 @@ fn policy_status(
         .filter(|a| a.controller_name != controller)
         .cloned()
         .collect();
-    let outcomes = translated.policies.iter().filter(|p| {
-        p.policy.kind == kind
-            && Some(&p.policy.namespace) == meta.namespace.as_ref()
-            && Some(&p.policy.name) == meta.name.as_ref()
-    });
+    let outcomes = translated
+        .policies
+        .iter()
+        .filter(|p| p.policy.kind == kind && is(&p.policy, meta));
     for outcome in outcomes {
         let ancestor = ParentReference {
             group: Some(outcome.target.group.clone()),
@@ -247,25 +263,38 @@ fn gateway_status(
     addresses: &[GatewayStatusAddress],
     now: Timestamp,
 ) -> Option<GatewayStatus> {
-    let outcome = translated.gateways.iter().find(|g| {
-        Some(&g.gateway.namespace) == gateway.metadata.namespace.as_ref()
-            && Some(&g.gateway.name) == gateway.metadata.name.as_ref()
-    })?;
+    let outcome = translated
+        .gateways
+        .iter()
+        .find(|g| is(&g.gateway, &gateway.metadata))?;
     let current = gateway.status.clone().unwrap_or_default();
     let meta = &gateway.metadata;
-    let any_accepted = outcome.listeners.iter().any(|l| l.accepted.status);
+    let accepted_listeners = outcome
+        .listeners
+        .iter()
+        .filter(|l| l.accepted.status)
+        .count();
     let any_programmed = outcome.listeners.iter().any(|l| l.programmed.status);
-    let accepted = match any_accepted || outcome.listeners.is_empty() {
-        true => Verdict {
+    // Accepted while any listener is; the reason says when some are not.
+    let accepted = if accepted_listeners == outcome.listeners.len() {
+        Verdict {
             status: true,
             reason: "Accepted",
             message: "accepted by weir".to_string(),
-        },
-        false => Verdict {
+        }
+    } else if accepted_listeners > 0 {
+        Verdict {
+            status: true,
+            reason: "ListenersNotValid",
+            message: "some listeners are not valid (their status says why); the others are served"
+                .to_string(),
+        }
+    } else {
+        Verdict {
             status: false,
             reason: "ListenersNotValid",
             message: "no listener of this Gateway is valid".to_string(),
-        },
+        }
     };
     let programmed = if addresses.is_empty() {
         Verdict {

@@ -170,6 +170,7 @@ impl<'a> RouteObject<'a> {
                     filters: rule.filters.clone(),
                     backend_refs: rule.backend_refs.clone(),
                     timeouts: None,
+                    session_persistence: rule.session_persistence.clone(),
                 })
             })
             .collect();
@@ -448,6 +449,10 @@ fn translate_rule(
     }
     if let Some(affinity) = attached.and_then(|a| a.affinity.clone()) {
         policy.affinity = Some(affinity);
+    }
+    // The rule's own session persistence comes before its Service's policy.
+    if let Some(persistence) = &rule.session_persistence {
+        policy.affinity = Some(super::policy::affinity(persistence)?);
     }
     if let Some(timeouts) = &rule.timeouts {
         apply_timeouts(timeouts, &mut policy)?;
@@ -801,7 +806,11 @@ fn listener_outcomes(
     let mut listeners = Vec::new();
     for (i, lv) in view.listeners.iter().enumerate() {
         let listener = lv.listener;
-        let (supported_kinds, invalid_kinds) = route_kinds(listener);
+        let (mut supported_kinds, invalid_kinds) = route_kinds(listener);
+        if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
+            // A listener weir does not serve takes no route kind.
+            supported_kinds.clear();
+        }
         let conflicted = match conflict(view.gateway, i) {
             Some(reason) => Verdict::yes(
                 reason,
