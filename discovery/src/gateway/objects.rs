@@ -269,6 +269,9 @@ pub struct HttpRouteRule {
     pub timeouts: Option<HttpRouteTimeouts>,
     #[serde(default)]
     pub session_persistence: Option<SessionPersistence>,
+    /// Experimental retries: read only to be reported (weir does not implement them here).
+    #[serde(default)]
+    pub retry: Option<serde_json::Value>,
 }
 
 /// A rule's timeouts, as Gateway API durations (`10s`, `1m30s`, `500ms`; `0s` for none).
@@ -419,6 +422,9 @@ pub struct HttpBackendRef {
     pub port: Option<u16>,
     #[serde(default)]
     pub weight: Option<u32>,
+    /// Filters of one backend: read only to be reported (weir applies a rule's filters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -171,6 +171,7 @@ impl<'a> RouteObject<'a> {
                     backend_refs: rule.backend_refs.clone(),
                     timeouts: None,
                     session_persistence: rule.session_persistence.clone(),
+                    retry: None,
                 })
             })
             .collect();
@@ -411,6 +412,15 @@ fn translate_rule(
     route: &RouteObject,
     rule: &HttpRouteRule,
 ) -> Result<(Vec<RuleRoute>, Option<(&'static str, String)>), String> {
+    // What weir does not implement is refused, never ignored.
+    if rule.retry.is_some() {
+        return Err("retry is not supported by weir's Gateway API routes".to_string());
+    }
+    if rule.backend_refs.iter().any(|b| !b.filters.is_empty()) {
+        return Err(
+            "filters on a backendRef are not supported by weir (a rule's filters are)".to_string(),
+        );
+    }
     let redirects = rule.filters.iter().any(|f| f.kind == "RequestRedirect");
     let nowhere = BackendKey::unresolved(route.namespace());
     let mut problem = None;
