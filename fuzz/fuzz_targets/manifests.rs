@@ -1,5 +1,5 @@
-//! Any text as a manifests file: parsing and translation must never panic, whatever the
-//! YAML, the kinds, the fields or the annotations.
+//! Any text as a manifests file: parsing, translation and the Gateway API status weir would
+//! write must never panic, whatever the YAML, the kinds, the fields or the annotations.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use weir_discovery::objects::parse_manifest;
@@ -14,6 +14,14 @@ fuzz_target!(|data: &[u8]| {
             ..TranslateOptions::default()
         };
         let snapshot = translate(&parsed.objects, &opts);
+        if let Ok(now) = "2027-01-01T00:00:00Z".parse() {
+            let _ = weir_discovery::gateway::status::status_updates(
+                &parsed.objects,
+                weir_discovery::gateway::CONTROLLER_NAME,
+                &[],
+                now,
+            );
+        }
         let live = weir_proxy::routes::routing::LiveRouting::default();
         live.apply(snapshot);
     }
