@@ -229,14 +229,16 @@ pub fn gateway_addresses(
 }
 
 /// Writes each update's status (`PUT .../status`, carrying the resourceVersion it was
-/// computed from). Returns how many were written; a 409 (the object changed meanwhile) is
-/// left for the next round, which computes from the newer object.
+/// computed from). Returns how many were written and the errors of the others, by object:
+/// one refused write (a 403, a 422) does not hold back the rest. A 409 (the object changed
+/// meanwhile) or 404 (deleted) is left for the next round, which computes anew.
 pub async fn write_gateway_status(
     client: Client,
     updates: Vec<crate::gateway::status::StatusUpdate>,
-) -> Result<usize, kube::Error> {
+) -> (usize, Vec<(String, kube::Error)>) {
     use crate::gateway::status::StatusUpdate;
     let mut written = 0;
+    let mut failed = Vec::new();
     for update in updates {
         let result = match &update {
             StatusUpdate::GatewayClass(o) => {
@@ -261,10 +263,10 @@ pub async fn write_gateway_status(
         match result {
             Ok(()) => written += 1,
             Err(e) if is_conflict(&e) || is_not_found(&e) => {}
-            Err(e) => return Err(e),
+            Err(e) => failed.push((update.describe(), e)),
         }
     }
-    Ok(written)
+    (written, failed)
 }
 
 fn namespaced<K>(client: &Client, meta: &ObjectMeta) -> Api<K>

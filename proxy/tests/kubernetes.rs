@@ -443,6 +443,13 @@ spec:
   rules:
   - backendRefs: [{name: no-such-service, port: 80}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: garbled, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: app, port: eighty}]}]
+---
 apiVersion: weir.dev/v1alpha1
 kind: BalancerPolicy
 metadata: {name: shop-balance, namespace: demo}
@@ -623,6 +630,14 @@ fn gateway_api_status_is_written_as_the_spec_says() {
         conditions(&ancestors, "/1/conditions"),
         [condition("Accepted", "False", "TargetNotFound", 1)]
     );
+    // An HTTPRoute weir cannot decode (a port that is not a number, which CRDs without
+    // validation let through) is rejected alone: the others are served.
+    let garbled = wait_until(Duration::from_secs(10), || {
+        api.list("Event")
+            .iter()
+            .any(|e| e.pointer("/regarding/name") == Some(&serde_json::json!("garbled")))
+    });
+    assert!(garbled.is_some(), "no Event on the undecodable HTTPRoute");
     // A Warning Event on the route that cannot be served in full.
     let event = wait_until(Duration::from_secs(10), || {
         api.list("Event")
@@ -680,6 +695,33 @@ fn gateway_api_status_is_written_as_the_spec_says() {
     );
     let body = weir.get(&client(), "shop.example.com", "/").1;
     assert!(body.contains("v2"), "{body}");
+}
+
+/// The same files in manifests mode, without a cluster: the routes serve as they do from the
+/// API server (the rule whose backend does not resolve answers 500), and what the status
+/// would say is in /debug/routes.
+#[test]
+fn the_same_gateway_api_files_serve_in_manifests_mode() {
+    let app = Echo::start("app");
+    let dir = support::ManifestDir::new();
+    dir.write(
+        "gateway.yaml",
+        &(service_yaml("demo", "app", &[app.addr]) + &GATEWAY_STATUS.replace("SERVICE", "app")),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    let (status, body) = weir.get(&client(), "shop.example.com", "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"service\":\"app\""), "{body}");
+    assert_eq!(weir.get(&client(), "broken.example.com", "/").0, 500);
+    let (_, routes) = weir.admin_get("/debug/routes");
+    for reason in [
+        "NoMatchingParent",
+        "BackendNotFound",
+        "TargetNotFound",
+        "garbled",
+    ] {
+        assert!(routes.contains(reason), "{reason} not in {routes}");
+    }
 }
 
 #[test]

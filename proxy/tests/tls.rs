@@ -463,9 +463,25 @@ spec:
   rules: [{backendRefs: [{name: app, port: 80}]}]
 "#),
     );
-    let (_weir, port) = start(&dir);
+    let (weir, port) = start(&dir);
     let (served, response) = tls_get(port, "gw.example.com", "/");
     assert_eq!(served, der(&named));
+    // Attached only through HTTPS listeners: plain HTTP is redirected, not served.
+    let mut plain = TcpStream::connect(weir.http).expect("connect");
+    write!(
+        plain,
+        "GET /page HTTP/1.1\r\nHost: gw.example.com\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = plain.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("location: https://gw.example.com"),
+        "{answer}"
+    );
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let (served, response) = tls_get(port, "routes.example.com", "/");
     assert_eq!(served, der(&unnamed));

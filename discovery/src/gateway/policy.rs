@@ -189,7 +189,11 @@ fn attach<T: Clone>(
             reason: format!("Invalid: {why}"),
         });
     }
-    for target in targets {
+    for (i, target) in targets.iter().enumerate() {
+        // A target named twice is one target (its status has one entry).
+        if targets[..i].contains(target) {
+            continue;
+        }
         let verdict = match &parsed {
             Err(why) => Verdict {
                 status: false,

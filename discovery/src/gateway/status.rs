@@ -318,11 +318,13 @@ fn gateway_status(
     let listeners = outcome
         .listeners
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
+            // By position and name: two listeners of one name keep their own conditions.
             let before = current
                 .listeners
-                .iter()
-                .find(|c| c.name == l.name)
+                .get(i)
+                .filter(|c| c.name == l.name)
                 .map(|c| c.conditions.as_slice())
                 .unwrap_or_default();
             ListenerStatus {

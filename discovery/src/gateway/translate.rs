@@ -209,14 +209,23 @@ fn grpc_match(m: &GrpcRouteMatch) -> Result<HttpRouteMatch, String> {
                 ("Exact", None, Some(m)) => {
                     ("RegularExpression", format!("/[^/]+/{}$", regex::escape(m)))
                 }
-                ("RegularExpression", s, m) => (
-                    "RegularExpression",
-                    format!(
-                        "/(?:{})/(?:{})$",
-                        s.unwrap_or("[^/]+"),
-                        m.unwrap_or("[^/]+")
-                    ),
-                ),
+                ("RegularExpression", s, m) => {
+                    // Each part must be a whole expression of its own, so that neither can
+                    // reach out of its group.
+                    for part in [s, m].into_iter().flatten() {
+                        regex::Regex::new(part).map_err(|e| {
+                            format!("UnsupportedValue: method match expression {part:?}: {e}")
+                        })?;
+                    }
+                    (
+                        "RegularExpression",
+                        format!(
+                            "/(?:{})/(?:{})$",
+                            s.unwrap_or("[^/]+"),
+                            m.unwrap_or("[^/]+")
+                        ),
+                    )
+                }
                 (other, _, _) => {
                     return Err(format!("UnsupportedValue: method match type {other:?}"))
                 }
@@ -258,10 +267,13 @@ pub fn translate(objects: &ClusterObjects, controller: &str, now_unix: i64) -> T
         .iter()
         .map(|view| listener_outcomes(objects, view, now_unix, &mut out.tls_hosts))
         .collect();
+    // Policies have status of their own, with or without Gateways.
+    let policies = super::policy::read_policies(objects);
     if views.is_empty() {
+        out.rejected.extend(policies.rejected);
+        out.policies = policies.outcomes;
         return out;
     }
-    let policies = super::policy::read_policies(objects);
     let mut routes: Vec<RouteObject> = objects
         .http_routes
         .iter()
@@ -330,6 +342,9 @@ fn translate_route(
         }
     }
     let mut hostnames: Vec<HostMatch> = Vec::new();
+    // The hostnames an HTTP listener gave: the others came only through HTTPS listeners,
+    // and plain HTTP requests for them are redirected to https rather than served.
+    let mut plain: Vec<HostMatch> = Vec::new();
     let mut attached = false;
     for parent in route.parent_refs {
         let Some(g) = parent_gateway(route, parent, views) else {
@@ -345,7 +360,11 @@ fn translate_route(
                     if views[g].listeners[listener].listener.protocol == "HTTPS" && listener_ok {
                         tls_for_route_hosts(&views[g], listener, &hosts, out);
                     }
+                    let http = views[g].listeners[listener].listener.protocol == "HTTP";
                     for host in hosts {
+                        if http && !plain.contains(&host) {
+                            plain.push(host.clone());
+                        }
                         if !hostnames.contains(&host) {
                             hostnames.push(host);
                         }
@@ -380,7 +399,7 @@ fn translate_route(
                 conditions: conditions.clone(),
                 backend: backend.clone(),
                 split: split.clone(),
-                ssl_redirect: false,
+                ssl_redirect: !plain.contains(host),
                 filters: filters.clone(),
                 canary: None,
                 fallback: None,
@@ -793,8 +812,15 @@ fn conflict(gateway: &Gateway, i: usize) -> Option<&'static str> {
         .enumerate()
         .filter(|(j, l)| *j != i && l.port == this.port);
     let mut reason = None;
+    // HTTPS and TLS may share a port (told apart by the TLS server name).
+    fn family(protocol: &str) -> &str {
+        match protocol {
+            "TLS" => "HTTPS",
+            other => other,
+        }
+    }
     for (_, other) in others {
-        if other.protocol != this.protocol {
+        if family(&other.protocol) != family(&this.protocol) {
             return Some("ProtocolConflict");
         }
         if host(other) == host(this) {
@@ -1262,22 +1288,49 @@ fn granted(
     })
 }
 
-/// A header modifier's settings, checked: field names, and values without control
-/// characters.
+/// Fields that frame a message or belong to one connection: a route may not set, add or
+/// remove them (a changed `Content-Length` would let one request's body become another's).
+const FRAMING_FIELDS: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A header modifier's settings, checked: field names (not the framing ones), and values of
+/// visible ASCII, spaces and tabs.
 fn header_modifier(m: &HttpHeaderFilter) -> Result<HeaderModifier, String> {
     let field = |name: &str| -> Result<String, String> {
         let ok = !name.is_empty()
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-        ok.then(|| name.to_ascii_lowercase())
-            .ok_or_else(|| format!("{name:?} is not a field name"))
+        let name = ok
+            .then(|| name.to_ascii_lowercase())
+            .ok_or_else(|| format!("{name:?} is not a field name"))?;
+        match FRAMING_FIELDS.contains(&name.as_str()) {
+            true => Err(format!(
+                "{name:?} frames the message; a route may not change it"
+            )),
+            false => Ok(name),
+        }
     };
     let pairs = |list: &[super::objects::HttpHeader]| -> Result<Vec<(String, String)>, String> {
         list.iter()
             .map(|h| {
-                if h.value.bytes().any(|b| b.is_ascii_control()) {
-                    return Err(format!("the value of {:?} has a control character", h.name));
+                let printable = h
+                    .value
+                    .bytes()
+                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+                if !printable {
+                    return Err(format!(
+                        "the value of {:?} has a control character or a byte outside ASCII",
+                        h.name
+                    ));
                 }
                 Ok((field(&h.name)?, h.value.clone()))
             })
@@ -1356,8 +1409,15 @@ fn filters(
                     .request_mirror
                     .as_ref()
                     .ok_or("RequestMirror without its settings")?;
-                let (key, _) = backend(objects, route, &m.backend_ref)
+                let (key, protocol) = backend(objects, route, &m.backend_ref)
                     .map_err(|(reason, message)| format!("RequestMirror: {reason}: {message}"))?;
+                // Copies go over HTTP/1.1: a gRPC (h2c) server could not take them.
+                if route.grpc || protocol == BackendProtocol::H2c {
+                    return Err(format!(
+                        "RequestMirror to {:?}: weir sends copies over HTTP/1.1, which an h2c (gRPC) backend does not take",
+                        m.backend_ref.name
+                    ));
+                }
                 let share_ppm = match (&m.percent, &m.fraction) {
                     (Some(percent), _) if *percent <= 100 => percent * 10_000,
                     (None, Some(f)) => {

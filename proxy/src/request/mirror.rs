@@ -63,7 +63,7 @@ enum MirrorTarget {
 
 impl MirrorRules {
     /// The rules of `mirrors`; `pool_of` finds a backend mirror's pool (one without a
-    /// pool is left out: discovery resolves every backend a route names).
+    /// pool is left out, logged: discovery resolves every backend a route names).
     pub fn new<'a>(
         mirrors: impl IntoIterator<Item = &'a weir_discovery::RequestMirror>,
         pool_of: impl Fn(&weir_discovery::BackendKey) -> Option<Arc<weir_balancer::Pool>>,
@@ -75,9 +75,15 @@ impl MirrorRules {
         for mirror in mirrors {
             rules.body |= mirror.body;
             let target = match &mirror.backend {
-                Some(backend) => MirrorTarget::Backend {
-                    pool: pool_of(backend)?,
-                    share_ppm: mirror.share_ppm,
+                Some(backend) => match pool_of(backend) {
+                    Some(pool) => MirrorTarget::Backend {
+                        pool,
+                        share_ppm: mirror.share_ppm,
+                    },
+                    None => {
+                        tracing::error!(%backend, "mirror backend has no pool: left out");
+                        continue;
+                    }
                 },
                 None => MirrorTarget::Url {
                     url: Template::new(&mirror.url),
@@ -130,10 +136,10 @@ impl MirrorRules {
                         },
                         &mut rng,
                     );
-                    let endpoint = pick
-                        .endpoint
-                        .ok_or("the mirror's Service has no endpoint")?;
-                    copies.push(same_request_to(req, endpoint.addr())?);
+                    // A mirror Service without an endpoint gets no copy; the others do.
+                    if let Some(endpoint) = pick.endpoint {
+                        copies.push(same_request_to(req, endpoint.addr())?);
+                    }
                 }
             }
         }

@@ -54,7 +54,14 @@ impl Applied {
             .filter(|r| {
                 matches!(
                     r.object.kind,
-                    "Ingress" | "HTTPRoute" | "GRPCRoute" | "BalancerPolicy" | "BackendLBPolicy"
+                    "Ingress"
+                        | "GatewayClass"
+                        | "Gateway"
+                        | "HTTPRoute"
+                        | "GRPCRoute"
+                        | "ReferenceGrant"
+                        | "BalancerPolicy"
+                        | "BackendLBPolicy"
                 )
             })
             .map(|r| Warning {
@@ -136,7 +143,9 @@ impl ConfigApplier {
             now_unix,
             ..self.options.clone()
         };
-        let snapshot = translate(objects, &options);
+        let mut snapshot = translate(objects, &options);
+        // Documents that could not be read show in /debug/routes with the rest.
+        snapshot.rejected.splice(0..0, parse_rejected);
 
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         for (path, reason) in &report.failed {
@@ -153,7 +162,7 @@ impl ConfigApplier {
                 ),
             ));
         }
-        for r in parse_rejected.iter().chain(snapshot.rejected.iter()) {
+        for r in &snapshot.rejected {
             problems.push((
                 "invalid_object",
                 format!("{} skipped: {}", r.object, r.reason),
@@ -186,11 +195,7 @@ impl ConfigApplier {
 
         let applied = Applied {
             served: snapshot.ingresses.clone(),
-            rejected: parse_rejected
-                .iter()
-                .chain(snapshot.rejected.iter())
-                .cloned()
-                .collect(),
+            rejected: snapshot.rejected.clone(),
             unsupported: snapshot.unsupported.clone(),
             overridden: snapshot.overridden.clone(),
             auth_problems: snapshot.auth_problems.clone(),
@@ -407,8 +412,9 @@ impl BackgroundService for KubernetesService {
         // Warnings go to a task that posts Events, so the watch loop never waits on writes.
         let (warnings, warnings_rx) = tokio::sync::watch::channel(Vec::<Warning>::new());
         let identity = self.publishing.identity.clone();
-        // What the elected replica writes Gateway API status from: the latest objects.
-        let latest: Arc<Mutex<Option<ClusterObjects>>> = Arc::default();
+        // What the elected replica writes Gateway API status from: the latest objects, and
+        // how many sets came before them.
+        let latest: Arc<Mutex<Option<(u64, ClusterObjects)>>> = Arc::default();
         let latest_by_watch = Arc::clone(&latest);
         let events = report_warnings(client.clone(), identity, warnings_rx);
         let served_by_watch = Arc::clone(&served);
@@ -416,8 +422,8 @@ impl BackgroundService for KubernetesService {
             client.clone(),
             self.namespace.clone(),
             self.debounce,
-            move |objects| {
-                let applied = applier.apply(&objects, Vec::new(), &LoadReport::default());
+            move |objects, undecodable| {
+                let applied = applier.apply(&objects, undecodable, &LoadReport::default());
                 let _ = warnings.send(applied.warnings());
                 // A set, not a scan per Ingress: snapshots may hold tens of thousands.
                 let served: std::collections::HashSet<(&str, &str)> = applied
@@ -437,7 +443,9 @@ impl BackgroundService for KubernetesService {
                     .cloned()
                     .collect();
                 *served_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = ours;
-                *latest_by_watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(objects);
+                let mut latest = latest_by_watch.lock().unwrap_or_else(|p| p.into_inner());
+                let version = latest.as_ref().map_or(0, |(v, _)| v + 1);
+                *latest = Some((version, objects));
             },
             move |error| {
                 tracing::warn!(
@@ -500,8 +508,9 @@ async fn publish_status(
     client: kube::Client,
     publishing: &StatusPublishing,
     served: Arc<Mutex<Vec<Arc<Ingress>>>>,
-    latest: Arc<Mutex<Option<ClusterObjects>>>,
+    latest: Arc<Mutex<Option<(u64, ClusterObjects)>>>,
 ) {
+    use weir_discovery::gateway::objects::GatewayStatusAddress;
     use weir_discovery::status::{
         gateway_addresses, published_addresses, update_ingress_status, write_gateway_status,
         LeaderElector,
@@ -515,10 +524,16 @@ async fn publish_status(
     );
     let mut leading = false;
     let mut last_error = String::new();
+    // The objects' version and addresses whose Gateway API status is all written: nothing
+    // to compute again until one of them changes (or leadership does).
+    let mut settled: Option<(u64, Vec<GatewayStatusAddress>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let objects = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (version, objects) = match latest.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some((version, objects)) => (version, Some(objects)),
+            None => (0, None),
+        };
         let gateway_api = objects.as_ref().is_some_and(|o| {
             o.gateway_classes
                 .iter()
@@ -532,14 +547,30 @@ async fn publish_status(
             if now_leading != leading {
                 tracing::info!(leading = now_leading, identity = %publishing.identity, "status leadership changed");
                 leading = now_leading;
+                settled = None;
             }
             if !leading {
                 return Ok(());
             }
             let addresses = match &publishing.service {
                 Some((service_ns, service_name)) => {
-                    let addresses =
-                        published_addresses(client.clone(), service_ns, service_name).await?;
+                    // A publish Service that does not exist has no addresses (and Gateways
+                    // still get their other status); other errors end the round, keeping
+                    // what status says until the Service can be read.
+                    let addresses = match published_addresses(
+                        client.clone(),
+                        service_ns,
+                        service_name,
+                    )
+                    .await
+                    {
+                        Ok(addresses) => addresses,
+                        Err(kube::Error::Api(e)) if e.code == 404 => {
+                            tracing::warn!(service = %format!("{service_ns}/{service_name}"), "the publish Service does not exist");
+                            Vec::new()
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let ingresses = served.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     let written =
                         update_ingress_status(client.clone(), &ingresses, &addresses).await?;
@@ -550,19 +581,29 @@ async fn publish_status(
                 }
                 None => Vec::new(),
             };
-            if let (Some(objects), true) = (&objects, gateway_api) {
+            let key = (version, gateway_addresses(&addresses));
+            if let (Some(objects), true, false) =
+                (&objects, gateway_api, settled.as_ref() == Some(&key))
+            {
                 let updates = weir_discovery::gateway::status::status_updates(
                     objects,
                     &publishing.gateway_controller,
-                    &gateway_addresses(&addresses),
+                    &key.1,
                     k8s_openapi::jiff::Timestamp::now(),
                 );
                 for update in &updates {
                     tracing::debug!(object = update.describe(), "writing Gateway API status");
                 }
-                let written = write_gateway_status(client.clone(), updates).await?;
+                let nothing_to_write = updates.is_empty();
+                let (written, failed) = write_gateway_status(client.clone(), updates).await;
                 if written > 0 {
                     tracing::info!(written, "Gateway API status updated");
+                }
+                for (object, e) in failed {
+                    tracing::warn!(error = %e, object, "could not write status; retrying next round");
+                }
+                if nothing_to_write {
+                    settled = Some(key);
                 }
             }
             Ok::<(), kube::Error>(())
