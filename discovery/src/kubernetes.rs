@@ -110,7 +110,7 @@ async fn served_resources(client: &Client, group_version: &str) -> Vec<String> {
 
 /// How long weir waits for a Gateway API kind that cannot be listed before it publishes
 /// without it (Ingresses are not held back by it).
-pub const OPTIONAL_GRACE: Duration = Duration::from_secs(15);
+pub const OPTIONAL_GRACE: Duration = Duration::from_secs(10);
 
 /// A kind watched untyped: its store, and how to decode its objects one by one.
 struct Untyped<K> {

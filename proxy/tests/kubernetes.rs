@@ -724,6 +724,33 @@ fn the_same_gateway_api_files_serve_in_manifests_mode() {
     }
 }
 
+/// A Gateway API kind weir may not read (RBAC from an older chart: GRPCRoutes forbidden)
+/// does not hold back the rest: after the grace period weir serves Ingresses and HTTPRoutes
+/// and says what it serves without.
+#[test]
+fn a_gateway_api_kind_weir_may_not_read_does_not_hold_back_the_others() {
+    let app = Echo::start("app");
+    let api = FakeApiServer::start().expect("fake API server");
+    api.forbid("grpcroutes");
+    api.apply_yaml(INGRESS).expect("ingress");
+    api.apply_yaml(&service_yaml("demo", "app", &[app.addr]))
+        .expect("service");
+    api.apply_yaml(&GATEWAY.replace("SERVICE", "app"))
+        .expect("gateway");
+    let (_dir, kubeconfig) = kubeconfig_file(&api.kubeconfig());
+    let weir = Weir::start_kubernetes(&kubeconfig, &["--reload-debounce", "100ms"]);
+    // Not ready while the grace lasts; ready and serving both kinds of route after it.
+    let served = wait_until(Duration::from_secs(30), || served_by(&weir, "app"));
+    assert!(
+        served.is_some(),
+        "the Ingress was never served: {}",
+        weir.log_text()
+    );
+    assert_eq!(weir.get(&client(), "shop.example.com", "/").0, 200);
+    let log = weir.log_text();
+    assert!(log.contains("serving without GRPCRoute"), "{log}");
+}
+
 #[test]
 fn a_rejected_ingress_gets_an_event_and_the_others_serve() {
     let app = Echo::start("app");

@@ -9,7 +9,8 @@
 //! namespace, `fieldSelector=type=...` for Secrets. Objects get increasing
 //! `metadata.resourceVersion`s. Tests create, update and delete objects, compact history,
 //! drop every open watch, answer the next requests with 500, stall (accept, never answer),
-//! or take the whole server down (every request then gets 503).
+//! forbid a resource (403, as RBAC would), or take the whole server down (every request
+//! then gets 503).
 //!
 //! Writes: `GET` of one object, `POST` to create (409 `AlreadyExists`), `PUT` to replace (409
 //! `Conflict` when `metadata.resourceVersion` is stale — what leader election relies on), and
@@ -151,6 +152,8 @@ struct Store {
     down: bool,
     /// Serve no Gateway API (a cluster without its CRDs).
     no_gateway_api: bool,
+    /// Resources every request for is answered 403 (RBAC that does not grant them).
+    forbidden: std::collections::BTreeSet<String>,
     /// `PUT .../status` calls per object.
     status_writes: BTreeMap<Key, u64>,
     /// Answer this many more requests with 500.
@@ -359,6 +362,12 @@ impl FakeApiServer {
 
     /// Takes the server down (503 for everything, watches dropped) or back up.
     /// Serves Gateway API or not (as a cluster with or without its CRDs).
+    /// Answers every request for `resource` (`grpcroutes`, ...) 403 Forbidden, as the API
+    /// server does for a service account whose role does not grant it.
+    pub fn forbid(&self, resource: &str) {
+        lock(&self.shared).forbidden.insert(resource.to_string());
+    }
+
     pub fn set_gateway_api(&self, served: bool) {
         lock(&self.shared).no_gateway_api = !served;
     }
@@ -801,6 +810,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         return full(StatusCode::NOT_FOUND, status(404, "NotFound", &message));
     };
     let &(_, resource, kind, api_version, namespaced) = target.kind;
+    if lock(&shared).forbidden.contains(resource) {
+        let message = format!("{resource} is forbidden: the service account may not read it");
+        return full(StatusCode::FORBIDDEN, status(403, "Forbidden", &message));
+    }
     let namespace = target.namespace.clone();
     if let Some(name) = target.name.clone() {
         let ns = if namespaced {
