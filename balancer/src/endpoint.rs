@@ -201,6 +201,11 @@ impl EndpointState {
         value * (-elapsed / LATENCY_DECAY.as_secs_f64()).exp()
     }
 
+    /// Failures in a row this process saw since the last success or ejection.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.outlier.consecutive_failures()
+    }
+
     /// Until when the endpoint is ejected (`None` when it is not at `now`).
     pub fn ejected_until(&self, now: Nanos) -> Option<Nanos> {
         self.outlier.ejected_until(now)

@@ -101,6 +101,11 @@ impl OutlierState {
         self.ejections.load(Ordering::Relaxed)
     }
 
+    /// Failures in a row since the last success or ejection (what this process saw).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
     pub fn penalized(&self, now: Nanos) -> bool {
         self.penalty_until.load(Ordering::Relaxed) > now.0
     }
@@ -126,6 +131,16 @@ impl OutlierState {
         }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         self.is_quarantined() || failures >= config.consecutive_failures
+    }
+
+    /// Ejects the endpoint until `until` (an ejection another replica made): quarantined
+    /// when it returns, as after an ejection of its own; counted, so that the next one of
+    /// its own backs off further.
+    pub(crate) fn eject_until(&self, until: Nanos) {
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.ejected_until.fetch_max(until.0, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.quarantined.store(true, Ordering::Relaxed);
     }
 
     /// Ejects the endpoint; returns until when.

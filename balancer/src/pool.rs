@@ -625,6 +625,17 @@ impl Pool {
         if !endpoint.outlier.failure(now, config) {
             return None;
         }
+        if !self.may_eject(now) {
+            return None; // stays suspect; ejected once others return
+        }
+        let until = endpoint.outlier.eject(now, config);
+        self.ejection_horizon.fetch_max(until.0, Ordering::Relaxed);
+        Some(until)
+    }
+
+    /// Whether one more endpoint may be ejected: fewer than max-ejection-percent of the
+    /// routable endpoints are (at least one may always be).
+    fn may_eject(&self, now: Nanos) -> bool {
         let members = self.members.load();
         let n = members.routable.len();
         let ejected = members
@@ -632,13 +643,54 @@ impl Pool {
             .iter()
             .filter(|e| e.ejected_until(now).is_some())
             .count();
-        let allowed = (n * config.max_ejection_percent as usize / 100).max(1);
-        if ejected >= allowed {
-            return None; // stays suspect; ejected once others return
+        ejected < (n * self.config.outlier.max_ejection_percent as usize / 100).max(1)
+    }
+
+    /// Applies what the fleet (the other replicas) says of `endpoint`, one of this pool's:
+    /// `fleet_failures`, the failures in a row every replica saw together, ejects it when
+    /// they reach this pool's threshold; `reported_until`, an ejection another replica made,
+    /// is applied as it is. Either only within max-ejection-percent, so hearsay never ejects
+    /// more than the pool's own view could. Returns the ejection end, and whether it was a
+    /// reported one (`true`) or one of the fleet's failures.
+    pub fn apply_fleet_view(
+        &self,
+        endpoint: &EndpointState,
+        fleet_failures: u32,
+        reported_until: Option<Nanos>,
+        now: Nanos,
+    ) -> Option<(Nanos, bool)> {
+        let config = &self.config.outlier;
+        if endpoint.ejected_until(now).is_some() || !self.has_member(endpoint.addr()) {
+            return None;
         }
-        let until = endpoint.outlier.eject(now, config);
+        let reported = reported_until.filter(|until| *until > now);
+        if reported.is_none() && fleet_failures < config.consecutive_failures {
+            return None;
+        }
+        if !self.may_eject(now) {
+            return None;
+        }
+        let until = match reported {
+            // Never longer than this pool's own longest ejection.
+            Some(until) => {
+                let until = Nanos(until.0.min(now.after(config.max_ejection).0));
+                endpoint.outlier.eject_until(until);
+                until
+            }
+            None => endpoint.outlier.eject(now, config),
+        };
         self.ejection_horizon.fetch_max(until.0, Ordering::Relaxed);
-        Some(until)
+        Some((until, reported.is_some()))
+    }
+
+    /// Whether `addr` is one of this pool's endpoints (routable or draining).
+    pub fn has_member(&self, addr: SocketAddr) -> bool {
+        let members = self.members.load();
+        members
+            .routable
+            .iter()
+            .chain(members.draining.iter())
+            .any(|e| e.addr() == addr)
     }
 
     /// Consistent hash (on the ring N-ring fade-in chooses): the key's endpoint, or with
@@ -809,6 +861,45 @@ mod tests {
 
     fn ready(ports: std::ops::RangeInclusive<u16>) -> Vec<EndpointSpec> {
         ports.map(|p| EndpointSpec::ready(addr(p))).collect()
+    }
+
+    #[test]
+    fn the_fleets_view_ejects_within_max_ejection_percent() {
+        let second = 1_000_000_000u64;
+        let now = Nanos(100 * second);
+        // Ten endpoints, max-ejection-percent 10 %: one may be ejected at a time.
+        let (pool, _reg) = pool_of(Algorithm::RoundRobin, &ready(1..=10));
+        let endpoints = pool.endpoints();
+        let [a, b, c] = [&endpoints[0], &endpoints[1], &endpoints[2]];
+        let threshold = pool.config().outlier.consecutive_failures;
+        // Below the threshold together: nothing; at it: ejected by this pool's own rule.
+        assert_eq!(pool.apply_fleet_view(a, threshold - 1, None, now), None);
+        let (until, reported) = pool
+            .apply_fleet_view(a, threshold, None, now)
+            .expect("ejected");
+        assert!(!reported);
+        assert_eq!(until, now.after(pool.config().outlier.base_ejection));
+        // Already out: nothing more.
+        assert_eq!(pool.apply_fleet_view(a, threshold, None, now), None);
+        // A reported ejection beyond max-ejection-percent is not applied.
+        let far = Nanos(now.0 + 20 * second);
+        assert_eq!(pool.apply_fleet_view(b, 0, Some(far), now), None);
+        assert_eq!(b.ejected_until(now), None);
+        // Once a returns, it is; capped at this pool's longest ejection.
+        let later = Nanos(until.0 + second);
+        let forever = Nanos(later.0 + 10_000 * second);
+        let (until_b, reported) = pool
+            .apply_fleet_view(b, 0, Some(forever), later)
+            .expect("applied");
+        assert!(reported);
+        assert_eq!(until_b, later.after(pool.config().outlier.max_ejection));
+        // A report that already ended, or one for an endpoint of another pool: nothing.
+        let (other, _reg) = pool_of(Algorithm::RoundRobin, &ready(20..=21));
+        assert_eq!(pool.apply_fleet_view(c, 0, Some(now), later), None);
+        assert_eq!(
+            pool.apply_fleet_view(&other.endpoints()[0], threshold, None, later),
+            None
+        );
     }
 
     #[test]

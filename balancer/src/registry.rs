@@ -35,6 +35,15 @@ impl EndpointRegistry {
         state
     }
 
+    /// The live state of `addr`, if a pool holds it.
+    pub fn get(&self, addr: SocketAddr) -> Option<Arc<EndpointState>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&addr)
+            .and_then(Weak::upgrade)
+    }
+
     /// Forgets addresses no pool or guard holds any more. Called after each update.
     pub fn prune(&self) {
         let mut map = self

@@ -8,6 +8,8 @@
 //!   checks, mirror copies) and the fleet's shared rate-limit counters in Redis.
 //! - [`routes`]: the router compiled from a snapshot, the live routing state swapped in by
 //!   each reload, and the configuration pipeline that feeds it.
+//! - [`fleet`]: the replicas of one fleet sharing what their balancers learn (gossip,
+//!   shared ejection), fed by the request core and applied to the live routes.
 //! - [`request`]: the request core: the phases of a request (admit, route, pick, forward,
 //!   finish) written once, with what they share (retries, limits, timeouts, the access log,
 //!   traces). Every engine calls it; none of it knows which engine carries the request.
@@ -24,6 +26,7 @@
 
 pub mod app;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod listener;
 pub mod redis_store;

@@ -196,6 +196,36 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // The fleet (`--fleet-listen`): its key is read now, so a bad file stops the start.
+    let fleet = cli.fleet_listen.map(|listen| {
+        let path = cli
+            .fleet_secret_file
+            .as_deref()
+            .unwrap_or_else(|| fail("--fleet-listen needs --fleet-secret-file".to_string()));
+        let secret = std::fs::read(path)
+            .unwrap_or_else(|e| fail(format!("--fleet-secret-file {}: {e}", path.display())));
+        let secret = secret.trim_ascii().to_vec();
+        if secret.len() < 16 {
+            fail(format!(
+                "--fleet-secret-file {}: the key must be at least 16 bytes",
+                path.display()
+            ));
+        }
+        weir_proxy::fleet::FleetConfig {
+            listen,
+            peers: cli.peers.clone(),
+            secret,
+            node_id: std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("weir-{}-{}", std::process::id(), listen.port())),
+            cluster_id: "weir".to_string(),
+            gossip_interval: cli.fleet_gossip_interval,
+        }
+    });
+    let fleet_reports = fleet
+        .as_ref()
+        .map(|_| Arc::new(weir_proxy::fleet::LocalReports::default()));
+    let fleet_status: Arc<arc_swap::ArcSwap<weir_proxy::fleet::FleetStatus>> = Arc::default();
+
     let access_log =
         access_log::AccessLog::stdout(log_format, metrics.access_log_dropped_total.clone())
             .unwrap_or_else(|e| fail(format!("access log: {e}")));
@@ -217,6 +247,7 @@ fn main() {
             redis: cli.redis_url.as_deref().map(|url| {
                 weir_proxy::redis_store::RedisStore::new(url).unwrap_or_else(|e| fail(e))
             }),
+            fleet: fleet_reports.clone(),
         },
     );
     let in_flight = logic.in_flight();
@@ -267,10 +298,24 @@ fn main() {
     }
 
     let shutdown_flag = Arc::new(admin::ShutdownFlag::default());
-    let mut admin = Service::new(
-        "weir admin".to_string(),
-        admin::AdminApp::new(Arc::clone(&routing), metrics, Arc::clone(&shutdown_flag)),
-    );
+    if let (Some(config), Some(reports)) = (fleet, &fleet_reports) {
+        server.add_service(background_service(
+            "weir fleet",
+            weir_proxy::fleet::FleetService {
+                config,
+                reports: Arc::clone(reports),
+                routing: Arc::clone(&routing),
+                metrics: metrics.clone(),
+                status: Arc::clone(&fleet_status),
+            },
+        ));
+    }
+    let mut admin_app =
+        admin::AdminApp::new(Arc::clone(&routing), metrics, Arc::clone(&shutdown_flag));
+    if fleet_reports.is_some() {
+        admin_app = admin_app.with_fleet(Arc::clone(&fleet_status));
+    }
+    let mut admin = Service::new("weir admin".to_string(), admin_app);
     admin.threads = Some(1);
     admin.add_tcp(&cli.admin_listen.to_string());
 

@@ -42,6 +42,8 @@ pub struct AdminApp {
     routing: Arc<LiveRouting>,
     metrics: Metrics,
     shutdown: Arc<ShutdownFlag>,
+    /// The fleet as this replica sees it (`/debug/fleet`), with `--fleet-listen`.
+    fleet: Option<Arc<arc_swap::ArcSwap<crate::fleet::FleetStatus>>>,
 }
 
 impl AdminApp {
@@ -50,7 +52,14 @@ impl AdminApp {
             routing,
             metrics,
             shutdown,
+            fleet: None,
         }
+    }
+
+    /// Serves the fleet's view on `/debug/fleet`.
+    pub fn with_fleet(mut self, fleet: Arc<arc_swap::ArcSwap<crate::fleet::FleetStatus>>) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 
     fn readyz(&self) -> (u16, String) {
@@ -193,6 +202,16 @@ impl ServeHttp for AdminApp {
             }
             "/debug/routes" => json_response(&self.routes_json()),
             "/debug/endpoints" => json_response(&self.endpoints_json()),
+            "/debug/fleet" => match &self.fleet {
+                Some(fleet) => {
+                    json_response(&serde_json::to_value(&**fleet.load()).unwrap_or_default())
+                }
+                None => response(
+                    404,
+                    "text/plain",
+                    b"no fleet: weir runs without --fleet-listen\n".to_vec(),
+                ),
+            },
             _ => response(404, "text/plain", b"not found\n".to_vec()),
         }
     }

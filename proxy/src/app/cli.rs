@@ -119,6 +119,30 @@ pub struct Cli {
     #[arg(long, env = "WEIR_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// UDP address this replica gossips with its fleet on (off when unset): the replicas
+    /// share what their balancers learn of endpoints (docs/operations.md).
+    #[arg(long, env = "WEIR_FLEET_LISTEN", requires = "fleet_secret_file")]
+    pub fleet_listen: Option<SocketAddr>,
+
+    /// Replicas to join the fleet through, as `host:port` of their --fleet-listen
+    /// (comma-separated); any one that answers is enough.
+    #[arg(
+        long,
+        env = "WEIR_PEERS",
+        value_delimiter = ',',
+        requires = "fleet_listen"
+    )]
+    pub peers: Vec<String>,
+
+    /// File holding the fleet's shared key (at least 16 bytes): gossip without it is
+    /// dropped, so nothing outside the fleet can report on its endpoints.
+    #[arg(long, env = "WEIR_FLEET_SECRET_FILE", requires = "fleet_listen")]
+    pub fleet_secret_file: Option<PathBuf>,
+
+    /// How often the fleet gossips.
+    #[arg(long, env = "WEIR_FLEET_GOSSIP_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub fleet_gossip_interval: Duration,
+
     /// Most header fields a request may have (more: 431).
     #[arg(long, env = "WEIR_MAX_REQUEST_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_request_headers: u32,

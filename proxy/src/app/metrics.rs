@@ -32,6 +32,14 @@ pub struct Metrics {
     pub mirror_requests_total: IntCounterVec,
     /// Requests of routes with a fleet-wide limit let on without a check, by reason.
     pub global_rate_limit_unchecked_total: IntCounterVec,
+    /// Live replicas of this one's fleet, itself included (0 without a fleet).
+    pub fleet_members: IntGauge,
+    /// Ejections made on the fleet's view, by `source`: `fleet_failures` (failures summed
+    /// over the fleet reached the threshold) or `reported` (another replica's ejection).
+    pub fleet_ejections_total: IntCounterVec,
+    pub fleet_gossip_bytes_total: IntCounterVec,
+    /// Gossip datagrams dropped for a missing or wrong authentication tag.
+    pub fleet_rejected_datagrams_total: IntCounter,
     pub connections_open: IntGauge,
     pub connections_parked: IntGauge,
     pub connections_refused_total: IntCounter,
@@ -180,6 +188,32 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(global_rate_limit_unchecked_total.clone()))?;
+        let fleet_members = IntGauge::new(
+            "weir_fleet_members",
+            "Live replicas of this weir's fleet, itself included (0 without --fleet-listen).",
+        )?;
+        registry.register(Box::new(fleet_members.clone()))?;
+        let fleet_ejections_total = IntCounterVec::new(
+            Opts::new(
+                "weir_fleet_ejections_total",
+                "Endpoint ejections made on the fleet's view, by source (fleet_failures: failures summed over the replicas reached the threshold; reported: another replica's ejection applied).",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(fleet_ejections_total.clone()))?;
+        let fleet_gossip_bytes_total = IntCounterVec::new(
+            Opts::new(
+                "weir_fleet_gossip_bytes_total",
+                "Bytes of fleet gossip, by direction (sent, received).",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(fleet_gossip_bytes_total.clone()))?;
+        let fleet_rejected_datagrams_total = IntCounter::new(
+            "weir_fleet_rejected_datagrams_total",
+            "Gossip datagrams dropped: no valid authentication tag for the fleet's key, or not a gossip message.",
+        )?;
+        registry.register(Box::new(fleet_rejected_datagrams_total.clone()))?;
         let endpoints = prometheus::IntGaugeVec::new(
             Opts::new(
                 "weir_endpoints",
@@ -259,6 +293,10 @@ impl Metrics {
             auth_duration,
             mirror_requests_total,
             global_rate_limit_unchecked_total,
+            fleet_members,
+            fleet_ejections_total,
+            fleet_gossip_bytes_total,
+            fleet_rejected_datagrams_total,
             connections_open,
             connections_parked,
             connections_refused_total,

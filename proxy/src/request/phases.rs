@@ -111,6 +111,8 @@ pub struct WeirProxy {
     /// Sends mirror and warm-up copies.
     mirrors: Arc<MirrorSender>,
     redis: Option<Arc<RedisStore>>,
+    /// What the balancer learns, for the fleet (`--fleet-listen`).
+    fleet: Option<Arc<crate::fleet::LocalReports>>,
 }
 
 /// What the command line decides about the request path.
@@ -124,6 +126,8 @@ pub struct DataPlaneOptions {
     pub access_log: AccessLog,
     /// The fleet's rate-limit counters (`--redis-url`).
     pub redis: Option<Arc<RedisStore>>,
+    /// Where the balancer's failures and ejections go for the fleet (`--fleet-listen`).
+    pub fleet: Option<Arc<crate::fleet::LocalReports>>,
 }
 
 impl WeirProxy {
@@ -140,6 +144,7 @@ impl WeirProxy {
             allow_encoded_slashes: options.allow_encoded_slashes,
             access_log: options.access_log,
             redis: options.redis,
+            fleet: options.fleet,
             in_flight: Arc::default(),
             subrequests: Arc::clone(&subrequests),
             mirrors: Arc::new(MirrorSender::new(subrequests, metrics.clone())),
@@ -1253,7 +1258,28 @@ impl WeirProxy {
                 target.pool.observe_latency(endpoint, latency, now);
             }
         }
-        if let Some(until) = target.pool.record(endpoint, outcome, now) {
+        let failures_before = endpoint.consecutive_failures();
+        let ejected = target.pool.record(endpoint, outcome, now);
+        // The fleet hears of every change of the count and of ejections; the plain path
+        // (a success after a success) costs it one atomic load.
+        if let Some(fleet) = &self.fleet {
+            let failures = endpoint.consecutive_failures();
+            if failures != failures_before || ejected.is_some() {
+                let now_ms = crate::fleet::unix_ms();
+                let until_ms = ejected.map_or(0, |until| {
+                    now_ms.saturating_add(until.since(now).as_millis() as u64)
+                });
+                fleet.note(
+                    endpoint.addr(),
+                    crate::fleet::verdict::Report {
+                        failures,
+                        ejected_until_ms: until_ms,
+                        updated_ms: now_ms,
+                    },
+                );
+            }
+        }
+        if let Some(until) = ejected {
             self.metrics
                 .outlier_ejections_total
                 .with_label_values(&[&target.service])

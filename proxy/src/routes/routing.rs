@@ -599,6 +599,30 @@ impl LiveRouting {
         &self.registry
     }
 
+    /// Applies the fleet's view of the endpoint at `addr` to every live pool it is in
+    /// ([`weir_balancer::Pool::apply_fleet_view`]); returns the ejections it made, by
+    /// service, with their end and whether they were reported by another replica.
+    pub fn apply_fleet_view(
+        &self,
+        addr: std::net::SocketAddr,
+        fleet_failures: u32,
+        reported_until: Option<Nanos>,
+        now: Nanos,
+    ) -> Vec<(String, Nanos, bool)> {
+        let Some(endpoint) = self.registry.get(addr) else {
+            return Vec::new();
+        };
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .iter()
+            .filter_map(|((backend, _), pool)| {
+                let (until, reported) =
+                    pool.apply_fleet_view(&endpoint, fleet_failures, reported_until, now)?;
+                Some((backend.service.clone(), until, reported))
+            })
+            .collect()
+    }
+
     /// Endpoint counts per (service, state) over the live pools, for `weir_endpoints`.
     /// An endpoint counts once per pool it is in; states: ready, draining, ejected,
     /// slow_start (ready but younger than its pool's slow-start window).

@@ -1,0 +1,63 @@
+//! The fleet: weir replicas that share what their balancers learn of upstream endpoints,
+//! so that a failing endpoint is ejected after about one replica's threshold of failures
+//! in all, not one threshold per replica.
+//!
+//! - Membership and gossip are chitchat's (Scuttlebutt anti-entropy, a phi-accrual failure
+//!   detector) over [`transport`], UDP with every datagram authenticated by the fleet's
+//!   shared key.
+//! - The request path notes what changed of an endpoint ([`LocalReports`]: its failures in a
+//!   row, an ejection) without waiting; the fleet task publishes those as this replica's
+//!   reports, reads every live replica's, and applies the fleet's view ([`verdict`]) to its
+//!   pools: failures summed over the fleet eject at the pool's own threshold, and another
+//!   replica's ejection is applied as it is, both within max-ejection-percent.
+//! - A replica cut off from the others sees no live peers and decides alone, as without a
+//!   fleet.
+//!
+//! Must not: block or lock on the request path beyond [`LocalReports::note`], which only
+//! failures, ejections and the first success after failures reach.
+
+mod service;
+pub mod transport;
+pub mod verdict;
+
+pub use service::{run, FleetConfig, FleetService, FleetStatus};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use verdict::Report;
+
+/// What this replica's balancer saw of endpoints since the fleet task last took it.
+#[derive(Debug, Default)]
+pub struct LocalReports {
+    changed: Mutex<HashMap<SocketAddr, Report>>,
+    wake: tokio::sync::Notify,
+}
+
+impl LocalReports {
+    /// Notes `report` for `addr` (the latest wins) and wakes the fleet task.
+    pub fn note(&self, addr: SocketAddr, report: Report) {
+        self.changed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, report);
+        self.wake.notify_one();
+    }
+
+    /// Everything noted since the last call.
+    pub fn take(&self) -> HashMap<SocketAddr, Report> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once something is noted.
+    pub async fn noted(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// Milliseconds of the Unix clock (what reports carry: replicas share no monotonic clock).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,230 @@
+//! The fleet task: runs chitchat, publishes this replica's reports, and applies the
+//! fleet's view to the live pools each gossip round.
+
+use super::transport::{AuthenticatedUdp, Traffic};
+use super::verdict::{fleet_view, Report, KEY_PREFIX};
+use super::{unix_ms, LocalReports};
+use crate::app::metrics::Metrics;
+use crate::routes::routing::LiveRouting;
+use arc_swap::ArcSwap;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_balancer::Nanos;
+
+/// How a replica joins its fleet (`--fleet-listen`, `--peers`, `--fleet-secret-file`).
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// The UDP address gossip is received on, and told to peers.
+    pub listen: SocketAddr,
+    /// Addresses (`host:port`) of some replicas to join through.
+    pub peers: Vec<String>,
+    /// The shared key every datagram is authenticated with.
+    pub secret: Vec<u8>,
+    /// This replica's name (unique in the fleet).
+    pub node_id: String,
+    /// Fleets with other ids ignore each other.
+    pub cluster_id: String,
+    pub gossip_interval: Duration,
+}
+
+/// The fleet as this replica sees it (`/debug/fleet`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FleetStatus {
+    pub node_id: String,
+    /// Live replicas, this one included.
+    pub members: Vec<String>,
+    /// Endpoints some replica reports on, with the fleet's view of them.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointStatus {
+    pub addr: SocketAddr,
+    pub failures: u32,
+    pub reporters: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_until_unix_ms: Option<u64>,
+}
+
+/// Runs the fleet until `stop` resolves. Errors starting it (the UDP address taken) are
+/// returned; the replica then serves alone.
+pub async fn run(
+    config: FleetConfig,
+    reports: Arc<LocalReports>,
+    routing: Arc<LiveRouting>,
+    metrics: Metrics,
+    status: Arc<ArcSwap<FleetStatus>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let traffic = Arc::new(Traffic::default());
+    let transport = AuthenticatedUdp::new(&config.secret, Arc::clone(&traffic));
+    // A new generation per start: a restarted replica is a new member, not a stale one.
+    let generation = unix_ms();
+    let id = ChitchatId::new(config.node_id.clone(), generation, config.listen);
+    let chitchat_config = ChitchatConfig {
+        chitchat_id: id,
+        cluster_id: config.cluster_id.clone(),
+        gossip_interval: config.gossip_interval,
+        listen_addr: config.listen,
+        seed_nodes: config.peers.clone(),
+        failure_detector_config: FailureDetectorConfig {
+            // Peers are declared dead within a few seconds of silence, and forgotten
+            // after a minute.
+            dead_node_grace_period: Duration::from_secs(60),
+            initial_interval: config.gossip_interval,
+            ..FailureDetectorConfig::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(60),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let handle = spawn_chitchat(chitchat_config, Vec::new(), &transport).await?;
+    let chitchat = handle.chitchat();
+    tracing::info!(listen = %config.listen, peers = ?config.peers, "fleet gossip started");
+    let mut tick = tokio::time::interval(config.gossip_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut sent, mut received, mut rejected) = (0u64, 0u64, 0u64);
+    let round = async {
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = reports.noted() => {}
+            }
+            let now_ms = unix_ms();
+            let now = Nanos::now();
+            let noted = reports.take();
+            let (members, view) = {
+                let mut chitchat = chitchat.lock().await;
+                let own = chitchat.self_node_state();
+                for (addr, report) in &noted {
+                    let key = Report::key(*addr);
+                    if report.is_quiet(now_ms) {
+                        own.delete(&key);
+                    } else {
+                        own.set(key, report.value());
+                    }
+                }
+                let self_id = chitchat.self_chitchat_id().clone();
+                let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
+                let nodes: Vec<(bool, Vec<(String, String)>)> = live
+                    .iter()
+                    .filter_map(|id| {
+                        let state = chitchat.node_state(id)?;
+                        let reports = state
+                            .key_values()
+                            .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
+                        Some((*id == self_id, reports))
+                    })
+                    .collect();
+                let members: Vec<String> = live.iter().map(|id| id.node_id.clone()).collect();
+                let borrowed = nodes
+                    .iter()
+                    .map(|(own, kv)| (*own, kv.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+                (members, fleet_view(borrowed, now_ms))
+            };
+            for (addr, endpoint) in &view {
+                let reported = endpoint.reported_until_ms.map(|until| {
+                    Nanos(
+                        now.0
+                            .saturating_add(until.saturating_sub(now_ms).saturating_mul(1_000_000)),
+                    )
+                });
+                for (service, until, was_reported) in
+                    routing.apply_fleet_view(*addr, endpoint.failures, reported, now)
+                {
+                    let source = if was_reported {
+                        "reported"
+                    } else {
+                        "fleet_failures"
+                    };
+                    metrics
+                        .fleet_ejections_total
+                        .with_label_values(&[source])
+                        .inc();
+                    tracing::warn!(
+                        endpoint = %addr,
+                        service,
+                        source,
+                        ejected_for_secs = until.since(now).as_secs(),
+                        "endpoint ejected on the fleet's view"
+                    );
+                }
+            }
+            metrics.fleet_members.set(members.len() as i64);
+            let counters = [
+                (&traffic.bytes_sent, &mut sent, "sent"),
+                (&traffic.bytes_received, &mut received, "received"),
+            ];
+            for (counter, last, direction) in counters {
+                let total = counter.load(Ordering::Relaxed);
+                metrics
+                    .fleet_gossip_bytes_total
+                    .with_label_values(&[direction])
+                    .inc_by(total.saturating_sub(*last));
+                *last = total;
+            }
+            let total_rejected = traffic.rejected.load(Ordering::Relaxed);
+            metrics
+                .fleet_rejected_datagrams_total
+                .inc_by(total_rejected.saturating_sub(rejected));
+            rejected = total_rejected;
+            status.store(Arc::new(FleetStatus {
+                node_id: config.node_id.clone(),
+                members,
+                // By address (the view is ordered).
+                endpoints: view
+                    .iter()
+                    .map(|(addr, v)| EndpointStatus {
+                        addr: *addr,
+                        failures: v.failures,
+                        reporters: v.reporters,
+                        reported_until_unix_ms: v.reported_until_ms,
+                    })
+                    .collect(),
+            }));
+        }
+    };
+    tokio::select! {
+        _ = round => {}
+        _ = stop => {}
+    }
+    let _ = handle.shutdown().await;
+    Ok(())
+}
+
+/// The fleet as one of the process's background services (stops with the process).
+pub struct FleetService {
+    pub config: FleetConfig,
+    pub reports: Arc<LocalReports>,
+    pub routing: Arc<LiveRouting>,
+    pub metrics: Metrics,
+    pub status: Arc<ArcSwap<FleetStatus>>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for FleetService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        let ran = run(
+            self.config.clone(),
+            Arc::clone(&self.reports),
+            Arc::clone(&self.routing),
+            self.metrics.clone(),
+            Arc::clone(&self.status),
+            stop,
+        )
+        .await;
+        if let Err(e) = ran {
+            // Without gossip each replica decides alone, as without a fleet.
+            tracing::error!(error = %e, listen = %self.config.listen, "fleet gossip could not start; this replica decides alone");
+        }
+    }
+}

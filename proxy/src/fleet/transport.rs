@@ -1,0 +1,123 @@
+//! Gossip over UDP, authenticated: every datagram carries an HMAC-SHA256 of its chitchat
+//! message under the fleet's shared key, and one without a valid tag is dropped unread, so
+//! nothing outside the fleet can join it or report on (eject) its endpoints. Messages are
+//! not encrypted: they hold endpoint addresses and failure counts, not secrets.
+//!
+//! Replays cannot roll state back: chitchat keeps, per node, only values with a higher
+//! version than it has.
+//!
+//! Must not: hold state beyond the socket and the byte counters.
+
+use async_trait::async_trait;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use ring::hmac;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The largest datagram payload UDP carries (what chitchat sizes its messages to).
+const MAX_DATAGRAM: usize = 65_507;
+
+/// Bytes of the tag each datagram ends with.
+const TAG_LEN: usize = 32;
+
+/// What the transport counts, for metrics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Datagrams dropped: a missing or wrong tag, or not a chitchat message.
+    pub rejected: AtomicU64,
+}
+
+/// UDP with an HMAC-SHA256 tag on every datagram.
+pub struct AuthenticatedUdp {
+    key: hmac::Key,
+    traffic: Arc<Traffic>,
+}
+
+impl AuthenticatedUdp {
+    pub fn new(secret: &[u8], traffic: Arc<Traffic>) -> Self {
+        AuthenticatedUdp {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            traffic,
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for AuthenticatedUdp {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = tokio::net::UdpSocket::bind(listen_addr).await?;
+        Ok(Box::new(AuthenticatedSocket {
+            socket,
+            key: self.key.clone(),
+            traffic: Arc::clone(&self.traffic),
+            send_buf: Vec::with_capacity(MAX_DATAGRAM),
+            recv_buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+        }))
+    }
+}
+
+struct AuthenticatedSocket {
+    socket: tokio::net::UdpSocket,
+    key: hmac::Key,
+    traffic: Arc<Traffic>,
+    send_buf: Vec<u8>,
+    recv_buf: Box<[u8]>,
+}
+
+#[async_trait]
+impl Socket for AuthenticatedSocket {
+    async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
+        self.send_buf.clear();
+        message.serialize(&mut self.send_buf);
+        let tag = hmac::sign(&self.key, &self.send_buf);
+        self.send_buf.extend_from_slice(tag.as_ref());
+        // A peer that is down or unreachable is the failure detector's business: a send
+        // error is not the transport breaking.
+        match self.socket.send_to(&self.send_buf, to).await {
+            Ok(sent) => {
+                self.traffic
+                    .bytes_sent
+                    .fetch_add(sent as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, %to, "gossip send failed"),
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        loop {
+            let (len, from) = match self.socket.recv_from(&mut self.recv_buf).await {
+                Ok(received) => received,
+                // ICMP errors of earlier sends surface here; the socket still works.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.traffic
+                .bytes_received
+                .fetch_add(len as u64, Ordering::Relaxed);
+            let datagram = &self.recv_buf[..len];
+            let Some(split) = len.checked_sub(TAG_LEN) else {
+                self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let (body, tag) = datagram.split_at(split);
+            if hmac::verify(&self.key, body, tag).is_err() {
+                self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, "gossip datagram without a valid tag dropped");
+                continue;
+            }
+            let mut reader = body;
+            match ChitchatMessage::deserialize(&mut reader) {
+                Ok(message) => return Ok((from, message)),
+                Err(e) => {
+                    self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, %from, "gossip datagram is not a message");
+                }
+            }
+        }
+    }
+}

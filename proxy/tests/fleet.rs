@@ -1,0 +1,142 @@
+//! End to end: three `weir` processes on loopback sharing a fleet (`--fleet-listen`,
+//! `--peers`, one key). An upstream endpoint dies; the fleet ejects it after about one
+//! replica's threshold of failed attempts in all, where replicas alone need one threshold
+//! each. A fourth replica with another key is not let in: its gossip is dropped, it decides
+//! alone, and still ejects on its own failures.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+use support::{client, demo_ingress, service_yaml, wait_until, Echo, ManifestDir, Weir};
+use weir_testsupport::process::free_port;
+
+/// Failed attempts on the dead endpoint, as a replica counted them.
+fn connect_failures(weir: &Weir) -> f64 {
+    weir.metric("weir_upstream_errors_total{kind=\"connect\",service=\"app\"}")
+        .unwrap_or(0.0)
+}
+
+fn fleet_members(weir: &Weir) -> f64 {
+    weir.metric("weir_fleet_members").unwrap_or(0.0)
+}
+
+/// Sends `rounds` requests to each replica in turn (spaced by `gap`), until every replica
+/// has ejected the dead endpoint or the rounds end; returns the failed attempts in all.
+fn drive(replicas: &[&Weir], rounds: usize, gap: Duration) -> f64 {
+    let c = client();
+    for _ in 0..rounds {
+        for weir in replicas {
+            let (status, _) = weir.get(&c, "app.example.com", "/");
+            assert_eq!(status, 200, "a retry reaches the live endpoint");
+            std::thread::sleep(gap);
+        }
+    }
+    replicas.iter().map(|w| connect_failures(w)).sum()
+}
+
+#[test]
+fn a_fleet_ejects_a_dead_endpoint_after_about_one_threshold_in_all() {
+    let live = Echo::start("live");
+    let mut dead = Echo::start("dead");
+    let dir = ManifestDir::new();
+    // Round robin: each replica alternates between the two endpoints, so a replica alone
+    // needs exactly the threshold (5) of failures on the dead one.
+    dir.write(
+        "app.yaml",
+        &(service_yaml("demo", "app", &[live.addr, dead.addr])
+            + &demo_ingress(
+                "app",
+                "app.example.com",
+                "weir.dev/load-balancer: round-robin",
+            )),
+    );
+    let secrets = tempfile::tempdir().expect("dir");
+    let key = secrets.path().join("fleet.key");
+    std::fs::write(&key, "a shared key of the test fleet\n").expect("key");
+    let other_key = secrets.path().join("other.key");
+    std::fs::write(&other_key, "somebody else's key, not the fleet's").expect("key");
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let gossip = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let start = |i: usize, key: &std::path::Path| {
+        let peers: Vec<String> = (0..3).filter(|j| *j != i).map(gossip).collect();
+        Weir::start(
+            &dir.path(),
+            &[
+                "--fleet-listen",
+                &gossip(i),
+                "--peers",
+                &peers.join(","),
+                "--fleet-secret-file",
+                key.to_str().expect("utf8"),
+                "--fleet-gossip-interval",
+                "50ms",
+            ],
+        )
+    };
+    let fleet: Vec<Weir> = (0..3).map(|i| start(i, &key)).collect();
+    let outsider = start(3, &other_key);
+    let joined = wait_until(Duration::from_secs(20), || {
+        fleet.iter().all(|w| fleet_members(w) == 3.0)
+    });
+    assert!(
+        joined.is_some(),
+        "the fleet did not form: {:?}",
+        fleet.iter().map(fleet_members).collect::<Vec<_>>()
+    );
+    let (_, view) = fleet[0].admin_get("/debug/fleet");
+    assert!(view.contains("\"members\""), "{view}");
+    // A steady fleet's gossip, per replica (bounded: a digest per round to a few peers).
+    let sent = |w: &Weir| {
+        w.metric("weir_fleet_gossip_bytes_total{direction=\"sent\"}")
+            .unwrap_or(0.0)
+    };
+    let before = sent(&fleet[0]);
+    std::thread::sleep(Duration::from_secs(2));
+    let per_second = (sent(&fleet[0]) - before) / 2.0;
+    eprintln!("gossip: {per_second} bytes/s sent by one of 3 replicas at 50 ms rounds");
+    assert!(
+        per_second > 0.0 && per_second < 40_000.0,
+        "{per_second} bytes/s"
+    );
+
+    dead.kill();
+    let replicas: Vec<&Weir> = fleet.iter().collect();
+    let failed = drive(&replicas, 12, Duration::from_millis(40));
+    eprintln!("failed attempts across the fleet: {failed}");
+    // One threshold is 5; gossip takes a round or two to spread it. Alone, each of the
+    // three would need 5 (15 in all).
+    assert!(
+        (5.0..=8.0).contains(&failed),
+        "{failed} failed attempts across the fleet"
+    );
+    let shared: f64 = fleet
+        .iter()
+        .map(|w| {
+            w.metric("weir_fleet_ejections_total{source=\"fleet_failures\"}")
+                .unwrap_or(0.0)
+                + w.metric("weir_fleet_ejections_total{source=\"reported\"}")
+                    .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(shared >= 1.0, "no replica ejected on the fleet's view");
+
+    // The outsider: its gossip carries the wrong key, so it is dropped; it is a fleet of
+    // one, and ejects on its own threshold.
+    assert_eq!(fleet_members(&outsider), 1.0);
+    let dropped: f64 = fleet
+        .iter()
+        .map(|w| {
+            w.metric("weir_fleet_rejected_datagrams_total")
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(dropped >= 1.0, "the outsider's gossip was not refused");
+    let alone = drive(&[&outsider], 12, Duration::from_millis(10));
+    assert_eq!(
+        alone, 5.0,
+        "alone, a replica ejects after its own threshold"
+    );
+}
