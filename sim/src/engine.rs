@@ -87,6 +87,9 @@ pub struct Scenario {
     pub seed: u64,
     /// Width of the timeline buckets, seconds.
     pub bucket: f64,
+    /// The proxies share what their pools learn as weir's fleet does, one gossip round
+    /// every this many seconds (`None`: each proxy decides alone).
+    pub fleet_round: Option<f64>,
 }
 
 /// What a run measured.
@@ -143,6 +146,8 @@ enum Event {
     Done(usize),
     /// Re-publish endpoints (a backend became ready, or a fade step).
     Topology,
+    /// A fleet gossip round: every proxy applies what the others reported a round ago.
+    Gossip,
 }
 
 struct Request {
@@ -259,6 +264,12 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         events.push(Reverse((nanos(t).0, seq, e)));
     };
     push(&mut events, arrivals.sample(&mut rng), Event::Arrival);
+    if let Some(round) = s.fleet_round {
+        push(&mut events, round, Event::Gossip);
+    }
+    // What the fleet heard at the last round: per backend, the failures in a row of every
+    // proxy (summed) and the latest ejection end any proxy made (as weir's fleet reports).
+    let mut heard: Vec<(u32, Option<Nanos>)> = vec![(0, None); s.backends.len()];
     for m in &s.backends {
         if m.ready_at > 0.0 {
             push(&mut events, m.ready_at, Event::Topology);
@@ -281,6 +292,33 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         let bucket = ((now / s.bucket) as usize).min(buckets - 1);
         match event {
             Event::Topology => publish(now),
+            Event::Gossip => {
+                // Apply what was heard a round ago (the time it takes to spread), then
+                // listen to what every proxy says now.
+                for (backend, (failures, until)) in heard.iter().enumerate() {
+                    for (pool, registry) in &proxies {
+                        if let Some(endpoint) = registry.get(addr(backend)) {
+                            pool.apply_fleet_view(&endpoint, *failures, *until, nanos(now));
+                        }
+                    }
+                }
+                for (backend, slot) in heard.iter_mut().enumerate() {
+                    let mut failures = 0u32;
+                    let mut until: Option<Nanos> = None;
+                    for (_, registry) in &proxies {
+                        if let Some(endpoint) = registry.get(addr(backend)) {
+                            failures = failures.saturating_add(endpoint.consecutive_failures());
+                            if let Some(u) = endpoint.ejected_until(nanos(now)) {
+                                until = Some(until.map_or(u, |x: Nanos| Nanos(x.0.max(u.0))));
+                            }
+                        }
+                    }
+                    *slot = (failures, until);
+                }
+                if let Some(round) = s.fleet_round {
+                    push(&mut events, now + round, Event::Gossip);
+                }
+            }
             Event::Arrival => {
                 push(&mut events, now + arrivals.sample(&mut rng), Event::Arrival);
                 report.requests += 1;
@@ -475,6 +513,7 @@ mod tests {
             policy: Policy::Weir(PoolConfig::default()),
             seed,
             bucket: 10.0,
+            fleet_round: None,
         };
         run(&scenario).unwrap_or_default()
     }

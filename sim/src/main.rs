@@ -1,7 +1,7 @@
 //! `weir-sim`: runs the balancer scenarios of `docs/balancing.md` and prints their tables;
 //! plots go to `--out` (default `docs/sim`).
 //!
-//! Usage: `cargo run --release -p weir-sim -- [--out DIR] [a|b|c|d ...]` (all by default).
+//! Usage: `cargo run --release -p weir-sim -- [--out DIR] [a|b|c|d|e ...]` (all by default).
 
 mod engine;
 mod plot;
@@ -19,14 +19,17 @@ fn main() {
                 Some(dir) => out = PathBuf::from(dir),
                 None => fail("--out needs a directory"),
             },
-            "a" | "b" | "c" | "d" => chosen.push(arg),
+            "a" | "b" | "c" | "d" | "e" => chosen.push(arg),
             other => fail(&format!(
-                "unknown argument {other:?} (expected --out DIR and scenarios a, b, c, d)"
+                "unknown argument {other:?} (expected --out DIR and scenarios a, b, c, d, e)"
             )),
         }
     }
     if chosen.is_empty() {
-        chosen = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        chosen = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     }
     if let Err(e) = std::fs::create_dir_all(&out) {
         fail(&format!("{}: {e}", out.display()));
@@ -36,7 +39,11 @@ fn main() {
             "a" => ("(a) one slow backend", scenarios::slow_backend(&out)),
             "b" => ("(b) scale-up with caches", scenarios::scale_up(&out)),
             "c" => ("(c) Zipf keys, bounded load", scenarios::zipf_bounded(&out)),
-            _ => ("(d) a failing backend", scenarios::failing_backend(&out)),
+            "d" => ("(d) a failing backend", scenarios::failing_backend(&out)),
+            _ => (
+                "(e) a fleet sharing ejections",
+                scenarios::fleet_sharing(&out),
+            ),
         };
         match result {
             Ok(table) => println!("### {title}\n\n{table}"),

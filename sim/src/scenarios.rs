@@ -33,6 +33,7 @@ pub fn slow_backend(out: &Path) -> Result<String, String> {
         policy: Policy::GlobalLeastConnections,
         seed: 1,
         bucket: 1.0,
+        fleet_round: None,
     };
     let policies = [
         (
@@ -188,6 +189,7 @@ fn scale_up_scenario(model: &KeyModel, seed: u64) -> Scenario {
         policy: Policy::GlobalLeastConnections,
         seed,
         bucket: 5.0,
+        fleet_round: None,
     }
 }
 
@@ -284,7 +286,7 @@ pub fn scale_up(out: &Path) -> Result<String, String> {
 }
 
 /// (c) Zipf keys (s = 1.1), bounded load f = 1.25 against unbounded.
-pub fn zipf_bounded(_out: &Path) -> Result<String, String> {
+pub fn zipf_bounded(out: &Path) -> Result<String, String> {
     let base = Scenario {
         proxies: 1,
         backends: cache_backends(10, 2_000),
@@ -294,6 +296,7 @@ pub fn zipf_bounded(_out: &Path) -> Result<String, String> {
         policy: Policy::GlobalLeastConnections,
         seed: 3,
         bucket: 5.0,
+        fleet_round: None,
     };
     let hash = |factor| {
         Policy::Weir(PoolConfig {
@@ -317,11 +320,23 @@ pub fn zipf_bounded(_out: &Path) -> Result<String, String> {
     let mut table = String::from(
         "| policy | mean max/mean in flight | worst max/mean | samples over ceil(1.25 x mean) + 1 | cache hit ratio | p99 |\n|---|---:|---:|---:|---:|---:|\n",
     );
+    let mut series = Vec::new();
     for (name, policy) in policies {
         let r = run(&Scenario {
             policy,
             ..base.clone()
         })?;
+        // Requests per backend, busiest first: how far each policy lets the hot keys pile up.
+        let mut per_backend = r.per_backend.clone();
+        per_backend.sort_unstable_by(|a, b| b.cmp(a));
+        series.push(Series {
+            name: name.to_string(),
+            points: per_backend
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ((i + 1) as f64, *n as f64 / 1_000.0))
+                .collect(),
+        });
         let _ = writeln!(
             table,
             "| {name} | {:.2} | {:.2} | {} of {} | {:.1} % | {} |",
@@ -333,6 +348,13 @@ pub fn zipf_bounded(_out: &Path) -> Result<String, String> {
             ms(r.percentile(99.0))
         );
     }
+    line_chart(
+        &out.join("c-zipf-bounded-load.svg"),
+        "(c) requests per backend, busiest first, Zipf(1.1) keys over 10 cached backends",
+        "backend (rank by requests)",
+        "thousands of requests",
+        &series,
+    )?;
     Ok(table)
 }
 
@@ -349,6 +371,7 @@ pub fn failing_backend(out: &Path) -> Result<String, String> {
         policy: Policy::GlobalLeastConnections,
         seed: 4,
         bucket: 1.0,
+        fleet_round: None,
     };
     let with = |outlier| {
         Policy::Weir(PoolConfig {
@@ -403,6 +426,69 @@ pub fn failing_backend(out: &Path) -> Result<String, String> {
     line_chart(
         &out.join("d-failing-backend.svg"),
         "(d) failed requests per second, 1 of 10 backends failing 30–90 s, 50 proxies",
+        "time (s)",
+        "failed requests / s",
+        &series,
+    )?;
+    Ok(table)
+}
+
+/// (e) the fleet: 50 proxies, one of 10 backends failing 30–90 s, a false recovery 90–95 s,
+/// failing again 95–150 s; each proxy alone, or sharing what its pool learns as weir's fleet
+/// does (failures in a row summed over the proxies, ejections applied by all) every gossip
+/// round.
+pub fn fleet_sharing(out: &Path) -> Result<String, String> {
+    let mut backends: Vec<BackendModel> = (0..10).map(|_| BackendModel::new(4, 0.010)).collect();
+    backends[0].failing = vec![(30.0, 90.0), (95.0, 150.0)];
+    let base = Scenario {
+        proxies: 50,
+        backends,
+        rate: 2_000.0,
+        duration: 180.0,
+        keys: Keys::None,
+        policy: weir(Algorithm::LeastRequest),
+        seed: 5,
+        bucket: 1.0,
+        fleet_round: None,
+    };
+    let threshold = OutlierConfig::default().consecutive_failures;
+    let rows = [
+        ("each proxy alone", None),
+        ("fleet, 200 ms gossip rounds (weir's default)", Some(0.2)),
+        ("fleet, 50 ms gossip rounds", Some(0.05)),
+    ];
+    let mut table = format!(
+        "| proxies | failed 30–31 s (until ejected everywhere) | that in one proxy's thresholds ({threshold}) | failed 30–90 s | failed 95–150 s (failing again after a false recovery) | failed in all |\n|---|---:|---:|---:|---:|---:|\n"
+    );
+    let mut series = Vec::new();
+    for (name, fleet_round) in rows {
+        let r = run(&Scenario {
+            fleet_round,
+            ..base.clone()
+        })?;
+        let failed =
+            |from: usize, to: usize| -> u64 { r.timeline[from..to].iter().map(|b| b[1]).sum() };
+        let first = failed(30, 31);
+        let _ = writeln!(
+            table,
+            "| {name} | {first} | {:.1}x | {} | {} | {} |",
+            first as f64 / f64::from(threshold),
+            failed(30, 90),
+            failed(95, 150),
+            r.failed
+        );
+        series.push(Series {
+            name: name.to_string(),
+            points: r.timeline[..180]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (i as f64, b[1] as f64))
+                .collect(),
+        });
+    }
+    line_chart(
+        &out.join("e-fleet.svg"),
+        "(e) failed requests per second, 50 proxies, 1 of 10 backends failing 30–90 s and 95–150 s",
         "time (s)",
         "failed requests / s",
         &series,
