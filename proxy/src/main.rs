@@ -129,10 +129,45 @@ fn main() {
         listeners.push(("--https-listen", addr));
     }
     check_distinct_listeners(&listeners);
+    // The fleet's address is a flag: checked with the others.
+    if let Some(listen) = cli.fleet_listen {
+        if cli.fleet_advertise.unwrap_or(listen).ip().is_unspecified() {
+            fail(format!(
+                "--fleet-listen {listen}: peers cannot reach an unspecified address; give --fleet-advertise"
+            ));
+        }
+    }
     if cli.check {
         println!("weir: configuration is valid");
         return;
     }
+    // The fleet (`--fleet-listen`): its key is read now, so a bad file stops the start.
+    let fleet = cli.fleet_listen.map(|listen| {
+        let path = cli
+            .fleet_secret_file
+            .as_deref()
+            .unwrap_or_else(|| fail("--fleet-listen needs --fleet-secret-file".to_string()));
+        let secret = std::fs::read(path)
+            .unwrap_or_else(|e| fail(format!("--fleet-secret-file {}: {e}", path.display())));
+        let secret = secret.trim_ascii().to_vec();
+        if secret.len() < 16 {
+            fail(format!(
+                "--fleet-secret-file {}: the key must be at least 16 bytes",
+                path.display()
+            ));
+        }
+        weir_proxy::fleet::FleetConfig {
+            listen,
+            advertise: cli.fleet_advertise.unwrap_or(listen),
+            peers: cli.peers.clone(),
+            secret,
+            node_id: std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("weir-{}-{}", std::process::id(), listen.port())),
+            cluster_id: "weir".to_string(),
+            gossip_interval: cli.fleet_gossip_interval,
+        }
+    });
+
     check_bindable(&listeners);
 
     let metrics = metrics::Metrics::with_endpoint_metrics(cli.endpoint_metrics)
@@ -196,31 +231,6 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    // The fleet (`--fleet-listen`): its key is read now, so a bad file stops the start.
-    let fleet = cli.fleet_listen.map(|listen| {
-        let path = cli
-            .fleet_secret_file
-            .as_deref()
-            .unwrap_or_else(|| fail("--fleet-listen needs --fleet-secret-file".to_string()));
-        let secret = std::fs::read(path)
-            .unwrap_or_else(|e| fail(format!("--fleet-secret-file {}: {e}", path.display())));
-        let secret = secret.trim_ascii().to_vec();
-        if secret.len() < 16 {
-            fail(format!(
-                "--fleet-secret-file {}: the key must be at least 16 bytes",
-                path.display()
-            ));
-        }
-        weir_proxy::fleet::FleetConfig {
-            listen,
-            peers: cli.peers.clone(),
-            secret,
-            node_id: std::env::var("POD_NAME")
-                .unwrap_or_else(|_| format!("weir-{}-{}", std::process::id(), listen.port())),
-            cluster_id: "weir".to_string(),
-            gossip_interval: cli.fleet_gossip_interval,
-        }
-    });
     let fleet_reports = fleet
         .as_ref()
         .map(|_| Arc::new(weir_proxy::fleet::LocalReports::default()));

@@ -50,6 +50,42 @@ fn bad_flags_and_files_are_one_line_errors() {
         refuses(&["--manifests", good, "--log-level", "info,=x=y"], &[]).contains("log filter")
     );
 
+    // The fleet: a key is required and must be long enough; a replica listening on every
+    // address must say which one its peers reach.
+    assert!(refuses(
+        &["--manifests", good, "--fleet-listen", "127.0.0.1:17946"],
+        &[]
+    )
+    .contains("--fleet-secret-file"));
+    let short_key = dir.root.path().join("short.key");
+    std::fs::write(&short_key, "short\n").expect("write");
+    let stderr = refuses(
+        &[
+            "--manifests",
+            good,
+            "--fleet-listen",
+            "127.0.0.1:17946",
+            "--fleet-secret-file",
+            short_key.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert!(stderr.contains("at least 16 bytes"), "{stderr}");
+    let key = dir.root.path().join("fleet.key");
+    std::fs::write(&key, "a key long enough for the fleet\n").expect("write");
+    let stderr = refuses(
+        &[
+            "--manifests",
+            good,
+            "--fleet-listen",
+            "0.0.0.0:17946",
+            "--fleet-secret-file",
+            key.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert!(stderr.contains("--fleet-advertise"), "{stderr}");
+
     let missing = dir.root.path().join("missing.yaml");
     let stderr = refuses(&["--manifests", missing.to_str().expect("utf8")], &[]);
     assert!(

@@ -43,6 +43,7 @@ fn lint_passes_for_value_combinations_and_the_schema_rejects_wrong_types() {
         &[][..],
         &["kind=DaemonSet"],
         &["gatewayAPI.installCRDs=true"],
+        &["fleet.enabled=true", "networkPolicy.enabled=true"],
         &["autoscaling.enabled=true"],
         &[
             "metrics.serviceMonitor.enabled=true",
@@ -300,9 +301,14 @@ fn check_pod(pod: &PodSpec, shutdown_and_drain: i64) -> Vec<String> {
 
 /// Every rendered flag is accepted by the weir binary itself.
 fn weir_check(args: &[String]) {
+    // As the kubelet does: `$(POD_IP)` becomes the pod's address.
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("$(POD_IP)", "10.1.2.3"))
+        .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("--check")
-        .args(args)
+        .args(&args)
         .output()
         .expect("run weir --check");
     assert!(
@@ -526,4 +532,111 @@ fn the_chart_ships_weirs_crd_and_optionally_gateway_apis() {
         "--include-crds",
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("name: balancerpolicies.weir.dev"));
+}
+
+/// `fleet.enabled`: weir gossips with the other pods, found through a headless Service that
+/// lists them ready or not, with a key from a Secret the chart makes (or one given), and a
+/// NetworkPolicy rule that lets only weir's pods reach the gossip port.
+#[test]
+fn the_fleet_is_wired_with_a_headless_service_a_key_and_a_policy() {
+    let objects = render(&["fleet.enabled=true", "networkPolicy.enabled=true"]);
+    let deployments: Vec<Deployment> = of_kind(&objects, "Deployment");
+    let pod = deployments[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    let args = check_pod(pod, 10 + 30);
+    for expected in [
+        "--fleet-listen=0.0.0.0:7946",
+        "--fleet-advertise=$(POD_IP):7946",
+        "--peers=edge-weir-fleet.ingress.svc:7946",
+        "--fleet-secret-file=/etc/weir/fleet/key",
+    ] {
+        assert!(args.contains(&expected.to_string()), "{expected}: {args:?}");
+    }
+    weir_check(&args);
+    let container = &pod.containers[0];
+    let env: Vec<&str> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(
+        env.contains(&"POD_IP") && env.contains(&"POD_NAME"),
+        "{env:?}"
+    );
+    let mounted = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == "/etc/weir/fleet" && m.read_only == Some(true));
+    assert!(mounted, "the key is mounted read-only");
+    let secret_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone());
+    assert_eq!(secret_volume.as_deref(), Some("edge-weir-fleet"));
+
+    let services: Vec<Service> = of_kind(&objects, "Service");
+    let headless = services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("edge-weir-fleet"))
+        .and_then(|s| s.spec.clone())
+        .expect("headless Service");
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(headless.publish_not_ready_addresses, Some(true));
+    let port = &headless.ports.unwrap_or_default()[0];
+    assert_eq!((port.port, port.protocol.as_deref()), (7946, Some("UDP")));
+
+    let secrets: Vec<k8s_openapi::api::core::v1::Secret> = of_kind(&objects, "Secret");
+    let key = secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("edge-weir-fleet"))
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get("key"))
+        .expect("the fleet's key");
+    assert!(key.0.len() >= 16, "a key of {} bytes", key.0.len());
+
+    let policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        of_kind(&objects, "NetworkPolicy");
+    let rules = policies[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress.clone())
+        .unwrap_or_default();
+    let gossip = rules
+        .iter()
+        .find(|r| {
+            r.ports
+                .iter()
+                .flatten()
+                .any(|p| p.protocol.as_deref() == Some("UDP"))
+        })
+        .expect("a gossip rule");
+    let from = gossip.from.clone().unwrap_or_default();
+    assert_eq!(from.len(), 1);
+    assert!(from[0].pod_selector.is_some(), "only weir's pods");
+
+    // A given Secret: none is made, the pod mounts it.
+    let objects = render(&["fleet.enabled=true", "fleet.existingSecret=my-key"]);
+    let secrets: Vec<k8s_openapi::api::core::v1::Secret> = of_kind(&objects, "Secret");
+    assert!(secrets.is_empty());
+    let deployments: Vec<Deployment> = of_kind(&objects, "Deployment");
+    let volume = deployments[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.volumes.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        volume[0]
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("my-key")
+    );
 }

@@ -64,6 +64,13 @@ app.kubernetes.io/component: ingress-controller
 {{- if .Values.controller.endpointMetrics }}
 - --endpoint-metrics
 {{- end }}
+{{- if .Values.fleet.enabled }}
+- --fleet-listen=0.0.0.0:{{ .Values.fleet.port }}
+- --fleet-advertise=$(POD_IP):{{ .Values.fleet.port }}
+- --peers={{ include "weir.fullname" . }}-fleet.{{ .Release.Namespace }}.svc:{{ .Values.fleet.port }}
+- --fleet-secret-file=/etc/weir/fleet/key
+- --fleet-gossip-interval={{ .Values.fleet.gossipInterval }}
+{{- end }}
 {{- range .Values.controller.extraArgs }}
 - {{ . | quote }}
 {{- end }}

@@ -124,6 +124,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_FLEET_LISTEN", requires = "fleet_secret_file")]
     pub fleet_listen: Option<SocketAddr>,
 
+    /// The gossip address peers reach this replica on, when --fleet-listen is not it
+    /// (listening on 0.0.0.0 in a pod: the pod's IP).
+    #[arg(long, env = "WEIR_FLEET_ADVERTISE", requires = "fleet_listen")]
+    pub fleet_advertise: Option<SocketAddr>,
+
     /// Replicas to join the fleet through, as `host:port` of their --fleet-listen
     /// (comma-separated); any one that answers is enough.
     #[arg(

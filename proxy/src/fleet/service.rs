@@ -18,8 +18,10 @@ use weir_balancer::Nanos;
 /// How a replica joins its fleet (`--fleet-listen`, `--peers`, `--fleet-secret-file`).
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// The UDP address gossip is received on, and told to peers.
+    /// The UDP address gossip is received on.
     pub listen: SocketAddr,
+    /// The address peers reach it on (the listen address unless it is unspecified).
+    pub advertise: SocketAddr,
     /// Addresses (`host:port`) of some replicas to join through.
     pub peers: Vec<String>,
     /// The shared key every datagram is authenticated with.
@@ -64,7 +66,7 @@ pub async fn run(
     let transport = AuthenticatedUdp::new(&config.secret, Arc::clone(&traffic));
     // A new generation per start: a restarted replica is a new member, not a stale one.
     let generation = unix_ms();
-    let id = ChitchatId::new(config.node_id.clone(), generation, config.listen);
+    let id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
     let chitchat_config = ChitchatConfig {
         chitchat_id: id,
         cluster_id: config.cluster_id.clone(),
