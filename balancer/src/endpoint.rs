@@ -206,6 +206,11 @@ impl EndpointState {
         self.outlier.consecutive_failures()
     }
 
+    /// Active health checks passed: an endpoint waiting for them returns.
+    pub fn check_passed(&self) {
+        self.outlier.check_passed();
+    }
+
     /// Until when the endpoint is ejected (`None` when it is not at `now`).
     pub fn ejected_until(&self, now: Nanos) -> Option<Nanos> {
         self.outlier.ejected_until(now)

@@ -37,6 +37,10 @@ pub struct OutlierConfig {
     pub max_ejection: Duration,
     /// At most this share of a pool is ejected at once (at least one endpoint always may be).
     pub max_ejection_percent: u32,
+    /// An ejected endpoint returns only after active health checks pass
+    /// (`weir.dev/health-check-path`), not when its ejection ends.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub readmit_on_check: bool,
 }
 
 impl Default for OutlierConfig {
@@ -46,6 +50,7 @@ impl Default for OutlierConfig {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejection_percent: 10,
+            readmit_on_check: false,
         }
     }
 }
@@ -85,12 +90,32 @@ pub struct OutlierState {
     ejections: AtomicU32,
     quarantined: AtomicBool,
     penalty_until: AtomicU64,
+    /// Ejected in a pool that re-admits on checks: out until a check passes.
+    awaiting_check: AtomicBool,
 }
 
 impl OutlierState {
+    /// Until when the endpoint is out: its ejection's end, or (its ejection over, waiting for
+    /// a health check to pass) always a moment ahead.
     pub fn ejected_until(&self, now: Nanos) -> Option<Nanos> {
         let until = self.ejected_until.load(Ordering::Relaxed);
-        (until > now.0).then_some(Nanos(until))
+        if until > now.0 {
+            return Some(Nanos(until));
+        }
+        self.awaiting_check
+            .load(Ordering::Relaxed)
+            .then(|| Nanos(now.0.saturating_add(1_000_000)))
+    }
+
+    /// Its ejection is over and it waits for an active check to pass before it returns.
+    pub fn check_due(&self, now: Nanos) -> bool {
+        self.awaiting_check.load(Ordering::Relaxed)
+            && self.ejected_until.load(Ordering::Relaxed) <= now.0
+    }
+
+    /// Active checks passed: the endpoint returns (quarantined, as after any ejection).
+    pub fn check_passed(&self) {
+        self.awaiting_check.store(false, Ordering::Relaxed);
     }
 
     pub fn is_quarantined(&self) -> bool {
@@ -136,7 +161,10 @@ impl OutlierState {
     /// Ejects the endpoint until `until` (an ejection another replica made): quarantined
     /// when it returns, as after an ejection of its own; counted, so that the next one of
     /// its own backs off further.
-    pub(crate) fn eject_until(&self, until: Nanos) {
+    pub(crate) fn eject_until(&self, until: Nanos, config: &OutlierConfig) {
+        if config.readmit_on_check {
+            self.awaiting_check.store(true, Ordering::Relaxed);
+        }
         self.ejections.fetch_add(1, Ordering::Relaxed);
         self.ejected_until.fetch_max(until.0, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -151,6 +179,9 @@ impl OutlierState {
             .saturating_mul(count)
             .min(config.max_ejection);
         let until = now.after(duration);
+        if config.readmit_on_check {
+            self.awaiting_check.store(true, Ordering::Relaxed);
+        }
         self.ejected_until.store(until.0, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.quarantined.store(true, Ordering::Relaxed);

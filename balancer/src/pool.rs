@@ -334,7 +334,7 @@ impl Pool {
             .iter()
             .filter_map(|e| e.ejected_until(now))
             .max()
-            .unwrap_or(Nanos::ZERO);
+            .map_or(Nanos::ZERO, |until| self.horizon_for(until));
         self.ejection_horizon
             .fetch_max(horizon.0, Ordering::Relaxed);
         routable.sort_by_key(|e| e.addr());
@@ -629,8 +629,19 @@ impl Pool {
             return None; // stays suspect; ejected once others return
         }
         let until = endpoint.outlier.eject(now, config);
-        self.ejection_horizon.fetch_max(until.0, Ordering::Relaxed);
+        self.ejection_horizon
+            .fetch_max(self.horizon_for(until).0, Ordering::Relaxed);
         Some(until)
+    }
+
+    /// Until when picks must look at ejections after one that lasts until `until`: for
+    /// ever in a pool whose endpoints return only after health checks (the end of an
+    /// ejection is not their return).
+    fn horizon_for(&self, until: Nanos) -> Nanos {
+        match self.config.outlier.readmit_on_check {
+            true => Nanos(u64::MAX),
+            false => until,
+        }
     }
 
     /// Whether one more endpoint may be ejected: fewer than max-ejection-percent of the
@@ -674,13 +685,26 @@ impl Pool {
             // Never longer than this pool's own longest ejection.
             Some(until) => {
                 let until = Nanos(until.0.min(now.after(config.max_ejection).0));
-                endpoint.outlier.eject_until(until);
+                endpoint.outlier.eject_until(until, config);
                 until
             }
             None => endpoint.outlier.eject(now, config),
         };
-        self.ejection_horizon.fetch_max(until.0, Ordering::Relaxed);
+        self.ejection_horizon
+            .fetch_max(self.horizon_for(until).0, Ordering::Relaxed);
         Some((until, reported.is_some()))
+    }
+
+    /// This pool's endpoints whose ejection is over and that wait for a health check.
+    pub fn checks_due(&self, now: Nanos) -> Vec<Arc<EndpointState>> {
+        let members = self.members.load();
+        members
+            .routable
+            .iter()
+            .chain(members.draining.iter())
+            .filter(|e| e.outlier.check_due(now))
+            .cloned()
+            .collect()
     }
 
     /// Whether `addr` is one of this pool's endpoints (routable or draining).
@@ -861,6 +885,45 @@ mod tests {
 
     fn ready(ports: std::ops::RangeInclusive<u16>) -> Vec<EndpointSpec> {
         ports.map(|p| EndpointSpec::ready(addr(p))).collect()
+    }
+
+    #[test]
+    fn with_health_checks_an_ejected_endpoint_returns_only_when_they_pass() {
+        let second = 1_000_000_000u64;
+        let reg = EndpointRegistry::new();
+        let mut config = PoolConfig {
+            algorithm: Algorithm::RoundRobin,
+            ..PoolConfig::default()
+        };
+        config.outlier.readmit_on_check = true;
+        let pool = Pool::new(config);
+        pool.update(&ready(1..=4), &reg, Nanos::ZERO);
+        let a = &pool.endpoints()[0];
+        let threshold = config.outlier.consecutive_failures;
+        let until = pool
+            .apply_fleet_view(a, threshold, None, Nanos(second))
+            .map(|(until, _)| until)
+            .expect("ejected");
+        // Its ejection is over: still out, and due for a check.
+        let later = Nanos(until.0 + second);
+        assert!(a.ejected_until(later).is_some());
+        assert_eq!(pool.checks_due(later).len(), 1);
+        let mut rng = SmallRng::seed_from_u64(1);
+        for _ in 0..20 {
+            let pick = pool.pick(
+                &PickRequest {
+                    tried: &[],
+                    key_hash: 0,
+                    now: later,
+                },
+                &mut rng,
+            );
+            assert_ne!(pick.endpoint.map(|e| e.addr()), Some(a.addr()));
+        }
+        // The checks pass: it returns.
+        a.check_passed();
+        assert_eq!(a.ejected_until(later), None);
+        assert!(pool.checks_due(later).is_empty());
     }
 
     #[test]

@@ -168,6 +168,53 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
             ));
         }
     }
+    if let Some(path) = get("health-check-path") {
+        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(format!(
+                "annotation {PREFIX}health-check-path: {path:?} is not a path (it starts with / and has no spaces or control characters)"
+            ));
+        }
+        let interval = get("health-check-interval")
+            .map(|v| duration("health-check-interval", v))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(5));
+        let timeout = get("health-check-timeout")
+            .map(|v| duration("health-check-timeout", v))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(2));
+        if interval < Duration::from_millis(100) || timeout.is_zero() {
+            return Err(format!(
+                "annotation {PREFIX}health-check-interval must be at least 100ms and -timeout above 0"
+            ));
+        }
+        let healthy_threshold: u32 = get("health-check-healthy-threshold")
+            .map(|v| number("health-check-healthy-threshold", v, "a whole number"))
+            .transpose()?
+            .unwrap_or(2);
+        if !(1..=10).contains(&healthy_threshold) {
+            return Err(format!(
+                "annotation {PREFIX}health-check-healthy-threshold: must be 1 to 10"
+            ));
+        }
+        outlier.readmit_on_check = true;
+        policy.health_check = Some(crate::snapshot::HealthCheck {
+            path: path.to_string(),
+            interval,
+            timeout,
+            healthy_threshold,
+        });
+    } else if let Some(other) = [
+        "health-check-interval",
+        "health-check-timeout",
+        "health-check-healthy-threshold",
+    ]
+    .into_iter()
+    .find(|k| get(k).is_some())
+    {
+        return Err(format!(
+            "annotation {PREFIX}{other} needs {PREFIX}health-check-path"
+        ));
+    }
     pool.outlier = outlier;
     if let Some(v) = get("max-concurrency") {
         let max: u32 = number("max-concurrency", v, "a whole number")?;
@@ -257,6 +304,10 @@ const KNOWN: &[&str] = &[
     "hash-balance-factor",
     "hash-key",
     "hash-load-signal",
+    "health-check-healthy-threshold",
+    "health-check-interval",
+    "health-check-path",
+    "health-check-timeout",
     "latency-health-factor",
     "load-balancer",
     "max-concurrency",

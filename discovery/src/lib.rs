@@ -31,9 +31,9 @@ pub use objects::ClusterObjects;
 pub use snapshot::{
     AffinityCookie, AffinityMode, Authentication, BackendKey, BackendSnapshot, BasicAuth, Canary,
     CanaryHeader, CanaryRule, Cors, ErrorPages, ExternalAuth, GlobalRateLimit, HeaderModifier,
-    HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, RateLimit, Redirect,
-    RedirectParts, RedirectTo, Rejection, RequestConditions, RequestMirror, RetryOn, RouteFilter,
-    RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess, StringMatch,
-    UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
+    HealthCheck, HostMatch, ObjectRef, OverriddenAnnotation, PathMatch, PathRewrite, RateLimit,
+    Redirect, RedirectParts, RedirectTo, Rejection, RequestConditions, RequestMirror, RetryOn,
+    RouteFilter, RouteSnapshot, RoutingSnapshot, SameSite, SessionAffinity, SourceAccess,
+    StringMatch, UnsupportedAnnotation, UrlRewrite, ValueMatch, WeightedBackend,
 };
 pub use translate::{translate, TranslateOptions, CONTROLLER_NAME};

@@ -631,6 +631,10 @@ pub struct RoutePolicy {
     /// discarded), so its caches and JIT warm before its weight grows (absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm_up_mirror: Option<f64>,
+    /// Active checks an ejected endpoint must pass before it returns
+    /// (`weir.dev/health-check-*`; absent: it returns when its ejection ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// Who may use the route (ingress-nginx's `auth-*` annotations; absent: anyone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Authentication>,
@@ -872,9 +876,20 @@ impl Default for RoutePolicy {
             global_rate_limit: None,
             affinity: None,
             warm_up_mirror: None,
+            health_check: None,
             auth: None,
         }
     }
+}
+
+/// An HTTP check of an ejected endpoint: `GET path` must answer 2xx or 3xx within `timeout`,
+/// `healthy_threshold` times in a row, checked every `interval` (jittered).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
 }
 
 fn is_true(b: &bool) -> bool {

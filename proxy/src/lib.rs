@@ -10,6 +10,7 @@
 //!   each reload, and the configuration pipeline that feeds it.
 //! - [`fleet`]: the replicas of one fleet sharing what their balancers learn (gossip,
 //!   shared ejection), fed by the request core and applied to the live routes.
+//! - [`health`]: active checks an ejected endpoint must pass before it returns.
 //! - [`request`]: the request core: the phases of a request (admit, route, pick, forward,
 //!   finish) written once, with what they share (retries, limits, timeouts, the access log,
 //!   traces). Every engine calls it; none of it knows which engine carries the request.
@@ -27,6 +28,7 @@
 pub mod app;
 pub mod engine;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod listener;
 pub mod redis_store;

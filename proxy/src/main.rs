@@ -320,6 +320,13 @@ fn main() {
             },
         ));
     }
+    // Active health checks of ejected endpoints (routes with weir.dev/health-check-path).
+    server.add_service(background_service(
+        "weir health checks",
+        weir_proxy::health::HealthChecker {
+            routing: Arc::clone(&routing),
+        },
+    ));
     let mut admin_app =
         admin::AdminApp::new(Arc::clone(&routing), metrics, Arc::clone(&shutdown_flag));
     if fleet_reports.is_some() {

@@ -2,7 +2,7 @@
 //! `--peers`, one key). An upstream endpoint dies; the fleet ejects it after about one
 //! replica's threshold of failed attempts in all, where replicas alone need one threshold
 //! each. A fourth replica with another key is not let in: its gossip is dropped, it decides
-//! alone, and still ejects on its own failures.
+//! alone, and still ejects on its own failures. And active checks before re-admission.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -139,4 +139,57 @@ fn a_fleet_ejects_a_dead_endpoint_after_about_one_threshold_in_all() {
         alone, 5.0,
         "alone, a replica ejects after its own threshold"
     );
+}
+
+/// Active checks before re-admission (`weir.dev/health-check-path`): an endpoint ejected
+/// after its failures stays out when its ejection ends, while its checks fail (without them
+/// it would get traffic again after 1 s), and returns once two checks in a row pass.
+#[test]
+fn an_ejected_endpoint_returns_only_after_its_health_checks_pass() {
+    let live = Echo::start("live");
+    let mut dead = Echo::start("dead");
+    let dead_addr = dead.addr;
+    let dir = ManifestDir::new();
+    dir.write(
+        "app.yaml",
+        &(service_yaml("demo", "app", &[live.addr, dead.addr])
+            + &demo_ingress(
+                "app",
+                "app.example.com",
+                "weir.dev/load-balancer: round-robin, weir.dev/outlier-base-ejection: 1s, weir.dev/health-check-path: /healthz, weir.dev/health-check-interval: 300ms, weir.dev/health-check-healthy-threshold: \"2\"",
+            )),
+    );
+    let weir = Weir::start(&dir.path(), &[]);
+    dead.kill();
+    let c = client();
+    let pods = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let (status, body) = weir.get(&c, "app.example.com", "/");
+                assert_eq!(status, 200);
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                body["pod"].as_str().unwrap_or("").to_string()
+            })
+            .collect()
+    };
+    pods(12);
+    assert_eq!(connect_failures(&weir), 5.0, "ejected after 5 failures");
+    // Its 1 s ejection ends; its checks fail (nothing listens): it stays out.
+    std::thread::sleep(Duration::from_millis(1_500));
+    pods(20);
+    assert_eq!(
+        connect_failures(&weir),
+        5.0,
+        "no request went to it while its checks failed"
+    );
+    // Back: two checks pass (about 0.6 s), then it takes traffic again.
+    let _back = Echo::start_at(dead_addr, "dead", &[]);
+    let returned = wait_until(Duration::from_secs(10), || {
+        pods(4).iter().any(|p| p == "dead-pod")
+    });
+    assert!(
+        returned.is_some(),
+        "the endpoint did not return after its checks passed"
+    );
+    assert_eq!(connect_failures(&weir), 5.0);
 }

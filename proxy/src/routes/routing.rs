@@ -25,6 +25,14 @@ use weir_discovery::{
     RouteSnapshot, RoutingSnapshot, UrlRewrite,
 };
 
+/// A pool whose ejected endpoints return only after `check` passes.
+#[derive(Clone, Debug)]
+pub struct HealthChecked {
+    pub pool: Arc<Pool>,
+    pub check: weir_discovery::HealthCheck,
+    pub service: String,
+}
+
 /// What a matched request is sent to, with its metric labels prepared once per reload.
 #[derive(Debug)]
 pub struct RouteTarget {
@@ -524,6 +532,9 @@ pub struct LiveRouting {
     /// send one Service different annotations get two pools over the same endpoint states).
     /// Locked only while applying a snapshot.
     pools: Mutex<HashMap<(BackendKey, String), Arc<Pool>>>,
+    /// The pools whose ejected endpoints return only after active checks, with the check
+    /// (replaced by each snapshot; read by the health checker).
+    health_checked: Mutex<Vec<HealthChecked>>,
     /// `max-concurrency` limits by rule (Ingress, host, path), kept across snapshots so
     /// requests in flight during a reload keep counting. Locked only while applying.
     limits: Mutex<HashMap<String, Arc<ConcurrencyLimit>>>,
@@ -548,6 +559,7 @@ impl Default for LiveRouting {
         LiveRouting {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             pools: Mutex::new(HashMap::new()),
+            health_checked: Mutex::new(Vec::new()),
             limits: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
             auths: Mutex::new(HashMap::new()),
@@ -623,6 +635,14 @@ impl LiveRouting {
             .collect()
     }
 
+    /// The pools with active health checks, and their checks.
+    pub fn health_checked(&self) -> Vec<HealthChecked> {
+        self.health_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Endpoint counts per (service, state) over the live pools, for `weir_endpoints`.
     /// An endpoint counts once per pool it is in; states: ready, draining, ejected,
     /// slow_start (ready but younger than its pool's slow-start window).
@@ -686,6 +706,7 @@ impl LiveRouting {
             })
             .collect();
         let mut live_keys = std::collections::HashSet::new();
+        let mut checked = Vec::new();
         for (route, policy) in &keyed {
             for backend_key in route.backends() {
                 let Some(backend) = snapshot.backends.get(backend_key) else {
@@ -697,10 +718,21 @@ impl LiveRouting {
                         Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
                     });
                     pool.update(&backend.endpoints, &self.registry, now);
+                    if let Some(check) = &route.policy.health_check {
+                        checked.push(HealthChecked {
+                            pool: Arc::clone(pool),
+                            check: check.clone(),
+                            service: backend_key.service.clone(),
+                        });
+                    }
                 }
             }
         }
         pools.retain(|key, _| live_keys.contains(key));
+        *self
+            .health_checked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = checked;
 
         // One limit per rule with max-concurrency, shared by the targets of a split.
         let mut limits = self
