@@ -206,6 +206,16 @@ impl EndpointState {
         self.outlier.consecutive_failures()
     }
 
+    /// When its last ejection ends or ended (zero: never ejected).
+    pub fn ejection_ends(&self) -> Nanos {
+        self.outlier.ejection_ends()
+    }
+
+    /// Whether it waits for an active health check before it returns.
+    pub fn awaiting_check(&self) -> bool {
+        self.outlier.awaiting_check()
+    }
+
     /// Active health checks passed: an endpoint waiting for them returns.
     pub fn check_passed(&self) {
         self.outlier.check_passed();

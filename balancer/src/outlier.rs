@@ -107,6 +107,17 @@ impl OutlierState {
             .then(|| Nanos(now.0.saturating_add(1_000_000)))
     }
 
+    /// When its last ejection ends (or ended; zero: never ejected), whatever checks it waits
+    /// for after.
+    pub fn ejection_ends(&self) -> Nanos {
+        Nanos(self.ejected_until.load(Ordering::Relaxed))
+    }
+
+    /// Whether it waits for an active check before it returns.
+    pub fn awaiting_check(&self) -> bool {
+        self.awaiting_check.load(Ordering::Relaxed)
+    }
+
     /// Its ejection is over and it waits for an active check to pass before it returns.
     pub fn check_due(&self, now: Nanos) -> bool {
         self.awaiting_check.load(Ordering::Relaxed)

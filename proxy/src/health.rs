@@ -33,29 +33,55 @@ pub async fn run(routing: Arc<LiveRouting>, stop: impl std::future::Future<Outpu
     let mut progress: HashMap<SocketAddr, Progress> = HashMap::new();
     let checking = async {
         let mut scan = tokio::time::interval(SCAN);
+        let mut scans = 0u64;
         loop {
             scan.tick().await;
+            scans += 1;
             let now = Nanos::now();
+            let checked = routing.health_checked();
             let mut due = Vec::new();
-            for checked in routing.health_checked() {
+            for checked in &checked {
                 for endpoint in checked.pool.checks_due(now) {
                     due.push((endpoint, checked.check.clone(), checked.service.clone()));
                 }
             }
+            // Every few seconds: an endpoint waiting for checks that no pool with checks holds
+            // any more (the annotation removed, the route gone) returns, instead of waiting
+            // for ever.
+            if scans.is_multiple_of(50) {
+                for endpoint in routing.registry().snapshot() {
+                    let held = checked.iter().any(|c| c.pool.has_member(endpoint.addr()));
+                    if endpoint.awaiting_check() && !held {
+                        endpoint.check_passed();
+                    }
+                }
+            }
             // Endpoints no longer waiting (returned, or gone) are forgotten.
             progress.retain(|addr, _| due.iter().any(|(e, ..)| e.addr() == *addr));
+            // The checks due now, sent together (one dead endpoint's timeout delays no other).
+            let mut now_due = Vec::new();
             for (endpoint, check, service) in due {
-                let addr = endpoint.addr();
-                let entry = progress.entry(addr).or_insert_with(|| Progress {
+                let entry = progress.entry(endpoint.addr()).or_insert_with(|| Progress {
                     // The first check after a random part of the interval: jitter.
                     next: Instant::now()
                         + check.interval.mul_f64(rand::rng().random_range(0.0..1.0)),
                     passes: 0,
                 });
-                if Instant::now() < entry.next {
-                    continue;
+                if Instant::now() >= entry.next {
+                    now_due.push((endpoint, check, service));
                 }
-                let healthy = check_once(&subrequests, addr, &check).await;
+            }
+            let results = futures::future::join_all(
+                now_due
+                    .iter()
+                    .map(|(endpoint, check, _)| check_once(&subrequests, endpoint.addr(), check)),
+            )
+            .await;
+            for ((endpoint, check, service), healthy) in now_due.into_iter().zip(results) {
+                let addr = endpoint.addr();
+                let Some(entry) = progress.get_mut(&addr) else {
+                    continue;
+                };
                 entry.passes = if healthy { entry.passes + 1 } else { 0 };
                 entry.next =
                     Instant::now() + check.interval.mul_f64(rand::rng().random_range(0.75..1.25));

@@ -210,10 +210,13 @@ fn flags_fall_back_to_environment_variables() {
             .env("WEIR_THREADS", "1")
             .stderr(std::process::Stdio::null()),
     );
-    assert!(wait_for_listen(
-        http.parse().expect("addr"),
-        Duration::from_secs(15)
-    ));
+    // The proxy's and the admin listeners start independently: wait for both.
+    for addr in [&http, &admin] {
+        assert!(wait_for_listen(
+            addr.parse().expect("addr"),
+            Duration::from_secs(15)
+        ));
+    }
     let resp = client()
         .get(format!("http://{admin}/readyz"))
         .send()

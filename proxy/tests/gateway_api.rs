@@ -264,19 +264,8 @@ fn httproute_filters_mirrors_timeouts_and_unresolved_backends() {
         &(service_yaml("infra", "web", &[web.addr])
             + &service_yaml("infra", "shadow", &[shadow])
             + &service_yaml("infra", "half", &[half])
+            + &support::weir_gateway("infra", "[{name: http, port: 80, protocol: HTTP}]")
             + r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weir}
-spec: {controllerName: weir.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: infra}
-spec:
-  gatewayClassName: weir
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: features, namespace: infra}
@@ -438,19 +427,8 @@ fn balancer_and_session_policies_attach_to_services() {
         "gateway.yaml",
         &(service_yaml("infra", "web", &[web[0].addr, web[1].addr])
             + &service_yaml("infra", "api", &[api[0].addr, api[1].addr])
+            + &support::weir_gateway("infra", "[{name: http, port: 80, protocol: HTTP}]")
             + r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weir}
-spec: {controllerName: weir.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: infra}
-spec:
-  gatewayClassName: weir
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop, namespace: infra}

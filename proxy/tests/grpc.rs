@@ -266,19 +266,8 @@ fn grpcroutes_match_services_methods_and_headers() {
         "all.yaml",
         &(support::service_yaml("demo", "first", &[first])
             + &support::service_yaml("demo", "second", &[second])
+            + &support::weir_gateway("demo", "[{name: http, port: 80, protocol: HTTP}]")
             + r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weir}
-spec: {controllerName: weir.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: demo}
-spec:
-  gatewayClassName: weir
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: echo, namespace: demo}

@@ -425,28 +425,11 @@ fn gateway_https_listeners_serve_their_certificate_secrets() {
         &(support::service_yaml("demo", "app", &[app.addr])
             + &tls_secret("gw-tls", &named)
             + &tls_secret("routes-tls", &unnamed)
+            + &support::weir_gateway(
+                "demo",
+                "[{name: named, port: 443, protocol: HTTPS, hostname: gw.example.com, tls: {certificateRefs: [{name: gw-tls}]}}, {name: unnamed, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: routes-tls}]}}]",
+            )
             + r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weir}
-spec: {controllerName: weir.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: demo}
-spec:
-  gatewayClassName: weir
-  listeners:
-  - name: named
-    port: 443
-    protocol: HTTPS
-    hostname: gw.example.com
-    tls: {certificateRefs: [{name: gw-tls}]}
-  - name: unnamed
-    port: 8443
-    protocol: HTTPS
-    tls: {certificateRefs: [{name: routes-tls}]}
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: app, namespace: demo}

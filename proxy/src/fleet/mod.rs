@@ -5,11 +5,11 @@
 //! - Membership and gossip are chitchat's (Scuttlebutt anti-entropy, a phi-accrual failure
 //!   detector) over [`transport`], UDP with every datagram authenticated by the fleet's
 //!   shared key.
-//! - The request path notes what changed of an endpoint ([`LocalReports`]: its failures in a
-//!   row, an ejection) without waiting; the fleet task publishes those as this replica's
-//!   reports, reads every live replica's, and applies the fleet's view ([`verdict`]) to its
-//!   pools: failures summed over the fleet eject at the pool's own threshold, and another
-//!   replica's ejection is applied as it is, both within max-ejection-percent.
+//! - The request path notes which endpoints changed ([`LocalReports`]: their failures in a
+//!   row, an ejection) without waiting; the fleet task reads their state, publishes it as
+//!   this replica's reports, reads every live replica's, and applies the fleet's view
+//!   ([`verdict`]) to its pools: the fleet's streak of failures ejects at the pool's own
+//!   threshold, and another replica's ejection is applied, both within max-ejection-percent.
 //! - A replica cut off from the others sees no live peers and decides alone, as without a
 //!   fleet.
 //!
@@ -22,30 +22,34 @@ pub mod verdict;
 
 pub use service::{run, FleetConfig, FleetService, FleetStatus};
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use verdict::Report;
 
-/// What this replica's balancer saw of endpoints since the fleet task last took it.
+/// The endpoints whose failures or ejection changed since the fleet task last looked: the
+/// task reads their state itself when it publishes (so concurrent requests cannot leave a
+/// stale report behind).
 #[derive(Debug, Default)]
 pub struct LocalReports {
-    changed: Mutex<HashMap<SocketAddr, Report>>,
+    changed: Mutex<HashSet<SocketAddr>>,
     wake: tokio::sync::Notify,
 }
 
 impl LocalReports {
-    /// Notes `report` for `addr` (the latest wins) and wakes the fleet task.
-    pub fn note(&self, addr: SocketAddr, report: Report) {
-        self.changed
+    /// Notes that `addr` changed and wakes the fleet task.
+    pub fn note(&self, addr: SocketAddr) {
+        let fresh = self
+            .changed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(addr, report);
-        self.wake.notify_one();
+            .insert(addr);
+        if fresh {
+            self.wake.notify_one();
+        }
     }
 
     /// Everything noted since the last call.
-    pub fn take(&self) -> HashMap<SocketAddr, Report> {
+    pub fn take(&self) -> HashSet<SocketAddr> {
         std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

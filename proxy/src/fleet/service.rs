@@ -9,6 +9,7 @@ use crate::routes::routing::LiveRouting;
 use arc_swap::ArcSwap;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -86,28 +87,83 @@ pub async fn run(
     };
     let handle = spawn_chitchat(chitchat_config, Vec::new(), &transport).await?;
     let chitchat = handle.chitchat();
-    tracing::info!(listen = %config.listen, peers = ?config.peers, "fleet gossip started");
+    tracing::info!(listen = %config.listen, advertise = %config.advertise, peers = ?config.peers, "fleet gossip started");
     let mut tick = tokio::time::interval(config.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut sent, mut received, mut rejected) = (0u64, 0u64, 0u64);
+    // This replica's reports as last published, by endpoint.
+    let mut own: HashMap<SocketAddr, Report> = HashMap::new();
+    // Endpoints ejected on the fleet's view last round: their new state is published too.
+    let mut ejected_here: HashSet<SocketAddr> = HashSet::new();
     let round = async {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = reports.noted() => {}
+                // A change is published at once, but at most once a millisecond.
+                _ = reports.noted() => tokio::time::sleep(Duration::from_millis(1)).await,
             }
             let now_ms = unix_ms();
             let now = Nanos::now();
-            let noted = reports.take();
+            // Every endpoint this replica has told of, or that changed, read from its state.
+            let mut look: HashSet<SocketAddr> = reports.take();
+            look.extend(own.keys().copied());
+            look.extend(ejected_here.drain());
+            let mut set: Vec<(SocketAddr, Report)> = Vec::new();
+            let mut delete: Vec<SocketAddr> = Vec::new();
+            for addr in look {
+                let Some(endpoint) = routing.registry().get(addr) else {
+                    // No pool holds it any more.
+                    if own.remove(&addr).is_some() {
+                        delete.push(addr);
+                    }
+                    continue;
+                };
+                let failures = endpoint.consecutive_failures();
+                let ends = endpoint.ejection_ends();
+                let live_until = (ends.0 > now.0)
+                    .then(|| now_ms.saturating_add(ends.since(now).as_millis() as u64));
+                let before = own.get(&addr).copied().unwrap_or_default();
+                let before_until =
+                    (before.ejected_until_ms > now_ms).then_some(before.ejected_until_ms);
+                // The same ejection, read again through two clocks, may differ by a little.
+                let same_ejection = match (live_until, before_until) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => a.abs_diff(b) < 1_000,
+                    _ => false,
+                };
+                let report = if failures == before.failures && same_ejection {
+                    // Unchanged: it keeps its stamp (and its version in the gossip).
+                    before
+                } else {
+                    Report {
+                        failures,
+                        // A streak keeps the time it began; a new one, or its end, is now.
+                        since_ms: match before.failures > 0 && failures > 0 {
+                            true => before.since_ms,
+                            false => now_ms,
+                        },
+                        ejected_until_ms: live_until.unwrap_or(0),
+                    }
+                };
+                if report.is_spent(now_ms, SPENT_AFTER) {
+                    if own.remove(&addr).is_some() {
+                        delete.push(addr);
+                    }
+                } else if own.get(&addr) != Some(&report) {
+                    own.insert(addr, report);
+                    set.push((addr, report));
+                }
+            }
             let (members, view) = {
                 let mut chitchat = chitchat.lock().await;
-                let own = chitchat.self_node_state();
-                for (addr, report) in &noted {
+                let state = chitchat.self_node_state();
+                for (addr, report) in &set {
+                    state.set(Report::key(*addr), report.value());
+                }
+                for addr in &delete {
                     let key = Report::key(*addr);
-                    if report.is_quiet(now_ms) {
-                        own.delete(&key);
-                    } else {
-                        own.set(key, report.value());
+                    if state.get(&key).is_some() {
+                        state.delete(&key);
                     }
                 }
                 let self_id = chitchat.self_chitchat_id().clone();
@@ -140,6 +196,7 @@ pub async fn run(
                 for (service, until, was_reported) in
                     routing.apply_fleet_view(*addr, endpoint.failures, reported, now)
                 {
+                    ejected_here.insert(*addr);
                     let source = if was_reported {
                         "reported"
                     } else {
@@ -192,13 +249,21 @@ pub async fn run(
             }));
         }
     };
-    tokio::select! {
-        _ = round => {}
-        _ = stop => {}
-    }
+    let ended = handle.termination_watcher();
+    let result = tokio::select! {
+        _ = round => Ok(()),
+        _ = stop => Ok(()),
+        // Gossip stopped (its socket failed): this replica now decides alone.
+        why = ended => Err(anyhow::anyhow!("fleet gossip stopped: {why:?}")),
+    };
+    metrics.fleet_members.set(0);
     let _ = handle.shutdown().await;
-    Ok(())
+    result
 }
+
+/// How long a report with nothing more to tell (a streak ended by a success) stays, so that
+/// the other replicas see the success before it goes.
+const SPENT_AFTER: Duration = Duration::from_secs(5);
 
 /// The fleet as one of the process's background services (stops with the process).
 pub struct FleetService {

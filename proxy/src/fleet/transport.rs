@@ -83,7 +83,9 @@ impl Socket for AuthenticatedSocket {
                     .bytes_sent
                     .fetch_add(sent as u64, Ordering::Relaxed);
             }
-            Err(e) => tracing::debug!(error = %e, %to, "gossip send failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, %to, bytes = self.send_buf.len(), "gossip send failed")
+            }
         }
         Ok(())
     }
@@ -94,7 +96,13 @@ impl Socket for AuthenticatedSocket {
                 Ok(received) => received,
                 // ICMP errors of earlier sends surface here; the socket still works.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return Err(e.into()),
+                // Anything else: logged, and the socket tried again shortly (an error here
+                // would stop gossip for good).
+                Err(e) => {
+                    tracing::warn!(error = %e, "gossip receive failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             self.traffic
                 .bytes_received

@@ -1,10 +1,18 @@
 //! The fleet's view of each endpoint, from what every live replica reports (pure): its
-//! failures in a row, summed over the replicas whose reports are fresh, and the latest
-//! ejection another replica made. Deterministic: the same reports give the same view on
-//! every replica, whatever order they arrived in.
+//! failures in a row across the fleet, and the latest ejection another replica made.
+//! Deterministic: the same reports give the same view on every replica, whatever order they
+//! arrived in.
 //!
-//! A report is one gossip key per endpoint, `ep:<addr>`, valued
-//! `<failures> <ejected-until-ms> <updated-ms>` (milliseconds of the Unix clock).
+//! A report is one gossip key per endpoint, `ep:<addr>`, valued `<failures> <since-ms>
+//! <ejected-until-ms>` (milliseconds of the Unix clock): the replica's failures in a row,
+//! when that streak began (or, with no failures, when a success or an ejection ended the last
+//! one), and the end of an ejection it made (0: none).
+//!
+//! Failures in a row are a fleet-wide streak only after the fleet's latest success: a
+//! replica's streak counts when it began after the last success any replica reported. An
+//! endpoint that fails now and then (every replica's streak short, some replica always just
+//! succeeded) is not ejected on the sum of many replicas' short streaks; one that fails every
+//! request (no success anywhere) is, once the streaks add up to the threshold.
 //!
 //! Must not: do I/O or touch the balancer (the service applies the view).
 
@@ -15,19 +23,23 @@ use std::time::Duration;
 /// The gossip key prefix of endpoint reports.
 pub const KEY_PREFIX: &str = "ep:";
 
-/// How long a replica's failure count stands without an update: a replica that stopped
-/// sending to the endpoint must not keep counting toward the next verdict.
-pub const FAILURES_FRESH_FOR: Duration = Duration::from_secs(30);
+/// How long a streak or a success counts: a replica that stopped sending to the endpoint
+/// must not keep counting toward the next verdict.
+pub const FRESH_FOR: Duration = Duration::from_secs(30);
+
+/// Reports stamped further ahead than this are from a replica whose clock is wrong: ignored,
+/// so that a skewed clock cannot keep a streak fresh or an ejection running.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(5);
 
 /// One replica's report on one endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// Failures in a row it saw since its last success or ejection.
     pub failures: u32,
+    /// With failures: when the streak began; without: when the last one ended.
+    pub since_ms: u64,
     /// The end of an ejection it made (Unix ms; 0: none).
     pub ejected_until_ms: u64,
-    /// When it last changed (Unix ms).
-    pub updated_ms: u64,
 }
 
 impl Report {
@@ -38,7 +50,7 @@ impl Report {
     pub fn value(&self) -> String {
         format!(
             "{} {} {}",
-            self.failures, self.ejected_until_ms, self.updated_ms
+            self.failures, self.since_ms, self.ejected_until_ms
         )
     }
 
@@ -47,8 +59,8 @@ impl Report {
         let addr = key.strip_prefix(KEY_PREFIX)?.parse().ok()?;
         let mut fields = value.split(' ').map(str::parse::<u64>);
         let failures = u32::try_from(fields.next()?.ok()?).ok()?;
+        let since_ms = fields.next()?.ok()?;
         let ejected_until_ms = fields.next()?.ok()?;
-        let updated_ms = fields.next()?.ok()?;
         if fields.next().is_some() {
             return None;
         }
@@ -56,22 +68,32 @@ impl Report {
             addr,
             Report {
                 failures,
+                since_ms,
                 ejected_until_ms,
-                updated_ms,
             },
         ))
     }
 
-    /// Nothing worth telling: no failures, no ejection still running at `now_ms`.
-    pub fn is_quiet(&self, now_ms: u64) -> bool {
-        self.failures == 0 && self.ejected_until_ms <= now_ms
+    /// Nothing worth telling any more at `now_ms`: no failures, no ejection running, and its
+    /// last change older than `grace` (a success stays told that long, for the others'
+    /// streaks).
+    pub fn is_spent(&self, now_ms: u64, grace: Duration) -> bool {
+        self.failures == 0
+            && self.ejected_until_ms <= now_ms
+            && now_ms.saturating_sub(self.since_ms) > grace.as_millis() as u64
+    }
+
+    /// Its streak ended with a success (not with an ejection).
+    fn ended_by_success(&self) -> bool {
+        self.failures == 0 && self.ejected_until_ms <= self.since_ms
     }
 }
 
 /// What the fleet says of one endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointView {
-    /// Failures in a row, summed over the replicas with fresh reports (this one included).
+    /// Failures in a row across the fleet: the streaks (this replica's included) that began
+    /// after the latest success any replica reported.
     pub failures: u32,
     /// The latest end of an ejection another replica made that has not ended (Unix ms).
     pub reported_until_ms: Option<u64>,
@@ -86,28 +108,48 @@ where
     N: IntoIterator<Item = (bool, K)>,
     K: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let fresh_after = now_ms.saturating_sub(FAILURES_FRESH_FOR.as_millis() as u64);
-    let mut view: BTreeMap<SocketAddr, EndpointView> = BTreeMap::new();
+    let fresh_after = now_ms.saturating_sub(FRESH_FOR.as_millis() as u64);
+    let future_limit = now_ms.saturating_add(CLOCK_TOLERANCE.as_millis() as u64);
+    // Two passes over the reports: the latest success first, then the streaks after it.
+    let mut reports: BTreeMap<SocketAddr, Vec<(bool, Report)>> = BTreeMap::new();
     for (own, key_values) in nodes {
         for (key, value) in key_values {
             let Some((addr, report)) = Report::parse(key, value) else {
                 continue;
             };
-            let entry = view.entry(addr).or_default();
-            entry.reporters += 1;
-            if report.updated_ms >= fresh_after {
-                entry.failures = entry.failures.saturating_add(report.failures);
+            if report.since_ms > future_limit {
+                continue;
             }
-            if !own && report.ejected_until_ms > now_ms {
-                entry.reported_until_ms = Some(
-                    entry
-                        .reported_until_ms
-                        .map_or(report.ejected_until_ms, |u| u.max(report.ejected_until_ms)),
-                );
-            }
+            reports.entry(addr).or_default().push((own, report));
         }
     }
-    view
+    reports
+        .into_iter()
+        .map(|(addr, reports)| {
+            let last_success = reports
+                .iter()
+                .filter(|(_, r)| r.ended_by_success() && r.since_ms >= fresh_after)
+                .map(|(_, r)| r.since_ms)
+                .max()
+                .unwrap_or(0);
+            let failures = reports
+                .iter()
+                .filter(|(_, r)| r.failures > 0 && r.since_ms >= fresh_after)
+                .filter(|(_, r)| r.since_ms >= last_success)
+                .fold(0u32, |sum, (_, r)| sum.saturating_add(r.failures));
+            let reported_until_ms = reports
+                .iter()
+                .filter(|(own, r)| !own && r.ejected_until_ms > now_ms)
+                .map(|(_, r)| r.ejected_until_ms)
+                .max();
+            let view = EndpointView {
+                failures,
+                reported_until_ms,
+                reporters: reports.len() as u32,
+            };
+            (addr, view)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -118,60 +160,19 @@ mod tests {
         SocketAddr::from(([10, 0, 0, 1], port))
     }
 
-    #[test]
-    fn reports_round_trip_and_refuse_what_is_not_one() {
-        let report = Report {
-            failures: 3,
-            ejected_until_ms: 1_000,
-            updated_ms: 900,
-        };
-        let key = Report::key(addr(80));
-        assert_eq!(key, "ep:10.0.0.1:80");
-        assert_eq!(
-            Report::parse(&key, &report.value()),
-            Some((addr(80), report))
-        );
-        for (key, value) in [
-            ("ep:10.0.0.1:80", "3 1000"),
-            ("ep:10.0.0.1:80", "3 1000 900 1"),
-            ("ep:10.0.0.1:80", "-3 1000 900"),
-            ("ep:10.0.0.1:80", "99999999999 1000 900"),
-            ("ep:not-an-address", "3 1000 900"),
-            ("heartbeat", "3 1000 900"),
-        ] {
-            assert_eq!(Report::parse(key, value), None, "{key} {value}");
+    fn report(failures: u32, since_ms: u64, ejected_until_ms: u64) -> String {
+        Report {
+            failures,
+            since_ms,
+            ejected_until_ms,
         }
+        .value()
     }
 
-    #[test]
-    fn the_fleet_sums_fresh_failures_and_takes_the_latest_reported_ejection() {
-        let now = 100_000;
-        let r = |failures: u32, until: u64, updated: u64| {
-            Report {
-                failures,
-                ejected_until_ms: until,
-                updated_ms: updated,
-            }
-            .value()
-        };
-        let a = Report::key(addr(1));
-        let b = Report::key(addr(2));
-        let own = [
-            (a.clone(), r(2, 0, now)),
-            (b.clone(), r(0, now + 5_000, now)),
-        ];
-        let peer1 = [
-            (a.clone(), r(2, 0, now - 1_000)),
-            (b.clone(), r(0, now + 9_000, now)),
-        ];
-        // A stale count (40 s old) and an ejection that has ended.
-        let peer2 = [(a.clone(), r(4, now - 1, now - 40_000))];
-        let as_pairs = |kv: &[(String, String)]| -> Vec<(String, String)> { kv.to_vec() };
-        let nodes = [
-            (true, as_pairs(&own)),
-            (false, as_pairs(&peer1)),
-            (false, as_pairs(&peer2)),
-        ];
+    fn view_of(
+        nodes: &[(bool, Vec<(String, String)>)],
+        now: u64,
+    ) -> BTreeMap<SocketAddr, EndpointView> {
         let borrowed: Vec<(bool, Vec<(&str, &str)>)> = nodes
             .iter()
             .map(|(own, kv)| {
@@ -181,7 +182,55 @@ mod tests {
                 )
             })
             .collect();
-        let view = fleet_view(borrowed.clone(), now);
+        fleet_view(borrowed, now)
+    }
+
+    #[test]
+    fn reports_round_trip_and_refuse_what_is_not_one() {
+        let r = Report {
+            failures: 3,
+            since_ms: 900,
+            ejected_until_ms: 1_000,
+        };
+        let key = Report::key(addr(80));
+        assert_eq!(key, "ep:10.0.0.1:80");
+        assert_eq!(Report::parse(&key, &r.value()), Some((addr(80), r)));
+        for (key, value) in [
+            ("ep:10.0.0.1:80", "3 900"),
+            ("ep:10.0.0.1:80", "3 900 1000 1"),
+            ("ep:10.0.0.1:80", "-3 900 1000"),
+            ("ep:10.0.0.1:80", "99999999999 900 1000"),
+            ("ep:not-an-address", "3 900 1000"),
+            ("heartbeat", "3 900 1000"),
+        ] {
+            assert_eq!(Report::parse(key, value), None, "{key} {value}");
+        }
+    }
+
+    #[test]
+    fn streaks_add_up_after_the_fleets_latest_success_and_ejections_are_the_latest() {
+        let now = 100_000;
+        let a = Report::key(addr(1));
+        let b = Report::key(addr(2));
+        let nodes = vec![
+            (
+                true,
+                vec![
+                    (a.clone(), report(2, now - 500, 0)),
+                    (b.clone(), report(0, now, now + 5_000)),
+                ],
+            ),
+            (
+                false,
+                vec![
+                    (a.clone(), report(2, now - 800, 0)),
+                    (b.clone(), report(0, now, now + 9_000)),
+                ],
+            ),
+            // A streak 40 s old, and an ejection that has ended: neither counts.
+            (false, vec![(a.clone(), report(4, now - 40_000, now - 1))]),
+        ];
+        let view = view_of(&nodes, now);
         assert_eq!(
             view[&addr(1)],
             EndpointView {
@@ -193,8 +242,38 @@ mod tests {
         // Its own ejection is not a report; the peer's later one is.
         assert_eq!(view[&addr(2)].reported_until_ms, Some(now + 9_000));
         // The same reports in another order: the same view.
-        let mut reversed = borrowed;
+        let mut reversed = nodes.clone();
         reversed.reverse();
-        assert_eq!(fleet_view(reversed, now), view);
+        assert_eq!(view_of(&reversed, now), view);
+    }
+
+    #[test]
+    fn a_success_anywhere_ends_the_fleets_streak() {
+        let now = 100_000;
+        let a = Report::key(addr(1));
+        // Fifty replicas, each with one recent failure, one of which began before another
+        // replica's success: an endpoint that fails now and then, not a dead one.
+        let mut nodes: Vec<(bool, Vec<(String, String)>)> = (0..50)
+            .map(|i| (i == 0, vec![(a.clone(), report(1, now - 1_000 + i, 0))]))
+            .collect();
+        nodes.push((false, vec![(a.clone(), report(0, now - 10, 0))]));
+        assert_eq!(view_of(&nodes, now)[&addr(1)].failures, 0);
+        // Without that success: fifty in a row.
+        nodes.pop();
+        assert_eq!(view_of(&nodes, now)[&addr(1)].failures, 50);
+        // A streak ended by an ejection is not a success.
+        nodes.push((false, vec![(a.clone(), report(0, now - 10, now + 30_000))]));
+        assert_eq!(view_of(&nodes, now)[&addr(1)].failures, 50);
+    }
+
+    #[test]
+    fn reports_from_a_clock_far_ahead_are_ignored() {
+        let now = 100_000;
+        let a = Report::key(addr(1));
+        let nodes = vec![(
+            false,
+            vec![(a.clone(), report(9, now + 60_000, now + 600_000))],
+        )];
+        assert!(view_of(&nodes, now).is_empty());
     }
 }

@@ -1263,20 +1263,8 @@ impl WeirProxy {
         // The fleet hears of every change of the count and of ejections; the plain path
         // (a success after a success) costs it one atomic load.
         if let Some(fleet) = &self.fleet {
-            let failures = endpoint.consecutive_failures();
-            if failures != failures_before || ejected.is_some() {
-                let now_ms = crate::fleet::unix_ms();
-                let until_ms = ejected.map_or(0, |until| {
-                    now_ms.saturating_add(until.since(now).as_millis() as u64)
-                });
-                fleet.note(
-                    endpoint.addr(),
-                    crate::fleet::verdict::Report {
-                        failures,
-                        ejected_until_ms: until_ms,
-                        updated_ms: now_ms,
-                    },
-                );
+            if endpoint.consecutive_failures() != failures_before || ejected.is_some() {
+                fleet.note(endpoint.addr());
             }
         }
         if let Some(until) = ejected {

@@ -389,6 +389,14 @@ pub fn demo_ingress(name: &str, host: &str, annotations: &str) -> String {
     )
 }
 
+/// A GatewayClass of weir's controller (`weir`) and a Gateway `gw` of it in `namespace`
+/// with `listeners` (a YAML list), as the start of a manifest.
+pub fn weir_gateway(namespace: &str, listeners: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: weir}}\nspec: {{controllerName: weir.dev/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: {namespace}}}\nspec:\n  gatewayClassName: weir\n  listeners: {listeners}\n---\n"
+    )
+}
+
 /// A client that reaches weir at `addr` for every name of `hosts` (so that `Host`, or
 /// `:authority` over HTTP/2 with prior knowledge, is that name) and follows no redirect.
 pub fn client_for_hosts(addr: SocketAddr, hosts: &[&str], http2: bool) -> Client {
