@@ -9,6 +9,7 @@ pub mod objects;
 pub mod policy;
 pub mod status;
 pub mod translate;
+pub mod values;
 
 /// The `controllerName` of the GatewayClasses weir serves (by default).
 pub const CONTROLLER_NAME: &str = "weir.dev/gateway-controller";

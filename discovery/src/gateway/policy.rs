@@ -14,7 +14,7 @@
 //! Must not: do I/O, or apply to Ingress routes (their annotations say how they balance).
 
 use super::objects::{PolicyTargetReference, SessionPersistence};
-use super::translate::{parse_duration, Verdict};
+use super::values::{parse_duration, Verdict};
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
     AffinityCookie, AffinityMode, ObjectRef, Rejection, RoutePolicy, SessionAffinity,
