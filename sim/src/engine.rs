@@ -135,6 +135,20 @@ impl Report {
         self.cache_hits as f64 / self.cache_lookups.max(1) as f64
     }
 
+    /// Failed requests in the timeline buckets `from..to`.
+    pub fn failed_between(&self, from: usize, to: usize) -> u64 {
+        self.timeline[from..to].iter().map(|b| b[1]).sum()
+    }
+
+    /// (bucket start, failed requests) of the first `buckets` buckets, for a plot.
+    pub fn failures_over_time(&self, buckets: usize) -> Vec<(f64, f64)> {
+        self.timeline[..buckets]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as f64 * self.bucket, b[1] as f64))
+            .collect()
+    }
+
     pub fn mean_imbalance(&self) -> f64 {
         self.imbalance_sum / self.imbalance_samples.max(1) as f64
     }

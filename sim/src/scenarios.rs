@@ -400,8 +400,7 @@ pub fn failing_backend(out: &Path) -> Result<String, String> {
             policy,
             ..base.clone()
         })?;
-        let failed =
-            |from: usize, to: usize| -> u64 { r.timeline[from..to].iter().map(|b| b[1]).sum() };
+        let failed = |from: usize, to: usize| r.failed_between(from, to);
         let last_failure = (0..180)
             .rev()
             .find(|&s| r.timeline[s][1] > 0)
@@ -416,11 +415,7 @@ pub fn failing_backend(out: &Path) -> Result<String, String> {
         );
         series.push(Series {
             name: name.to_string(),
-            points: r.timeline[..180]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (i as f64, b[1] as f64))
-                .collect(),
+            points: r.failures_over_time(180),
         });
     }
     line_chart(
@@ -466,8 +461,7 @@ pub fn fleet_sharing(out: &Path) -> Result<String, String> {
             fleet_round,
             ..base.clone()
         })?;
-        let failed =
-            |from: usize, to: usize| -> u64 { r.timeline[from..to].iter().map(|b| b[1]).sum() };
+        let failed = |from: usize, to: usize| r.failed_between(from, to);
         let first = failed(30, 31);
         let _ = writeln!(
             table,
@@ -479,11 +473,7 @@ pub fn fleet_sharing(out: &Path) -> Result<String, String> {
         );
         series.push(Series {
             name: name.to_string(),
-            points: r.timeline[..180]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (i as f64, b[1] as f64))
-                .collect(),
+            points: r.failures_over_time(180),
         });
     }
     line_chart(
