@@ -249,29 +249,20 @@ fn path_rewrite(filters: &[RouteFilter]) -> Option<PathRewriter> {
 /// by discovery; one that is still not a valid field is left out and logged.
 fn upstream_fields(filters: &[RouteFilter]) -> Vec<(http::HeaderName, http::HeaderValue)> {
     let mut fields = Vec::new();
-    let mut set = |name: &[u8], value: &str| match (
-        http::HeaderName::from_bytes(name),
-        http::HeaderValue::from_str(value),
-    ) {
-        (Ok(name), Ok(value)) => fields.push((name, value)),
-        _ => tracing::error!(
-            value,
-            "route filter sets a field that is not valid: left out"
-        ),
-    };
+    let mut set = |name: &str, value: &str| fields.extend(field_of(name, value));
     for filter in filters {
         match filter {
             RouteFilter::UrlRewrite(UrlRewrite {
                 hostname: Some(host),
                 ..
-            }) => set(b"host", host),
+            }) => set("host", host),
             RouteFilter::RequestHeaderModifier(modifier) => {
                 for (name, value) in &modifier.set {
-                    set(name.as_bytes(), value);
+                    set(name, value);
                 }
                 // An empty value: the client's field goes, none replaces it.
                 for name in &modifier.remove {
-                    set(name.as_bytes(), "");
+                    set(name, "");
                 }
             }
             _ => {}
