@@ -27,8 +27,13 @@ async fn main() -> anyhow::Result<()> {
         let port = base_port + i as u16;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let counters = Arc::new(Traffic::default());
-        let transport =
-            AuthenticatedUdp::new(b"a shared key of the measured fleet", Arc::clone(&counters));
+        // Bulletins are not measured here (they go only while endpoints change): none arrive.
+        let (inbox, _) = tokio::sync::mpsc::channel(1);
+        let transport = AuthenticatedUdp::new(
+            b"a shared key of the measured fleet",
+            Arc::clone(&counters),
+            inbox,
+        );
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(format!("weir-{i}"), 1, addr),
             cluster_id: "weir".to_string(),

@@ -4,16 +4,24 @@
 //! at a random offset, so that a fleet's replicas do not all check (or, once it passes, send
 //! to) a recovering endpoint at the same moment.
 //!
+//! Results are shared through the [`CheckBoard`]: in a fleet, a replica whose check is due
+//! takes another replica's result from less than an interval ago instead of checking itself,
+//! so a recovering endpoint gets about one check per interval from the whole fleet, not one
+//! per replica. A result counts only once per replica, and only if made after the replica
+//! began waiting for checks (an old recovery's passes do not return an endpoint ejected since).
+//!
 //! Must not: check endpoints that are not waiting for a check (a live endpoint is judged by
 //! its traffic), or touch the request path.
 
+use crate::app::metrics::Metrics;
+use crate::fleet::unix_ms;
 use crate::routes::routing::LiveRouting;
 use crate::subrequest::{Deadlines, Destination, Subrequests};
 use pingora::http::RequestHeader;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use weir_balancer::Nanos;
@@ -21,14 +29,88 @@ use weir_balancer::Nanos;
 /// How often the checker looks for endpoints whose check is due.
 const SCAN: Duration = Duration::from_millis(100);
 
-/// Where one endpoint's checks stand.
+/// One check of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    pub healthy: bool,
+    /// When it was made (Unix ms: replicas share no other clock).
+    pub at_ms: u64,
+}
+
+impl CheckResult {
+    /// Which of two results is the later; at the same moment a failure wins.
+    pub fn is_later_than(&self, other: &CheckResult) -> bool {
+        (self.at_ms, !self.healthy) > (other.at_ms, !other.healthy)
+    }
+}
+
+/// The latest check of each endpoint: this replica's, or (in a fleet) another's.
+#[derive(Debug, Default)]
+pub struct CheckBoard {
+    latest: Mutex<HashMap<SocketAddr, CheckResult>>,
+    /// This replica's results the fleet has not taken yet.
+    made_here: Mutex<Vec<(SocketAddr, CheckResult)>>,
+    wake: tokio::sync::Notify,
+}
+
+impl CheckBoard {
+    pub fn latest(&self, addr: SocketAddr) -> Option<CheckResult> {
+        lock(&self.latest).get(&addr).copied()
+    }
+
+    /// Another replica's result (kept if it is the later).
+    pub fn hear(&self, addr: SocketAddr, result: CheckResult) {
+        let mut latest = lock(&self.latest);
+        let slot = latest.entry(addr).or_insert(result);
+        if result.is_later_than(slot) {
+            *slot = result;
+        }
+    }
+
+    /// This replica's results since the last call (what the fleet publishes).
+    pub fn take_made_here(&self) -> Vec<(SocketAddr, CheckResult)> {
+        std::mem::take(&mut *lock(&self.made_here))
+    }
+
+    /// Resolves once this replica records a result.
+    pub async fn recorded(&self) {
+        self.wake.notified().await;
+    }
+
+    fn record(&self, addr: SocketAddr, result: CheckResult) {
+        self.hear(addr, result);
+        lock(&self.made_here).push((addr, result));
+        self.wake.notify_one();
+    }
+
+    /// Forgets endpoints no longer waiting for checks anywhere in `waiting`.
+    fn retain(&self, waiting: impl Fn(SocketAddr) -> bool) {
+        lock(&self.latest).retain(|addr, _| waiting(*addr));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where one endpoint's checks stand on this replica.
 struct Progress {
     next: Instant,
+    /// Results in a row that passed.
     passes: u32,
+    /// When this replica began waiting: results made before do not count.
+    waiting_since_ms: u64,
+    /// The time of the last result counted (each counts once).
+    counted_ms: u64,
 }
 
 /// Checks the endpoints that wait for it until `stop` resolves.
-pub async fn run(routing: Arc<LiveRouting>, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    routing: Arc<LiveRouting>,
+    board: Arc<CheckBoard>,
+    metrics: Metrics,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let subrequests = Subrequests::default();
     let mut progress: HashMap<SocketAddr, Progress> = HashMap::new();
     let checking = async {
@@ -58,30 +140,61 @@ pub async fn run(routing: Arc<LiveRouting>, stop: impl std::future::Future<Outpu
             }
             // Endpoints no longer waiting (returned, or gone) are forgotten.
             progress.retain(|addr, _| due.iter().any(|(e, ..)| e.addr() == *addr));
-            // The checks due now, sent together (one dead endpoint's timeout delays no other).
+            board.retain(|addr| due.iter().any(|(e, ..)| e.addr() == addr));
+            // The checks due now: another replica's fresh result where there is one, else
+            // checked here, all together (one dead endpoint's timeout delays no other).
+            let now_ms = unix_ms();
             let mut now_due = Vec::new();
+            let mut taken = Vec::new();
             for (endpoint, check, service) in due {
                 let entry = progress.entry(endpoint.addr()).or_insert_with(|| Progress {
                     // The first check after a random part of the interval: jitter.
                     next: Instant::now()
                         + check.interval.mul_f64(rand::rng().random_range(0.0..1.0)),
                     passes: 0,
+                    waiting_since_ms: now_ms,
+                    counted_ms: 0,
                 });
-                if Instant::now() >= entry.next {
-                    now_due.push((endpoint, check, service));
+                if Instant::now() < entry.next {
+                    continue;
+                }
+                let fresh = board.latest(endpoint.addr()).filter(|r| {
+                    r.at_ms >= entry.waiting_since_ms
+                        && r.at_ms > entry.counted_ms
+                        && now_ms.saturating_sub(r.at_ms) < check.interval.as_millis() as u64
+                });
+                match fresh {
+                    Some(result) => taken.push((endpoint, check, service, result)),
+                    None => now_due.push((endpoint, check, service)),
                 }
             }
-            let results = futures::future::join_all(
+            let checked = futures::future::join_all(
                 now_due
                     .iter()
                     .map(|(endpoint, check, _)| check_once(&subrequests, endpoint.addr(), check)),
             )
             .await;
-            for ((endpoint, check, service), healthy) in now_due.into_iter().zip(results) {
+            let mut results = Vec::new();
+            for ((endpoint, check, service), healthy) in now_due.into_iter().zip(checked) {
+                let result = CheckResult {
+                    healthy,
+                    at_ms: unix_ms(),
+                };
+                board.record(endpoint.addr(), result);
+                results.push((endpoint, check, service, result, "this_replica"));
+            }
+            results.extend(taken.into_iter().map(|(e, c, s, r)| (e, c, s, r, "fleet")));
+            for (endpoint, check, service, result, checked_by) in results {
                 let addr = endpoint.addr();
                 let Some(entry) = progress.get_mut(&addr) else {
                     continue;
                 };
+                let healthy = result.healthy;
+                metrics
+                    .health_checks_total
+                    .with_label_values(&[if healthy { "healthy" } else { "unhealthy" }, checked_by])
+                    .inc();
+                entry.counted_ms = result.at_ms;
                 entry.passes = if healthy { entry.passes + 1 } else { 0 };
                 entry.next =
                     Instant::now() + check.interval.mul_f64(rand::rng().random_range(0.75..1.25));
@@ -139,6 +252,9 @@ async fn check_once(
 /// The checker as one of the process's background services.
 pub struct HealthChecker {
     pub routing: Arc<LiveRouting>,
+    /// Shared with the fleet, when there is one.
+    pub board: Arc<CheckBoard>,
+    pub metrics: Metrics,
 }
 
 #[async_trait::async_trait]
@@ -147,6 +263,12 @@ impl pingora::services::background::BackgroundService for HealthChecker {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        run(Arc::clone(&self.routing), stop).await;
+        run(
+            Arc::clone(&self.routing),
+            Arc::clone(&self.board),
+            self.metrics.clone(),
+            stop,
+        )
+        .await;
     }
 }

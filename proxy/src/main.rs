@@ -308,12 +308,15 @@ fn main() {
     }
 
     let shutdown_flag = Arc::new(admin::ShutdownFlag::default());
+    // Health-check results: the checker's, and in a fleet every replica's.
+    let checks = Arc::new(weir_proxy::health::CheckBoard::default());
     if let (Some(config), Some(reports)) = (fleet, &fleet_reports) {
         server.add_service(background_service(
             "weir fleet",
             weir_proxy::fleet::FleetService {
                 config,
                 reports: Arc::clone(reports),
+                checks: Arc::clone(&checks),
                 routing: Arc::clone(&routing),
                 metrics: metrics.clone(),
                 status: Arc::clone(&fleet_status),
@@ -325,6 +328,8 @@ fn main() {
         "weir health checks",
         weir_proxy::health::HealthChecker {
             routing: Arc::clone(&routing),
+            board: checks,
+            metrics: metrics.clone(),
         },
     ));
     let mut admin_app =

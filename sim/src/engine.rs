@@ -87,9 +87,20 @@ pub struct Scenario {
     pub seed: u64,
     /// Width of the timeline buckets, seconds.
     pub bucket: f64,
-    /// The proxies share what their pools learn as weir's fleet does, one gossip round
-    /// every this many seconds (`None`: each proxy decides alone).
-    pub fleet_round: Option<f64>,
+    /// The proxies share what their pools learn as weir's fleet does (`None`: each proxy
+    /// decides alone).
+    pub fleet: Option<FleetModel>,
+}
+
+/// How the simulated fleet shares what its proxies learn.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetModel {
+    /// Seconds between gossip rounds: each round every proxy applies what all reported a
+    /// round earlier.
+    pub round: f64,
+    /// Reports pushed at once to every peer (weir's bulletins), heard this many seconds
+    /// after the change (`None`: gossip rounds only).
+    pub push: Option<f64>,
 }
 
 /// What a run measured.
@@ -162,6 +173,13 @@ enum Event {
     Topology,
     /// A fleet gossip round: every proxy applies what the others reported a round ago.
     Gossip,
+    /// A pushed report reaches every proxy: the fleet's failures in a row on a backend and
+    /// the latest ejection end (ns) any proxy made, as they were when it was sent.
+    Heard {
+        backend: usize,
+        failures: u32,
+        until: Option<u64>,
+    },
 }
 
 struct Request {
@@ -278,8 +296,8 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
         events.push(Reverse((nanos(t).0, seq, e)));
     };
     push(&mut events, arrivals.sample(&mut rng), Event::Arrival);
-    if let Some(round) = s.fleet_round {
-        push(&mut events, round, Event::Gossip);
+    if let Some(fleet) = s.fleet {
+        push(&mut events, fleet.round, Event::Gossip);
     }
     // What the fleet heard at the last round: per backend, the failures in a row of every
     // proxy (summed) and the latest ejection end any proxy made (as weir's fleet reports).
@@ -317,20 +335,21 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                     }
                 }
                 for (backend, slot) in heard.iter_mut().enumerate() {
-                    let mut failures = 0u32;
-                    let mut until: Option<Nanos> = None;
-                    for (_, registry) in &proxies {
-                        if let Some(endpoint) = registry.get(addr(backend)) {
-                            failures = failures.saturating_add(endpoint.consecutive_failures());
-                            if let Some(u) = endpoint.ejected_until(nanos(now)) {
-                                until = Some(until.map_or(u, |x: Nanos| Nanos(x.0.max(u.0))));
-                            }
-                        }
-                    }
-                    *slot = (failures, until);
+                    *slot = fleet_reports(&proxies, backend, now);
                 }
-                if let Some(round) = s.fleet_round {
-                    push(&mut events, now + round, Event::Gossip);
+                if let Some(fleet) = s.fleet {
+                    push(&mut events, now + fleet.round, Event::Gossip);
+                }
+            }
+            Event::Heard {
+                backend,
+                failures,
+                until,
+            } => {
+                for (pool, registry) in &proxies {
+                    if let Some(endpoint) = registry.get(addr(backend)) {
+                        pool.apply_fleet_view(&endpoint, failures, until.map(Nanos), nanos(now));
+                    }
                 }
             }
             Event::Arrival => {
@@ -451,7 +470,22 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
                     } else {
                         Outcome::Success
                     };
-                    pool.record(guard.endpoint(), outcome, nanos(now));
+                    let endpoint = guard.endpoint();
+                    let before = (endpoint.consecutive_failures(), endpoint.ejection_ends());
+                    pool.record(endpoint, outcome, nanos(now));
+                    let changed =
+                        before != (endpoint.consecutive_failures(), endpoint.ejection_ends());
+                    // weir's fleet pushes a changed report to every peer at once.
+                    if let (true, Some(delay)) = (changed, s.fleet.and_then(|f| f.push)) {
+                        let (failures, until) = fleet_reports(&proxies, backend, now);
+                        let until = until.map(|u| u.0);
+                        let heard = Event::Heard {
+                            backend,
+                            failures,
+                            until,
+                        };
+                        push(&mut events, now + delay, heard);
+                    }
                     if !request.failed {
                         let rtt = std::time::Duration::from_secs_f64(now - request.arrived);
                         pool.observe_latency(guard.endpoint(), rtt, nanos(now));
@@ -478,6 +512,26 @@ pub fn run(s: &Scenario) -> Result<Report, String> {
     }
     report.latencies.sort_by(f64::total_cmp);
     Ok(report)
+}
+
+/// What the fleet reports on `backend` at `now`: every proxy's failures in a row (summed) and
+/// the latest ejection end any proxy made.
+fn fleet_reports(
+    proxies: &[(Pool, EndpointRegistry)],
+    backend: usize,
+    now: f64,
+) -> (u32, Option<Nanos>) {
+    let mut failures = 0u32;
+    let mut until: Option<Nanos> = None;
+    for (_, registry) in proxies {
+        if let Some(endpoint) = registry.get(addr(backend)) {
+            failures = failures.saturating_add(endpoint.consecutive_failures());
+            if let Some(u) = endpoint.ejected_until(nanos(now)) {
+                until = Some(until.map_or(u, |x: Nanos| Nanos(x.0.max(u.0))));
+            }
+        }
+    }
+    (failures, until)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -527,7 +581,7 @@ mod tests {
             policy: Policy::Weir(PoolConfig::default()),
             seed,
             bucket: 10.0,
-            fleet_round: None,
+            fleet: None,
         };
         run(&scenario).unwrap_or_default()
     }

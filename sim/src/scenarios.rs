@@ -1,7 +1,7 @@
 //! The scenarios of the balancer issue, each printing a Markdown table (and writing SVG
 //! plots) with the numbers `docs/balancing.md` records. Every run is seeded.
 
-use crate::engine::{run, BackendModel, Keys, Policy, Report, Scenario};
+use crate::engine::{run, BackendModel, FleetModel, Keys, Policy, Report, Scenario};
 use crate::plot::{line_chart, Series};
 use std::fmt::Write;
 use std::path::Path;
@@ -33,7 +33,7 @@ pub fn slow_backend(out: &Path) -> Result<String, String> {
         policy: Policy::GlobalLeastConnections,
         seed: 1,
         bucket: 1.0,
-        fleet_round: None,
+        fleet: None,
     };
     let policies = [
         (
@@ -189,7 +189,7 @@ fn scale_up_scenario(model: &KeyModel, seed: u64) -> Scenario {
         policy: Policy::GlobalLeastConnections,
         seed,
         bucket: 5.0,
-        fleet_round: None,
+        fleet: None,
     }
 }
 
@@ -296,7 +296,7 @@ pub fn zipf_bounded(out: &Path) -> Result<String, String> {
         policy: Policy::GlobalLeastConnections,
         seed: 3,
         bucket: 5.0,
-        fleet_round: None,
+        fleet: None,
     };
     let hash = |factor| {
         Policy::Weir(PoolConfig {
@@ -371,7 +371,7 @@ pub fn failing_backend(out: &Path) -> Result<String, String> {
         policy: Policy::GlobalLeastConnections,
         seed: 4,
         bucket: 1.0,
-        fleet_round: None,
+        fleet: None,
     };
     let with = |outlier| {
         Policy::Weir(PoolConfig {
@@ -431,7 +431,7 @@ pub fn failing_backend(out: &Path) -> Result<String, String> {
 /// (e) the fleet: 50 proxies, one of 10 backends failing 30–90 s, a false recovery 90–95 s,
 /// failing again 95–150 s; each proxy alone, or sharing what its pool learns as weir's fleet
 /// does (failures in a row summed over the proxies, ejections applied by all) every gossip
-/// round.
+/// round, and with each change also pushed to every proxy at once.
 pub fn fleet_sharing(out: &Path) -> Result<String, String> {
     let mut backends: Vec<BackendModel> = (0..10).map(|_| BackendModel::new(4, 0.010)).collect();
     backends[0].failing = vec![(30.0, 90.0), (95.0, 150.0)];
@@ -444,21 +444,26 @@ pub fn fleet_sharing(out: &Path) -> Result<String, String> {
         policy: weir(Algorithm::LeastRequest),
         seed: 5,
         bucket: 1.0,
-        fleet_round: None,
+        fleet: None,
     };
     let threshold = OutlierConfig::default().consecutive_failures;
+    let fleet = |round: f64, push: Option<f64>| Some(FleetModel { round, push });
     let rows = [
         ("each proxy alone", None),
-        ("fleet, 200 ms gossip rounds (weir's default)", Some(0.2)),
-        ("fleet, 50 ms gossip rounds", Some(0.05)),
+        ("fleet, 200 ms gossip rounds only", fleet(0.2, None)),
+        ("fleet, 50 ms gossip rounds only", fleet(0.05, None)),
+        (
+            "fleet, 200 ms rounds + reports pushed at once, heard in 2 ms (weir's default)",
+            fleet(0.2, Some(0.002)),
+        ),
     ];
     let mut table = format!(
         "| proxies | failed 30–31 s (the first second) | that in one proxy's thresholds ({threshold}) | failed 30–90 s | failed 95–150 s (failing again after a false recovery) | failed in all |\n|---|---:|---:|---:|---:|---:|\n"
     );
     let mut series = Vec::new();
-    for (name, fleet_round) in rows {
+    for (name, fleet) in rows {
         let r = run(&Scenario {
-            fleet_round,
+            fleet,
             ..base.clone()
         })?;
         let failed = |from: usize, to: usize| r.failed_between(from, to);

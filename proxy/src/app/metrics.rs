@@ -40,6 +40,11 @@ pub struct Metrics {
     pub fleet_gossip_bytes_total: IntCounterVec,
     /// Gossip datagrams dropped for a missing or wrong authentication tag.
     pub fleet_rejected_datagrams_total: IntCounter,
+    /// Bulletins (changed reports pushed at once), by direction (sent, received).
+    pub fleet_bulletins_total: IntCounterVec,
+    /// Active health checks of ejected endpoints, by result (healthy, unhealthy) and by who
+    /// checked (this_replica, or fleet: another replica's fresh result taken).
+    pub health_checks_total: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_parked: IntGauge,
     pub connections_refused_total: IntCounter,
@@ -214,6 +219,22 @@ impl Metrics {
             "Gossip datagrams dropped: no valid authentication tag for the fleet's key, or not a gossip message.",
         )?;
         registry.register(Box::new(fleet_rejected_datagrams_total.clone()))?;
+        let fleet_bulletins_total = IntCounterVec::new(
+            Opts::new(
+                "weir_fleet_bulletins_total",
+                "Bulletins (a replica's changed reports, pushed at once to every peer besides gossip), by direction (sent: datagrams sent; received: taken in).",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(fleet_bulletins_total.clone()))?;
+        let health_checks_total = IntCounterVec::new(
+            Opts::new(
+                "weir_health_checks_total",
+                "Active health checks of endpoints waiting to return, by result (healthy, unhealthy) and checked_by (this_replica; fleet: another replica's fresh result taken instead of checking).",
+            ),
+            &["result", "checked_by"],
+        )?;
+        registry.register(Box::new(health_checks_total.clone()))?;
         let endpoints = prometheus::IntGaugeVec::new(
             Opts::new(
                 "weir_endpoints",
@@ -297,6 +318,8 @@ impl Metrics {
             fleet_ejections_total,
             fleet_gossip_bytes_total,
             fleet_rejected_datagrams_total,
+            fleet_bulletins_total,
+            health_checks_total,
             connections_open,
             connections_parked,
             connections_refused_total,

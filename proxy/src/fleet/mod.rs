@@ -10,12 +10,17 @@
 //!   this replica's reports, reads every live replica's, and applies the fleet's view
 //!   ([`verdict`]) to its pools: the fleet's streak of failures ejects at the pool's own
 //!   threshold, and another replica's ejection is applied, both within max-ejection-percent.
+//! - Changed reports also go at once to every live peer in a [`bulletin`], so the fleet hears
+//!   of a failure in about one network hop, not after the rounds gossip takes to spread it.
+//! - Health-check results of endpoints waiting to return are shared the same way
+//!   ([`crate::health::CheckBoard`]).
 //! - A replica cut off from the others sees no live peers and decides alone, as without a
 //!   fleet.
 //!
 //! Must not: block or lock on the request path beyond [`LocalReports::note`], which only
 //! failures, ejections and the first success after failures reach.
 
+pub mod bulletin;
 mod service;
 pub mod transport;
 pub mod verdict;

@@ -1,19 +1,26 @@
-//! The fleet task: runs chitchat, publishes this replica's reports, and applies the
-//! fleet's view to the live pools each gossip round.
+//! The fleet task: runs chitchat, publishes this replica's reports (in its gossip state, and
+//! at once to every peer in a bulletin), and applies the fleet's view to the live pools each
+//! gossip round and whenever a bulletin arrives.
 
+use super::bulletin::{self, Bulletin};
 use super::transport::{AuthenticatedUdp, Traffic};
-use super::verdict::{fleet_view, Report, KEY_PREFIX};
+use super::verdict::{
+    check_key, check_value, fleet_view, later_value, parse_check, Report, CHECK_PREFIX,
+    CLOCK_TOLERANCE, KEY_PREFIX,
+};
 use super::{unix_ms, LocalReports};
 use crate::app::metrics::Metrics;
+use crate::health::CheckBoard;
 use crate::routes::routing::LiveRouting;
 use arc_swap::ArcSwap;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use weir_balancer::Nanos;
 
 /// How a replica joins its fleet (`--fleet-listen`, `--peers`, `--fleet-secret-file`).
@@ -58,13 +65,16 @@ pub struct EndpointStatus {
 pub async fn run(
     config: FleetConfig,
     reports: Arc<LocalReports>,
+    checks: Arc<CheckBoard>,
     routing: Arc<LiveRouting>,
     metrics: Metrics,
     status: Arc<ArcSwap<FleetStatus>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let traffic = Arc::new(Traffic::default());
-    let transport = AuthenticatedUdp::new(&config.secret, Arc::clone(&traffic));
+    let (inbox_sender, mut inbox) = tokio::sync::mpsc::channel(INBOX);
+    let transport = AuthenticatedUdp::new(&config.secret, Arc::clone(&traffic), inbox_sender);
+    let postbox = transport.postbox();
     // A new generation per start: a restarted replica is a new member, not a stale one.
     let generation = unix_ms();
     let id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
@@ -90,17 +100,34 @@ pub async fn run(
     tracing::info!(listen = %config.listen, advertise = %config.advertise, peers = ?config.peers, "fleet gossip started");
     let mut tick = tokio::time::interval(config.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut sent, mut received, mut rejected) = (0u64, 0u64, 0u64);
+    let mut last = [0u64; 5];
     // This replica's reports as last published, by endpoint.
     let mut own: HashMap<SocketAddr, Report> = HashMap::new();
+    // This replica's check results as published: when each was made.
+    let mut own_checks: HashMap<SocketAddr, u64> = HashMap::new();
     // Endpoints ejected on the fleet's view last round: their new state is published too.
     let mut ejected_here: HashSet<SocketAddr> = HashSet::new();
+    // What peers' bulletins said, until gossip has surely caught up.
+    let mut heard = Heard::default();
+    let mut last_bulletin = Instant::now();
     let round = async {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                // A change is published at once, but at most once a millisecond.
-                _ = reports.noted() => tokio::time::sleep(Duration::from_millis(1)).await,
+                // A change is told at once, with what else changed within a millisecond, and
+                // bulletins go at most every BULLETIN_GAP.
+                _ = reports.noted() => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep_until(last_bulletin + BULLETIN_GAP).await;
+                }
+                _ = checks.recorded() => {}
+                Some(b) = inbox.recv() => {
+                    let now_ms = unix_ms();
+                    heard.take(b, now_ms);
+                    while let Ok(b) = inbox.try_recv() {
+                        heard.take(b, now_ms);
+                    }
+                }
             }
             let now_ms = unix_ms();
             let now = Nanos::now();
@@ -154,38 +181,84 @@ pub async fn run(
                     set.push((addr, report));
                 }
             }
-            let (members, view) = {
+            // The gossip keys this replica sets and deletes: reports, then check results.
+            let mut told: Vec<(String, String)> = set
+                .iter()
+                .map(|(addr, report)| (Report::key(*addr), report.value()))
+                .collect();
+            let mut gone: Vec<String> = delete.iter().map(|addr| Report::key(*addr)).collect();
+            for (addr, result) in checks.take_made_here() {
+                own_checks.insert(addr, result.at_ms);
+                told.push((check_key(addr), check_value(&result)));
+            }
+            own_checks.retain(|addr, at_ms| {
+                let keep = now_ms.saturating_sub(*at_ms) < CHECKS_KEPT.as_millis() as u64;
+                if !keep {
+                    gone.push(check_key(*addr));
+                }
+                keep
+            });
+            heard.expire(Instant::now());
+            let (members, peers, view) = {
                 let mut chitchat = chitchat.lock().await;
                 let state = chitchat.self_node_state();
-                for (addr, report) in &set {
-                    state.set(Report::key(*addr), report.value());
+                for (key, value) in &told {
+                    state.set(key.clone(), value.clone());
                 }
-                for addr in &delete {
-                    let key = Report::key(*addr);
-                    if state.get(&key).is_some() {
-                        state.delete(&key);
+                for key in &gone {
+                    if state.get(key).is_some() {
+                        state.delete(key);
                     }
                 }
                 let self_id = chitchat.self_chitchat_id().clone();
                 let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
-                let nodes: Vec<(bool, Vec<(String, String)>)> = live
+                // Each live replica's reports and checks: its gossip state, or what its
+                // bulletins said where that is later.
+                let nodes: Vec<(bool, BTreeMap<String, String>)> = live
                     .iter()
                     .filter_map(|id| {
                         let state = chitchat.node_state(id)?;
-                        let reports = state
+                        let mut values: BTreeMap<String, String> = state
                             .key_values()
-                            .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+                            .filter(|(k, _)| {
+                                k.starts_with(KEY_PREFIX) || k.starts_with(CHECK_PREFIX)
+                            })
                             .map(|(k, v)| (k.to_string(), v.to_string()))
                             .collect();
-                        Some((*id == self_id, reports))
+                        if *id != self_id {
+                            heard.overlay(&id.node_id, &mut values);
+                        }
+                        Some((*id == self_id, values))
                     })
                     .collect();
                 let members: Vec<String> = live.iter().map(|id| id.node_id.clone()).collect();
+                let peers: Vec<SocketAddr> = live
+                    .iter()
+                    .filter(|id| **id != self_id)
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect();
+                for (own, values) in &nodes {
+                    let theirs = values.iter().filter(|_| !own);
+                    for (addr, result) in theirs.filter_map(|(k, v)| parse_check(k, v)) {
+                        if result.at_ms <= now_ms + CLOCK_TOLERANCE.as_millis() as u64 {
+                            checks.hear(addr, result);
+                        }
+                    }
+                }
                 let borrowed = nodes
                     .iter()
                     .map(|(own, kv)| (*own, kv.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
-                (members, fleet_view(borrowed, now_ms))
+                (members, peers, fleet_view(borrowed, now_ms))
             };
+            // What changed here goes to every peer at once, besides gossip.
+            if !told.is_empty() && !peers.is_empty() {
+                for body in bulletin::encode(&config.node_id, now_ms, &told) {
+                    for peer in &peers {
+                        postbox.send(*peer, &body);
+                    }
+                }
+                last_bulletin = Instant::now();
+            }
             for (addr, endpoint) in &view {
                 let reported = endpoint.reported_until_ms.map(|until| {
                     Nanos(
@@ -217,22 +290,39 @@ pub async fn run(
             }
             metrics.fleet_members.set(members.len() as i64);
             let counters = [
-                (&traffic.bytes_sent, &mut sent, "sent"),
-                (&traffic.bytes_received, &mut received, "received"),
+                (
+                    &traffic.bytes_sent,
+                    &metrics.fleet_gossip_bytes_total,
+                    "sent",
+                ),
+                (
+                    &traffic.bytes_received,
+                    &metrics.fleet_gossip_bytes_total,
+                    "received",
+                ),
+                (
+                    &traffic.bulletins_sent,
+                    &metrics.fleet_bulletins_total,
+                    "sent",
+                ),
+                (
+                    &traffic.bulletins_received,
+                    &metrics.fleet_bulletins_total,
+                    "received",
+                ),
             ];
-            for (counter, last, direction) in counters {
+            for (i, (counter, family, direction)) in counters.into_iter().enumerate() {
                 let total = counter.load(Ordering::Relaxed);
-                metrics
-                    .fleet_gossip_bytes_total
+                family
                     .with_label_values(&[direction])
-                    .inc_by(total.saturating_sub(*last));
-                *last = total;
+                    .inc_by(total.saturating_sub(last[i]));
+                last[i] = total;
             }
             let total_rejected = traffic.rejected.load(Ordering::Relaxed);
             metrics
                 .fleet_rejected_datagrams_total
-                .inc_by(total_rejected.saturating_sub(rejected));
-            rejected = total_rejected;
+                .inc_by(total_rejected.saturating_sub(last[4]));
+            last[4] = total_rejected;
             status.store(Arc::new(FleetStatus {
                 node_id: config.node_id.clone(),
                 members,
@@ -261,6 +351,75 @@ pub async fn run(
     result
 }
 
+/// Bulletins waiting for the fleet task; more are dropped (gossip carries them too).
+const INBOX: usize = 1_024;
+
+/// The least time between two bulletins of this replica: what they cost is bounded (at most
+/// 100 a second to each peer, only while endpoints change).
+const BULLETIN_GAP: Duration = Duration::from_millis(10);
+
+/// How long what a bulletin said stands in for gossip: long enough for gossip to catch up, no
+/// longer than a spent report stays in gossip (so a lost later bulletin cannot leave an old
+/// report standing after gossip dropped the key).
+const HEARD_FOR: Duration = SPENT_AFTER;
+
+/// How long this replica's check results stay in its gossip state.
+const CHECKS_KEPT: Duration = Duration::from_secs(60);
+
+/// What peers' bulletins said, by node id and key, with when it was heard.
+#[derive(Default)]
+struct Heard {
+    by_node: HashMap<String, HashMap<String, (String, Instant)>>,
+}
+
+impl Heard {
+    /// Takes in a bulletin, unless it was sent long ago or far ahead (a replay, or a wrong
+    /// clock).
+    fn take(&mut self, b: Bulletin, now_ms: u64) {
+        let tolerance = CLOCK_TOLERANCE.as_millis() as u64;
+        if b.sent_ms > now_ms + tolerance || b.sent_ms + tolerance < now_ms {
+            return;
+        }
+        let now = Instant::now();
+        let node = self.by_node.entry(b.node_id).or_default();
+        for (key, value) in b.entries {
+            let later = match node.get(&key) {
+                Some((known, _)) => later_value(&key, known, &value) == value,
+                None => true,
+            };
+            if later {
+                node.insert(key, (value, now));
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for values in self.by_node.values_mut() {
+            values.retain(|_, (_, at)| now.duration_since(*at) < HEARD_FOR);
+        }
+        self.by_node.retain(|_, values| !values.is_empty());
+    }
+
+    /// Puts what `node`'s bulletins said into `values` (its gossip state) where it is later.
+    fn overlay(&self, node: &str, values: &mut BTreeMap<String, String>) {
+        let Some(heard) = self.by_node.get(node) else {
+            return;
+        };
+        for (key, (value, _)) in heard {
+            match values.get_mut(key) {
+                Some(known) => {
+                    if later_value(key, known, value) == value.as_str() {
+                        *known = value.clone();
+                    }
+                }
+                None => {
+                    values.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+}
+
 /// How long a report with nothing more to tell (a streak ended by a success) stays, so that
 /// the other replicas see the success before it goes.
 const SPENT_AFTER: Duration = Duration::from_secs(5);
@@ -269,6 +428,7 @@ const SPENT_AFTER: Duration = Duration::from_secs(5);
 pub struct FleetService {
     pub config: FleetConfig,
     pub reports: Arc<LocalReports>,
+    pub checks: Arc<CheckBoard>,
     pub routing: Arc<LiveRouting>,
     pub metrics: Metrics,
     pub status: Arc<ArcSwap<FleetStatus>>,
@@ -283,6 +443,7 @@ impl pingora::services::background::BackgroundService for FleetService {
         let ran = run(
             self.config.clone(),
             Arc::clone(&self.reports),
+            Arc::clone(&self.checks),
             Arc::clone(&self.routing),
             self.metrics.clone(),
             Arc::clone(&self.status),

@@ -4,17 +4,25 @@
 //! not encrypted: they hold endpoint addresses and failure counts, not secrets.
 //!
 //! Replays cannot roll state back: chitchat keeps, per node, only values with a higher
-//! version than it has.
+//! version than it has; a replayed bulletin is older than the sender's later ones, and the
+//! fleet keeps the later of two reports (and ignores bulletins older than a few seconds).
+//!
+//! The same socket carries [`bulletin`](super::bulletin)s: verified like gossip, they go to
+//! the fleet task's inbox instead of chitchat, and the fleet task sends its own through a
+//! [`Postbox`].
 //!
 //! Must not: hold state beyond the socket and the byte counters.
 
+use super::bulletin::{self, Bulletin};
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use ring::hmac;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 /// The largest datagram payload UDP carries (what chitchat sizes its messages to).
 const MAX_DATAGRAM: usize = 65_507;
@@ -27,21 +35,39 @@ const TAG_LEN: usize = 32;
 pub struct Traffic {
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
-    /// Datagrams dropped: a missing or wrong tag, or not a chitchat message.
+    /// Datagrams dropped: a missing or wrong tag, or neither a chitchat message nor a
+    /// bulletin.
     pub rejected: AtomicU64,
+    pub bulletins_sent: AtomicU64,
+    pub bulletins_received: AtomicU64,
 }
 
 /// UDP with an HMAC-SHA256 tag on every datagram.
 pub struct AuthenticatedUdp {
     key: hmac::Key,
     traffic: Arc<Traffic>,
+    /// The socket once open, shared with the [`Postbox`].
+    socket: Arc<OnceLock<Arc<UdpSocket>>>,
+    /// Where received bulletins go.
+    inbox: mpsc::Sender<Bulletin>,
 }
 
 impl AuthenticatedUdp {
-    pub fn new(secret: &[u8], traffic: Arc<Traffic>) -> Self {
+    pub fn new(secret: &[u8], traffic: Arc<Traffic>, inbox: mpsc::Sender<Bulletin>) -> Self {
         AuthenticatedUdp {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             traffic,
+            socket: Arc::default(),
+            inbox,
+        }
+    }
+
+    /// Sends bulletins through the socket once chitchat has opened it.
+    pub fn postbox(&self) -> Postbox {
+        Postbox {
+            socket: Arc::clone(&self.socket),
+            key: self.key.clone(),
+            traffic: Arc::clone(&self.traffic),
         }
     }
 }
@@ -49,21 +75,55 @@ impl AuthenticatedUdp {
 #[async_trait]
 impl Transport for AuthenticatedUdp {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let socket = tokio::net::UdpSocket::bind(listen_addr).await?;
+        let socket = Arc::new(UdpSocket::bind(listen_addr).await?);
+        // The first socket opened is the one bulletins go out on (chitchat opens one).
+        let _ = self.socket.set(Arc::clone(&socket));
         Ok(Box::new(AuthenticatedSocket {
             socket,
             key: self.key.clone(),
             traffic: Arc::clone(&self.traffic),
+            inbox: self.inbox.clone(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             recv_buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
         }))
     }
 }
 
-struct AuthenticatedSocket {
-    socket: tokio::net::UdpSocket,
+/// Sends bulletins, tagged like gossip, from the gossip socket.
+#[derive(Clone)]
+pub struct Postbox {
+    socket: Arc<OnceLock<Arc<UdpSocket>>>,
     key: hmac::Key,
     traffic: Arc<Traffic>,
+}
+
+impl Postbox {
+    /// Sends one bulletin body to `to`, without waiting for room in the socket's buffer: a
+    /// bulletin that cannot go now is left to gossip.
+    pub fn send(&self, to: SocketAddr, body: &[u8]) {
+        let Some(socket) = self.socket.get() else {
+            return;
+        };
+        let mut datagram = Vec::with_capacity(body.len() + TAG_LEN);
+        datagram.extend_from_slice(body);
+        datagram.extend_from_slice(hmac::sign(&self.key, body).as_ref());
+        match socket.try_send_to(&datagram, to) {
+            Ok(sent) => {
+                self.traffic
+                    .bytes_sent
+                    .fetch_add(sent as u64, Ordering::Relaxed);
+                self.traffic.bulletins_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, %to, "bulletin not sent; gossip carries it"),
+        }
+    }
+}
+
+struct AuthenticatedSocket {
+    socket: Arc<UdpSocket>,
+    key: hmac::Key,
+    traffic: Arc<Traffic>,
+    inbox: mpsc::Sender<Bulletin>,
     send_buf: Vec<u8>,
     recv_buf: Box<[u8]>,
 }
@@ -116,6 +176,23 @@ impl Socket for AuthenticatedSocket {
             if hmac::verify(&self.key, body, tag).is_err() {
                 self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%from, "gossip datagram without a valid tag dropped");
+                continue;
+            }
+            if body.starts_with(bulletin::PREFIX) {
+                match bulletin::decode(body) {
+                    // A full inbox (the fleet task behind) drops it: gossip carries it too.
+                    Some(b) => {
+                        if self.inbox.try_send(b).is_ok() {
+                            self.traffic
+                                .bulletins_received
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {
+                        self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%from, "gossip datagram is not a bulletin");
+                    }
+                }
                 continue;
             }
             let mut reader = body;

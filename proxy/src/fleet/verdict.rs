@@ -14,14 +14,22 @@
 //! succeeded) is not ejected on the sum of many replicas' short streaks; one that fails every
 //! request (no success anywhere) is, once the streaks add up to the threshold.
 //!
+//! Health-check results are keys too, `hc:<addr>` valued `<1|0> <at-ms>`: the latest check
+//! a replica made of an endpoint waiting to return, and whether it passed.
+//!
 //! Must not: do I/O or touch the balancer (the service applies the view).
 
+use crate::health::CheckResult;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The gossip key prefix of endpoint reports.
 pub const KEY_PREFIX: &str = "ep:";
+
+/// The gossip key prefix of health-check results.
+pub const CHECK_PREFIX: &str = "hc:";
 
 /// How long a streak or a success counts: a replica that stopped sending to the endpoint
 /// must not keep counting toward the next verdict.
@@ -83,9 +91,70 @@ impl Report {
             && now_ms.saturating_sub(self.since_ms) > grace.as_millis() as u64
     }
 
+    /// Orders two reports of one replica on one endpoint by when they were made: a later
+    /// streak (or its end) after an earlier one, a longer streak after a shorter.
+    fn order(&self, other: &Report) -> Ordering {
+        (self.since_ms, self.failures, self.ejected_until_ms).cmp(&(
+            other.since_ms,
+            other.failures,
+            other.ejected_until_ms,
+        ))
+    }
+
     /// Its streak ended with a success (not with an ejection).
     fn ended_by_success(&self) -> bool {
         self.failures == 0 && self.ejected_until_ms <= self.since_ms
+    }
+}
+
+/// The gossip key of a check of `addr`.
+pub fn check_key(addr: SocketAddr) -> String {
+    format!("{CHECK_PREFIX}{addr}")
+}
+
+/// The gossip value of a check result.
+pub fn check_value(result: &CheckResult) -> String {
+    format!("{} {}", u8::from(result.healthy), result.at_ms)
+}
+
+/// The check a key and value say; `None` for anything else.
+pub fn parse_check(key: &str, value: &str) -> Option<(SocketAddr, CheckResult)> {
+    let addr = key.strip_prefix(CHECK_PREFIX)?.parse().ok()?;
+    let (healthy, at_ms) = value.split_once(' ')?;
+    let healthy = match healthy {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    Some((
+        addr,
+        CheckResult {
+            healthy,
+            at_ms: at_ms.parse().ok()?,
+        },
+    ))
+}
+
+/// Of two values one replica gave `key` (from gossip and from a bulletin, which may arrive in
+/// either order), the later; a value that does not parse loses.
+pub fn later_value<'a>(key: &str, a: &'a str, b: &'a str) -> &'a str {
+    let b_is_later = if key.starts_with(KEY_PREFIX) {
+        match (Report::parse(key, a), Report::parse(key, b)) {
+            (Some((_, ra)), Some((_, rb))) => rb.order(&ra) == Ordering::Greater,
+            (None, Some(_)) => true,
+            _ => false,
+        }
+    } else {
+        match (parse_check(key, a), parse_check(key, b)) {
+            (Some((_, ca)), Some((_, cb))) => cb.is_later_than(&ca),
+            (None, Some(_)) => true,
+            _ => false,
+        }
+    };
+    if b_is_later {
+        b
+    } else {
+        a
     }
 }
 
@@ -264,6 +333,49 @@ mod tests {
         // A streak ended by an ejection is not a success.
         nodes.push((false, vec![(a.clone(), report(0, now - 10, now + 30_000))]));
         assert_eq!(view_of(&nodes, now)[&addr(1)].failures, 50);
+    }
+
+    #[test]
+    fn the_later_of_two_values_wins_whichever_arrives_first() {
+        let key = Report::key(addr(1));
+        let streak = report(3, 1_000, 0);
+        let longer = report(4, 1_000, 0);
+        let success = report(0, 2_000, 0);
+        let next_streak = report(1, 3_000, 0);
+        for (a, b, later) in [
+            (&streak, &longer, &longer),
+            (&longer, &success, &success),
+            (&success, &next_streak, &next_streak),
+            (&next_streak, &streak, &next_streak),
+        ] {
+            assert_eq!(later_value(&key, a, b), later.as_str());
+            assert_eq!(later_value(&key, b, a), later.as_str());
+        }
+        assert_eq!(later_value(&key, "garbage", &streak), streak.as_str());
+        assert_eq!(later_value(&key, &streak, "garbage"), streak.as_str());
+        let check = check_key(addr(1));
+        assert_eq!(check, "hc:10.0.0.1:1");
+        let passed = check_value(&CheckResult {
+            healthy: true,
+            at_ms: 5_000,
+        });
+        let failed_same_time = check_value(&CheckResult {
+            healthy: false,
+            at_ms: 5_000,
+        });
+        let later_pass = check_value(&CheckResult {
+            healthy: true,
+            at_ms: 6_000,
+        });
+        assert_eq!(passed, "1 5000");
+        assert_eq!(
+            later_value(&check, &passed, &failed_same_time),
+            failed_same_time
+        );
+        assert_eq!(later_value(&check, &later_pass, &passed), later_pass);
+        for bad in ["2 5000", "1", "1 soon", "yes 5000"] {
+            assert_eq!(parse_check(&check, bad), None, "{bad}");
+        }
     }
 
     #[test]
