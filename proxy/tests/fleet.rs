@@ -283,3 +283,43 @@ fn a_fleet_shares_its_health_check_results() {
     // Alone, each replica would check every interval: every result would be its own.
     assert!(taken >= 2.0, "{taken} shared results taken");
 }
+
+/// Cut off: once the other replicas are gone, a replica's fleet is itself alone, it keeps
+/// serving, and it ejects a dead endpoint on its own threshold, as without a fleet.
+#[test]
+fn a_replica_cut_off_from_its_fleet_serves_and_decides_alone() {
+    let live = Echo::start("live");
+    let mut dead = Echo::start("dead");
+    let dir = ManifestDir::new();
+    dir.write(
+        "app.yaml",
+        &(service_yaml("demo", "app", &[live.addr, dead.addr])
+            + &demo_ingress(
+                "app",
+                "app.example.com",
+                "weir.dev/load-balancer: round-robin",
+            )),
+    );
+    let secrets = tempfile::tempdir().expect("dir");
+    let key = secrets.path().join("fleet.key");
+    std::fs::write(&key, "a shared key of the test fleet\n").expect("key");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut fleet: Vec<Weir> = (0..3)
+        .map(|i| start_replica(&dir, &ports, i, &key, "200ms"))
+        .collect();
+    await_fleet(&fleet);
+    // The other two go (to this replica, the same as a partition).
+    for mut gone in fleet.drain(1..) {
+        let _ = gone.process.child.kill();
+        let _ = gone.process.child.wait();
+    }
+    let alone = wait_until(Duration::from_secs(30), || fleet_members(&fleet[0]) == 1.0);
+    assert!(
+        alone.is_some(),
+        "{} members after the others went",
+        fleet_members(&fleet[0])
+    );
+    dead.kill();
+    let failed = drive(&[&fleet[0]], 12, Duration::from_millis(10));
+    assert_eq!(failed, 5.0, "alone, it ejects after its own threshold");
+}
