@@ -2,8 +2,9 @@
 //!
 //! Owns: per-endpoint state shared by every route that uses an endpoint
 //! ([`EndpointRegistry`], [`EndpointState`]), per-route pools ([`Pool`]) that pick an
-//! endpoint and say why ([`Pick`], [`PickReason`]), and the in-flight accounting guard
-//! ([`InFlightGuard`]).
+//! endpoint and say why ([`Pick`], [`PickReason`]), the in-flight accounting guard
+//! ([`InFlightGuard`]), and the retry budget ([`RetryBudget`]). The proxy and weir-client
+//! balance with the same pieces.
 //!
 //! Must not: do I/O, know about Pingora or Kubernetes, read the wall clock on its own, or
 //! take a lock on the pick path that a second core would wait on. Everything here is
@@ -18,6 +19,7 @@ pub mod occupancy;
 pub mod outlier;
 mod pool;
 mod registry;
+pub mod retry_budget;
 pub mod ring;
 pub mod zone;
 
@@ -29,3 +31,4 @@ pub use pool::{
     Algorithm, LoadSignal, Pick, PickReason, PickRequest, Pool, PoolConfig, BOUNDED_WALK,
 };
 pub use registry::EndpointRegistry;
+pub use retry_budget::{BudgetGuard, RetryBudget};

@@ -12,6 +12,7 @@
 pub mod annotations;
 pub mod auth;
 pub mod cidr;
+pub mod endpoints;
 pub mod gateway;
 pub mod htpasswd;
 pub mod kubernetes;

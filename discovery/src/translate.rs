@@ -5,6 +5,7 @@
 //! order (oldest Ingress first, as ingress-nginx does), then resolve every referenced
 //! Service port to endpoints through Service ports and EndpointSlices.
 
+use crate::endpoints::{endpoints_of, SERVICE_NAME_LABEL};
 use crate::objects::{meta_ref, ClusterObjects};
 use crate::snapshot::{
     Authentication, BackendKey, BackendSnapshot, Canary, CanaryRule, ErrorPages, HeaderModifier,
@@ -14,12 +15,11 @@ use crate::snapshot::{
 };
 use crate::tls::TlsHost;
 use crate::validate::{check_strict_path, parse_bool_annotation, parse_host};
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use weir_balancer::EndpointSpec;
 
@@ -29,7 +29,6 @@ const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 const PATH_REGEX_ANNOTATION: &str = "weir.dev/path-regex";
 const SSL_REDIRECT_ANNOTATION: &str = "weir.dev/ssl-redirect";
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 #[derive(Clone, Debug)]
 pub struct TranslateOptions {
@@ -900,74 +899,8 @@ impl<'a> ObjectIndex<'a> {
             .map(Vec::as_slice)
             .unwrap_or_default();
         BackendSnapshot {
-            endpoints: endpoints_of(service_port, slices),
+            endpoints: endpoints_of(service_port, slices, |_| None),
             problem: None,
         }
     }
-}
-
-/// The endpoints of one Service port across all its slices, deduplicated by address.
-fn endpoints_of(service_port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<EndpointSpec> {
-    let wanted_name = service_port.name.as_deref().unwrap_or("");
-    let mut by_addr: BTreeMap<SocketAddr, EndpointSpec> = BTreeMap::new();
-    for slice in slices {
-        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-            continue;
-        }
-        let slice_port = slice
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|p| p.name.as_deref().unwrap_or("") == wanted_name)
-            .and_then(|p| p.port);
-        let port = match slice_port {
-            Some(p) => p,
-            // A slice without ports: fall back to a numeric targetPort (ingress-nginx does).
-            None if slice.ports.as_deref().unwrap_or_default().is_empty() => {
-                match &service_port.target_port {
-                    Some(IntOrString::Int(p)) => *p,
-                    None => service_port.port,
-                    Some(IntOrString::String(_)) => continue,
-                }
-            }
-            None => continue,
-        };
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        for endpoint in &slice.endpoints {
-            // Controller-made endpoints have exactly one address; extra ones are ignored, as
-            // kube-proxy does.
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            else {
-                continue;
-            };
-            let conditions = endpoint.conditions.clone().unwrap_or_default();
-            let ready = conditions.ready.unwrap_or(true);
-            let spec = EndpointSpec {
-                addr: SocketAddr::new(ip, port),
-                ready,
-                serving: conditions.serving.unwrap_or(ready),
-                terminating: conditions.terminating.unwrap_or(false),
-                zone: endpoint.zone.clone(),
-                weight: 1,
-                // EndpointSlices carry no readiness time; the Kubernetes source will take it
-                // from the Pod's Ready condition. Until then: first seen routable.
-                ready_since: None,
-            };
-            by_addr
-                .entry(spec.addr)
-                .and_modify(|existing| {
-                    if spec.is_routable() && !existing.is_routable() {
-                        *existing = spec.clone();
-                    }
-                })
-                .or_insert(spec);
-        }
-    }
-    by_addr.into_values().collect()
 }

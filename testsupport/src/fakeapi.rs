@@ -6,7 +6,8 @@
 //! `ADDED`/`MODIFIED`/`DELETED` events after the requested `resourceVersion`, `BOOKMARK`s
 //! when `allowWatchBookmarks=true`, the stream ends after `timeoutSeconds`, and an `ERROR`
 //! event with a 410 `Status` when the version was compacted away), cluster-wide and per
-//! namespace, `fieldSelector=type=...` for Secrets. Objects get increasing
+//! namespace, `fieldSelector` (`type=`, `metadata.name=`, `metadata.namespace=`) and equality
+//! `labelSelector`s. Objects get increasing
 //! `metadata.resourceVersion`s. Tests create, update and delete objects, compact history,
 //! drop every open watch, answer the next requests with 500, stall (accept, never answer),
 //! forbid a resource (403, as RBAC would), or take the whole server down (every request
@@ -767,11 +768,40 @@ fn store_string_data(secret: &mut Value) {
     }
 }
 
-fn selected(object: &Value, field_selector: Option<&String>) -> bool {
-    match field_selector.and_then(|f| f.strip_prefix("type=")) {
-        Some(t) => object.get("type").and_then(Value::as_str) == Some(t),
-        None => true,
-    }
+/// Whether `object` passes the selectors: `fieldSelector` terms `type=`, `metadata.name=`
+/// and `metadata.namespace=`, and `labelSelector` equality terms (`key=value`), all
+/// comma-separated and all required.
+fn selected(object: &Value, selectors: &Selectors) -> bool {
+    let fields = selectors.fields.as_deref().unwrap_or("");
+    let labels = selectors.labels.as_deref().unwrap_or("");
+    let field_ok =
+        fields
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some(("type", t)) => object.get("type").and_then(Value::as_str) == Some(t),
+                Some((path @ ("metadata.name" | "metadata.namespace"), want)) => {
+                    let field = path.trim_start_matches("metadata.");
+                    object["metadata"][field].as_str() == Some(want)
+                }
+                _ => false,
+            });
+    let label_ok =
+        labels
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some((key, want)) => object["metadata"]["labels"][key].as_str() == Some(want),
+                None => false,
+            });
+    field_ok && label_ok
+}
+
+/// A list's or watch's `fieldSelector` and `labelSelector`.
+#[derive(Clone, Default)]
+struct Selectors {
+    fields: Option<String>,
+    labels: Option<String>,
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
@@ -833,9 +863,12 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         );
     }
     let q = query(&req);
-    let field_selector = q.get("fieldSelector");
+    let selectors = Selectors {
+        fields: q.get("fieldSelector").cloned(),
+        labels: q.get("labelSelector").cloned(),
+    };
     let in_scope = |ns: &str, object: &Value| {
-        namespace.as_deref().is_none_or(|want| want == ns) && selected(object, field_selector)
+        namespace.as_deref().is_none_or(|want| want == ns) && selected(object, &selectors)
     };
     let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     if !watching {
@@ -880,7 +913,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                "metadata": {"resourceVersion": rv.to_string()}}})
     };
     let scope_ns = namespace.clone();
-    let field = field_selector.cloned();
+    let field = selectors.clone();
     tokio::spawn(async move {
         if expired {
             let _ = tx
@@ -914,7 +947,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                 signal = live.recv() => match signal {
                     Ok(Signal::Change(c)) => {
                         let ns_ok = scope_ns.as_deref().is_none_or(|want| want == c.namespace);
-                        if c.rv > last && c.resource == resource && ns_ok && selected(&c.object, field.as_ref()) {
+                        if c.rv > last && c.resource == resource && ns_ok && selected(&c.object, &field) {
                             last = c.rv;
                             if tx.send(json!({"type": c.kind, "object": c.object})).await.is_err() { return; }
                         } else if c.rv > last {

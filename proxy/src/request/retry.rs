@@ -1,12 +1,12 @@
-//! [`RetryBudget`]: how many retries a route may have in flight (20 % of the route's active
-//! requests, at least 3; docs/configuration.md), so that retries cannot multiply load on a
-//! struggling backend. Retries after a connect that sent nothing ([`sent_nothing`]) are not
-//! counted (`WeirProxy::may_retry`).
+//! When a failed attempt may be sent again, from Pingora's errors. Each route's
+//! [`RetryBudget`] (weir-balancer's, shared with weir-client) bounds how many retries it has in
+//! flight (20 % of its active requests, at least 3; docs/configuration.md), so that retries
+//! cannot multiply load on a struggling backend. Retries after a connect that sent nothing
+//! ([`sent_nothing`]) are not counted (`WeirProxy::may_retry`).
 
 use pingora::prelude::{Error, ErrorSource, ErrorType};
 use pingora::RetryType;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+pub use weir_balancer::retry_budget::{BudgetGuard, RetryBudget};
 
 /// Whether a request may be sent again after a failed attempt: it may be repeated
 /// (`repeatable`: its method is idempotent, RFC 9110 §9.2.2, or its route retries any
@@ -46,55 +46,6 @@ pub(crate) fn sent_nothing(e: &Error) -> bool {
     )
 }
 
-#[derive(Debug, Default)]
-pub struct RetryBudget {
-    active: AtomicI64,
-    retrying: AtomicI64,
-}
-
-/// Counts one request (or one retry) until dropped.
-#[derive(Debug)]
-pub struct BudgetGuard {
-    budget: Arc<RetryBudget>,
-    retry: bool,
-}
-
-impl Drop for BudgetGuard {
-    fn drop(&mut self) {
-        let counter = if self.retry {
-            &self.budget.retrying
-        } else {
-            &self.budget.active
-        };
-        counter.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl RetryBudget {
-    /// Counts an active request.
-    pub fn start(self: &Arc<Self>) -> BudgetGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        BudgetGuard {
-            budget: Arc::clone(self),
-            retry: false,
-        }
-    }
-
-    /// A retry slot, if the budget has one.
-    pub fn try_retry(self: &Arc<Self>) -> Option<BudgetGuard> {
-        let allowed = (self.active.load(Ordering::Relaxed) / 5).max(3);
-        let now = self.retrying.fetch_add(1, Ordering::Relaxed) + 1;
-        if now > allowed {
-            self.retrying.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(BudgetGuard {
-            budget: Arc::clone(self),
-            retry: true,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,20 +76,5 @@ mod tests {
         assert!(sent_nothing(&Error::new(ErrorType::ConnectTimedout)));
         assert!(!sent_nothing(&Error::new(ErrorType::TLSHandshakeFailure)));
         assert!(!sent_nothing(&Error::new(ErrorType::InvalidCert)));
-    }
-
-    #[test]
-    fn twenty_percent_of_active_requests_at_least_three() {
-        let budget = Arc::new(RetryBudget::default());
-        let active: Vec<_> = (0..5).map(|_| budget.start()).collect();
-        let retries: Vec<_> = (0..5).filter_map(|_| budget.try_retry()).collect();
-        assert_eq!(retries.len(), 3, "minimum 3");
-        drop(retries);
-        let more: Vec<_> = (0..45).map(|_| budget.start()).collect();
-        let retries: Vec<_> = (0..20).filter_map(|_| budget.try_retry()).collect();
-        assert_eq!(retries.len(), 10, "20 % of 50");
-        drop((active, more, retries));
-        assert_eq!(budget.active.load(Ordering::Relaxed), 0);
-        assert_eq!(budget.retrying.load(Ordering::Relaxed), 0);
     }
 }
