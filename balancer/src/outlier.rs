@@ -29,6 +29,19 @@ pub enum Outcome {
     ClientCancelled,
 }
 
+impl Outcome {
+    /// What a response head says of its endpoint: a 503 with `Retry-After` (`retry_after`) is
+    /// overload, any other 5xx a failure, anything else a success. The proxy and weir-client
+    /// judge responses alike through this.
+    pub fn of_response(status: u16, retry_after: Option<Duration>) -> Outcome {
+        match (status, retry_after) {
+            (503, Some(retry_after)) => Outcome::Overloaded { retry_after },
+            (500.., _) => Outcome::Failure,
+            _ => Outcome::Success,
+        }
+    }
+}
+
 /// `weir.dev/outlier-*` annotations.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct OutlierConfig {
@@ -203,6 +216,22 @@ impl OutlierState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_head_says_success_failure_or_overload() {
+        let pause = Some(Duration::from_secs(2));
+        assert_eq!(Outcome::of_response(200, None), Outcome::Success);
+        assert_eq!(Outcome::of_response(404, pause), Outcome::Success);
+        assert_eq!(Outcome::of_response(500, None), Outcome::Failure);
+        assert_eq!(Outcome::of_response(503, None), Outcome::Failure);
+        assert_eq!(Outcome::of_response(502, pause), Outcome::Failure);
+        assert_eq!(
+            Outcome::of_response(503, pause),
+            Outcome::Overloaded {
+                retry_after: Duration::from_secs(2)
+            }
+        );
+    }
 
     #[test]
     fn slow_start_curve() {

@@ -24,12 +24,15 @@ use crate::decision::{Decision, HashKey};
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::metrics::ClientMetrics;
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use smallvec::SmallVec;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -70,6 +73,8 @@ struct Inner<B> {
     host: Option<HeaderValue>,
     config: ClientConfig,
     pool: Arc<Pool>,
+    /// Each endpoint's URI authority, made once per endpoint list rather than per call.
+    authorities: Arc<ArcSwap<HashMap<SocketAddr, Authority>>>,
     http: Client<HttpConnector, B>,
     budget: Arc<RetryBudget>,
     metrics: Option<ClientMetrics>,
@@ -113,10 +118,12 @@ impl Builder {
         let registry = EndpointRegistry::new();
         let updates = endpoints.updates;
         pool.update(&updates.borrow(), &registry, Nanos::now());
+        let authorities = Arc::new(ArcSwap::from_pointee(authorities_of(&updates.borrow())));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(apply_updates(
             Arc::downgrade(&pool),
             registry,
+            Arc::clone(&authorities),
             updates,
             stopped,
         ));
@@ -140,6 +147,7 @@ impl Builder {
                 service: endpoints.name,
                 config,
                 pool,
+                authorities,
                 http: http.build(connector),
                 budget: Arc::default(),
                 metrics,
@@ -149,10 +157,19 @@ impl Builder {
     }
 }
 
+/// The URI authority of each endpoint of `specs`.
+fn authorities_of(specs: &[EndpointSpec]) -> HashMap<SocketAddr, Authority> {
+    specs
+        .iter()
+        .filter_map(|s| Some((s.addr, Authority::try_from(s.addr.to_string()).ok()?)))
+        .collect()
+}
+
 /// Applies each new endpoint list to the pool until the client is gone.
 async fn apply_updates(
     pool: std::sync::Weak<Pool>,
     registry: EndpointRegistry,
+    authorities: Arc<ArcSwap<HashMap<SocketAddr, Authority>>>,
     mut updates: watch::Receiver<Vec<EndpointSpec>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -168,6 +185,7 @@ async fn apply_updates(
         }
         let Some(pool) = pool.upgrade() else { return };
         let specs = updates.borrow_and_update().clone();
+        authorities.store(Arc::new(authorities_of(&specs)));
         pool.update(&specs, &registry, Nanos::now());
         registry.prune();
     }
@@ -247,7 +265,7 @@ where
         let _active = self.budget.start();
         // Held while a retry is under way: what the budget counts.
         let mut _retry_slot = None;
-        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut tried: SmallVec<[SocketAddr; 4]> = SmallVec::new();
         let started = Instant::now();
         loop {
             let attempt = tried.len() as u32 + 1;
@@ -286,7 +304,12 @@ where
                 status = tracing::field::Empty,
             );
             let mut outgoing = Request::from_parts(parts.clone(), body.clone());
-            *outgoing.uri_mut() = endpoint_uri(addr, &path)?;
+            let authority = match self.authorities.load().get(&addr) {
+                Some(authority) => authority.clone(),
+                None => Authority::try_from(addr.to_string())
+                    .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+            };
+            *outgoing.uri_mut() = endpoint_uri(authority, &path)?;
             if let Some(host) = &self.host {
                 outgoing
                     .headers_mut()
@@ -462,10 +485,8 @@ where
     }
 }
 
-/// `http://<addr><path>`.
-fn endpoint_uri(addr: SocketAddr, path: &PathAndQuery) -> Result<Uri, Error> {
-    let authority = Authority::try_from(addr.to_string().as_str())
-        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+/// `http://<authority><path>`.
+fn endpoint_uri(authority: Authority, path: &PathAndQuery) -> Result<Uri, Error> {
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
@@ -474,27 +495,17 @@ fn endpoint_uri(addr: SocketAddr, path: &PathAndQuery) -> Result<Uri, Error> {
         .map_err(|e| Error::InvalidRequest(e.to_string()))
 }
 
-/// What a response tells the balancer: 5xx is a failure; a 503 with `Retry-After` is an
-/// endpoint asking for a pause (overloaded); anything else is a success.
+/// What a response tells the balancer (as the proxy judges it): `Retry-After` is read, in
+/// whole seconds, on a 503 only.
 fn outcome_of<T>(response: &Response<T>) -> Outcome {
     let status = response.status();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(seconds) = retry_after {
-            return Outcome::Overloaded {
-                retry_after: Duration::from_secs(seconds),
-            };
-        }
-    }
-    if status.is_server_error() {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    }
+    let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE)
+        .then(|| response.headers().get(http::header::RETRY_AFTER))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Outcome::of_response(status.as_u16(), retry_after)
 }
 
 /// Whether an error's cause chain holds an I/O error of the given kinds.

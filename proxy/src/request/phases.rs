@@ -1051,11 +1051,10 @@ impl WeirProxy {
             return false;
         };
         // As `finish_request` would judge it: a 503 with `Retry-After` is overload.
-        let outcome = match (status, ctx.upstream_headers) {
-            (503, Some((_, 503, Some(retry_after)))) => Outcome::Overloaded { retry_after },
-            (500.., _) => Outcome::Failure,
-            _ => Outcome::Success,
-        };
+        let retry_after = ctx
+            .upstream_headers
+            .and_then(|(_, _, retry_after)| retry_after);
+        let outcome = Outcome::of_response(status, retry_after);
         let replayable = self.replayable(body_at_hand, ctx);
         let retry = target.retry_on.statuses.contains(&status)
             && self.may_retry(replayable, true, None, ctx);
@@ -1103,9 +1102,7 @@ impl WeirProxy {
         ctx: &mut RequestCtx,
     ) {
         let outcome = match (e, ctx.upstream_headers) {
-            (_, Some((_, 503, Some(retry_after)))) => Outcome::Overloaded { retry_after },
-            (_, Some((_, status, _))) if status >= 500 => Outcome::Failure,
-            (_, Some(_)) => Outcome::Success,
+            (_, Some((_, status, retry_after))) => Outcome::of_response(status, retry_after),
             (Some(e), None) if e.esource() == &ErrorSource::Upstream => Outcome::Failure,
             _ => Outcome::ClientCancelled,
         };
