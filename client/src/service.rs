@@ -266,6 +266,8 @@ where
         // Held while a retry is under way: what the budget counts.
         let mut _retry_slot = None;
         let mut tried: SmallVec<[SocketAddr; 4]> = SmallVec::new();
+        // What the call comes to if no further attempt can be made.
+        let mut last: Option<Result<Response<ResponseBody>, Error>> = None;
         let started = Instant::now();
         loop {
             let attempt = tried.len() as u32 + 1;
@@ -288,9 +290,12 @@ where
                     .inc();
             }
             let Some(endpoint) = pick.endpoint else {
-                return Err(Error::NoEndpoints {
-                    service: self.service.clone(),
-                    attempts: attempt - 1,
+                // Nothing left to send it to: the last attempt's answer or error stands.
+                return last.unwrap_or_else(|| {
+                    Err(Error::NoEndpoints {
+                        service: self.service.clone(),
+                        attempts: attempt - 1,
+                    })
                 });
             };
             let addr = endpoint.addr();
@@ -310,7 +315,12 @@ where
                     .map_err(|e| Error::InvalidRequest(e.to_string()))?,
             };
             *outgoing.uri_mut() = endpoint_uri(authority, &path)?;
-            if let Some(host) = &self.host {
+            // HTTP/1.1: `Host` names the Service. HTTP/2 carries the URI's authority (the
+            // endpoint) as `:authority`, and a `Host` naming something else would make the
+            // request malformed (RFC 9113 §8.3.1): none is sent.
+            if self.config.protocol == Protocol::Http2 {
+                outgoing.headers_mut().remove(http::header::HOST);
+            } else if let Some(host) = &self.host {
                 outgoing
                     .headers_mut()
                     .insert(http::header::HOST, host.clone());
@@ -393,14 +403,7 @@ where
                 _retry_slot = self.budget.try_retry();
                 may_retry = _retry_slot.is_some();
             }
-            if may_retry {
-                if let Some(m) = &self.metrics {
-                    m.retries.with_label_values(&[self.service.as_str()]).inc();
-                }
-                tracing::debug!(service = %self.service, endpoint = %addr, attempt, "sending again to another endpoint");
-                continue;
-            }
-            return match result {
+            let finished = match result {
                 Attempt::Answered(response) => {
                     let decision = Decision {
                         endpoint: addr,
@@ -417,6 +420,14 @@ where
                 }
                 Attempt::Failed { error, .. } => Err(error),
             };
+            if !may_retry {
+                return finished;
+            }
+            if let Some(m) = &self.metrics {
+                m.retries.with_label_values(&[self.service.as_str()]).inc();
+            }
+            tracing::debug!(service = %self.service, endpoint = %addr, attempt, "sending again to another endpoint");
+            last = Some(finished);
         }
     }
 

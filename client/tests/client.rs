@@ -409,3 +409,30 @@ fn kubernetes_endpoints_come_from_the_services_slices_and_pods() {
         assert_eq!(client.endpoints().len(), 2, "the other Service's slice is not taken");
     });
 }
+
+/// A retry that finds no endpoint left (the other one ejected) does not turn the answer into
+/// "no endpoints": the last attempt's answer stands.
+#[tokio::test]
+async fn with_no_endpoint_left_to_retry_the_last_answer_stands() {
+    // 429 is retried here but is no failure of the endpoint: it is never ejected; the dead
+    // one is, after its 5 failures.
+    let busy = echo_with("busy", 429).await;
+    let dead = refused();
+    let mut config = config(Algorithm::RoundRobin);
+    config.retry_on.statuses = vec![429];
+    config.retries = 3;
+    let client = WeirClient::builder(Endpoints::fixed("shop/product", [busy, dead]))
+        .config(config)
+        .build();
+    for call in 0..30 {
+        match client.clone().oneshot(empty_get("/")).await {
+            Ok(response) => assert_eq!(response.status(), 429),
+            Err(weir_client::Error::NoEndpoints { .. }) => {
+                panic!("call {call}: the last answer was thrown away for 'no endpoints'")
+            }
+            // Until the dead endpoint is ejected, a call may end on it.
+            Err(e) if call < 10 => assert!(e.to_string().contains(&dead.to_string()), "{e}"),
+            Err(e) => panic!("call {call}, the dead endpoint ejected by now: {e}"),
+        }
+    }
+}

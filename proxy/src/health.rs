@@ -47,29 +47,53 @@ impl CheckResult {
 /// The latest check of each endpoint: this replica's, or (in a fleet) another's.
 #[derive(Debug, Default)]
 pub struct CheckBoard {
-    latest: Mutex<HashMap<SocketAddr, CheckResult>>,
-    /// This replica's results the fleet has not taken yet.
-    made_here: Mutex<Vec<(SocketAddr, CheckResult)>>,
+    latest: Mutex<HashMap<SocketAddr, Seen>>,
+    /// This replica's latest result per endpoint that the fleet has not taken yet (bounded by
+    /// the endpoints waiting: without a fleet nobody takes them).
+    made_here: Mutex<HashMap<SocketAddr, CheckResult>>,
     wake: tokio::sync::Notify,
+}
+
+/// What is known of one endpoint's checks.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    latest: CheckResult,
+    /// The latest failed check (Unix ms), which a later pass must not hide.
+    failed_ms: Option<u64>,
 }
 
 impl CheckBoard {
     pub fn latest(&self, addr: SocketAddr) -> Option<CheckResult> {
-        lock(&self.latest).get(&addr).copied()
+        lock(&self.latest).get(&addr).map(|seen| seen.latest)
+    }
+
+    /// When the latest failed check of `addr` was made, if one is known.
+    pub fn last_failure_ms(&self, addr: SocketAddr) -> Option<u64> {
+        lock(&self.latest)
+            .get(&addr)
+            .and_then(|seen| seen.failed_ms)
     }
 
     /// Another replica's result (kept if it is the later).
     pub fn hear(&self, addr: SocketAddr, result: CheckResult) {
         let mut latest = lock(&self.latest);
-        let slot = latest.entry(addr).or_insert(result);
-        if result.is_later_than(slot) {
-            *slot = result;
+        let seen = latest.entry(addr).or_insert(Seen {
+            latest: result,
+            failed_ms: None,
+        });
+        if result.is_later_than(&seen.latest) {
+            seen.latest = result;
+        }
+        if !result.healthy {
+            seen.failed_ms = Some(seen.failed_ms.map_or(result.at_ms, |f| f.max(result.at_ms)));
         }
     }
 
     /// This replica's results since the last call (what the fleet publishes).
     pub fn take_made_here(&self) -> Vec<(SocketAddr, CheckResult)> {
         std::mem::take(&mut *lock(&self.made_here))
+            .into_iter()
+            .collect()
     }
 
     /// Resolves once this replica records a result.
@@ -79,13 +103,14 @@ impl CheckBoard {
 
     fn record(&self, addr: SocketAddr, result: CheckResult) {
         self.hear(addr, result);
-        lock(&self.made_here).push((addr, result));
+        lock(&self.made_here).insert(addr, result);
         self.wake.notify_one();
     }
 
     /// Forgets endpoints no longer waiting for checks anywhere in `waiting`.
     fn retain(&self, waiting: impl Fn(SocketAddr) -> bool) {
         lock(&self.latest).retain(|addr, _| waiting(*addr));
+        lock(&self.made_here).retain(|addr, _| waiting(*addr));
     }
 }
 
@@ -194,6 +219,14 @@ pub async fn run(
                     .health_checks_total
                     .with_label_values(&[if healthy { "healthy" } else { "unhealthy" }, checked_by])
                     .inc();
+                // A failure seen anywhere since the last result counted here breaks the run,
+                // even if a later pass is what this replica takes.
+                let failed_between = board.last_failure_ms(addr).is_some_and(|failed| {
+                    failed > entry.counted_ms && failed >= entry.waiting_since_ms
+                });
+                if failed_between {
+                    entry.passes = 0;
+                }
                 entry.counted_ms = result.at_ms;
                 entry.passes = if healthy { entry.passes + 1 } else { 0 };
                 entry.next =

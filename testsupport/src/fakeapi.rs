@@ -7,7 +7,8 @@
 //! when `allowWatchBookmarks=true`, the stream ends after `timeoutSeconds`, and an `ERROR`
 //! event with a 410 `Status` when the version was compacted away), cluster-wide and per
 //! namespace, `fieldSelector` (`type=`, `metadata.name=`, `metadata.namespace=`) and equality
-//! `labelSelector`s. Objects get increasing
+//! `labelSelector`s (other selector forms match nothing; an object changed so that it leaves a
+//! watch's selector is not sent as `DELETED`, as the real server does: tests delete instead). Objects get increasing
 //! `metadata.resourceVersion`s. Tests create, update and delete objects, compact history,
 //! drop every open watch, answer the next requests with 500, stall (accept, never answer),
 //! forbid a resource (403, as RBAC would), or take the whole server down (every request

@@ -3,7 +3,7 @@
 //! hop), and the load that measures both side by side (docs/client.md).
 //!
 //! ```text
-//! cargo build --release -p weir-proxy        # the proxy side runs target/release/weir
+//! scripts/fanout.sh [FLAGS]     # builds target/release/weir and runs this with FLAGS, or:
 //! cargo run --release -p weir-client --example fanout -- [--via both|client|proxy]
 //!     [--rounds 3] [--batches 200] [--concurrency 2] [--products 10] [--weir PATH]
 //!     [--serve ADDR]

@@ -165,7 +165,8 @@ pub async fn run(
                     Report {
                         failures,
                         // A streak keeps the time it began; a new one, or its end, is now.
-                        since_ms: match before.failures > 0 && failures > 0 {
+                        // (One that shrank was reset by a success in between: new.)
+                        since_ms: match before.failures > 0 && failures >= before.failures {
                             true => before.since_ms,
                             false => now_ms,
                         },
