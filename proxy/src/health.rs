@@ -305,3 +305,33 @@ impl pingora::services::background::BackgroundService for HealthChecker {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(healthy: bool, at_ms: u64) -> CheckResult {
+        CheckResult { healthy, at_ms }
+    }
+
+    #[test]
+    fn the_board_keeps_the_latest_result_and_the_latest_failure() {
+        let board = CheckBoard::default();
+        let addr = SocketAddr::from(([10, 0, 0, 1], 80));
+        board.hear(addr, result(true, 1_000));
+        board.hear(addr, result(false, 2_000));
+        board.hear(addr, result(true, 3_000));
+        // An older result heard late changes neither.
+        board.hear(addr, result(true, 1_500));
+        assert_eq!(board.latest(addr), Some(result(true, 3_000)));
+        assert_eq!(board.last_failure_ms(addr), Some(2_000));
+        // At the same moment a failure wins.
+        board.hear(addr, result(false, 3_000));
+        assert_eq!(board.latest(addr), Some(result(false, 3_000)));
+        // This replica's own results wait for the fleet, one per endpoint.
+        board.record(addr, result(true, 4_000));
+        board.record(addr, result(true, 5_000));
+        assert_eq!(board.take_made_here(), vec![(addr, result(true, 5_000))]);
+        assert!(board.take_made_here().is_empty());
+    }
+}
