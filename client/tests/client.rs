@@ -15,35 +15,9 @@ use weir_client::{
     Algorithm, ClientConfig, ClientMetrics, Decision, EndpointSpec, Endpoints, HashKey, PickReason,
     Protocol, ServiceTarget, WeirClient,
 };
-use weir_testsupport::echo::{serve, EchoIdentity};
+mod support;
 
-/// An echo upstream on loopback answering as `pod` (with `status`).
-async fn echo_with(pod: &str, status: u16) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let identity = EchoIdentity {
-        service: "product".to_string(),
-        pod: pod.to_string(),
-        status,
-        delay: Duration::ZERO,
-        retry_after: None,
-        tls: None,
-    };
-    tokio::spawn(serve(listener, identity));
-    addr
-}
-
-async fn echo(pod: &str) -> SocketAddr {
-    echo_with(pod, 200).await
-}
-
-/// A loopback address nothing listens on (connections are refused).
-fn refused() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
+use support::{echo, echo_with, refused};
 
 /// One call: the answer's JSON and the decision.
 async fn get<B>(client: &WeirClient<B>, request: http::Request<B>) -> (serde_json::Value, Decision)

@@ -6,33 +6,11 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use std::net::SocketAddr;
-use std::time::Duration;
 use tower::ServiceExt;
 use weir_client::{Algorithm, ClientConfig, Endpoints, WeirClient};
-use weir_testsupport::echo::{serve, EchoIdentity};
+mod support;
 
-async fn echo(pod: &str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let identity = EchoIdentity {
-        service: "product".to_string(),
-        pod: pod.to_string(),
-        status: 200,
-        delay: Duration::ZERO,
-        retry_after: None,
-        tls: None,
-    };
-    tokio::spawn(serve(listener, identity));
-    addr
-}
-
-fn refused() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
+use support::{echo, refused};
 
 async fn get(client: &WeirClient<Empty<Bytes>>) {
     let request = http::Request::get("/").body(Empty::new()).expect("request");

@@ -38,25 +38,49 @@ fn drive(replicas: &[&Weir], rounds: usize, gap: Duration) -> f64 {
     replicas.iter().map(|w| connect_failures(w)).sum()
 }
 
-#[test]
-fn a_fleet_ejects_a_dead_endpoint_after_about_one_threshold_in_all() {
+/// What every test here starts from: a live and a dead upstream of one Service behind one
+/// Ingress with `annotations`, and the fleet's key in a file.
+struct Setup {
+    live: Echo,
+    dead: Echo,
+    dir: ManifestDir,
+    /// Holds the key file.
+    secrets: tempfile::TempDir,
+    key: std::path::PathBuf,
+}
+
+fn setup(annotations: &str) -> Setup {
     let live = Echo::start("live");
-    let mut dead = Echo::start("dead");
+    let dead = Echo::start("dead");
     let dir = ManifestDir::new();
-    // Round robin: each replica alternates between the two endpoints, so a replica alone
-    // needs exactly the threshold (5) of failures on the dead one.
     dir.write(
         "app.yaml",
         &(service_yaml("demo", "app", &[live.addr, dead.addr])
-            + &demo_ingress(
-                "app",
-                "app.example.com",
-                "weir.dev/load-balancer: round-robin",
-            )),
+            + &demo_ingress("app", "app.example.com", annotations)),
     );
     let secrets = tempfile::tempdir().expect("dir");
     let key = secrets.path().join("fleet.key");
     std::fs::write(&key, "a shared key of the test fleet\n").expect("key");
+    Setup {
+        live,
+        dead,
+        dir,
+        secrets,
+        key,
+    }
+}
+
+#[test]
+fn a_fleet_ejects_a_dead_endpoint_after_about_one_threshold_in_all() {
+    // Round robin: each replica alternates between the two endpoints, so a replica alone
+    // needs exactly the threshold (5) of failures on the dead one.
+    let Setup {
+        live: _live,
+        mut dead,
+        dir,
+        secrets,
+        key,
+    } = setup("weir.dev/load-balancer: round-robin");
     let other_key = secrets.path().join("other.key");
     std::fs::write(&other_key, "somebody else's key, not the fleet's").expect("key");
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
@@ -172,19 +196,14 @@ fn await_fleet(fleet: &[Weir]) {
 /// it would get traffic again after 1 s), and returns once two checks in a row pass.
 #[test]
 fn an_ejected_endpoint_returns_only_after_its_health_checks_pass() {
-    let live = Echo::start("live");
-    let mut dead = Echo::start("dead");
+    let Setup {
+        live: _live,
+        mut dead,
+        dir,
+        secrets: _secrets,
+        key: _,
+    } = setup("weir.dev/load-balancer: round-robin, weir.dev/outlier-base-ejection: 1s, weir.dev/health-check-path: /healthz, weir.dev/health-check-interval: 300ms, weir.dev/health-check-healthy-threshold: \"2\"");
     let dead_addr = dead.addr;
-    let dir = ManifestDir::new();
-    dir.write(
-        "app.yaml",
-        &(service_yaml("demo", "app", &[live.addr, dead.addr])
-            + &demo_ingress(
-                "app",
-                "app.example.com",
-                "weir.dev/load-balancer: round-robin, weir.dev/outlier-base-ejection: 1s, weir.dev/health-check-path: /healthz, weir.dev/health-check-interval: 300ms, weir.dev/health-check-healthy-threshold: \"2\"",
-            )),
-    );
     let weir = Weir::start(&dir.path(), &[]);
     dead.kill();
     let c = client();
@@ -225,22 +244,14 @@ fn an_ejected_endpoint_returns_only_after_its_health_checks_pass() {
 /// return once the fleet's checks pass.
 #[test]
 fn a_fleet_shares_its_health_check_results() {
-    let live = Echo::start("live");
-    let mut dead = Echo::start("dead");
+    let Setup {
+        live: _live,
+        mut dead,
+        dir,
+        secrets: _secrets,
+        key,
+    } = setup("weir.dev/load-balancer: round-robin, weir.dev/outlier-base-ejection: 1s, weir.dev/health-check-path: /healthz, weir.dev/health-check-interval: 1s, weir.dev/health-check-healthy-threshold: \"3\"");
     let dead_addr = dead.addr;
-    let dir = ManifestDir::new();
-    dir.write(
-        "app.yaml",
-        &(service_yaml("demo", "app", &[live.addr, dead.addr])
-            + &demo_ingress(
-                "app",
-                "app.example.com",
-                "weir.dev/load-balancer: round-robin, weir.dev/outlier-base-ejection: 1s, weir.dev/health-check-path: /healthz, weir.dev/health-check-interval: 1s, weir.dev/health-check-healthy-threshold: \"3\"",
-            )),
-    );
-    let secrets = tempfile::tempdir().expect("dir");
-    let key = secrets.path().join("fleet.key");
-    std::fs::write(&key, "a shared key of the test fleet\n").expect("key");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let fleet: Vec<Weir> = (0..3)
         .map(|i| start_replica(&dir, &ports, i, &key, "200ms"))
@@ -288,21 +299,13 @@ fn a_fleet_shares_its_health_check_results() {
 /// serving, and it ejects a dead endpoint on its own threshold, as without a fleet.
 #[test]
 fn a_replica_cut_off_from_its_fleet_serves_and_decides_alone() {
-    let live = Echo::start("live");
-    let mut dead = Echo::start("dead");
-    let dir = ManifestDir::new();
-    dir.write(
-        "app.yaml",
-        &(service_yaml("demo", "app", &[live.addr, dead.addr])
-            + &demo_ingress(
-                "app",
-                "app.example.com",
-                "weir.dev/load-balancer: round-robin",
-            )),
-    );
-    let secrets = tempfile::tempdir().expect("dir");
-    let key = secrets.path().join("fleet.key");
-    std::fs::write(&key, "a shared key of the test fleet\n").expect("key");
+    let Setup {
+        live: _live,
+        mut dead,
+        dir,
+        secrets: _secrets,
+        key,
+    } = setup("weir.dev/load-balancer: round-robin");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut fleet: Vec<Weir> = (0..3)
         .map(|i| start_replica(&dir, &ports, i, &key, "200ms"))

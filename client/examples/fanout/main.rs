@@ -100,32 +100,14 @@ impl Routes {
                         .header(http::header::HOST, "product.shop")
                         .body(Empty::new())
                         .map_err(|e| e.to_string())?;
-                    let response = http.request(request).await.map_err(|e| e.to_string())?;
-                    let status = response.status();
-                    response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    status
+                    drain(http.request(request).await.map_err(|e| e.to_string())?).await?
                 }
                 _ => {
                     let request = http::Request::get(path)
                         .body(Empty::new())
                         .map_err(|e| e.to_string())?;
-                    let response = self
-                        .client
-                        .clone()
-                        .oneshot(request)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let status = response.status();
-                    response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    status
+                    let response = self.client.clone().oneshot(request).await;
+                    drain(response.map_err(|e| e.to_string())?).await?
                 }
             };
             if status.is_success() {
@@ -139,6 +121,21 @@ impl Routes {
         }
         Ok(started.elapsed())
     }
+}
+
+/// A response's status, once its body is read to the end (as a caller would).
+async fn drain<B>(response: http::Response<B>) -> Result<http::StatusCode, String>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let status = response.status();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
 }
 
 /// The batch endpoint: `GET /batch?via=client|proxy` answers how long its batch took.
