@@ -15,6 +15,7 @@ mod algorithms;
 pub mod clock;
 mod endpoint;
 pub mod fade;
+pub mod metric_names;
 pub mod occupancy;
 pub mod outlier;
 mod pool;

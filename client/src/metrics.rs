@@ -1,17 +1,21 @@
-//! Optional Prometheus metrics on a registry the caller owns, under the names weir's proxy uses
-//! where they mean the same (`weir_balancer_picks_total`, `weir_upstream_response_seconds`,
-//! `weir_outlier_ejections_total`, `weir_upstream_errors_total`; docs/metrics.md), so one
-//! dashboard reads the edge and the in-process client alike. `service` is the client's name
-//! (`namespace/name`).
+//! Optional Prometheus metrics on a registry the caller owns, defined once with the proxy's in
+//! `weir_balancer::metric_names` where they mean the same (`weir_balancer_picks_total`,
+//! `weir_upstream_response_seconds`, `weir_outlier_ejections_total`,
+//! `weir_upstream_errors_total`; docs/metrics.md), so one dashboard reads the edge and the
+//! in-process client alike. `service` is the client's name (`namespace/name`); the client's
+//! error kinds are connect, timeout, reset and protocol.
 //!
 //! Must not: register twice on one registry: register once, and give every client a clone.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use weir_balancer::metric_names::{
+    MetricName, DURATION_BUCKETS, OUTLIER_EJECTIONS_TOTAL, PICKS_TOTAL, UPSTREAM_ERRORS_TOTAL,
+    UPSTREAM_RESPONSE_SECONDS,
+};
 
-/// The proxy's latency buckets (seconds), so histograms of both aggregate together.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+fn counter(metric: MetricName) -> Result<IntCounterVec, prometheus::Error> {
+    IntCounterVec::new(Opts::new(metric.name, metric.help), metric.labels)
+}
 
 /// The client's metrics; cheap to clone (every clone counts into the same series).
 #[derive(Clone, Debug)]
@@ -26,35 +30,17 @@ pub struct ClientMetrics {
 impl ClientMetrics {
     /// Registers the client's metrics on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let picks = IntCounterVec::new(
-            Opts::new(
-                "weir_balancer_picks_total",
-                "Endpoint picks, by why the balancer chose as it did.",
-            ),
-            &["service", "algorithm", "reason"],
-        )?;
+        let picks = counter(PICKS_TOTAL)?;
         let response_seconds = HistogramVec::new(
             HistogramOpts::new(
-                "weir_upstream_response_seconds",
-                "Time from sending a request upstream to its response headers, per attempt, in seconds.",
+                UPSTREAM_RESPONSE_SECONDS.name,
+                UPSTREAM_RESPONSE_SECONDS.help,
             )
             .buckets(DURATION_BUCKETS.to_vec()),
-            &["service"],
+            UPSTREAM_RESPONSE_SECONDS.labels,
         )?;
-        let ejections = IntCounterVec::new(
-            Opts::new(
-                "weir_outlier_ejections_total",
-                "Endpoints ejected after consecutive failures.",
-            ),
-            &["service"],
-        )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "weir_upstream_errors_total",
-                "Failed upstream attempts, by kind (connect, timeout, reset, protocol).",
-            ),
-            &["service", "kind"],
-        )?;
+        let ejections = counter(OUTLIER_EJECTIONS_TOTAL)?;
+        let upstream_errors = counter(UPSTREAM_ERRORS_TOTAL)?;
         let retries = IntCounterVec::new(
             Opts::new(
                 "weir_client_retries_total",

@@ -9,6 +9,10 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 use std::sync::OnceLock;
+use weir_balancer::metric_names::{
+    MetricName, DURATION_BUCKETS, OUTLIER_EJECTIONS_TOTAL, PICKS_TOTAL, UPSTREAM_ERRORS_TOTAL,
+    UPSTREAM_RESPONSE_SECONDS,
+};
 use weir_balancer::PickReason;
 
 #[derive(Debug, Clone)]
@@ -59,10 +63,10 @@ pub struct Metrics {
     pub endpoint_in_flight: Option<prometheus::IntGaugeVec>,
 }
 
-/// Edge-proxy latencies: 0.5 ms to 10 s.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// A counter family of a metric the proxy shares with weir-client.
+fn shared_counter(metric: MetricName) -> Result<IntCounterVec, prometheus::Error> {
+    IntCounterVec::new(Opts::new(metric.name, metric.help), metric.labels)
+}
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -110,11 +114,11 @@ impl Metrics {
         )?;
         let upstream_response = HistogramVec::new(
             HistogramOpts::new(
-                "weir_upstream_response_seconds",
-                "Time from sending a request upstream to its response headers, per attempt, in seconds.",
+                UPSTREAM_RESPONSE_SECONDS.name,
+                UPSTREAM_RESPONSE_SECONDS.help,
             )
             .buckets(DURATION_BUCKETS.to_vec()),
-            &["service"],
+            UPSTREAM_RESPONSE_SECONDS.labels,
         )?;
         let routes = IntGauge::new("weir_routes", "Routes in the live routing table.")?;
         let config_reloads_total = IntCounterVec::new(
@@ -140,27 +144,9 @@ impl Metrics {
             "weir_config_last_reload_timestamp_seconds",
             "Unix time of the last configuration reload that was applied.",
         )?;
-        let balancer_picks_total = IntCounterVec::new(
-            Opts::new(
-                "weir_balancer_picks_total",
-                "Endpoint picks, by why the balancer chose as it did.",
-            ),
-            &["service", "algorithm", "reason"],
-        )?;
-        let outlier_ejections_total = IntCounterVec::new(
-            Opts::new(
-                "weir_outlier_ejections_total",
-                "Endpoints ejected after consecutive failures.",
-            ),
-            &["service"],
-        )?;
-        let upstream_errors_total = IntCounterVec::new(
-            Opts::new(
-                "weir_upstream_errors_total",
-                "Failed upstream attempts, by kind (connect, tls, timeout, reset, protocol).",
-            ),
-            &["service", "kind"],
-        )?;
+        let balancer_picks_total = shared_counter(PICKS_TOTAL)?;
+        let outlier_ejections_total = shared_counter(OUTLIER_EJECTIONS_TOTAL)?;
+        let upstream_errors_total = shared_counter(UPSTREAM_ERRORS_TOTAL)?;
         let requests_rejected_total = IntCounterVec::new(
             Opts::new(
                 "weir_requests_rejected_total",
