@@ -256,6 +256,14 @@ pub fn route_policy(annotations: Option<&BTreeMap<String, String>>) -> Result<Ro
             }
         };
     }
+    // Checks speak plain HTTP/1.1: an h2c or https endpoint would never pass them and, once
+    // ejected, never return. Refused rather than failing that way later.
+    if policy.health_check.is_some() && policy.backend_protocol != BackendProtocol::Http {
+        return Err(format!(
+            "annotation {PREFIX}health-check-path: active checks speak plain HTTP/1.1, not backend-protocol {:?}",
+            get("backend-protocol").unwrap_or_default()
+        ));
+    }
     policy.backend_tls_verify = flag(
         "backend-tls-verify",
         get("backend-tls-verify"),
@@ -364,6 +372,17 @@ pub fn unsupported(annotations: Option<&BTreeMap<String, String>>) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_checks_are_refused_where_they_could_never_pass() {
+        for protocol in ["h2c", "https"] {
+            let mut a = BTreeMap::new();
+            a.insert(format!("{PREFIX}health-check-path"), "/healthz".to_string());
+            a.insert(format!("{PREFIX}backend-protocol"), protocol.to_string());
+            let e = route_policy(Some(&a)).expect_err(protocol);
+            assert!(e.contains("HTTP/1.1"), "{e}");
+        }
+    }
 
     #[test]
     fn unknown_weir_and_unread_nginx_annotations_are_unsupported() {

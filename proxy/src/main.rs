@@ -131,7 +131,12 @@ fn main() {
     check_distinct_listeners(&listeners);
     // The fleet's address is a flag: checked with the others.
     if let Some(listen) = cli.fleet_listen {
-        if cli.fleet_advertise.unwrap_or(listen).ip().is_unspecified() {
+        if cli
+            .fleet_advertise
+            .map_or(listen, |a| a.with_listen(listen))
+            .ip()
+            .is_unspecified()
+        {
             fail(format!(
                 "--fleet-listen {listen}: peers cannot reach an unspecified address; give --fleet-advertise"
             ));
@@ -158,7 +163,9 @@ fn main() {
         }
         weir_proxy::fleet::FleetConfig {
             listen,
-            advertise: cli.fleet_advertise.unwrap_or(listen),
+            advertise: cli
+                .fleet_advertise
+                .map_or(listen, |a| a.with_listen(listen)),
             peers: cli.peers.clone(),
             secret,
             node_id: std::env::var("POD_NAME")

@@ -549,7 +549,7 @@ fn the_fleet_is_wired_with_a_headless_service_a_key_and_a_policy() {
     let args = check_pod(pod, 10 + 30);
     for expected in [
         "--fleet-listen=0.0.0.0:7946",
-        "--fleet-advertise=$(POD_IP):7946",
+        "--fleet-advertise=$(POD_IP)",
         "--peers=edge-weir-fleet.ingress.svc:7946",
         "--fleet-secret-file=/etc/weir/fleet/key",
     ] {

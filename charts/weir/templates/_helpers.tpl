@@ -66,7 +66,7 @@ app.kubernetes.io/component: ingress-controller
 {{- end }}
 {{- if .Values.fleet.enabled }}
 - --fleet-listen=0.0.0.0:{{ .Values.fleet.port }}
-- --fleet-advertise=$(POD_IP):{{ .Values.fleet.port }}
+- --fleet-advertise=$(POD_IP)
 - --peers={{ include "weir.fullname" . }}-fleet.{{ .Release.Namespace }}.svc:{{ .Values.fleet.port }}
 - --fleet-secret-file=/etc/weir/fleet/key
 - --fleet-gossip-interval={{ .Values.fleet.gossipInterval }}

@@ -125,9 +125,10 @@ pub struct Cli {
     pub fleet_listen: Option<SocketAddr>,
 
     /// The gossip address peers reach this replica on, when --fleet-listen is not it
-    /// (listening on 0.0.0.0 in a pod: the pod's IP).
-    #[arg(long, env = "WEIR_FLEET_ADVERTISE", requires = "fleet_listen")]
-    pub fleet_advertise: Option<SocketAddr>,
+    /// (listening on 0.0.0.0 in a pod: the pod's IP): `ip:port`, `[ipv6]:port`, or an IP
+    /// alone (IPv4 or IPv6), which takes --fleet-listen's port.
+    #[arg(long, env = "WEIR_FLEET_ADVERTISE", requires = "fleet_listen", value_parser = parse_advertise)]
+    pub fleet_advertise: Option<FleetAdvertise>,
 
     /// Replicas to join the fleet through, as `host:port` of their --fleet-listen
     /// (comma-separated); any one that answers is enough.
@@ -252,6 +253,30 @@ fn parse_log_filter(s: &str) -> Result<String, String> {
         .map_err(|e| format!("{s:?} is not a log filter like info or debug,weir::access=off ({e})"))
 }
 
+/// `--fleet-advertise`: an address, or an IP whose port is the listen port's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetAdvertise {
+    Addr(SocketAddr),
+    Ip(std::net::IpAddr),
+}
+
+impl FleetAdvertise {
+    /// The address peers reach this replica on, listening on `listen`.
+    pub fn with_listen(self, listen: SocketAddr) -> SocketAddr {
+        match self {
+            FleetAdvertise::Addr(addr) => addr,
+            FleetAdvertise::Ip(ip) => SocketAddr::new(ip, listen.port()),
+        }
+    }
+}
+
+fn parse_advertise(s: &str) -> Result<FleetAdvertise, String> {
+    s.parse()
+        .map(FleetAdvertise::Addr)
+        .or_else(|_| s.parse().map(FleetAdvertise::Ip))
+        .map_err(|_| format!("{s:?} is neither ip:port, [ipv6]:port nor an IP"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration like 500ms or 10s ({e})"))
@@ -291,6 +316,23 @@ pub fn parse() -> Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_is_advertised_by_address_or_by_ip_alone() {
+        let listen: SocketAddr = "0.0.0.0:7946".parse().expect("addr");
+        for (given, advertised) in [
+            ("10.1.2.3:9000", "10.1.2.3:9000"),
+            ("10.1.2.3", "10.1.2.3:7946"),
+            ("fd00::1", "[fd00::1]:7946"),
+            ("[fd00::1]:9000", "[fd00::1]:9000"),
+        ] {
+            let parsed = parse_advertise(given).expect(given);
+            assert_eq!(parsed.with_listen(listen).to_string(), advertised);
+        }
+        for bad in ["pod-ip", "10.1.2.3:port", "fd00::1:7946:x", ""] {
+            assert!(parse_advertise(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn defaults_and_overrides() {
