@@ -239,6 +239,41 @@ fn an_ejected_endpoint_returns_only_after_its_health_checks_pass() {
     assert_eq!(connect_failures(&weir), 5.0);
 }
 
+/// Checks speak plain HTTP/1.1: on a backend reached over h2c (here through ingress-nginx's
+/// `backend-protocol: GRPC`) they are not run, and an ejected endpoint returns when its
+/// ejection ends, as without checks, rather than waiting for checks it could never pass.
+#[test]
+fn an_h2c_backend_is_not_held_for_checks_it_could_never_pass() {
+    let Setup {
+        live: _live,
+        mut dead,
+        dir,
+        secrets: _secrets,
+        key: _,
+    } = setup("weir.dev/load-balancer: round-robin, weir.dev/outlier-base-ejection: 1s, weir.dev/health-check-path: /healthz, nginx.ingress.kubernetes.io/backend-protocol: GRPC");
+    let weir = Weir::start(&dir.path(), &[]);
+    dead.kill();
+    let c = client();
+    let send = |n: usize| {
+        for _ in 0..n {
+            let (status, _) = weir.get(&c, "app.example.com", "/");
+            assert_eq!(status, 200, "a retry reaches the live endpoint");
+        }
+    };
+    send(12);
+    assert_eq!(connect_failures(&weir), 5.0, "ejected after 5 failures");
+    // Its 1 s ejection ends; the checker lets go of it within about 5 s; it takes requests
+    // again (and, still dead, is ejected again at its first failure).
+    let returned = wait_until(Duration::from_secs(30), || {
+        send(4);
+        connect_failures(&weir) > 5.0
+    });
+    assert!(
+        returned.is_some(),
+        "the endpoint was held for checks that never run"
+    );
+}
+
 /// Health-check results are shared: three replicas waiting for the same endpoint take each
 /// other's fresh results instead of each checking it every interval, and all three let it
 /// return once the fleet's checks pass.

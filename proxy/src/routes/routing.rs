@@ -709,7 +709,18 @@ impl LiveRouting {
                         Arc::new(Pool::in_zone(route.policy.pool, self.zone.as_deref()))
                     });
                     pool.update(&backend.endpoints, &self.registry, now);
-                    if let Some(check) = &route.policy.health_check {
+                    let plain_http =
+                        route.policy.backend_protocol == weir_discovery::BackendProtocol::Http;
+                    if let (Some(_), false) = (&route.policy.health_check, plain_http) {
+                        // Checks speak plain HTTP/1.1, which this backend does not: its
+                        // endpoints return when their ejection ends, as without checks
+                        // (the checker lets go of endpoints no checked pool holds).
+                        tracing::warn!(
+                            service = %backend_key.service,
+                            protocol = ?route.policy.backend_protocol,
+                            "health checks are plain HTTP/1.1: not run for this backend"
+                        );
+                    } else if let Some(check) = &route.policy.health_check {
                         checked.push(HealthChecked {
                             pool: Arc::clone(pool),
                             check: check.clone(),
