@@ -109,6 +109,8 @@ pub async fn run(
     let mut ejected_here: HashSet<SocketAddr> = HashSet::new();
     // What peers' bulletins said, until gossip has surely caught up.
     let mut heard = Heard::default();
+    // Each live replica's reports as last copied out of gossip, with the state's version then.
+    let mut copied: HashMap<ChitchatId, (u64, Arc<BTreeMap<String, String>>)> = HashMap::new();
     let mut last_bulletin = Instant::now();
     let round = async {
         loop {
@@ -213,25 +215,40 @@ pub async fn run(
                 }
                 let self_id = chitchat.self_chitchat_id().clone();
                 let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
-                // Each live replica's reports and checks: its gossip state, or what its
-                // bulletins said where that is later.
-                let nodes: Vec<(bool, BTreeMap<String, String>)> = live
+                // Each live replica's reports and checks: its gossip state (copied again only
+                // when its version moved), or what its bulletins said where that is later.
+                let nodes: Vec<(bool, Arc<BTreeMap<String, String>>)> = live
                     .iter()
                     .filter_map(|id| {
                         let state = chitchat.node_state(id)?;
-                        let mut values: BTreeMap<String, String> = state
-                            .key_values()
-                            .filter(|(k, _)| {
-                                k.starts_with(KEY_PREFIX) || k.starts_with(CHECK_PREFIX)
-                            })
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect();
-                        if *id != self_id {
-                            heard.overlay(&id.node_id, &mut values);
-                        }
+                        let version = state.max_version();
+                        let values = match copied.get(id) {
+                            Some((seen, values)) if *seen == version => Arc::clone(values),
+                            _ => {
+                                let values: Arc<BTreeMap<String, String>> = Arc::new(
+                                    state
+                                        .key_values()
+                                        .filter(|(k, _)| {
+                                            k.starts_with(KEY_PREFIX) || k.starts_with(CHECK_PREFIX)
+                                        })
+                                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                                        .collect(),
+                                );
+                                copied.insert(id.clone(), (version, Arc::clone(&values)));
+                                values
+                            }
+                        };
+                        let values = if *id != self_id && heard.has(&id.node_id) {
+                            let mut overlaid = (*values).clone();
+                            heard.overlay(&id.node_id, &mut overlaid);
+                            Arc::new(overlaid)
+                        } else {
+                            values
+                        };
                         Some((*id == self_id, values))
                     })
                     .collect();
+                copied.retain(|id, _| live.contains(id));
                 let members: Vec<String> = live.iter().map(|id| id.node_id.clone()).collect();
                 let peers: Vec<SocketAddr> = live
                     .iter()
@@ -392,6 +409,10 @@ impl Heard {
                 node.insert(key, (value, now));
             }
         }
+    }
+
+    fn has(&self, node: &str) -> bool {
+        self.by_node.contains_key(node)
     }
 
     fn expire(&mut self, now: Instant) {
