@@ -39,13 +39,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What happened on one of the watched kinds.
-enum Progress {
+pub enum Progress {
     Changed,
     Synced(&'static str),
     Failed(&'static str, String),
 }
 
-fn watch_kind<K>(
+/// A reflector on one kind (`name` in progress and errors) and its events as [`Progress`],
+/// with kube-rs's backoff; `trim` drops what is not kept of each object. weir-client's
+/// endpoint source watches with it too.
+pub fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
     name: &'static str,
@@ -79,7 +82,7 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 /// [`drop_managed_fields`] and `kubectl apply`'s last-applied copy of the whole object, for
 /// the kinds weir only reads: the stores keep every Service and EndpointSlice of the cluster.
 /// (Not for Ingresses: their status is written back with a replace, which would remove it.)
-fn drop_bookkeeping<K: Resource>(object: &mut K) {
+pub fn drop_bookkeeping<K: Resource>(object: &mut K) {
     drop_managed_fields(object);
     if let Some(annotations) = object.meta_mut().annotations.as_mut() {
         annotations.remove(LAST_APPLIED);

@@ -1,7 +1,7 @@
 //! A Service's endpoints from the API server: its Service (for the port), its EndpointSlices
 //! (label `kubernetes.io/service-name`) and the Pods its selector names (for readiness times),
-//! each a kube-rs reflector; translated by weir-discovery's [`endpoints_of`], the function the
-//! proxy resolves backends with.
+//! each a reflector made by weir-discovery's [`watch_kind`], as the proxy's; translated by
+//! weir-discovery's [`endpoints_of`], the function the proxy resolves backends with.
 //!
 //! Must not: stop on an API error (the watchers back off and resume; the last endpoints
 //! published stay until new ones are known), or publish before the Service and its slices
@@ -10,17 +10,16 @@
 use futures::stream::{BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::Api;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Debug;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use weir_balancer::EndpointSpec;
 use weir_discovery::endpoints::{endpoints_of, pod_ready_since, service_port, SERVICE_NAME_LABEL};
+use weir_discovery::kubernetes::{drop_bookkeeping, watch_kind, Progress};
 
 /// A Kubernetes Service port: the target of a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,29 +54,6 @@ impl std::fmt::Display for ServiceTarget {
     }
 }
 
-/// What one watch event means for the list.
-enum Progress {
-    Synced,
-    Changed,
-    Failed(String),
-}
-
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxStream<'static, Progress>)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, watcher(api, config))
-        .default_backoff()
-        .map(|event| match event {
-            Ok(watcher::Event::InitDone) => Progress::Synced,
-            Ok(_) => Progress::Changed,
-            Err(e) => Progress::Failed(e.to_string()),
-        })
-        .boxed();
-    (reader, stream)
-}
-
 /// The Service's pod selector as a label selector (`a=b,c=d`); `None` without one.
 fn pod_selector(service: &Service) -> Option<String> {
     let selector: &BTreeMap<String, String> = service.spec.as_ref()?.selector.as_ref()?;
@@ -98,13 +74,17 @@ pub(crate) async fn watch(
     tx: watch::Sender<Vec<EndpointSpec>>,
 ) {
     let ns = target.namespace.as_str();
-    let (services, mut service_events) = reflect(
+    let (services, mut service_events) = watch_kind(
         Api::<Service>::namespaced(client.clone(), ns),
         watcher::Config::default().fields(&format!("metadata.name={}", target.name)),
+        "services",
+        drop_bookkeeping,
     );
-    let (slices, mut slice_events) = reflect(
+    let (slices, mut slice_events) = watch_kind(
         Api::<EndpointSlice>::namespaced(client.clone(), ns),
         watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", target.name)),
+        "endpointslices",
+        drop_bookkeeping,
     );
     // Pods are watched by the Service's selector, once it is known (and again if it changes).
     let mut pods: Option<(String, Store<Pod>, BoxStream<'static, Progress>)> = None;
@@ -126,29 +106,29 @@ pub(crate) async fn watch(
         };
         let progress = tokio::select! {
             _ = tx.closed() => return,
-            event = service_events.next() => event.map(|p| (p, "services")),
-            event = slice_events.next() => event.map(|p| (p, "endpointslices")),
-            event = pod_events => event.map(|p| (p, "pods")),
+            event = service_events.next() => event,
+            event = slice_events.next() => event,
+            event = pod_events => event,
             _ = tokio::time::sleep_until(deadline), if pending.is_some() => {
                 pending = None;
                 publish(&target, &services, &slices, pods.as_ref().map(|p| &p.1), &tx);
                 continue;
             }
         };
-        let Some((progress, kind)) = progress else {
+        let Some(progress) = progress else {
             // A watch stream ended (it does not, with backoff): stop rather than spin.
             tracing::error!(target = %target, "endpoint watch ended");
             return;
         };
         match progress {
-            Progress::Failed(e) => {
+            Progress::Failed(kind, e) => {
                 if e != last_error {
                     tracing::warn!(target = %target, kind, error = %e, "endpoint watch failed; retrying with backoff");
                     last_error = e;
                 }
                 continue;
             }
-            Progress::Synced => match kind {
+            Progress::Synced(kind) => match kind {
                 "services" => service_synced = true,
                 "endpointslices" => slices_synced = true,
                 _ => {}
@@ -160,9 +140,11 @@ pub(crate) async fn watch(
         let selector = services.state().first().and_then(|s| pod_selector(s));
         if selector.as_deref() != pods.as_ref().map(|p| p.0.as_str()) {
             pods = selector.map(|selector| {
-                let (store, events) = reflect(
+                let (store, events) = watch_kind(
                     Api::<Pod>::namespaced(client.clone(), ns),
                     watcher::Config::default().labels(&selector),
+                    "pods",
+                    drop_bookkeeping,
                 );
                 (selector, store, events)
             });
