@@ -73,8 +73,9 @@ struct Inner<B> {
     host: Option<HeaderValue>,
     config: ClientConfig,
     pool: Arc<Pool>,
-    /// Each endpoint's URI authority, made once per endpoint list rather than per call.
-    authorities: Arc<ArcSwap<HashMap<SocketAddr, Authority>>>,
+    /// Each endpoint's URI authority and `Host`, made once per endpoint list rather than per
+    /// call.
+    addresses: Arc<ArcSwap<HashMap<SocketAddr, Address>>>,
     http: Client<HttpConnector, B>,
     budget: Arc<RetryBudget>,
     metrics: Option<ClientMetrics>,
@@ -118,12 +119,12 @@ impl Builder {
         let registry = EndpointRegistry::new();
         let updates = endpoints.updates;
         pool.update(&updates.borrow(), &registry, Nanos::now());
-        let authorities = Arc::new(ArcSwap::from_pointee(authorities_of(&updates.borrow())));
+        let addresses = Arc::new(ArcSwap::from_pointee(addresses_of(&updates.borrow())));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(apply_updates(
             Arc::downgrade(&pool),
             registry,
-            Arc::clone(&authorities),
+            Arc::clone(&addresses),
             updates,
             stopped,
         ));
@@ -147,7 +148,7 @@ impl Builder {
                 service: endpoints.name,
                 config,
                 pool,
-                authorities,
+                addresses,
                 http: http.build(connector),
                 budget: Arc::default(),
                 metrics,
@@ -157,11 +158,30 @@ impl Builder {
     }
 }
 
-/// The URI authority of each endpoint of `specs`.
-fn authorities_of(specs: &[EndpointSpec]) -> HashMap<SocketAddr, Authority> {
+/// An endpoint's address as a call names it: the URI's authority, and the `Host` sent when
+/// the source names no Service.
+#[derive(Clone, Debug)]
+struct Address {
+    authority: Authority,
+    host: HeaderValue,
+}
+
+impl Address {
+    fn of(addr: SocketAddr) -> Result<Self, Error> {
+        let text = addr.to_string();
+        Ok(Address {
+            host: HeaderValue::from_str(&text).map_err(|e| Error::InvalidRequest(e.to_string()))?,
+            authority: Authority::try_from(text)
+                .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+        })
+    }
+}
+
+/// The [`Address`] of each endpoint of `specs`.
+fn addresses_of(specs: &[EndpointSpec]) -> HashMap<SocketAddr, Address> {
     specs
         .iter()
-        .filter_map(|s| Some((s.addr, Authority::try_from(s.addr.to_string()).ok()?)))
+        .filter_map(|s| Some((s.addr, Address::of(s.addr).ok()?)))
         .collect()
 }
 
@@ -169,7 +189,7 @@ fn authorities_of(specs: &[EndpointSpec]) -> HashMap<SocketAddr, Authority> {
 async fn apply_updates(
     pool: std::sync::Weak<Pool>,
     registry: EndpointRegistry,
-    authorities: Arc<ArcSwap<HashMap<SocketAddr, Authority>>>,
+    addresses: Arc<ArcSwap<HashMap<SocketAddr, Address>>>,
     mut updates: watch::Receiver<Vec<EndpointSpec>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -185,7 +205,7 @@ async fn apply_updates(
         }
         let Some(pool) = pool.upgrade() else { return };
         let specs = updates.borrow_and_update().clone();
-        authorities.store(Arc::new(authorities_of(&specs)));
+        addresses.store(Arc::new(addresses_of(&specs)));
         pool.update(&specs, &registry, Nanos::now());
         registry.prune();
     }
@@ -243,7 +263,6 @@ enum Attempt {
         kind: &'static str,
         /// Nothing reached the endpoint (refused, unreachable): a retry adds no load to it.
         sent_nothing: bool,
-        timeout: bool,
     },
 }
 
@@ -309,12 +328,11 @@ where
                 status = tracing::field::Empty,
             );
             let mut outgoing = Request::from_parts(parts.clone(), body.clone());
-            let authority = match self.authorities.load().get(&addr) {
-                Some(authority) => authority.clone(),
-                None => Authority::try_from(addr.to_string())
-                    .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+            let address = match self.addresses.load().get(&addr) {
+                Some(address) => address.clone(),
+                None => Address::of(addr)?,
             };
-            *outgoing.uri_mut() = endpoint_uri(authority, &path)?;
+            *outgoing.uri_mut() = endpoint_uri(address.authority, &path)?;
             // HTTP/1.1: `Host` names the Service. HTTP/2 carries the URI's authority (the
             // endpoint) as `:authority`, and a `Host` naming something else would make the
             // request malformed (RFC 9113 §8.3.1): none is sent.
@@ -325,9 +343,9 @@ where
                     .headers_mut()
                     .insert(http::header::HOST, host.clone());
             } else if !outgoing.headers().contains_key(http::header::HOST) {
-                if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
-                    outgoing.headers_mut().insert(http::header::HOST, host);
-                }
+                outgoing
+                    .headers_mut()
+                    .insert(http::header::HOST, address.host);
             }
             let sent = Instant::now();
             let result = self
@@ -373,17 +391,14 @@ where
                     false,
                 ),
                 Attempt::Failed {
-                    kind,
-                    sent_nothing,
-                    timeout,
-                    ..
+                    kind, sent_nothing, ..
                 } => {
                     if let Some(m) = &self.metrics {
                         m.upstream_errors
                             .with_label_values(&[self.service.as_str(), kind])
                             .inc();
                     }
-                    let wanted = if *timeout {
+                    let wanted = if *kind == "timeout" {
                         retry_on.timeouts
                     } else {
                         retry_on.errors
@@ -459,7 +474,6 @@ where
                     // A connect that failed before its timeout reached nobody: refused or
                     // unreachable. (One that timed out may have reached a slow endpoint.)
                     sent_nothing: connect && !connect_timeout,
-                    timeout: connect_timeout,
                 }
             }
             Err(_) => Attempt::Failed {
@@ -471,7 +485,6 @@ where
                 },
                 kind: "timeout",
                 sent_nothing: false,
-                timeout: true,
             },
         }
     }
