@@ -10,9 +10,6 @@
 //! tasks and the upstream), so the thread's CPU time (`/proc/thread-self/schedstat`, in ns)
 //! covers all of it and nothing else; the upstream answers at once, so calls are CPU-bound.
 
-// An example: a failed setup ends it with the reason.
-#![allow(clippy::expect_used)]
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -71,12 +68,18 @@ fn cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// The value, or the end of the run with why there is none.
+fn done<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("cost: {what}: {e}");
+        std::process::exit(2)
+    })
+}
+
 /// An upstream that answers `ok` at once.
 async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let listener = done(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
+    let addr = done(listener.local_addr(), "bind");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -131,8 +134,8 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .expect("runtime");
+        .build();
+    let runtime = done(runtime, "runtime");
     runtime.block_on(async move {
         let one = upstream().await;
         let mut hundred = Vec::new();
@@ -140,23 +143,23 @@ fn main() {
             hundred.push(upstream().await);
         }
         let bare: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let uri: http::Uri = format!("http://{one}/products/42").parse().expect("uri");
+        let uri: http::Uri = done(format!("http://{one}/products/42").parse(), "uri");
         let direct = measure(calls, || {
-            let request = http::Request::get(uri.clone()).body(Empty::new()).expect("request");
+            let request = done(http::Request::get(uri.clone()).body(Empty::new()), "request");
             let bare = bare.clone();
             async move {
-                let response = bare.request(request).await.expect("answer");
-                response.into_body().collect().await.expect("body");
+                let response = done(bare.request(request).await, "hyper-util's call");
+                done(response.into_body().collect().await, "body");
             }
         })
         .await;
         let through = |client: WeirClient<Empty<Bytes>>| {
             move || {
-                let request = http::Request::get("/products/42").body(Empty::new()).expect("request");
+                let request = done(http::Request::get("/products/42").body(Empty::new()), "request");
                 let client = client.clone();
                 async move {
-                    let response = client.oneshot(request).await.expect("answer");
-                    response.into_body().collect().await.expect("body");
+                    let response = done(client.oneshot(request).await, "weir-client's call");
+                    done(response.into_body().collect().await, "body");
                 }
             }
         };

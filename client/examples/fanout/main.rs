@@ -15,9 +15,6 @@
 //! round, rounds alternating between client and proxy so that both see the same machine.
 //! `--serve ADDR` keeps the batch endpoint up instead (`curl ADDR/batch?via=client`).
 
-// An example: a failed setup ends it with the reason.
-#![allow(clippy::expect_used)]
-
 mod product;
 
 use bytes::Bytes;
@@ -255,20 +252,49 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// One `GET /batch` as a caller sends it: how long it took, or why it failed.
+async fn call_batch(
+    caller: &Client<HttpConnector, Empty<Bytes>>,
+    batch_addr: SocketAddr,
+    via: &str,
+) -> Result<Duration, String> {
+    let request = http::Request::get(format!("http://{batch_addr}/batch?via={via}"))
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let response = caller
+        .request(request)
+        .await
+        .map_err(|e| format!("batch endpoint: {e}"))?;
+    let ok = response.status().is_success();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("batch endpoint: {e}"))?
+        .to_bytes();
+    if !ok {
+        return Err(String::from_utf8_lossy(&body).into_owned());
+    }
+    Ok(started.elapsed())
+}
+
+/// Ends the run with why.
+fn fail(why: &str) -> ! {
+    eprintln!("fanout: {why}");
+    std::process::exit(2)
+}
+
 #[tokio::main]
 async fn main() {
-    let o = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("fanout: {e}");
-            std::process::exit(2);
-        }
-    };
-    let products = product::start(o.products).await.expect("product endpoints");
+    let o = options().unwrap_or_else(|e| fail(&e));
+    let products = product::start(o.products)
+        .await
+        .unwrap_or_else(|e| fail(&format!("product endpoints: {e}")));
     let client = WeirClient::builder(Endpoints::fixed("shop/product", products.clone()))
         .build::<Empty<Bytes>>();
     let dir = std::env::temp_dir().join(format!("weir-fanout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("manifests dir");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
     let mut weir = None;
     let proxy = if o.via.iter().any(|v| v == "proxy") {
         match start_weir(&o.weir, &products, &dir).await {
@@ -280,10 +306,7 @@ async fn main() {
                         .build_http();
                 Some((http, addr))
             }
-            Err(e) => {
-                eprintln!("fanout: {e}");
-                std::process::exit(2);
-            }
+            Err(e) => fail(&e),
         }
     } else {
         None
@@ -292,8 +315,9 @@ async fn main() {
     let listener =
         tokio::net::TcpListener::bind(o.serve.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
             .await
-            .expect("batch endpoint");
-    let batch_addr = listener.local_addr().expect("addr");
+            .and_then(|l| Ok((l.local_addr()?, l)))
+            .unwrap_or_else(|e| fail(&format!("batch endpoint: {e}")));
+    let (batch_addr, listener) = listener;
     tokio::spawn(serve_batches(Arc::clone(&routes), listener));
     if o.serve.is_some() {
         println!("batch endpoint on http://{batch_addr}/batch?via=client (or via=proxy)");
@@ -319,27 +343,13 @@ async fn main() {
                 async move {
                     let mut took = Vec::with_capacity(per_worker);
                     for _ in 0..per_worker {
-                        let request =
-                            http::Request::get(format!("http://{batch_addr}/batch?via={via}"))
-                                .body(Empty::new())
-                                .expect("request");
-                        let started = Instant::now();
-                        let response = caller.request(request).await.expect("batch endpoint");
-                        let ok = response.status().is_success();
-                        let body = response
-                            .into_body()
-                            .collect()
-                            .await
-                            .expect("body")
-                            .to_bytes();
-                        assert!(ok, "{}", String::from_utf8_lossy(&body));
-                        took.push(started.elapsed());
+                        took.push(call_batch(&caller, batch_addr, &via).await?);
                     }
-                    took
+                    Ok::<_, String>(took)
                 }
             });
             for took in futures::future::join_all(workers).await {
-                latencies.extend(took);
+                latencies.extend(took.unwrap_or_else(|e| fail(&e)));
             }
         }
     }
