@@ -271,9 +271,7 @@ pub async fn run(
             // What changed here goes to every peer at once, besides gossip.
             if !told.is_empty() && !peers.is_empty() {
                 for body in bulletin::encode(&config.node_id, now_ms, &told) {
-                    for peer in &peers {
-                        postbox.send(*peer, &body);
-                    }
+                    postbox.send(&peers, &body);
                 }
                 last_bulletin = Instant::now();
             }

@@ -98,23 +98,27 @@ pub struct Postbox {
 }
 
 impl Postbox {
-    /// Sends one bulletin body to `to`, without waiting for room in the socket's buffer: a
-    /// bulletin that cannot go now is left to gossip.
-    pub fn send(&self, to: SocketAddr, body: &[u8]) {
+    /// Sends one bulletin body, tagged once, to each of `peers`, without waiting for room in
+    /// the socket's buffer: a bulletin that cannot go now is left to gossip.
+    pub fn send(&self, peers: &[SocketAddr], body: &[u8]) {
         let Some(socket) = self.socket.get() else {
             return;
         };
         let mut datagram = Vec::with_capacity(body.len() + TAG_LEN);
         datagram.extend_from_slice(body);
         datagram.extend_from_slice(hmac::sign(&self.key, body).as_ref());
-        match socket.try_send_to(&datagram, to) {
-            Ok(sent) => {
-                self.traffic
-                    .bytes_sent
-                    .fetch_add(sent as u64, Ordering::Relaxed);
-                self.traffic.bulletins_sent.fetch_add(1, Ordering::Relaxed);
+        for to in peers {
+            match socket.try_send_to(&datagram, *to) {
+                Ok(sent) => {
+                    self.traffic
+                        .bytes_sent
+                        .fetch_add(sent as u64, Ordering::Relaxed);
+                    self.traffic.bulletins_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %to, "bulletin not sent; gossip carries it")
+                }
             }
-            Err(e) => tracing::debug!(error = %e, %to, "bulletin not sent; gossip carries it"),
         }
     }
 }
