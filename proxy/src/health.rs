@@ -19,7 +19,7 @@ use crate::routes::routing::LiveRouting;
 use crate::subrequest::{Deadlines, Destination, Subrequests};
 use pingora::http::RequestHeader;
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -164,8 +164,9 @@ pub async fn run(
                 }
             }
             // Endpoints no longer waiting (returned, or gone) are forgotten.
-            progress.retain(|addr, _| due.iter().any(|(e, ..)| e.addr() == *addr));
-            board.retain(|addr| due.iter().any(|(e, ..)| e.addr() == addr));
+            let waiting: HashSet<SocketAddr> = due.iter().map(|(e, ..)| e.addr()).collect();
+            progress.retain(|addr, _| waiting.contains(addr));
+            board.retain(|addr| waiting.contains(&addr));
             // The checks due now: another replica's fresh result where there is one, else
             // checked here, all together (one dead endpoint's timeout delays no other).
             let now_ms = unix_ms();
