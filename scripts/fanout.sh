@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p weir-proxy --bin weir
-cargo run --release --locked -p weir-client --example fanout -- --weir target/release/weir "$@"
+cargo run --release --locked -p weir-client --example fanout -- --weir "${CARGO_TARGET_DIR:-target}/release/weir" "$@"
